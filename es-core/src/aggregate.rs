@@ -1,0 +1,84 @@
+//! Aggregates: the consistency boundary whose state is a fold over its events.
+
+use crate::event::EventSet;
+
+/// The state of one kind of aggregate, rebuilt by applying its events in order.
+///
+/// `#[derive(Aggregate)]` implements it from `#[aggregate(kind = "...", event = Set)]`,
+/// dispatching each variant of the set to an [`Apply`] handler. The kind is the prefix of
+/// every stream of this aggregate: instance `42` of kind `cart` lives in stream `cart-42`.
+///
+/// ```
+/// use es_core::{Aggregate, Apply};
+/// # use es_core::doc_support::{AccountEvent, Deposited, Withdrawn};
+/// #[derive(Default)]
+/// struct Account { balance: i64 }
+///
+/// impl Aggregate for Account {
+///     const KIND: &'static str = "account";
+///     type Events = AccountEvent;
+///     fn apply(&mut self, event: &AccountEvent) {
+///         match event {
+///             AccountEvent::Deposited(e) => Apply::apply(self, e),
+///             AccountEvent::Withdrawn(e) => Apply::apply(self, e),
+///         }
+///     }
+/// }
+/// impl Apply<Deposited> for Account {
+///     fn apply(&mut self, e: &Deposited) { self.balance += e.amount as i64 }
+/// }
+/// impl Apply<Withdrawn> for Account {
+///     fn apply(&mut self, e: &Withdrawn) { self.balance -= e.amount as i64 }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an aggregate",
+    label = "not an aggregate",
+    note = "add `#[derive(Aggregate)]` and `#[aggregate(kind = \"...\", event = YourEvents)]` to `{Self}`"
+)]
+pub trait Aggregate: Default + Send + Sync + 'static {
+    /// The aggregate kind: the prefix of its stream ids.
+    const KIND: &'static str;
+    /// The enum of this aggregate's events.
+    type Events: EventSet;
+
+    /// Folds one event into the state. It must not fail: the event already happened.
+    fn apply(&mut self, event: &Self::Events);
+
+    /// Snapshot settings; `None` keeps no snapshots.
+    fn snapshot_policy() -> Option<SnapshotPolicy> {
+        None
+    }
+
+    /// The stream id of the instance `id`: `"{KIND}-{id}"`.
+    fn stream_id(id: &str) -> String {
+        let mut s = String::with_capacity(Self::KIND.len() + 1 + id.len());
+        s.push_str(Self::KIND);
+        s.push('-');
+        s.push_str(id);
+        s
+    }
+}
+
+/// How often an aggregate is snapshotted and the version of its snapshot schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Write a snapshot each time a command crosses a multiple of this many events.
+    pub every: u64,
+    /// The snapshot schema version; snapshots written under another version are ignored.
+    pub version: u32,
+}
+
+/// The handler for one event type.
+///
+/// `#[derive(Aggregate)]` calls `Apply<E>` for each variant of the event set, so a missing
+/// handler is a compile error that names the event.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no handler for `{E}`",
+    label = "`{E}` is an event of this aggregate",
+    note = "implement `Apply<{E}> for {Self}`: `impl Apply<{E}> for {Self} {{ fn apply(&mut self, event: &{E}) {{ .. }} }}`"
+)]
+pub trait Apply<E> {
+    /// Folds the event into the state.
+    fn apply(&mut self, event: &E);
+}

@@ -1,0 +1,411 @@
+//! Events, event sets and the upcasting of old event schemas.
+//!
+//! An [`Event`] is one serde type with a stable *type name* and a *schema version*. An
+//! [`EventSet`] is the enum of one aggregate's events: it encodes an event to
+//! `(type, version, JSON payload)` and decodes any stored triple back, running the upcast
+//! chain for old versions. `#[event]` generates both; the traits are public so that a hand
+//! written implementation is possible too.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::fmt;
+
+/// One kind of event: a serde type with a stable type name and a schema version.
+///
+/// The type name is what the store records, so renaming the Rust type never breaks stored
+/// history. Payloads stored with an older `VERSION` are brought up to date by
+/// [`Event::upcast`] before they are deserialized.
+///
+/// `#[event]` implements this trait; a hand-written implementation looks like this:
+///
+/// ```
+/// use es_core::{Event, UpcastError};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Deposited { amount_cents: u64 }
+///
+/// impl Event for Deposited {
+///     const NAME: &'static str = "Deposited";
+///     const VERSION: u32 = 2;
+///     fn upcast(version: u32, mut payload: serde_json::Value) -> Result<Self, UpcastError> {
+///         // version 1 stored whole units under `amount`
+///         if version == 1 {
+///             let amount = payload["amount"].as_u64().ok_or_else(|| UpcastError::new("missing `amount`"))?;
+///             payload = serde_json::json!({ "amount_cents": amount * 100 });
+///         }
+///         es_core::event::deserialize_payload(payload)
+///     }
+/// }
+///
+/// let old = br#"{"amount":3}"#;
+/// let e = Deposited::decode_stored(1, old).unwrap();
+/// assert_eq!(e.amount_cents, 300);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "not an event",
+    note = "annotate the struct with `#[event]` (or implement `es_core::Event` by hand)"
+)]
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stable type name written to the store.
+    const NAME: &'static str;
+    /// The current schema version (1 for a type that never changed).
+    const VERSION: u32;
+    /// Names this event was stored under before it was renamed.
+    const ALIASES: &'static [&'static str] = &[];
+
+    /// Brings a payload stored at `version` (lower than [`Event::VERSION`]) up to date.
+    ///
+    /// The default knows no older version and refuses every call.
+    fn upcast(version: u32, payload: Value) -> Result<Self, UpcastError> {
+        let _ = payload;
+        Err(UpcastError::new(format!(
+            "`{}` has no upcaster from version {version} to version {}",
+            Self::NAME,
+            Self::VERSION
+        )))
+    }
+
+    /// Decodes a JSON value stored at `version`: deserialized directly at the current
+    /// version, upcast from an older one, refused from a newer one.
+    fn from_value(version: u32, payload: Value) -> Result<Self, DecodeError> {
+        check_version::<Self>(version)?;
+        if version == Self::VERSION {
+            serde_json::from_value(payload).map_err(|e| payload_error::<Self>(version, &e))
+        } else {
+            Self::upcast(version, payload).map_err(|source| DecodeError::Upcast {
+                event_type: Self::NAME.to_owned(),
+                version,
+                target_version: Self::VERSION,
+                source,
+            })
+        }
+    }
+
+    /// Decodes payload bytes stored at `version`. The current version is parsed straight
+    /// into `Self`; older versions go through [`Event::from_value`].
+    fn decode_stored(version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        check_version::<Self>(version)?;
+        if version == Self::VERSION {
+            serde_json::from_slice(payload).map_err(|e| payload_error::<Self>(version, &e))
+        } else {
+            let value: Value =
+                serde_json::from_slice(payload).map_err(|e| payload_error::<Self>(version, &e))?;
+            Self::from_value(version, value)
+        }
+    }
+}
+
+fn check_version<E: Event>(version: u32) -> Result<(), DecodeError> {
+    if version == 0 {
+        return Err(DecodeError::InvalidVersion {
+            event_type: E::NAME.to_owned(),
+            version,
+        });
+    }
+    if version > E::VERSION {
+        return Err(DecodeError::FutureVersion {
+            event_type: E::NAME.to_owned(),
+            version,
+            supported: E::VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn payload_error<E: Event>(version: u32, e: &serde_json::Error) -> DecodeError {
+    DecodeError::Payload {
+        event_type: E::NAME.to_owned(),
+        version,
+        message: e.to_string(),
+    }
+}
+
+/// Deserializes an upcast JSON value into the current type, for hand-written upcasters.
+pub fn deserialize_payload<E: DeserializeOwned>(value: Value) -> Result<E, UpcastError> {
+    serde_json::from_value(value).map_err(|e| UpcastError::new(e.to_string()))
+}
+
+/// Runs a chain of JSON migrations: `steps[i]` turns version `i + 1` into version `i + 2`.
+///
+/// Generated code for `migrate(1 => f, 2 => g)` calls this with `[f, g]`; the payload
+/// stored at `version` enters the chain at `steps[version - 1]`.
+pub fn run_migrations(
+    event_type: &str,
+    version: u32,
+    steps: &[MigrationFn],
+    mut payload: Value,
+) -> Result<Value, UpcastError> {
+    let first = (version as usize)
+        .checked_sub(1)
+        .filter(|&i| i < steps.len());
+    let Some(first) = first else {
+        return Err(UpcastError::new(format!(
+            "`{event_type}` has no migration from version {version}"
+        )));
+    };
+    for (index, step) in steps.iter().enumerate().skip(first) {
+        let from = index as u32 + 1;
+        payload = step(payload).map_err(|e| e.at_step(from))?;
+    }
+    Ok(payload)
+}
+
+/// A JSON-level migration step: the stored value of version N becomes the value of N + 1.
+pub type MigrationFn = fn(Value) -> Result<Value, UpcastError>;
+
+/// The encoded form of one event: what a store records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    /// Stable type name ([`Event::NAME`]).
+    pub event_type: &'static str,
+    /// Schema version ([`Event::VERSION`]).
+    pub schema_version: u32,
+    /// UTF-8 JSON payload.
+    pub payload: Vec<u8>,
+}
+
+/// The enum of one aggregate's events.
+///
+/// `#[event]` on an enum whose variants each wrap one `#[event]` struct implements it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event set",
+    label = "not an event set",
+    note = "annotate the enum of this aggregate's events with `#[event]`"
+)]
+pub trait EventSet: Sized + Send + Sync + 'static {
+    /// Every current type name of the set, in declaration order.
+    const EVENT_TYPES: &'static [&'static str];
+
+    /// The type name of this event.
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version this event is encoded at (always the current one).
+    fn schema_version(&self) -> u32;
+
+    /// Serializes the event.
+    fn encode(&self) -> Result<EncodedEvent, EncodeError>;
+
+    /// Decodes a stored event, upcasting old versions.
+    ///
+    /// Returns `Ok(None)` for a type the set declares ignored (a retired event); an
+    /// unknown type, a version newer than the code, a failed migration or a payload that
+    /// does not fit are errors.
+    fn decode(event_type: &str, version: u32, payload: &[u8]) -> Result<Option<Self>, DecodeError>;
+}
+
+/// Why an event could not be serialized.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode event `{event_type}`: {message}")]
+pub struct EncodeError {
+    /// The event's type name.
+    pub event_type: &'static str,
+    /// What serde reported.
+    pub message: String,
+}
+
+impl EncodeError {
+    /// Serializes `event` to JSON, naming the event type on failure.
+    pub fn encode<E: Event>(event: &E) -> Result<EncodedEvent, EncodeError> {
+        serde_json::to_vec(event)
+            .map(|payload| EncodedEvent {
+                event_type: E::NAME,
+                schema_version: E::VERSION,
+                payload,
+            })
+            .map_err(|e| EncodeError {
+                event_type: E::NAME,
+                message: e.to_string(),
+            })
+    }
+}
+
+/// Why a stored event could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The type name is neither a variant, an alias nor a declared ignored type.
+    #[error("unknown event type `{event_type}` (schema version {version}) for this event set")]
+    UnknownType {
+        /// Stored type name.
+        event_type: String,
+        /// Stored schema version.
+        version: u32,
+    },
+    /// The stored version is newer than the code knows.
+    #[error(
+        "event `{event_type}` is stored at schema version {version}, but this code knows versions up to {supported}"
+    )]
+    FutureVersion {
+        /// Type name.
+        event_type: String,
+        /// Stored schema version.
+        version: u32,
+        /// Highest version the code handles.
+        supported: u32,
+    },
+    /// Schema versions start at 1.
+    #[error("event `{event_type}` has schema version {version}; versions start at 1")]
+    InvalidVersion {
+        /// Type name.
+        event_type: String,
+        /// Stored schema version.
+        version: u32,
+    },
+    /// A migration step failed.
+    #[error("cannot upcast `{event_type}` from version {version} to {target_version}: {source}")]
+    Upcast {
+        /// Type name.
+        event_type: String,
+        /// Stored schema version.
+        version: u32,
+        /// The version the chain was heading for.
+        target_version: u32,
+        /// What the step reported.
+        #[source]
+        source: UpcastError,
+    },
+    /// The payload is not valid JSON or does not fit the type.
+    #[error("payload of `{event_type}` version {version} does not fit the type: {message}")]
+    Payload {
+        /// Type name.
+        event_type: String,
+        /// Schema version the payload was read at.
+        version: u32,
+        /// What serde reported.
+        message: String,
+    },
+}
+
+/// The error a migration step returns.
+///
+/// ```
+/// use es_core::UpcastError;
+/// fn add_currency(mut v: serde_json::Value) -> Result<serde_json::Value, UpcastError> {
+///     let obj = v.as_object_mut().ok_or_else(|| UpcastError::new("expected an object"))?;
+///     obj.insert("currency".into(), "EUR".into());
+///     Ok(v)
+/// }
+/// assert!(add_currency(serde_json::json!(3)).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpcastError {
+    message: String,
+    step: Option<u32>,
+}
+
+impl UpcastError {
+    /// An error with a message saying what was wrong with the old payload.
+    pub fn new(message: impl fmt::Display) -> Self {
+        UpcastError {
+            message: message.to_string(),
+            step: None,
+        }
+    }
+
+    /// An error for a field the old payload lacks.
+    pub fn missing_field(field: &str) -> Self {
+        UpcastError::new(format!("missing field `{field}`"))
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The version whose migration step failed, when known.
+    pub fn step(&self) -> Option<u32> {
+        self.step
+    }
+
+    fn at_step(mut self, from: u32) -> Self {
+        self.step.get_or_insert(from);
+        self
+    }
+}
+
+impl fmt::Display for UpcastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.step {
+            Some(step) => write!(f, "migration {step} => {}: {}", step + 1, self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for UpcastError {}
+
+impl From<serde_json::Error> for UpcastError {
+    fn from(e: serde_json::Error) -> Self {
+        UpcastError::new(e)
+    }
+}
+
+/// Conversion of what a command returns into the events to append.
+///
+/// A command may return one event struct, the event set itself, a `Vec`, an `Option`, an
+/// array, a tuple of up to four, or `()` for no event. `#[event]` implements this for
+/// the enum and each variant's struct.
+#[diagnostic::on_unimplemented(
+    message = "a command returned `{Self}`, which is not a list of `{S}` events",
+    label = "not convertible into `{S}` events",
+    note = "return an event struct of the set, the set itself, or a Vec/Option/array/tuple of them"
+)]
+pub trait IntoEvents<S> {
+    /// Appends the events to `out`, in order.
+    fn into_events(self, out: &mut Vec<S>);
+}
+
+impl<S> IntoEvents<S> for () {
+    fn into_events(self, _: &mut Vec<S>) {}
+}
+
+impl<S, T: IntoEvents<S>> IntoEvents<S> for Vec<T> {
+    fn into_events(self, out: &mut Vec<S>) {
+        for t in self {
+            t.into_events(out);
+        }
+    }
+}
+
+impl<S, T: IntoEvents<S>> IntoEvents<S> for Option<T> {
+    fn into_events(self, out: &mut Vec<S>) {
+        if let Some(t) = self {
+            t.into_events(out);
+        }
+    }
+}
+
+impl<S, T: IntoEvents<S>, const N: usize> IntoEvents<S> for [T; N] {
+    fn into_events(self, out: &mut Vec<S>) {
+        for t in self {
+            t.into_events(out);
+        }
+    }
+}
+
+macro_rules! tuple_into_events {
+    ($($t:ident),+) => {
+        impl<S, $($t: IntoEvents<S>),+> IntoEvents<S> for ($($t,)+) {
+            #[allow(non_snake_case)]
+            fn into_events(self, out: &mut Vec<S>) {
+                let ($($t,)+) = self;
+                $($t.into_events(out);)+
+            }
+        }
+    };
+}
+tuple_into_events!(A, B);
+tuple_into_events!(A, B, C);
+tuple_into_events!(A, B, C, D);
+
+impl From<DecodeError> for UpcastError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Upcast { source, .. } => source,
+            other => UpcastError::new(other),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! # es-core
+//!
+//! The runtime of an event-sourcing framework: events with stable names and versioned
+//! schemas, aggregates whose state is a fold over their events, commands as plain methods,
+//! a [`Repository`] that loads, decides and appends with optimistic concurrency, the
+//! [`EventStore`] contract every backend implements, and [`MemoryStore`].
+//!
+//! Most users depend on this crate and a store (`es-store-fs`), and write:
+//!
+//! ```ignore
+//! use es_core::prelude::*;
+//! ```
+//!
+//! With the default `derive` feature, `#[event]` and `#[derive(Aggregate)]` are re-exported
+//! from `es-macros`. The `testing` feature adds the store conformance suite and a
+//! given/when/then helper for aggregate tests.
+#![warn(missing_docs)]
+
+pub mod aggregate;
+pub mod envelope;
+pub mod event;
+pub mod memory;
+pub mod repository;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+#[doc(hidden)]
+pub mod doc_support;
+
+pub use aggregate::{Aggregate, Apply, SnapshotPolicy};
+pub use envelope::{Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, stream_kind};
+pub use event::{
+    DecodeError, EncodeError, EncodedEvent, Event, EventSet, IntoEvents, MigrationFn, UpcastError,
+};
+pub use memory::MemoryStore;
+pub use repository::{CommandError, Executed, LoadError, Loaded, Repository};
+pub use store::{AppendResult, EventStore, EventStream, ExpectedVersion, Limits, StoreError};
+
+#[cfg(feature = "derive")]
+pub use es_macros::*;
+
+/// What generated code and most users import.
+pub mod prelude {
+    pub use crate::{
+        Aggregate, Apply, CommandError, Envelope, Event, EventSet, EventStore, ExpectedVersion,
+        Loaded, MemoryStore, Metadata, Repository, UpcastError,
+    };
+    #[cfg(feature = "derive")]
+    pub use es_macros::*;
+}
+
+/// Paths the macros' generated code uses, so that users need not depend on serde.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use serde_json;
+}
+
+/// The crate's own types re-exported for convenience: UUIDs and timestamps.
+pub use chrono;
+pub use uuid;

@@ -1,0 +1,195 @@
+//! `MemoryStore`: a thread-safe in-memory event store with the same semantics as the
+//! durable stores, for tests and prototypes.
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::store::{
+    AppendResult, EventStore, EventStream, ExpectedVersion, IdLocation, Limits, StoreError,
+    check_idempotent_retry,
+};
+use chrono::Utc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use uuid::Uuid;
+
+/// How many events a streaming read copies out per lock acquisition.
+const READ_CHUNK: usize = 256;
+
+/// A thread-safe in-memory event store. Nothing survives the process.
+///
+/// ```
+/// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent};
+/// let store = MemoryStore::new();
+/// store.append("cart-1", ExpectedVersion::Any, vec![NewEvent::new("CartCreated", 1, b"{}".to_vec())]).unwrap();
+/// assert_eq!(store.stream_version("cart-1").unwrap(), 1);
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: RwLock<Inner>,
+    limits: Limits,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The global log; `log[p - 1]` is position `p`.
+    log: Vec<Arc<RecordedEvent>>,
+    /// Each stream's positions; `streams[s][v - 1]` is version `v`.
+    streams: HashMap<String, Vec<u64>>,
+    /// Event id to global position.
+    ids: HashMap<Uuid, u64>,
+}
+
+impl MemoryStore {
+    /// An empty store with the default [`Limits`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store with other limits.
+    pub fn with_limits(limits: Limits) -> Self {
+        MemoryStore {
+            inner: RwLock::default(),
+            limits,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave `Inner` half-updated: appends
+        // validate first and mutate only after every check passed.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl EventStore for MemoryStore {
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.limits.check_append(stream_id, &events)?;
+        let mut inner = self.write();
+        let current = inner.streams.get(stream_id).map_or(0, |s| s.len() as u64);
+        let retry = check_idempotent_retry(stream_id, expected, &events, current, |id| {
+            let position = *inner.ids.get(id)?;
+            let recorded = &inner.log[position as usize - 1];
+            Some(IdLocation {
+                same_stream: recorded.stream_id == stream_id,
+                stream_version: recorded.stream_version,
+                position,
+            })
+        })?;
+        if let Some(original) = retry {
+            return Ok(original);
+        }
+        if !expected.accepts(current) {
+            return Err(StoreError::Conflict {
+                stream_id: stream_id.to_owned(),
+                expected,
+                actual: current,
+            });
+        }
+        let now = Utc::now();
+        let floor = inner.log.last().map_or(now, |e| e.timestamp.max(now));
+        let first_position = inner.log.len() as u64 + 1;
+        let n = events.len() as u64;
+        let mut positions = Vec::with_capacity(events.len());
+        for (i, e) in events.into_iter().enumerate() {
+            let position = first_position + i as u64;
+            positions.push(position);
+            inner.ids.insert(e.event_id, position);
+            inner.log.push(Arc::new(RecordedEvent {
+                stream_id: stream_id.to_owned(),
+                stream_version: current + 1 + i as u64,
+                position,
+                event_id: e.event_id,
+                timestamp: e.timestamp.unwrap_or(floor),
+                event_type: e.event_type,
+                schema_version: e.schema_version,
+                metadata: e.metadata,
+                payload: e.payload,
+            }));
+        }
+        inner
+            .streams
+            .entry(stream_id.to_owned())
+            .or_default()
+            .extend(positions);
+        Ok(AppendResult {
+            first_version: current + 1,
+            last_version: current + n,
+            first_position,
+            last_position: first_position + n - 1,
+        })
+    }
+
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<EventStream<'_>, StoreError> {
+        self.limits.check_stream_id(stream_id)?;
+        let stream_id = stream_id.to_owned();
+        let mut next_index = from_version.max(1) as usize - 1;
+        Ok(Box::new(chunked(move || {
+            let inner = self.read();
+            let Some(positions) = inner.streams.get(&stream_id) else {
+                return Vec::new();
+            };
+            let end = positions.len().min(next_index.saturating_add(READ_CHUNK));
+            let chunk: Vec<_> = positions
+                .get(next_index..end)
+                .unwrap_or_default()
+                .iter()
+                .map(|&p| Arc::clone(&inner.log[p as usize - 1]))
+                .collect();
+            next_index = end.max(next_index);
+            chunk
+        })))
+    }
+
+    fn read_all(&self, from_position: u64) -> Result<EventStream<'_>, StoreError> {
+        let mut next_index = from_position.max(1) as usize - 1;
+        Ok(Box::new(chunked(move || {
+            let inner = self.read();
+            let end = inner.log.len().min(next_index.saturating_add(READ_CHUNK));
+            let chunk = inner.log.get(next_index..end).unwrap_or_default().to_vec();
+            next_index = end.max(next_index);
+            chunk
+        })))
+    }
+
+    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        self.limits.check_stream_id(stream_id)?;
+        Ok(self
+            .read()
+            .streams
+            .get(stream_id)
+            .map_or(0, |s| s.len() as u64))
+    }
+
+    fn head_position(&self) -> Result<u64, StoreError> {
+        Ok(self.read().log.len() as u64)
+    }
+}
+
+/// An iterator that refills from `fetch` one chunk at a time until it returns nothing.
+fn chunked<'a>(
+    mut fetch: impl FnMut() -> Vec<Arc<RecordedEvent>> + Send + 'a,
+) -> impl Iterator<Item = Result<RecordedEvent, StoreError>> + Send + 'a {
+    let mut buffer: VecDeque<Arc<RecordedEvent>> = VecDeque::new();
+    std::iter::from_fn(move || {
+        if buffer.is_empty() {
+            buffer.extend(fetch());
+        }
+        buffer.pop_front().map(|e| Ok(RecordedEvent::clone(&e)))
+    })
+}

@@ -1,0 +1,562 @@
+//! The event store contract every backend implements, with its errors and limits.
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use std::fmt;
+use std::sync::Arc;
+
+/// What an append expects of the stream before it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version.
+    Any,
+    /// The stream must not exist yet (version 0).
+    NoStream,
+    /// The stream must exist (version 1 or more).
+    StreamExists,
+    /// The stream must be at exactly this version (0 means it must not exist).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream currently at `actual` satisfies this expectation.
+    pub fn accepts(self, actual: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::StreamExists => actual > 0,
+            ExpectedVersion::Exact(v) => actual == v,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::StreamExists => f.write_str("an existing stream"),
+            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// What an append was assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AppendResult {
+    /// Stream version of the first event of the batch.
+    pub first_version: u64,
+    /// Stream version of the last event: the stream's version after the append.
+    pub last_version: u64,
+    /// Global position of the first event.
+    pub first_position: u64,
+    /// Global position of the last event.
+    pub last_position: u64,
+}
+
+impl AppendResult {
+    /// Number of events appended.
+    pub fn len(&self) -> u64 {
+        self.last_version - self.first_version + 1
+    }
+
+    /// Always false: an append writes at least one event.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Size limits a store enforces before it writes anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest stream id, in bytes.
+    pub max_stream_id_len: usize,
+    /// Longest event type name, in bytes.
+    pub max_event_type_len: usize,
+    /// Largest event (payload plus encoded metadata), in bytes.
+    pub max_event_size: usize,
+    /// Most events in one append.
+    pub max_batch_events: usize,
+    /// Largest append (sum of event sizes), in bytes.
+    pub max_batch_size: usize,
+    /// Deepest nesting of arrays and objects in a payload or in metadata. Decoders refuse
+    /// deeper JSON (serde_json stops at 128), so deeper input is refused on the way in.
+    pub max_json_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_stream_id_len: 512,
+            max_event_type_len: 256,
+            max_event_size: 1024 * 1024,
+            max_batch_events: 10_000,
+            max_batch_size: 16 * 1024 * 1024,
+            max_json_depth: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks a stream id: non-empty, at most `max_stream_id_len` bytes, no control
+    /// characters.
+    pub fn check_stream_id(&self, stream_id: &str) -> Result<(), StoreError> {
+        let reason = if stream_id.is_empty() {
+            Some("it is empty".to_owned())
+        } else if stream_id.len() > self.max_stream_id_len {
+            Some(format!(
+                "it is {} bytes long; the limit is {}",
+                stream_id.len(),
+                self.max_stream_id_len
+            ))
+        } else if let Some(c) = stream_id.chars().find(|c| c.is_control()) {
+            Some(format!("it contains the control character {c:?}"))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(StoreError::InvalidStreamId {
+                stream_id: shorten(stream_id),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a whole append: the stream id, a non-empty batch within the count and size
+    /// limits, each event's type name, schema version, size and JSON payload.
+    pub fn check_append(&self, stream_id: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+        self.check_stream_id(stream_id)?;
+        if events.is_empty() {
+            return Err(StoreError::EmptyBatch {
+                stream_id: stream_id.to_owned(),
+            });
+        }
+        if events.len() > self.max_batch_events {
+            return Err(StoreError::BatchTooLarge {
+                stream_id: stream_id.to_owned(),
+                reason: format!(
+                    "{} events; the limit is {}",
+                    events.len(),
+                    self.max_batch_events
+                ),
+            });
+        }
+        let mut total = 0usize;
+        for (index, event) in events.iter().enumerate() {
+            total += self.check_event(stream_id, index, event)?;
+        }
+        if total > self.max_batch_size {
+            return Err(StoreError::BatchTooLarge {
+                stream_id: stream_id.to_owned(),
+                reason: format!("{total} bytes; the limit is {}", self.max_batch_size),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks one event of a batch and returns its size in bytes.
+    fn check_event(
+        &self,
+        stream_id: &str,
+        index: usize,
+        event: &NewEvent,
+    ) -> Result<usize, StoreError> {
+        let invalid = |reason: String| StoreError::InvalidEvent {
+            stream_id: stream_id.to_owned(),
+            index,
+            event_type: shorten(&event.event_type),
+            reason,
+        };
+        if event.event_type.is_empty() {
+            return Err(invalid("the event type is empty".into()));
+        }
+        if event.event_type.len() > self.max_event_type_len {
+            return Err(invalid(format!(
+                "the event type is {} bytes long; the limit is {}",
+                event.event_type.len(),
+                self.max_event_type_len
+            )));
+        }
+        if event.event_type.chars().any(char::is_control) {
+            return Err(invalid(
+                "the event type contains a control character".into(),
+            ));
+        }
+        if event.schema_version == 0 {
+            return Err(invalid("schema versions start at 1, found 0".into()));
+        }
+        let metadata_size = if event.metadata.is_empty() {
+            0
+        } else {
+            for value in event.metadata.extra.values() {
+                if value_depth(value) > self.max_json_depth {
+                    return Err(invalid(format!(
+                        "the metadata nests deeper than {} levels",
+                        self.max_json_depth
+                    )));
+                }
+            }
+            serde_json::to_vec(&event.metadata)
+                .map_err(|e| invalid(format!("the metadata cannot be encoded: {e}")))?
+                .len()
+        };
+        let size = event.payload.len() + metadata_size;
+        if size > self.max_event_size {
+            return Err(StoreError::EventTooLarge {
+                stream_id: stream_id.to_owned(),
+                index,
+                size,
+                max: self.max_event_size,
+            });
+        }
+        if let Err(e) = std::str::from_utf8(&event.payload) {
+            return Err(invalid(format!("the payload is not UTF-8: {e}")));
+        }
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload) {
+            return Err(invalid(format!("the payload is not valid JSON: {e}")));
+        }
+        if json_depth(&event.payload) > self.max_json_depth {
+            return Err(invalid(format!(
+                "the payload nests deeper than {} levels",
+                self.max_json_depth
+            )));
+        }
+        Ok(size)
+    }
+}
+
+/// The deepest nesting of arrays and objects in a JSON text (assumed well-formed).
+fn json_depth(json: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// The deepest nesting of a JSON value, walked without recursion.
+fn value_depth(value: &serde_json::Value) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
+            serde_json::Value::Array(a) => Box::new(a.iter()),
+            serde_json::Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        max = max.max(depth);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    max
+}
+
+/// Cuts long user input down for error messages.
+fn shorten(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
+/// Errors of an event store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream was not at the expected version; nothing was written.
+    #[error("conflict on stream `{stream_id}`: expected {expected}, but it is at version {actual}")]
+    Conflict {
+        /// Stream id.
+        stream_id: String,
+        /// What the append expected.
+        expected: ExpectedVersion,
+        /// The stream's actual version.
+        actual: u64,
+    },
+    /// The stream id breaks the rules; nothing was written.
+    #[error("invalid stream id `{stream_id}`: {reason}")]
+    InvalidStreamId {
+        /// The id (shortened when long).
+        stream_id: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// An append with no events; nothing was written.
+    #[error("append to stream `{stream_id}` has no events")]
+    EmptyBatch {
+        /// Stream id.
+        stream_id: String,
+    },
+    /// One event is larger than the limit; nothing was written.
+    #[error(
+        "event {index} of the append to `{stream_id}` is {size} bytes; the limit is {max} bytes"
+    )]
+    EventTooLarge {
+        /// Stream id.
+        stream_id: String,
+        /// Index of the event in the batch.
+        index: usize,
+        /// Its size (payload plus metadata).
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The append holds too many events or bytes; nothing was written.
+    #[error("append to `{stream_id}` is too large: {reason}")]
+    BatchTooLarge {
+        /// Stream id.
+        stream_id: String,
+        /// Count or size, and the limit.
+        reason: String,
+    },
+    /// An event's type, version or payload is unusable; nothing was written.
+    #[error("event {index} (`{event_type}`) of the append to `{stream_id}` is invalid: {reason}")]
+    InvalidEvent {
+        /// Stream id.
+        stream_id: String,
+        /// Index of the event in the batch.
+        index: usize,
+        /// Its type name (shortened when long).
+        event_type: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Some event ids of the append are already stored, but not as this same append;
+    /// nothing was written.
+    #[error(
+        "event id {event_id} of the append to `{stream_id}` is already stored ({reason}); an idempotent retry must resend the whole original append"
+    )]
+    DuplicateEventId {
+        /// Stream id of the append.
+        stream_id: String,
+        /// The id found.
+        event_id: uuid::Uuid,
+        /// Where it was found.
+        reason: String,
+    },
+    /// Stored data failed a check.
+    #[error("corrupted store: {0}")]
+    Corrupted(String),
+    /// The store refuses writes (after a failed fsync, or opened read-only).
+    #[error("store is read-only: {0}")]
+    ReadOnly(String),
+    /// An I/O error from the backend.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Any other backend error.
+    #[error("{0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A streaming read: events one at a time, in order, holding a bounded amount in memory.
+pub type EventStream<'a> = Box<dyn Iterator<Item = Result<RecordedEvent, StoreError>> + Send + 'a>;
+
+/// The contract of an event store.
+///
+/// Appends are atomic per batch and checked against an [`ExpectedVersion`]; stream versions
+/// are dense from 1; global positions are dense from 1 and strictly increasing in commit
+/// order. Reads stream their results. Implementations are `Send + Sync` and take `&self`,
+/// so one store is shared by reference or `Arc` across threads.
+///
+/// The conformance suite in [`crate::testing::conformance`] (feature `testing`) pins every
+/// behaviour; each implementation runs it.
+///
+/// ```
+/// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent};
+/// let store = MemoryStore::new();
+/// let e = NewEvent::new("Deposited", 1, br#"{"amount":5}"#.to_vec());
+/// let r = store.append("account-1", ExpectedVersion::NoStream, vec![e]).unwrap();
+/// assert_eq!((r.first_version, r.first_position), (1, 1));
+/// let events: Vec<_> = store.read_stream("account-1", 1).unwrap().collect::<Result<_, _>>().unwrap();
+/// assert_eq!(events[0].event_type, "Deposited");
+/// ```
+///
+/// The API is synchronous. From async code, move calls to a blocking thread:
+///
+/// ```
+/// # use es_core::{EventStore, MemoryStore};
+/// # use std::sync::Arc;
+/// # fn spawn_blocking<T>(f: impl FnOnce() -> T) -> T { f() } // stands in for tokio's
+/// let store = Arc::new(MemoryStore::new());
+/// let s = Arc::clone(&store);
+/// let version = spawn_blocking(move || s.stream_version("cart-1"));
+/// assert_eq!(version.unwrap(), 0);
+/// ```
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to `stream_id` atomically if the stream satisfies `expected`.
+    ///
+    /// Re-sending an append whose event ids are already stored as one append to this
+    /// stream, with an expectation that held for the original, returns the original
+    /// result and writes nothing.
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError>;
+
+    /// Reads one stream from `from_version` (1 for all of it), in version order.
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<EventStream<'_>, StoreError>;
+
+    /// Reads the global log from `from_position` (1 for all of it), in position order.
+    fn read_all(&self, from_position: u64) -> Result<EventStream<'_>, StoreError>;
+
+    /// The current version of a stream (0 when it does not exist).
+    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError>;
+
+    /// The position of the last event in the global log (0 when empty).
+    fn head_position(&self) -> Result<u64, StoreError>;
+}
+
+macro_rules! forward_event_store {
+    ($($ty:ty),*) => {$(
+        impl<S: EventStore + ?Sized> EventStore for $ty {
+            fn append(
+                &self,
+                stream_id: &str,
+                expected: ExpectedVersion,
+                events: Vec<NewEvent>,
+            ) -> Result<AppendResult, StoreError> {
+                (**self).append(stream_id, expected, events)
+            }
+            fn read_stream(
+                &self,
+                stream_id: &str,
+                from_version: u64,
+            ) -> Result<EventStream<'_>, StoreError> {
+                (**self).read_stream(stream_id, from_version)
+            }
+            fn read_all(&self, from_position: u64) -> Result<EventStream<'_>, StoreError> {
+                (**self).read_all(from_position)
+            }
+            fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+                (**self).stream_version(stream_id)
+            }
+            fn head_position(&self) -> Result<u64, StoreError> {
+                (**self).head_position()
+            }
+        }
+    )*};
+}
+forward_event_store!(&S, Arc<S>, Box<S>);
+
+/// Where an event id of an incoming append is already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdLocation {
+    /// Whether it is in the stream being appended to.
+    pub same_stream: bool,
+    /// Its stream version.
+    pub stream_version: u64,
+    /// Its global position.
+    pub position: u64,
+}
+
+/// The shared idempotency rule, for store implementations.
+///
+/// `lookup` tells where an event id is stored, if anywhere. Returns `Ok(None)` when no id
+/// of the batch is stored (append as usual), `Ok(Some(result))` when the whole batch is
+/// stored as consecutive events of this stream and `expected` held for the original
+/// append (report the original result, write nothing), and an error otherwise: a batch
+/// that repeats an id, a partial or scattered match, or a stale expectation.
+pub fn check_idempotent_retry(
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    current_version: u64,
+    mut lookup: impl FnMut(&uuid::Uuid) -> Option<IdLocation>,
+) -> Result<Option<AppendResult>, StoreError> {
+    let duplicate = |event_id, reason: &str| StoreError::DuplicateEventId {
+        stream_id: stream_id.to_owned(),
+        event_id,
+        reason: reason.to_owned(),
+    };
+    if events.len() > 1 {
+        let mut seen = std::collections::HashSet::with_capacity(events.len());
+        for e in events {
+            if !seen.insert(e.event_id) {
+                return Err(duplicate(e.event_id, "it appears twice in the append"));
+            }
+        }
+    }
+    let mut first: Option<IdLocation> = None;
+    for (index, event) in events.iter().enumerate() {
+        let found = lookup(&event.event_id);
+        match (first, found) {
+            (None, None) if index == 0 => return check_rest_absent(events, &mut lookup, stream_id),
+            (None, Some(loc)) if index == 0 => {
+                if !loc.same_stream {
+                    return Err(duplicate(event.event_id, "in another stream"));
+                }
+                first = Some(loc);
+            }
+            (Some(f), Some(loc))
+                if loc.same_stream
+                    && loc.stream_version == f.stream_version + index as u64
+                    && loc.position == f.position + index as u64 => {}
+            _ => {
+                return Err(duplicate(
+                    event.event_id,
+                    "the stored events do not match this append",
+                ));
+            }
+        }
+    }
+    let Some(first) = first else { return Ok(None) };
+    let n = events.len() as u64;
+    let before = first.stream_version - 1;
+    if !expected.accepts(before) {
+        return Err(StoreError::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected,
+            actual: current_version,
+        });
+    }
+    Ok(Some(AppendResult {
+        first_version: first.stream_version,
+        last_version: first.stream_version + n - 1,
+        first_position: first.position,
+        last_position: first.position + n - 1,
+    }))
+}
+
+fn check_rest_absent(
+    events: &[NewEvent],
+    lookup: &mut impl FnMut(&uuid::Uuid) -> Option<IdLocation>,
+    stream_id: &str,
+) -> Result<Option<AppendResult>, StoreError> {
+    for event in &events[1..] {
+        if lookup(&event.event_id).is_some() {
+            return Err(StoreError::DuplicateEventId {
+                stream_id: stream_id.to_owned(),
+                event_id: event.event_id,
+                reason: "it is already stored, but the append's first event is not".to_owned(),
+            });
+        }
+    }
+    Ok(None)
+}

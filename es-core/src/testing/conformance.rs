@@ -1,0 +1,727 @@
+//! The store conformance suite: one public function per behaviour of the
+//! [`EventStore`](crate::EventStore) contract. Each takes a fresh, empty store and panics
+//! when the store breaks the contract. Run them all with
+//! [`store_conformance_tests!`](crate::store_conformance_tests).
+
+use crate::{
+    AppendResult, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError,
+};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// A small valid event.
+pub fn event(n: u64) -> NewEvent {
+    NewEvent::new("Tested", 1, format!(r#"{{"n":{n}}}"#).into_bytes())
+}
+
+/// `count` small valid events numbered from `start`.
+pub fn events(start: u64, count: u64) -> Vec<NewEvent> {
+    (start..start + count).map(event).collect()
+}
+
+fn read_stream<S: EventStore>(store: &S, stream: &str, from: u64) -> Vec<RecordedEvent> {
+    store
+        .read_stream(stream, from)
+        .expect("read_stream")
+        .collect::<Result<_, _>>()
+        .expect("read_stream item")
+}
+
+fn read_all<S: EventStore>(store: &S, from: u64) -> Vec<RecordedEvent> {
+    store
+        .read_all(from)
+        .expect("read_all")
+        .collect::<Result<_, _>>()
+        .expect("read_all item")
+}
+
+fn numbers(events: &[RecordedEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_slice(&e.payload).expect("payload json");
+            v["n"].as_u64().expect("payload n")
+        })
+        .collect()
+}
+
+fn assert_nothing_written<S: EventStore>(store: &S, stream: &str, head: u64, version: u64) {
+    assert_eq!(
+        store.head_position().unwrap(),
+        head,
+        "head moved after a refused append"
+    );
+    assert_eq!(
+        store.stream_version(stream).unwrap_or(0),
+        version,
+        "stream moved after a refused append"
+    );
+    assert_eq!(
+        read_all(store, 1).len() as u64,
+        head,
+        "log grew after a refused append"
+    );
+}
+
+/// Appended events read back whole, with dense versions and positions from 1.
+pub fn append_and_read_stream<S: EventStore>(store: &S) {
+    let batch = events(1, 3);
+    let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+    let r = store
+        .append("cart-1", ExpectedVersion::NoStream, batch.clone())
+        .unwrap();
+    assert_eq!(
+        r,
+        AppendResult {
+            first_version: 1,
+            last_version: 3,
+            first_position: 1,
+            last_position: 3
+        }
+    );
+    assert_eq!(r.len(), 3);
+    let got = read_stream(store, "cart-1", 1);
+    assert_eq!(got.len(), 3);
+    for (i, (e, sent)) in got.iter().zip(&batch).enumerate() {
+        assert_eq!(e.stream_id, "cart-1");
+        assert_eq!(e.stream_version, i as u64 + 1);
+        assert_eq!(e.position, i as u64 + 1);
+        assert_eq!(e.event_id, ids[i]);
+        assert_eq!(e.event_type, "Tested");
+        assert_eq!(e.schema_version, 1);
+        assert_eq!(e.payload, sent.payload);
+        assert_eq!(e.kind(), "cart");
+    }
+    assert_eq!(store.stream_version("cart-1").unwrap(), 3);
+    assert_eq!(store.head_position().unwrap(), 3);
+}
+
+/// Reading a stream from a version skips the earlier events; past the end reads nothing.
+pub fn read_stream_from_version<S: EventStore>(store: &S) {
+    store
+        .append("s-1", ExpectedVersion::Any, events(1, 10))
+        .unwrap();
+    assert_eq!(
+        numbers(&read_stream(store, "s-1", 4)),
+        (4..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        numbers(&read_stream(store, "s-1", 0)).len(),
+        10,
+        "0 reads from the start"
+    );
+    assert!(read_stream(store, "s-1", 11).is_empty());
+    assert!(read_stream(store, "s-1", u64::MAX).is_empty());
+}
+
+/// The global log holds every stream's events in commit order with dense positions.
+pub fn read_all_in_commit_order<S: EventStore>(store: &S) {
+    store
+        .append("a-1", ExpectedVersion::Any, events(1, 2))
+        .unwrap();
+    store
+        .append("b-1", ExpectedVersion::Any, events(3, 3))
+        .unwrap();
+    store
+        .append("a-1", ExpectedVersion::Any, events(6, 1))
+        .unwrap();
+    let all = read_all(store, 1);
+    assert_eq!(numbers(&all), vec![1, 2, 3, 4, 5, 6]);
+    let positions: Vec<u64> = all.iter().map(|e| e.position).collect();
+    assert_eq!(positions, vec![1, 2, 3, 4, 5, 6]);
+    let streams: Vec<(&str, u64)> = all
+        .iter()
+        .map(|e| (e.stream_id.as_str(), e.stream_version))
+        .collect();
+    assert_eq!(
+        streams,
+        vec![
+            ("a-1", 1),
+            ("a-1", 2),
+            ("b-1", 1),
+            ("b-1", 2),
+            ("b-1", 3),
+            ("a-1", 3)
+        ]
+    );
+}
+
+/// Reading the log from a position starts there; past the head reads nothing.
+pub fn read_all_from_position<S: EventStore>(store: &S) {
+    store
+        .append("a-1", ExpectedVersion::Any, events(1, 5))
+        .unwrap();
+    assert_eq!(numbers(&read_all(store, 3)), vec![3, 4, 5]);
+    assert_eq!(numbers(&read_all(store, 0)).len(), 5);
+    assert!(read_all(store, 6).is_empty());
+    assert!(read_all(store, u64::MAX).is_empty());
+}
+
+/// A stream never written is at version 0 and reads empty; an empty store's head is 0.
+pub fn unknown_stream_is_empty<S: EventStore>(store: &S) {
+    assert_eq!(store.head_position().unwrap(), 0);
+    assert_eq!(store.stream_version("nobody-1").unwrap(), 0);
+    assert!(read_stream(store, "nobody-1", 1).is_empty());
+    assert!(read_all(store, 1).is_empty());
+}
+
+/// `Any` appends to a new and to an existing stream.
+pub fn expected_any<S: EventStore>(store: &S) {
+    let r1 = store
+        .append("s-1", ExpectedVersion::Any, events(1, 1))
+        .unwrap();
+    let r2 = store
+        .append("s-1", ExpectedVersion::Any, events(2, 2))
+        .unwrap();
+    assert_eq!(
+        (r1.first_version, r2.first_version, r2.last_version),
+        (1, 2, 3)
+    );
+}
+
+/// `NoStream` appends only to a stream that does not exist.
+pub fn expected_no_stream<S: EventStore>(store: &S) {
+    store
+        .append("s-1", ExpectedVersion::NoStream, events(1, 1))
+        .unwrap();
+    let err = store
+        .append("s-1", ExpectedVersion::NoStream, events(2, 1))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                actual: 1,
+                expected: ExpectedVersion::NoStream,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_nothing_written(store, "s-1", 1, 1);
+}
+
+/// `StreamExists` refuses a new stream and accepts an existing one.
+pub fn expected_stream_exists<S: EventStore>(store: &S) {
+    let err = store
+        .append("s-1", ExpectedVersion::StreamExists, events(1, 1))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { actual: 0, .. }),
+        "{err:?}"
+    );
+    assert_nothing_written(store, "s-1", 0, 0);
+    store
+        .append("s-1", ExpectedVersion::Any, events(1, 1))
+        .unwrap();
+    let r = store
+        .append("s-1", ExpectedVersion::StreamExists, events(2, 1))
+        .unwrap();
+    assert_eq!(r.first_version, 2);
+}
+
+/// `Exact(n)` accepts only a stream at version n; `Exact(0)` means no stream.
+pub fn expected_exact<S: EventStore>(store: &S) {
+    store
+        .append("s-1", ExpectedVersion::Exact(0), events(1, 2))
+        .unwrap();
+    store
+        .append("s-1", ExpectedVersion::Exact(2), events(3, 1))
+        .unwrap();
+    for stale in [0, 1, 2, 4, u64::MAX] {
+        let err = store
+            .append("s-1", ExpectedVersion::Exact(stale), events(9, 1))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict { actual: 3, .. }),
+            "Exact({stale}) on a stream at 3: {err:?}"
+        );
+    }
+    assert_nothing_written(store, "s-1", 3, 3);
+}
+
+/// A conflict names the stream, the expectation and the actual version.
+pub fn conflict_reports_actual_version<S: EventStore>(store: &S) {
+    store
+        .append("order-9", ExpectedVersion::Any, events(1, 4))
+        .unwrap();
+    let err = store
+        .append("order-9", ExpectedVersion::Exact(2), events(5, 1))
+        .unwrap_err();
+    match &err {
+        StoreError::Conflict {
+            stream_id,
+            expected,
+            actual,
+        } => {
+            assert_eq!(stream_id, "order-9");
+            assert_eq!(*expected, ExpectedVersion::Exact(2));
+            assert_eq!(*actual, 4);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("order-9") && text.contains('4') && text.contains('2'),
+        "{text}"
+    );
+}
+
+/// Re-sending an append with the same event ids and expectation returns the original
+/// result and writes nothing, for every kind of expectation.
+pub fn idempotent_retry_returns_original_result<S: EventStore>(store: &S) {
+    let cases = [
+        ("a-1", ExpectedVersion::NoStream),
+        ("a-2", ExpectedVersion::Any),
+        ("a-3", ExpectedVersion::Exact(0)),
+    ];
+    for (stream, expected) in cases {
+        let batch = events(1, 3);
+        let first = store.append(stream, expected, batch.clone()).unwrap();
+        let head = store.head_position().unwrap();
+        let again = store.append(stream, expected, batch).unwrap();
+        assert_eq!(first, again, "retry with {expected:?}");
+        assert_nothing_written(store, stream, head, 3);
+    }
+    // StreamExists and Exact(n) on a stream with history
+    let batch = events(10, 2);
+    let first = store
+        .append("a-1", ExpectedVersion::Exact(3), batch.clone())
+        .unwrap();
+    assert_eq!(
+        store
+            .append("a-1", ExpectedVersion::Exact(3), batch)
+            .unwrap(),
+        first
+    );
+    let batch = events(20, 1);
+    let first = store
+        .append("a-2", ExpectedVersion::StreamExists, batch.clone())
+        .unwrap();
+    store
+        .append("a-2", ExpectedVersion::Any, events(30, 1))
+        .unwrap();
+    assert_eq!(
+        store
+            .append("a-2", ExpectedVersion::StreamExists, batch)
+            .unwrap(),
+        first,
+        "a retry after later appends still reports the original"
+    );
+}
+
+/// A retry whose expectation did not hold for the original append is a conflict.
+pub fn idempotent_retry_with_stale_expectation_conflicts<S: EventStore>(store: &S) {
+    store
+        .append("s-1", ExpectedVersion::Any, events(1, 2))
+        .unwrap();
+    let batch = events(3, 1);
+    store
+        .append("s-1", ExpectedVersion::Exact(2), batch.clone())
+        .unwrap();
+    let err = store
+        .append("s-1", ExpectedVersion::Exact(7), batch)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { actual: 3, .. }),
+        "{err:?}"
+    );
+    assert_nothing_written(store, "s-1", 3, 3);
+}
+
+/// An event id already stored in another stream is refused.
+pub fn duplicate_id_in_other_stream_is_rejected<S: EventStore>(store: &S) {
+    let batch = events(1, 1);
+    store
+        .append("s-1", ExpectedVersion::Any, batch.clone())
+        .unwrap();
+    let err = store
+        .append("s-2", ExpectedVersion::Any, batch)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateEventId { .. }),
+        "{err:?}"
+    );
+    assert_nothing_written(store, "s-2", 1, 0);
+}
+
+/// A batch that repeats only some stored ids, or reorders them, is refused.
+pub fn partial_retry_is_rejected<S: EventStore>(store: &S) {
+    let batch = events(1, 3);
+    store
+        .append("s-1", ExpectedVersion::Any, batch.clone())
+        .unwrap();
+    let mut partial = vec![batch[0].clone(), event(9)];
+    let err = store
+        .append("s-1", ExpectedVersion::Any, partial.clone())
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateEventId { .. }),
+        "{err:?}"
+    );
+    partial.reverse();
+    let err = store
+        .append("s-1", ExpectedVersion::Any, partial)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateEventId { .. }),
+        "{err:?}"
+    );
+    let reordered = vec![batch[1].clone(), batch[0].clone()];
+    let err = store
+        .append("s-1", ExpectedVersion::Any, reordered)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateEventId { .. }),
+        "{err:?}"
+    );
+    assert_nothing_written(store, "s-1", 3, 3);
+}
+
+/// A batch that holds the same event id twice is refused.
+pub fn duplicate_id_within_batch_is_rejected<S: EventStore>(store: &S) {
+    let e = event(1);
+    let err = store
+        .append("s-1", ExpectedVersion::Any, vec![e.clone(), e])
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateEventId { .. }),
+        "{err:?}"
+    );
+    assert_nothing_written(store, "s-1", 0, 0);
+}
+
+/// Empty, overlong and control-character stream ids are typed errors; nothing is written.
+pub fn invalid_stream_ids_are_rejected<S: EventStore>(store: &S) {
+    let long = "x".repeat(10 * 1024);
+    for bad in [
+        "",
+        "cart-\0",
+        "a\nb",
+        "tab\there",
+        "\u{7f}del",
+        long.as_str(),
+    ] {
+        let err = store
+            .append(bad, ExpectedVersion::Any, events(1, 1))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidStreamId { .. }),
+            "stream id {:?}: {err:?}",
+            bad.get(..20).unwrap_or(bad)
+        );
+        assert!(
+            err.to_string().len() < 400,
+            "the message stays short: {err}"
+        );
+        assert!(matches!(
+            store.read_stream(bad, 1).err(),
+            Some(StoreError::InvalidStreamId { .. })
+        ));
+    }
+    assert_eq!(store.head_position().unwrap(), 0);
+}
+
+/// Stream ids are opaque data: path-like and non-ASCII ids round-trip unchanged.
+pub fn opaque_stream_ids_round_trip<S: EventStore>(store: &S) {
+    let ids = [
+        "../../etc/passwd",
+        "/abs/path",
+        "cart-ünïcödé-🛒",
+        "with space",
+        "a/b\\c",
+        ".",
+        "..",
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .append(id, ExpectedVersion::NoStream, events(i as u64, 1))
+            .unwrap();
+    }
+    for id in ids {
+        let got = read_stream(store, id, 1);
+        assert_eq!(got.len(), 1, "{id}");
+        assert_eq!(got[0].stream_id, id);
+    }
+}
+
+/// An append with no events is a typed error.
+pub fn empty_batch_is_rejected<S: EventStore>(store: &S) {
+    let err = store
+        .append("s-1", ExpectedVersion::Any, vec![])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::EmptyBatch { .. }), "{err:?}");
+    assert_nothing_written(store, "s-1", 0, 0);
+}
+
+/// An event over the size limit is refused before anything is written.
+pub fn oversized_event_is_rejected<S: EventStore>(store: &S) {
+    let mut payload = Vec::with_capacity(65 * 1024 * 1024);
+    payload.push(b'"');
+    payload.resize(64 * 1024 * 1024, b'a');
+    payload.push(b'"');
+    let big = NewEvent::new("Big", 1, payload);
+    let err = store
+        .append("s-1", ExpectedVersion::Any, vec![event(1), big])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::EventTooLarge { index: 1, .. } | StoreError::BatchTooLarge { .. }
+        ),
+        "{err:?}"
+    );
+    assert_nothing_written(store, "s-1", 0, 0);
+}
+
+/// Payloads that are not JSON (including non-UTF-8 bytes and nesting past serde_json's
+/// depth limit) are refused.
+pub fn invalid_payloads_are_rejected<S: EventStore>(store: &S) {
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let bad: [&[u8]; 6] = [
+        b"",
+        b"{",
+        b"\xff\xfe",
+        b"\"\xff\xfe\"",
+        b"{\"a\":1} trailing",
+        deep.as_bytes(),
+    ];
+    for payload in bad {
+        let e = NewEvent::new("Bad", 1, payload.to_vec());
+        let err = store
+            .append("s-1", ExpectedVersion::Any, vec![e])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidEvent { .. }), "{err:?}");
+    }
+    let mut nested = serde_json::Value::Null;
+    for _ in 0..1_000 {
+        nested = serde_json::Value::Array(vec![nested]);
+    }
+    let e = event(1).with_metadata(Metadata::new().with("deep", nested));
+    let err = store
+        .append("s-1", ExpectedVersion::Any, vec![e])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidEvent { .. }), "{err:?}");
+    assert_nothing_written(store, "s-1", 0, 0);
+    let fine = format!("{}{}", "[".repeat(32), "]".repeat(32));
+    let e = NewEvent::new("Nested", 1, fine.into_bytes());
+    store.append("s-1", ExpectedVersion::Any, vec![e]).unwrap();
+}
+
+/// Empty, overlong or control-character type names and schema version 0 are refused.
+pub fn invalid_event_types_are_rejected<S: EventStore>(store: &S) {
+    let long = "T".repeat(5000);
+    for name in ["", "bad\0name", long.as_str()] {
+        let e = NewEvent::new(name, 1, b"{}".to_vec());
+        let err = store
+            .append("s-1", ExpectedVersion::Any, vec![e])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidEvent { .. }), "{err:?}");
+    }
+    let e = NewEvent::new("Fine", 0, b"{}".to_vec());
+    let err = store
+        .append("s-1", ExpectedVersion::Any, vec![e])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidEvent { .. }), "{err:?}");
+    assert_nothing_written(store, "s-1", 0, 0);
+}
+
+/// A batch with one bad event writes none of its events.
+pub fn one_bad_event_fails_the_whole_batch<S: EventStore>(store: &S) {
+    let mut batch = events(1, 5);
+    batch[3].payload = b"not json".to_vec();
+    let err = store
+        .append("s-1", ExpectedVersion::Any, batch)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidEvent { index: 3, .. }),
+        "{err:?}"
+    );
+    assert_nothing_written(store, "s-1", 0, 0);
+}
+
+/// Event ids, metadata and caller-given timestamps are stored as given; events without a
+/// timestamp get the commit time.
+pub fn metadata_ids_and_timestamps_round_trip<S: EventStore>(store: &S) {
+    let id = Uuid::new_v4();
+    let corr = Uuid::new_v4();
+    let meta = Metadata::new()
+        .with_actor("alice")
+        .with_correlation_id(corr)
+        .with_causation_id(id)
+        .with("reason", "audit")
+        .with("nested", serde_json::json!({"a": [1, 2, {"b": null}]}));
+    let at = chrono::DateTime::parse_from_rfc3339("2020-02-29T12:34:56.789012Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let given = event(1)
+        .with_id(id)
+        .with_metadata(meta.clone())
+        .with_timestamp(at);
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    store
+        .append("s-1", ExpectedVersion::Any, vec![given, event(2)])
+        .unwrap();
+    let after = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let got = read_stream(store, "s-1", 1);
+    assert_eq!(got[0].event_id, id);
+    assert_eq!(got[0].metadata, meta);
+    assert_eq!(got[0].timestamp, at);
+    assert!(got[1].metadata.is_empty());
+    assert!(
+        got[1].timestamp >= before && got[1].timestamp <= after,
+        "{}",
+        got[1].timestamp
+    );
+}
+
+/// Store-stamped timestamps never go backwards along the global log.
+pub fn timestamps_never_decrease<S: EventStore>(store: &S) {
+    for i in 0..50 {
+        store
+            .append(&format!("s-{}", i % 3), ExpectedVersion::Any, events(i, 2))
+            .unwrap();
+    }
+    let all = read_all(store, 1);
+    assert!(all.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+}
+
+/// Threads racing with `Exact` on one stream: exactly one wins each version, and every
+/// loser sees a conflict.
+pub fn racing_writers_one_winner_per_version<S: EventStore>(store: &S) {
+    const THREADS: usize = 8;
+    const VERSIONS: u64 = 40;
+    let winners: Mutex<HashMap<u64, usize>> = Mutex::new(HashMap::new());
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let winners = &winners;
+            scope.spawn(move || {
+                loop {
+                    let current = store.stream_version("race-1").unwrap();
+                    if current >= VERSIONS {
+                        break;
+                    }
+                    match store.append(
+                        "race-1",
+                        ExpectedVersion::Exact(current),
+                        vec![event(t as u64)],
+                    ) {
+                        Ok(r) => {
+                            assert_eq!(r.first_version, current + 1);
+                            let prior = winners.lock().unwrap().insert(r.first_version, t);
+                            assert!(
+                                prior.is_none(),
+                                "two winners for version {}",
+                                r.first_version
+                            );
+                        }
+                        Err(StoreError::Conflict { actual, .. }) => assert!(actual > current),
+                        Err(e) => panic!("unexpected error {e:?}"),
+                    }
+                }
+            });
+        }
+    });
+    let winners = winners.into_inner().unwrap();
+    let stored = read_stream(store, "race-1", 1);
+    assert!(stored.len() as u64 >= VERSIONS);
+    for e in &stored {
+        let n = numbers(std::slice::from_ref(e))[0] as usize;
+        assert_eq!(
+            winners.get(&e.stream_version),
+            Some(&n),
+            "version {}",
+            e.stream_version
+        );
+    }
+    assert_eq!(winners.len(), stored.len());
+}
+
+/// Concurrent appends to many streams: the global log is dense and each append's events
+/// sit together, in the order the appends were acknowledged within each stream.
+pub fn concurrent_appends_global_order_is_commit_order<S: EventStore>(store: &S) {
+    const THREADS: u64 = 6;
+    const APPENDS: u64 = 50;
+    let acks: Mutex<Vec<(String, AppendResult)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let acks = &acks;
+            scope.spawn(move || {
+                for i in 0..APPENDS {
+                    let stream = format!("c-{}", (t + i) % 4);
+                    let r = store
+                        .append(
+                            &stream,
+                            ExpectedVersion::Any,
+                            events(t * 1000 + i, 1 + i % 3),
+                        )
+                        .unwrap();
+                    acks.lock().unwrap().push((stream, r));
+                }
+            });
+        }
+    });
+    let acks = acks.into_inner().unwrap();
+    let all = read_all(store, 1);
+    let total: u64 = acks.iter().map(|(_, r)| r.len()).sum();
+    assert_eq!(all.len() as u64, total);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.position, i as u64 + 1, "positions are dense");
+    }
+    for (stream, r) in &acks {
+        for p in r.first_position..=r.last_position {
+            let e = &all[p as usize - 1];
+            assert_eq!(&e.stream_id, stream);
+            assert_eq!(e.stream_version, r.first_version + (p - r.first_position));
+        }
+    }
+    let mut last_version: HashMap<&str, u64> = HashMap::new();
+    for e in &all {
+        let v = last_version.entry(e.stream_id.as_str()).or_default();
+        assert_eq!(
+            e.stream_version,
+            *v + 1,
+            "stream versions follow global order"
+        );
+        *v = e.stream_version;
+    }
+}
+
+/// Large histories stream: the first events of a long read arrive without reading the
+/// rest, and the whole read is complete and in order.
+pub fn streaming_read_of_large_history<S: EventStore>(store: &S) {
+    const BATCHES: u64 = 200;
+    const PER_BATCH: u64 = 100;
+    for b in 0..BATCHES {
+        let stream = if b % 2 == 0 { "big-1" } else { "big-2" };
+        store
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                events(b * PER_BATCH, PER_BATCH),
+            )
+            .unwrap();
+    }
+    let first: Vec<_> = store
+        .read_all(1)
+        .unwrap()
+        .take(3)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(numbers(&first), vec![0, 1, 2]);
+    let mut count = 0u64;
+    for (i, e) in store.read_all(1).unwrap().enumerate() {
+        let e = e.unwrap();
+        assert_eq!(e.position, i as u64 + 1);
+        count += 1;
+    }
+    assert_eq!(count, BATCHES * PER_BATCH);
+    let mut expected_version = 1;
+    for e in store.read_stream("big-2", 1).unwrap() {
+        let e = e.unwrap();
+        assert_eq!(e.stream_version, expected_version);
+        expected_version += 1;
+    }
+    assert_eq!(expected_version - 1, BATCHES * PER_BATCH / 2);
+}

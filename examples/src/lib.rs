@@ -1,0 +1,1 @@
+//! Shared domain code of the examples.
