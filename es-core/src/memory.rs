@@ -76,9 +76,10 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         self.limits.check_append(stream_id, &events)?;
+        let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         let mut inner = self.write();
         let current = inner.streams.get(stream_id).map_or(0, |s| s.len() as u64);
-        let retry = check_idempotent_retry(stream_id, expected, &events, current, |id| {
+        let retry = check_idempotent_retry(stream_id, expected, &event_ids, current, |id| {
             let position = *inner.ids.get(id)?;
             let recorded = &inner.log[position as usize - 1];
             Some(IdLocation {

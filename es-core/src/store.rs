@@ -486,7 +486,7 @@ pub struct IdLocation {
 pub fn check_idempotent_retry(
     stream_id: &str,
     expected: ExpectedVersion,
-    events: &[NewEvent],
+    event_ids: &[uuid::Uuid],
     current_version: u64,
     mut lookup: impl FnMut(&uuid::Uuid) -> Option<IdLocation>,
 ) -> Result<Option<AppendResult>, StoreError> {
@@ -495,22 +495,24 @@ pub fn check_idempotent_retry(
         event_id,
         reason: reason.to_owned(),
     };
-    if events.len() > 1 {
-        let mut seen = std::collections::HashSet::with_capacity(events.len());
-        for e in events {
-            if !seen.insert(e.event_id) {
-                return Err(duplicate(e.event_id, "it appears twice in the append"));
+    if event_ids.len() > 1 {
+        let mut seen = std::collections::HashSet::with_capacity(event_ids.len());
+        for id in event_ids {
+            if !seen.insert(id) {
+                return Err(duplicate(*id, "it appears twice in the append"));
             }
         }
     }
     let mut first: Option<IdLocation> = None;
-    for (index, event) in events.iter().enumerate() {
-        let found = lookup(&event.event_id);
+    for (index, &event_id) in event_ids.iter().enumerate() {
+        let found = lookup(&event_id);
         match (first, found) {
-            (None, None) if index == 0 => return check_rest_absent(events, &mut lookup, stream_id),
+            (None, None) if index == 0 => {
+                return check_rest_absent(event_ids, &mut lookup, stream_id);
+            }
             (None, Some(loc)) if index == 0 => {
                 if !loc.same_stream {
-                    return Err(duplicate(event.event_id, "in another stream"));
+                    return Err(duplicate(event_id, "in another stream"));
                 }
                 first = Some(loc);
             }
@@ -520,14 +522,14 @@ pub fn check_idempotent_retry(
                     && loc.position == f.position + index as u64 => {}
             _ => {
                 return Err(duplicate(
-                    event.event_id,
+                    event_id,
                     "the stored events do not match this append",
                 ));
             }
         }
     }
     let Some(first) = first else { return Ok(None) };
-    let n = events.len() as u64;
+    let n = event_ids.len() as u64;
     let before = first.stream_version - 1;
     if !expected.accepts(before) {
         return Err(StoreError::Conflict {
@@ -545,15 +547,15 @@ pub fn check_idempotent_retry(
 }
 
 fn check_rest_absent(
-    events: &[NewEvent],
+    event_ids: &[uuid::Uuid],
     lookup: &mut impl FnMut(&uuid::Uuid) -> Option<IdLocation>,
     stream_id: &str,
 ) -> Result<Option<AppendResult>, StoreError> {
-    for event in &events[1..] {
-        if lookup(&event.event_id).is_some() {
+    for event_id in &event_ids[1..] {
+        if lookup(event_id).is_some() {
             return Err(StoreError::DuplicateEventId {
                 stream_id: stream_id.to_owned(),
-                event_id: event.event_id,
+                event_id: *event_id,
                 reason: "it is already stored, but the append's first event is not".to_owned(),
             });
         }

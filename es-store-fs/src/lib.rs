@@ -1,1 +1,21 @@
-//! The file store.
+//! # es-store-fs
+//!
+//! A durable, file-based, append-only event store for es-core: one directory on disk, no
+//! server, like SQLite. Appends are framed and checksummed batches in segment files,
+//! acknowledged after `fdatasync` by default, with concurrent appenders sharing one write
+//! and one sync (group commit). A persisted stream index makes reading one stream cost
+//! O(that stream), and opening a large store cheap.
+//!
+//! The on-disk format, the fsync protocol and what a crash leaves behind are described in
+//! `docs/storage-format.md`.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod format;
+mod index;
+mod recovery;
+mod store;
+pub mod vfs;
+
+pub use error::{OpenError, RecoveryReport, Repair};
+pub use store::{Durability, FileStore, FileStoreOptions, LOCK_FILE};

@@ -1,0 +1,610 @@
+//! The on-disk format of log segments: the only module that knows byte offsets.
+//!
+//! All integers are little-endian; `varint` is unsigned LEB128 (at most 10 bytes).
+//!
+//! ```text
+//! Segment file `<segment_no:020>.seg`
+//! ┌──────────────────────────── header, 32 bytes ─────────────────────────────┐
+//! │ 0..8   magic  b"ESLOGSG1"                                                 │
+//! │ 8..12  format version: u32 (= 1)                                          │
+//! │ 12..20 segment number: u64 (0, 1, 2, … in file order)                    │
+//! │ 20..28 global position of the segment's first event: u64                 │
+//! │ 28..32 CRC32C of bytes 0..28                                              │
+//! └───────────────────────────────────────────────────────────────────────────┘
+//! followed by frames, back to back, one per append:
+//! ┌─────────────────────────────── frame ─────────────────────────────────────┐
+//! │ 0..4     body length N: u32                                               │
+//! │ 4..8     CRC32C of bytes 8..12+N (the body and the trailing length)       │
+//! │ 8..8+N   body                                                             │
+//! │ 8+N..12+N body length N again: u32                                        │
+//! └───────────────────────────────────────────────────────────────────────────┘
+//! body:
+//!   kind: u8 (= 1, an append)
+//!   first global position: u64
+//!   first stream version: varint
+//!   commit time: seconds i64, nanoseconds u32
+//!   stream id: varint length + UTF-8 bytes
+//!   type table: varint count, then per type varint length + UTF-8 bytes
+//!   event count: varint (≥ 1)
+//!   per event:
+//!     event id: 16 bytes
+//!     type and flags: varint, type-table index × 2 + 1 when an own timestamp follows
+//!     [own timestamp: seconds i64, nanoseconds u32]
+//!     schema version: varint (≥ 1, fits u32)
+//!     metadata: varint length + JSON bytes (length 0: empty metadata)
+//!     payload: varint length + JSON bytes
+//! ```
+//!
+//! The checksum covers the first position, so bytes left over from an older frame at the
+//! same place (a reused or preallocated file) never pass as a frame of the current log.
+
+use chrono::{DateTime, Utc};
+use es_core::{Metadata, NewEvent, RecordedEvent};
+use integer_encoding::VarInt;
+use uuid::Uuid;
+
+/// Segment file magic.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"ESLOGSG1";
+/// Format version written in segment headers.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of a segment header.
+pub const SEGMENT_HEADER_LEN: usize = 32;
+/// Bytes before a frame's body: length and checksum.
+pub const FRAME_PREFIX_LEN: usize = 8;
+/// Bytes after a frame's body: the trailing length.
+pub const FRAME_SUFFIX_LEN: usize = 4;
+/// Bytes a frame adds around its body.
+pub const FRAME_OVERHEAD: usize = FRAME_PREFIX_LEN + FRAME_SUFFIX_LEN;
+/// The smallest possible body (kind, position, version, time, empty id, no types, count,
+/// one event without metadata and payload): anything shorter is not a frame.
+pub const MIN_BODY_LEN: usize = 1 + 8 + 1 + 12 + 1 + 1 + 1 + 16 + 1 + 1 + 1 + 1;
+/// Frame kind: one append.
+const KIND_APPEND: u8 = 1;
+/// Low bit of an event's type-and-flags varint: the event carries its own timestamp.
+const FLAG_OWN_TIMESTAMP: u64 = 1;
+
+/// Why bytes are not a valid frame or header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Fewer bytes than the structure needs (a torn write, or the end of the file).
+    #[error("truncated: {0}")]
+    Truncated(&'static str),
+    /// A length field exceeds the cap.
+    #[error("frame length {len} exceeds the cap of {cap} bytes")]
+    TooLong {
+        /// The length read.
+        len: u64,
+        /// The cap.
+        cap: u64,
+    },
+    /// The checksum does not match.
+    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum {
+        /// Stored CRC.
+        stored: u32,
+        /// Computed CRC.
+        computed: u32,
+    },
+    /// A structural rule is broken.
+    #[error("malformed: {0}")]
+    Malformed(String),
+}
+
+type Result<T> = std::result::Result<T, FormatError>;
+
+/// A segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Segment number.
+    pub segment_no: u64,
+    /// Global position of its first event.
+    pub first_position: u64,
+}
+
+impl SegmentHeader {
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[0..8].copy_from_slice(SEGMENT_MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..20].copy_from_slice(&self.segment_no.to_le_bytes());
+        b[20..28].copy_from_slice(&self.first_position.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks a header.
+    pub fn decode(b: &[u8]) -> Result<SegmentHeader> {
+        if b.len() < SEGMENT_HEADER_LEN {
+            return Err(FormatError::Truncated("segment header"));
+        }
+        let stored = u32_at(b, 28);
+        let computed = crc32c::crc32c(&b[0..28]);
+        if stored != computed {
+            return Err(FormatError::Checksum { stored, computed });
+        }
+        if &b[0..8] != SEGMENT_MAGIC {
+            return Err(FormatError::Malformed(
+                "not a segment file (bad magic)".into(),
+            ));
+        }
+        let version = u32_at(b, 8);
+        if version != FORMAT_VERSION {
+            return Err(FormatError::Malformed(format!(
+                "segment format version {version}; this build reads version {FORMAT_VERSION}"
+            )));
+        }
+        Ok(SegmentHeader {
+            segment_no: u64_at(b, 12),
+            first_position: u64_at(b, 20),
+        })
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// One event of a batch, pre-encoded outside the writer's lock.
+#[derive(Debug, Clone)]
+pub struct PreparedEvent {
+    /// Event id.
+    pub event_id: Uuid,
+    /// Caller-given timestamp, if any.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// Type name.
+    pub event_type: String,
+    /// Schema version.
+    pub schema_version: u32,
+    /// Encoded metadata (empty for none).
+    pub metadata: Vec<u8>,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+impl PreparedEvent {
+    /// Encodes the metadata of a new event.
+    pub fn from_new(e: NewEvent) -> std::result::Result<Self, serde_json::Error> {
+        let metadata = if e.metadata.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&e.metadata)?
+        };
+        Ok(PreparedEvent {
+            event_id: e.event_id,
+            timestamp: e.timestamp,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            metadata,
+            payload: e.payload,
+        })
+    }
+}
+
+/// The fixed part of a frame: where it sits in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramePlace {
+    /// Global position of the first event.
+    pub first_position: u64,
+    /// Stream version of the first event.
+    pub first_version: u64,
+    /// Commit time.
+    pub timestamp: DateTime<Utc>,
+}
+
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 10];
+    let n = v.encode_var(&mut buf);
+    out.extend_from_slice(&buf[..n]);
+}
+
+fn put_time(out: &mut Vec<u8>, t: DateTime<Utc>) {
+    out.extend_from_slice(&t.timestamp().to_le_bytes());
+    out.extend_from_slice(&t.timestamp_subsec_nanos().to_le_bytes());
+}
+
+/// Appends one complete frame for `events` of `stream_id` to `out`; returns its length.
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    place: FramePlace,
+    stream_id: &str,
+    events: &[PreparedEvent],
+) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_PREFIX_LEN]);
+    out.push(KIND_APPEND);
+    out.extend_from_slice(&place.first_position.to_le_bytes());
+    put_varint(out, place.first_version);
+    put_time(out, place.timestamp);
+    put_varint(out, stream_id.len() as u64);
+    out.extend_from_slice(stream_id.as_bytes());
+    let mut types: Vec<&str> = Vec::new();
+    let type_index: Vec<usize> = events
+        .iter()
+        .map(|e| match types.iter().position(|t| *t == e.event_type) {
+            Some(i) => i,
+            None => {
+                types.push(&e.event_type);
+                types.len() - 1
+            }
+        })
+        .collect();
+    put_varint(out, types.len() as u64);
+    for t in &types {
+        put_varint(out, t.len() as u64);
+        out.extend_from_slice(t.as_bytes());
+    }
+    put_varint(out, events.len() as u64);
+    for (e, &ti) in events.iter().zip(&type_index) {
+        out.extend_from_slice(e.event_id.as_bytes());
+        let own_time = u64::from(e.timestamp.is_some());
+        put_varint(out, ((ti as u64) << 1) | own_time * FLAG_OWN_TIMESTAMP);
+        if let Some(t) = e.timestamp {
+            put_time(out, t);
+        }
+        put_varint(out, u64::from(e.schema_version));
+        put_varint(out, e.metadata.len() as u64);
+        out.extend_from_slice(&e.metadata);
+        put_varint(out, e.payload.len() as u64);
+        out.extend_from_slice(&e.payload);
+    }
+    let body_len = (out.len() - start - FRAME_PREFIX_LEN) as u32;
+    out.extend_from_slice(&body_len.to_le_bytes());
+    let crc = crc32c::crc32c(&out[start + FRAME_PREFIX_LEN..]);
+    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    out.len() - start
+}
+
+/// Reads a frame's prefix: the body length, checked against `cap` and the minimum, so
+/// that nothing is allocated for an absurd length.
+pub fn frame_len(prefix: &[u8], cap: usize) -> Result<usize> {
+    if prefix.len() < FRAME_PREFIX_LEN {
+        return Err(FormatError::Truncated("frame prefix"));
+    }
+    let len = u32_at(prefix, 0) as usize;
+    if len > cap {
+        return Err(FormatError::TooLong {
+            len: len as u64,
+            cap: cap as u64,
+        });
+    }
+    if len < MIN_BODY_LEN {
+        return Err(FormatError::Malformed(format!(
+            "frame body of {len} bytes is too short"
+        )));
+    }
+    Ok(FRAME_OVERHEAD + len)
+}
+
+/// Checks a whole frame (`bytes` is exactly one frame) and returns its body.
+pub fn check_frame(bytes: &[u8]) -> Result<&[u8]> {
+    if bytes.len() < FRAME_OVERHEAD + MIN_BODY_LEN {
+        return Err(FormatError::Truncated("frame"));
+    }
+    let len = u32_at(bytes, 0) as usize;
+    if bytes.len() != FRAME_OVERHEAD + len {
+        return Err(FormatError::Truncated("frame body"));
+    }
+    let trailing = u32_at(bytes, FRAME_PREFIX_LEN + len) as usize;
+    if trailing != len {
+        return Err(FormatError::Malformed(format!(
+            "trailing length {trailing} differs from leading length {len}"
+        )));
+    }
+    let stored = u32_at(bytes, 4);
+    let computed = crc32c::crc32c(&bytes[FRAME_PREFIX_LEN..]);
+    if stored != computed {
+        return Err(FormatError::Checksum { stored, computed });
+    }
+    Ok(&bytes[FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + len])
+}
+
+/// A decoded frame header with a cursor over its events.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    /// Where it sits.
+    pub place: FramePlace,
+    /// Its stream.
+    pub stream_id: &'a str,
+    /// Number of events.
+    pub count: u64,
+    types: Vec<&'a str>,
+    rest: Reader<'a>,
+}
+
+/// A bounds-checked cursor.
+#[derive(Debug, Clone)]
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| FormatError::Malformed(format!("{what} runs past the frame")))?;
+        let s = &self.buf[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64> {
+        Ok(u64_at(self.take(8, what)?, 0))
+    }
+
+    fn varint(&mut self, what: &'static str) -> Result<u64> {
+        let (v, n) = u64::decode_var(&self.buf[self.at..])
+            .ok_or_else(|| FormatError::Malformed(format!("bad varint in {what}")))?;
+        self.at += n;
+        Ok(v)
+    }
+
+    fn len_prefixed(&mut self, what: &'static str) -> Result<&'a [u8]> {
+        let len = self.varint(what)?;
+        let len = usize::try_from(len)
+            .map_err(|_| FormatError::Malformed(format!("{what} length overflows")))?;
+        self.take(len, what)
+    }
+
+    fn str(&mut self, what: &'static str) -> Result<&'a str> {
+        std::str::from_utf8(self.len_prefixed(what)?)
+            .map_err(|_| FormatError::Malformed(format!("{what} is not UTF-8")))
+    }
+
+    fn time(&mut self, what: &'static str) -> Result<DateTime<Utc>> {
+        let secs = self.u64(what)? as i64;
+        let nanos = u32_at(self.take(4, what)?, 0);
+        DateTime::from_timestamp(secs, nanos)
+            .ok_or_else(|| FormatError::Malformed(format!("{what} out of range")))
+    }
+}
+
+impl<'a> Frame<'a> {
+    /// Decodes the header of a checked body (see [`check_frame`]).
+    pub fn parse(body: &'a [u8]) -> Result<Frame<'a>> {
+        let mut r = Reader { buf: body, at: 0 };
+        let kind = r.u8("frame kind")?;
+        if kind != KIND_APPEND {
+            return Err(FormatError::Malformed(format!("unknown frame kind {kind}")));
+        }
+        let first_position = r.u64("first position")?;
+        let first_version = r.varint("first version")?;
+        let timestamp = r.time("commit time")?;
+        let stream_id = r.str("stream id")?;
+        let type_count = r.varint("type count")?;
+        // every type takes at least one byte: bound the allocation by what is left
+        if type_count > (body.len() - r.at) as u64 {
+            return Err(FormatError::Malformed(
+                "type count exceeds the frame".into(),
+            ));
+        }
+        let mut types = Vec::with_capacity(type_count as usize);
+        for _ in 0..type_count {
+            types.push(r.str("event type")?);
+        }
+        let count = r.varint("event count")?;
+        if count == 0 || first_position == 0 || first_version == 0 {
+            return Err(FormatError::Malformed(
+                "event count, first position and first version must be at least 1".into(),
+            ));
+        }
+        if first_position.checked_add(count).is_none() || first_version.checked_add(count).is_none()
+        {
+            return Err(FormatError::Malformed("positions overflow".into()));
+        }
+        Ok(Frame {
+            place: FramePlace {
+                first_position,
+                first_version,
+                timestamp,
+            },
+            stream_id,
+            count,
+            types,
+            rest: r,
+        })
+    }
+
+    /// Position after the last event.
+    pub fn end_position(&self) -> u64 {
+        self.place.first_position + self.count
+    }
+
+    /// Decodes every event, calling `f` for each with its index in the frame.
+    pub fn for_each_event(
+        mut self,
+        mut f: impl FnMut(u64, RawEvent<'a>) -> Result<()>,
+    ) -> Result<()> {
+        for i in 0..self.count {
+            let e = self.next_event()?;
+            f(i, e)?;
+        }
+        if self.rest.at != self.rest.buf.len() {
+            return Err(FormatError::Malformed("bytes after the last event".into()));
+        }
+        Ok(())
+    }
+
+    fn next_event(&mut self) -> Result<RawEvent<'a>> {
+        let r = &mut self.rest;
+        let id = Uuid::from_slice(r.take(16, "event id")?)
+            .map_err(|e| FormatError::Malformed(e.to_string()))?;
+        let type_and_flags = r.varint("event type")?;
+        let timestamp = if type_and_flags & FLAG_OWN_TIMESTAMP != 0 {
+            r.time("event time")?
+        } else {
+            self.place.timestamp
+        };
+        let type_index = type_and_flags >> 1;
+        let event_type = *self.types.get(type_index as usize).ok_or_else(|| {
+            FormatError::Malformed(format!("type index {type_index} out of range"))
+        })?;
+        let schema_version = u32::try_from(r.varint("schema version")?)
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| FormatError::Malformed("schema version out of range".into()))?;
+        let metadata = r.len_prefixed("metadata")?;
+        let payload = r.len_prefixed("payload")?;
+        Ok(RawEvent {
+            event_id: id,
+            timestamp,
+            event_type,
+            schema_version,
+            metadata,
+            payload,
+        })
+    }
+
+    /// Decodes every event into [`RecordedEvent`]s, skipping those before `from_index`.
+    pub fn into_recorded(self, from_index: u64, out: &mut Vec<RecordedEvent>) -> Result<()> {
+        let stream_id = self.stream_id;
+        let place = self.place;
+        self.for_each_event(|i, raw| {
+            if i >= from_index {
+                out.push(raw.to_recorded(stream_id, place, i)?);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// One event's fields, borrowed from a frame.
+#[derive(Debug, Clone, Copy)]
+pub struct RawEvent<'a> {
+    /// Event id.
+    pub event_id: Uuid,
+    /// Event time.
+    pub timestamp: DateTime<Utc>,
+    /// Type name.
+    pub event_type: &'a str,
+    /// Schema version.
+    pub schema_version: u32,
+    /// Metadata JSON (empty for none).
+    pub metadata: &'a [u8],
+    /// Payload JSON.
+    pub payload: &'a [u8],
+}
+
+impl RawEvent<'_> {
+    /// Builds the owned event at `index` of a frame.
+    pub fn to_recorded(
+        &self,
+        stream_id: &str,
+        place: FramePlace,
+        index: u64,
+    ) -> Result<RecordedEvent> {
+        let metadata = if self.metadata.is_empty() {
+            Metadata::default()
+        } else {
+            serde_json::from_slice(self.metadata)
+                .map_err(|e| FormatError::Malformed(format!("metadata: {e}")))?
+        };
+        Ok(RecordedEvent {
+            stream_id: stream_id.to_owned(),
+            stream_version: place.first_version + index,
+            position: place.first_position + index,
+            event_id: self.event_id,
+            timestamp: self.timestamp,
+            event_type: self.event_type.to_owned(),
+            schema_version: self.schema_version,
+            metadata,
+            payload: self.payload.to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let events = vec![
+            PreparedEvent {
+                event_id: Uuid::new_v4(),
+                timestamp: None,
+                event_type: "A".into(),
+                schema_version: 1,
+                metadata: Vec::new(),
+                payload: b"{}".to_vec(),
+            },
+            PreparedEvent {
+                event_id: Uuid::new_v4(),
+                timestamp: Some(DateTime::from_timestamp(5, 6).unwrap()),
+                event_type: "B".into(),
+                schema_version: 7,
+                metadata: br#"{"actor":"x"}"#.to_vec(),
+                payload: b"[1]".to_vec(),
+            },
+        ];
+        let mut out = Vec::new();
+        let place = FramePlace {
+            first_position: 10,
+            first_version: 3,
+            timestamp: DateTime::from_timestamp(100, 0).unwrap(),
+        };
+        encode_frame(&mut out, place, "s-1", &events);
+        out
+    }
+
+    #[test]
+    fn frame_round_trips() {
+        let bytes = sample();
+        assert_eq!(frame_len(&bytes, 1 << 20).unwrap(), bytes.len());
+        let frame = Frame::parse(check_frame(&bytes).unwrap()).unwrap();
+        assert_eq!(frame.stream_id, "s-1");
+        let mut out = Vec::new();
+        frame.into_recorded(0, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[1].position, out[1].stream_version), (11, 4));
+        assert_eq!(out[1].schema_version, 7);
+        assert_eq!(out[1].metadata.actor.as_deref(), Some("x"));
+        assert_eq!(out[0].timestamp.timestamp(), 100);
+        assert_eq!(out[1].timestamp.timestamp(), 5);
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let bytes = sample();
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            let ok = frame_len(&b, 1 << 20)
+                .ok()
+                .filter(|&l| l == b.len())
+                .and_then(|_| check_frame(&b).ok());
+            assert!(ok.is_none(), "bit {i} flipped went unnoticed");
+        }
+    }
+
+    #[test]
+    fn header_round_trips_and_rejects_damage() {
+        let h = SegmentHeader {
+            segment_no: 3,
+            first_position: 99,
+        };
+        let b = h.encode();
+        assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
+        let mut bad = b;
+        bad[13] ^= 1;
+        assert!(SegmentHeader::decode(&bad).is_err());
+        assert!(SegmentHeader::decode(&b[..10]).is_err());
+    }
+}

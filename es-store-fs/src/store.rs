@@ -1,0 +1,977 @@
+//! `FileStore`: appends with group commit, durable acknowledgement, and streaming reads.
+
+use crate::error::{OpenError, RecoveryReport};
+use crate::format::{self, FRAME_OVERHEAD, Frame, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN};
+use crate::index::{FrameEntry, FrameRef, Index};
+use crate::recovery::{self, INDEX_FILE};
+use crate::vfs::{OpenMode, StdFs, Vfs, VfsFile};
+use chrono::{DateTime, Utc};
+use es_core::store::{IdLocation, check_idempotent_retry};
+use es_core::{
+    AppendResult, EventStore, EventStream, ExpectedVersion, Limits, NewEvent, RecordedEvent,
+    StoreError,
+};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Name of the lock file.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// When an acknowledged append is on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `fdatasync` before acknowledging (the default). A crash loses no acknowledged append.
+    #[default]
+    Always,
+    /// Acknowledge once written to the OS; a background thread syncs every interval. A
+    /// crash of the machine (not of the process) can lose the appends of the last
+    /// interval, never a part of one.
+    Periodic(Duration),
+    /// Never sync except when a segment is sealed and at close. A machine crash can lose
+    /// anything not yet written back by the OS, never a part of an append.
+    None,
+}
+
+/// Options of [`FileStore::open_with`].
+#[derive(Debug, Clone)]
+pub struct FileStoreOptions {
+    /// When acknowledged appends are durable.
+    pub durability: Durability,
+    /// Size limits on what is appended.
+    pub limits: Limits,
+    /// A segment is sealed and a new one started once it reaches this size.
+    pub segment_size: u64,
+    /// Truncate the log at the first damaged frame instead of refusing to open,
+    /// reporting what was dropped in [`FileStore::recovery_report`].
+    pub repair: bool,
+    /// Open without the write lock: reads only, nothing on disk changes.
+    pub read_only: bool,
+    /// The file system (the real one unless a test swaps it).
+    pub vfs: Arc<dyn Vfs>,
+}
+
+impl Default for FileStoreOptions {
+    fn default() -> Self {
+        FileStoreOptions {
+            durability: Durability::Always,
+            limits: Limits::default(),
+            segment_size: 64 * 1024 * 1024,
+            repair: false,
+            read_only: false,
+            vfs: Arc::new(StdFs),
+        }
+    }
+}
+
+impl FileStoreOptions {
+    /// The largest frame an append can produce under these limits; longer lengths read
+    /// from disk are damage.
+    fn frame_cap(&self) -> usize {
+        let l = &self.limits;
+        let per_event = 16 + 10 + 12 + 10 + 10 + 10 + 10;
+        l.max_batch_size
+            + l.max_batch_events * (per_event + l.max_event_type_len)
+            + l.max_stream_id_len
+            + 64
+    }
+}
+
+/// A durable, file-based, append-only event store in one directory.
+///
+/// ```
+/// use es_core::{EventStore, ExpectedVersion, NewEvent};
+/// use es_store_fs::FileStore;
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = FileStore::open(dir.path()).unwrap();
+/// store.append("cart-1", ExpectedVersion::NoStream, vec![NewEvent::new("CartCreated", 1, b"{}".to_vec())]).unwrap();
+/// drop(store);
+/// let store = FileStore::open(dir.path()).unwrap();
+/// assert_eq!(store.stream_version("cart-1").unwrap(), 1);
+/// ```
+pub struct FileStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStore")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    dir: PathBuf,
+    options: FileStoreOptions,
+    frame_cap: usize,
+    /// Held for the store's lifetime; the OS lock dies with it.
+    _lock: Option<Arc<dyn VfsFile>>,
+    /// What readers see: only frames whose append was acknowledged.
+    published: RwLock<Index>,
+    /// Open segment files by number.
+    segments: RwLock<Vec<Arc<dyn VfsFile>>>,
+    writer: Mutex<Writer>,
+    /// Signalled when a flush ends.
+    flushed: Condvar,
+    report: RecoveryReport,
+}
+
+/// The writer's state, behind one mutex.
+struct Writer {
+    /// Segment the next frame goes to, and the offset after the last queued frame.
+    tail: (u64, u64),
+    /// End of what is written and acknowledged: where a failed flush rolls back to.
+    durable_tail: (u64, u64),
+    next_position: u64,
+    /// Versions of streams with unpublished frames.
+    overlay: HashMap<String, u64>,
+    /// Frames queued or being flushed, in log order, not yet visible to readers.
+    unpublished: Vec<(String, FrameEntry)>,
+    /// Queued bytes per segment, not yet written.
+    queue: Vec<Chunk>,
+    /// Every stored or queued event id, with its position.
+    ids: HashMap<Uuid, u64>,
+    /// Ids of unpublished events, to forget if their flush fails.
+    pending_ids: Vec<Uuid>,
+    /// Tickets: each append takes one; `done` is the last acknowledged.
+    next_ticket: u64,
+    done: u64,
+    /// Tickets that failed, as inclusive ranges with the reason.
+    failed: Vec<(u64, u64, io::ErrorKind, String)>,
+    flushing: bool,
+    /// Set after an fsync failure: writes are refused until reopened.
+    poisoned: Option<String>,
+    last_timestamp: DateTime<Utc>,
+    scratch: Vec<u8>,
+    /// Whether written data awaits a periodic sync.
+    dirty: bool,
+    closed: bool,
+}
+
+struct Chunk {
+    segment: u64,
+    offset: u64,
+    /// Set when this chunk starts a new segment: its first position.
+    new_segment: Option<u64>,
+    bytes: Vec<u8>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileStore, OpenError> {
+        Self::open_with(dir, FileStoreOptions::default())
+    }
+
+    /// Opens the store in `dir` without the write lock, to read what is durable while
+    /// another process writes. Appends are refused.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<FileStore, OpenError> {
+        Self::open_with(
+            dir,
+            FileStoreOptions {
+                read_only: true,
+                ..FileStoreOptions::default()
+            },
+        )
+    }
+
+    /// Opens the store in `dir`.
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        options: FileStoreOptions,
+    ) -> Result<FileStore, OpenError> {
+        let dir = dir.as_ref().to_owned();
+        if options.segment_size < 4096 {
+            return Err(OpenError::InvalidOptions(format!(
+                "segment_size {} is below the minimum of 4096 bytes",
+                options.segment_size
+            )));
+        }
+        if let Durability::Periodic(d) = options.durability {
+            if d.is_zero() {
+                return Err(OpenError::InvalidOptions(
+                    "a periodic sync interval must be above zero".into(),
+                ));
+            }
+        }
+        let frame_cap = options.frame_cap();
+        if frame_cap > u32::MAX as usize {
+            return Err(OpenError::InvalidOptions(
+                "limits allow frames over 4 GiB".into(),
+            ));
+        }
+        let vfs = Arc::clone(&options.vfs);
+        let lock = if options.read_only {
+            None
+        } else {
+            vfs.create_dir_all(&dir).map_err(|source| OpenError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            Some(take_lock(&*vfs, &dir)?)
+        };
+        let rec = recovery::recover(&*vfs, &dir, frame_cap, options.read_only, options.repair)?;
+        let ids: HashMap<Uuid, u64> = rec
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, i as u64 + 1))
+            .collect();
+        let next_position = rec.index.head + 1;
+        let shared = Arc::new(Shared {
+            dir,
+            frame_cap,
+            _lock: lock,
+            published: RwLock::new(rec.index),
+            segments: RwLock::new(rec.segments),
+            writer: Mutex::new(Writer {
+                tail: rec.end,
+                durable_tail: rec.end,
+                next_position,
+                overlay: HashMap::new(),
+                unpublished: Vec::new(),
+                queue: Vec::new(),
+                ids,
+                pending_ids: Vec::new(),
+                next_ticket: 1,
+                done: 0,
+                failed: Vec::new(),
+                flushing: false,
+                poisoned: None,
+                last_timestamp: DateTime::<Utc>::MIN_UTC,
+                scratch: Vec::new(),
+                dirty: false,
+                closed: false,
+            }),
+            flushed: Condvar::new(),
+            report: rec.report,
+            options,
+        });
+        if let Durability::Periodic(interval) = shared.options.durability {
+            if !shared.options.read_only {
+                let weak = Arc::downgrade(&shared);
+                std::thread::Builder::new()
+                    .name("es-store-fs-sync".into())
+                    .spawn(move || periodic_sync(weak, interval))
+                    .map_err(|source| OpenError::Io {
+                        path: shared.dir.clone(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(FileStore { shared })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// What opening the store found and did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.shared.report
+    }
+
+    /// Number of streams.
+    pub fn stream_count(&self) -> usize {
+        read(&self.shared.published).streams.len()
+    }
+
+    /// The ids of every stream with its version, in first-append order.
+    pub fn streams(&self) -> Vec<(String, u64)> {
+        let index = read(&self.shared.published);
+        index
+            .stream_ids
+            .iter()
+            .map(|s| (s.clone(), index.version(s)))
+            .collect()
+    }
+
+    /// Bytes of log on disk (segments only).
+    pub fn log_bytes(&self) -> io::Result<u64> {
+        read(&self.shared.segments).iter().map(|f| f.len()).sum()
+    }
+
+    /// Syncs the log and writes the index file, so that the next open does not rescan.
+    /// Called by `Drop`; call it yourself to see its errors.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.shared.options.read_only {
+            return Ok(());
+        }
+        let mut w = lock(&self.shared.writer);
+        while w.flushing {
+            w = self
+                .shared
+                .flushed
+                .wait(w)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(reason) = &w.poisoned {
+            return Err(StoreError::ReadOnly(reason.clone()));
+        }
+        self.shared.save_index(&w)
+    }
+
+    /// Syncs, writes the index, and closes.
+    pub fn close(self) -> Result<(), StoreError> {
+        let result = self.checkpoint();
+        lock(&self.shared.writer).closed = true;
+        result
+    }
+}
+
+impl Drop for FileStore {
+    fn drop(&mut self) {
+        let closed = lock(&self.shared.writer).closed;
+        if !closed {
+            if let Err(e) = self.checkpoint() {
+                log::warn!("closing event store {}: {e}", self.shared.dir.display());
+            }
+            lock(&self.shared.writer).closed = true;
+        }
+    }
+}
+
+fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<Arc<dyn VfsFile>, OpenError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| OpenError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = vfs.open(&path, OpenMode::CreateOrOpen).map_err(io)?;
+    if !file.try_lock().map_err(io)? {
+        let mut holder = vec![0u8; 256];
+        let n = file.read_at(&mut holder, 0).unwrap_or(0);
+        let holder = String::from_utf8_lossy(&holder[..n]).trim().to_owned();
+        return Err(OpenError::Locked {
+            dir: dir.to_owned(),
+            holder: if holder.is_empty() {
+                "unknown holder".into()
+            } else {
+                holder
+            },
+        });
+    }
+    let me = format!("process {}", std::process::id());
+    file.set_len(0).map_err(io)?;
+    file.write_all_at(me.as_bytes(), 0).map_err(io)?;
+    Ok(file)
+}
+
+fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
+    loop {
+        std::thread::sleep(interval);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let mut w = lock(&shared.writer);
+        if w.closed {
+            return;
+        }
+        if w.dirty && w.poisoned.is_none() {
+            w.dirty = false;
+            let seg = w.durable_tail.0;
+            let file = read(&shared.segments).get(seg as usize).cloned();
+            drop(w);
+            if let Some(file) = file {
+                if let Err(e) = file.sync_data() {
+                    lock(&shared.writer).poisoned = Some(format!("periodic fsync failed: {e}"));
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn io_error(&self, what: &str, e: &io::Error) -> String {
+        format!("{what} in {}: {e}", self.dir.display())
+    }
+
+    /// Writes the index file atomically: log synced first, so that it covers only durable
+    /// frames.
+    fn save_index(&self, w: &Writer) -> Result<(), StoreError> {
+        let segments = read(&self.segments).clone();
+        if let Some(active) = segments.last() {
+            active.sync_data()?;
+        }
+        let index = read(&self.published);
+        let mut ids = vec![Uuid::nil(); index.head as usize];
+        for (id, &p) in &w.ids {
+            if p <= index.head {
+                ids[p as usize - 1] = *id;
+            }
+        }
+        let bytes = index.encode(&ids);
+        drop(index);
+        let vfs = &*self.options.vfs;
+        let tmp = self.dir.join("index.dat.tmp");
+        let file = vfs.open(&tmp, OpenMode::CreateTruncate)?;
+        file.write_all_at(&bytes, 0)?;
+        file.sync_data()?;
+        vfs.rename(&tmp, &self.dir.join(INDEX_FILE))?;
+        vfs.sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    fn segment(&self, no: u64) -> Result<Arc<dyn VfsFile>, StoreError> {
+        read(&self.segments)
+            .get(no as usize)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupted(format!("segment {no} is not open")))
+    }
+
+    /// Reads and checks the frame at `at`.
+    fn read_frame(&self, at: FrameRef, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+        buf.resize(at.len as usize, 0);
+        let file = self.segment(at.segment)?;
+        file.read_exact_at(buf, at.offset)
+            .map_err(|e| corrupted(at, &format!("unreadable frame: {e}")))?;
+        format::check_frame(buf).map_err(|e| corrupted(at, &e.to_string()))?;
+        Ok(())
+    }
+
+    /// Writes queued chunks: new segments created, sealed segments synced before the next
+    /// one starts, and the last one synced as the durability mode asks.
+    fn write_chunks(&self, chunks: &[Chunk]) -> io::Result<Vec<Arc<dyn VfsFile>>> {
+        let mut created = Vec::new();
+        let mut current: Option<(u64, Arc<dyn VfsFile>)> = None;
+        let open = |no: u64| self.segment(no).map_err(io::Error::other);
+        for chunk in chunks {
+            let file = match (chunk.new_segment, &current) {
+                (Some(first_position), _) => {
+                    let sealed = match &current {
+                        Some((no, f)) if *no + 1 == chunk.segment => Arc::clone(f),
+                        _ => open(chunk.segment - 1)?,
+                    };
+                    sealed.sync_data()?;
+                    let f = recovery::create_segment(
+                        &*self.options.vfs,
+                        &self.dir,
+                        chunk.segment,
+                        first_position,
+                    )
+                    .map_err(|e| match e {
+                        OpenError::Io { source, .. } => source,
+                        other => io::Error::other(other.to_string()),
+                    })?;
+                    created.push(Arc::clone(&f));
+                    f
+                }
+                (None, Some((no, f))) if *no == chunk.segment => Arc::clone(f),
+                (None, _) => open(chunk.segment)?,
+            };
+            file.write_all_at(&chunk.bytes, chunk.offset)?;
+            current = Some((chunk.segment, file));
+        }
+        if let Some((_, f)) = &current {
+            if self.options.durability == Durability::Always {
+                f.sync_data()?;
+            }
+        }
+        Ok(created)
+    }
+}
+
+fn corrupted(at: FrameRef, reason: &str) -> StoreError {
+    StoreError::Corrupted(format!(
+        "segment {} at offset {}: {reason}",
+        at.segment, at.offset
+    ))
+}
+
+impl FileStore {
+    fn do_append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let shared = &*self.shared;
+        if shared.options.read_only {
+            return Err(StoreError::ReadOnly(format!(
+                "{} was opened read-only",
+                shared.dir.display()
+            )));
+        }
+        shared.options.limits.check_append(stream_id, &events)?;
+        let prepared = events
+            .into_iter()
+            .enumerate()
+            .map(|(index, e)| {
+                let event_type = e.event_type.clone();
+                PreparedEvent::from_new(e).map_err(|err| StoreError::InvalidEvent {
+                    stream_id: stream_id.to_owned(),
+                    index,
+                    event_type,
+                    reason: format!("the metadata cannot be encoded: {err}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let event_ids: Vec<Uuid> = prepared.iter().map(|p| p.event_id).collect();
+        let mut w = lock(&shared.writer);
+        let (ticket, result) = loop {
+            if let Some(reason) = &w.poisoned {
+                return Err(StoreError::ReadOnly(reason.clone()));
+            }
+            if w.closed {
+                return Err(StoreError::ReadOnly("the store is closed".into()));
+            }
+            let current = match w.overlay.get(stream_id) {
+                Some(&v) => v,
+                None => read(&shared.published).version(stream_id),
+            };
+            let mut pending_original = false;
+            let retry = {
+                let index = read(&shared.published);
+                let w_ref = &*w;
+                check_idempotent_retry(stream_id, expected, &event_ids, current, |id| {
+                    let position = *w_ref.ids.get(id)?;
+                    if position > index.head {
+                        pending_original = true;
+                        let (s, f) = w_ref.unpublished.iter().find(|(_, f)| {
+                            position >= f.first_position && position < f.first_position + f.count
+                        })?;
+                        return Some(IdLocation {
+                            same_stream: s == stream_id,
+                            stream_version: f.first_version + (position - f.first_position),
+                            position,
+                        });
+                    }
+                    let frame_no = index.frame_of_position(position)?;
+                    let f = index.frames[frame_no];
+                    let same_stream = index
+                        .streams
+                        .get(stream_id)
+                        .is_some_and(|s| s.frames.binary_search(&(frame_no as u32)).is_ok());
+                    Some(IdLocation {
+                        same_stream,
+                        stream_version: f.first_version + (position - f.first_position),
+                        position,
+                    })
+                })?
+            };
+            if let Some(original) = retry {
+                if !pending_original {
+                    return Ok(original);
+                }
+                // the original is still being written: wait for its outcome, then decide again
+                w = shared.flushed.wait(w).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            if !expected.accepts(current) {
+                return Err(StoreError::Conflict {
+                    stream_id: stream_id.to_owned(),
+                    expected,
+                    actual: current,
+                });
+            }
+            break self.enqueue(&mut w, stream_id, current, &prepared)?;
+        };
+        loop {
+            if w.done >= ticket {
+                return Ok(result);
+            }
+            if let Some((_, _, kind, reason)) = w
+                .failed
+                .iter()
+                .find(|(lo, hi, _, _)| (*lo..=*hi).contains(&ticket))
+            {
+                return Err(StoreError::Io(io::Error::new(*kind, reason.clone())));
+            }
+            if !w.flushing && !w.queue.is_empty() {
+                w = self.flush(w);
+                continue;
+            }
+            w = shared.flushed.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Encodes the append as a frame at the log's tail and queues it.
+    fn enqueue(
+        &self,
+        w: &mut Writer,
+        stream_id: &str,
+        current: u64,
+        prepared: &[PreparedEvent],
+    ) -> Result<(u64, AppendResult), StoreError> {
+        let shared = &*self.shared;
+        let now = Utc::now().max(w.last_timestamp);
+        w.last_timestamp = now;
+        let n = prepared.len() as u64;
+        let place = FramePlace {
+            first_position: w.next_position,
+            first_version: current + 1,
+            timestamp: now,
+        };
+        let mut scratch = std::mem::take(&mut w.scratch);
+        scratch.clear();
+        let len = format::encode_frame(&mut scratch, place, stream_id, prepared);
+        if len > shared.frame_cap {
+            w.scratch = scratch;
+            return Err(StoreError::BatchTooLarge {
+                stream_id: stream_id.to_owned(),
+                reason: format!(
+                    "the encoded append is {len} bytes; the frame cap is {}",
+                    shared.frame_cap
+                ),
+            });
+        }
+        let (mut segment, mut offset) = w.tail;
+        let mut new_segment = None;
+        if offset > SEGMENT_HEADER_LEN as u64 && offset + len as u64 > shared.options.segment_size {
+            segment += 1;
+            offset = SEGMENT_HEADER_LEN as u64;
+            new_segment = Some(place.first_position);
+        }
+        match w.queue.last_mut() {
+            Some(c) if new_segment.is_none() && c.segment == segment => {
+                c.bytes.extend_from_slice(&scratch)
+            }
+            _ => w.queue.push(Chunk {
+                segment,
+                offset,
+                new_segment,
+                bytes: scratch.clone(),
+            }),
+        }
+        w.scratch = scratch;
+        w.tail = (segment, offset + len as u64);
+        let entry = FrameEntry {
+            first_position: place.first_position,
+            first_version: place.first_version,
+            count: n,
+            at: FrameRef {
+                segment,
+                offset,
+                len: len as u32,
+            },
+        };
+        w.unpublished.push((stream_id.to_owned(), entry));
+        w.overlay.insert(stream_id.to_owned(), current + n);
+        for (i, e) in prepared.iter().enumerate() {
+            w.ids.insert(e.event_id, place.first_position + i as u64);
+            w.pending_ids.push(e.event_id);
+        }
+        w.next_position += n;
+        let ticket = w.next_ticket;
+        w.next_ticket += 1;
+        Ok((
+            ticket,
+            AppendResult {
+                first_version: current + 1,
+                last_version: current + n,
+                first_position: place.first_position,
+                last_position: place.first_position + n - 1,
+            },
+        ))
+    }
+
+    /// Leads one group commit: writes everything queued, syncs, publishes, and wakes the
+    /// appenders whose tickets it covered.
+    fn flush<'a>(&'a self, mut w: MutexGuard<'a, Writer>) -> MutexGuard<'a, Writer> {
+        let shared = &*self.shared;
+        let chunks = std::mem::take(&mut w.queue);
+        let last_ticket = w.next_ticket - 1;
+        let frames = w.unpublished.len();
+        let tail = w.tail;
+        w.flushing = true;
+        drop(w);
+        let result = shared.write_chunks(&chunks);
+        let mut w = lock(&shared.writer);
+        w.flushing = false;
+        match result {
+            Ok(created) => {
+                if !created.is_empty() {
+                    let mut segs = shared.segments.write().unwrap_or_else(|e| e.into_inner());
+                    segs.extend(created);
+                }
+                let published: Vec<(String, FrameEntry)> = w.unpublished.drain(..frames).collect();
+                {
+                    let mut index = shared.published.write().unwrap_or_else(|e| e.into_inner());
+                    for (stream, entry) in &published {
+                        if let Err(e) = index.push(stream, *entry) {
+                            // cannot happen: frames were checked against the same versions
+                            log::error!("index out of step: {e}");
+                        }
+                    }
+                }
+                for (stream, entry) in &published {
+                    if w.overlay.get(stream) == Some(&(entry.first_version + entry.count - 1)) {
+                        w.overlay.remove(stream);
+                    }
+                }
+                let published_events: u64 = published.iter().map(|(_, e)| e.count).sum();
+                w.pending_ids.drain(..published_events as usize);
+                w.done = last_ticket;
+                w.durable_tail = tail;
+                w.dirty = shared.options.durability != Durability::Always;
+                if !chunks.iter().all(|c| c.new_segment.is_none()) {
+                    if let Err(e) = shared.save_index(&w) {
+                        log::warn!("writing the index after a segment roll: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                let first = w.done + 1;
+                let last = w.next_ticket - 1;
+                let message = shared.io_error("append failed", &e);
+                w.failed.push((first, last, e.kind(), message.clone()));
+                if w.failed.len() > 1024 {
+                    w.failed.remove(0);
+                }
+                self.roll_back(&mut w, &e, message);
+            }
+        }
+        shared.flushed.notify_all();
+        w
+    }
+
+    /// Forgets everything not acknowledged after a failed flush. A full disk is survivable
+    /// when the partial write can be cut off; anything else refuses writes until reopened.
+    fn roll_back(&self, w: &mut Writer, e: &io::Error, message: String) {
+        let shared = &*self.shared;
+        let pending: Vec<Uuid> = std::mem::take(&mut w.pending_ids);
+        for id in pending {
+            w.ids.remove(&id);
+        }
+        w.queue.clear();
+        w.unpublished.clear();
+        w.overlay.clear();
+        w.next_position = read(&shared.published).head + 1;
+        let (seg, offset) = w.durable_tail;
+        w.tail = w.durable_tail;
+        let recoverable = e.kind() == io::ErrorKind::StorageFull
+            && shared
+                .segment(seg)
+                .ok()
+                .is_some_and(|f| f.set_len(offset).is_ok());
+        if !recoverable {
+            w.poisoned = Some(format!(
+                "{message}; writes are refused until the store is reopened"
+            ));
+        }
+    }
+}
+
+impl EventStore for FileStore {
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.do_append(stream_id, expected, events)
+    }
+
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<EventStream<'_>, StoreError> {
+        self.shared.options.limits.check_stream_id(stream_id)?;
+        Ok(Box::new(StreamReader {
+            shared: &self.shared,
+            stream_id: stream_id.to_owned(),
+            next_version: from_version.max(1),
+            frames: VecDeque::new(),
+            events: VecDeque::new(),
+            buf: Vec::new(),
+            failed: false,
+        }))
+    }
+
+    fn read_all(&self, from_position: u64) -> Result<EventStream<'_>, StoreError> {
+        Ok(Box::new(LogReader {
+            shared: &self.shared,
+            next_position: from_position.max(1),
+            frames: VecDeque::new(),
+            events: VecDeque::new(),
+            window: ReadWindow::default(),
+            failed: false,
+        }))
+    }
+
+    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        self.shared.options.limits.check_stream_id(stream_id)?;
+        Ok(read(&self.shared.published).version(stream_id))
+    }
+
+    fn head_position(&self) -> Result<u64, StoreError> {
+        Ok(read(&self.shared.published).head)
+    }
+}
+
+/// Frames fetched from the index per lock acquisition.
+const FRAMES_PER_FETCH: usize = 64;
+
+struct StreamReader<'a> {
+    shared: &'a Shared,
+    stream_id: String,
+    next_version: u64,
+    frames: VecDeque<FrameEntry>,
+    events: VecDeque<RecordedEvent>,
+    buf: Vec<u8>,
+    failed: bool,
+}
+
+impl StreamReader<'_> {
+    fn refill(&mut self) -> Result<(), StoreError> {
+        if self.frames.is_empty() {
+            let index = read(&self.shared.published);
+            self.frames.extend(index.stream_frames(
+                &self.stream_id,
+                self.next_version,
+                FRAMES_PER_FETCH,
+            ));
+        }
+        let Some(entry) = self.frames.pop_front() else {
+            return Ok(());
+        };
+        self.shared.read_frame(entry.at, &mut self.buf)?;
+        let body = &self.buf[format::FRAME_PREFIX_LEN..self.buf.len() - format::FRAME_SUFFIX_LEN];
+        let frame = Frame::parse(body).map_err(|e| corrupted(entry.at, &e.to_string()))?;
+        if frame.stream_id != self.stream_id
+            || frame.place.first_version != entry.first_version
+            || frame.place.first_position != entry.first_position
+        {
+            return Err(corrupted(entry.at, "the frame does not match the index"));
+        }
+        let skip = self.next_version.saturating_sub(entry.first_version);
+        let mut out = Vec::with_capacity(frame.count as usize);
+        frame
+            .into_recorded(skip, &mut out)
+            .map_err(|e| corrupted(entry.at, &e.to_string()))?;
+        self.next_version = entry.first_version + entry.count;
+        self.events.extend(out);
+        Ok(())
+    }
+}
+
+impl Iterator for StreamReader<'_> {
+    type Item = Result<RecordedEvent, StoreError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        while self.events.is_empty() {
+            let before = self.next_version;
+            if let Err(e) = self.refill() {
+                self.failed = true;
+                return Some(Err(e));
+            }
+            if self.events.is_empty() && self.next_version == before && self.frames.is_empty() {
+                return None;
+            }
+        }
+        self.events.pop_front().map(Ok)
+    }
+}
+
+/// A sequential read-ahead buffer over the segments for log-order reads.
+#[derive(Default)]
+struct ReadWindow {
+    segment: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+const READ_AHEAD: usize = 1 << 20;
+
+impl ReadWindow {
+    fn frame(&mut self, shared: &Shared, at: FrameRef) -> Result<&[u8], StoreError> {
+        let len = at.len as usize;
+        let end = at.offset + len as u64;
+        let covered = self.segment == at.segment
+            && at.offset >= self.start
+            && end <= self.start + self.buf.len() as u64;
+        if !covered {
+            let file = shared.segment(at.segment)?;
+            let file_len = file.len()?;
+            let want =
+                (len.max(READ_AHEAD) as u64).min(file_len.saturating_sub(at.offset)) as usize;
+            if want < len {
+                return Err(corrupted(at, "the frame runs past the end of its segment"));
+            }
+            self.buf.resize(want, 0);
+            file.read_exact_at(&mut self.buf, at.offset)
+                .map_err(|e| corrupted(at, &format!("unreadable frame: {e}")))?;
+            self.segment = at.segment;
+            self.start = at.offset;
+        }
+        let from = (at.offset - self.start) as usize;
+        let bytes = &self.buf[from..from + len];
+        format::check_frame(bytes).map_err(|e| corrupted(at, &e.to_string()))?;
+        Ok(bytes)
+    }
+}
+
+struct LogReader<'a> {
+    shared: &'a Shared,
+    next_position: u64,
+    frames: VecDeque<FrameEntry>,
+    events: VecDeque<RecordedEvent>,
+    window: ReadWindow,
+    failed: bool,
+}
+
+impl LogReader<'_> {
+    fn refill(&mut self) -> Result<bool, StoreError> {
+        if self.frames.is_empty() {
+            let index = read(&self.shared.published);
+            if let Some(first) = index.frame_of_position(self.next_position) {
+                let end = (first + FRAMES_PER_FETCH).min(index.frames.len());
+                self.frames.extend(index.frames[first..end].iter().copied());
+            }
+        }
+        let Some(entry) = self.frames.pop_front() else {
+            return Ok(false);
+        };
+        let bytes = self.window.frame(self.shared, entry.at)?;
+        let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
+        let frame = Frame::parse(body).map_err(|e| corrupted(entry.at, &e.to_string()))?;
+        if frame.place.first_position != entry.first_position || frame.count != entry.count {
+            return Err(corrupted(entry.at, "the frame does not match the index"));
+        }
+        let skip = self.next_position.saturating_sub(entry.first_position);
+        let mut out = Vec::with_capacity(frame.count as usize);
+        frame
+            .into_recorded(skip, &mut out)
+            .map_err(|e| corrupted(entry.at, &e.to_string()))?;
+        self.next_position = entry.first_position + entry.count;
+        self.events.extend(out);
+        Ok(true)
+    }
+}
+
+impl Iterator for LogReader<'_> {
+    type Item = Result<RecordedEvent, StoreError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        while self.events.is_empty() {
+            match self.refill() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.events.pop_front().map(Ok)
+    }
+}
+
+const _: () = assert!(FRAME_OVERHEAD == 12);
