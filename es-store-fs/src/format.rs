@@ -474,12 +474,16 @@ impl<'a> Frame<'a> {
     }
 
     /// Decodes every event into [`RecordedEvent`]s, skipping those before `from_index`.
-    pub fn into_recorded(self, from_index: u64, out: &mut Vec<RecordedEvent>) -> Result<()> {
+    pub fn into_recorded(
+        self,
+        from_index: u64,
+        out: &mut impl Extend<RecordedEvent>,
+    ) -> Result<()> {
         let stream_id = self.stream_id;
         let place = self.place;
         self.for_each_event(|i, raw| {
             if i >= from_index {
-                out.push(raw.to_recorded(stream_id, place, i)?);
+                out.extend(Some(raw.to_recorded(stream_id, place, i)?));
             }
             Ok(())
         })

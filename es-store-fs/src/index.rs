@@ -291,3 +291,100 @@ impl<H: BuildHasher + Default> Index<H> {
         Some((index, ids))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Streams whose names hash alike never mix, and the file form round-trips.
+    use super::*;
+    use std::hash::{BuildHasherDefault, Hasher};
+
+    /// A hasher under which every key collides.
+    #[derive(Default)]
+    struct Constant;
+    impl Hasher for Constant {
+        fn finish(&self) -> u64 {
+            42
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    fn entry(position: u64, version: u64, count: u64) -> FrameEntry {
+        FrameEntry {
+            first_position: position,
+            first_version: version,
+            count,
+            at: FrameRef {
+                segment: 0,
+                offset: 32 + position * 100,
+                len: 100,
+            },
+        }
+    }
+
+    #[test]
+    fn forced_hash_collisions_do_not_mix_streams() {
+        let mut index: Index<BuildHasherDefault<Constant>> = Index::new((0, 32));
+        let mut position = 1;
+        for round in 0..50u64 {
+            for s in ["a-1", "b-1", "c-1"] {
+                index.push(s, entry(position, round * 2 + 1, 2)).unwrap();
+                position += 2;
+            }
+        }
+        for (i, s) in ["a-1", "b-1", "c-1"].iter().enumerate() {
+            assert_eq!(index.version(s), 100);
+            let frames = index.stream_frames(s, 1, usize::MAX);
+            assert_eq!(frames.len(), 50);
+            for (round, f) in frames.iter().enumerate() {
+                assert_eq!(f.first_position, 1 + 6 * round as u64 + 2 * i as u64);
+            }
+        }
+        assert_eq!(index.version("d-1"), 0);
+        assert!(index.stream_frames("d-1", 1, 10).is_empty());
+    }
+
+    #[test]
+    fn pushes_that_break_the_log_are_refused() {
+        let mut index: Index = Index::new((0, 32));
+        index.push("a-1", entry(1, 1, 2)).unwrap();
+        assert!(
+            index.push("a-1", entry(4, 3, 1)).is_err(),
+            "gap in positions"
+        );
+        assert!(
+            index.push("a-1", entry(3, 2, 1)).is_err(),
+            "stream version repeats"
+        );
+        index.push("a-1", entry(3, 3, 1)).unwrap();
+    }
+
+    #[test]
+    fn file_form_round_trips_and_rejects_damage() {
+        let mut index: Index = Index::new((0, 32));
+        index.push("a-1", entry(1, 1, 2)).unwrap();
+        index.push("b-1", entry(3, 1, 1)).unwrap();
+        index.push("a-1", entry(4, 3, 3)).unwrap();
+        let ids: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+        let bytes = index.encode(&ids);
+        let (back, back_ids) =
+            Index::<std::collections::hash_map::RandomState>::decode(&bytes).unwrap();
+        assert_eq!(back.frames, index.frames);
+        assert_eq!(back.head, 6);
+        assert_eq!(back.covered, index.covered);
+        assert_eq!(back_ids, ids);
+        assert_eq!(back.stream_frames("a-1", 4, 10), vec![entry(4, 3, 3)]);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(
+                Index::<std::collections::hash_map::RandomState>::decode(&bad).is_none(),
+                "byte {i}"
+            );
+        }
+        for cut in 0..bytes.len() {
+            assert!(
+                Index::<std::collections::hash_map::RandomState>::decode(&bytes[..cut]).is_none()
+            );
+        }
+    }
+}

@@ -18,4 +18,4 @@ mod store;
 pub mod vfs;
 
 pub use error::{OpenError, RecoveryReport, Repair};
-pub use store::{Durability, FileStore, FileStoreOptions, LOCK_FILE};
+pub use store::{Durability, FileStore, FileStoreOptions, LOCK_FILE, WriteStats};

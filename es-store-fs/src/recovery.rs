@@ -31,6 +31,8 @@ pub struct Recovered {
     pub segments: Vec<Arc<dyn VfsFile>>,
     /// End of the last valid frame: (segment, offset).
     pub end: (u64, u64),
+    /// Length of the last segment file (its data plus zero-filled room).
+    pub allocated: u64,
     /// What was found and done.
     pub report: RecoveryReport,
 }
@@ -80,6 +82,7 @@ impl Scan<'_> {
                     ids: Vec::new(),
                     segments: Vec::new(),
                     end: (0, SEGMENT_HEADER_LEN as u64),
+                    allocated: SEGMENT_HEADER_LEN as u64,
                     report,
                 });
             }
@@ -145,6 +148,11 @@ impl Scan<'_> {
             let stop =
                 self.scan_frames(&*file, seg, offset, len, &mut index, &mut ids, &mut report)?;
             end = (seg, stop);
+            if stop < len && is_last && all_zero(&*file, stop, len) {
+                // room the writer zero-filled ahead of its frames
+                seg += 1;
+                continue;
+            }
             if stop < len {
                 match self.handle_bad_frame(&*file, seg, stop, len, is_last, index.head + 1)? {
                     Recovery::TornTail => {
@@ -173,11 +181,16 @@ impl Scan<'_> {
             }
             seg += 1;
         }
+        let allocated = match segments.get(end.0 as usize) {
+            Some(f) => f.len().map_err(io_err(&segment_path(self.dir, end.0)))?,
+            None => end.1,
+        };
         Ok(Recovered {
             index,
             ids,
             segments,
             end,
+            allocated: allocated.max(end.1),
             report,
         })
     }
@@ -372,6 +385,20 @@ impl Scan<'_> {
         }
         false
     }
+}
+
+/// Whether `from..to` of the file holds only zero bytes.
+fn all_zero(file: &dyn VfsFile, from: u64, to: u64) -> bool {
+    let mut buf = vec![0u8; WINDOW];
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(WINDOW);
+        if file.read_exact_at(&mut buf[..n], at).is_err() || buf[..n].iter().any(|&b| b != 0) {
+            return false;
+        }
+        at += n as u64;
+    }
+    true
 }
 
 fn describe_bad_frame(file: &dyn VfsFile, offset: u64, len: u64, cap: usize) -> String {

@@ -14,6 +14,7 @@ use es_core::{
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 use std::time::Duration;
 use uuid::Uuid;
@@ -50,6 +51,9 @@ pub struct FileStoreOptions {
     pub repair: bool,
     /// Open without the write lock: reads only, nothing on disk changes.
     pub read_only: bool,
+    /// The active segment grows in zero-filled steps of this many bytes, so that most
+    /// syncs persist data only, not a new file size (0 grows it frame by frame).
+    pub preallocate: u64,
     /// The file system (the real one unless a test swaps it).
     pub vfs: Arc<dyn Vfs>,
 }
@@ -62,6 +66,7 @@ impl Default for FileStoreOptions {
             segment_size: 64 * 1024 * 1024,
             repair: false,
             read_only: false,
+            preallocate: 1024 * 1024,
             vfs: Arc::new(StdFs),
         }
     }
@@ -115,6 +120,8 @@ struct Shared {
     /// Open segment files by number.
     segments: RwLock<Vec<Arc<dyn VfsFile>>>,
     writer: Mutex<Writer>,
+    /// Appends between entry and return: a group-commit leader waits for them to queue.
+    appending: AtomicU64,
     /// Signalled when a flush ends.
     flushed: Condvar,
     report: RecoveryReport,
@@ -143,6 +150,9 @@ struct Writer {
     /// Tickets that failed, as inclusive ranges with the reason.
     failed: Vec<(u64, u64, io::ErrorKind, String)>,
     flushing: bool,
+    /// Bytes of the active segment that exist on disk (data plus zero-filled room).
+    allocated: u64,
+    stats: WriteStats,
     /// Set after an fsync failure: writes are refused until reopened.
     poisoned: Option<String>,
     last_timestamp: DateTime<Utc>,
@@ -248,12 +258,15 @@ impl FileStore {
                 done: 0,
                 failed: Vec::new(),
                 flushing: false,
+                allocated: rec.allocated,
+                stats: WriteStats::default(),
                 poisoned: None,
                 last_timestamp: DateTime::<Utc>::MIN_UTC,
                 scratch: Vec::new(),
                 dirty: false,
                 closed: false,
             }),
+            appending: AtomicU64::new(0),
             flushed: Condvar::new(),
             report: rec.report,
             options,
@@ -298,6 +311,11 @@ impl FileStore {
             .collect()
     }
 
+    /// Writer counters since open: appends and the group commits that carried them.
+    pub fn write_stats(&self) -> WriteStats {
+        lock(&self.shared.writer).stats
+    }
+
     /// Bytes of log on disk (segments only).
     pub fn log_bytes(&self) -> io::Result<u64> {
         read(&self.shared.segments).iter().map(|f| f.len()).sum()
@@ -323,9 +341,26 @@ impl FileStore {
         self.shared.save_index(&w)
     }
 
+    /// Cuts the zero-filled room off the active segment (done at close).
+    fn trim(&self) -> Result<(), StoreError> {
+        if self.shared.options.read_only {
+            return Ok(());
+        }
+        let mut w = lock(&self.shared.writer);
+        if w.poisoned.is_some() || w.allocated <= w.durable_tail.1 {
+            return Ok(());
+        }
+        let (seg, end) = w.durable_tail;
+        let file = self.shared.segment(seg)?;
+        file.set_len(end)?;
+        file.sync_data()?;
+        w.allocated = end;
+        Ok(())
+    }
+
     /// Syncs, writes the index, and closes.
     pub fn close(self) -> Result<(), StoreError> {
-        let result = self.checkpoint();
+        let result = self.checkpoint().and_then(|()| self.trim());
         lock(&self.shared.writer).closed = true;
         result
     }
@@ -335,7 +370,7 @@ impl Drop for FileStore {
     fn drop(&mut self) {
         let closed = lock(&self.shared.writer).closed;
         if !closed {
-            if let Err(e) = self.checkpoint() {
+            if let Err(e) = self.checkpoint().and_then(|()| self.trim()) {
                 log::warn!("closing event store {}: {e}", self.shared.dir.display());
             }
             lock(&self.shared.writer).closed = true;
@@ -402,7 +437,7 @@ impl Shared {
     /// frames.
     fn save_index(&self, w: &Writer) -> Result<(), StoreError> {
         let segments = read(&self.segments).clone();
-        if let Some(active) = segments.last() {
+        if let Some(active) = segments.get(w.durable_tail.0 as usize) {
             active.sync_data()?;
         }
         let index = read(&self.published);
@@ -441,11 +476,19 @@ impl Shared {
         Ok(())
     }
 
-    /// Writes queued chunks: new segments created, sealed segments synced before the next
-    /// one starts, and the last one synced as the durability mode asks.
-    fn write_chunks(&self, chunks: &[Chunk]) -> io::Result<Vec<Arc<dyn VfsFile>>> {
+    /// Writes queued chunks. A segment being left is cut to its last frame and synced
+    /// before the next one is created; the active segment grows in zero-filled steps so
+    /// that a sync rarely has to persist a new file size; the last file is synced as the
+    /// durability mode asks. Returns the new segment files and the allocated end.
+    fn write_chunks(
+        &self,
+        chunks: &[Chunk],
+        tail: (u64, u64),
+        mut allocated: u64,
+    ) -> io::Result<(Vec<Arc<dyn VfsFile>>, u64)> {
         let mut created = Vec::new();
         let mut current: Option<(u64, Arc<dyn VfsFile>)> = None;
+        let mut data_end = tail.1;
         let open = |no: u64| self.segment(no).map_err(io::Error::other);
         for chunk in chunks {
             let file = match (chunk.new_segment, &current) {
@@ -454,6 +497,7 @@ impl Shared {
                         Some((no, f)) if *no + 1 == chunk.segment => Arc::clone(f),
                         _ => open(chunk.segment - 1)?,
                     };
+                    sealed.set_len(data_end)?;
                     sealed.sync_data()?;
                     let f = recovery::create_segment(
                         &*self.options.vfs,
@@ -465,13 +509,24 @@ impl Shared {
                         OpenError::Io { source, .. } => source,
                         other => io::Error::other(other.to_string()),
                     })?;
+                    allocated = SEGMENT_HEADER_LEN as u64;
                     created.push(Arc::clone(&f));
                     f
                 }
                 (None, Some((no, f))) if *no == chunk.segment => Arc::clone(f),
                 (None, _) => open(chunk.segment)?,
             };
+            let end = chunk.offset + chunk.bytes.len() as u64;
+            let step = self.options.preallocate;
+            if step > 0 && end > allocated {
+                let new_allocated = end.div_ceil(step) * step;
+                let zeros = vec![0u8; (new_allocated - end) as usize];
+                file.write_all_at(&zeros, end)?;
+                allocated = new_allocated;
+            }
             file.write_all_at(&chunk.bytes, chunk.offset)?;
+            allocated = allocated.max(end);
+            data_end = end;
             current = Some((chunk.segment, file));
         }
         if let Some((_, f)) = &current {
@@ -479,7 +534,7 @@ impl Shared {
                 f.sync_data()?;
             }
         }
-        Ok(created)
+        Ok((created, allocated))
     }
 }
 
@@ -498,6 +553,8 @@ impl FileStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         let shared = &*self.shared;
+        shared.appending.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(&shared.appending);
         if shared.options.read_only {
             return Err(StoreError::ReadOnly(format!(
                 "{} was opened read-only",
@@ -578,6 +635,7 @@ impl FileStore {
             }
             break self.enqueue(&mut w, stream_id, current, &prepared)?;
         };
+        let mut gathered = false;
         loop {
             if w.done >= ticket {
                 return Ok(result);
@@ -590,6 +648,21 @@ impl FileStore {
                 return Err(StoreError::Io(io::Error::new(*kind, reason.clone())));
             }
             if !w.flushing && !w.queue.is_empty() {
+                let queued = w.next_ticket - 1 - w.done;
+                let appending = shared.appending.load(Ordering::SeqCst);
+                if queued < appending
+                    && !gathered
+                    && shared.options.durability == Durability::Always
+                {
+                    // other appends are on their way: give them a moment to join this sync
+                    gathered = true;
+                    w = shared
+                        .flushed
+                        .wait_timeout(w, GATHER_WAIT)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
+                }
                 w = self.flush(w);
                 continue;
             }
@@ -666,6 +739,10 @@ impl FileStore {
         w.next_position += n;
         let ticket = w.next_ticket;
         w.next_ticket += 1;
+        if !w.flushing && ticket - w.done >= shared.appending.load(Ordering::SeqCst) {
+            // a leader may be gathering: every appender in flight has now queued
+            shared.flushed.notify_all();
+        }
         Ok((
             ticket,
             AppendResult {
@@ -685,13 +762,17 @@ impl FileStore {
         let last_ticket = w.next_ticket - 1;
         let frames = w.unpublished.len();
         let tail = w.tail;
+        let (durable_tail, allocated) = (w.durable_tail, w.allocated);
         w.flushing = true;
         drop(w);
-        let result = shared.write_chunks(&chunks);
+        let result = shared.write_chunks(&chunks, durable_tail, allocated);
         let mut w = lock(&shared.writer);
         w.flushing = false;
+        w.stats.flushes += 1;
         match result {
-            Ok(created) => {
+            Ok((created, allocated)) => {
+                w.allocated = allocated;
+                w.stats.appends += last_ticket - w.done;
                 if !created.is_empty() {
                     let mut segs = shared.segments.write().unwrap_or_else(|e| e.into_inner());
                     segs.extend(created);
@@ -751,11 +832,20 @@ impl FileStore {
         w.next_position = read(&shared.published).head + 1;
         let (seg, offset) = w.durable_tail;
         w.tail = w.durable_tail;
+        // a segment created by the failed flush is not part of the log: remove it, so that
+        // it cannot later sit after a segment that kept growing
+        let next_segment = recovery::segment_path(&shared.dir, seg + 1);
+        let stray_removed = match shared.options.vfs.remove_file(&next_segment) {
+            Ok(()) => shared.options.vfs.sync_dir(&shared.dir).is_ok(),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
         let recoverable = e.kind() == io::ErrorKind::StorageFull
+            && stray_removed
             && shared
                 .segment(seg)
                 .ok()
                 .is_some_and(|f| f.set_len(offset).is_ok());
+        w.allocated = offset;
         if !recoverable {
             w.poisoned = Some(format!(
                 "{message}; writes are refused until the store is reopened"
@@ -812,6 +902,27 @@ impl EventStore for FileStore {
     }
 }
 
+/// Counts an append in flight until it returns.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counters of the writer, for tuning and the CLI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Appends acknowledged since open.
+    pub appends: u64,
+    /// Group commits (writes followed by one sync) since open.
+    pub flushes: u64,
+}
+
+/// How long a new group-commit leader waits for the appenders of the previous group.
+const GATHER_WAIT: Duration = Duration::from_micros(100);
+
 /// Frames fetched from the index per lock acquisition.
 const FRAMES_PER_FETCH: usize = 64;
 
@@ -848,12 +959,10 @@ impl StreamReader<'_> {
             return Err(corrupted(entry.at, "the frame does not match the index"));
         }
         let skip = self.next_version.saturating_sub(entry.first_version);
-        let mut out = Vec::with_capacity(frame.count as usize);
         frame
-            .into_recorded(skip, &mut out)
+            .into_recorded(skip, &mut self.events)
             .map_err(|e| corrupted(entry.at, &e.to_string()))?;
         self.next_version = entry.first_version + entry.count;
-        self.events.extend(out);
         Ok(())
     }
 }
@@ -944,12 +1053,10 @@ impl LogReader<'_> {
             return Err(corrupted(entry.at, "the frame does not match the index"));
         }
         let skip = self.next_position.saturating_sub(entry.first_position);
-        let mut out = Vec::with_capacity(frame.count as usize);
         frame
-            .into_recorded(skip, &mut out)
+            .into_recorded(skip, &mut self.events)
             .map_err(|e| corrupted(entry.at, &e.to_string()))?;
         self.next_position = entry.first_position + entry.count;
-        self.events.extend(out);
         Ok(true)
     }
 }
