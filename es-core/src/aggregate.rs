@@ -50,6 +50,24 @@ pub trait Aggregate: Default + Send + Sync + 'static {
         None
     }
 
+    /// A fingerprint of the state type and its handlers, stored with each snapshot; a
+    /// snapshot with another fingerprint is ignored. 0 means none.
+    fn snapshot_fingerprint() -> u64 {
+        0
+    }
+
+    /// Encodes the state for a snapshot; `None` when the aggregate keeps no snapshots.
+    /// `#[derive(Aggregate)]` with `snapshot_every` implements it with serde_json.
+    fn encode_snapshot(&self) -> Option<Result<Vec<u8>, String>> {
+        None
+    }
+
+    /// Decodes a state encoded by [`Aggregate::encode_snapshot`].
+    fn decode_snapshot(state: &[u8]) -> Option<Result<Self, String>> {
+        let _ = state;
+        None
+    }
+
     /// The stream id of the instance `id`: `"{KIND}-{id}"`.
     fn stream_id(id: &str) -> String {
         let mut s = String::with_capacity(Self::KIND.len() + 1 + id.len());

@@ -20,13 +20,17 @@ pub mod aggregate;
 pub mod envelope;
 pub mod event;
 pub mod memory;
+pub mod projection;
 pub mod repository;
+pub mod snapshot;
 pub mod store;
+pub mod subscription;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 #[doc(hidden)]
 pub mod doc_support;
+mod macro_support;
 
 pub use aggregate::{Aggregate, Apply, SnapshotPolicy};
 pub use envelope::{Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, stream_kind};
@@ -35,10 +39,16 @@ pub use event::{
 };
 pub use memory::MemoryStore;
 pub use repository::{CommandError, Executed, LoadError, Loaded, Repository};
+pub use projection::{
+    CheckpointStore, Projection, ProjectionError, ProjectionRunner, TransactionalProjection,
+    WithCheckpoint,
+};
+pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{AppendResult, EventStore, EventStream, ExpectedVersion, Limits, StoreError};
+pub use subscription::{Filter, Subscription};
 
 #[cfg(feature = "derive")]
-pub use es_macros::*;
+pub use es_macros::{Aggregate, event};
 
 /// What generated code and most users import.
 pub mod prelude {
@@ -46,13 +56,15 @@ pub mod prelude {
         Aggregate, Apply, CommandError, Envelope, Event, EventSet, EventStore, ExpectedVersion,
         Loaded, MemoryStore, Metadata, Repository, UpcastError,
     };
+    // `Aggregate` above is both the trait and, with `derive`, the derive macro.
     #[cfg(feature = "derive")]
-    pub use es_macros::*;
+    pub use es_macros::event;
 }
 
 /// Paths the macros' generated code uses, so that users need not depend on serde.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::macro_support::*;
     pub use serde;
     pub use serde_json;
 }

@@ -6,9 +6,12 @@ use crate::store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, IdLocation, Limits, StoreError,
     check_idempotent_retry,
 };
+use crate::snapshot::{Snapshot, SnapshotStore, newest_at_or_below, retain_newest};
+use crate::store::HeadSignal;
 use chrono::Utc;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// How many events a streaming read copies out per lock acquisition.
@@ -26,6 +29,8 @@ const READ_CHUNK: usize = 256;
 pub struct MemoryStore {
     inner: RwLock<Inner>,
     limits: Limits,
+    head: HeadSignal,
+    snapshots: Mutex<HashMap<String, Vec<Snapshot>>>,
 }
 
 #[derive(Debug, Default)]
@@ -47,8 +52,8 @@ impl MemoryStore {
     /// An empty store with other limits.
     pub fn with_limits(limits: Limits) -> Self {
         MemoryStore {
-            inner: RwLock::default(),
             limits,
+            ..MemoryStore::default()
         }
     }
 
@@ -124,6 +129,9 @@ impl EventStore for MemoryStore {
             .entry(stream_id.to_owned())
             .or_default()
             .extend(positions);
+        let head = inner.log.len() as u64;
+        drop(inner);
+        self.head.publish(head);
         Ok(AppendResult {
             first_version: current + 1,
             last_version: current + n,
@@ -179,6 +187,35 @@ impl EventStore for MemoryStore {
 
     fn head_position(&self) -> Result<u64, StoreError> {
         Ok(self.read().log.len() as u64)
+    }
+
+    fn wait_for_head(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
+        Ok(self.head.wait(position, timeout))
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotStore> {
+        Some(self)
+    }
+}
+
+impl SnapshotStore for MemoryStore {
+    fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.limits.check_stream_id(&snapshot.stream_id)?;
+        let mut all = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        retain_newest(all.entry(snapshot.stream_id.clone()).or_default(), snapshot);
+        Ok(())
+    }
+
+    fn load_snapshot(
+        &self,
+        stream_id: &str,
+        max_version: u64,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let all = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(all
+            .get(stream_id)
+            .and_then(|list| newest_at_or_below(list, max_version))
+            .cloned())
     }
 }
 

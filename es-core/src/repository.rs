@@ -3,6 +3,7 @@
 use crate::aggregate::Aggregate;
 use crate::envelope::{EventDecodeError, Metadata, NewEvent, RecordedEvent};
 use crate::event::{EncodeError, EventSet, IntoEvents};
+use crate::snapshot::Snapshot;
 use crate::store::{AppendResult, EventStore, ExpectedVersion, StoreError};
 use chrono::{DateTime, Utc};
 use std::marker::PhantomData;
@@ -37,6 +38,9 @@ pub struct Executed<A: Aggregate> {
     pub appended: Option<AppendResult>,
     /// How many times the command ran (more than 1 after conflicts).
     pub attempts: u32,
+    /// For [`Repository::execute_caused_by`]: the cause had already been handled, so
+    /// the command did not run again.
+    pub already_applied: bool,
 }
 
 /// Why loading an aggregate failed.
@@ -147,18 +151,18 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// The current state of instance `id` (the default state at version 0 when it has no
     /// events).
     pub fn load(&self, id: &str) -> Result<Loaded<A>, LoadError> {
-        self.fold(&A::stream_id(id), |_| true)
+        Ok(self.fold(&A::stream_id(id), u64::MAX, None, None)?.0)
     }
 
     /// The state of instance `id` after its first `version` events (fewer when the stream
     /// is shorter; `Loaded::version` says how many were folded).
     pub fn load_at(&self, id: &str, version: u64) -> Result<Loaded<A>, LoadError> {
-        self.fold(&A::stream_id(id), |e| e.stream_version <= version)
+        Ok(self.fold(&A::stream_id(id), version, None, None)?.0)
     }
 
     /// The state of instance `id` as of `timestamp`: every event recorded at or before it.
     pub fn load_as_of(&self, id: &str, timestamp: DateTime<Utc>) -> Result<Loaded<A>, LoadError> {
-        self.fold(&A::stream_id(id), |e| e.timestamp <= timestamp)
+        Ok(self.fold(&A::stream_id(id), u64::MAX, Some(timestamp), None)?.0)
     }
 
     /// The recorded events of instance `id`, decoded, for audit views.
@@ -172,27 +176,151 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         Ok(out)
     }
 
-    /// Folds the stream's events while `keep` holds.
+    /// Folds the stream up to `max_version` and, when given, events recorded at or before
+    /// `as_of`, starting from the newest usable snapshot. Also reports whether an event
+    /// caused by `cause` was seen.
     fn fold(
         &self,
         stream_id: &str,
-        mut keep: impl FnMut(&RecordedEvent) -> bool,
-    ) -> Result<Loaded<A>, LoadError> {
-        let mut loaded = Loaded {
+        max_version: u64,
+        as_of: Option<DateTime<Utc>>,
+        cause: Option<uuid::Uuid>,
+    ) -> Result<(Loaded<A>, bool), LoadError> {
+        if let Some(start) = self.snapshot_start(stream_id, max_version, as_of) {
+            match self.fold_from(stream_id, start, max_version, as_of, cause)? {
+                Some(done) => return Ok(done),
+                None => log::warn!(
+                    "snapshot of `{stream_id}` is ahead of the stream; rebuilding from events"
+                ),
+            }
+        }
+        let empty = Loaded {
             state: A::default(),
             version: 0,
         };
-        for recorded in self.store.read_stream(stream_id, 1)? {
+        Ok(self
+            .fold_from(stream_id, empty, max_version, as_of, cause)?
+            .unwrap_or_default())
+    }
+
+    /// Folds events after `start.version`. `None` when the stream does not hold the event
+    /// at `start.version` (a snapshot that does not belong to this history).
+    fn fold_from(
+        &self,
+        stream_id: &str,
+        mut loaded: Loaded<A>,
+        max_version: u64,
+        as_of: Option<DateTime<Utc>>,
+        cause: Option<uuid::Uuid>,
+    ) -> Result<Option<(Loaded<A>, bool)>, LoadError> {
+        let snapshot_version = loaded.version;
+        let mut caused = false;
+        let mut events = self.store.read_stream(stream_id, snapshot_version.max(1))?;
+        if snapshot_version > 0 {
+            match events.next().transpose()? {
+                Some(e) if e.stream_version == snapshot_version => {}
+                _ => return Ok(None),
+            }
+        }
+        for recorded in events {
             let recorded = recorded?;
-            if !keep(&recorded) {
+            if recorded.stream_version > max_version
+                || as_of.is_some_and(|t| recorded.timestamp > t)
+            {
                 break;
+            }
+            if cause.is_some() && recorded.metadata.causation_id == cause {
+                caused = true;
             }
             if let Some(envelope) = recorded.decode::<A::Events>()? {
                 loaded.state.apply(&envelope.event);
             }
             loaded.version = recorded.stream_version;
         }
-        Ok(loaded)
+        Ok(Some((loaded, caused)))
+    }
+
+    /// The state in the newest usable snapshot, if the aggregate and the store keep them.
+    fn snapshot_start(
+        &self,
+        stream_id: &str,
+        max_version: u64,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Option<Loaded<A>> {
+        let policy = A::snapshot_policy()?;
+        let snapshots = self.store.snapshots()?;
+        let snapshot = match snapshots.load_snapshot(stream_id, max_version) {
+            Ok(found) => found?,
+            Err(e) => {
+                log::warn!("cannot read the snapshot of `{stream_id}`: {e}; rebuilding from events");
+                return None;
+            }
+        };
+        if snapshot.schema_version != policy.version
+            || snapshot.fingerprint != A::snapshot_fingerprint()
+        {
+            log::warn!(
+                "ignoring the snapshot of `{stream_id}` at version {}: written for snapshot version {} (fingerprint {:#x}), the code is at {} ({:#x})",
+                snapshot.version,
+                snapshot.schema_version,
+                snapshot.fingerprint,
+                policy.version,
+                A::snapshot_fingerprint()
+            );
+            return None;
+        }
+        if as_of.is_some_and(|t| snapshot.last_event_at > t) {
+            return None;
+        }
+        match A::decode_snapshot(&snapshot.state)? {
+            Ok(state) => Some(Loaded {
+                state,
+                version: snapshot.version,
+            }),
+            Err(e) => {
+                log::warn!(
+                    "ignoring the snapshot of `{stream_id}` at version {}: {e}",
+                    snapshot.version
+                );
+                None
+            }
+        }
+    }
+
+    /// Saves a snapshot when a command took the stream across a multiple of the
+    /// aggregate's `snapshot_every`. Failures are logged, never returned: the command
+    /// already succeeded.
+    fn maybe_snapshot(&self, stream_id: &str, before: u64, loaded: &Loaded<A>) {
+        let Some(policy) = A::snapshot_policy() else {
+            return;
+        };
+        let every = policy.every.max(1);
+        if before / every == loaded.version / every {
+            return;
+        }
+        let Some(snapshots) = self.store.snapshots() else {
+            return;
+        };
+        let state = match loaded.state.encode_snapshot() {
+            Some(Ok(state)) => state,
+            Some(Err(e)) => {
+                log::warn!("cannot encode a snapshot of `{stream_id}`: {e}");
+                return;
+            }
+            None => return,
+        };
+        let snapshot = Snapshot {
+            stream_id: stream_id.to_owned(),
+            version: loaded.version,
+            // the commit time of the last event is at most now: as-of loads stay correct
+            last_event_at: Utc::now(),
+            schema_version: policy.version,
+            fingerprint: A::snapshot_fingerprint(),
+            state,
+        };
+        if let Err(e) = snapshots.save_snapshot(&snapshot) {
+            log::warn!("cannot save a snapshot of `{stream_id}`: {e}");
+        }
     }
 
     /// Loads instance `id`, runs `command` on its state and appends the events it returns
@@ -218,6 +346,38 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         &self,
         id: &str,
         metadata: Metadata,
+        command: impl FnMut(&A) -> Result<T, E>,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        T: IntoEvents<A::Events>,
+    {
+        self.run(id, metadata, None, command)
+    }
+
+    /// Runs a command in reaction to `cause` (an event of another aggregate), at most once.
+    ///
+    /// The new events carry the cause's correlation id and its event id as causation id,
+    /// and event ids derived from the cause. If the stream already holds an event caused
+    /// by `cause` (the reaction ran before a crash), or the store already holds the derived
+    /// ids, the command does not run again and `Executed::already_applied` is set. This is
+    /// what makes a process manager safe to re-run from an older checkpoint.
+    pub fn execute_caused_by<T, E>(
+        &self,
+        id: &str,
+        cause: &RecordedEvent,
+        command: impl FnMut(&A) -> Result<T, E>,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        T: IntoEvents<A::Events>,
+    {
+        self.run(id, Metadata::caused_by(cause), Some(cause.event_id), command)
+    }
+
+    fn run<T, E>(
+        &self,
+        id: &str,
+        metadata: Metadata,
+        cause: Option<uuid::Uuid>,
         mut command: impl FnMut(&A) -> Result<T, E>,
     ) -> Result<Executed<A>, CommandError<E>>
     where
@@ -227,27 +387,39 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let Loaded { mut state, version } = self.fold(&stream_id, |_| true)?;
+            let (Loaded { mut state, version }, caused) =
+                self.fold(&stream_id, u64::MAX, None, cause)?;
+            let done = |state, events, appended, already_applied| Executed {
+                state,
+                version,
+                events,
+                appended,
+                attempts,
+                already_applied,
+            };
+            if caused {
+                return Ok(done(state, Vec::new(), None, true));
+            }
             let mut events = Vec::new();
             command(&state)
                 .map_err(CommandError::Rejected)?
                 .into_events(&mut events);
             if events.is_empty() {
-                return Ok(Executed {
-                    state,
-                    version,
-                    events,
-                    appended: None,
-                    attempts,
-                });
+                return Ok(done(state, events, None, false));
             }
             let batch = events
                 .iter()
-                .map(|e| {
-                    e.encode()
-                        .map(|enc| NewEvent::from_encoded(enc).with_metadata(metadata.clone()))
+                .enumerate()
+                .map(|(i, e)| {
+                    let encoded = e.encode()?;
+                    let mut new = NewEvent::from_encoded(encoded).with_metadata(metadata.clone());
+                    if let Some(cause) = cause {
+                        let name = format!("{stream_id}#{i}");
+                        new.event_id = uuid::Uuid::new_v5(&cause, name.as_bytes());
+                    }
+                    Ok(new)
                 })
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, EncodeError>>()
                 .map_err(CommandError::Encode)?;
             let expected = if version == 0 {
                 ExpectedVersion::NoStream
@@ -259,13 +431,22 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     for e in &events {
                         state.apply(e);
                     }
-                    return Ok(Executed {
+                    let loaded = Loaded {
                         state,
                         version: appended.last_version,
+                    };
+                    self.maybe_snapshot(&stream_id, version, &loaded);
+                    return Ok(Executed {
+                        state: loaded.state,
+                        version: loaded.version,
                         events,
                         appended: Some(appended),
                         attempts,
+                        already_applied: false,
                     });
+                }
+                Err(StoreError::DuplicateEventId { .. }) if cause.is_some() => {
+                    return Ok(done(state, Vec::new(), None, true));
                 }
                 Err(StoreError::Conflict { actual, .. }) if attempts >= self.max_attempts => {
                     return Err(CommandError::Conflict {

@@ -1,8 +1,10 @@
 //! The event store contract every backend implements, with its errors and limits.
 
 use crate::envelope::{NewEvent, RecordedEvent};
+use crate::snapshot::SnapshotStore;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What an append expects of the stream before it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,10 +110,11 @@ impl Limits {
                 stream_id.len(),
                 self.max_stream_id_len
             ))
-        } else if let Some(c) = stream_id.chars().find(|c| c.is_control()) {
-            Some(format!("it contains the control character {c:?}"))
         } else {
-            None
+            stream_id
+                .chars()
+                .find(|c| c.is_control())
+                .map(|c| format!("it contains the control character {c:?}"))
         };
         match reason {
             Some(reason) => Err(StoreError::InvalidStreamId {
@@ -431,6 +434,27 @@ pub trait EventStore: Send + Sync {
 
     /// The position of the last event in the global log (0 when empty).
     fn head_position(&self) -> Result<u64, StoreError>;
+
+    /// Blocks until the head position is past `position` or `timeout` passes, and
+    /// returns the head. Live subscriptions wait here.
+    ///
+    /// The default polls; stores that can signal new appends override it.
+    fn wait_for_head(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let head = self.head_position()?;
+            let now = Instant::now();
+            if head > position || now >= deadline {
+                return Ok(head);
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
+        }
+    }
+
+    /// The store's snapshot store, when it keeps snapshots.
+    fn snapshots(&self) -> Option<&dyn SnapshotStore> {
+        None
+    }
 }
 
 macro_rules! forward_event_store {
@@ -459,6 +483,12 @@ macro_rules! forward_event_store {
             }
             fn head_position(&self) -> Result<u64, StoreError> {
                 (**self).head_position()
+            }
+            fn wait_for_head(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
+                (**self).wait_for_head(position, timeout)
+            }
+            fn snapshots(&self) -> Option<&dyn SnapshotStore> {
+                (**self).snapshots()
             }
         }
     )*};
@@ -561,4 +591,50 @@ fn check_rest_absent(
         }
     }
     Ok(None)
+}
+
+/// A head position that waiters can block on: stores publish each new head, live
+/// subscriptions wait for it to move.
+#[derive(Debug, Default)]
+pub struct HeadSignal {
+    head: std::sync::Mutex<u64>,
+    moved: std::sync::Condvar,
+}
+
+impl HeadSignal {
+    /// A signal starting at `head`.
+    pub fn new(head: u64) -> Self {
+        HeadSignal {
+            head: std::sync::Mutex::new(head),
+            moved: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Records a new head and wakes every waiter.
+    pub fn publish(&self, head: u64) {
+        let mut h = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        if head > *h {
+            *h = head;
+        }
+        drop(h);
+        self.moved.notify_all();
+    }
+
+    /// Waits until the head is past `position` or `timeout` passes; returns the head.
+    pub fn wait(&self, position: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut h = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        while *h <= position {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            h = self
+                .moved
+                .wait_timeout(h, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *h
+    }
 }

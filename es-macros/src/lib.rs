@@ -1,1 +1,236 @@
-//! Macros for es-core.
+//! The macros of es-core: `#[event]` and `#[derive(Aggregate)]`.
+//!
+//! Depend on `es-core`, which re-exports both (feature `derive`, on by default); the
+//! generated code names `::es_core` paths only and reaches serde through es-core, so a
+//! crate that uses the macros needs neither this crate nor serde in its own dependencies
+//! (serde_json only to write JSON migrations).
+//!
+//! Mistakes in the attributes are compile errors at the token that is wrong, all reported
+//! at once. Rules the macro cannot decide alone, because they involve another type (the
+//! name and version of an `upcast_from` type, names shared by two variants of a set, an
+//! ignored name that is also a variant), are const assertions in the generated code, so
+//! they are compile errors too.
+#![warn(missing_docs)]
+
+mod ast;
+mod attr;
+mod check;
+mod ctxt;
+mod expand_aggregate;
+mod expand_event;
+mod expand_event_set;
+mod fallback;
+
+use proc_macro::TokenStream;
+
+/// Makes a struct an event, or an enum the event set of an aggregate.
+///
+/// # On a struct: one event type
+///
+/// The struct gets serde's `Serialize` and `Deserialize` (through es-core: do not derive
+/// them yourself; serde's field attributes such as `#[serde(default)]` work as usual) and an
+/// [`Event`](../es_core/trait.Event.html) impl with a stable type name and schema version.
+///
+/// | key | value | default | meaning |
+/// | --- | --- | --- | --- |
+/// | `name` | string | the Rust name | the type name written to the store |
+/// | `aliases` | `["..", ..]` | none | names the event was stored under before a rename |
+/// | `version` | integer ≥ 1 | 1 | the current schema version |
+/// | `migrate` | `(N => f, ..)` | none | JSON steps: `f` turns a version `N` payload into version `N + 1` |
+/// | `upcast_from` | a type | none | the previous version, kept as an `#[event]` struct, converted with `From` |
+///
+/// A struct at `version = N` (N ≥ 2) says how each older version is brought up to date, in
+/// exactly one of two ways:
+///
+/// - `migrate(1 => f, 2 => g, ..)` with one step for every version from 1 to N − 1 (in any
+///   order, none missing, none twice, none at or above N). Each step is a
+///   `fn(serde_json::Value) -> Result<serde_json::Value, es_core::UpcastError>`; a stored
+///   payload runs through the steps from its version on, then is deserialized.
+/// - `upcast_from = Old`, where `Old` is an `#[event]` struct with the same name (or one of
+///   this struct's aliases) at version N − 1, and `Self: From<Old>`. A payload older than N
+///   is decoded as `Old`, through `Old`'s own chain (JSON steps or typed), then converted.
+///
+/// The two cannot be mixed on one struct: with `upcast_from`, every older version is the
+/// old type's business, so JSON steps for versions below N − 1 go on the old type.
+/// Chains compose across types: version 1 migrated by JSON into a version 2 struct, which a
+/// version 3 struct upcasts from.
+///
+/// ```
+/// use es_core::prelude::*;
+/// use es_core::UpcastError;
+/// use serde_json::Value;
+///
+/// /// Version 1 stored `{"product": ..}`; version 2 added the quantity.
+/// #[event(name = "ProductAdded", version = 2, migrate(1 => add_quantity))]
+/// #[derive(Debug)]
+/// pub struct ProductAddedV2 { pub product: String, pub quantity: u32 }
+///
+/// fn add_quantity(mut v: Value) -> Result<Value, UpcastError> {
+///     let object = v.as_object_mut().ok_or_else(|| UpcastError::new("expected an object"))?;
+///     object.insert("quantity".into(), 1.into());
+///     Ok(v)
+/// }
+///
+/// /// Version 3 added the unit price; the type was `ItemAdded` before a rename.
+/// #[event(version = 3, upcast_from = ProductAddedV2, aliases = ["ItemAdded"])]
+/// #[derive(Debug, PartialEq)]
+/// pub struct ProductAdded { pub product: String, pub quantity: u32, pub unit_price_cents: u64 }
+///
+/// impl From<ProductAddedV2> for ProductAdded {
+///     fn from(old: ProductAddedV2) -> Self {
+///         ProductAdded { product: old.product, quantity: old.quantity, unit_price_cents: 0 }
+///     }
+/// }
+///
+/// let v1 = ProductAdded::decode_stored(1, br#"{"product":"tea"}"#).unwrap();
+/// assert_eq!(v1, ProductAdded { product: "tea".into(), quantity: 1, unit_price_cents: 0 });
+/// assert_eq!((ProductAdded::NAME, ProductAdded::VERSION), ("ProductAdded", 3));
+/// ```
+///
+/// # On an enum: the event set of an aggregate
+///
+/// Each variant wraps one `#[event]` struct: `Name(Name)`. The enum gets
+/// [`EventSet`](../es_core/trait.EventSet.html) (decoding by name or alias, upcasting, and
+/// a typed error for anything else), `From<Struct>` and `IntoEvents<Enum>` for each
+/// struct, so that a command may return a struct, and the dispatch to `Apply` handlers
+/// that `#[derive(Aggregate)]` uses.
+///
+/// | key | value | meaning |
+/// | --- | --- | --- |
+/// | `ignore` | `["..", ..]` | retired event types: decoding returns `Ok(None)` and they are skipped |
+///
+/// Two variants may not share a name or an alias, and an ignored name may not be a
+/// variant's name or alias: both are compile errors.
+///
+/// ```
+/// use es_core::prelude::*;
+///
+/// #[event]
+/// #[derive(Debug, Clone, PartialEq)]
+/// pub struct CartCreated { pub user_id: String }
+///
+/// #[event]
+/// #[derive(Debug, Clone, PartialEq)]
+/// pub struct CartCleared {}
+///
+/// #[event(ignore = ["CartViewed"])]
+/// #[derive(Debug, Clone, PartialEq)]
+/// pub enum CartEvent {
+///     CartCreated(CartCreated),
+///     CartCleared(CartCleared),
+/// }
+///
+/// let encoded = CartEvent::from(CartCleared {}).encode().unwrap();
+/// assert_eq!((encoded.event_type, encoded.schema_version), ("CartCleared", 1));
+/// let decoded = CartEvent::decode("CartCleared", 1, &encoded.payload).unwrap();
+/// assert_eq!(decoded, Some(CartEvent::CartCleared(CartCleared {})));
+/// assert_eq!(CartEvent::decode("CartViewed", 4, b"{}").unwrap(), None);
+/// assert!(CartEvent::decode("CartExploded", 1, b"{}").is_err());
+/// ```
+///
+/// Generic structs and enums are refused: a stored event must not depend on a type
+/// parameter.
+#[proc_macro_attribute]
+pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
+    let args = proc_macro2::TokenStream::from(args);
+    let item = match syn::parse::<syn::Item>(input.clone()) {
+        Ok(item) => item,
+        Err(e) => {
+            let mut out = e.to_compile_error();
+            out.extend(proc_macro2::TokenStream::from(input));
+            return out.into();
+        }
+    };
+    match &item {
+        syn::Item::Struct(s) => expand_event::expand(args, s),
+        syn::Item::Enum(e) => expand_event_set::expand(args, e),
+        other => {
+            let error = syn::Error::new_spanned(
+                item_keyword(other),
+                "`#[event]` goes on a struct (one event type) or on an enum whose variants wrap `#[event]` structs (an aggregate's event set)",
+            );
+            let mut out = error.to_compile_error();
+            quote::ToTokens::to_tokens(&item, &mut out);
+            out
+        }
+    }
+    .into()
+}
+
+/// Implements `es_core::Aggregate` for the state of an aggregate.
+///
+/// | key | value | default | meaning |
+/// | --- | --- | --- | --- |
+/// | `kind` | string | required | the stream prefix: instance `42` lives in stream `{kind}-42`; not empty, no `-`, whitespace or control characters |
+/// | `event` | a type | required | the `#[event]` enum of the aggregate's events |
+/// | `snapshot_every` | integer ≥ 1 | no snapshots | snapshot each time a command crosses a multiple of this many events |
+/// | `snapshot_version` | integer ≥ 1 | 1 | the snapshot schema version (requires `snapshot_every`); change it when the state's shape changes |
+///
+/// `apply` hands each event to the aggregate's `Apply<E>` impl for that event's struct; an
+/// event without a handler is a compile error naming the aggregate, the event and the
+/// impl to write. The type must implement `Default` (the state before any event) and
+/// have no generic parameters.
+///
+/// ```
+/// use es_core::prelude::*;
+/// use es_core::testing::AggregateTest;
+///
+/// #[event]
+/// #[derive(Debug, Clone)]
+/// pub struct Deposited { pub amount: u64 }
+///
+/// #[event]
+/// #[derive(Debug, Clone)]
+/// pub struct Withdrawn { pub amount: u64 }
+///
+/// #[event]
+/// #[derive(Debug, Clone)]
+/// pub enum AccountEvent { Deposited(Deposited), Withdrawn(Withdrawn) }
+///
+/// #[derive(Debug, Default, Aggregate)]
+/// #[aggregate(kind = "account", event = AccountEvent, snapshot_every = 100)]
+/// pub struct Account { balance: u64 }
+///
+/// impl Apply<Deposited> for Account {
+///     fn apply(&mut self, e: &Deposited) { self.balance += e.amount }
+/// }
+/// impl Apply<Withdrawn> for Account {
+///     fn apply(&mut self, e: &Withdrawn) { self.balance -= e.amount }
+/// }
+///
+/// impl Account {
+///     pub fn withdraw(&self, amount: u64) -> Result<Withdrawn, String> {
+///         if amount > self.balance { return Err(format!("balance is {}", self.balance)); }
+///         Ok(Withdrawn { amount })
+///     }
+/// }
+///
+/// assert_eq!(Account::stream_id("7"), "account-7");
+/// assert_eq!(Account::snapshot_policy(), Some(es_core::SnapshotPolicy { every: 100, version: 1 }));
+/// let account = AggregateTest::<Account>::given(Deposited { amount: 50 })
+///     .when(|a| a.withdraw(20))
+///     .then_expect_events(Withdrawn { amount: 20 });
+/// assert_eq!(account.balance, 30);
+/// ```
+#[proc_macro_derive(Aggregate, attributes(aggregate))]
+pub fn derive_aggregate(input: TokenStream) -> TokenStream {
+    match syn::parse::<syn::DeriveInput>(input) {
+        Ok(input) => expand_aggregate::expand(&input),
+        Err(e) => e.to_compile_error(),
+    }
+    .into()
+}
+
+/// The tokens that name what kind of item this is, for an error about the wrong kind.
+fn item_keyword(item: &syn::Item) -> proc_macro2::TokenStream {
+    use quote::ToTokens;
+    match item {
+        syn::Item::Fn(f) => f.sig.fn_token.to_token_stream(),
+        syn::Item::Union(u) => u.union_token.to_token_stream(),
+        syn::Item::Type(t) => t.type_token.to_token_stream(),
+        syn::Item::Trait(t) => t.trait_token.to_token_stream(),
+        syn::Item::Impl(i) => i.impl_token.to_token_stream(),
+        syn::Item::Mod(m) => m.mod_token.to_token_stream(),
+        other => other.to_token_stream(),
+    }
+}

@@ -14,8 +14,10 @@ pub mod error;
 pub mod format;
 mod index;
 mod recovery;
+mod snapshot;
 mod store;
 pub mod vfs;
 
 pub use error::{OpenError, RecoveryReport, Repair};
+pub use snapshot::FileCheckpoints;
 pub use store::{Durability, FileStore, FileStoreOptions, LOCK_FILE, WriteStats};

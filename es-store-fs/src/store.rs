@@ -4,9 +4,11 @@ use crate::error::{OpenError, RecoveryReport};
 use crate::format::{self, FRAME_OVERHEAD, Frame, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN};
 use crate::index::{FrameEntry, FrameRef, Index};
 use crate::recovery::{self, INDEX_FILE};
+use crate::snapshot::SnapshotFiles;
 use crate::vfs::{OpenMode, StdFs, Vfs, VfsFile};
 use chrono::{DateTime, Utc};
-use es_core::store::{IdLocation, check_idempotent_retry};
+use es_core::snapshot::{Snapshot, SnapshotStore};
+use es_core::store::{HeadSignal, IdLocation, check_idempotent_retry};
 use es_core::{
     AppendResult, EventStore, EventStream, ExpectedVersion, Limits, NewEvent, RecordedEvent,
     StoreError,
@@ -124,6 +126,9 @@ struct Shared {
     appending: AtomicU64,
     /// Signalled when a flush ends.
     flushed: Condvar,
+    /// The published head, for live subscribers.
+    head: HeadSignal,
+    snapshots: SnapshotFiles,
     report: RecoveryReport,
 }
 
@@ -240,7 +245,7 @@ impl FileStore {
             .collect();
         let next_position = rec.index.head + 1;
         let shared = Arc::new(Shared {
-            dir,
+            dir: dir.clone(),
             frame_cap,
             _lock: lock,
             published: RwLock::new(rec.index),
@@ -268,6 +273,8 @@ impl FileStore {
             }),
             appending: AtomicU64::new(0),
             flushed: Condvar::new(),
+            head: HeadSignal::new(next_position - 1),
+            snapshots: SnapshotFiles::new(&dir, Arc::clone(&vfs), options.read_only),
             report: rec.report,
             options,
         });
@@ -778,7 +785,7 @@ impl FileStore {
                     segs.extend(created);
                 }
                 let published: Vec<(String, FrameEntry)> = w.unpublished.drain(..frames).collect();
-                {
+                let head = {
                     let mut index = shared.published.write().unwrap_or_else(|e| e.into_inner());
                     for (stream, entry) in &published {
                         if let Err(e) = index.push(stream, *entry) {
@@ -786,7 +793,9 @@ impl FileStore {
                             log::error!("index out of step: {e}");
                         }
                     }
-                }
+                    index.head
+                };
+                shared.head.publish(head);
                 for (stream, entry) in &published {
                     if w.overlay.get(stream) == Some(&(entry.first_version + entry.count - 1)) {
                         w.overlay.remove(stream);
@@ -900,6 +909,33 @@ impl EventStore for FileStore {
     fn head_position(&self) -> Result<u64, StoreError> {
         Ok(read(&self.shared.published).head)
     }
+
+    fn wait_for_head(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
+        Ok(self.shared.head.wait(position, timeout))
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotStore> {
+        Some(self)
+    }
+}
+
+impl SnapshotStore for FileStore {
+    fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.shared
+            .options
+            .limits
+            .check_stream_id(&snapshot.stream_id)?;
+        self.shared.snapshots.save(snapshot)
+    }
+
+    fn load_snapshot(
+        &self,
+        stream_id: &str,
+        max_version: u64,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.shared.options.limits.check_stream_id(stream_id)?;
+        Ok(self.shared.snapshots.load(stream_id, max_version))
+    }
 }
 
 /// Counts an append in flight until it returns.
@@ -998,7 +1034,15 @@ struct ReadWindow {
 const READ_AHEAD: usize = 1 << 20;
 
 impl ReadWindow {
-    fn frame(&mut self, shared: &Shared, at: FrameRef) -> Result<&[u8], StoreError> {
+    /// The checked frame at `at`. The window reads ahead, but never past `known_end`:
+    /// the end of frames already published, since bytes beyond may still change (zero
+    /// room being filled) or vanish (room cut off when a segment is sealed).
+    fn frame(
+        &mut self,
+        shared: &Shared,
+        at: FrameRef,
+        known_end: u64,
+    ) -> Result<&[u8], StoreError> {
         let len = at.len as usize;
         let end = at.offset + len as u64;
         let covered = self.segment == at.segment
@@ -1006,13 +1050,8 @@ impl ReadWindow {
             && end <= self.start + self.buf.len() as u64;
         if !covered {
             let file = shared.segment(at.segment)?;
-            let file_len = file.len()?;
-            let want =
-                (len.max(READ_AHEAD) as u64).min(file_len.saturating_sub(at.offset)) as usize;
-            if want < len {
-                return Err(corrupted(at, "the frame runs past the end of its segment"));
-            }
-            self.buf.resize(want, 0);
+            let want = (known_end.max(end) - at.offset).min(READ_AHEAD.max(len) as u64);
+            self.buf.resize(want as usize, 0);
             file.read_exact_at(&mut self.buf, at.offset)
                 .map_err(|e| corrupted(at, &format!("unreadable frame: {e}")))?;
             self.segment = at.segment;
@@ -1046,7 +1085,13 @@ impl LogReader<'_> {
         let Some(entry) = self.frames.pop_front() else {
             return Ok(false);
         };
-        let bytes = self.window.frame(self.shared, entry.at)?;
+        let known_end = self
+            .frames
+            .iter()
+            .rev()
+            .find(|f| f.at.segment == entry.at.segment)
+            .map_or(0, |f| f.at.offset + u64::from(f.at.len));
+        let bytes = self.window.frame(self.shared, entry.at, known_end)?;
         let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
         let frame = Frame::parse(body).map_err(|e| corrupted(entry.at, &e.to_string()))?;
         if frame.place.first_position != entry.first_position || frame.count != entry.count {

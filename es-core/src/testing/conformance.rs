@@ -725,3 +725,286 @@ pub fn streaming_read_of_large_history<S: EventStore>(store: &S) {
     }
     assert_eq!(expected_version - 1, BATCHES * PER_BATCH / 2);
 }
+
+// ---------------------------------------------------------------------------------------
+// Snapshots, subscriptions, projections and process managers over the store.
+
+use crate::Repository;
+use crate::projection::{
+    BoxError, MemoryCheckpoints, Projection, ProjectionRunner, TransactionalProjection,
+    WithCheckpoint,
+};
+use crate::snapshot::Snapshot;
+use crate::subscription::{Filter, Subscription};
+use crate::testing::counter::{Counter, SnapCounter, SnapCounterV2};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn snapshot(stream: &str, version: u64, state: &[u8]) -> Snapshot {
+    Snapshot {
+        stream_id: stream.to_owned(),
+        version,
+        last_event_at: chrono::Utc::now(),
+        schema_version: 1,
+        fingerprint: 0,
+        state: state.to_vec(),
+    }
+}
+
+/// The snapshot store returns the newest snapshot at or below a version and keeps the
+/// newest few per stream.
+pub fn snapshots_newest_at_or_below<S: EventStore>(store: &S) {
+    let snaps = store.snapshots().expect("this store keeps snapshots");
+    assert_eq!(snaps.load_snapshot("counter-1", u64::MAX).unwrap(), None);
+    for v in [10, 20, 30, 40] {
+        snaps
+            .save_snapshot(&snapshot("counter-1", v, format!("{v}").as_bytes()))
+            .unwrap();
+    }
+    snaps.save_snapshot(&snapshot("counter-2", 5, b"5")).unwrap();
+    let at = |max| snaps.load_snapshot("counter-1", max).unwrap().map(|s| s.version);
+    assert_eq!(at(u64::MAX), Some(40));
+    assert_eq!(at(35), Some(30));
+    assert_eq!(at(20), Some(20));
+    assert_eq!(at(15), None, "only the newest three are kept");
+    let s = snaps.load_snapshot("counter-2", 100).unwrap().unwrap();
+    assert_eq!((s.version, s.state.as_slice()), (5, &b"5"[..]));
+    // replacing the snapshot at the same version keeps one
+    snaps.save_snapshot(&snapshot("counter-2", 5, b"five")).unwrap();
+    assert_eq!(snaps.load_snapshot("counter-2", 5).unwrap().unwrap().state, b"five");
+}
+
+/// The repository writes snapshots as commands cross the threshold, loads from them, and
+/// falls back to events when a snapshot is stale, damaged, of another schema version, or
+/// newer than the wanted point.
+pub fn repository_snapshots<S: EventStore>(store: &S) {
+    let plain = Repository::<Counter, _>::new(store);
+    let snapped = Repository::<SnapCounter, _>::new(store);
+    for i in 1..=25 {
+        snapped.execute("1", |c| c.add(i)).unwrap();
+    }
+    let snaps = store.snapshots().expect("this store keeps snapshots");
+    let newest = snaps.load_snapshot("counter-1", u64::MAX).unwrap().expect("a snapshot");
+    assert_eq!(newest.version, 20, "snapshots at multiples of 10");
+    let full = plain.load("1").unwrap();
+    let loaded = snapped.load("1").unwrap();
+    assert_eq!((loaded.total, loaded.events, loaded.version), (full.total, full.events, 25));
+    for v in [0, 5, 10, 15, 20, 25, 30] {
+        let want = plain.load_at("1", v).unwrap();
+        let got = snapped.load_at("1", v).unwrap();
+        assert_eq!((got.total, got.version), (want.total, want.version), "load_at({v})");
+    }
+    let before = chrono::Utc::now() - chrono::Duration::days(1);
+    assert_eq!(snapped.load_as_of("1", before).unwrap().version, 0, "a snapshot newer than the wanted time is not used");
+    // a snapshot of another schema version is ignored
+    let v2 = Repository::<SnapCounterV2, _>::new(store).load("1").unwrap();
+    assert_eq!((v2.total, v2.events), (full.total, full.events));
+    // a damaged state is ignored
+    snaps.save_snapshot(&snapshot("counter-1", 20, b"{not json")).unwrap();
+    assert_eq!(snapped.load("1").unwrap().total, full.total);
+    // a wrong but well-formed state at a version the stream has is trusted: that is what
+    // snapshot versions and fingerprints are for; a snapshot ahead of the stream is not
+    snaps
+        .save_snapshot(&snapshot("counter-1", 99, br#"{"total":1,"events":1}"#))
+        .unwrap();
+    let loaded = snapped.load("1").unwrap();
+    assert_eq!((loaded.total, loaded.version), (full.total, 25), "snapshot ahead of the stream");
+}
+
+/// A subscription started before and during concurrent appends delivers every event
+/// exactly once, in order, across the switch from catch-up to live.
+pub fn live_subscription_has_no_gap_or_duplicate<S: EventStore>(store: &S) {
+    const TOTAL: u64 = 600;
+    store.append("live-0", ExpectedVersion::Any, events(0, 50)).unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut n = 50;
+            while n < TOTAL {
+                let k = (n % 7 + 1).min(TOTAL - n);
+                store
+                    .append(&format!("live-{}", n % 3), ExpectedVersion::Any, events(n, k))
+                    .unwrap();
+                n += k;
+            }
+        });
+        for start in [1, 25] {
+            let mut sub = Subscription::new(store, start);
+            let mut expected = start;
+            while expected <= TOTAL {
+                let e = sub
+                    .next_timeout(Duration::from_secs(10))
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("no event {expected} within 10 s"));
+                assert_eq!(e.position, expected, "no gap, no duplicate");
+                expected += 1;
+            }
+            assert!(sub.next_timeout(Duration::from_millis(20)).unwrap().is_none());
+        }
+    });
+}
+
+/// Subscriptions filter by aggregate kind and by event type.
+pub fn subscription_filters<S: EventStore>(store: &S) {
+    let typed = |t: &str| NewEvent::new(t, 1, b"{}".to_vec());
+    store.append("cart-1", ExpectedVersion::Any, vec![typed("Created"), typed("Added")]).unwrap();
+    store.append("order-1", ExpectedVersion::Any, vec![typed("Placed")]).unwrap();
+    store.append("cart-2", ExpectedVersion::Any, vec![typed("Added")]).unwrap();
+    let collect = |filter: Filter| {
+        let mut sub = Subscription::new(store, 1).with_filter(filter);
+        let mut out = Vec::new();
+        while let Some(e) = sub.try_next().unwrap() {
+            out.push(format!("{}:{}", e.stream_id, e.event_type));
+        }
+        out
+    };
+    assert_eq!(collect(Filter::all().kinds(["cart"])), ["cart-1:Created", "cart-1:Added", "cart-2:Added"]);
+    assert_eq!(collect(Filter::all().event_types(["Added"])), ["cart-1:Added", "cart-2:Added"]);
+    assert_eq!(collect(Filter::all().kinds(["order"]).event_types(["Placed", "Added"])), ["order-1:Placed"]);
+}
+
+/// A read model that sums `n` per stream, for projection tests.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Sums(pub BTreeMap<String, u64>);
+
+impl Projection for Sums {
+    fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+        let v: serde_json::Value = serde_json::from_slice(&event.payload)?;
+        *self.0.entry(event.stream_id.clone()).or_default() += v["n"].as_u64().unwrap_or(0);
+        Ok(())
+    }
+    fn reset(&mut self) -> Result<(), BoxError> {
+        self.0.clear();
+        Ok(())
+    }
+}
+
+/// An exactly-once read model: the sums and the checkpoint change together.
+#[derive(Debug, Default, Clone)]
+pub struct TransactionalSums {
+    /// The committed sums.
+    pub sums: Sums,
+    /// The committed checkpoint.
+    pub checkpoint: u64,
+    /// Fail the batch that holds this position, before committing it.
+    pub fail_at: Option<u64>,
+}
+
+impl TransactionalProjection for TransactionalSums {
+    fn checkpoint(&mut self) -> Result<u64, BoxError> {
+        Ok(self.checkpoint)
+    }
+    fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
+        let mut next = self.sums.clone();
+        for e in events {
+            if Some(e.position) == self.fail_at {
+                return Err("simulated crash".into());
+            }
+            next.handle(e)?;
+        }
+        (self.sums, self.checkpoint) = (next, checkpoint);
+        Ok(())
+    }
+    fn reset(&mut self) -> Result<(), BoxError> {
+        (self.sums, self.checkpoint) = (Sums::default(), 0);
+        Ok(())
+    }
+}
+
+/// A projection stopped part-way resumes from its checkpoint and ends with the same read
+/// model as an uninterrupted run; a rebuild equals the incremental result; a run up to a
+/// position or a time sees only what was there.
+pub fn projections_resume_rebuild_and_stop_in_time<S: EventStore>(store: &S) {
+    for i in 0..40 {
+        store
+            .append(&format!("p-{}", i % 4), ExpectedVersion::Any, events(i * 10, 1 + i % 3))
+            .unwrap();
+    }
+    let head = store.head_position().unwrap();
+    let mut whole = ProjectionRunner::new(store, TransactionalSums::default());
+    assert_eq!(whole.run_to_head().unwrap(), head);
+    let reference = whole.projection().sums.clone();
+    // exactly once: a failure mid-batch commits nothing of that batch; the rerun resumes
+    let crashing = TransactionalSums {
+        fail_at: Some(head / 2),
+        ..TransactionalSums::default()
+    };
+    let mut runner = ProjectionRunner::new(store, crashing).with_batch_size(7);
+    assert!(runner.run_to_head().is_err());
+    let resumed_from = runner.projection().checkpoint;
+    assert!(resumed_from > 0 && resumed_from < head / 2);
+    runner.projection_mut().fail_at = None;
+    assert_eq!(runner.run_to_head().unwrap(), head);
+    assert_eq!(runner.projection().sums, reference);
+    // at least once, stopped at a position, then resumed from its checkpoint
+    let checkpoints = MemoryCheckpoints::default();
+    let mut first = ProjectionRunner::new(store, WithCheckpoint::new(Sums::default(), "sums", &checkpoints))
+        .with_batch_size(5);
+    first.run_until_position(head / 3).unwrap();
+    let partial = first.into_projection().projection;
+    let mut second = ProjectionRunner::new(store, WithCheckpoint::new(partial, "sums", &checkpoints));
+    assert_eq!(second.lag().unwrap(), head - head / 3);
+    second.run_to_head().unwrap();
+    assert_eq!(second.lag().unwrap(), 0);
+    assert_eq!(second.projection().projection, reference);
+    // rebuild from zero equals the incremental result
+    assert_eq!(second.rebuild().unwrap(), head);
+    assert_eq!(second.projection().projection, reference);
+    // a point-in-time run stops at the first event after the time
+    let all = read_all(store, 1);
+    let cut = &all[all.len() / 2];
+    let mut then = ProjectionRunner::new(store, TransactionalSums::default());
+    let reached = then.run_until_time(cut.timestamp).unwrap();
+    assert!(reached >= cut.position);
+    assert!(all.iter().filter(|e| e.position <= reached).all(|e| e.timestamp <= cut.timestamp));
+    assert!(all.iter().filter(|e| e.position > reached).all(|e| e.timestamp > cut.timestamp));
+}
+
+/// A background projection follows live appends, reports its lag and stops cleanly.
+pub fn background_projection_follows_live<S: EventStore>(store: &S) {
+    store.append("bg-1", ExpectedVersion::Any, events(1, 3)).unwrap();
+    std::thread::scope(|scope| {
+        let running = ProjectionRunner::new(store, TransactionalSums::default()).spawn_scoped(scope);
+        assert!(running.wait_for(3, Duration::from_secs(10)));
+        store.append("bg-1", ExpectedVersion::Any, events(4, 2)).unwrap();
+        assert!(running.wait_for(5, Duration::from_secs(10)), "follows live appends");
+        assert_eq!(running.lag().unwrap(), 0);
+        let runner = running.stop().unwrap();
+        assert_eq!(runner.projection().sums.0["bg-1"], 1 + 2 + 3 + 4 + 5);
+    });
+}
+
+/// A process manager re-run from an old checkpoint (as after a crash) issues no command
+/// twice, and its events carry correlation and causation ids.
+pub fn process_manager_rerun_issues_no_duplicates<S: EventStore>(store: &S) {
+    for i in 0..6 {
+        let meta = Metadata::new().with_correlation_id(Uuid::new_v4());
+        store
+            .append(&format!("order-{i}"), ExpectedVersion::NoStream, vec![event(i).with_metadata(meta)])
+            .unwrap();
+    }
+    let counters = Repository::<Counter, _>::new(store);
+    let react = |from: u64| {
+        let mut sub = Subscription::new(store, from).with_filter(Filter::all().kinds(["order"]));
+        let mut applied = 0;
+        while let Some(cause) = sub.try_next().unwrap() {
+            let target = format!("{}", cause.position % 2);
+            let done = counters
+                .execute_caused_by(&target, &cause, |c| c.add(cause.position))
+                .unwrap();
+            applied += u64::from(!done.already_applied);
+        }
+        applied
+    };
+    assert_eq!(react(1), 6);
+    assert_eq!(react(1), 0, "a full re-run applies nothing again");
+    assert_eq!(react(4), 0);
+    let (a, b) = (counters.load("0").unwrap(), counters.load("1").unwrap());
+    assert_eq!(a.events + b.events, 6);
+    assert_eq!(a.total + b.total, 1 + 2 + 3 + 4 + 5 + 6);
+    let orders = read_stream(store, "order-2", 1);
+    let reaction = read_stream(store, "counter-1", 1)
+        .into_iter()
+        .find(|e| e.metadata.causation_id == Some(orders[0].event_id))
+        .expect("the reaction to order-2");
+    assert_eq!(reaction.metadata.correlation_id, orders[0].metadata.correlation_id);
+}

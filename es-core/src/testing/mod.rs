@@ -2,6 +2,7 @@
 //! harness for aggregates.
 
 pub mod conformance;
+pub mod counter;
 mod given;
 
 pub use given::{AggregateTest, Outcome};
@@ -68,7 +69,14 @@ macro_rules! store_conformance_tests {
             timestamps_never_decrease,
             racing_writers_one_winner_per_version,
             concurrent_appends_global_order_is_commit_order,
-            streaming_read_of_large_history
+            streaming_read_of_large_history,
+            snapshots_newest_at_or_below,
+            repository_snapshots,
+            live_subscription_has_no_gap_or_duplicate,
+            subscription_filters,
+            projections_resume_rebuild_and_stop_in_time,
+            background_projection_follows_live,
+            process_manager_rerun_issues_no_duplicates
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {

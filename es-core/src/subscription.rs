@@ -1,0 +1,199 @@
+//! Subscriptions: read the global log from a position, then follow new appends live.
+//!
+//! A subscription is a cursor over the log, not a queue: it catches up by reading the
+//! store and then waits for the head to move, so there is no gap and no duplicate at the
+//! switch from catch-up to live, a slow subscriber never slows the writer or the others,
+//! and it only ever sees what the store lets readers see (in the file store's default
+//! durability, only synced events).
+
+use crate::aggregate::Aggregate;
+use crate::envelope::{Envelope, EventDecodeError, RecordedEvent, stream_kind};
+use crate::event::EventSet;
+use crate::store::{EventStore, StoreError};
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Which events a subscription delivers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    kinds: Option<HashSet<String>>,
+    event_types: Option<HashSet<String>>,
+}
+
+impl Filter {
+    /// Every event.
+    pub fn all() -> Self {
+        Filter::default()
+    }
+
+    /// Only events of streams of these aggregate kinds (the stream id's prefix).
+    pub fn kinds<I: IntoIterator<Item = S>, S: Into<String>>(mut self, kinds: I) -> Self {
+        self.kinds = Some(kinds.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Only events of these types.
+    pub fn event_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> Self {
+        self.event_types = Some(types.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        self.kinds
+            .as_ref()
+            .is_none_or(|k| k.contains(stream_kind(&event.stream_id)))
+            && self
+                .event_types
+                .as_ref()
+                .is_none_or(|t| t.contains(&event.event_type))
+    }
+}
+
+/// How many events a subscription reads per pass over the store.
+const READ_BATCH: usize = 512;
+
+/// A cursor over the global log that catches up, then follows live appends.
+///
+/// ```
+/// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent};
+/// use es_core::subscription::{Filter, Subscription};
+/// use std::time::Duration;
+///
+/// let store = MemoryStore::new();
+/// store.append("cart-1", ExpectedVersion::Any, vec![NewEvent::new("CartCreated", 1, b"{}".to_vec())]).unwrap();
+/// let mut sub = Subscription::new(&store, 1).with_filter(Filter::all().kinds(["cart"]));
+/// let first = sub.next_timeout(Duration::from_millis(10)).unwrap().unwrap();
+/// assert_eq!(first.position, 1);
+/// // nothing more yet: waits up to the timeout, then returns None
+/// assert!(sub.next_timeout(Duration::from_millis(10)).unwrap().is_none());
+/// store.append("cart-1", ExpectedVersion::Any, vec![NewEvent::new("ProductAdded", 1, b"{}".to_vec())]).unwrap();
+/// assert_eq!(sub.next_timeout(Duration::from_secs(1)).unwrap().unwrap().position, 2);
+/// ```
+pub struct Subscription<'a, S: EventStore + ?Sized> {
+    store: &'a S,
+    next_position: u64,
+    filter: Filter,
+    buffer: VecDeque<RecordedEvent>,
+}
+
+impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
+    /// A subscription delivering events from global position `from` (1 for all).
+    pub fn new(store: &'a S, from: u64) -> Self {
+        Subscription {
+            store,
+            next_position: from.max(1),
+            filter: Filter::all(),
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// Delivers only events that pass `filter`.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// The position of the next event it will look at: after everything delivered (or
+    /// filtered out) so far. Save it as a checkpoint.
+    pub fn position(&self) -> u64 {
+        self.buffer
+            .front()
+            .map_or(self.next_position, |e| e.position)
+    }
+
+    /// The next event if one is available now, without waiting.
+    pub fn try_next(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
+        if self.buffer.is_empty() {
+            self.fill()?;
+        }
+        Ok(self.buffer.pop_front())
+    }
+
+    /// The next event, waiting up to `timeout` for one to be appended.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>, StoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.try_next()? {
+                return Ok(Some(e));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.store
+                .wait_for_head(self.next_position - 1, deadline - now)?;
+        }
+    }
+
+    /// Reads the next batch of events from the store into the buffer.
+    fn fill(&mut self) -> Result<(), StoreError> {
+        let mut read = 0;
+        for event in self.store.read_all(self.next_position)? {
+            let event = event?;
+            self.next_position = event.position + 1;
+            read += 1;
+            if self.filter.matches(&event) {
+                self.buffer.push_back(event);
+            }
+            if read >= READ_BATCH {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes into one aggregate's events: only streams of `A`'s kind are delivered,
+    /// upcast to the current schema, with their envelopes.
+    pub fn typed<A: Aggregate>(self) -> TypedSubscription<'a, S, A::Events> {
+        let filter = Filter {
+            kinds: Some(std::iter::once(A::KIND.to_owned()).collect()),
+            ..self.filter
+        };
+        TypedSubscription {
+            inner: Subscription { filter, ..self },
+            _set: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A subscription that delivers decoded events of one event set.
+pub struct TypedSubscription<'a, S: EventStore + ?Sized, E: EventSet> {
+    inner: Subscription<'a, S>,
+    _set: std::marker::PhantomData<fn() -> E>,
+}
+
+/// Why a typed subscription could not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An event could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] EventDecodeError),
+}
+
+impl<S: EventStore + ?Sized, E: EventSet> TypedSubscription<'_, S, E> {
+    /// The position of the next event it will look at.
+    pub fn position(&self) -> u64 {
+        self.inner.position()
+    }
+
+    /// The next decoded event, waiting up to `timeout`. Declared ignored types are skipped.
+    pub fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Envelope<E>>, SubscriptionError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(raw) = self.inner.next_timeout(left)? else {
+                return Ok(None);
+            };
+            if let Some(envelope) = raw.decode::<E>()? {
+                return Ok(Some(envelope));
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! A typed model of each macro's input, keeping the original syntax for error spans.
+
+use crate::attr::{self, AggregateAttrs, EventEnumAttrs, EventStructAttrs, MigrateStep};
+use crate::ctxt::Ctxt;
+use proc_macro2::TokenStream;
+use quote::ToTokens;
+use syn::ext::IdentExt;
+use syn::{DeriveInput, Fields, Generics, Ident, ItemEnum, ItemStruct};
+
+/// `#[event]` on a struct: one event type.
+pub struct EventStruct<'a> {
+    pub item: &'a ItemStruct,
+    pub attrs: EventStructAttrs,
+}
+
+/// How a struct's older versions are brought up to date.
+pub enum Chain<'a> {
+    /// Version 1: nothing to upcast.
+    None,
+    /// `migrate(1 => f, ..)`: JSON steps, in the order they were written.
+    Migrate(&'a [MigrateStep]),
+    /// `upcast_from = Old`: the previous version is a type of its own.
+    UpcastFrom(&'a syn::Type),
+}
+
+impl<'a> EventStruct<'a> {
+    pub fn from_item(cx: &Ctxt, args: TokenStream, item: &'a ItemStruct) -> Self {
+        let attrs = attr::event_struct(cx, args);
+        no_generics(
+            cx,
+            &item.generics,
+            "`#[event]` on a struct",
+            "a stored event's type name and schema must not depend on a type or lifetime parameter",
+        );
+        EventStruct { item, attrs }
+    }
+
+    pub fn ident(&self) -> &'a Ident {
+        &self.item.ident
+    }
+
+    /// The stored type name: `name = ".."`, or the Rust name.
+    pub fn name(&self) -> String {
+        match &self.attrs.name {
+            Some(name) => name.value.value(),
+            None => self.item.ident.unraw().to_string(),
+        }
+    }
+
+    /// The current schema version: `version = N`, or 1.
+    pub fn version(&self) -> u32 {
+        self.attrs.version.as_ref().map_or(1, |v| v.value.value)
+    }
+
+    pub fn chain(&self) -> Chain<'_> {
+        if let Some(steps) = &self.attrs.migrate {
+            Chain::Migrate(&steps.value.steps)
+        } else if let Some(old) = &self.attrs.upcast_from {
+            Chain::UpcastFrom(&old.value)
+        } else {
+            Chain::None
+        }
+    }
+
+    pub fn aliases(&self) -> &[syn::LitStr] {
+        self.attrs.aliases.as_ref().map_or(&[], |a| &a.value)
+    }
+
+    pub fn has_generics(&self) -> bool {
+        has_generics(&self.item.generics)
+    }
+}
+
+/// `#[event]` on an enum: the event set of one aggregate.
+pub struct EventEnum<'a> {
+    pub item: &'a ItemEnum,
+    pub attrs: EventEnumAttrs,
+    /// The well-formed variants (the others are reported and left out).
+    pub variants: Vec<Variant<'a>>,
+}
+
+/// A `Name(EventStruct)` variant.
+pub struct Variant<'a> {
+    pub ident: &'a Ident,
+    pub ty: &'a syn::Type,
+}
+
+impl<'a> EventEnum<'a> {
+    pub fn from_item(cx: &Ctxt, args: TokenStream, item: &'a ItemEnum) -> Self {
+        let attrs = attr::event_enum(cx, args);
+        no_generics(
+            cx,
+            &item.generics,
+            "`#[event]` on an enum",
+            "an event set decodes stored events by name, which must not depend on a type or lifetime parameter",
+        );
+        if item.variants.is_empty() {
+            cx.error_spanned_by(
+                &item.ident,
+                "an `#[event]` enum needs at least one variant: `EventName(EventName)`, wrapping an `#[event]` struct",
+            );
+        }
+        let mut variants = Vec::new();
+        for variant in &item.variants {
+            if let Some((_, discriminant)) = &variant.discriminant {
+                cx.error_spanned_by(
+                    discriminant,
+                    "variants of an `#[event]` enum take no discriminant: events are stored by name",
+                );
+            }
+            match &variant.fields {
+                Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
+                    let field = &fields.unnamed[0];
+                    variants.push(Variant {
+                        ident: &variant.ident,
+                        ty: &field.ty,
+                    });
+                }
+                Fields::Unnamed(fields) => {
+                    cx.error_spanned_by(
+                        variant,
+                        format!(
+                            "variant `{}` wraps {} values; each variant of an `#[event]` enum wraps exactly one `#[event]` struct",
+                            variant.ident,
+                            fields.unnamed.len()
+                        ),
+                    );
+                }
+                Fields::Named(_) | Fields::Unit => {
+                    let ident = &variant.ident;
+                    cx.error_spanned_by(
+                        variant,
+                        format!(
+                            "each variant of an `#[event]` enum wraps one `#[event]` struct: declare `#[event] struct {ident} {{ .. }}` and write the variant as `{ident}({ident})`"
+                        ),
+                    );
+                }
+            }
+        }
+        EventEnum {
+            item,
+            attrs,
+            variants,
+        }
+    }
+
+    pub fn ident(&self) -> &'a Ident {
+        &self.item.ident
+    }
+
+    pub fn ignored(&self) -> &[syn::LitStr] {
+        self.attrs.ignore.as_ref().map_or(&[], |a| &a.value)
+    }
+
+    pub fn has_generics(&self) -> bool {
+        has_generics(&self.item.generics)
+    }
+}
+
+/// `#[derive(Aggregate)]` and its `#[aggregate(...)]` settings.
+pub struct AggregateInput<'a> {
+    pub input: &'a DeriveInput,
+    pub attrs: AggregateAttrs,
+}
+
+impl<'a> AggregateInput<'a> {
+    pub fn from_input(cx: &Ctxt, input: &'a DeriveInput) -> Self {
+        let attrs = attr::aggregate(cx, &input.attrs);
+        no_generics(
+            cx,
+            &input.generics,
+            "`#[derive(Aggregate)]`",
+            "an aggregate has one kind and one event set, which must not depend on a type or lifetime parameter",
+        );
+        AggregateInput { input, attrs }
+    }
+
+    pub fn ident(&self) -> &'a Ident {
+        &self.input.ident
+    }
+
+    pub fn has_generics(&self) -> bool {
+        has_generics(&self.input.generics)
+    }
+}
+
+fn has_generics(generics: &Generics) -> bool {
+    !generics.params.is_empty() || generics.where_clause.is_some()
+}
+
+fn no_generics(cx: &Ctxt, generics: &Generics, what: &str, why: &str) {
+    if !generics.params.is_empty() {
+        cx.error_spanned_by(
+            generics,
+            format!("{what} does not support generic parameters: {why}"),
+        );
+    } else if let Some(where_clause) = &generics.where_clause {
+        cx.error_spanned_by(
+            where_clause,
+            format!("{what} does not support a `where` clause"),
+        );
+    }
+}
+
+/// Tokens as a person writes them: `a::B`, not `a :: B`.
+pub fn display_tokens<T: ToTokens>(tokens: &T) -> String {
+    let text = tokens.to_token_stream().to_string();
+    text.replace(" :: ", "::")
+        .replace(":: ", "::")
+        .replace(" < ", "<")
+        .replace("< ", "<")
+        .replace(" >", ">")
+        .replace(" ,", ",")
+        .replace("& ", "&")
+}

@@ -1,0 +1,282 @@
+//! Rules that span several attributes, one function per rule. What the macro cannot see
+//! (the name and version of another type) is checked by const assertions in the
+//! generated code instead; see `expand_event` and `expand_event_set`.
+
+use crate::ast::{AggregateInput, EventEnum, EventStruct, display_tokens};
+use crate::attr::{EVENT, KIND, MIGRATE, SNAPSHOT_EVERY, SNAPSHOT_VERSION, UPCAST_FROM};
+use crate::ctxt::Ctxt;
+use crate::expand_event::derives;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub fn event_struct(cx: &Ctxt, event: &EventStruct) {
+    serde_is_not_derived_twice(cx, event);
+    migrate_and_upcast_from_are_exclusive(cx, event);
+    older_versions_have_a_chain(cx, event);
+    migrate_steps_are_below_the_current_version(cx, event);
+    migrate_steps_are_unique(cx, event);
+    migrate_steps_have_no_gap(cx, event);
+    upcast_from_needs_an_older_version(cx, event);
+    aliases_are_distinct(cx, event);
+}
+
+pub fn event_enum(cx: &Ctxt, set: &EventEnum) {
+    variant_types_are_distinct(cx, set);
+    ignored_names_are_distinct(cx, set);
+}
+
+pub fn aggregate(cx: &Ctxt, aggregate: &AggregateInput) {
+    kind_and_event_are_given(cx, aggregate);
+    snapshot_version_needs_snapshot_every(cx, aggregate);
+}
+
+/// `#[event]` derives serde's traits itself (through es-core); a second derive would be a
+/// conflicting impl reported far from its cause.
+fn serde_is_not_derived_twice(cx: &Ctxt, event: &EventStruct) {
+    for path in derives(event.item) {
+        let Some(last) = path.segments.last() else {
+            continue;
+        };
+        if last.ident == "Serialize" || last.ident == "Deserialize" {
+            cx.error_spanned_by(
+                &path,
+                format!(
+                    "`#[event]` derives `Serialize` and `Deserialize` itself; remove `{}` from `#[derive(..)]` (serde's field attributes such as `#[serde(default)]` still apply)",
+                    display_tokens(&path)
+                ),
+            );
+        }
+    }
+}
+
+/// One struct brings its older versions up to date one way: either JSON steps for every
+/// older version, or the previous version as a type (whose own chain, JSON or typed, covers
+/// the versions before it). Mixing both on one struct would leave two routes for one
+/// version.
+fn migrate_and_upcast_from_are_exclusive(cx: &Ctxt, event: &EventStruct) {
+    let (Some(_), Some(upcast_from)) = (&event.attrs.migrate, &event.attrs.upcast_from) else {
+        return;
+    };
+    let old = display_tokens(&upcast_from.value);
+    cx.error_spanned_by(
+        &upcast_from.key,
+        format!(
+            "`{MIGRATE}` and `{UPCAST_FROM}` cannot be combined: with `{UPCAST_FROM} = {old}`, versions below {} are decoded by `{old}`; put the JSON steps on `{old}`",
+            event.version()
+        ),
+    );
+}
+
+fn older_versions_have_a_chain(cx: &Ctxt, event: &EventStruct) {
+    let Some(version) = &event.attrs.version else {
+        return;
+    };
+    if version.value.value < 2 || event.attrs.migrate.is_some() || event.attrs.upcast_from.is_some()
+    {
+        return;
+    }
+    let current = version.value.value;
+    let steps = (1..current)
+        .map(|v| format!("{v} => to_v{}", v + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    cx.error_spanned_by(
+        &version.value.lit,
+        format!(
+            "`version = {current}` needs an upcast chain for the stored versions below it: add `{MIGRATE}({steps})` or `{UPCAST_FROM} = {}V{}` (the previous version kept as a type)",
+            event.ident(),
+            current - 1
+        ),
+    );
+}
+
+fn migrate_steps_are_below_the_current_version(cx: &Ctxt, event: &EventStruct) {
+    let Some(migrate) = &event.attrs.migrate else {
+        return;
+    };
+    let current = event.version();
+    for step in &migrate.value.steps {
+        let from = step.from.value;
+        if from < current {
+            continue;
+        }
+        let takes = match current {
+            1 => "no step".to_owned(),
+            2 => "only `1 => ..`".to_owned(),
+            _ => format!("`1 => ..` to `{} => ..`", current - 1),
+        };
+        let written = if event.attrs.version.is_some() {
+            format!("`version = {current}`")
+        } else {
+            "version 1 (no `version = ..`)".to_owned()
+        };
+        let next = u64::from(from) + 1;
+        let hint = if from == current {
+            format!("; to migrate to version {next}, set `version = {next}`")
+        } else {
+            String::new()
+        };
+        cx.error_spanned_by(
+            &step.from.lit,
+            format!(
+                "migration step `{from} => ..` turns version {from} into {next}, but the event is at {written}: steps start below the current version, so this event takes {takes}{hint}"
+            ),
+        );
+    }
+}
+
+fn migrate_steps_are_unique(cx: &Ctxt, event: &EventStruct) {
+    let Some(migrate) = &event.attrs.migrate else {
+        return;
+    };
+    let mut seen = BTreeSet::new();
+    for step in &migrate.value.steps {
+        if !seen.insert(step.from.value) {
+            cx.error_spanned_by(
+                &step.from.lit,
+                format!(
+                    "duplicate migration step `{} => ..`: each version has exactly one step to the next",
+                    step.from.value
+                ),
+            );
+        }
+    }
+}
+
+fn migrate_steps_have_no_gap(cx: &Ctxt, event: &EventStruct) {
+    let Some(migrate) = &event.attrs.migrate else {
+        return;
+    };
+    // A malformed step or a mix with `upcast_from` is reported already; the gap it leaves
+    // would be the same mistake twice.
+    if !migrate.value.complete || event.attrs.upcast_from.is_some() {
+        return;
+    }
+    let current = event.version();
+    let present: BTreeSet<u32> = migrate.value.steps.iter().map(|s| s.from.value).collect();
+    let missing: Vec<u32> = (1..current).filter(|v| !present.contains(v)).collect();
+    if missing.is_empty() {
+        return;
+    }
+    let listed = missing
+        .iter()
+        .map(|v| format!("`{v} => ..`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (noun, pronoun) = if missing.len() == 1 {
+        ("step", "it")
+    } else {
+        ("steps", "them")
+    };
+    cx.error_spanned_by(
+        &migrate.key,
+        format!(
+            "the migration chain to version {current} has a gap: {noun} {listed} missing; payloads stored at every version from 1 to {} must reach {current}, so add {pronoun}",
+            current - 1
+        ),
+    );
+}
+
+fn upcast_from_needs_an_older_version(cx: &Ctxt, event: &EventStruct) {
+    let Some(upcast_from) = &event.attrs.upcast_from else {
+        return;
+    };
+    if event.version() < 2 {
+        cx.error_spanned_by(
+            &upcast_from.key,
+            format!(
+                "`{UPCAST_FROM}` names the previous version of this event, but this is version 1: set `version = 2` (or higher) on `{}`",
+                event.ident()
+            ),
+        );
+    }
+}
+
+fn aliases_are_distinct(cx: &Ctxt, event: &EventStruct) {
+    let name = event.name();
+    let mut seen = BTreeSet::new();
+    for alias in event.aliases() {
+        let value = alias.value();
+        if value == name {
+            cx.error_spanned_by(
+                alias,
+                format!("alias \"{value}\" is the event's own name; aliases are the names it was stored under before"),
+            );
+        } else if !seen.insert(value.clone()) {
+            cx.error_spanned_by(alias, format!("duplicate alias \"{value}\""));
+        }
+    }
+}
+
+fn variant_types_are_distinct(cx: &Ctxt, set: &EventEnum) {
+    let mut seen: BTreeMap<String, &syn::Ident> = BTreeMap::new();
+    for variant in &set.variants {
+        let ty = display_tokens(variant.ty);
+        if let Some(first) = seen.get(&ty) {
+            cx.error_spanned_by(
+                variant.ty,
+                format!(
+                    "`{ty}` is already wrapped by variant `{first}`: each event struct appears once in an event set"
+                ),
+            );
+        } else {
+            seen.insert(ty, variant.ident);
+        }
+    }
+}
+
+fn ignored_names_are_distinct(cx: &Ctxt, set: &EventEnum) {
+    let mut seen = BTreeSet::new();
+    for name in set.ignored() {
+        if !seen.insert(name.value()) {
+            cx.error_spanned_by(
+                name,
+                format!("\"{}\" is already in the `ignore` list", name.value()),
+            );
+        }
+    }
+}
+
+fn kind_and_event_are_given(cx: &Ctxt, aggregate: &AggregateInput) {
+    let attrs = &aggregate.attrs;
+    let ident = aggregate.ident();
+    let Some(attribute) = &attrs.attribute else {
+        cx.error_spanned_by(
+            ident,
+            format!(
+                "`#[derive(Aggregate)]` needs `#[aggregate({KIND} = \"...\", {EVENT} = ...)]` on `{ident}`: the stream prefix and the `#[event]` enum of its events"
+            ),
+        );
+        return;
+    };
+    if !attrs.written.mentions(KIND) {
+        cx.error_spanned_by(
+            attribute,
+            format!(
+                "missing `{KIND} = \"...\"` in `#[aggregate(...)]`: the prefix of the stream ids of `{ident}`, as in `{KIND} = \"{}\"`",
+                ident.to_string().to_lowercase()
+            ),
+        );
+    }
+    if !attrs.written.mentions(EVENT) {
+        cx.error_spanned_by(
+            attribute,
+            format!(
+                "missing `{EVENT} = ...` in `#[aggregate(...)]`: the `#[event]` enum of the events of `{ident}`, as in `{EVENT} = {ident}Event`"
+            ),
+        );
+    }
+}
+
+fn snapshot_version_needs_snapshot_every(cx: &Ctxt, aggregate: &AggregateInput) {
+    let attrs = &aggregate.attrs;
+    if let Some(version) = &attrs.snapshot_version
+        && !attrs.written.mentions(SNAPSHOT_EVERY)
+    {
+        cx.error_spanned_by(
+            &version.key,
+            format!(
+                "`{SNAPSHOT_VERSION}` needs `{SNAPSHOT_EVERY} = N`: without it the aggregate keeps no snapshots"
+            ),
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! `#[event]` on a struct: serde derives, the `Event` impl and its upcast chain.
+
+use crate::ast::{Chain, EventStruct, display_tokens};
+use crate::ctxt::Ctxt;
+use crate::{check, fallback};
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, ItemStruct, LitInt, LitStr};
+
+pub fn expand(args: TokenStream, item: &ItemStruct) -> TokenStream {
+    let cx = Ctxt::new();
+    let event = EventStruct::from_item(&cx, args, item);
+    check::event_struct(&cx, &event);
+    match cx.check() {
+        Ok(()) => generate(&event),
+        Err(errors) => fallback::event_struct(&event, errors),
+    }
+}
+
+/// The struct with serde's derives, reached through es-core so that users need not
+/// depend on serde. A trait the user derives already is left out: that mistake is
+/// reported on its own, and a second impl would only add a conflict error.
+pub fn with_serde(item: &ItemStruct) -> TokenStream {
+    let (serialize, deserialize) = derived_by_user(item);
+    let serialize = (!serialize).then(|| quote!(::es_core::__private::serde::Serialize));
+    let deserialize = (!deserialize).then(|| quote!(::es_core::__private::serde::Deserialize));
+    if serialize.is_none() && deserialize.is_none() {
+        return quote!(#item);
+    }
+    let derives = serialize.into_iter().chain(deserialize);
+    quote! {
+        #[derive(#(#derives),*)]
+        #[serde(crate = "::es_core::__private::serde")]
+        #item
+    }
+}
+
+/// Whether the item's own `#[derive(..)]` lists `Serialize` and `Deserialize`.
+pub fn derived_by_user(item: &ItemStruct) -> (bool, bool) {
+    let (mut serialize, mut deserialize) = (false, false);
+    for path in derives(item) {
+        if let Some(last) = path.segments.last() {
+            serialize |= last.ident == "Serialize";
+            deserialize |= last.ident == "Deserialize";
+        }
+    }
+    (serialize, deserialize)
+}
+
+/// The paths listed in the item's `#[derive(..)]` attributes.
+pub fn derives(item: &ItemStruct) -> Vec<syn::Path> {
+    let mut paths = Vec::new();
+    for attr in &item.attrs {
+        if !attr.path().is_ident("derive") {
+            continue;
+        }
+        if let Ok(list) = attr.parse_args_with(
+            syn::punctuated::Punctuated::<syn::Path, syn::Token![,]>::parse_terminated,
+        ) {
+            paths.extend(list);
+        }
+    }
+    paths
+}
+
+/// `const NAME`, `const VERSION` and `const ALIASES` of the `Event` impl.
+pub fn constants(event: &EventStruct) -> TokenStream {
+    let name = LitStr::new(&event.name(), event.ident().span());
+    let version = LitInt::new(&event.version().to_string(), Span::call_site());
+    let aliases = event.aliases();
+    let aliases = (!aliases.is_empty()).then(|| {
+        quote! { const ALIASES: &'static [&'static str] = &[#(#aliases),*]; }
+    });
+    quote! {
+        const NAME: &'static str = #name;
+        const VERSION: u32 = #version;
+        #aliases
+    }
+}
+
+fn generate(event: &EventStruct) -> TokenStream {
+    let ident = event.ident();
+    let item = with_serde(event.item);
+    let constants = constants(event);
+    let (upcast, assertions) = match event.chain() {
+        Chain::None => (None, None),
+        Chain::Migrate(steps) => (Some(migrate(steps)), None),
+        Chain::UpcastFrom(old) => (
+            Some(upcast_from(old)),
+            Some(typed_step_assertions(event, old)),
+        ),
+    };
+    quote! {
+        #item
+
+        const _: () = {
+            #[automatically_derived]
+            impl ::es_core::Event for #ident {
+                #constants
+                #upcast
+            }
+
+            #assertions
+        };
+    }
+}
+
+/// The upcaster of `migrate(1 => f, 2 => g)`: the steps in version order, each coerced to
+/// `MigrationFn` at the user's token, so that a function of the wrong signature is
+/// reported where it is named.
+fn migrate(steps: &[crate::attr::MigrateStep]) -> TokenStream {
+    let mut steps: Vec<_> = steps.iter().collect();
+    steps.sort_by_key(|s| s.from.value);
+    let functions = steps.iter().map(|step| {
+        let function = &step.function;
+        quote_spanned! {function.span()=> #function }
+    });
+    let len = steps.len();
+    let version = local("version");
+    let payload = local("payload");
+    let chain = local("steps");
+    quote! {
+        fn upcast(
+            #version: u32,
+            #payload: ::es_core::__private::serde_json::Value,
+        ) -> ::core::result::Result<Self, ::es_core::UpcastError> {
+            let #chain: [::es_core::MigrationFn; #len] = [#(#functions),*];
+            ::es_core::__private::migrate(<Self as ::es_core::Event>::NAME, #version, &#chain, #payload)
+        }
+    }
+}
+
+/// The upcaster of `upcast_from = Old`: decode as `Old` (through `Old`'s own chain), then
+/// convert with `From`. Spanned at `Old`, which is where a missing `From` impl or an `Old`
+/// that is not an event is reported (once: the const assertions use the same spans).
+fn upcast_from(old: &syn::Type) -> TokenStream {
+    let version = local("version");
+    let payload = local("payload");
+    let call = quote_spanned! {old.span()=>
+        <#old as ::es_core::Event>::from_value(#version, #payload)
+            .map(<Self as ::core::convert::From<#old>>::from)
+            .map_err(::es_core::UpcastError::from)
+    };
+    quote! {
+        fn upcast(
+            #version: u32,
+            #payload: ::es_core::__private::serde_json::Value,
+        ) -> ::core::result::Result<Self, ::es_core::UpcastError> {
+            #call
+        }
+    }
+}
+
+/// The old type is another item, so its name and version are only known to the compiler:
+/// const assertions check them, reported at the `upcast_from` value.
+fn typed_step_assertions(event: &EventStruct, old: &syn::Type) -> TokenStream {
+    let ident = event.ident();
+    let current = event.version();
+    let previous = current.saturating_sub(1);
+    let previous_lit = LitInt::new(&previous.to_string(), Span::call_site());
+    let name = event.name();
+    let old_text = display_tokens(old);
+    let names = std::iter::once(format!("\"{name}\""))
+        .chain(event.aliases().iter().map(|a| format!("\"{}\"", a.value())))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let version_message = escape_braces(&format!(
+        "`{ident}` is version {current}, so `upcast_from = {old_text}` must name the event at version {previous}: set `version = {previous}` on `{old_text}` or upcast from the type that has it"
+    ));
+    let name_message = escape_braces(&format!(
+        "`upcast_from = {old_text}` must name an older version of the same event, with the event name {names}: set `name = \"{name}\"` on `{old_text}`"
+    ));
+    quote_spanned! {old.span()=>
+        ::core::assert!(
+            <#old as ::es_core::Event>::VERSION == #previous_lit,
+            #version_message
+        );
+        ::core::assert!(
+            ::es_core::__private::answers_to(
+                <#ident as ::es_core::Event>::NAME,
+                <#ident as ::es_core::Event>::ALIASES,
+                <#old as ::es_core::Event>::NAME,
+            ),
+            #name_message
+        );
+    }
+}
+
+/// A parameter or binding of generated code. Mixed-site hygiene keeps it apart from the
+/// user's locals, but a pattern still resolves to a constant of the same name in scope,
+/// so the name is also one that no user item plausibly has.
+pub fn local(name: &str) -> Ident {
+    Ident::new(&format!("__es_{name}"), Span::mixed_site())
+}
+
+/// A message passed as `assert!`'s format string.
+pub fn escape_braces(message: &str) -> String {
+    message.replace('{', "{{").replace('}', "}}")
+}

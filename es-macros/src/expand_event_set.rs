@@ -1,0 +1,241 @@
+//! `#[event]` on an enum: the `EventSet` impl, conversions from each event struct, and the
+//! dispatch to `Apply` handlers that `#[derive(Aggregate)]` calls.
+
+use crate::ast::{EventEnum, Variant};
+use crate::ctxt::Ctxt;
+use crate::expand_event::{escape_braces, local};
+use crate::{check, fallback};
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, ItemEnum};
+
+pub fn expand(args: TokenStream, item: &ItemEnum) -> TokenStream {
+    let cx = Ctxt::new();
+    let set = EventEnum::from_item(&cx, args, item);
+    check::event_enum(&cx, &set);
+    match cx.check() {
+        Ok(()) => generate(&set),
+        Err(errors) => fallback::event_enum(&set, errors),
+    }
+}
+
+fn generate(set: &EventEnum) -> TokenStream {
+    let item = set.item;
+    let event_set = event_set(set);
+    let variants: Vec<_> = set.variants.iter().collect();
+    let conversions = conversions(set.ident(), &variants);
+    let dispatch = dispatch(set);
+    let assertions = name_assertions(set);
+    quote! {
+        #item
+
+        const _: () = {
+            #event_set
+            #conversions
+            #dispatch
+            #assertions
+        };
+    }
+}
+
+fn event_set(set: &EventEnum) -> TokenStream {
+    let ident = set.ident();
+    let event = local("event");
+    let event_type = local("event_type");
+    let version = local("version");
+    let payload = local("payload");
+    let variants = &set.variants;
+    let idents: Vec<_> = variants.iter().map(|v| v.ident).collect();
+    // Every use of a variant's `Event` impl is spanned at the variant's type, so that a
+    // type that is not an event is reported once, there, instead of once per use.
+    let names: Vec<_> = variants.iter().map(|v| event_item(v.ty, "NAME")).collect();
+    let versions = variants.iter().map(|v| event_item(v.ty, "VERSION"));
+    let aliases = variants.iter().map(|v| event_item(v.ty, "ALIASES"));
+    let decode_stored: Vec<_> = variants
+        .iter()
+        .map(|v| event_item(v.ty, "decode_stored"))
+        .collect();
+    let encode = variants.iter().map(|v| {
+        let ty = v.ty;
+        quote_spanned!(ty.span()=> ::es_core::EncodeError::encode::<#ty>)
+    });
+    let ignored = set.ignored();
+    let ignored = (!ignored.is_empty()).then(|| {
+        quote! {
+            if ::core::matches!(#event_type, #(#ignored)|*) {
+                return ::core::result::Result::Ok(::core::option::Option::None);
+            }
+        }
+    });
+    quote! {
+        #[automatically_derived]
+        impl ::es_core::EventSet for #ident {
+            const EVENT_TYPES: &'static [&'static str] = &[#(#names),*];
+
+            #[inline]
+            fn event_type(&self) -> &'static str {
+                match self {
+                    #(Self::#idents(_) => #names,)*
+                }
+            }
+
+            #[inline]
+            fn schema_version(&self) -> u32 {
+                match self {
+                    #(Self::#idents(_) => #versions,)*
+                }
+            }
+
+            fn encode(&self) -> ::core::result::Result<::es_core::EncodedEvent, ::es_core::EncodeError> {
+                match self {
+                    #(Self::#idents(#event) => #encode(#event),)*
+                }
+            }
+
+            fn decode(
+                #event_type: &str,
+                #version: u32,
+                #payload: &[u8],
+            ) -> ::core::result::Result<::core::option::Option<Self>, ::es_core::DecodeError> {
+                // Two variants sharing a name fail a const assertion below; the match need
+                // not warn about it as well.
+                #[allow(unreachable_patterns)]
+                match #event_type {
+                    #(#names => {
+                        return #decode_stored(#version, #payload)
+                            .map(|#event| ::core::option::Option::Some(Self::#idents(#event)));
+                    })*
+                    _ => {}
+                }
+                #(if ::es_core::__private::is_alias(#aliases, #event_type) {
+                    return #decode_stored(#version, #payload)
+                        .map(|#event| ::core::option::Option::Some(Self::#idents(#event)));
+                })*
+                #ignored
+                ::core::result::Result::Err(::es_core::DecodeError::UnknownType {
+                    event_type: ::core::convert::From::from(#event_type),
+                    version: #version,
+                })
+            }
+        }
+    }
+}
+
+/// `<Ty as ::es_core::Event>::item`, spanned at `Ty`.
+fn event_item(ty: &syn::Type, item: &str) -> TokenStream {
+    let item = Ident::new(item, ty.span());
+    quote_spanned!(ty.span()=> <#ty as ::es_core::Event>::#item)
+}
+
+/// `IntoEvents` for the set and, with `From`, for each variant's struct, so that a command
+/// can return either.
+pub fn conversions(ident: &Ident, variants: &[&Variant]) -> TokenStream {
+    let event = local("event");
+    let out = local("out");
+    let per_variant = variants.iter().map(|Variant { ident: variant, ty }| {
+        quote! {
+            #[automatically_derived]
+            impl ::core::convert::From<#ty> for #ident {
+                #[inline]
+                fn from(#event: #ty) -> Self {
+                    Self::#variant(#event)
+                }
+            }
+
+            #[automatically_derived]
+            impl ::es_core::IntoEvents<#ident> for #ty {
+                #[inline]
+                fn into_events(self, #out: &mut ::std::vec::Vec<#ident>) {
+                    #out.push(#ident::#variant(self));
+                }
+            }
+        }
+    });
+    quote! {
+        #[automatically_derived]
+        impl ::es_core::IntoEvents<#ident> for #ident {
+            #[inline]
+            fn into_events(self, #out: &mut ::std::vec::Vec<#ident>) {
+                #out.push(self);
+            }
+        }
+
+        #(#per_variant)*
+    }
+}
+
+/// `Dispatch<A>` for every `A` with an `Apply` handler per variant. The bound of each
+/// variant is spanned at its type, so a missing handler points at the event.
+fn dispatch(set: &EventEnum) -> TokenStream {
+    let ident = set.ident();
+    let aggregate_ty = Ident::new("__EsAggregate", Span::call_site());
+    let aggregate = local("aggregate");
+    let event = local("event");
+    let bounds = set.variants.iter().map(|v| {
+        let ty = v.ty;
+        quote_spanned!(ty.span()=> #aggregate_ty: ::es_core::Apply<#ty>)
+    });
+    let arms = set.variants.iter().map(|Variant { ident: variant, ty }| {
+        quote! {
+            Self::#variant(#event) => <#aggregate_ty as ::es_core::Apply<#ty>>::apply(#aggregate, #event),
+        }
+    });
+    quote! {
+        #[automatically_derived]
+        impl<#aggregate_ty> ::es_core::__private::Dispatch<#aggregate_ty> for #ident
+        where
+            #(#bounds,)*
+        {
+            #[inline]
+            fn dispatch(&self, #aggregate: &mut #aggregate_ty) {
+                match self {
+                    #(#arms)*
+                }
+            }
+        }
+    }
+}
+
+/// Names are constants of other items, so clashes between variants, and between a
+/// variant and an ignored name, are const assertions, reported at the later token.
+fn name_assertions(set: &EventEnum) -> TokenStream {
+    let ident = set.ident();
+    let variants = &set.variants;
+    let mut assertions = Vec::new();
+    for (i, later) in variants.iter().enumerate() {
+        for earlier in &variants[..i] {
+            let (a, b) = (earlier.ty, later.ty);
+            let message = escape_braces(&format!(
+                "`{ident}`: variants `{}` and `{}` share an event name or alias, so a stored event of that name would be ambiguous; give one of them another `name`",
+                earlier.ident, later.ident
+            ));
+            let (a_name, a_aliases) = (event_item(a, "NAME"), event_item(a, "ALIASES"));
+            let (b_name, b_aliases) = (event_item(b, "NAME"), event_item(b, "ALIASES"));
+            assertions.push(quote_spanned! {b.span()=>
+                ::core::assert!(
+                    !::es_core::__private::names_overlap(#a_name, #a_aliases, #b_name, #b_aliases),
+                    #message
+                );
+            });
+        }
+    }
+    for name in set.ignored() {
+        for variant in variants {
+            let ty = variant.ty;
+            let message = escape_braces(&format!(
+                "`{ident}` ignores \"{}\", which is the name or an alias of variant `{}`: an event type is either decoded or ignored; remove it from `ignore` or from the variant",
+                name.value(),
+                variant.ident
+            ));
+            let (ty_name, ty_aliases) = (event_item(ty, "NAME"), event_item(ty, "ALIASES"));
+            assertions.push(quote_spanned! {name.span()=>
+                ::core::assert!(
+                    !::es_core::__private::answers_to(#ty_name, #ty_aliases, #name),
+                    #message
+                );
+            });
+        }
+    }
+    quote!(#(#assertions)*)
+}

@@ -1,0 +1,393 @@
+//! `#[derive(Aggregate)]`: kind, dispatch to `Apply` handlers, snapshot settings, and the
+//! generated code working with the repository, the in-memory store and the test helper,
+//! including decode errors that say which stream and position failed.
+
+use es_core::event::DecodeError;
+use es_core::testing::AggregateTest;
+use es_core::{
+    Aggregate, Apply, EventStore, ExpectedVersion, LoadError, MemoryStore, NewEvent, Repository,
+    SnapshotPolicy, UpcastError, event,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct CartCreated {
+    pub user_id: String,
+}
+
+#[event(version = 2, migrate(1 => default_quantity))]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductAdded {
+    pub product: String,
+    pub quantity: u32,
+}
+
+fn default_quantity(mut v: Value) -> Result<Value, UpcastError> {
+    let object = v
+        .as_object_mut()
+        .ok_or_else(|| UpcastError::new("expected an object"))?;
+    if object.contains_key("quantity") {
+        return Err(UpcastError::new("version 1 had no quantity"));
+    }
+    object.insert("quantity".into(), 1.into());
+    Ok(v)
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct CartPurchased {}
+
+#[event(ignore = ["CartViewed"])]
+#[derive(Debug, Clone, PartialEq)]
+pub enum CartEvent {
+    CartCreated(CartCreated),
+    ProductAdded(ProductAdded),
+    CartPurchased(CartPurchased),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Aggregate)]
+#[aggregate(kind = "cart", event = CartEvent)]
+pub struct Cart {
+    owner: Option<String>,
+    items: BTreeMap<String, u32>,
+    purchased: bool,
+}
+
+impl Apply<CartCreated> for Cart {
+    fn apply(&mut self, e: &CartCreated) {
+        self.owner = Some(e.user_id.clone());
+    }
+}
+
+impl Apply<ProductAdded> for Cart {
+    fn apply(&mut self, e: &ProductAdded) {
+        *self.items.entry(e.product.clone()).or_default() += e.quantity;
+    }
+}
+
+impl Apply<CartPurchased> for Cart {
+    fn apply(&mut self, _: &CartPurchased) {
+        self.purchased = true;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CartError {
+    NoSuchCart,
+    AlreadyPurchased,
+    Empty,
+}
+
+impl Cart {
+    pub fn create(&self, user_id: &str) -> Result<CartCreated, CartError> {
+        Ok(CartCreated {
+            user_id: user_id.into(),
+        })
+    }
+
+    pub fn add_product(&self, product: &str, quantity: u32) -> Result<ProductAdded, CartError> {
+        if self.owner.is_none() {
+            return Err(CartError::NoSuchCart);
+        }
+        if self.purchased {
+            return Err(CartError::AlreadyPurchased);
+        }
+        Ok(ProductAdded {
+            product: product.into(),
+            quantity,
+        })
+    }
+
+    /// Several events of different types from one command.
+    pub fn add_and_purchase(
+        &self,
+        product: &str,
+    ) -> Result<(ProductAdded, CartPurchased), CartError> {
+        Ok((self.add_product(product, 1)?, CartPurchased {}))
+    }
+
+    pub fn purchase(&self) -> Result<CartPurchased, CartError> {
+        if self.items.is_empty() {
+            return Err(CartError::Empty);
+        }
+        Ok(CartPurchased {})
+    }
+}
+
+/// Snapshot settings: every 50 events, snapshot schema 3.
+#[derive(Debug, Default, Aggregate)]
+#[aggregate(kind = "cart_snapshotted", event = CartEvent)]
+#[aggregate(snapshot_every = 50, snapshot_version = 3)]
+pub struct SnapshottedCart {
+    events: u64,
+}
+
+impl<E> Apply<E> for SnapshottedCart {
+    fn apply(&mut self, _: &E) {
+        self.events += 1;
+    }
+}
+
+#[derive(Debug, Default, Aggregate)]
+#[aggregate(kind = "cart_default_snapshot", event = CartEvent, snapshot_every = 1)]
+pub struct DefaultSnapshotVersion;
+
+impl<E> Apply<E> for DefaultSnapshotVersion {
+    fn apply(&mut self, _: &E) {}
+}
+
+#[test]
+fn kind_events_and_stream_ids() {
+    assert_eq!(Cart::KIND, "cart");
+    assert_eq!(Cart::stream_id("42"), "cart-42");
+    assert_eq!(Cart::snapshot_policy(), None);
+}
+
+#[test]
+fn snapshot_settings_become_a_policy() {
+    assert_eq!(
+        SnapshottedCart::snapshot_policy(),
+        Some(SnapshotPolicy {
+            every: 50,
+            version: 3
+        })
+    );
+    assert_eq!(
+        DefaultSnapshotVersion::snapshot_policy(),
+        Some(SnapshotPolicy {
+            every: 1,
+            version: 1
+        })
+    );
+}
+
+#[test]
+fn apply_dispatches_each_variant_to_its_handler() {
+    let mut cart = Cart::default();
+    Aggregate::apply(
+        &mut cart,
+        &CartEvent::from(CartCreated {
+            user_id: "u".into(),
+        }),
+    );
+    Aggregate::apply(
+        &mut cart,
+        &CartEvent::from(ProductAdded {
+            product: "tea".into(),
+            quantity: 2,
+        }),
+    );
+    Aggregate::apply(
+        &mut cart,
+        &CartEvent::from(ProductAdded {
+            product: "tea".into(),
+            quantity: 1,
+        }),
+    );
+    Aggregate::apply(&mut cart, &CartEvent::from(CartPurchased {}));
+    assert_eq!(cart.owner.as_deref(), Some("u"));
+    assert_eq!(cart.items["tea"], 3);
+    assert!(cart.purchased);
+}
+
+#[test]
+fn given_when_then() {
+    AggregateTest::<Cart>::given(CartCreated {
+        user_id: "u".into(),
+    })
+    .when(|c| c.add_product("tea", 2))
+    .then_expect_events(ProductAdded {
+        product: "tea".into(),
+        quantity: 2,
+    });
+
+    let cart = AggregateTest::<Cart>::given((
+        CartCreated {
+            user_id: "u".into(),
+        },
+        ProductAdded {
+            product: "tea".into(),
+            quantity: 1,
+        },
+    ))
+    .when(|c| c.add_and_purchase("milk"))
+    .then_expect_events(vec![
+        CartEvent::from(ProductAdded {
+            product: "milk".into(),
+            quantity: 1,
+        }),
+        CartEvent::from(CartPurchased {}),
+    ]);
+    assert!(cart.purchased);
+
+    AggregateTest::<Cart>::given_no_events()
+        .when(|c| c.add_product("tea", 1))
+        .then_expect_error(CartError::NoSuchCart);
+
+    AggregateTest::<Cart>::given(CartCreated {
+        user_id: "u".into(),
+    })
+    .when(|c| c.purchase())
+    .then_expect_error(CartError::Empty);
+}
+
+#[test]
+fn the_repository_runs_commands_and_replays_history() {
+    let carts = Repository::<Cart, _>::new(MemoryStore::new());
+    carts.execute("1", |c| c.create("alice")).unwrap();
+    carts.execute("1", |c| c.add_product("tea", 2)).unwrap();
+    let done = carts.execute("1", |c| c.add_and_purchase("milk")).unwrap();
+    assert_eq!(done.version, 4);
+    let loaded = carts.load("1").unwrap();
+    assert_eq!(loaded.version, 4);
+    assert_eq!(loaded.state, done.state);
+    assert_eq!(loaded.items.len(), 2);
+    assert!(loaded.purchased);
+    let err = carts.execute("1", |c| c.add_product("jam", 1)).unwrap_err();
+    assert_eq!(err.rejected(), Some(&CartError::AlreadyPurchased));
+    let then = carts.load_at("1", 2).unwrap();
+    assert_eq!(then.items["tea"], 2);
+    assert!(!then.purchased);
+}
+
+#[test]
+fn stored_old_versions_and_ignored_types_load_through_the_repository() {
+    let store = MemoryStore::new();
+    store
+        .append(
+            "cart-7",
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::new("CartCreated", 1, br#"{"user_id":"bob"}"#.to_vec()),
+                NewEvent::new("ProductAdded", 1, br#"{"product":"tea"}"#.to_vec()),
+                NewEvent::new("CartViewed", 1, br#"{"by":"bob"}"#.to_vec()),
+                NewEvent::new(
+                    "ProductAdded",
+                    2,
+                    br#"{"product":"tea","quantity":4}"#.to_vec(),
+                ),
+            ],
+        )
+        .unwrap();
+    let carts = Repository::<Cart, _>::new(store);
+    let cart = carts.load("7").unwrap();
+    assert_eq!(cart.version, 4);
+    assert_eq!(cart.items["tea"], 5);
+    assert_eq!(cart.owner.as_deref(), Some("bob"));
+    assert_eq!(carts.history("7").unwrap().len(), 3);
+}
+
+fn load_error(events: Vec<NewEvent>) -> es_core::EventDecodeError {
+    let store = MemoryStore::new();
+    store
+        .append(
+            "cart-other",
+            ExpectedVersion::Any,
+            vec![NewEvent::new(
+                "CartCreated",
+                1,
+                br#"{"user_id":"x"}"#.to_vec(),
+            )],
+        )
+        .unwrap();
+    store
+        .append("cart-9", ExpectedVersion::NoStream, events)
+        .unwrap();
+    let carts = Repository::<Cart, _>::new(store);
+    match carts.load("9") {
+        Err(LoadError::Decode(e)) => e,
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_unknown_type_names_the_stream_and_position() {
+    let err = load_error(vec![
+        NewEvent::new("CartCreated", 1, br#"{"user_id":"bob"}"#.to_vec()),
+        NewEvent::new("CartExploded", 1, b"{}".to_vec()),
+    ]);
+    assert_eq!(
+        (err.stream_id.as_str(), err.stream_version, err.position),
+        ("cart-9", 2, 3)
+    );
+    assert_eq!(
+        err.error,
+        DecodeError::UnknownType {
+            event_type: "CartExploded".into(),
+            version: 1
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "cannot decode event 2 of stream `cart-9` (global position 3): unknown event type `CartExploded` (schema version 1) for this event set"
+    );
+}
+
+#[test]
+fn a_future_version_names_the_stream_and_position() {
+    let err = load_error(vec![NewEvent::new(
+        "ProductAdded",
+        3,
+        br#"{"product":"tea","quantity":1}"#.to_vec(),
+    )]);
+    assert_eq!((err.stream_version, err.position), (1, 2));
+    assert_eq!(
+        err.error,
+        DecodeError::FutureVersion {
+            event_type: "ProductAdded".into(),
+            version: 3,
+            supported: 2
+        }
+    );
+}
+
+#[test]
+fn a_failing_migration_names_the_stream_and_position() {
+    let err = load_error(vec![NewEvent::new(
+        "ProductAdded",
+        1,
+        br#"{"product":"tea","quantity":1}"#.to_vec(),
+    )]);
+    assert_eq!(err.stream_id, "cart-9");
+    let DecodeError::Upcast { source, .. } = &err.error else {
+        panic!("expected an upcast error, got {:?}", err.error);
+    };
+    assert_eq!(source.step(), Some(1));
+    assert!(
+        err.to_string()
+            .contains("migration 1 => 2: version 1 had no quantity"),
+        "{err}"
+    );
+}
+
+#[test]
+fn recorded_events_decode_with_their_envelope() {
+    let store = MemoryStore::new();
+    store
+        .append(
+            "cart-3",
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::new("ProductAdded", 1, br#"{"product":"tea"}"#.to_vec()),
+                NewEvent::new("CartViewed", 1, b"{}".to_vec()),
+            ],
+        )
+        .unwrap();
+    let recorded: Vec<_> = store
+        .read_stream("cart-3", 1)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let first = recorded[0].decode::<CartEvent>().unwrap().unwrap();
+    assert_eq!(
+        first.event,
+        CartEvent::ProductAdded(ProductAdded {
+            product: "tea".into(),
+            quantity: 1
+        })
+    );
+    assert_eq!((first.stream_id.as_str(), first.position), ("cart-3", 1));
+    assert!(recorded[1].decode::<CartEvent>().unwrap().is_none());
+}

@@ -1,0 +1,323 @@
+//! `#[event]` on structs: names, versions, serde through es-core, and both kinds of upcast
+//! chain decoding every stored version into the current type.
+
+use es_core::event;
+use es_core::event::DecodeError;
+use es_core::{Event, UpcastError};
+use serde_json::{Value, json};
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+struct CartCreated {
+    user_id: String,
+}
+
+#[event(name = "cart.checked_out", aliases = ["CheckedOut", "cart.purchased"])]
+#[derive(Debug, Clone, PartialEq)]
+struct CheckedOut {
+    total_cents: u64,
+}
+
+/// Field attributes of serde keep working under `#[event]`.
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+struct Tagged {
+    #[serde(rename = "t")]
+    tag: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+struct Unit;
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+struct Pair(u32, String);
+
+// ---- JSON chain: v1 {"sku"} -> v2 {"product"} -> v3 {"product", "quantity"} ----
+
+#[event(version = 3, migrate(2 => add_quantity, 1 => rename_sku))]
+#[derive(Debug, Clone, PartialEq)]
+struct ProductAdded {
+    product: String,
+    quantity: u32,
+}
+
+fn rename_sku(mut v: Value) -> Result<Value, UpcastError> {
+    let object = v
+        .as_object_mut()
+        .ok_or_else(|| UpcastError::new("expected an object"))?;
+    let sku = object
+        .remove("sku")
+        .ok_or_else(|| UpcastError::missing_field("sku"))?;
+    object.insert("product".into(), sku);
+    Ok(v)
+}
+
+fn add_quantity(mut v: Value) -> Result<Value, UpcastError> {
+    let object = v
+        .as_object_mut()
+        .ok_or_else(|| UpcastError::new("expected an object"))?;
+    object.insert("quantity".into(), json!(1));
+    Ok(v)
+}
+
+// ---- Typed chain: v1 JSON -> v2 struct -> From -> v3 struct -> From -> v4 struct ----
+
+#[event(name = "Deposited", version = 2, migrate(1 => cents_from_units))]
+#[derive(Debug, Clone, PartialEq)]
+struct DepositedV2 {
+    amount_cents: u64,
+}
+
+fn cents_from_units(v: Value) -> Result<Value, UpcastError> {
+    let units = v["amount"]
+        .as_u64()
+        .ok_or_else(|| UpcastError::missing_field("amount"))?;
+    if units > 1_000_000 {
+        return Err(UpcastError::new(format!("implausible amount {units}")));
+    }
+    Ok(json!({ "amount_cents": units * 100 }))
+}
+
+#[event(name = "Deposited", version = 3, upcast_from = DepositedV2)]
+#[derive(Debug, Clone, PartialEq)]
+struct DepositedV3 {
+    amount_cents: u64,
+    currency: String,
+}
+
+impl From<DepositedV2> for DepositedV3 {
+    fn from(old: DepositedV2) -> Self {
+        DepositedV3 {
+            amount_cents: old.amount_cents,
+            currency: "EUR".into(),
+        }
+    }
+}
+
+/// Renamed at version 4: the old name is an alias, and the typed step accepts it.
+#[event(name = "MoneyDeposited", version = 4, aliases = ["Deposited"], upcast_from = DepositedV3)]
+#[derive(Debug, Clone, PartialEq)]
+struct MoneyDeposited {
+    cents: u64,
+    currency: String,
+    memo: Option<String>,
+}
+
+impl From<DepositedV3> for MoneyDeposited {
+    fn from(old: DepositedV3) -> Self {
+        MoneyDeposited {
+            cents: old.amount_cents,
+            currency: old.currency,
+            memo: None,
+        }
+    }
+}
+
+#[event(name = "Deposited", version = 2, migrate(1 => |v| Ok(v)))]
+#[derive(Debug, Clone, PartialEq)]
+struct WithClosure {
+    amount: u64,
+}
+
+fn round_trip<E: Event + PartialEq + std::fmt::Debug>(event: &E) {
+    let bytes = serde_json::to_vec(event).unwrap();
+    let back = E::decode_stored(E::VERSION, &bytes).unwrap();
+    assert_eq!(&back, event);
+}
+
+#[test]
+fn names_and_versions_default_to_the_rust_name_and_one() {
+    assert_eq!(CartCreated::NAME, "CartCreated");
+    assert_eq!(CartCreated::VERSION, 1);
+    assert!(CartCreated::ALIASES.is_empty());
+    assert_eq!(CheckedOut::NAME, "cart.checked_out");
+    assert_eq!(CheckedOut::ALIASES, &["CheckedOut", "cart.purchased"]);
+    assert_eq!(ProductAdded::VERSION, 3);
+    assert_eq!(
+        (MoneyDeposited::NAME, MoneyDeposited::VERSION),
+        ("MoneyDeposited", 4)
+    );
+}
+
+#[test]
+fn current_versions_round_trip() {
+    round_trip(&CartCreated {
+        user_id: "u1".into(),
+    });
+    round_trip(&CheckedOut { total_cents: 500 });
+    round_trip(&Tagged {
+        tag: "x".into(),
+        note: Some("n".into()),
+    });
+    round_trip(&Unit);
+    round_trip(&Pair(3, "three".into()));
+    round_trip(&ProductAdded {
+        product: "tea".into(),
+        quantity: 2,
+    });
+    round_trip(&MoneyDeposited {
+        cents: 1,
+        currency: "EUR".into(),
+        memo: Some("rent".into()),
+    });
+}
+
+#[test]
+fn serde_field_attributes_apply() {
+    let bytes = serde_json::to_vec(&Tagged {
+        tag: "x".into(),
+        note: None,
+    })
+    .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap(),
+        json!({"t": "x", "note": null})
+    );
+    let decoded = Tagged::decode_stored(1, br#"{"t":"y"}"#).unwrap();
+    assert_eq!(decoded.note, None);
+}
+
+#[test]
+fn json_chain_upcasts_every_older_version() {
+    let want = ProductAdded {
+        product: "tea".into(),
+        quantity: 1,
+    };
+    assert_eq!(
+        ProductAdded::decode_stored(1, br#"{"sku":"tea"}"#).unwrap(),
+        want
+    );
+    assert_eq!(
+        ProductAdded::decode_stored(2, br#"{"product":"tea"}"#).unwrap(),
+        want
+    );
+    assert_eq!(
+        ProductAdded::decode_stored(3, br#"{"product":"tea","quantity":1}"#).unwrap(),
+        want
+    );
+}
+
+#[test]
+fn typed_chain_composes_with_the_json_chain_below_it() {
+    let want = MoneyDeposited {
+        cents: 300,
+        currency: "EUR".into(),
+        memo: None,
+    };
+    assert_eq!(
+        MoneyDeposited::decode_stored(1, br#"{"amount":3}"#).unwrap(),
+        want
+    );
+    assert_eq!(
+        MoneyDeposited::decode_stored(2, br#"{"amount_cents":300}"#).unwrap(),
+        want
+    );
+    assert_eq!(
+        MoneyDeposited::decode_stored(3, br#"{"amount_cents":300,"currency":"EUR"}"#).unwrap(),
+        want
+    );
+    assert_eq!(
+        DepositedV3::decode_stored(1, br#"{"amount":3}"#).unwrap(),
+        DepositedV3 {
+            amount_cents: 300,
+            currency: "EUR".into()
+        }
+    );
+}
+
+#[test]
+fn a_closure_can_be_a_step() {
+    assert_eq!(
+        WithClosure::decode_stored(1, br#"{"amount":3}"#).unwrap(),
+        WithClosure { amount: 3 }
+    );
+}
+
+#[test]
+fn a_failing_step_is_an_upcast_error_naming_the_step() {
+    let err = ProductAdded::decode_stored(1, br#"{"name":"tea"}"#).unwrap_err();
+    let DecodeError::Upcast {
+        event_type,
+        version,
+        target_version,
+        source,
+    } = &err
+    else {
+        panic!("expected an upcast error, got {err:?}");
+    };
+    assert_eq!(
+        (event_type.as_str(), *version, *target_version),
+        ("ProductAdded", 1, 3)
+    );
+    assert_eq!(source.step(), Some(1));
+    assert_eq!(source.message(), "missing field `sku`");
+    assert_eq!(
+        err.to_string(),
+        "cannot upcast `ProductAdded` from version 1 to 3: migration 1 => 2: missing field `sku`"
+    );
+}
+
+#[test]
+fn a_failing_step_deep_in_a_typed_chain_keeps_its_step() {
+    let err = MoneyDeposited::decode_stored(1, br#"{"amount":5000000}"#).unwrap_err();
+    let DecodeError::Upcast {
+        event_type,
+        version,
+        target_version,
+        source,
+    } = &err
+    else {
+        panic!("expected an upcast error, got {err:?}");
+    };
+    assert_eq!(
+        (event_type.as_str(), *version, *target_version),
+        ("MoneyDeposited", 1, 4)
+    );
+    assert_eq!(source.step(), Some(1));
+    assert!(source.message().contains("implausible amount"), "{source}");
+}
+
+#[test]
+fn a_migrated_payload_that_does_not_fit_is_an_upcast_error() {
+    let err = ProductAdded::decode_stored(2, br#"{"product":7}"#).unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::Upcast { version: 2, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn future_and_zero_versions_are_refused() {
+    let err = ProductAdded::decode_stored(4, br#"{}"#).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::FutureVersion {
+            event_type: "ProductAdded".into(),
+            version: 4,
+            supported: 3
+        }
+    );
+    let err = CartCreated::decode_stored(2, br#"{"user_id":"u"}"#).unwrap_err();
+    assert!(
+        matches!(err, DecodeError::FutureVersion { supported: 1, .. }),
+        "{err:?}"
+    );
+    let err = CartCreated::decode_stored(0, br#"{"user_id":"u"}"#).unwrap_err();
+    assert!(
+        matches!(err, DecodeError::InvalidVersion { version: 0, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_current_payload_that_does_not_fit_is_a_payload_error() {
+    let err = CartCreated::decode_stored(1, br#"{"user":"u"}"#).unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::Payload { event_type, version: 1, .. } if event_type == "CartCreated"),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,21 @@
+use es_core::prelude::*;
+
+#[event]
+pub struct CartCreated {
+    pub user_id: String,
+}
+
+#[event]
+pub enum CartEvent {
+    CartCreated(CartCreated),
+}
+
+#[derive(Default, Aggregate)]
+#[aggregate(kinds = "cart", event = CartEvent, snapshot_evry = 10)]
+pub struct Cart;
+
+impl Apply<CartCreated> for Cart {
+    fn apply(&mut self, _: &CartCreated) {}
+}
+
+fn main() {}

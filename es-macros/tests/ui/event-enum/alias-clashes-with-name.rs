@@ -1,0 +1,19 @@
+use es_core::prelude::*;
+
+#[event]
+pub struct CartCreated {
+    pub user_id: String,
+}
+
+#[event(aliases = ["CartCreated"])]
+pub struct CartOpened {
+    pub user_id: String,
+}
+
+#[event]
+pub enum CartEvent {
+    CartCreated(CartCreated),
+    CartOpened(CartOpened),
+}
+
+fn main() {}

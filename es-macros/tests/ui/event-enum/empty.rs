@@ -1,0 +1,6 @@
+use es_core::prelude::*;
+
+#[event]
+pub enum CartEvent {}
+
+fn main() {}

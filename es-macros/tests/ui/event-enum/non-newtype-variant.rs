@@ -1,0 +1,16 @@
+use es_core::prelude::*;
+
+#[event]
+pub struct CartCreated {
+    pub user_id: String,
+}
+
+#[event]
+pub enum CartEvent {
+    CartCreated(CartCreated),
+    ProductAdded { product: String },
+    CartCleared,
+    Pair(CartCreated, CartCreated),
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use es_core::prelude::*;
+
+#[event]
+fn cart_created() {}
+
+fn main() {}
