@@ -38,11 +38,11 @@ pub use event::{
     DecodeError, EncodeError, EncodedEvent, Event, EventSet, IntoEvents, MigrationFn, UpcastError,
 };
 pub use memory::MemoryStore;
-pub use repository::{CommandError, Executed, LoadError, Loaded, Repository};
 pub use projection::{
     CheckpointStore, Projection, ProjectionError, ProjectionRunner, TransactionalProjection,
     WithCheckpoint,
 };
+pub use repository::{CommandError, Executed, LoadError, Loaded, Repository};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{AppendResult, EventStore, EventStream, ExpectedVersion, Limits, StoreError};
 pub use subscription::{Filter, Subscription};

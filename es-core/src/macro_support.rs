@@ -2,6 +2,7 @@
 //! API: names and signatures may change in any release.
 
 use crate::event::{MigrationFn, UpcastError, deserialize_payload, run_migrations};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -18,6 +19,29 @@ use serde_json::Value;
 pub trait Dispatch<A> {
     /// Calls `Apply::apply` of the variant's event on `aggregate`.
     fn dispatch(&self, aggregate: &mut A);
+}
+
+/// The state of an aggregate with `snapshot_every`: saved as JSON through serde.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` keeps snapshots (`snapshot_every`), so it must implement serde's `Serialize` and `Deserialize`",
+    label = "snapshots of `{Self}` are saved as JSON",
+    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]` on `{Self}` (with `serde` and its `derive` feature among your dependencies)"
+)]
+pub trait SnapshotState: Sized {
+    /// The state as JSON.
+    fn encode_state(&self) -> Result<Vec<u8>, String>;
+    /// A state from JSON written by [`SnapshotState::encode_state`].
+    fn decode_state(state: &[u8]) -> Result<Self, String>;
+}
+
+impl<T: Serialize + DeserializeOwned> SnapshotState for T {
+    fn encode_state(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(self).map_err(|e| e.to_string())
+    }
+
+    fn decode_state(state: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(state).map_err(|e| e.to_string())
+    }
 }
 
 /// String equality usable in constants.

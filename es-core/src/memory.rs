@@ -2,12 +2,12 @@
 //! durable stores, for tests and prototypes.
 
 use crate::envelope::{NewEvent, RecordedEvent};
+use crate::snapshot::{Snapshot, SnapshotStore, newest_at_or_below, retain_newest};
+use crate::store::HeadSignal;
 use crate::store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, IdLocation, Limits, StoreError,
     check_idempotent_retry,
 };
-use crate::snapshot::{Snapshot, SnapshotStore, newest_at_or_below, retain_newest};
-use crate::store::HeadSignal;
 use chrono::Utc;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -407,7 +407,10 @@ impl<S: EventStore, P: TransactionalProjection> RunningProjection<'_, S, P> {
 
     /// How many events of the log the projection has not reached yet.
     pub fn lag(&self) -> Result<u64, StoreError> {
-        Ok(self.store.head_position()?.saturating_sub(self.checkpoint()))
+        Ok(self
+            .store
+            .head_position()?
+            .saturating_sub(self.checkpoint()))
     }
 
     /// Whether the thread has stopped (after [`RunningProjection::stop`] or an error).

@@ -162,7 +162,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
 
     /// The state of instance `id` as of `timestamp`: every event recorded at or before it.
     pub fn load_as_of(&self, id: &str, timestamp: DateTime<Utc>) -> Result<Loaded<A>, LoadError> {
-        Ok(self.fold(&A::stream_id(id), u64::MAX, Some(timestamp), None)?.0)
+        Ok(self
+            .fold(&A::stream_id(id), u64::MAX, Some(timestamp), None)?
+            .0)
     }
 
     /// The recorded events of instance `id`, decoded, for audit views.
@@ -252,7 +254,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let snapshot = match snapshots.load_snapshot(stream_id, max_version) {
             Ok(found) => found?,
             Err(e) => {
-                log::warn!("cannot read the snapshot of `{stream_id}`: {e}; rebuilding from events");
+                log::warn!(
+                    "cannot read the snapshot of `{stream_id}`: {e}; rebuilding from events"
+                );
                 return None;
             }
         };
@@ -370,7 +374,12 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     where
         T: IntoEvents<A::Events>,
     {
-        self.run(id, Metadata::caused_by(cause), Some(cause.event_id), command)
+        self.run(
+            id,
+            Metadata::caused_by(cause),
+            Some(cause.event_id),
+            command,
+        )
     }
 
     fn run<T, E>(

@@ -2,10 +2,11 @@
 //! snapshot settings.
 
 use crate::ast::AggregateInput;
+use crate::attr::{Attr, Number};
 use crate::ctxt::Ctxt;
 use crate::expand_event::local;
 use crate::{check, fallback};
-use proc_macro2::TokenStream;
+use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Ident};
@@ -25,28 +26,141 @@ fn generate(aggregate: &AggregateInput) -> TokenStream {
     let (Some(kind), Some(events)) = (&attrs.kind, &attrs.event) else {
         unreachable!("check::aggregate reports a missing kind or event");
     };
-    let snapshot_policy = attrs.snapshot_every.as_ref().map(|every| {
-        let every = &every.value.lit;
-        let version = attrs
-            .snapshot_version
-            .as_ref()
-            .map_or_else(|| quote!(1), |v| v.value.lit.clone().into_token_stream());
-        quote! {
-            #[inline]
-            fn snapshot_policy() -> ::core::option::Option<::es_core::SnapshotPolicy> {
-                ::core::option::Option::Some(::es_core::SnapshotPolicy {
-                    every: #every,
-                    version: #version,
-                })
+    let snapshots = attrs
+        .snapshot_every
+        .as_ref()
+        .map(|every| snapshots(aggregate, every));
+    impl_aggregate(aggregate.ident(), &kind.value, &events.value, snapshots)
+}
+
+/// With `snapshot_every`: the policy, the state encoded as JSON with serde, and a
+/// fingerprint of the state's shape, so that a snapshot written before the shape changed
+/// is ignored rather than misread.
+fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStream {
+    let every_lit = &every.value.lit;
+    let version = aggregate
+        .attrs
+        .snapshot_version
+        .as_ref()
+        .map_or_else(|| quote!(1), |v| v.value.lit.to_token_stream());
+    let fingerprint = fingerprint(aggregate.input);
+    let state = local("state");
+    // Spanned at `snapshot_every`: a state without serde's traits is reported there.
+    let encode = quote_spanned! {every.key.span()=>
+        <Self as ::es_core::__private::SnapshotState>::encode_state(self)
+    };
+    let decode = quote_spanned! {every.key.span()=>
+        <Self as ::es_core::__private::SnapshotState>::decode_state(#state)
+    };
+    quote! {
+        #[inline]
+        fn snapshot_policy() -> ::core::option::Option<::es_core::SnapshotPolicy> {
+            ::core::option::Option::Some(::es_core::SnapshotPolicy {
+                every: #every_lit,
+                version: #version,
+            })
+        }
+
+        #[inline]
+        fn snapshot_fingerprint() -> u64 {
+            #fingerprint
+        }
+
+        fn encode_snapshot(
+            &self,
+        ) -> ::core::option::Option<::core::result::Result<::std::vec::Vec<u8>, ::std::string::String>> {
+            ::core::option::Option::Some(#encode)
+        }
+
+        fn decode_snapshot(
+            #state: &[u8],
+        ) -> ::core::option::Option<::core::result::Result<Self, ::std::string::String>> {
+            ::core::option::Option::Some(#decode)
+        }
+    }
+}
+
+/// A 64-bit FNV-1a hash of the state type's shape: its field (or variant) names, types and
+/// attributes other than doc comments, and its container attributes other than doc
+/// comments and derives. Never 0, which means "no fingerprint".
+fn fingerprint(input: &DeriveInput) -> u64 {
+    let mut data = input.data.clone();
+    let keep = |attr: &syn::Attribute| !attr.path().is_ident("doc");
+    match &mut data {
+        syn::Data::Struct(s) => {
+            for field in s.fields.iter_mut() {
+                field.attrs.retain(keep);
             }
         }
-    });
-    impl_aggregate(
-        aggregate.ident(),
-        &kind.value,
-        &events.value,
-        snapshot_policy,
-    )
+        syn::Data::Enum(e) => {
+            for variant in e.variants.iter_mut() {
+                variant.attrs.retain(keep);
+                for field in variant.fields.iter_mut() {
+                    field.attrs.retain(keep);
+                }
+            }
+        }
+        syn::Data::Union(u) => {
+            for field in u.fields.named.iter_mut() {
+                field.attrs.retain(keep);
+            }
+        }
+    }
+    let mut text = String::new();
+    for attr in &input.attrs {
+        let path = attr.path();
+        if !path.is_ident("doc")
+            && !path.is_ident("derive")
+            && !path.is_ident(crate::attr::AGGREGATE)
+        {
+            canonical(attr.to_token_stream(), &mut text);
+        }
+    }
+    let body = match &data {
+        syn::Data::Struct(s) => s.fields.to_token_stream(),
+        syn::Data::Enum(e) => e.variants.to_token_stream(),
+        syn::Data::Union(u) => u.fields.to_token_stream(),
+    };
+    canonical(body, &mut text);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash.max(1)
+}
+
+/// Tokens as text that does not depend on how the compiler spaces them.
+fn canonical(tokens: TokenStream, out: &mut String) {
+    for tree in tokens {
+        match tree {
+            TokenTree::Group(group) => {
+                let (open, close) = match group.delimiter() {
+                    Delimiter::Parenthesis => ("(", ")"),
+                    Delimiter::Brace => ("{", "}"),
+                    Delimiter::Bracket => ("[", "]"),
+                    Delimiter::None => ("", ""),
+                };
+                out.push_str(open);
+                canonical(group.stream(), out);
+                out.push_str(close);
+            }
+            TokenTree::Ident(ident) => {
+                out.push_str(&ident.to_string());
+                out.push(' ');
+            }
+            TokenTree::Punct(punct) => {
+                out.push(punct.as_char());
+                if punct.spacing() == Spacing::Alone {
+                    out.push(' ');
+                }
+            }
+            TokenTree::Literal(literal) => {
+                out.push_str(&literal.to_string());
+                out.push(' ');
+            }
+        }
+    }
 }
 
 /// The impl itself, also used as the stub of a failed expansion.
@@ -54,7 +168,7 @@ pub fn impl_aggregate(
     ident: &Ident,
     kind: &syn::LitStr,
     events: &syn::Type,
-    snapshot_policy: Option<TokenStream>,
+    snapshots: Option<TokenStream>,
 ) -> TokenStream {
     let event = local("event");
     // Spanned at `event = ...`: an aggregate without a handler for one of the events is
@@ -77,7 +191,7 @@ pub fn impl_aggregate(
                     #apply
                 }
 
-                #snapshot_policy
+                #snapshots
             }
         };
     }

@@ -164,7 +164,14 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// | `kind` | string | required | the stream prefix: instance `42` lives in stream `{kind}-42`; not empty, no `-`, whitespace or control characters |
 /// | `event` | a type | required | the `#[event]` enum of the aggregate's events |
 /// | `snapshot_every` | integer ≥ 1 | no snapshots | snapshot each time a command crosses a multiple of this many events |
-/// | `snapshot_version` | integer ≥ 1 | 1 | the snapshot schema version (requires `snapshot_every`); change it when the state's shape changes |
+/// | `snapshot_version` | integer ≥ 1 | 1 | the snapshot schema version (requires `snapshot_every`); raise it when the handlers change what a state means |
+///
+/// With `snapshot_every`, the state is saved as JSON through serde, so the type must
+/// implement `serde::Serialize` and `serde::Deserialize` (derive them; this needs `serde`
+/// with its `derive` feature among your dependencies). The derive also fingerprints the
+/// shape of the type (field names, types and attributes, doc comments aside): a snapshot
+/// written before the shape changed is ignored and the state is rebuilt from events, so
+/// only a change in the handlers' meaning calls for a new `snapshot_version`.
 ///
 /// `apply` hands each event to the aggregate's `Apply<E>` impl for that event's struct; an
 /// event without a handler is a compile error naming the aggregate, the event and the
@@ -187,7 +194,7 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// #[derive(Debug, Clone)]
 /// pub enum AccountEvent { Deposited(Deposited), Withdrawn(Withdrawn) }
 ///
-/// #[derive(Debug, Default, Aggregate)]
+/// #[derive(Debug, Default, Aggregate, serde::Serialize, serde::Deserialize)]
 /// #[aggregate(kind = "account", event = AccountEvent, snapshot_every = 100)]
 /// pub struct Account { balance: u64 }
 ///

@@ -8,6 +8,7 @@ use es_core::{
     Aggregate, Apply, EventStore, ExpectedVersion, LoadError, MemoryStore, NewEvent, Repository,
     SnapshotPolicy, UpcastError, event,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -116,25 +117,72 @@ impl Cart {
     }
 }
 
-/// Snapshot settings: every 50 events, snapshot schema 3.
-#[derive(Debug, Default, Aggregate)]
+/// Snapshot settings: every 50 events, snapshot schema 3. Snapshots are JSON through
+/// serde, so the state derives serde's traits.
+#[derive(Debug, Default, PartialEq, Aggregate, Serialize, Deserialize)]
 #[aggregate(kind = "cart_snapshotted", event = CartEvent)]
 #[aggregate(snapshot_every = 50, snapshot_version = 3)]
 pub struct SnapshottedCart {
     events: u64,
+    items: BTreeMap<String, u32>,
 }
 
-impl<E> Apply<E> for SnapshottedCart {
-    fn apply(&mut self, _: &E) {
+impl Apply<CartCreated> for SnapshottedCart {
+    fn apply(&mut self, _: &CartCreated) {
         self.events += 1;
     }
 }
 
-#[derive(Debug, Default, Aggregate)]
+impl Apply<ProductAdded> for SnapshottedCart {
+    fn apply(&mut self, e: &ProductAdded) {
+        self.events += 1;
+        *self.items.entry(e.product.clone()).or_default() += e.quantity;
+    }
+}
+
+impl Apply<CartPurchased> for SnapshottedCart {
+    fn apply(&mut self, _: &CartPurchased) {
+        self.events += 1;
+    }
+}
+
+impl SnapshottedCart {
+    pub fn add(&self, product: &str) -> Result<ProductAdded, CartError> {
+        Ok(ProductAdded {
+            product: product.into(),
+            quantity: 1,
+        })
+    }
+}
+
+#[derive(Debug, Default, Aggregate, Serialize, Deserialize)]
 #[aggregate(kind = "cart_default_snapshot", event = CartEvent, snapshot_every = 1)]
 pub struct DefaultSnapshotVersion;
 
 impl<E> Apply<E> for DefaultSnapshotVersion {
+    fn apply(&mut self, _: &E) {}
+}
+
+/// The same shape as `DefaultSnapshotVersion`, documented differently.
+#[derive(Debug, Default, Aggregate, Serialize, Deserialize)]
+#[aggregate(kind = "cart_same_shape", event = CartEvent, snapshot_every = 1)]
+pub struct SameShape;
+
+impl<E> Apply<E> for SameShape {
+    fn apply(&mut self, _: &E) {}
+}
+
+/// `SnapshottedCart` with one more field: its snapshots are not `SnapshottedCart`'s.
+#[derive(Debug, Default, Aggregate, Serialize, Deserialize)]
+#[aggregate(kind = "cart_snapshotted", event = CartEvent)]
+#[aggregate(snapshot_every = 50, snapshot_version = 3)]
+pub struct SnapshottedCartWithOwner {
+    events: u64,
+    items: BTreeMap<String, u32>,
+    owner: Option<String>,
+}
+
+impl<E> Apply<E> for SnapshottedCartWithOwner {
     fn apply(&mut self, _: &E) {}
 }
 
@@ -161,6 +209,80 @@ fn snapshot_settings_become_a_policy() {
             version: 1
         })
     );
+}
+
+#[test]
+fn snapshots_encode_the_state_as_json_and_decode_it_back() {
+    let mut cart = SnapshottedCart::default();
+    Aggregate::apply(
+        &mut cart,
+        &CartEvent::from(ProductAdded {
+            product: "tea".into(),
+            quantity: 2,
+        }),
+    );
+    let bytes = cart.encode_snapshot().unwrap().unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap(),
+        serde_json::json!({"events": 1, "items": {"tea": 2}})
+    );
+    assert_eq!(
+        SnapshottedCart::decode_snapshot(&bytes).unwrap().unwrap(),
+        cart
+    );
+    let err = SnapshottedCart::decode_snapshot(b"[1]")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("expected struct SnapshottedCart"), "{err}");
+    // Without `snapshot_every`, there is nothing to encode.
+    assert!(Cart::default().encode_snapshot().is_none());
+    assert_eq!(Cart::snapshot_fingerprint(), 0);
+}
+
+#[test]
+fn the_fingerprint_follows_the_shape_of_the_state() {
+    let fingerprint = SnapshottedCart::snapshot_fingerprint();
+    assert_ne!(fingerprint, 0);
+    assert_ne!(
+        fingerprint,
+        SnapshottedCartWithOwner::snapshot_fingerprint()
+    );
+    assert_eq!(
+        DefaultSnapshotVersion::snapshot_fingerprint(),
+        SameShape::snapshot_fingerprint()
+    );
+}
+
+#[test]
+fn the_repository_loads_from_a_derived_snapshot() {
+    let carts = Repository::<SnapshottedCart, _>::new(MemoryStore::new());
+    for i in 0..120 {
+        carts
+            .execute("1", |c| c.add(&format!("p{}", i % 7)))
+            .unwrap();
+    }
+    let loaded = carts.load("1").unwrap();
+    assert_eq!(loaded.version, 120);
+    assert_eq!(loaded.events, 120);
+    assert_eq!(loaded.items.values().sum::<u32>(), 120);
+    // Two snapshots were written, at 50 and 100; the newest decodes into the state.
+    let snapshot = carts
+        .store()
+        .snapshots()
+        .unwrap()
+        .load_snapshot("cart_snapshotted-1", u64::MAX)
+        .unwrap()
+        .unwrap();
+    assert_eq!(snapshot.version, 100);
+    assert_eq!(snapshot.schema_version, 3);
+    assert_eq!(
+        snapshot.fingerprint,
+        SnapshottedCart::snapshot_fingerprint()
+    );
+    let state = SnapshottedCart::decode_snapshot(&snapshot.state)
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.events, 100);
 }
 
 #[test]

@@ -63,7 +63,7 @@ mod shadowed {
         OpenedV3(OpenedV3),
     }
 
-    #[derive(Debug, Default, es_core::Aggregate)]
+    #[derive(Debug, Default, es_core::Aggregate, ::serde::Serialize, ::serde::Deserialize)]
     #[aggregate(kind = "account", event = AccountEvent, snapshot_every = 10)]
     pub struct Account {
         pub owner: ::core::option::Option<::std::string::String>,

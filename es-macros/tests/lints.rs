@@ -77,7 +77,7 @@ mod domain {
         Closed(Closed),
     }
 
-    #[derive(Debug, Default, Aggregate)]
+    #[derive(Debug, Default, Aggregate, serde::Serialize, serde::Deserialize)]
     #[aggregate(kind = "account", event = AccountEvent, snapshot_every = 100, snapshot_version = 2)]
     pub(crate) struct Account {
         pub(crate) balance: u64,

@@ -595,6 +595,61 @@ fn plain_replay(dir: &Path) -> u64 {
     count
 }
 
+/// Loading one aggregate of 100,000 events: full replay against a snapshot.
+fn snapshot_load(b: &mut Bench) {
+    use es_core::Repository;
+    use es_core::snapshot::{Snapshot, SnapshotStore};
+    use es_core::testing::counter::{Counter, SnapCounter};
+    let n = b.scale(100_000);
+    let dir = b.dir("snap");
+    let store = fs_store(&dir, Durability::None);
+    let mut v = 0;
+    while v < n {
+        let k = 1000.min(n - v);
+        let batch = (v..v + k)
+            .map(|i| NewEvent::new("Added", 1, format!(r#"{{"n":{}}}"#, i % 7).into_bytes()))
+            .collect();
+        store
+            .append("counter-1", ExpectedVersion::Exact(v), batch)
+            .unwrap();
+        v += k;
+    }
+    let full = Repository::<Counter, _>::new(&store).load("1").unwrap();
+    let state = serde_json::to_vec(&SnapCounter {
+        total: full.total,
+        events: full.events,
+    })
+    .unwrap();
+    store
+        .save_snapshot(&Snapshot {
+            stream_id: "counter-1".into(),
+            version: n,
+            last_event_at: chrono::Utc::now(),
+            schema_version: 1,
+            fingerprint: 0,
+            state,
+        })
+        .unwrap();
+    let (mut replay, mut snap) = (Vec::new(), Vec::new());
+    for _ in 0..b.runs.max(5) {
+        let start = Instant::now();
+        let a = Repository::<Counter, _>::new(&store).load("1").unwrap();
+        replay.push(start.elapsed().as_secs_f64() * 1e3);
+        let start = Instant::now();
+        let s = Repository::<SnapCounter, _>::new(&store).load("1").unwrap();
+        snap.push(start.elapsed().as_secs_f64() * 1e3);
+        assert_eq!((a.total, a.version), (s.total, s.version));
+    }
+    let (r, s) = (median(replay), median(snap));
+    b.row(
+        &format!("load a {n}-event aggregate: snapshot vs full replay (file store)"),
+        format!("{s:.3} ms"),
+        format!("{r:.1} ms (replay)"),
+        r / s,
+        "(faster with snapshot)",
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` smoke-runs nothing here
@@ -636,6 +691,9 @@ fn main() {
     }
     if b.enabled("bulk") {
         bulk_no_sync(&mut b);
+    }
+    if b.enabled("snapshot") {
+        snapshot_load(&mut b);
     }
     if b.enabled("replay") {
         replay_and_loads(&mut b);

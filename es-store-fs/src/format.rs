@@ -58,6 +58,9 @@ pub const FRAME_OVERHEAD: usize = FRAME_PREFIX_LEN + FRAME_SUFFIX_LEN;
 /// The smallest possible body (kind, position, version, time, empty id, no types, count,
 /// one event without metadata and payload): anything shorter is not a frame.
 pub const MIN_BODY_LEN: usize = 1 + 8 + 1 + 12 + 1 + 1 + 1 + 16 + 1 + 1 + 1 + 1;
+/// The largest frame the format accepts (64 MiB). Longer lengths read from disk are
+/// damage; limits that would allow larger appends are refused when a store opens.
+pub const MAX_FRAME_LEN: usize = 64 * 1024 * 1024;
 /// Frame kind: one append.
 const KIND_APPEND: u8 = 1;
 /// Low bit of an event's type-and-flags varint: the event carries its own timestamp.
@@ -248,7 +251,7 @@ pub fn encode_frame(
     for (e, &ti) in events.iter().zip(&type_index) {
         out.extend_from_slice(e.event_id.as_bytes());
         let own_time = u64::from(e.timestamp.is_some());
-        put_varint(out, ((ti as u64) << 1) | own_time * FLAG_OWN_TIMESTAMP);
+        put_varint(out, ((ti as u64) << 1) | (own_time * FLAG_OWN_TIMESTAMP));
         if let Some(t) = e.timestamp {
             put_time(out, t);
         }

@@ -16,6 +16,7 @@ mod index;
 mod recovery;
 mod snapshot;
 mod store;
+pub mod tools;
 pub mod vfs;
 
 pub use error::{OpenError, RecoveryReport, Repair};

@@ -44,6 +44,10 @@ struct Scan<'a> {
     frame_cap: usize,
     read_only: bool,
     repair: bool,
+    /// Scan the whole log, trusting no index file (verification).
+    ignore_index: bool,
+    /// Called with the byte length of each frame scanned.
+    progress: Option<&'a dyn Fn(u64)>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
@@ -67,8 +71,38 @@ pub fn recover(
         frame_cap,
         read_only,
         repair,
+        ignore_index: false,
+        progress: None,
     };
     scan.run()
+}
+
+/// Scans the whole log read-only, checking every frame, ignoring the index file.
+pub fn scan_all(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    frame_cap: usize,
+    progress: &dyn Fn(u64),
+) -> Result<Recovered, OpenError> {
+    let scan = Scan {
+        vfs,
+        dir,
+        frame_cap,
+        read_only: true,
+        repair: false,
+        ignore_index: true,
+        progress: Some(progress),
+    };
+    scan.run()
+}
+
+/// Reads and decodes `index.dat`, if present and intact.
+pub fn read_index_file(vfs: &dyn Vfs, dir: &Path) -> Option<(Index, Vec<Uuid>)> {
+    let file = vfs.open(&dir.join(INDEX_FILE), OpenMode::Read).ok()?;
+    let len = usize::try_from(file.len().ok()?).ok()?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0).ok()?;
+    Index::decode(&bytes)
 }
 
 impl Scan<'_> {
@@ -99,7 +133,12 @@ impl Scan<'_> {
             let path = segment_path(self.dir, no);
             segments.push(self.vfs.open(&path, mode).map_err(io_err(&path))?);
         }
-        let (mut index, mut ids) = match self.load_index(&segments) {
+        let loaded = if self.ignore_index {
+            None
+        } else {
+            self.load_index(&segments)
+        };
+        let (mut index, mut ids) = match loaded {
             Some(loaded) => loaded,
             None => {
                 report.index_rebuilt = true;
@@ -218,21 +257,16 @@ impl Scan<'_> {
 
     /// Loads `index.dat` when it is intact and consistent with the segments present.
     fn load_index(&self, segments: &[Arc<dyn VfsFile>]) -> Option<(Index, Vec<Uuid>)> {
-        let path = self.dir.join(INDEX_FILE);
-        let file = self.vfs.open(&path, OpenMode::Read).ok()?;
-        let len = usize::try_from(file.len().ok()?).ok()?;
-        let mut bytes = vec![0u8; len];
-        file.read_exact_at(&mut bytes, 0).ok()?;
-        let (index, ids) = Index::decode(&bytes)?;
+        let (index, ids) = read_index_file(self.vfs, self.dir)?;
         let (seg, offset) = index.covered;
         let seg_file = segments.get(usize::try_from(seg).ok()?)?;
         if seg_file.len().ok()? < offset || offset < SEGMENT_HEADER_LEN as u64 {
             return None;
         }
-        if let Some(last) = index.frames.last() {
-            if (last.at.segment, last.at.offset + u64::from(last.at.len)) > index.covered {
-                return None;
-            }
+        if let Some(last) = index.frames.last()
+            && (last.at.segment, last.at.offset + u64::from(last.at.len)) > index.covered
+        {
+            return None;
         }
         Some((index, ids))
     }
@@ -306,6 +340,9 @@ impl Scan<'_> {
             }
             ids.extend(frame_ids);
             report.frames_scanned += 1;
+            if let Some(progress) = self.progress {
+                progress(frame_len);
+            }
             offset += frame_len;
         }
         Ok(offset)
@@ -372,14 +409,12 @@ impl Scan<'_> {
         let mut window = Window::default();
         let mut offset = from;
         while offset + (FRAME_OVERHEAD + format::MIN_BODY_LEN) as u64 <= len {
-            if let Some(bytes) = window.candidate(file, offset, len, self.frame_cap) {
-                if let Ok(body) = format::check_frame(bytes) {
-                    if let Ok(frame) = Frame::parse(body) {
-                        if frame.place.first_position >= next_position {
-                            return true;
-                        }
-                    }
-                }
+            if let Some(bytes) = window.candidate(file, offset, len, self.frame_cap)
+                && let Ok(body) = format::check_frame(bytes)
+                && let Ok(frame) = Frame::parse(body)
+                && frame.place.first_position >= next_position
+            {
+                return true;
             }
             offset += 1;
         }

@@ -75,15 +75,16 @@ impl Default for FileStoreOptions {
 }
 
 impl FileStoreOptions {
-    /// The largest frame an append can produce under these limits; longer lengths read
-    /// from disk are damage.
-    fn frame_cap(&self) -> usize {
+    /// The largest frame an append can produce under these limits.
+    fn largest_frame(&self) -> usize {
         let l = &self.limits;
         let per_event = 16 + 10 + 12 + 10 + 10 + 10 + 10;
         l.max_batch_size
-            + l.max_batch_events * (per_event + l.max_event_type_len)
-            + l.max_stream_id_len
-            + 64
+            .saturating_add(
+                l.max_batch_events
+                    .saturating_mul(per_event + l.max_event_type_len),
+            )
+            .saturating_add(l.max_stream_id_len + 64)
     }
 }
 
@@ -213,18 +214,19 @@ impl FileStore {
                 options.segment_size
             )));
         }
-        if let Durability::Periodic(d) = options.durability {
-            if d.is_zero() {
-                return Err(OpenError::InvalidOptions(
-                    "a periodic sync interval must be above zero".into(),
-                ));
-            }
-        }
-        let frame_cap = options.frame_cap();
-        if frame_cap > u32::MAX as usize {
+        if let Durability::Periodic(d) = options.durability
+            && d.is_zero()
+        {
             return Err(OpenError::InvalidOptions(
-                "limits allow frames over 4 GiB".into(),
+                "a periodic sync interval must be above zero".into(),
             ));
+        }
+        let frame_cap = format::MAX_FRAME_LEN;
+        if options.largest_frame() > frame_cap {
+            return Err(OpenError::InvalidOptions(format!(
+                "the limits allow appends of up to {} bytes once encoded; the format caps a frame at {frame_cap}",
+                options.largest_frame()
+            )));
         }
         let vfs = Arc::clone(&options.vfs);
         let lock = if options.read_only {
@@ -278,17 +280,17 @@ impl FileStore {
             report: rec.report,
             options,
         });
-        if let Durability::Periodic(interval) = shared.options.durability {
-            if !shared.options.read_only {
-                let weak = Arc::downgrade(&shared);
-                std::thread::Builder::new()
-                    .name("es-store-fs-sync".into())
-                    .spawn(move || periodic_sync(weak, interval))
-                    .map_err(|source| OpenError::Io {
-                        path: shared.dir.clone(),
-                        source,
-                    })?;
-            }
+        if let Durability::Periodic(interval) = shared.options.durability
+            && !shared.options.read_only
+        {
+            let weak = Arc::downgrade(&shared);
+            std::thread::Builder::new()
+                .name("es-store-fs-sync".into())
+                .spawn(move || periodic_sync(weak, interval))
+                .map_err(|source| OpenError::Io {
+                    path: shared.dir.clone(),
+                    source,
+                })?;
         }
         Ok(FileStore { shared })
     }
@@ -426,10 +428,10 @@ fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
             let seg = w.durable_tail.0;
             let file = read(&shared.segments).get(seg as usize).cloned();
             drop(w);
-            if let Some(file) = file {
-                if let Err(e) = file.sync_data() {
-                    lock(&shared.writer).poisoned = Some(format!("periodic fsync failed: {e}"));
-                }
+            if let Some(file) = file
+                && let Err(e) = file.sync_data()
+            {
+                lock(&shared.writer).poisoned = Some(format!("periodic fsync failed: {e}"));
             }
         }
     }
@@ -536,10 +538,10 @@ impl Shared {
             data_end = end;
             current = Some((chunk.segment, file));
         }
-        if let Some((_, f)) = &current {
-            if self.options.durability == Durability::Always {
-                f.sync_data()?;
-            }
+        if let Some((_, f)) = &current
+            && self.options.durability == Durability::Always
+        {
+            f.sync_data()?;
         }
         Ok((created, allocated))
     }
@@ -806,10 +808,10 @@ impl FileStore {
                 w.done = last_ticket;
                 w.durable_tail = tail;
                 w.dirty = shared.options.durability != Durability::Always;
-                if !chunks.iter().all(|c| c.new_segment.is_none()) {
-                    if let Err(e) = shared.save_index(&w) {
-                        log::warn!("writing the index after a segment roll: {e}");
-                    }
+                if !chunks.iter().all(|c| c.new_segment.is_none())
+                    && let Err(e) = shared.save_index(&w)
+                {
+                    log::warn!("writing the index after a segment roll: {e}");
                 }
             }
             Err(e) => {

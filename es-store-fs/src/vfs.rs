@@ -6,6 +6,9 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+#[cfg(feature = "sim")]
+pub mod sim;
+
 /// How to open a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
@@ -22,6 +25,7 @@ pub enum OpenMode {
 }
 
 /// An open file. Offsets are explicit, so one handle serves concurrent readers.
+#[allow(clippy::len_without_is_empty)] // a file length, not a collection
 pub trait VfsFile: Debug + Send + Sync {
     /// Reads at `offset`; returns how many bytes were read (0 at end of file).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;

@@ -260,7 +260,8 @@ fn index_missing_or_damaged_is_rebuilt_with_identical_reads() {
         .unwrap();
     drop(store);
     let index = dir.path().join("index.dat");
-    let damages: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let damages: Vec<(&str, Damage)> = vec![
         ("deleted", Box::new(|_| {})),
         ("bit flip", Box::new(|b| b[20] ^= 1)),
         ("truncated", Box::new(|b| b.truncate(b.len() / 2))),

@@ -761,8 +761,15 @@ pub fn snapshots_newest_at_or_below<S: EventStore>(store: &S) {
             .save_snapshot(&snapshot("counter-1", v, format!("{v}").as_bytes()))
             .unwrap();
     }
-    snaps.save_snapshot(&snapshot("counter-2", 5, b"5")).unwrap();
-    let at = |max| snaps.load_snapshot("counter-1", max).unwrap().map(|s| s.version);
+    snaps
+        .save_snapshot(&snapshot("counter-2", 5, b"5"))
+        .unwrap();
+    let at = |max| {
+        snaps
+            .load_snapshot("counter-1", max)
+            .unwrap()
+            .map(|s| s.version)
+    };
     assert_eq!(at(u64::MAX), Some(40));
     assert_eq!(at(35), Some(30));
     assert_eq!(at(20), Some(20));
@@ -770,8 +777,13 @@ pub fn snapshots_newest_at_or_below<S: EventStore>(store: &S) {
     let s = snaps.load_snapshot("counter-2", 100).unwrap().unwrap();
     assert_eq!((s.version, s.state.as_slice()), (5, &b"5"[..]));
     // replacing the snapshot at the same version keeps one
-    snaps.save_snapshot(&snapshot("counter-2", 5, b"five")).unwrap();
-    assert_eq!(snaps.load_snapshot("counter-2", 5).unwrap().unwrap().state, b"five");
+    snaps
+        .save_snapshot(&snapshot("counter-2", 5, b"five"))
+        .unwrap();
+    assert_eq!(
+        snaps.load_snapshot("counter-2", 5).unwrap().unwrap().state,
+        b"five"
+    );
 }
 
 /// The repository writes snapshots as commands cross the threshold, loads from them, and
@@ -784,23 +796,41 @@ pub fn repository_snapshots<S: EventStore>(store: &S) {
         snapped.execute("1", |c| c.add(i)).unwrap();
     }
     let snaps = store.snapshots().expect("this store keeps snapshots");
-    let newest = snaps.load_snapshot("counter-1", u64::MAX).unwrap().expect("a snapshot");
+    let newest = snaps
+        .load_snapshot("counter-1", u64::MAX)
+        .unwrap()
+        .expect("a snapshot");
     assert_eq!(newest.version, 20, "snapshots at multiples of 10");
     let full = plain.load("1").unwrap();
     let loaded = snapped.load("1").unwrap();
-    assert_eq!((loaded.total, loaded.events, loaded.version), (full.total, full.events, 25));
+    assert_eq!(
+        (loaded.total, loaded.events, loaded.version),
+        (full.total, full.events, 25)
+    );
     for v in [0, 5, 10, 15, 20, 25, 30] {
         let want = plain.load_at("1", v).unwrap();
         let got = snapped.load_at("1", v).unwrap();
-        assert_eq!((got.total, got.version), (want.total, want.version), "load_at({v})");
+        assert_eq!(
+            (got.total, got.version),
+            (want.total, want.version),
+            "load_at({v})"
+        );
     }
     let before = chrono::Utc::now() - chrono::Duration::days(1);
-    assert_eq!(snapped.load_as_of("1", before).unwrap().version, 0, "a snapshot newer than the wanted time is not used");
+    assert_eq!(
+        snapped.load_as_of("1", before).unwrap().version,
+        0,
+        "a snapshot newer than the wanted time is not used"
+    );
     // a snapshot of another schema version is ignored
-    let v2 = Repository::<SnapCounterV2, _>::new(store).load("1").unwrap();
+    let v2 = Repository::<SnapCounterV2, _>::new(store)
+        .load("1")
+        .unwrap();
     assert_eq!((v2.total, v2.events), (full.total, full.events));
     // a damaged state is ignored
-    snaps.save_snapshot(&snapshot("counter-1", 20, b"{not json")).unwrap();
+    snaps
+        .save_snapshot(&snapshot("counter-1", 20, b"{not json"))
+        .unwrap();
     assert_eq!(snapped.load("1").unwrap().total, full.total);
     // a wrong but well-formed state at a version the stream has is trusted: that is what
     // snapshot versions and fingerprints are for; a snapshot ahead of the stream is not
@@ -808,21 +838,31 @@ pub fn repository_snapshots<S: EventStore>(store: &S) {
         .save_snapshot(&snapshot("counter-1", 99, br#"{"total":1,"events":1}"#))
         .unwrap();
     let loaded = snapped.load("1").unwrap();
-    assert_eq!((loaded.total, loaded.version), (full.total, 25), "snapshot ahead of the stream");
+    assert_eq!(
+        (loaded.total, loaded.version),
+        (full.total, 25),
+        "snapshot ahead of the stream"
+    );
 }
 
 /// A subscription started before and during concurrent appends delivers every event
 /// exactly once, in order, across the switch from catch-up to live.
 pub fn live_subscription_has_no_gap_or_duplicate<S: EventStore>(store: &S) {
     const TOTAL: u64 = 600;
-    store.append("live-0", ExpectedVersion::Any, events(0, 50)).unwrap();
+    store
+        .append("live-0", ExpectedVersion::Any, events(0, 50))
+        .unwrap();
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut n = 50;
             while n < TOTAL {
                 let k = (n % 7 + 1).min(TOTAL - n);
                 store
-                    .append(&format!("live-{}", n % 3), ExpectedVersion::Any, events(n, k))
+                    .append(
+                        &format!("live-{}", n % 3),
+                        ExpectedVersion::Any,
+                        events(n, k),
+                    )
                     .unwrap();
                 n += k;
             }
@@ -838,7 +878,11 @@ pub fn live_subscription_has_no_gap_or_duplicate<S: EventStore>(store: &S) {
                 assert_eq!(e.position, expected, "no gap, no duplicate");
                 expected += 1;
             }
-            assert!(sub.next_timeout(Duration::from_millis(20)).unwrap().is_none());
+            assert!(
+                sub.next_timeout(Duration::from_millis(20))
+                    .unwrap()
+                    .is_none()
+            );
         }
     });
 }
@@ -846,9 +890,19 @@ pub fn live_subscription_has_no_gap_or_duplicate<S: EventStore>(store: &S) {
 /// Subscriptions filter by aggregate kind and by event type.
 pub fn subscription_filters<S: EventStore>(store: &S) {
     let typed = |t: &str| NewEvent::new(t, 1, b"{}".to_vec());
-    store.append("cart-1", ExpectedVersion::Any, vec![typed("Created"), typed("Added")]).unwrap();
-    store.append("order-1", ExpectedVersion::Any, vec![typed("Placed")]).unwrap();
-    store.append("cart-2", ExpectedVersion::Any, vec![typed("Added")]).unwrap();
+    store
+        .append(
+            "cart-1",
+            ExpectedVersion::Any,
+            vec![typed("Created"), typed("Added")],
+        )
+        .unwrap();
+    store
+        .append("order-1", ExpectedVersion::Any, vec![typed("Placed")])
+        .unwrap();
+    store
+        .append("cart-2", ExpectedVersion::Any, vec![typed("Added")])
+        .unwrap();
     let collect = |filter: Filter| {
         let mut sub = Subscription::new(store, 1).with_filter(filter);
         let mut out = Vec::new();
@@ -857,9 +911,22 @@ pub fn subscription_filters<S: EventStore>(store: &S) {
         }
         out
     };
-    assert_eq!(collect(Filter::all().kinds(["cart"])), ["cart-1:Created", "cart-1:Added", "cart-2:Added"]);
-    assert_eq!(collect(Filter::all().event_types(["Added"])), ["cart-1:Added", "cart-2:Added"]);
-    assert_eq!(collect(Filter::all().kinds(["order"]).event_types(["Placed", "Added"])), ["order-1:Placed"]);
+    assert_eq!(
+        collect(Filter::all().kinds(["cart"])),
+        ["cart-1:Created", "cart-1:Added", "cart-2:Added"]
+    );
+    assert_eq!(
+        collect(Filter::all().event_types(["Added"])),
+        ["cart-1:Added", "cart-2:Added"]
+    );
+    assert_eq!(
+        collect(
+            Filter::all()
+                .kinds(["order"])
+                .event_types(["Placed", "Added"])
+        ),
+        ["order-1:Placed"]
+    );
 }
 
 /// A read model that sums `n` per stream, for projection tests.
@@ -916,7 +983,11 @@ impl TransactionalProjection for TransactionalSums {
 pub fn projections_resume_rebuild_and_stop_in_time<S: EventStore>(store: &S) {
     for i in 0..40 {
         store
-            .append(&format!("p-{}", i % 4), ExpectedVersion::Any, events(i * 10, 1 + i % 3))
+            .append(
+                &format!("p-{}", i % 4),
+                ExpectedVersion::Any,
+                events(i * 10, 1 + i % 3),
+            )
             .unwrap();
     }
     let head = store.head_position().unwrap();
@@ -937,11 +1008,15 @@ pub fn projections_resume_rebuild_and_stop_in_time<S: EventStore>(store: &S) {
     assert_eq!(runner.projection().sums, reference);
     // at least once, stopped at a position, then resumed from its checkpoint
     let checkpoints = MemoryCheckpoints::default();
-    let mut first = ProjectionRunner::new(store, WithCheckpoint::new(Sums::default(), "sums", &checkpoints))
-        .with_batch_size(5);
+    let mut first = ProjectionRunner::new(
+        store,
+        WithCheckpoint::new(Sums::default(), "sums", &checkpoints),
+    )
+    .with_batch_size(5);
     first.run_until_position(head / 3).unwrap();
     let partial = first.into_projection().projection;
-    let mut second = ProjectionRunner::new(store, WithCheckpoint::new(partial, "sums", &checkpoints));
+    let mut second =
+        ProjectionRunner::new(store, WithCheckpoint::new(partial, "sums", &checkpoints));
     assert_eq!(second.lag().unwrap(), head - head / 3);
     second.run_to_head().unwrap();
     assert_eq!(second.lag().unwrap(), 0);
@@ -955,18 +1030,34 @@ pub fn projections_resume_rebuild_and_stop_in_time<S: EventStore>(store: &S) {
     let mut then = ProjectionRunner::new(store, TransactionalSums::default());
     let reached = then.run_until_time(cut.timestamp).unwrap();
     assert!(reached >= cut.position);
-    assert!(all.iter().filter(|e| e.position <= reached).all(|e| e.timestamp <= cut.timestamp));
-    assert!(all.iter().filter(|e| e.position > reached).all(|e| e.timestamp > cut.timestamp));
+    assert!(
+        all.iter()
+            .filter(|e| e.position <= reached)
+            .all(|e| e.timestamp <= cut.timestamp)
+    );
+    assert!(
+        all.iter()
+            .filter(|e| e.position > reached)
+            .all(|e| e.timestamp > cut.timestamp)
+    );
 }
 
 /// A background projection follows live appends, reports its lag and stops cleanly.
 pub fn background_projection_follows_live<S: EventStore>(store: &S) {
-    store.append("bg-1", ExpectedVersion::Any, events(1, 3)).unwrap();
+    store
+        .append("bg-1", ExpectedVersion::Any, events(1, 3))
+        .unwrap();
     std::thread::scope(|scope| {
-        let running = ProjectionRunner::new(store, TransactionalSums::default()).spawn_scoped(scope);
+        let running =
+            ProjectionRunner::new(store, TransactionalSums::default()).spawn_scoped(scope);
         assert!(running.wait_for(3, Duration::from_secs(10)));
-        store.append("bg-1", ExpectedVersion::Any, events(4, 2)).unwrap();
-        assert!(running.wait_for(5, Duration::from_secs(10)), "follows live appends");
+        store
+            .append("bg-1", ExpectedVersion::Any, events(4, 2))
+            .unwrap();
+        assert!(
+            running.wait_for(5, Duration::from_secs(10)),
+            "follows live appends"
+        );
         assert_eq!(running.lag().unwrap(), 0);
         let runner = running.stop().unwrap();
         assert_eq!(runner.projection().sums.0["bg-1"], 1 + 2 + 3 + 4 + 5);
@@ -979,7 +1070,11 @@ pub fn process_manager_rerun_issues_no_duplicates<S: EventStore>(store: &S) {
     for i in 0..6 {
         let meta = Metadata::new().with_correlation_id(Uuid::new_v4());
         store
-            .append(&format!("order-{i}"), ExpectedVersion::NoStream, vec![event(i).with_metadata(meta)])
+            .append(
+                &format!("order-{i}"),
+                ExpectedVersion::NoStream,
+                vec![event(i).with_metadata(meta)],
+            )
             .unwrap();
     }
     let counters = Repository::<Counter, _>::new(store);
@@ -1006,5 +1101,8 @@ pub fn process_manager_rerun_issues_no_duplicates<S: EventStore>(store: &S) {
         .into_iter()
         .find(|e| e.metadata.causation_id == Some(orders[0].event_id))
         .expect("the reaction to order-2");
-    assert_eq!(reaction.metadata.correlation_id, orders[0].metadata.correlation_id);
+    assert_eq!(
+        reaction.metadata.correlation_id,
+        orders[0].metadata.correlation_id
+    );
 }

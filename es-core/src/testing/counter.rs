@@ -38,7 +38,9 @@ impl EventSet for CounterEvent {
     }
     fn decode(event_type: &str, version: u32, payload: &[u8]) -> Result<Option<Self>, DecodeError> {
         match event_type {
-            Added::NAME => Added::decode_stored(version, payload).map(|e| Some(CounterEvent::Added(e))),
+            Added::NAME => {
+                Added::decode_stored(version, payload).map(|e| Some(CounterEvent::Added(e)))
+            }
             other => Err(DecodeError::UnknownType {
                 event_type: other.to_owned(),
                 version,

@@ -1,0 +1,353 @@
+//! `es-store`: inspect a file event store. Every command but `import` opens the store
+//! read-only, without the write lock, so it works beside a running application and shows
+//! what is durable.
+
+use clap::{Parser, Subcommand};
+use es_core::{EventStore, RecordedEvent};
+use es_store_fs::tools::{self, IndexStatus};
+use es_store_fs::{FileStore, OpenError};
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "es-store",
+    version,
+    about = "Inspect, verify, export and import a file event store"
+)]
+struct Cli {
+    /// Print JSON (one object per line for event listings) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Counts: events, streams, segments, bytes.
+    Stats {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// Lists streams with their versions.
+    Streams {
+        /// The store directory.
+        dir: PathBuf,
+        /// Only streams of this aggregate kind (the id's prefix before `-`).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Prints one stream's events.
+    Read {
+        /// The store directory.
+        dir: PathBuf,
+        /// The stream id.
+        stream: String,
+        /// First stream version to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
+    /// Prints the global log.
+    Tail {
+        /// The store directory.
+        dir: PathBuf,
+        /// First global position to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Keep printing new events as they become durable (until interrupted).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Checks every frame and the index; exits non-zero on damage.
+    Verify {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// Writes every event as JSON Lines.
+    Export {
+        /// The store directory.
+        dir: PathBuf,
+        /// Output file (standard output when absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Imports JSON Lines written by `export` into a store (all or nothing per stream).
+    Import {
+        /// The store directory (created if needed; must not be open elsewhere).
+        dir: PathBuf,
+        /// The JSON Lines file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("es-store: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(dir: &Path) -> Result<FileStore, String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a store directory", dir.display()));
+    }
+    FileStore::open_read_only(dir).map_err(|e| e.to_string())
+}
+
+fn run(cli: &Cli) -> Result<ExitCode, String> {
+    let mut out = std::io::stdout().lock();
+    let w = |out: &mut dyn Write, line: String| -> Result<(), String> {
+        writeln!(out, "{line}").map_err(|e| e.to_string())
+    };
+    match &cli.command {
+        Command::Stats { dir } => {
+            let store = open(dir)?;
+            let head = store.head_position().map_err(|e| e.to_string())?;
+            let bytes = store.log_bytes().map_err(|e| e.to_string())?;
+            let report = store.recovery_report();
+            if cli.json {
+                let v = serde_json::json!({
+                    "events": head,
+                    "streams": store.stream_count(),
+                    "log_bytes": bytes,
+                    "index_rebuilt": report.index_rebuilt,
+                    "frames_scanned_on_open": report.frames_scanned,
+                    "torn_tail": report.torn_tail,
+                });
+                w(&mut out, v.to_string())?;
+            } else {
+                w(&mut out, format!("events:     {head}"))?;
+                w(&mut out, format!("streams:    {}", store.stream_count()))?;
+                w(&mut out, format!("log bytes:  {bytes}"))?;
+                if head > 0 {
+                    w(
+                        &mut out,
+                        format!("bytes/event: {:.0}", bytes as f64 / head as f64),
+                    )?;
+                }
+                let index = if report.index_rebuilt {
+                    "missing or stale (rebuilt in memory)"
+                } else {
+                    "present"
+                };
+                w(&mut out, format!("index:      {index}"))?;
+                if let Some((seg, off, n)) = report.torn_tail {
+                    w(
+                        &mut out,
+                        format!(
+                            "torn tail:  {n} bytes at segment {seg} offset {off} (cut at the next writable open)"
+                        ),
+                    )?;
+                }
+            }
+        }
+        Command::Streams { dir, kind } => {
+            let store = open(dir)?;
+            for (stream, version) in store.streams() {
+                if kind
+                    .as_deref()
+                    .is_some_and(|k| es_core::stream_kind(&stream) != k)
+                {
+                    continue;
+                }
+                if cli.json {
+                    w(
+                        &mut out,
+                        serde_json::json!({"stream": stream, "version": version}).to_string(),
+                    )?;
+                } else {
+                    w(&mut out, format!("{stream}\t{version}"))?;
+                }
+            }
+        }
+        Command::Read { dir, stream, from } => {
+            let store = open(dir)?;
+            let events = store
+                .read_stream(stream, *from)
+                .map_err(|e| e.to_string())?;
+            for e in events {
+                print_event(&mut out, cli.json, &e.map_err(|e| e.to_string())?)?;
+            }
+        }
+        Command::Tail { dir, from, follow } => {
+            let mut next = *from;
+            loop {
+                let store = open(dir)?;
+                for e in store.read_all(next).map_err(|e| e.to_string())? {
+                    let e = e.map_err(|e| e.to_string())?;
+                    next = e.position + 1;
+                    print_event(&mut out, cli.json, &e)?;
+                }
+                out.flush().map_err(|e| e.to_string())?;
+                if !follow {
+                    break;
+                }
+                drop(store);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        Command::Verify { dir } => return verify(dir, cli.json, &mut out),
+        Command::Export { dir, out: file } => {
+            let store = open(dir)?;
+            let n = match file {
+                Some(path) => {
+                    let f = std::fs::File::create(path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    let mut f = std::io::BufWriter::new(f);
+                    tools::export_jsonl(&store, 1, &mut f).map_err(|e| e.to_string())?
+                }
+                None => tools::export_jsonl(&store, 1, &mut out).map_err(|e| e.to_string())?,
+            };
+            eprintln!("exported {n} events");
+        }
+        Command::Import { dir, file } => {
+            let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let store = FileStore::open(dir).map_err(|e| e.to_string())?;
+            let report =
+                tools::import_jsonl(&store, &mut BufReader::new(f)).map_err(|e| e.to_string())?;
+            store.close().map_err(|e| e.to_string())?;
+            if cli.json {
+                let refused: Vec<_> = report
+                    .streams_refused
+                    .iter()
+                    .map(|(s, why)| serde_json::json!({"stream": s, "reason": why}))
+                    .collect();
+                w(
+                    &mut out,
+                    serde_json::json!({
+                        "streams_imported": report.streams_imported,
+                        "events_imported": report.events_imported,
+                        "streams_refused": refused,
+                    })
+                    .to_string(),
+                )?;
+            } else {
+                w(
+                    &mut out,
+                    format!(
+                        "imported {} events in {} streams",
+                        report.events_imported, report.streams_imported
+                    ),
+                )?;
+                for (stream, why) in &report.streams_refused {
+                    w(&mut out, format!("refused stream `{stream}`: {why}"))?;
+                }
+            }
+            if !report.streams_refused.is_empty() {
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(dir: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a store directory", dir.display()));
+    }
+    let total = tools::log_size(dir).map_err(|e| e.to_string())?;
+    let bar = if total > 64 * 1024 * 1024 && !json {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = tools::verify(dir, &|n| bar.inc(n));
+    bar.finish_and_clear();
+    let line = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(|e| e.to_string());
+    match result {
+        Ok(report) => {
+            let index = match &report.index {
+                IndexStatus::Consistent { covered_frames } => {
+                    format!("consistent ({covered_frames} frames covered)")
+                }
+                IndexStatus::Missing => "missing (rebuilt at the next open)".into(),
+                IndexStatus::Unusable(why) => format!("unusable: {why} (rebuilt at the next open)"),
+            };
+            if json {
+                line(
+                    out,
+                    serde_json::json!({
+                        "ok": true,
+                        "segments": report.segments,
+                        "frames": report.frames,
+                        "events": report.events,
+                        "streams": report.streams,
+                        "bytes": report.bytes,
+                        "torn_tail": report.torn_tail,
+                        "index": index,
+                    })
+                    .to_string(),
+                )?;
+            } else {
+                line(
+                    out,
+                    format!(
+                        "ok: {} events in {} streams, {} frames in {} segments, {} bytes checked",
+                        report.events, report.streams, report.frames, report.segments, report.bytes
+                    ),
+                )?;
+                line(out, format!("index: {index}"))?;
+                if let Some((seg, off, n)) = report.torn_tail {
+                    line(
+                        out,
+                        format!(
+                            "torn tail: {n} bytes at segment {seg} offset {off} (never acknowledged; cut at the next writable open)"
+                        ),
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(OpenError::Corrupted {
+            segment,
+            offset,
+            reason,
+        }) => {
+            if json {
+                line(out, serde_json::json!({"ok": false, "segment": segment, "offset": offset, "reason": reason}).to_string())?;
+            } else {
+                line(
+                    out,
+                    format!("CORRUPTED: segment {segment} at offset {offset}: {reason}"),
+                )?;
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn print_event(out: &mut dyn Write, json: bool, e: &RecordedEvent) -> Result<(), String> {
+    let text = if json {
+        serde_json::to_string(e).map_err(|e| e.to_string())?
+    } else {
+        let mut s = format!(
+            "#{:<6} {} v{} {} (schema {}) at {}",
+            e.position,
+            e.stream_id,
+            e.stream_version,
+            e.event_type,
+            e.schema_version,
+            e.timestamp
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        if let Some(actor) = &e.metadata.actor {
+            s.push_str(&format!(" by {actor}"));
+        }
+        s.push_str("\n        ");
+        s.push_str(&String::from_utf8_lossy(&e.payload));
+        s
+    };
+    writeln!(out, "{text}").map_err(|e| e.to_string())
+}

@@ -1,0 +1,381 @@
+//! An order with payments and discounts, a process manager that reserves stock when an
+//! order is placed, and a CQRS read model of order summaries in SQLite, updated exactly
+//! once (each batch and its checkpoint commit in one transaction).
+
+use crate::warehouse::{Product, StockError};
+use es_core::RecordedEvent;
+use es_core::prelude::*;
+use es_core::projection::{BoxError, TransactionalProjection};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// One product line of an order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OrderLine {
+    /// Product id (the warehouse product's aggregate id).
+    pub sku: String,
+    /// Units.
+    pub quantity: u64,
+}
+
+/// The order was placed.
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderPlaced {
+    /// Customer.
+    pub customer: String,
+    /// What was ordered.
+    pub lines: Vec<OrderLine>,
+    /// Price before discounts, in cents.
+    pub total_cents: u64,
+}
+
+/// A discount was granted.
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscountApplied {
+    /// Code.
+    pub code: String,
+    /// Amount in cents.
+    pub amount_cents: u64,
+}
+
+/// Money arrived.
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentReceived {
+    /// Amount in cents.
+    pub amount_cents: u64,
+}
+
+/// The order's events.
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderEvent {
+    /// See [`OrderPlaced`].
+    OrderPlaced(OrderPlaced),
+    /// See [`DiscountApplied`].
+    DiscountApplied(DiscountApplied),
+    /// See [`PaymentReceived`].
+    PaymentReceived(PaymentReceived),
+}
+
+/// The order's state.
+#[derive(Debug, Default, Clone, Aggregate)]
+#[aggregate(kind = "order", event = OrderEvent)]
+pub struct Order {
+    /// Customer, once placed.
+    pub customer: Option<String>,
+    /// Price before discounts.
+    pub total_cents: u64,
+    /// Discounts granted.
+    pub discount_cents: u64,
+    /// Payments received.
+    pub paid_cents: u64,
+}
+
+/// Why an order command refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    /// Place runs once.
+    #[error("the order was already placed")]
+    AlreadyPlaced,
+    /// Other commands need a placed order.
+    #[error("the order was not placed")]
+    NotPlaced,
+    /// An order has lines.
+    #[error("an order needs at least one line")]
+    NoLines,
+    /// Amounts are positive.
+    #[error("the amount must be positive")]
+    ZeroAmount,
+    /// Discounts cannot exceed what is owed.
+    #[error("a discount of {discount_cents} exceeds the {owed_cents} owed")]
+    DiscountTooLarge {
+        /// Discount.
+        discount_cents: u64,
+        /// Owed.
+        owed_cents: u64,
+    },
+    /// Payments cannot exceed what is owed.
+    #[error("a payment of {amount_cents} exceeds the {owed_cents} owed")]
+    Overpayment {
+        /// Payment.
+        amount_cents: u64,
+        /// Owed.
+        owed_cents: u64,
+    },
+}
+
+impl Apply<OrderPlaced> for Order {
+    fn apply(&mut self, e: &OrderPlaced) {
+        self.customer = Some(e.customer.clone());
+        self.total_cents = e.total_cents;
+    }
+}
+impl Apply<DiscountApplied> for Order {
+    fn apply(&mut self, e: &DiscountApplied) {
+        self.discount_cents += e.amount_cents;
+    }
+}
+impl Apply<PaymentReceived> for Order {
+    fn apply(&mut self, e: &PaymentReceived) {
+        self.paid_cents += e.amount_cents;
+    }
+}
+
+impl Order {
+    /// What is still owed, in cents.
+    pub fn owed_cents(&self) -> u64 {
+        self.total_cents
+            .saturating_sub(self.discount_cents)
+            .saturating_sub(self.paid_cents)
+    }
+
+    /// Pending while something is owed, paid after.
+    pub fn status(&self) -> &'static str {
+        match (&self.customer, self.owed_cents()) {
+            (None, _) => "none",
+            (Some(_), 0) => "paid",
+            _ => "pending",
+        }
+    }
+
+    /// Places the order.
+    pub fn place(
+        &self,
+        customer: &str,
+        lines: Vec<OrderLine>,
+        total_cents: u64,
+    ) -> Result<OrderPlaced, OrderError> {
+        if self.customer.is_some() {
+            return Err(OrderError::AlreadyPlaced);
+        }
+        if lines.is_empty() {
+            return Err(OrderError::NoLines);
+        }
+        Ok(OrderPlaced {
+            customer: customer.to_owned(),
+            lines,
+            total_cents,
+        })
+    }
+
+    /// Grants a discount of at most what is owed.
+    pub fn apply_discount(
+        &self,
+        code: &str,
+        amount_cents: u64,
+    ) -> Result<DiscountApplied, OrderError> {
+        self.placed()?;
+        if amount_cents == 0 {
+            return Err(OrderError::ZeroAmount);
+        }
+        if amount_cents > self.owed_cents() {
+            return Err(OrderError::DiscountTooLarge {
+                discount_cents: amount_cents,
+                owed_cents: self.owed_cents(),
+            });
+        }
+        Ok(DiscountApplied {
+            code: code.to_owned(),
+            amount_cents,
+        })
+    }
+
+    /// Records a payment of at most what is owed.
+    pub fn pay(&self, amount_cents: u64) -> Result<PaymentReceived, OrderError> {
+        self.placed()?;
+        if amount_cents == 0 {
+            return Err(OrderError::ZeroAmount);
+        }
+        if amount_cents > self.owed_cents() {
+            return Err(OrderError::Overpayment {
+                amount_cents,
+                owed_cents: self.owed_cents(),
+            });
+        }
+        Ok(PaymentReceived { amount_cents })
+    }
+
+    fn placed(&self) -> Result<(), OrderError> {
+        self.customer
+            .as_ref()
+            .map(|_| ())
+            .ok_or(OrderError::NotPlaced)
+    }
+}
+
+/// The process manager: when an order is placed, reserve its lines' stock. Runs each
+/// reaction at most once (see [`Repository::execute_caused_by`]), so it is safe to run
+/// again from an older checkpoint after a crash.
+pub struct StockReservations<S: EventStore> {
+    /// The warehouse products.
+    pub products: Repository<Product, S>,
+    /// What it did, for display: (order, sku, outcome).
+    pub log: Vec<(String, String, String)>,
+}
+
+impl<S: EventStore> StockReservations<S> {
+    /// Reacts to one event of the log.
+    pub fn react(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+        let Some(envelope) = event.decode::<OrderEvent>()? else {
+            return Ok(());
+        };
+        let OrderEvent::OrderPlaced(placed) = envelope.event else {
+            return Ok(());
+        };
+        let order_id = event.stream_id.clone();
+        for line in &placed.lines {
+            let outcome = match self
+                .products
+                .execute_caused_by(&line.sku, event, |p| p.reserve(line.quantity, &order_id))
+            {
+                Ok(done) if done.already_applied => "already reserved".to_owned(),
+                Ok(done) => format!(
+                    "reserved {} (available now {})",
+                    line.quantity,
+                    done.state.available()
+                ),
+                Err(CommandError::Rejected(StockError::NotEnoughStock { available, .. })) => {
+                    format!("not enough stock ({available} available)")
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.log.push((order_id.clone(), line.sku.clone(), outcome));
+        }
+        Ok(())
+    }
+}
+
+/// Order summaries in SQLite: one row per order, and the projection's checkpoint in the
+/// same database, written in the same transaction.
+pub struct OrderSummaries {
+    conn: Connection,
+}
+
+impl OrderSummaries {
+    /// Opens (creating) the read model database.
+    pub fn open(path: &std::path::Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS order_summary (
+                order_id TEXT PRIMARY KEY,
+                customer TEXT NOT NULL,
+                total_cents INTEGER NOT NULL,
+                discount_cents INTEGER NOT NULL DEFAULT 0,
+                paid_cents INTEGER NOT NULL DEFAULT 0
+             );
+             CREATE TABLE IF NOT EXISTS checkpoint (
+                name TEXT PRIMARY KEY,
+                position INTEGER NOT NULL
+             );",
+        )?;
+        Ok(OrderSummaries { conn })
+    }
+
+    /// All rows: (order, customer, total, discount, paid, owed, status).
+    pub fn rows(&self) -> rusqlite::Result<Vec<SummaryRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT order_id, customer, total_cents, discount_cents, paid_cents FROM order_summary ORDER BY order_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let (total, discount, paid): (u64, u64, u64) = (r.get(2)?, r.get(3)?, r.get(4)?);
+            let owed = total.saturating_sub(discount).saturating_sub(paid);
+            Ok(SummaryRow {
+                order_id: r.get(0)?,
+                customer: r.get(1)?,
+                total_cents: total,
+                discount_cents: discount,
+                paid_cents: paid,
+                owed_cents: owed,
+                status: if owed == 0 { "paid" } else { "pending" },
+            })
+        })?;
+        rows.collect()
+    }
+}
+
+/// One order summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryRow {
+    /// Stream id of the order.
+    pub order_id: String,
+    /// Customer.
+    pub customer: String,
+    /// Price before discounts.
+    pub total_cents: u64,
+    /// Discounts.
+    pub discount_cents: u64,
+    /// Payments.
+    pub paid_cents: u64,
+    /// Still owed.
+    pub owed_cents: u64,
+    /// `pending` or `paid`.
+    pub status: &'static str,
+}
+
+const CHECKPOINT_NAME: &str = "order_summary";
+
+impl TransactionalProjection for OrderSummaries {
+    fn checkpoint(&mut self) -> Result<u64, BoxError> {
+        let position: Option<u64> = self
+            .conn
+            .query_row(
+                "SELECT position FROM checkpoint WHERE name = ?1",
+                params![CHECKPOINT_NAME],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(position.unwrap_or(0))
+    }
+
+    fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
+        let tx = self.conn.transaction()?;
+        for recorded in events {
+            let Some(envelope) = recorded.decode::<OrderEvent>()? else {
+                continue;
+            };
+            let id = &recorded.stream_id;
+            match envelope.event {
+                OrderEvent::OrderPlaced(e) => {
+                    tx.execute(
+                        "INSERT INTO order_summary (order_id, customer, total_cents) VALUES (?1, ?2, ?3)",
+                        params![id, e.customer, e.total_cents],
+                    )?;
+                }
+                OrderEvent::DiscountApplied(e) => {
+                    tx.execute(
+                        "UPDATE order_summary SET discount_cents = discount_cents + ?2 WHERE order_id = ?1",
+                        params![id, e.amount_cents],
+                    )?;
+                }
+                OrderEvent::PaymentReceived(e) => {
+                    tx.execute(
+                        "UPDATE order_summary SET paid_cents = paid_cents + ?2 WHERE order_id = ?1",
+                        params![id, e.amount_cents],
+                    )?;
+                }
+            }
+        }
+        tx.execute(
+            "INSERT INTO checkpoint (name, position) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+            params![CHECKPOINT_NAME, checkpoint],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<(), BoxError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM order_summary", [])?;
+        tx.execute(
+            "DELETE FROM checkpoint WHERE name = ?1",
+            params![CHECKPOINT_NAME],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
