@@ -526,11 +526,10 @@ pub fn check_idempotent_retry(
         reason: reason.to_owned(),
     };
     if event_ids.len() > 1 {
-        let mut seen = std::collections::HashSet::with_capacity(event_ids.len());
-        for id in event_ids {
-            if !seen.insert(id) {
-                return Err(duplicate(*id, "it appears twice in the append"));
-            }
+        let mut sorted = event_ids.to_vec();
+        sorted.sort_unstable();
+        if let Some(pair) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(duplicate(pair[0], "it appears twice in the append"));
         }
     }
     let mut first: Option<IdLocation> = None;

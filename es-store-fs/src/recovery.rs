@@ -159,7 +159,9 @@ impl Scan<'_> {
                     Err(reason) => {
                         let unacknowledged = is_last
                             && !self.read_only
-                            && !self.has_valid_frame_after(&*file, 0, len, index.head + 1);
+                            && self
+                                .first_valid_frame_after(&*file, 0, len, index.head + 1)
+                                .is_none();
                         if !unacknowledged {
                             return Err(OpenError::Corrupted {
                                 segment: seg,
@@ -187,6 +189,13 @@ impl Scan<'_> {
             let stop =
                 self.scan_frames(&*file, seg, offset, len, &mut index, &mut ids, &mut report)?;
             end = (seg, stop);
+            if is_last && stop > offset && !self.read_only {
+                // Frames past the index may sit only in the page cache: after a failed
+                // fdatasync the kernel keeps showing pages it will never write. Writing
+                // them again and syncing makes them durable before anything builds on them.
+                let path = segment_path(self.dir, seg);
+                rewrite_durably(&*file, offset, stop).map_err(io_err(&path))?;
+            }
             if stop < len && is_last && all_zero(&*file, stop, len) {
                 // room the writer zero-filled ahead of its frames
                 seg += 1;
@@ -360,12 +369,21 @@ impl Scan<'_> {
         next_position: u64,
     ) -> Result<Recovery, OpenError> {
         let reason = describe_bad_frame(file, offset, len, self.frame_cap);
-        let later_valid =
-            is_last && self.has_valid_frame_after(file, offset + 1, len, next_position);
+        // A valid frame after the bad one means damage, unless a stretch between them was
+        // never written: then both are writes of the unsynced tail that reached the disk
+        // out of order, and neither was durable.
+        let later_valid = if is_last {
+            self.first_valid_frame_after(file, offset + 1, len, next_position)
+                .filter(|&at| !has_unwritten_stretch(file, offset, at))
+        } else {
+            None
+        };
         let damage = if !is_last {
             Some(format!("{reason}, in a segment that is not the last"))
-        } else if later_valid {
-            Some(format!("{reason}, followed by a valid frame"))
+        } else if let Some(at) = later_valid {
+            Some(format!(
+                "{reason}, followed by a valid frame at offset {at}"
+            ))
         } else {
             None
         };
@@ -397,15 +415,15 @@ impl Scan<'_> {
         }
     }
 
-    /// Whether any offset in `from..len` starts a frame that passes its checksum and belongs
-    /// at or after `next_position` (older, stale frames do not count).
-    fn has_valid_frame_after(
+    /// The first offset in `from..len` that starts a frame that passes its checksum and
+    /// belongs at or after `next_position` (older, stale frames do not count).
+    fn first_valid_frame_after(
         &self,
         file: &dyn VfsFile,
         from: u64,
         len: u64,
         next_position: u64,
-    ) -> bool {
+    ) -> Option<u64> {
         let mut window = Window::default();
         let mut offset = from;
         while offset + (FRAME_OVERHEAD + format::MIN_BODY_LEN) as u64 <= len {
@@ -414,12 +432,60 @@ impl Scan<'_> {
                 && let Ok(frame) = Frame::parse(body)
                 && frame.place.first_position >= next_position
             {
-                return true;
+                return Some(offset);
             }
             offset += 1;
         }
-        false
+        None
     }
+}
+
+/// Zero bytes in a row that no frame holds: JSON has no NUL byte, stream ids and type
+/// names no control character, and the binary fields between them are interleaved with
+/// non-zero lengths and counts, so the longest run inside a frame is 17 bytes (a nil event
+/// id followed by a zero type index).
+const UNWRITTEN_RUN: usize = 32;
+/// Zero bytes in a row that no frame starts or ends with: it starts with its non-zero
+/// length and ends with the last byte of a JSON payload and that length again.
+const UNWRITTEN_EDGE: usize = 8;
+
+/// Whether `from..to` holds zero bytes in a row that no write of frames leaves there:
+/// [`UNWRITTEN_RUN`] anywhere, or [`UNWRITTEN_EDGE`] at either end. Such a stretch is space
+/// the log had claimed (zero-filled room, or a hole before a later write) whose write never
+/// reached the disk. Bit rot flips bits; it does not zero a run, so damage never looks like
+/// this.
+fn has_unwritten_stretch(file: &dyn VfsFile, from: u64, to: u64) -> bool {
+    let mut buf = vec![0u8; WINDOW.min((to - from) as usize)];
+    let mut run = 0usize;
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(buf.len());
+        if file.read_exact_at(&mut buf[..n], at).is_err() {
+            return false;
+        }
+        for (i, &b) in buf[..n].iter().enumerate() {
+            run = if b == 0 { run + 1 } else { 0 };
+            let from_start = at + i as u64 + 1 - from == run as u64;
+            if run >= UNWRITTEN_RUN || (from_start && run >= UNWRITTEN_EDGE) {
+                return true;
+            }
+        }
+        at += n as u64;
+    }
+    run >= UNWRITTEN_EDGE
+}
+
+/// Writes `from..to` of the file again with what it reads, and syncs it.
+fn rewrite_durably(file: &dyn VfsFile, from: u64, to: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; WINDOW.min((to - from) as usize)];
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        file.write_all_at(&buf[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_data()
 }
 
 /// Whether `from..to` of the file holds only zero bytes.

@@ -147,7 +147,10 @@ struct Writer {
     /// Queued bytes per segment, not yet written.
     queue: Vec<Chunk>,
     /// Every stored or queued event id, with its position.
-    ids: HashMap<Uuid, u64>,
+    ids: IdMap,
+    /// Ids read at open, hashed into `ids` on the first append (reads never need them,
+    /// so opening a large store does not pay for the map).
+    ids_on_disk: Option<Vec<Uuid>>,
     /// Ids of unpublished events, to forget if their flush fails.
     pending_ids: Vec<Uuid>,
     /// Tickets: each append takes one; `done` is the last acknowledged.
@@ -239,12 +242,6 @@ impl FileStore {
             Some(take_lock(&*vfs, &dir)?)
         };
         let rec = recovery::recover(&*vfs, &dir, frame_cap, options.read_only, options.repair)?;
-        let ids: HashMap<Uuid, u64> = rec
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (*id, i as u64 + 1))
-            .collect();
         let next_position = rec.index.head + 1;
         let shared = Arc::new(Shared {
             dir: dir.clone(),
@@ -259,7 +256,8 @@ impl FileStore {
                 overlay: HashMap::new(),
                 unpublished: Vec::new(),
                 queue: Vec::new(),
-                ids,
+                ids: IdMap::default(),
+                ids_on_disk: Some(rec.ids),
                 pending_ids: Vec::new(),
                 next_ticket: 1,
                 done: 0,
@@ -347,7 +345,7 @@ impl FileStore {
         if let Some(reason) = &w.poisoned {
             return Err(StoreError::ReadOnly(reason.clone()));
         }
-        self.shared.save_index(&w)
+        self.shared.save_index(&mut w)
     }
 
     /// Cuts the zero-filled room off the active segment (done at close).
@@ -444,19 +442,31 @@ impl Shared {
 
     /// Writes the index file atomically: log synced first, so that it covers only durable
     /// frames.
-    fn save_index(&self, w: &Writer) -> Result<(), StoreError> {
+    fn save_index(&self, w: &mut Writer) -> Result<(), StoreError> {
         let segments = read(&self.segments).clone();
-        if let Some(active) = segments.get(w.durable_tail.0 as usize) {
-            active.sync_data()?;
+        if let Some(active) = segments.get(w.durable_tail.0 as usize)
+            && let Err(e) = active.sync_data()
+        {
+            // as after a failed flush: the dirty pages may be gone, a retry could lie
+            let message = self.io_error("fsync of the log failed", &e);
+            w.poisoned = Some(format!(
+                "{message}; writes are refused until the store is reopened"
+            ));
+            return Err(e.into());
         }
         let index = read(&self.published);
-        let mut ids = vec![Uuid::nil(); index.head as usize];
-        for (id, &p) in &w.ids {
-            if p <= index.head {
-                ids[p as usize - 1] = *id;
+        let bytes = match &w.ids_on_disk {
+            Some(ids) => index.encode(&ids[..(index.head as usize).min(ids.len())]),
+            None => {
+                let mut ids = vec![Uuid::nil(); index.head as usize];
+                for (id, &p) in &w.ids {
+                    if p <= index.head {
+                        ids[p as usize - 1] = *id;
+                    }
+                }
+                index.encode(&ids)
             }
-        }
-        let bytes = index.encode(&ids);
+        };
         drop(index);
         let vfs = &*self.options.vfs;
         let tmp = self.dir.join("index.dat.tmp");
@@ -586,6 +596,7 @@ impl FileStore {
             .collect::<Result<Vec<_>, _>>()?;
         let event_ids: Vec<Uuid> = prepared.iter().map(|p| p.event_id).collect();
         let mut w = lock(&shared.writer);
+        w.hash_ids();
         let (ticket, result) = loop {
             if let Some(reason) = &w.poisoned {
                 return Err(StoreError::ReadOnly(reason.clone()));
@@ -646,15 +657,17 @@ impl FileStore {
         };
         let mut gathered = false;
         loop {
-            if w.done >= ticket {
-                return Ok(result);
-            }
+            // failures first: after a failed flush, a later one may complete (and move
+            // `done` past this ticket) before this appender wakes up
             if let Some((_, _, kind, reason)) = w
                 .failed
                 .iter()
                 .find(|(lo, hi, _, _)| (*lo..=*hi).contains(&ticket))
             {
                 return Err(StoreError::Io(io::Error::new(*kind, reason.clone())));
+            }
+            if w.done >= ticket {
+                return Ok(result);
             }
             if !w.flushing && !w.queue.is_empty() {
                 let queued = w.next_ticket - 1 - w.done;
@@ -809,7 +822,7 @@ impl FileStore {
                 w.durable_tail = tail;
                 w.dirty = shared.options.durability != Durability::Always;
                 if !chunks.iter().all(|c| c.new_segment.is_none())
-                    && let Err(e) = shared.save_index(&w)
+                    && let Err(e) = shared.save_index(&mut w)
                 {
                     log::warn!("writing the index after a segment roll: {e}");
                 }
@@ -940,6 +953,24 @@ impl SnapshotStore for FileStore {
     }
 }
 
+impl Writer {
+    /// Builds the id map from the ids read at open, once.
+    fn hash_ids(&mut self) {
+        if let Some(list) = self.ids_on_disk.take() {
+            self.ids.reserve(list.len());
+            self.ids.extend(
+                list.into_iter()
+                    .enumerate()
+                    .map(|(i, id)| (id, i as u64 + 1)),
+            );
+        }
+    }
+}
+
+/// Event id to global position. Seeded per process, so crafted ids cannot force
+/// collisions; faster than the default hasher on this hot path (three lookups per event).
+type IdMap = HashMap<Uuid, u64, foldhash::fast::RandomState>;
+
 /// Counts an append in flight until it returns.
 struct InFlight<'a>(&'a AtomicU64);
 
@@ -963,6 +994,10 @@ const GATHER_WAIT: Duration = Duration::from_micros(100);
 
 /// Frames fetched from the index per lock acquisition.
 const FRAMES_PER_FETCH: usize = 64;
+
+/// Frames a log-order read takes from the index at once: enough to let its read-ahead
+/// window span a megabyte of small frames.
+const LOG_FRAMES_PER_FETCH: usize = 1024;
 
 struct StreamReader<'a> {
     shared: &'a Shared,
@@ -1080,7 +1115,7 @@ impl LogReader<'_> {
         if self.frames.is_empty() {
             let index = read(&self.shared.published);
             if let Some(first) = index.frame_of_position(self.next_position) {
-                let end = (first + FRAMES_PER_FETCH).min(index.frames.len());
+                let end = (first + LOG_FRAMES_PER_FETCH).min(index.frames.len());
                 self.frames.extend(index.frames[first..end].iter().copied());
             }
         }

@@ -216,8 +216,11 @@ pub struct StockReservations<S: EventStore> {
 }
 
 impl<S: EventStore> StockReservations<S> {
-    /// Reacts to one event of the log.
+    /// Reacts to one event of the log (events of other aggregates are ignored).
     pub fn react(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+        if event.kind() != Order::KIND {
+            return Ok(());
+        }
         let Some(envelope) = event.decode::<OrderEvent>()? else {
             return Ok(());
         };

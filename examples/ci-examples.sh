@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every example on the file store, each in a fresh temporary directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for example in shopping_cart bank_account warehouse orders; do
+  echo "--- cargo run --example $example"
+  cargo run -q --locked --example "$example" -- "$tmp/$example"
+done

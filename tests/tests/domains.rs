@@ -1,0 +1,201 @@
+//! The four seed domains end to end on the file store, reopening the store between
+//! commands: state, invariants, history and read models survive every reopen.
+
+use es_core::projection::{MemoryCheckpoints, ProjectionRunner, WithCheckpoint};
+use es_core::subscription::Filter;
+use es_core::{CommandError, EventStore, Repository};
+use es_examples::bank::{Account, AccountError};
+use es_examples::cart::{Cart, CartError, QuantitySold};
+use es_examples::orders::{Order, OrderLine, OrderSummaries, StockReservations};
+use es_examples::warehouse::{Product, StockError};
+use es_store_fs::FileStore;
+use std::path::Path;
+
+/// Runs `f` on a freshly opened store, then closes it.
+fn with_store<T>(dir: &Path, f: impl FnOnce(&FileStore) -> T) -> T {
+    let store = FileStore::open(dir).expect("open");
+    let out = f(&store);
+    store.close().expect("close");
+    out
+}
+
+#[test]
+fn shopping_cart_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    with_store(d, |s| {
+        Repository::<Cart, _>::new(s)
+            .execute("1", |c| c.create("ann"))
+            .unwrap()
+    });
+    with_store(d, |s| {
+        let carts = Repository::<Cart, _>::new(s);
+        carts
+            .execute("1", |c| c.add_product("tea", 3, 400))
+            .unwrap();
+        carts.execute("1", |c| c.remove_product("tea", 1)).unwrap();
+    });
+    with_store(d, |s| {
+        let carts = Repository::<Cart, _>::new(s);
+        let err = carts
+            .execute("1", |c| c.remove_product("tea", 9))
+            .unwrap_err();
+        assert!(matches!(
+            err.rejected(),
+            Some(CartError::NotEnoughInCart { in_cart: 2, .. })
+        ));
+        carts.execute("1", |c| c.purchase()).unwrap();
+    });
+    with_store(d, |s| {
+        let carts = Repository::<Cart, _>::new(s);
+        let cart = carts.load("1").unwrap();
+        assert!(cart.purchased);
+        assert_eq!((cart.version, cart.total_cents()), (4, 800));
+        assert_eq!(carts.load_at("1", 2).unwrap().items["tea"].quantity, 3);
+        let err = carts
+            .execute("1", |c| c.add_product("cake", 1, 1))
+            .unwrap_err();
+        assert!(matches!(err.rejected(), Some(CartError::AlreadyPurchased)));
+        let mut view = ProjectionRunner::new(
+            s,
+            WithCheckpoint::new(
+                QuantitySold::default(),
+                "sold",
+                MemoryCheckpoints::default(),
+            ),
+        )
+        .with_filter(Filter::all().kinds(["cart"]));
+        view.run_to_head().unwrap();
+        assert_eq!(view.projection().projection.0["tea"], 2);
+    });
+}
+
+#[test]
+fn bank_account_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for step in 0..4 {
+        with_store(d, |s| {
+            let accounts = Repository::<Account, _>::new(s);
+            match step {
+                0 => drop(accounts.execute("a", |a| a.open("Ann")).unwrap()),
+                1 => drop(accounts.execute("a", |a| a.deposit(1_000)).unwrap()),
+                2 => drop(accounts.execute("a", |a| a.withdraw(400)).unwrap()),
+                _ => {
+                    let err = accounts.execute("a", |a| a.withdraw(601)).unwrap_err();
+                    assert!(matches!(
+                        err,
+                        CommandError::Rejected(AccountError::InsufficientFunds {
+                            balance_cents: 600,
+                            ..
+                        })
+                    ));
+                }
+            }
+        });
+    }
+    with_store(d, |s| {
+        let a = Repository::<Account, _>::new(s).load("a").unwrap();
+        assert_eq!((a.balance_cents, a.version), (600, 3));
+    });
+}
+
+#[test]
+fn warehouse_snapshots_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    with_store(d, |s| {
+        let products = Repository::<Product, _>::new(s);
+        for _ in 0..250 {
+            products.execute("p", |p| p.receive(1)).unwrap();
+        }
+    });
+    with_store(d, |s| {
+        let products = Repository::<Product, _>::new(s);
+        let snapshot = s
+            .snapshots()
+            .unwrap()
+            .load_snapshot("product-p", u64::MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(snapshot.version, 200);
+        let p = products.load("p").unwrap();
+        assert_eq!((p.on_hand, p.version, p.events), (250, 250, 250));
+        let err = products.execute("p", |p| p.ship(251)).unwrap_err();
+        assert!(matches!(
+            err.rejected(),
+            Some(StockError::NotEnoughStock { available: 250, .. })
+        ));
+        products.execute("p", |p| p.ship(250)).unwrap();
+    });
+    with_store(d, |s| {
+        assert_eq!(
+            Repository::<Product, _>::new(s).load("p").unwrap().on_hand,
+            0
+        );
+    });
+}
+
+#[test]
+fn orders_process_manager_and_sqlite_read_model_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("events");
+    let db = dir.path().join("summary.sqlite");
+    with_store(&d, |s| {
+        Repository::<Product, _>::new(s)
+            .execute("kb", |p| p.receive(3))
+            .unwrap();
+        let orders = Repository::<Order, _>::new(s);
+        let line = vec![OrderLine {
+            sku: "kb".into(),
+            quantity: 2,
+        }];
+        orders
+            .execute("1", |o| o.place("Dana", line.clone(), 200_00))
+            .unwrap();
+        orders
+            .execute("1", |o| o.apply_discount("SPRING50", 50_00))
+            .unwrap();
+        assert_eq!(orders.load("1").unwrap().owed_cents(), 150_00);
+    });
+    // the process manager runs twice over the same log, with a reopen in between
+    for _ in 0..2 {
+        with_store(&d, |s| {
+            let mut manager = StockReservations {
+                products: Repository::<Product, _>::new(s),
+                log: Vec::new(),
+            };
+            for e in s.read_all(1).unwrap() {
+                manager.react(&e.unwrap()).unwrap();
+            }
+            let p = manager.products.load("kb").unwrap();
+            assert_eq!(
+                (p.reserved, p.available()),
+                (2, 1),
+                "reserved once, however often it runs"
+            );
+        });
+    }
+    with_store(&d, |s| {
+        let mut runner = ProjectionRunner::new(s, OrderSummaries::open(&db).unwrap())
+            .with_filter(Filter::all().kinds(["order"]));
+        runner.run_to_head().unwrap();
+        Repository::<Order, _>::new(s)
+            .execute("1", |o| o.pay(150_00))
+            .unwrap();
+    });
+    with_store(&d, |s| {
+        let mut runner = ProjectionRunner::new(s, OrderSummaries::open(&db).unwrap())
+            .with_filter(Filter::all().kinds(["order"]));
+        assert_eq!(
+            runner.lag().unwrap(),
+            1,
+            "resumes from the checkpoint in SQLite"
+        );
+        runner.run_to_head().unwrap();
+        let rows = runner.projection().rows().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].owed_cents, rows[0].status), (0, "paid"));
+        assert_eq!(rows[0].discount_cents, 50_00);
+    });
+}
