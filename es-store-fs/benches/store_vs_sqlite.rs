@@ -257,11 +257,7 @@ fn fs_concurrent(dir: &Path, threads: u64, per_thread: u64) -> Duration {
                 for i in 0..per_thread {
                     let stream = format!("cart-{t:03}-{:06}", i / 10);
                     store
-                        .append(
-                            &stream,
-                            ExpectedVersion::Exact(i % 10),
-                            vec![event(i as u64)],
-                        )
+                        .append(&stream, ExpectedVersion::Exact(i % 10), vec![event(i)])
                         .unwrap();
                 }
             });

@@ -277,6 +277,26 @@ impl Scan<'_> {
         {
             return None;
         }
+        // readers allocate what the index says a frame is long: every frame must be a
+        // plausible length, in log order, and inside its segment
+        let lens: Vec<u64> = segments
+            .iter()
+            .map(|f| f.len().ok())
+            .collect::<Option<_>>()?;
+        let min_len = (FRAME_OVERHEAD + format::MIN_BODY_LEN) as u64;
+        let mut previous_end = (0, 0);
+        for f in &index.frames {
+            let len = u64::from(f.at.len);
+            let end = f.at.offset.checked_add(len)?;
+            let plausible = (min_len..=self.frame_cap as u64).contains(&len)
+                && f.at.offset >= SEGMENT_HEADER_LEN as u64
+                && (f.at.segment, f.at.offset) >= previous_end
+                && end <= *lens.get(usize::try_from(f.at.segment).ok()?)?;
+            if !plausible {
+                return None;
+            }
+            previous_end = (f.at.segment, end);
+        }
         Some((index, ids))
     }
 
@@ -380,12 +400,8 @@ impl Scan<'_> {
         };
         let damage = if !is_last {
             Some(format!("{reason}, in a segment that is not the last"))
-        } else if let Some(at) = later_valid {
-            Some(format!(
-                "{reason}, followed by a valid frame at offset {at}"
-            ))
         } else {
-            None
+            later_valid.map(|at| format!("{reason}, followed by a valid frame at offset {at}"))
         };
         if self.read_only {
             return match damage {

@@ -4,6 +4,9 @@
 //!
 //! `cargo run --example bank_account [DIR]`
 
+// Amounts in cents are written as dollars_cents: `150_00` is $150.00.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 use es_core::subscription::{Filter, Subscription};
 use es_core::{Aggregate, Metadata, Repository};
 use es_examples::bank::{Account, AccountEvent};

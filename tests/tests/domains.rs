@@ -1,6 +1,9 @@
 //! The four seed domains end to end on the file store, reopening the store between
 //! commands: state, invariants, history and read models survive every reopen.
 
+// Amounts in cents are written as dollars_cents: `150_00` is $150.00.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 use es_core::projection::{MemoryCheckpoints, ProjectionRunner, WithCheckpoint};
 use es_core::subscription::Filter;
 use es_core::{CommandError, EventStore, Repository};
