@@ -382,7 +382,7 @@ pub type EventStream<'a> = Box<dyn Iterator<Item = Result<RecordedEvent, StoreEr
 /// order. Reads stream their results. Implementations are `Send + Sync` and take `&self`,
 /// so one store is shared by reference or `Arc` across threads.
 ///
-/// The conformance suite in [`crate::testing::conformance`] (feature `testing`) pins every
+/// The conformance suite in `es_core::testing::conformance` (feature `testing`) pins every
 /// behaviour; each implementation runs it.
 ///
 /// ```
