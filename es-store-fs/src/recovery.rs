@@ -461,9 +461,9 @@ impl Scan<'_> {
 /// non-zero lengths and counts, so the longest run inside a frame is 17 bytes (a nil event
 /// id followed by a zero type index).
 const UNWRITTEN_RUN: usize = 32;
-/// Zero bytes in a row that no frame starts or ends with: it starts with its non-zero
-/// length and ends with the last byte of a JSON payload and that length again.
-const UNWRITTEN_EDGE: usize = 8;
+/// Zero bytes in a row that no frame starts or ends with: its first and last four bytes
+/// are its length, which is never zero.
+const UNWRITTEN_EDGE: usize = 4;
 
 /// Whether `from..to` holds zero bytes in a row that no write of frames leaves there:
 /// [`UNWRITTEN_RUN`] anywhere, or [`UNWRITTEN_EDGE`] at either end. Such a stretch is space

@@ -1,0 +1,257 @@
+//! The repository round-trips a hand-written aggregate (a bank account) on the in-memory
+//! store, and every error path is typed: the domain's refusal, a conflict that outlives
+//! the retries, an event that cannot be encoded, a stored event that cannot be decoded,
+//! and the store's own errors.
+
+use es_core::doc_support::{Account, AccountError, AccountEvent, Deposited, Withdrawn};
+use es_core::testing::AggregateTest;
+use es_core::{
+    CommandError, DecodeError, EventStore, ExpectedVersion, LoadError, MemoryStore, Metadata,
+    NewEvent, Repository, StoreError,
+};
+
+#[test]
+fn a_bank_account_round_trips() {
+    let accounts = Repository::<Account, _>::new(MemoryStore::new());
+    let done = accounts.execute("7", |a| a.deposit(100)).unwrap();
+    assert_eq!(
+        (done.version, done.state.balance, done.attempts),
+        (1, 100, 1)
+    );
+    accounts.execute("7", |a| a.withdraw(30)).unwrap();
+    // several events at once, and none
+    let both = accounts
+        .execute("7", |a| {
+            Ok::<_, AccountError>((a.deposit(5)?, a.withdraw(10)?))
+        })
+        .unwrap();
+    assert_eq!(both.events.len(), 2);
+    assert_eq!(both.appended.unwrap().len(), 2);
+    let nothing = accounts
+        .execute("7", |_| Ok::<_, AccountError>(()))
+        .unwrap();
+    assert!(nothing.appended.is_none());
+    let account = accounts.load("7").unwrap();
+    assert_eq!((account.balance, account.version), (65, 4));
+    assert_eq!(accounts.load_at("7", 1).unwrap().balance, 100);
+    assert_eq!(
+        accounts.load_at("7", 99).unwrap().version,
+        4,
+        "capped at the stream's end"
+    );
+    let first_time = accounts.history("7").unwrap()[0].timestamp;
+    assert_eq!(accounts.load_as_of("7", first_time).unwrap().balance, 100);
+    assert_eq!(accounts.load("nobody").unwrap().version, 0);
+    assert_eq!(accounts.stream_id("7"), "account-7");
+}
+
+#[test]
+fn metadata_is_attached_to_every_event() {
+    let accounts = Repository::<Account, _>::new(MemoryStore::new());
+    let meta = Metadata::new()
+        .with_actor("teller")
+        .with("reason", "opening");
+    accounts
+        .execute_with("1", meta.clone(), |a| {
+            Ok::<_, AccountError>(vec![a.deposit(1)?, a.deposit(2)?])
+        })
+        .unwrap();
+    for e in accounts.history("1").unwrap() {
+        assert_eq!(e.metadata, meta);
+    }
+}
+
+#[test]
+fn the_domain_error_is_returned_and_nothing_is_written() {
+    let accounts = Repository::<Account, _>::new(MemoryStore::new());
+    accounts.execute("1", |a| a.deposit(50)).unwrap();
+    let err = accounts.execute("1", |a| a.withdraw(80)).unwrap_err();
+    assert_eq!(
+        err.rejected(),
+        Some(&AccountError::InsufficientFunds {
+            balance: 50,
+            requested: 80
+        })
+    );
+    assert!(err.to_string().contains("insufficient funds"), "{err}");
+    assert_eq!(accounts.store().head_position().unwrap(), 1);
+}
+
+#[test]
+fn a_conflict_that_outlives_the_retries_is_reported() {
+    let accounts = Repository::<Account, _>::new(MemoryStore::new()).with_max_attempts(3);
+    let rival = Repository::<Account, _>::new(accounts.store());
+    let mut runs = 0;
+    let err = accounts
+        .execute("1", |a| {
+            runs += 1;
+            // another writer appends every time this command decides
+            rival.execute("1", |r| r.deposit(1)).unwrap();
+            a.deposit(10)
+        })
+        .unwrap_err();
+    assert_eq!(runs, 3);
+    match err {
+        CommandError::Conflict {
+            stream_id,
+            attempts,
+            actual,
+        } => {
+            assert_eq!((stream_id.as_str(), attempts, actual), ("account-1", 3, 3));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // one conflict, then success: the retry sees the rival's event
+    let mut raced = false;
+    let done = accounts
+        .execute("1", |a| {
+            if !raced {
+                raced = true;
+                rival.execute("1", |r| r.deposit(1)).unwrap();
+            }
+            a.deposit(10)
+        })
+        .unwrap();
+    assert_eq!((done.attempts, done.state.balance), (2, 14));
+}
+
+#[test]
+fn an_undecodable_stored_event_names_stream_and_position() {
+    let store = MemoryStore::new();
+    store
+        .append(
+            "other-1",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("Noise", 1, b"{}".to_vec())],
+        )
+        .unwrap();
+    store
+        .append(
+            "account-1",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("Deposited", 1, br#"{"amount":5}"#.to_vec())],
+        )
+        .unwrap();
+    store
+        .append(
+            "account-1",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("Closed", 1, b"{}".to_vec())],
+        )
+        .unwrap();
+    store
+        .append(
+            "account-2",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("Deposited", 9, b"{}".to_vec())],
+        )
+        .unwrap();
+    store
+        .append(
+            "account-3",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("Deposited", 1, br#"{"amount":"x"}"#.to_vec())],
+        )
+        .unwrap();
+    let accounts = Repository::<Account, _>::new(&store);
+    let LoadError::Decode(e) = accounts.load("1").unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(
+        (e.stream_id.as_str(), e.stream_version, e.position),
+        ("account-1", 2, 3)
+    );
+    assert!(
+        matches!(e.error, DecodeError::UnknownType { ref event_type, version: 1 } if event_type == "Closed")
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("account-1") && text.contains("Closed") && text.contains("position 3"),
+        "{text}"
+    );
+    let LoadError::Decode(e) = accounts.load("2").unwrap_err() else {
+        panic!()
+    };
+    assert!(matches!(
+        e.error,
+        DecodeError::FutureVersion {
+            version: 9,
+            supported: 1,
+            ..
+        }
+    ));
+    let LoadError::Decode(e) = accounts.load("3").unwrap_err() else {
+        panic!()
+    };
+    assert!(matches!(e.error, DecodeError::Payload { .. }));
+    // a command on such a stream fails with the same decode error, before it runs
+    let err = accounts.execute("1", |a| a.deposit(1)).unwrap_err();
+    assert!(matches!(err, CommandError::Decode(_)), "{err:?}");
+}
+
+#[test]
+fn store_errors_pass_through() {
+    let accounts = Repository::<Account, _>::new(MemoryStore::new());
+    let err = accounts.execute("bad\nid", |a| a.deposit(1)).unwrap_err();
+    assert!(
+        matches!(err, CommandError::Store(StoreError::InvalidStreamId { .. })),
+        "{err:?}"
+    );
+    let err = accounts.load("bad\0id").unwrap_err();
+    assert!(
+        matches!(err, LoadError::Store(StoreError::InvalidStreamId { .. })),
+        "{err:?}"
+    );
+}
+
+/// An event whose serialization always fails.
+#[derive(serde::Deserialize)]
+struct Unencodable;
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this event refuses to be written",
+        ))
+    }
+}
+
+impl es_core::Event for Unencodable {
+    const NAME: &'static str = "Unencodable";
+    const VERSION: u32 = 1;
+}
+
+#[test]
+fn an_event_that_cannot_be_encoded_is_a_typed_error() {
+    let err = es_core::EncodeError::encode(&Unencodable).unwrap_err();
+    assert_eq!(err.event_type, "Unencodable");
+    assert!(err.to_string().contains("refuses to be written"), "{err}");
+}
+
+#[test]
+fn given_when_then() {
+    AggregateTest::<Account>::given(vec![Deposited { amount: 100 }])
+        .when(|a| a.withdraw(40))
+        .then_expect_events(Withdrawn { amount: 40 });
+    AggregateTest::<Account>::given((Deposited { amount: 10 }, Withdrawn { amount: 10 }))
+        .when(|a| a.withdraw(1))
+        .then_expect_error(AccountError::InsufficientFunds {
+            balance: 0,
+            requested: 1,
+        });
+    AggregateTest::<Account>::given_no_events()
+        .when(|a| a.deposit(0))
+        .then_expect_error_matching(|e| *e == AccountError::ZeroAmount);
+    let state = AggregateTest::<Account>::given(AccountEvent::Deposited(Deposited { amount: 3 }))
+        .when(|a| a.deposit(4))
+        .then_expect_events(Deposited { amount: 4 });
+    assert_eq!(state.balance, 7);
+}
+
+#[test]
+#[should_panic(expected = "decided other events than expected")]
+fn given_when_then_reports_other_events() {
+    AggregateTest::<Account>::given(Deposited { amount: 100 })
+        .when(|a| a.withdraw(40))
+        .then_expect_events(Withdrawn { amount: 41 });
+}

@@ -1,0 +1,246 @@
+//! A writer process killed with SIGKILL at a random moment loses no acknowledged append and
+//! leaves no part of one, in every durability mode (a process crash keeps what the OS
+//! holds), on the real disk.
+//!
+//! This test has its own `main`: run without `ES_KILL_CHILD`, it is the parent and starts
+//! itself again as the child, which appends from several threads and reports each append
+//! on stdout before it starts and once it is acknowledged. `ES_RELIABILITY_FULL=1` runs
+//! hundreds of rounds instead of a few.
+
+mod common;
+
+use common::{Attempt, Outcome, event, figure, next_append_works, scale, verify};
+use es_core::{AppendResult, EventStore, ExpectedVersion, NewEvent};
+use es_store_fs::{Durability, FileStore, FileStoreOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHILD: &str = "ES_KILL_CHILD";
+
+/// A small deterministic generator (xorshift64*), so that a round can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn durability(mode: u64) -> Durability {
+    match mode % 3 {
+        0 => Durability::Always,
+        1 => Durability::Periodic(Duration::from_millis(2)),
+        _ => Durability::None,
+    }
+}
+
+fn options(mode: u64) -> FileStoreOptions {
+    FileStoreOptions {
+        durability: durability(mode),
+        segment_size: if mode.is_multiple_of(2) {
+            4096
+        } else {
+            1 << 20
+        },
+        preallocate: if mode % 4 < 2 { 0 } else { 16 * 1024 },
+        ..FileStoreOptions::default()
+    }
+}
+
+fn event_json(e: &NewEvent) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.event_id.to_string(),
+        "type": e.event_type,
+        "version": e.schema_version,
+        "payload": String::from_utf8(e.payload.clone()).unwrap(),
+        "metadata": e.metadata,
+    })
+}
+
+fn event_from_json(v: &serde_json::Value) -> NewEvent {
+    let mut e = NewEvent::new(
+        v["type"].as_str().unwrap(),
+        v["version"].as_u64().unwrap() as u32,
+        v["payload"].as_str().unwrap().as_bytes().to_vec(),
+    );
+    e.event_id = v["id"].as_str().unwrap().parse().unwrap();
+    e.metadata = serde_json::from_value(v["metadata"].clone()).unwrap();
+    e
+}
+
+/// The child: appends until killed, reporting each append as it starts and ends.
+fn child(dir: &str, seed: u64, mode: u64) {
+    let store = FileStore::open_with(dir, options(mode)).unwrap();
+    let out = std::sync::Mutex::new(std::io::stdout());
+    let say = |v: serde_json::Value| {
+        let mut out = out.lock().unwrap();
+        writeln!(out, "{v}").unwrap();
+        out.flush().unwrap();
+    };
+    std::thread::scope(|scope| {
+        for t in 0..3u64 {
+            let (store, say) = (&store, &say);
+            scope.spawn(move || {
+                let mut rng = Rng(seed ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+                for i in 0.. {
+                    let stream = format!("k-{}", rng.below(4));
+                    let n = 1 + rng.below(5);
+                    let events: Vec<NewEvent> = (0..n)
+                        .map(|k| event(&stream, t << 32 | i << 8 | k, 10 + rng.below(600) as usize))
+                        .collect();
+                    let key = format!("{t}-{i}");
+                    say(serde_json::json!({
+                        "start": key,
+                        "stream": stream,
+                        "events": events.iter().map(event_json).collect::<Vec<_>>(),
+                    }));
+                    let r = store.append(&stream, ExpectedVersion::Any, events).unwrap();
+                    say(serde_json::json!({
+                        "ack": key,
+                        "r": [r.first_version, r.last_version, r.first_position, r.last_position],
+                    }));
+                }
+            });
+        }
+    });
+}
+
+/// One round: start the child, kill it after a random number of acknowledgements (or
+/// a random time), reopen and check.
+fn round(seed: u64) -> Result<(u64, u64), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+    let mode = rng.below(12);
+    let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+        .env(CHILD, dir.path())
+        .env("ES_KILL_SEED", seed.to_string())
+        .env("ES_KILL_MODE", mode.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().unwrap();
+    let kill_after_acks = 1 + rng.below(150);
+    let deadline = Instant::now() + Duration::from_millis(20 + rng.below(400));
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut by_key = std::collections::HashMap::new();
+    let mut acks = 0u64;
+    let mut killed = false;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        // a line cut short by the kill is not a report
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if let Some(key) = v["start"].as_str() {
+            by_key.insert(key.to_owned(), attempts.len());
+            attempts.push(Attempt {
+                stream: v["stream"].as_str().unwrap().to_owned(),
+                expected: ExpectedVersion::Any,
+                events: v["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(event_from_json)
+                    .collect(),
+                started: 0,
+                outcome: Outcome::Pending,
+                newest_segment: 0,
+            });
+        } else if let Some(key) = v["ack"].as_str() {
+            let r: Vec<u64> = v["r"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap())
+                .collect();
+            let result = AppendResult {
+                first_version: r[0],
+                last_version: r[1],
+                first_position: r[2],
+                last_position: r[3],
+            };
+            attempts[by_key[key]].outcome = Outcome::Acked { result, at: 0 };
+            acks += 1;
+        }
+        if !killed && (acks >= kill_after_acks || Instant::now() > deadline) {
+            child.kill().map_err(|e| e.to_string())?; // SIGKILL
+            killed = true;
+        }
+    }
+    if !killed {
+        child.kill().ok();
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if status.success() {
+        return Err("the child exited by itself".into());
+    }
+    let store = FileStore::open(dir.path()).map_err(|e| format!("reopening: {e}"))?;
+    let found = verify(&store, &attempts, |a| {
+        matches!(a.outcome, Outcome::Acked { .. })
+    })
+    .map_err(|e| format!("mode {mode}: {e}; recovery: {:?}", store.recovery_report()))?;
+    next_append_works(&store)?;
+    Ok((acks, found.appends - found.required))
+}
+
+fn main() {
+    if let Ok(dir) = std::env::var(CHILD) {
+        let seed = std::env::var("ES_KILL_SEED").unwrap().parse().unwrap();
+        let mode = std::env::var("ES_KILL_MODE").unwrap().parse().unwrap();
+        child(&dir, seed, mode);
+        return;
+    }
+    // honour a test-name filter from `cargo test NAME`
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if !filters.is_empty() && !filters.iter().any(|f| "process_kill".contains(f.as_str())) {
+        println!("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out");
+        return;
+    }
+    let rounds = scale(12, 500);
+    let first_seed: u64 = std::env::var("ES_KILL_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let (mut acks, mut unacked_present) = (0, 0);
+    let mut failures = Vec::new();
+    for seed in first_seed..first_seed + u64::from(rounds) {
+        match round(seed) {
+            Ok((a, u)) => {
+                acks += a;
+                unacked_present += u;
+            }
+            Err(e) => failures.push(format!("round {seed}: {e}")),
+        }
+    }
+    figure("process kill", "rounds", u64::from(rounds));
+    figure("process kill", "acknowledged appends checked", acks);
+    figure(
+        "process kill",
+        "in-flight appends found whole after the kill",
+        unacked_present,
+    );
+    if failures.is_empty() {
+        println!("test process_kill ... ok");
+        println!("\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+    } else {
+        for f in &failures {
+            eprintln!("{f}");
+        }
+        println!("test process_kill ... FAILED");
+        println!(
+            "\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out"
+        );
+        std::process::exit(101);
+    }
+}
