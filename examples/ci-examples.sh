@@ -8,3 +8,4 @@ for example in shopping_cart bank_account warehouse orders; do
   echo "--- cargo run --example $example"
   cargo run -q --locked --example "$example" -- "$tmp/$example"
 done
+cargo run -q --locked --example upcasting -- "$tmp/upcasting"

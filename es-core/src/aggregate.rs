@@ -97,6 +97,10 @@ pub struct SnapshotPolicy {
     note = "implement `Apply<{E}> for {Self}`: `impl Apply<{E}> for {Self} {{ fn apply(&mut self, event: &{E}) {{ .. }} }}`"
 )]
 pub trait Apply<E> {
+    /// A fingerprint of this handler's code, part of the aggregate's snapshot
+    /// fingerprint; 0 when unknown. `#[es_core::fingerprint]` on the impl block sets it.
+    const FINGERPRINT: u64 = 0;
+
     /// Folds the event into the state.
     fn apply(&mut self, event: &E);
 }

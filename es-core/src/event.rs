@@ -6,6 +6,7 @@
 //! chain for old versions. `#[event]` generates both; the traits are public so that a hand
 //! written implementation is possible too.
 
+use crate::schema::{EventSchema, SetSchema};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -55,6 +56,11 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     const VERSION: u32;
     /// Names this event was stored under before it was renamed.
     const ALIASES: &'static [&'static str] = &[];
+    /// The stored shape of the current version, for the schema check and snapshot
+    /// fingerprints ([`crate::schema`]). `#[event]` describes the fields; the default
+    /// knows only the name, version and aliases.
+    const SCHEMA: EventSchema =
+        EventSchema::new(Self::NAME, Self::VERSION).with_aliases(Self::ALIASES);
 
     /// Brings a payload stored at `version` (lower than [`Event::VERSION`]) up to date.
     ///
@@ -178,6 +184,10 @@ pub struct EncodedEvent {
 pub trait EventSet: Sized + Send + Sync + 'static {
     /// Every current type name of the set, in declaration order.
     const EVENT_TYPES: &'static [&'static str];
+    /// The set's events and ignored names, for the schema check and snapshot
+    /// fingerprints ([`crate::schema`]). `#[event]` generates it; `None` for a set it
+    /// did not describe.
+    const SCHEMA: Option<SetSchema> = None;
 
     /// The type name of this event.
     fn event_type(&self) -> &'static str;

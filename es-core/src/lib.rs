@@ -12,8 +12,10 @@
 //! ```
 //!
 //! With the default `derive` feature, `#[event]` and `#[derive(Aggregate)]` are re-exported
-//! from `es-macros`. The `testing` feature adds the store conformance suite and a
-//! given/when/then helper for aggregate tests.
+//! from `es-macros`, with `#[fingerprint]`, which adds an `Apply` handler's code to its
+//! aggregate's snapshot fingerprint. The `testing` feature adds the store conformance
+//! suite, a given/when/then helper for aggregate tests and the schema check
+//! ([`schema`] describes what it checks; `docs/schema-safety.md` is its manual).
 #![warn(missing_docs)]
 
 pub mod aggregate;
@@ -22,6 +24,7 @@ pub mod event;
 pub mod memory;
 pub mod projection;
 pub mod repository;
+pub mod schema;
 pub mod snapshot;
 pub mod store;
 pub mod subscription;
@@ -48,7 +51,7 @@ pub use store::{AppendResult, EventStore, EventStream, ExpectedVersion, Limits, 
 pub use subscription::{Filter, Subscription};
 
 #[cfg(feature = "derive")]
-pub use es_macros::{Aggregate, event};
+pub use es_macros::{Aggregate, event, fingerprint};
 
 /// What generated code and most users import.
 pub mod prelude {
@@ -58,7 +61,7 @@ pub mod prelude {
     };
     // `Aggregate` above is both the trait and, with `derive`, the derive macro.
     #[cfg(feature = "derive")]
-    pub use es_macros::event;
+    pub use es_macros::{event, fingerprint};
 }
 
 /// Paths the macros' generated code uses, so that users need not depend on serde.

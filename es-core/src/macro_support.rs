@@ -2,6 +2,7 @@
 //! API: names and signatures may change in any release.
 
 use crate::event::{MigrationFn, UpcastError, deserialize_payload, run_migrations};
+use crate::schema::{FieldSchema, Fnv, SetSchema};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -17,6 +18,10 @@ use serde_json::Value;
     note = "`#[aggregate(event = ...)]` names the enum of the aggregate's events, annotated with `#[event]`"
 )]
 pub trait Dispatch<A> {
+    /// The `Apply::FINGERPRINT`s of `A`'s handlers for the set's events, combined in
+    /// declaration order (see [`handlers_fingerprint`]).
+    const HANDLERS_FINGERPRINT: u64 = 0;
+
     /// Calls `Apply::apply` of the variant's event on `aggregate`.
     fn dispatch(&self, aggregate: &mut A);
 }
@@ -112,6 +117,47 @@ pub fn migrate<E: DeserializeOwned>(
 ) -> Result<E, UpcastError> {
     let value = run_migrations(event_type, version, steps, payload)?;
     deserialize_payload(value)
+}
+
+/// The fingerprint of an event struct's stored shape: its form (`named`, `tuple` or
+/// `unit`), its shaping container attributes and its fields, as `#[event]` lists them.
+pub const fn shape_fingerprint(form: &str, attributes: &[&str], fields: &[FieldSchema]) -> u64 {
+    let mut hash = Fnv::new()
+        .str(form)
+        .strs(attributes)
+        .u64(fields.len() as u64);
+    let mut i = 0;
+    while i < fields.len() {
+        let field = &fields[i];
+        hash = hash.strs(field.attributes).str(field.name).str(field.ty);
+        i += 1;
+    }
+    hash.finish()
+}
+
+/// Combines the fingerprints of an aggregate's handlers, one per event of its set; 0
+/// when no handler has one.
+pub const fn handlers_fingerprint(handlers: &[u64]) -> u64 {
+    let mut any = false;
+    let mut hash = Fnv::new();
+    let mut i = 0;
+    while i < handlers.len() {
+        any |= handlers[i] != 0;
+        hash = hash.u64(handlers[i]);
+        i += 1;
+    }
+    if any { hash.finish() } else { 0 }
+}
+
+/// The snapshot fingerprint of a derived aggregate: the shape of its state type, the
+/// fingerprint of its event set (when described) and of its handlers (when
+/// fingerprinted).
+pub const fn snapshot_fingerprint(state: u64, events: Option<SetSchema>, handlers: u64) -> u64 {
+    let events = match events {
+        Some(set) => set.fingerprint(),
+        None => 0,
+    };
+    Fnv::new().u64(state).u64(events).u64(handlers).finish()
 }
 
 #[cfg(test)]

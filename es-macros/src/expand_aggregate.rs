@@ -5,8 +5,9 @@ use crate::ast::AggregateInput;
 use crate::attr::{Attr, Number};
 use crate::ctxt::Ctxt;
 use crate::expand_event::local;
+use crate::shape::{canonical, fnv1a};
 use crate::{check, fallback};
-use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
+use proc_macro2::TokenStream;
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Ident};
@@ -34,8 +35,9 @@ fn generate(aggregate: &AggregateInput) -> TokenStream {
 }
 
 /// With `snapshot_every`: the policy, the state encoded as JSON with serde, and a
-/// fingerprint of the state's shape, so that a snapshot written before the shape changed
-/// is ignored rather than misread.
+/// fingerprint of the state's shape, the event set's schema and the fingerprinted
+/// handlers, so that a snapshot written before one of them changed is ignored rather than
+/// misread.
 fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStream {
     let every_lit = &every.value.lit;
     let version = aggregate
@@ -43,7 +45,23 @@ fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStre
         .snapshot_version
         .as_ref()
         .map_or_else(|| quote!(1), |v| v.value.lit.to_token_stream());
-    let fingerprint = fingerprint(aggregate.input);
+    let state_fingerprint = state_fingerprint(aggregate.input);
+    let ident = aggregate.ident();
+    let events = &aggregate
+        .attrs
+        .event
+        .as_ref()
+        .expect("check::aggregate reports a missing event")
+        .value;
+    // Spanned at `event = ...`, like the dispatch: a set without a handler for one of its
+    // events is reported once, there.
+    let fingerprint = quote_spanned! {events.span()=>
+        ::es_core::__private::snapshot_fingerprint(
+            #state_fingerprint,
+            <#events as ::es_core::EventSet>::SCHEMA,
+            <#events as ::es_core::__private::Dispatch<#ident>>::HANDLERS_FINGERPRINT,
+        )
+    };
     let state = local("state");
     // Spanned at `snapshot_every`: a state without serde's traits is reported there.
     let encode = quote_spanned! {every.key.span()=>
@@ -63,7 +81,8 @@ fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStre
 
         #[inline]
         fn snapshot_fingerprint() -> u64 {
-            #fingerprint
+            const __ES_FINGERPRINT: u64 = #fingerprint;
+            __ES_FINGERPRINT
         }
 
         fn encode_snapshot(
@@ -83,7 +102,7 @@ fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStre
 /// A 64-bit FNV-1a hash of the state type's shape: its field (or variant) names, types and
 /// attributes other than doc comments, and its container attributes other than doc
 /// comments and derives. Never 0, which means "no fingerprint".
-fn fingerprint(input: &DeriveInput) -> u64 {
+fn state_fingerprint(input: &DeriveInput) -> u64 {
     let mut data = input.data.clone();
     let keep = |attr: &syn::Attribute| !attr.path().is_ident("doc");
     match &mut data {
@@ -122,45 +141,7 @@ fn fingerprint(input: &DeriveInput) -> u64 {
         syn::Data::Union(u) => u.fields.to_token_stream(),
     };
     canonical(body, &mut text);
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash.max(1)
-}
-
-/// Tokens as text that does not depend on how the compiler spaces them.
-fn canonical(tokens: TokenStream, out: &mut String) {
-    for tree in tokens {
-        match tree {
-            TokenTree::Group(group) => {
-                let (open, close) = match group.delimiter() {
-                    Delimiter::Parenthesis => ("(", ")"),
-                    Delimiter::Brace => ("{", "}"),
-                    Delimiter::Bracket => ("[", "]"),
-                    Delimiter::None => ("", ""),
-                };
-                out.push_str(open);
-                canonical(group.stream(), out);
-                out.push_str(close);
-            }
-            TokenTree::Ident(ident) => {
-                out.push_str(&ident.to_string());
-                out.push(' ');
-            }
-            TokenTree::Punct(punct) => {
-                out.push(punct.as_char());
-                if punct.spacing() == Spacing::Alone {
-                    out.push(' ');
-                }
-            }
-            TokenTree::Literal(literal) => {
-                out.push_str(&literal.to_string());
-                out.push(' ');
-            }
-        }
-    }
+    fnv1a(&text)
 }
 
 /// The impl itself, also used as the stub of a failed expansion.

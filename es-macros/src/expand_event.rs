@@ -2,9 +2,11 @@
 
 use crate::ast::{Chain, EventStruct, display_tokens};
 use crate::ctxt::Ctxt;
+use crate::shape::Shape;
 use crate::{check, fallback};
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Ident, ItemStruct, LitInt, LitStr};
 
@@ -83,6 +85,7 @@ fn generate(event: &EventStruct) -> TokenStream {
     let ident = event.ident();
     let item = with_serde(event.item);
     let constants = constants(event);
+    let schema = schema(event);
     let (upcast, assertions) = match event.chain() {
         Chain::None => (None, None),
         Chain::Migrate(steps) => (Some(migrate(steps)), None),
@@ -98,12 +101,51 @@ fn generate(event: &EventStruct) -> TokenStream {
             #[automatically_derived]
             impl ::es_core::Event for #ident {
                 #constants
+                #schema
                 #upcast
             }
 
             #assertions
         };
     }
+}
+
+/// `const SCHEMA`: the stored shape of the struct as written, for the schema check and
+/// snapshot fingerprints. The fingerprint is computed by es-core from the same strings
+/// that the catalogue lists, so that the two cannot disagree.
+fn schema(event: &EventStruct) -> TokenStream {
+    let shape = Shape::of(event.item);
+    let name = LitStr::new(&event.name(), Span::call_site());
+    let version = LitInt::new(&event.version().to_string(), Span::call_site());
+    let aliases = event.aliases();
+    let rust_type = LitStr::new(&event.ident().unraw().to_string(), Span::call_site());
+    let form = shape.form;
+    let attributes = &shape.attributes;
+    let fields = shape.fields.iter().map(|f| {
+        let (name, ty, attributes) = (&f.name, &f.ty, &f.attributes);
+        quote!(::es_core::schema::FieldSchema::new(#name, #ty, &[#(#attributes),*]))
+    });
+    let fields_const = local_const("FIELDS");
+    let attributes_const = local_const("ATTRIBUTES");
+    quote! {
+        const SCHEMA: ::es_core::schema::EventSchema = {
+            const #fields_const: &[::es_core::schema::FieldSchema] = &[#(#fields),*];
+            const #attributes_const: &[&str] = &[#(#attributes),*];
+            ::es_core::schema::EventSchema::new(#name, #version)
+                .with_aliases(&[#(#aliases),*])
+                .with_rust_type(#rust_type)
+                .with_shape(
+                    #attributes_const,
+                    #fields_const,
+                    ::es_core::__private::shape_fingerprint(#form, #attributes_const, #fields_const),
+                )
+        };
+    }
+}
+
+/// A constant of generated code, named so that no user item plausibly shares its name.
+pub fn local_const(name: &str) -> Ident {
+    Ident::new(&format!("__ES_{name}"), Span::mixed_site())
 }
 
 /// The upcaster of `migrate(1 => f, 2 => g)`: the steps in version order, each coerced to

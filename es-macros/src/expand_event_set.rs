@@ -3,12 +3,13 @@
 
 use crate::ast::{EventEnum, Variant};
 use crate::ctxt::Ctxt;
-use crate::expand_event::{escape_braces, local};
+use crate::expand_event::{escape_braces, local, local_const};
 use crate::{check, fallback};
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Ident, ItemEnum};
+use syn::{Ident, ItemEnum, LitStr};
 
 pub fn expand(args: TokenStream, item: &ItemEnum) -> TokenStream {
     let cx = Ctxt::new();
@@ -60,10 +61,13 @@ fn event_set(set: &EventEnum) -> TokenStream {
         let ty = v.ty;
         quote_spanned!(ty.span()=> ::es_core::EncodeError::encode::<#ty>)
     });
-    let ignored = set.ignored();
-    let ignored = (!ignored.is_empty()).then(|| {
+    let schemas = variants.iter().map(|v| event_item(v.ty, "SCHEMA"));
+    let set_name = LitStr::new(&ident.unraw().to_string(), Span::call_site());
+    let events_const = local_const("EVENTS");
+    let ignored_names = set.ignored();
+    let ignored = (!ignored_names.is_empty()).then(|| {
         quote! {
-            if ::core::matches!(#event_type, #(#ignored)|*) {
+            if ::core::matches!(#event_type, #(#ignored_names)|*) {
                 return ::core::result::Result::Ok(::core::option::Option::None);
             }
         }
@@ -72,6 +76,15 @@ fn event_set(set: &EventEnum) -> TokenStream {
         #[automatically_derived]
         impl ::es_core::EventSet for #ident {
             const EVENT_TYPES: &'static [&'static str] = &[#(#names),*];
+
+            const SCHEMA: ::core::option::Option<::es_core::schema::SetSchema> = {
+                const #events_const: &[::es_core::schema::EventSchema] = &[#(#schemas),*];
+                ::core::option::Option::Some(::es_core::schema::SetSchema::new(
+                    #set_name,
+                    #events_const,
+                    &[#(#ignored_names),*],
+                ))
+            };
 
             #[inline]
             fn event_type(&self) -> &'static str {
@@ -176,6 +189,9 @@ fn dispatch(set: &EventEnum) -> TokenStream {
         let ty = v.ty;
         quote_spanned!(ty.span()=> #aggregate_ty: ::es_core::Apply<#ty>)
     });
+    let handlers = set.variants.iter().map(|Variant { ty, .. }| {
+        quote_spanned!(ty.span()=> <#aggregate_ty as ::es_core::Apply<#ty>>::FINGERPRINT)
+    });
     let arms = set.variants.iter().map(|Variant { ident: variant, ty }| {
         quote! {
             Self::#variant(#event) => <#aggregate_ty as ::es_core::Apply<#ty>>::apply(#aggregate, #event),
@@ -187,6 +203,9 @@ fn dispatch(set: &EventEnum) -> TokenStream {
         where
             #(#bounds,)*
         {
+            const HANDLERS_FINGERPRINT: u64 =
+                ::es_core::__private::handlers_fingerprint(&[#(#handlers),*]);
+
             #[inline]
             fn dispatch(&self, #aggregate: &mut #aggregate_ty) {
                 match self {

@@ -5,6 +5,9 @@
 //! crate that uses the macros needs neither this crate nor serde in its own dependencies
 //! (serde_json only to write JSON migrations).
 //!
+//! A third macro, `#[fingerprint]`, goes on `Apply` handlers: it adds a handler's code to
+//! its aggregate's snapshot fingerprint.
+//!
 //! Mistakes in the attributes are compile errors at the token that is wrong, all reported
 //! at once. Rules the macro cannot decide alone, because they involve another type (the
 //! name and version of an `upcast_from` type, names shared by two variants of a set, an
@@ -19,7 +22,9 @@ mod ctxt;
 mod expand_aggregate;
 mod expand_event;
 mod expand_event_set;
+mod expand_fingerprint;
 mod fallback;
+mod shape;
 
 use proc_macro::TokenStream;
 
@@ -130,6 +135,31 @@ use proc_macro::TokenStream;
 ///
 /// Generic structs and enums are refused: a stored event must not depend on a type
 /// parameter.
+///
+/// # Schema descriptions
+///
+/// Each struct also gets `Event::SCHEMA`: its name, version, aliases, its fields (names,
+/// types and serde attributes as written) and a fingerprint of them; each enum gets
+/// `EventSet::SCHEMA`, the list of its events and ignored names. The schema check of
+/// es-core's `testing` feature compares them with a checked-in catalogue and runs golden
+/// payloads of every stored version through the upcast chain (see es-core's
+/// `docs/schema-safety.md`).
+///
+/// ```
+/// use es_core::prelude::*;
+///
+/// #[event(name = "CartCreated", aliases = ["BasketCreated"])]
+/// pub struct CartCreated { pub user_id: String }
+///
+/// #[event(ignore = ["CartViewed"])]
+/// pub enum CartEvent { CartCreated(CartCreated) }
+///
+/// let set = CartEvent::SCHEMA.unwrap();
+/// assert_eq!(set.ignored, ["CartViewed"]);
+/// let created = set.event("BasketCreated").unwrap();
+/// assert_eq!((created.name, created.version), ("CartCreated", 1));
+/// assert_eq!(created.fields.unwrap()[0].to_string(), "user_id: String");
+/// ```
 #[proc_macro_attribute]
 pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
     let args = proc_macro2::TokenStream::from(args);
@@ -164,14 +194,30 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// | `kind` | string | required | the stream prefix: instance `42` lives in stream `{kind}-42`; not empty, no `-`, whitespace or control characters |
 /// | `event` | a type | required | the `#[event]` enum of the aggregate's events |
 /// | `snapshot_every` | integer ≥ 1 | no snapshots | snapshot each time a command crosses a multiple of this many events |
-/// | `snapshot_version` | integer ≥ 1 | 1 | the snapshot schema version (requires `snapshot_every`); raise it when the handlers change what a state means |
+/// | `snapshot_version` | integer ≥ 1 | 1 | the snapshot schema version (requires `snapshot_every`); raise it when a change the fingerprint cannot see alters what a state means |
 ///
 /// With `snapshot_every`, the state is saved as JSON through serde, so the type must
 /// implement `serde::Serialize` and `serde::Deserialize` (derive them; this needs `serde`
-/// with its `derive` feature among your dependencies). The derive also fingerprints the
-/// shape of the type (field names, types and attributes, doc comments aside): a snapshot
-/// written before the shape changed is ignored and the state is rebuilt from events, so
-/// only a change in the handlers' meaning calls for a new `snapshot_version`.
+/// with its `derive` feature among your dependencies).
+///
+/// # What invalidates a snapshot
+///
+/// Each snapshot is stored with the `snapshot_version` and a fingerprint; a snapshot whose
+/// version or fingerprint differs from the code's is ignored and the state is rebuilt from
+/// events (a cache miss, never an error). The fingerprint changes when any of these does:
+///
+/// - the **state type's definition**: field (or variant) names, types and attributes, and
+///   the container's attributes other than derives (doc comments never count);
+/// - the **event set's schema**: any event's name, version, aliases or stored shape
+///   (fields, types, serde attributes), and the ignored names;
+/// - the code of every **`Apply` handler marked `#[fingerprint]`** (its tokens: a
+///   renamed variable counts, reformatting and ordinary comments do not).
+///
+/// It cannot see: handlers without `#[fingerprint]`, functions, methods and constants
+/// that handlers call, the definitions of the types that fields use (a nested struct, a
+/// type alias), and serde behaviour of those types. When such a change alters what a
+/// state means, raise `snapshot_version`: an explicit `snapshot_version` always wins, a
+/// snapshot written under another version is never used, whatever the fingerprint says.
 ///
 /// `apply` hands each event to the aggregate's `Apply<E>` impl for that event's struct; an
 /// event without a handler is a compile error naming the aggregate, the event and the
@@ -228,11 +274,60 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     .into()
 }
 
+/// Adds the code of an `Apply` handler to its aggregate's snapshot fingerprint.
+///
+/// A derive cannot see impl blocks other than its own, so a snapshot taken before a
+/// handler changed would otherwise be reused, holding a state that the new handler would
+/// not have built. On `impl Apply<E> for A { .. }` this sets `Apply::FINGERPRINT` to a
+/// hash of the block's tokens (doc comments aside), and `#[derive(Aggregate)]` with
+/// `snapshot_every` combines the fingerprints of all of `A`'s handlers: change one and
+/// older snapshots of `A` are ignored, the state is rebuilt from events.
+///
+/// It sees the block only: helper functions the handler calls are not part of it (raise
+/// `snapshot_version` when one of them changes meaning).
+///
+/// ```
+/// use es_core::prelude::*;
+///
+/// #[event]
+/// pub struct Deposited { pub amount: u64 }
+///
+/// #[event]
+/// pub enum AccountEvent { Deposited(Deposited) }
+///
+/// #[derive(Default, Aggregate, serde::Serialize, serde::Deserialize)]
+/// #[aggregate(kind = "account", event = AccountEvent, snapshot_every = 100)]
+/// pub struct Account { balance: u64 }
+///
+/// #[fingerprint]
+/// impl Apply<Deposited> for Account {
+///     fn apply(&mut self, e: &Deposited) { self.balance += e.amount }
+/// }
+///
+/// assert_ne!(<Account as Apply<Deposited>>::FINGERPRINT, 0);
+/// ```
+#[proc_macro_attribute]
+pub fn fingerprint(args: TokenStream, input: TokenStream) -> TokenStream {
+    let args = proc_macro2::TokenStream::from(args);
+    match syn::parse::<syn::Item>(input.clone()) {
+        Ok(item) => expand_fingerprint::expand(args, &item).into(),
+        Err(e) => {
+            let mut out = e.to_compile_error();
+            out.extend(proc_macro2::TokenStream::from(input));
+            out.into()
+        }
+    }
+}
+
 /// The tokens that name what kind of item this is, for an error about the wrong kind.
 fn item_keyword(item: &syn::Item) -> proc_macro2::TokenStream {
     use quote::ToTokens;
     match item {
         syn::Item::Fn(f) => f.sig.fn_token.to_token_stream(),
+        syn::Item::Struct(s) => s.struct_token.to_token_stream(),
+        syn::Item::Enum(e) => e.enum_token.to_token_stream(),
+        syn::Item::Const(c) => c.const_token.to_token_stream(),
+        syn::Item::Static(s) => s.static_token.to_token_stream(),
         syn::Item::Union(u) => u.union_token.to_token_stream(),
         syn::Item::Type(t) => t.type_token.to_token_stream(),
         syn::Item::Trait(t) => t.trait_token.to_token_stream(),

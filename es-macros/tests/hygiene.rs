@@ -32,6 +32,13 @@ mod shadowed {
     pub const aggregate: u8 = 0;
     pub const steps: u8 = 0;
     pub const e: u8 = 0;
+    // Items named like the generated constants.
+    pub const SCHEMA: u8 = 0;
+    pub const FINGERPRINT: u8 = 0;
+    pub const __ES_FIELDS: u8 = 0;
+    pub const __ES_EVENTS: u8 = 0;
+    pub const __ES_FINGERPRINT: u8 = 0;
+    pub mod schema {}
 
     #[event(version = 2, migrate(1 => to_v2))]
     #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +76,7 @@ mod shadowed {
         pub owner: ::core::option::Option<::std::string::String>,
     }
 
+    #[es_core::fingerprint]
     impl es_core::Apply<OpenedV3> for Account {
         fn apply(&mut self, opened: &OpenedV3) {
             self.owner = ::core::option::Option::Some(opened.owner.clone());
@@ -94,4 +102,6 @@ fn generated_code_ignores_shadowed_names() {
     account.apply(&decoded);
     assert_eq!(account.owner.as_deref(), Some("ann"));
     assert_eq!(AccountEvent::decode("Old", 1, b"{}").unwrap(), None);
+    assert_eq!(AccountEvent::SCHEMA.unwrap().events[0].name, "Opened");
+    assert_ne!(Account::snapshot_fingerprint(), 0);
 }

@@ -90,6 +90,7 @@ mod domain {
         }
     }
 
+    #[fingerprint]
     impl Apply<Deposited> for Account {
         fn apply(&mut self, e: &Deposited) {
             self.balance += e.cents;
@@ -143,4 +144,7 @@ fn every_feature_compiles_quietly_and_works() {
         }))
     );
     assert_eq!(AccountEvent::decode("Viewed", 1, b"{}").unwrap(), None);
+    let schema = AccountEvent::SCHEMA.unwrap();
+    assert_eq!(schema.events.len(), 4);
+    assert_ne!(Account::snapshot_fingerprint(), 0);
 }

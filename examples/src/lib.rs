@@ -1,11 +1,13 @@
 //! The seed domains of the framework, shared by the runnable examples and the
 //! cross-crate tests: a shopping cart with a materialized view, a bank account, a
 //! warehouse product with a stock invariant, and an order with payments, discounts, a
-//! process manager and a SQLite read model.
+//! process manager and a SQLite read model; and a subscription whose events changed
+//! shape since its first release, read through upcasting.
 
 pub mod bank;
 pub mod cart;
 pub mod orders;
+pub mod upcasting;
 pub mod warehouse;
 
 use std::path::PathBuf;

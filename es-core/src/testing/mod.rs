@@ -1,11 +1,13 @@
-//! Test helpers (feature `testing`): the store conformance suite and a given/when/then
-//! harness for aggregates.
+//! Test helpers (feature `testing`): the store conformance suite, a given/when/then
+//! harness for aggregates, and the schema check of golden payloads and the catalogue.
 
 pub mod conformance;
 pub mod counter;
 mod given;
+pub mod schema;
 
 pub use given::{AggregateTest, Outcome};
+pub use schema::{SchemaCheck, SchemaFailure, SchemaProblem, SchemaReport};
 
 use crate::{EventStore, MemoryStore};
 
