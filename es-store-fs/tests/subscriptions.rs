@@ -1,0 +1,163 @@
+//! Subscribers and readers never see an event before it is durable: not while its
+//! `fdatasync` is still running, and never when the sync fails.
+
+use es_core::subscription::Subscription;
+use es_core::{EventStore, ExpectedVersion, NewEvent};
+use es_store_fs::vfs::sim::{SimFs, SimOp};
+use es_store_fs::vfs::{OpenMode, StdFs, Vfs, VfsFile};
+use es_store_fs::{FileStore, FileStoreOptions};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new("Tested", 1, format!(r#"{{"n":{n}}}"#).into_bytes())
+}
+
+/// The real file system, with syncs of segment files held up while `slow` is set.
+#[derive(Debug)]
+struct SlowSyncFs {
+    slow: Arc<AtomicBool>,
+    syncing: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct SlowFile {
+    inner: Arc<dyn VfsFile>,
+    segment: bool,
+    slow: Arc<AtomicBool>,
+    syncing: Arc<AtomicBool>,
+}
+
+impl VfsFile for SlowFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.segment && self.slow.load(Ordering::SeqCst) {
+            self.syncing.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(300));
+            self.syncing.store(false, Ordering::SeqCst);
+        }
+        self.inner.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn try_lock(&self) -> io::Result<bool> {
+        self.inner.try_lock()
+    }
+}
+
+impl Vfs for SlowSyncFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
+        Ok(Arc::new(SlowFile {
+            inner: StdFs.open(path, mode)?,
+            segment: path.extension().is_some_and(|e| e == "seg"),
+            slow: Arc::clone(&self.slow),
+            syncing: Arc::clone(&self.syncing),
+        }))
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        StdFs.list(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        StdFs.sync_dir(dir)
+    }
+}
+
+#[test]
+fn an_event_is_invisible_while_its_sync_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Arc::new(AtomicBool::new(false));
+    let syncing = Arc::new(AtomicBool::new(false));
+    let vfs = SlowSyncFs {
+        slow: Arc::clone(&slow),
+        syncing: Arc::clone(&syncing),
+    };
+    let options = FileStoreOptions {
+        vfs: Arc::new(vfs),
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with(dir.path(), options).unwrap();
+    store
+        .append("s-1", ExpectedVersion::Any, vec![event(1)])
+        .unwrap();
+    slow.store(true, Ordering::SeqCst);
+    let mut sub = Subscription::new(&store, 1);
+    assert_eq!(sub.try_next().unwrap().unwrap().position, 1);
+    std::thread::scope(|scope| {
+        let appender = scope.spawn(|| {
+            store
+                .append("s-1", ExpectedVersion::Any, vec![event(2)])
+                .unwrap()
+        });
+        // wait until the append is written and its sync is running
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !syncing.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the sync never started");
+            std::thread::yield_now();
+        }
+        let mut polls = 0;
+        while syncing.load(Ordering::SeqCst) {
+            assert!(
+                sub.try_next().unwrap().is_none(),
+                "an event was delivered before its sync ended"
+            );
+            assert_eq!(store.head_position().unwrap(), 1);
+            assert_eq!(store.read_all(2).unwrap().count(), 0);
+            polls += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(polls > 10, "the window was observed ({polls} polls)");
+        let acked = appender.join().unwrap();
+        assert_eq!(acked.first_position, 2);
+    });
+    let delivered = sub.next_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(delivered.position, 2, "delivered once durable");
+}
+
+#[test]
+fn an_event_whose_sync_fails_is_never_delivered() {
+    let sim = SimFs::new(7);
+    let options = FileStoreOptions {
+        vfs: Arc::new(sim.clone()),
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with("/store", options).unwrap();
+    store
+        .append("s-1", ExpectedVersion::Any, vec![event(1)])
+        .unwrap();
+    let mut sub = Subscription::new(&store, 1);
+    assert!(sub.try_next().unwrap().is_some());
+    sim.fail(SimOp::SyncData, 0, io::ErrorKind::Other, Some(".seg"));
+    assert!(
+        store
+            .append("s-1", ExpectedVersion::Any, vec![event(2)])
+            .is_err()
+    );
+    assert!(
+        sub.next_timeout(Duration::from_millis(200))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.head_position().unwrap(), 1);
+    assert_eq!(store.read_all(1).unwrap().count(), 1);
+}
