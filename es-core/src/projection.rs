@@ -328,14 +328,7 @@ where
         S: 'static,
         P: 'static,
     {
-        let (store, stop, progress) = self.handles();
-        let (s, p) = (Arc::clone(&stop), Arc::clone(&progress));
-        RunningProjection {
-            store,
-            stop,
-            progress,
-            handle: Handle::Owned(std::thread::spawn(move || self.follow(&s, &p))),
-        }
+        self.start(|job| Handle::Owned(std::thread::spawn(job)))
     }
 
     /// Like [`ProjectionRunner::spawn`], in a scoped thread, so that the store may be a
@@ -348,23 +341,29 @@ where
         S: 'scope,
         P: 'scope,
     {
-        let (store, stop, progress) = self.handles();
+        self.start(|job| Handle::Scoped(scope.spawn(job)))
+    }
+
+    /// Starts [`ProjectionRunner::follow`] on a thread made by `spawn`.
+    fn start<'scope>(
+        self,
+        spawn: impl FnOnce(Job<'scope, S, P>) -> Handle<'scope, Outcome<S, P>>,
+    ) -> RunningProjection<'scope, S, P>
+    where
+        S: 'scope,
+        P: 'scope,
+    {
+        let store = self.store.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU64::new(0));
         let (s, p) = (Arc::clone(&stop), Arc::clone(&progress));
+        let handle = spawn(Box::new(move || self.follow(&s, &p)));
         RunningProjection {
             store,
             stop,
             progress,
-            handle: Handle::Scoped(scope.spawn(move || self.follow(&s, &p))),
+            handle,
         }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn handles(&self) -> (S, Arc<AtomicBool>, Arc<AtomicU64>) {
-        (
-            self.store.clone(),
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-        )
     }
 
     /// The background loop: catch up, publish the checkpoint, wait for appends.
@@ -385,6 +384,9 @@ where
 }
 
 type Outcome<S, P> = (ProjectionRunner<S, P>, Result<(), ProjectionError>);
+
+/// The body of a background projection thread.
+type Job<'scope, S, P> = Box<dyn FnOnce() -> Outcome<S, P> + Send + 'scope>;
 
 enum Handle<'scope, T> {
     Owned(JoinHandle<T>),
