@@ -1,7 +1,9 @@
 //! `FileStore`: appends with group commit, durable acknowledgement, and streaming reads.
 
 use crate::error::{OpenError, RecoveryReport};
-use crate::format::{self, FRAME_OVERHEAD, Frame, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN};
+use crate::format::{
+    self, FRAME_OVERHEAD, Frame, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN, SegmentHeader,
+};
 use crate::index::{FrameEntry, FrameRef, Index};
 use crate::recovery::{self, INDEX_FILE};
 use crate::snapshot::SnapshotFiles;
@@ -516,18 +518,20 @@ impl Shared {
                         Some((no, f)) if *no + 1 == chunk.segment => Arc::clone(f),
                         _ => open(chunk.segment - 1)?,
                     };
-                    sealed.set_len(data_end)?;
-                    sealed.sync_data()?;
-                    let f = recovery::create_segment(
-                        &*self.options.vfs,
-                        &self.dir,
-                        chunk.segment,
+                    sealed.set_len(data_end).map_err(not_survivable)?;
+                    sealed.sync_data().map_err(not_survivable)?;
+                    // created like `recovery::create_segment`, but keeping a failed write
+                    // (survivable when the disk is full) apart from a failed sync (never)
+                    let vfs = &*self.options.vfs;
+                    let path = recovery::segment_path(&self.dir, chunk.segment);
+                    let f = vfs.open(&path, OpenMode::CreateTruncate)?;
+                    let header = SegmentHeader {
+                        segment_no: chunk.segment,
                         first_position,
-                    )
-                    .map_err(|e| match e {
-                        OpenError::Io { source, .. } => source,
-                        other => io::Error::other(other.to_string()),
-                    })?;
+                    };
+                    f.write_all_at(&header.encode(), 0)?;
+                    f.sync_data().map_err(not_survivable)?;
+                    vfs.sync_dir(&self.dir).map_err(not_survivable)?;
                     allocated = SEGMENT_HEADER_LEN as u64;
                     created.push(Arc::clone(&f));
                     f
@@ -551,10 +555,17 @@ impl Shared {
         if let Some((_, f)) = &current
             && self.options.durability == Durability::Always
         {
-            f.sync_data()?;
+            f.sync_data().map_err(not_survivable)?;
         }
         Ok((created, allocated))
     }
+}
+
+/// Marks an error of a sync (or of cutting a sealed segment) so that the store stops
+/// writing: after a failed `fdatasync` the kernel may have dropped the pages, whatever
+/// the error's kind, so even a "disk full" from a sync is not survivable.
+fn not_survivable(e: io::Error) -> io::Error {
+    io::Error::other(format!("fdatasync failed: {e}"))
 }
 
 fn corrupted(at: FrameRef, reason: &str) -> StoreError {
@@ -831,10 +842,10 @@ impl FileStore {
                 let first = w.done + 1;
                 let last = w.next_ticket - 1;
                 let message = shared.io_error("append failed", &e);
+                // kept for the store's life: a waiter of a failed ticket may wake late,
+                // and must never mistake its append for an acknowledged one (each entry
+                // is a few dozen bytes; only a full disk lets writing go on after one)
                 w.failed.push((first, last, e.kind(), message.clone()));
-                if w.failed.len() > 1024 {
-                    w.failed.remove(0);
-                }
                 self.roll_back(&mut w, &e, message);
             }
         }
@@ -855,14 +866,23 @@ impl FileStore {
         w.overlay.clear();
         w.next_position = read(&shared.published).head + 1;
         let (seg, offset) = w.durable_tail;
+        let last_queued_segment = w.tail.0;
         w.tail = w.durable_tail;
-        // a segment created by the failed flush is not part of the log: remove it, so that
-        // it cannot later sit after a segment that kept growing
-        let next_segment = recovery::segment_path(&shared.dir, seg + 1);
-        let stray_removed = match shared.options.vfs.remove_file(&next_segment) {
-            Ok(()) => shared.options.vfs.sync_dir(&shared.dir).is_ok(),
-            Err(e) => e.kind() == io::ErrorKind::NotFound,
-        };
+        // segments created by the failed flush are not part of the log: remove them, so
+        // that none can later sit after a segment that kept growing
+        let vfs = &*shared.options.vfs;
+        let mut stray_removed = true;
+        let mut removed_any = false;
+        for stray in seg + 1..=last_queued_segment {
+            match vfs.remove_file(&recovery::segment_path(&shared.dir, stray)) {
+                Ok(()) => removed_any = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => stray_removed = false,
+            }
+        }
+        if removed_any {
+            stray_removed &= vfs.sync_dir(&shared.dir).is_ok();
+        }
         let recoverable = e.kind() == io::ErrorKind::StorageFull
             && stray_removed
             && shared

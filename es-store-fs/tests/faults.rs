@@ -299,3 +299,99 @@ fn a_failed_sync_before_an_index_write_refuses_writes() {
         next_append_works(&store).unwrap();
     }
 }
+
+/// A full disk reported by `fdatasync` (not by a write) is not survivable: with delayed
+/// allocation the kernel may have dropped the pages, so the store stops writing, in every
+/// durability mode, even when the failed sync is the one that seals a segment.
+#[test]
+fn enospc_from_a_sync_refuses_writes_like_eio() {
+    for durability in [
+        es_store_fs::Durability::Always,
+        es_store_fs::Durability::None,
+    ] {
+        let fs = SimFs::new(11);
+        let mut opts = options(&fs, 4096, 0);
+        opts.durability = durability;
+        let store = FileStore::open_with(DIR, opts.clone()).unwrap();
+        fs.fail(SimOp::SyncData, 0, ErrorKind::StorageFull, Some(".seg"));
+        let mut acked = 0u64;
+        let mut refused = false;
+        for n in 0..200 {
+            match store.append("s-1", ExpectedVersion::Any, vec![event("s-1", n, 300)]) {
+                Ok(_) => acked += 1,
+                Err(StoreError::ReadOnly(_)) => {
+                    refused = true;
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        assert!(refused, "{durability:?}: writes go on after a failed sync");
+        drop(store);
+        // whatever the disk kept, a crash image opens and every event it shows is whole
+        let image = fs.crash_image();
+        let reopened = FileStore::open_with(
+            DIR,
+            FileStoreOptions {
+                vfs: Arc::new(image),
+                ..opts.clone()
+            },
+        )
+        .unwrap();
+        let read: Result<Vec<_>, _> = reopened.read_all(1).unwrap().collect();
+        assert!(read.is_ok(), "{durability:?}: {read:?}");
+        assert!(read.unwrap().len() as u64 <= acked);
+    }
+}
+
+/// A full disk in a flush that rolled over several segments leaves none of the new
+/// segments behind: the store keeps writing once space is back, and reopens cleanly.
+#[test]
+fn enospc_across_several_rolls_leaves_no_stray_segment() {
+    for skip in 0..scale(24, 120) as u64 {
+        let fs = SimFs::new(100 + skip);
+        let opts = options(&fs, 4096, 0);
+        let store = FileStore::open_with(DIR, opts.clone()).unwrap();
+        fs.fail(SimOp::Write, skip, ErrorKind::StorageFull, Some(".seg"));
+        let ledger = Ledger::default();
+        // events of 1.5 KB: a group commit of the 8 writers spans several 4 KiB segments
+        std::thread::scope(|scope| {
+            for t in 0..8u64 {
+                let (store, fs, ledger) = (&store, &fs, &ledger);
+                scope.spawn(move || {
+                    for i in 0..6u64 {
+                        let stream = format!("s-{t}");
+                        let events = vec![event(&stream, skip * 1000 + t * 10 + i, 1500)];
+                        let a = ledger.start(&stream, ExpectedVersion::Any, &events, fs.now());
+                        let r = store.append(&stream, ExpectedVersion::Any, events);
+                        ledger.finish(a, &r, fs.now());
+                    }
+                });
+            }
+        });
+        fs.clear_faults();
+        fs.set_capacity(None);
+        let after = store.append(
+            "after-1",
+            ExpectedVersion::Any,
+            vec![event("after-1", 1, 10)],
+        );
+        assert!(
+            after.is_ok(),
+            "skip {skip}: writing did not resume: {after:?}"
+        );
+        drop(store);
+        let reopened = FileStore::open_with(DIR, opts.clone())
+            .unwrap_or_else(|e| panic!("skip {skip}: reopen failed: {e}"));
+        let acked: u64 = ledger.snapshot().iter().filter(|a| acked(a)).count() as u64;
+        let events: Vec<_> = reopened
+            .read_all(1)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            events.len() as u64 > acked,
+            "skip {skip}: every acknowledged append is there"
+        );
+    }
+}
