@@ -188,11 +188,17 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         as_of: Option<DateTime<Utc>>,
         cause: Option<uuid::Uuid>,
     ) -> Result<(Loaded<A>, bool), LoadError> {
-        if let Some(start) = self.snapshot_start(stream_id, max_version, as_of) {
-            match self.fold_from(stream_id, start, max_version, as_of, cause)? {
+        // A reaction (`cause`) must see every event of the stream to know whether it ran
+        // before, so it never starts from a snapshot.
+        let snapshot = match cause {
+            None => self.snapshot_start(stream_id, max_version, as_of),
+            Some(_) => None,
+        };
+        if let Some((start, position)) = snapshot {
+            match self.fold_from(stream_id, start, position, max_version, as_of, cause)? {
                 Some(done) => return Ok(done),
                 None => log::warn!(
-                    "snapshot of `{stream_id}` is ahead of the stream; rebuilding from events"
+                    "the snapshot of `{stream_id}` does not match the stream's history; rebuilding from events"
                 ),
             }
         }
@@ -201,16 +207,19 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             version: 0,
         };
         Ok(self
-            .fold_from(stream_id, empty, max_version, as_of, cause)?
+            .fold_from(stream_id, empty, 0, max_version, as_of, cause)?
             .unwrap_or_default())
     }
 
-    /// Folds events after `start.version`. `None` when the stream does not hold the event
-    /// at `start.version` (a snapshot that does not belong to this history).
+    /// Folds events after `start.version`. `None` when the stream does not hold, at
+    /// `start.version`, the event at global position `position` (0: any event) that the
+    /// snapshot was taken after: a snapshot of another history, such as one a crash or a
+    /// repair took back.
     fn fold_from(
         &self,
         stream_id: &str,
         mut loaded: Loaded<A>,
+        position: u64,
         max_version: u64,
         as_of: Option<DateTime<Utc>>,
         cause: Option<uuid::Uuid>,
@@ -220,7 +229,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut events = self.store.read_stream(stream_id, snapshot_version.max(1))?;
         if snapshot_version > 0 {
             match events.next().transpose()? {
-                Some(e) if e.stream_version == snapshot_version => {}
+                Some(e)
+                    if e.stream_version == snapshot_version
+                        && (position == 0 || e.position == position) => {}
                 _ => return Ok(None),
             }
         }
@@ -248,7 +259,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         stream_id: &str,
         max_version: u64,
         as_of: Option<DateTime<Utc>>,
-    ) -> Option<Loaded<A>> {
+    ) -> Option<(Loaded<A>, u64)> {
         let policy = A::snapshot_policy()?;
         let snapshots = self.store.snapshots()?;
         let snapshot = match snapshots.load_snapshot(stream_id, max_version) {
@@ -277,10 +288,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             return None;
         }
         match A::decode_snapshot(&snapshot.state)? {
-            Ok(state) => Some(Loaded {
-                state,
-                version: snapshot.version,
-            }),
+            Ok(state) => Some((
+                Loaded {
+                    state,
+                    version: snapshot.version,
+                },
+                snapshot.position,
+            )),
             Err(e) => {
                 log::warn!(
                     "ignoring the snapshot of `{stream_id}` at version {}: {e}",
@@ -313,11 +327,25 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             }
             None => return,
         };
+        // the event the state ends with: its position anchors the snapshot to this
+        // history, its time tells as-of loads whether the snapshot lies before them
+        let last = self
+            .store
+            .read_stream(stream_id, loaded.version)
+            .and_then(|mut events| events.next().transpose());
+        let last = match last {
+            Ok(Some(e)) if e.stream_version == loaded.version => e,
+            Ok(_) => return,
+            Err(e) => {
+                log::warn!("cannot snapshot `{stream_id}`: {e}");
+                return;
+            }
+        };
         let snapshot = Snapshot {
             stream_id: stream_id.to_owned(),
             version: loaded.version,
-            // the commit time of the last event is at most now: as-of loads stay correct
-            last_event_at: Utc::now(),
+            position: last.position,
+            last_event_at: last.timestamp,
             schema_version: policy.version,
             fingerprint: A::snapshot_fingerprint(),
             state,

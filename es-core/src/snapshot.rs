@@ -14,6 +14,9 @@ pub struct Snapshot {
     pub stream_id: String,
     /// The stream version the state reflects (events 1..=version folded in).
     pub version: u64,
+    /// The global position of the event at `version`: a snapshot is used only if the
+    /// stream still holds that very event there (0 skips the check).
+    pub position: u64,
     /// Timestamp of the event at `version`, so that as-of loads can tell whether the
     /// snapshot lies before the wanted time.
     pub last_event_at: DateTime<Utc>,

@@ -646,6 +646,7 @@ fn snapshot_load(b: &mut Bench) {
         .save_snapshot(&Snapshot {
             stream_id: "counter-1".into(),
             version: n,
+            position: n,
             last_event_at: chrono::Utc::now(),
             schema_version: 1,
             fingerprint: 0,

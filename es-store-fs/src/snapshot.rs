@@ -3,10 +3,11 @@
 //!
 //! ```text
 //! snapshots/<16 hex digits>.snap   (the digits hash the stream id; the id is inside)
-//!   magic "ESSNAP01"
+//!   magic "ESSNAP02"
 //!   count u32
 //!   per snapshot, oldest first:
-//!     version u64, last event time: seconds i64 + nanoseconds u32,
+//!     version u64, global position of the event at that version u64,
+//!     last event time: seconds i64 + nanoseconds u32,
 //!     schema version u32, fingerprint u64,
 //!     stream id: length u32 + UTF-8, state: length u32 + bytes
 //!   CRC32C of everything before it, u32
@@ -22,7 +23,7 @@ use es_core::snapshot::{Snapshot, newest_at_or_below, retain_newest};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const SNAPSHOT_MAGIC: &[u8; 8] = b"ESSNAP01";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"ESSNAP02";
 /// Largest snapshot file read back.
 const MAX_SNAPSHOT_FILE: u64 = 512 * 1024 * 1024;
 
@@ -131,6 +132,7 @@ fn encode(list: &[Snapshot]) -> Vec<u8> {
     out.extend_from_slice(&(list.len() as u32).to_le_bytes());
     for s in list {
         out.extend_from_slice(&s.version.to_le_bytes());
+        out.extend_from_slice(&s.position.to_le_bytes());
         out.extend_from_slice(&s.last_event_at.timestamp().to_le_bytes());
         out.extend_from_slice(&s.last_event_at.timestamp_subsec_nanos().to_le_bytes());
         out.extend_from_slice(&s.schema_version.to_le_bytes());
@@ -165,6 +167,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<Snapshot>> {
     let mut list = Vec::new();
     for _ in 0..count {
         let version = u64_of(take(8)?);
+        let position = u64_of(take(8)?);
         let secs = u64_of(take(8)?) as i64;
         let nanos = u32_of(take(4)?);
         let schema_version = u32_of(take(4)?);
@@ -176,6 +179,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<Snapshot>> {
         list.push(Snapshot {
             stream_id,
             version,
+            position,
             last_event_at: DateTime::from_timestamp(secs, nanos)?,
             schema_version,
             fingerprint,
@@ -266,6 +270,7 @@ mod tests {
         let s = Snapshot {
             stream_id: "cart-1".into(),
             version: 7,
+            position: 12,
             last_event_at: DateTime::from_timestamp(1000, 5).unwrap(),
             schema_version: 2,
             fingerprint: 99,

@@ -744,6 +744,7 @@ fn snapshot(stream: &str, version: u64, state: &[u8]) -> Snapshot {
     Snapshot {
         stream_id: stream.to_owned(),
         version,
+        position: 0,
         last_event_at: chrono::Utc::now(),
         schema_version: 1,
         fingerprint: 0,
@@ -832,6 +833,16 @@ pub fn repository_snapshots<S: EventStore>(store: &S) {
         .save_snapshot(&snapshot("counter-1", 20, b"{not json"))
         .unwrap();
     assert_eq!(snapped.load("1").unwrap().total, full.total);
+    // a snapshot of another history (the event at its version is not the one it was
+    // taken after, as when a crash or a repair took events back) is not used
+    let mut foreign = snapshot("counter-1", 20, br#"{"total":1,"events":1}"#);
+    foreign.position = u64::MAX;
+    snaps.save_snapshot(&foreign).unwrap();
+    assert_eq!(
+        snapped.load("1").unwrap().total,
+        full.total,
+        "snapshot of another history"
+    );
     // a wrong but well-formed state at a version the stream has is trusted: that is what
     // snapshot versions and fingerprints are for; a snapshot ahead of the stream is not
     snaps
@@ -1105,4 +1116,33 @@ pub fn process_manager_rerun_issues_no_duplicates<S: EventStore>(store: &S) {
         reaction.metadata.correlation_id,
         orders[0].metadata.correlation_id
     );
+}
+
+/// A reaction whose event a snapshot already covers is still recognised as done.
+pub fn reaction_covered_by_a_snapshot_is_not_repeated<S: EventStore>(store: &S) {
+    store
+        .append("order-1", ExpectedVersion::NoStream, events(1, 1))
+        .unwrap();
+    let cause = read_stream(store, "order-1", 1).remove(0);
+    let counters = Repository::<SnapCounter, _>::new(store);
+    for _ in 0..9 {
+        counters.execute("x", |c| c.add(1)).unwrap();
+    }
+    let first = counters
+        .execute_caused_by("x", &cause, |c| c.add(100))
+        .unwrap();
+    assert!(!first.already_applied);
+    assert_eq!(first.version, 10);
+    let snapshot = store
+        .snapshots()
+        .expect("this store keeps snapshots")
+        .load_snapshot("counter-x", u64::MAX)
+        .unwrap()
+        .expect("a snapshot at version 10");
+    assert_eq!(snapshot.version, 10, "the snapshot covers the reaction");
+    let again = counters
+        .execute_caused_by("x", &cause, |c| c.add(100))
+        .unwrap();
+    assert!(again.already_applied, "ran twice: {again:?}");
+    assert_eq!(counters.load("x").unwrap().total, 109);
 }

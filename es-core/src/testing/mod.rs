@@ -78,7 +78,8 @@ macro_rules! store_conformance_tests {
             subscription_filters,
             projections_resume_rebuild_and_stop_in_time,
             background_projection_follows_live,
-            process_manager_rerun_issues_no_duplicates
+            process_manager_rerun_issues_no_duplicates,
+            reaction_covered_by_a_snapshot_is_not_repeated
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
