@@ -41,6 +41,8 @@ struct Inner {
     streams: HashMap<String, Vec<u64>>,
     /// Event id to global position.
     ids: HashMap<Uuid, u64>,
+    /// For each position, the first position and length of the append that wrote it.
+    appends: Vec<(u64, u64)>,
 }
 
 impl MemoryStore {
@@ -87,10 +89,13 @@ impl EventStore for MemoryStore {
         let retry = check_idempotent_retry(stream_id, expected, &event_ids, current, |id| {
             let position = *inner.ids.get(id)?;
             let recorded = &inner.log[position as usize - 1];
+            let (append_first_position, append_len) = inner.appends[position as usize - 1];
             Some(IdLocation {
                 same_stream: recorded.stream_id == stream_id,
                 stream_version: recorded.stream_version,
                 position,
+                append_first_position,
+                append_len,
             })
         })?;
         if let Some(original) = retry {
@@ -112,6 +117,7 @@ impl EventStore for MemoryStore {
             let position = first_position + i as u64;
             positions.push(position);
             inner.ids.insert(e.event_id, position);
+            inner.appends.push((first_position, n));
             inner.log.push(Arc::new(RecordedEvent {
                 stream_id: stream_id.to_owned(),
                 stream_version: current + 1 + i as u64,

@@ -504,13 +504,17 @@ pub struct IdLocation {
     pub stream_version: u64,
     /// Its global position.
     pub position: u64,
+    /// Global position of the first event of the append that stored it.
+    pub append_first_position: u64,
+    /// Number of events of that append.
+    pub append_len: u64,
 }
 
 /// The shared idempotency rule, for store implementations.
 ///
 /// `lookup` tells where an event id is stored, if anywhere. Returns `Ok(None)` when no id
-/// of the batch is stored (append as usual), `Ok(Some(result))` when the whole batch is
-/// stored as consecutive events of this stream and `expected` held for the original
+/// of the batch is stored (append as usual), `Ok(Some(result))` when the batch is exactly
+/// one stored append of this stream, in order, and `expected` held for that original
 /// append (report the original result, write nothing), and an error otherwise: a batch
 /// that repeats an id, a partial or scattered match, or a stale expectation.
 pub fn check_idempotent_retry(
@@ -559,6 +563,12 @@ pub fn check_idempotent_retry(
     }
     let Some(first) = first else { return Ok(None) };
     let n = event_ids.len() as u64;
+    if first.position != first.append_first_position || n != first.append_len {
+        return Err(duplicate(
+            event_ids[0],
+            "they are part of an append, not the whole of one",
+        ));
+    }
     let before = first.stream_version - 1;
     if !expected.accepts(before) {
         return Err(StoreError::Conflict {

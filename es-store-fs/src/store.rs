@@ -634,6 +634,8 @@ impl FileStore {
                             same_stream: s == stream_id,
                             stream_version: f.first_version + (position - f.first_position),
                             position,
+                            append_first_position: f.first_position,
+                            append_len: f.count,
                         });
                     }
                     let frame_no = index.frame_of_position(position)?;
@@ -646,6 +648,8 @@ impl FileStore {
                         same_stream,
                         stream_version: f.first_version + (position - f.first_position),
                         position,
+                        append_first_position: f.first_position,
+                        append_len: f.count,
                     })
                 })?
             };

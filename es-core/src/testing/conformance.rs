@@ -376,7 +376,31 @@ pub fn partial_retry_is_rejected<S: EventStore>(store: &S) {
         matches!(err, StoreError::DuplicateEventId { .. }),
         "{err:?}"
     );
+    // a prefix, a suffix or a single event of an append is not "the same append"
+    for part in [&batch[..2], &batch[1..], &batch[1..2]] {
+        let err = store
+            .append("s-1", ExpectedVersion::Any, part.to_vec())
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::DuplicateEventId { .. }),
+            "{err:?}"
+        );
+    }
     assert_nothing_written(store, "s-1", 3, 3);
+    // nor is a run across two appends
+    let next = events(4, 2);
+    store
+        .append("s-1", ExpectedVersion::Exact(3), next.clone())
+        .unwrap();
+    let across = vec![batch[2].clone(), next[0].clone()];
+    let err = store
+        .append("s-1", ExpectedVersion::Any, across)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateEventId { .. }),
+        "{err:?}"
+    );
+    assert_nothing_written(store, "s-1", 5, 5);
 }
 
 /// A batch that holds the same event id twice is refused.
