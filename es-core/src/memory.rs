@@ -43,6 +43,9 @@ struct Inner {
     ids: HashMap<Uuid, u64>,
     /// For each position, the first position and length of the append that wrote it.
     appends: Vec<(u64, u64)>,
+    /// The newest commit time stamped, so that commit times never go backwards (events
+    /// that bring their own time, as imports do, do not move it).
+    last_commit: Option<chrono::DateTime<Utc>>,
 }
 
 impl MemoryStore {
@@ -109,7 +112,8 @@ impl EventStore for MemoryStore {
             });
         }
         let now = Utc::now();
-        let floor = inner.log.last().map_or(now, |e| e.timestamp.max(now));
+        let floor = inner.last_commit.map_or(now, |t| t.max(now));
+        inner.last_commit = Some(floor);
         let first_position = inner.log.len() as u64 + 1;
         let n = events.len() as u64;
         let mut positions = Vec::with_capacity(events.len());

@@ -126,21 +126,26 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
         }
     }
 
-    /// Reads the next batch of events from the store into the buffer.
+    /// Reads from the store into the buffer until an event passes the filter or the log
+    /// ends, a batch at a time.
     fn fill(&mut self) -> Result<(), StoreError> {
-        let mut read = 0;
-        for event in self.store.read_all(self.next_position)? {
-            let event = event?;
-            self.next_position = event.position + 1;
-            read += 1;
-            if self.filter.matches(&event) {
-                self.buffer.push_back(event);
+        loop {
+            let mut read = 0;
+            for event in self.store.read_all(self.next_position)? {
+                let event = event?;
+                self.next_position = event.position + 1;
+                read += 1;
+                if self.filter.matches(&event) {
+                    self.buffer.push_back(event);
+                }
+                if read >= READ_BATCH {
+                    break;
+                }
             }
-            if read >= READ_BATCH {
-                break;
+            if !self.buffer.is_empty() || read < READ_BATCH {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     /// Decodes into one aggregate's events: only streams of `A`'s kind are delivered,

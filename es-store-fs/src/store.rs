@@ -245,6 +245,11 @@ impl FileStore {
         };
         let rec = recovery::recover(&*vfs, &dir, frame_cap, options.read_only, options.repair)?;
         let next_position = rec.index.head + 1;
+        let last_timestamp = last_commit_time(&rec).unwrap_or_else(|e| {
+            // reads of that frame report the damage; opening stays possible
+            log::warn!("reading the last commit time: {e}");
+            DateTime::<Utc>::MIN_UTC
+        });
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             frame_cap,
@@ -268,7 +273,7 @@ impl FileStore {
                 allocated: rec.allocated,
                 stats: WriteStats::default(),
                 poisoned: None,
-                last_timestamp: DateTime::<Utc>::MIN_UTC,
+                last_timestamp,
                 scratch: Vec::new(),
                 dirty: false,
                 closed: false,
@@ -385,6 +390,30 @@ impl Drop for FileStore {
             lock(&self.shared.writer).closed = true;
         }
     }
+}
+
+/// The commit time of the last frame, so that commit times never go backwards across a
+/// reopen, even when the clock does.
+fn last_commit_time(rec: &recovery::Recovered) -> Result<DateTime<Utc>, OpenError> {
+    let Some(last) = rec.index.frames.last() else {
+        return Ok(DateTime::<Utc>::MIN_UTC);
+    };
+    let corrupted = |reason: String| OpenError::Corrupted {
+        segment: last.at.segment,
+        offset: last.at.offset,
+        reason,
+    };
+    let file = rec
+        .segments
+        .get(last.at.segment as usize)
+        .ok_or_else(|| corrupted("the segment of the last frame is missing".into()))?;
+    let mut bytes = vec![0u8; last.at.len as usize];
+    file.read_exact_at(&mut bytes, last.at.offset)
+        .map_err(|e| corrupted(format!("unreadable last frame: {e}")))?;
+    let frame = format::check_frame(&bytes)
+        .and_then(Frame::parse)
+        .map_err(|e| corrupted(format!("last frame: {e}")))?;
+    Ok(frame.place.timestamp)
 }
 
 fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<Arc<dyn VfsFile>, OpenError> {

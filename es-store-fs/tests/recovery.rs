@@ -426,3 +426,43 @@ fn a_stale_frame_after_the_tail_is_not_mistaken_for_data() {
     assert!(store.recovery_report().torn_tail.is_some());
     assert_eq!(all(&store).len(), 7);
 }
+
+#[test]
+fn commit_times_never_go_backwards_across_a_reopen() {
+    // events appended "in the future" (a clock that was ahead): after reopening with the
+    // clock back, new commit times still follow them
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    store
+        .append("s-1", ExpectedVersion::Any, vec![event(1)])
+        .unwrap();
+    let first = all(&store)[0].timestamp;
+    drop(store);
+    // move the stored commit time a day ahead by rewriting the frame with a later time
+    let future = first + chrono::Duration::days(1);
+    let segment = segment0(dir.path());
+    let data = fs::read(&segment).unwrap();
+    let frame_start = 32;
+    let len = u32::from_le_bytes(data[frame_start..frame_start + 4].try_into().unwrap()) as usize;
+    let mut frame = data[frame_start..frame_start + 12 + len].to_vec();
+    // body: kind u8, position u64, version varint (1 byte here), then seconds i64
+    let secs_at = 8 + 1 + 8 + 1;
+    frame[secs_at..secs_at + 8].copy_from_slice(&future.timestamp().to_le_bytes());
+    let crc = crc32c::crc32c(&frame[8..]);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    let mut data = data;
+    data[frame_start..frame_start + frame.len()].copy_from_slice(&frame);
+    fs::write(&segment, &data).unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(all(&store)[0].timestamp.timestamp(), future.timestamp());
+    store
+        .append("s-1", ExpectedVersion::Any, vec![event(2)])
+        .unwrap();
+    let events = all(&store);
+    assert!(
+        events[1].timestamp >= events[0].timestamp,
+        "{} < {}",
+        events[1].timestamp,
+        events[0].timestamp
+    );
+}

@@ -962,6 +962,20 @@ pub fn subscription_filters<S: EventStore>(store: &S) {
         ),
         ["order-1:Placed"]
     );
+    // a match far behind many filtered-out events is still found by a single poll
+    for i in 0..1500 {
+        store
+            .append("noise-1", ExpectedVersion::Any, vec![event(i)])
+            .unwrap();
+    }
+    store
+        .append("rare-1", ExpectedVersion::Any, vec![typed("Rare")])
+        .unwrap();
+    let mut rare = Subscription::new(store, 1).with_filter(Filter::all().kinds(["rare"]));
+    assert_eq!(
+        rare.try_next().unwrap().map(|e| e.event_type),
+        Some("Rare".to_owned())
+    );
 }
 
 /// A read model that sums `n` per stream, for projection tests.
