@@ -158,7 +158,6 @@ impl Scan<'_> {
                     Ok(()) => offset = SEGMENT_HEADER_LEN as u64,
                     Err(reason) => {
                         let unacknowledged = is_last
-                            && !self.read_only
                             && self
                                 .first_valid_frame_after(&*file, 0, len, index.head + 1)
                                 .is_none();
@@ -169,8 +168,12 @@ impl Scan<'_> {
                                 reason: format!("segment header: {reason}"),
                             });
                         }
-                        // the newest segment's header never became durable: it held no
-                        // acknowledged event
+                        // the newest segment's header never became durable (or, beside a
+                        // live writer, is being written now): it holds no acknowledged event
+                        if self.read_only {
+                            segments.pop();
+                            break;
+                        }
                         let path = segment_path(self.dir, seg);
                         if seg == 0 {
                             file.set_len(0).map_err(io_err(&path))?;

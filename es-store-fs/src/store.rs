@@ -195,8 +195,11 @@ impl FileStore {
         Self::open_with(dir, FileStoreOptions::default())
     }
 
-    /// Opens the store in `dir` without the write lock, to read what is durable while
-    /// another process writes. Appends are refused.
+    /// Opens the store in `dir` without the write lock, to read while another process
+    /// writes. It sees every complete frame written when it opens: all acknowledged
+    /// appends, and possibly appends whose sync is still running (which a crash could
+    /// still take back). It changes nothing on disk and does not follow later appends
+    /// (open it again for those). Appends are refused.
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<FileStore, OpenError> {
         Self::open_with(
             dir,

@@ -361,7 +361,7 @@ fn a_second_writer_is_refused_with_the_holder_named() {
         }
         other => panic!("expected a lock error, got {other:?}"),
     }
-    // a read-only open takes no lock and sees what is durable
+    // a read-only open takes no lock and sees what was written
     store
         .append("s-1", ExpectedVersion::Any, vec![event(1)])
         .unwrap();

@@ -1,6 +1,6 @@
 //! `es-store`: inspect a file event store. Every command but `import` opens the store
-//! read-only, without the write lock, so it works beside a running application and shows
-//! what is durable.
+//! read-only, without the write lock, so it works beside a running application; it shows
+//! the complete frames written when it opens (see `FileStore::open_read_only`).
 
 use clap::{Parser, Subcommand};
 use es_core::{EventStore, RecordedEvent};
