@@ -600,7 +600,19 @@ impl Window {
         let n = format::frame_len(prefix, cap).ok()?;
         let body_len = (n - FRAME_OVERHEAD) as u32;
         let trailing_at = offset + (n - 4) as u64;
-        let trailing = self.slice(file, trailing_at, 4, len)?;
+        if trailing_at + 4 > len {
+            return None;
+        }
+        // read the trailing length beside the window, not through it: moving the window
+        // for every plausible length would re-read a megabyte per offset tried
+        let mut trailing = [0u8; 4];
+        let end = self.start + self.buf.len() as u64;
+        if trailing_at >= self.start && trailing_at + 4 <= end {
+            let at = (trailing_at - self.start) as usize;
+            trailing.copy_from_slice(&self.buf[at..at + 4]);
+        } else if file.read_exact_at(&mut trailing, trailing_at).is_err() {
+            return None;
+        }
         if trailing != body_len.to_le_bytes() {
             return None;
         }
