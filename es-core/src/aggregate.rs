@@ -43,6 +43,10 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     type Events: EventSet;
 
     /// Folds one event into the state. It must not fail: the event already happened.
+    ///
+    /// The repository calls it for you. To fold by hand with both `Aggregate` and `Apply`
+    /// in scope (as the prelude brings them), name the trait, since both have a method
+    /// called `apply`: `Aggregate::apply(&mut state, &event)`.
     fn apply(&mut self, event: &Self::Events);
 
     /// Snapshot settings; `None` keeps no snapshots.
