@@ -16,7 +16,7 @@
 //! A snapshot file is a cache: a missing, damaged or foreign file (two stream ids whose
 //! hashes collide) reads as "no snapshot", and the aggregate is rebuilt from events.
 
-use crate::vfs::{OpenMode, Vfs};
+use crate::vfs::{OpenMode, Vfs, write_atomically};
 use chrono::DateTime;
 use es_core::StoreError;
 use es_core::snapshot::{Snapshot, newest_at_or_below, retain_newest};
@@ -100,30 +100,13 @@ impl SnapshotFiles {
             &self.dir,
             &self.path(&snapshot.stream_id),
             &encode(&list),
-        )
+        )?;
+        Ok(())
     }
 
     pub(crate) fn load(&self, stream_id: &str, max_version: u64) -> Option<Snapshot> {
         newest_at_or_below(&self.read(stream_id), max_version).cloned()
     }
-}
-
-/// Replaces `path` with `bytes`: temporary file, sync, rename, directory sync.
-pub(crate) fn write_atomically(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(), StoreError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let file = vfs.open(&tmp, OpenMode::CreateTruncate)?;
-    file.write_all_at(bytes, 0)?;
-    file.sync_data()?;
-    vfs.rename(&tmp, path)?;
-    vfs.sync_dir(dir)?;
-    Ok(())
 }
 
 fn encode(list: &[Snapshot]) -> Vec<u8> {

@@ -7,7 +7,7 @@ use crate::format::{
 use crate::index::{FrameEntry, FrameRef, Index};
 use crate::recovery::{self, INDEX_FILE};
 use crate::snapshot::SnapshotFiles;
-use crate::vfs::{OpenMode, StdFs, Vfs, VfsFile};
+use crate::vfs::{OpenMode, StdFs, Vfs, VfsFile, write_atomically};
 use chrono::{DateTime, Utc};
 use es_core::snapshot::{Snapshot, SnapshotStore};
 use es_core::store::{HeadSignal, IdLocation, check_idempotent_retry};
@@ -477,8 +477,7 @@ impl Shared {
     /// Writes the index file atomically: log synced first, so that it covers only durable
     /// frames.
     fn save_index(&self, w: &mut Writer) -> Result<(), StoreError> {
-        let segments = read(&self.segments).clone();
-        if let Some(active) = segments.get(w.durable_tail.0 as usize)
+        if let Ok(active) = self.segment(w.durable_tail.0)
             && let Err(e) = active.sync_data()
         {
             // as after a failed flush: the dirty pages may be gone, a retry could lie
@@ -502,13 +501,8 @@ impl Shared {
             }
         };
         drop(index);
-        let vfs = &*self.options.vfs;
-        let tmp = self.dir.join("index.dat.tmp");
-        let file = vfs.open(&tmp, OpenMode::CreateTruncate)?;
-        file.write_all_at(&bytes, 0)?;
-        file.sync_data()?;
-        vfs.rename(&tmp, &self.dir.join(INDEX_FILE))?;
-        vfs.sync_dir(&self.dir)?;
+        let path = self.dir.join(INDEX_FILE);
+        write_atomically(&*self.options.vfs, &self.dir, &path, &bytes)?;
         Ok(())
     }
 
@@ -950,26 +944,22 @@ impl EventStore for FileStore {
         from_version: u64,
     ) -> Result<EventStream<'_>, StoreError> {
         self.shared.options.limits.check_stream_id(stream_id)?;
-        Ok(Box::new(StreamReader {
+        Ok(Box::new(Buffered::new(StreamReader {
             shared: &self.shared,
             stream_id: stream_id.to_owned(),
             next_version: from_version.max(1),
             frames: VecDeque::new(),
-            events: VecDeque::new(),
             buf: Vec::new(),
-            failed: false,
-        }))
+        })))
     }
 
     fn read_all(&self, from_position: u64) -> Result<EventStream<'_>, StoreError> {
-        Ok(Box::new(LogReader {
+        Ok(Box::new(Buffered::new(LogReader {
             shared: &self.shared,
             next_position: from_position.max(1),
             frames: VecDeque::new(),
-            events: VecDeque::new(),
             window: ReadWindow::default(),
-            failed: false,
-        }))
+        })))
     }
 
     fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
@@ -1055,18 +1045,84 @@ const FRAMES_PER_FETCH: usize = 64;
 /// window span a megabyte of small frames.
 const LOG_FRAMES_PER_FETCH: usize = 1024;
 
+/// Yields the events of frames that a [`FrameSource`] decodes one frame at a time, and
+/// stops for good after an error.
+struct Buffered<S> {
+    source: S,
+    events: VecDeque<RecordedEvent>,
+    failed: bool,
+}
+
+impl<S> Buffered<S> {
+    fn new(source: S) -> Self {
+        Buffered {
+            source,
+            events: VecDeque::new(),
+            failed: false,
+        }
+    }
+}
+
+/// Frames in reading order.
+trait FrameSource {
+    /// Decodes the next frame's wanted events into `out`; `false` when there is none.
+    fn next_frame(&mut self, out: &mut VecDeque<RecordedEvent>) -> Result<bool, StoreError>;
+}
+
+impl<S: FrameSource> Iterator for Buffered<S> {
+    type Item = Result<RecordedEvent, StoreError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        while self.events.is_empty() {
+            match self.source.next_frame(&mut self.events) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.events.pop_front().map(Ok)
+    }
+}
+
+/// Decodes a checked frame's events from index `skip` on into `out`, after checking that
+/// the frame is the one the index describes.
+fn decode_frame(
+    bytes: &[u8],
+    entry: &FrameEntry,
+    stream_id: Option<&str>,
+    skip: u64,
+    out: &mut VecDeque<RecordedEvent>,
+) -> Result<(), StoreError> {
+    let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
+    let frame = Frame::parse(body).map_err(|e| corrupted(entry.at, &e.to_string()))?;
+    if frame.place.first_position != entry.first_position
+        || frame.place.first_version != entry.first_version
+        || frame.count != entry.count
+        || stream_id.is_some_and(|s| s != frame.stream_id)
+    {
+        return Err(corrupted(entry.at, "the frame does not match the index"));
+    }
+    frame
+        .into_recorded(skip, out)
+        .map_err(|e| corrupted(entry.at, &e.to_string()))
+}
+
+/// One stream's frames, found through the index.
 struct StreamReader<'a> {
     shared: &'a Shared,
     stream_id: String,
     next_version: u64,
     frames: VecDeque<FrameEntry>,
-    events: VecDeque<RecordedEvent>,
     buf: Vec<u8>,
-    failed: bool,
 }
 
-impl StreamReader<'_> {
-    fn refill(&mut self) -> Result<(), StoreError> {
+impl FrameSource for StreamReader<'_> {
+    fn next_frame(&mut self, out: &mut VecDeque<RecordedEvent>) -> Result<bool, StoreError> {
         if self.frames.is_empty() {
             let index = read(&self.shared.published);
             self.frames.extend(index.stream_frames(
@@ -1076,43 +1132,13 @@ impl StreamReader<'_> {
             ));
         }
         let Some(entry) = self.frames.pop_front() else {
-            return Ok(());
+            return Ok(false);
         };
         self.shared.read_frame(entry.at, &mut self.buf)?;
-        let body = &self.buf[format::FRAME_PREFIX_LEN..self.buf.len() - format::FRAME_SUFFIX_LEN];
-        let frame = Frame::parse(body).map_err(|e| corrupted(entry.at, &e.to_string()))?;
-        if frame.stream_id != self.stream_id
-            || frame.place.first_version != entry.first_version
-            || frame.place.first_position != entry.first_position
-        {
-            return Err(corrupted(entry.at, "the frame does not match the index"));
-        }
         let skip = self.next_version.saturating_sub(entry.first_version);
-        frame
-            .into_recorded(skip, &mut self.events)
-            .map_err(|e| corrupted(entry.at, &e.to_string()))?;
+        decode_frame(&self.buf, &entry, Some(&self.stream_id), skip, out)?;
         self.next_version = entry.first_version + entry.count;
-        Ok(())
-    }
-}
-
-impl Iterator for StreamReader<'_> {
-    type Item = Result<RecordedEvent, StoreError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        while self.events.is_empty() {
-            let before = self.next_version;
-            if let Err(e) = self.refill() {
-                self.failed = true;
-                return Some(Err(e));
-            }
-            if self.events.is_empty() && self.next_version == before && self.frames.is_empty() {
-                return None;
-            }
-        }
-        self.events.pop_front().map(Ok)
+        Ok(true)
     }
 }
 
@@ -1157,17 +1183,16 @@ impl ReadWindow {
     }
 }
 
+/// The global log's frames, read sequentially through a read-ahead window.
 struct LogReader<'a> {
     shared: &'a Shared,
     next_position: u64,
     frames: VecDeque<FrameEntry>,
-    events: VecDeque<RecordedEvent>,
     window: ReadWindow,
-    failed: bool,
 }
 
-impl LogReader<'_> {
-    fn refill(&mut self) -> Result<bool, StoreError> {
+impl FrameSource for LogReader<'_> {
+    fn next_frame(&mut self, out: &mut VecDeque<RecordedEvent>) -> Result<bool, StoreError> {
         if self.frames.is_empty() {
             let index = read(&self.shared.published);
             if let Some(first) = index.frame_of_position(self.next_position) {
@@ -1185,37 +1210,10 @@ impl LogReader<'_> {
             .find(|f| f.at.segment == entry.at.segment)
             .map_or(0, |f| f.at.offset + u64::from(f.at.len));
         let bytes = self.window.frame(self.shared, entry.at, known_end)?;
-        let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
-        let frame = Frame::parse(body).map_err(|e| corrupted(entry.at, &e.to_string()))?;
-        if frame.place.first_position != entry.first_position || frame.count != entry.count {
-            return Err(corrupted(entry.at, "the frame does not match the index"));
-        }
         let skip = self.next_position.saturating_sub(entry.first_position);
-        frame
-            .into_recorded(skip, &mut self.events)
-            .map_err(|e| corrupted(entry.at, &e.to_string()))?;
+        decode_frame(bytes, &entry, None, skip, out)?;
         self.next_position = entry.first_position + entry.count;
         Ok(true)
-    }
-}
-
-impl Iterator for LogReader<'_> {
-    type Item = Result<RecordedEvent, StoreError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        while self.events.is_empty() {
-            match self.refill() {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        self.events.pop_front().map(Ok)
     }
 }
 

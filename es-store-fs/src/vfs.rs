@@ -75,6 +75,25 @@ pub trait Vfs: Debug + Send + Sync {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 }
 
+/// Replaces `path` with `bytes` atomically: a temporary file beside it (`<path>.tmp`)
+/// written and synced, renamed over `path`, and the directory synced, so that a crash
+/// leaves the old or the new content, never a mix.
+pub(crate) fn write_atomically(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let file = vfs.open(&tmp, OpenMode::CreateTruncate)?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_data()?;
+    vfs.rename(&tmp, path)?;
+    vfs.sync_dir(dir)
+}
+
 /// The real file system (Unix).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdFs;

@@ -347,25 +347,7 @@ impl State {
                 );
             }
         }
-        State {
-            options: self.options,
-            rng: SmallRng::seed_from_u64(self.rng.next_u64()),
-            inodes,
-            next_inode: self.next_inode,
-            live: durable.clone(),
-            durable,
-            dirs: self.dirs.clone(),
-            locks: HashMap::new(),
-            next_handle: self.next_handle,
-            generation: self.generation + 1,
-            now: self.now,
-            faults: Vec::new(),
-            capacity: None,
-            capture: None,
-            images: Vec::new(),
-            counts: SimCounts::default(),
-            syncs: Vec::new(),
-        }
+        self.successor(inodes, durable.clone(), durable)
     }
 
     /// What a crash of the process alone leaves: everything written, as the OS holds it.
@@ -383,13 +365,25 @@ impl State {
                 );
             }
         }
+        let (live, durable) = (self.live.clone(), self.durable.clone());
+        self.successor(inodes, live, durable)
+    }
+
+    /// The state after a crash: these files and names, the same options and clock, a
+    /// new generation, no locks, faults, captures or counts.
+    fn successor(
+        &mut self,
+        inodes: HashMap<u64, Inode>,
+        live: BTreeMap<PathBuf, u64>,
+        durable: BTreeMap<PathBuf, u64>,
+    ) -> State {
         State {
             options: self.options,
             rng: SmallRng::seed_from_u64(self.rng.next_u64()),
             inodes,
             next_inode: self.next_inode,
-            live: self.live.clone(),
-            durable: self.durable.clone(),
+            live,
+            durable,
             dirs: self.dirs.clone(),
             locks: HashMap::new(),
             next_handle: self.next_handle,
