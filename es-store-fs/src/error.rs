@@ -16,14 +16,26 @@ pub enum OpenError {
     },
     /// The log is damaged before its tail; nothing was changed. Open with
     /// `FileStoreOptions::repair` to truncate at the damage.
-    #[error("corrupted event store: segment {segment} at offset {offset}: {reason}")]
+    #[error("corrupted event store: `{}` (segment {segment}) at offset {offset}: {reason}", file.display())]
     Corrupted {
+        /// The damaged file.
+        file: PathBuf,
         /// Segment number.
         segment: u64,
         /// Byte offset in the segment.
         offset: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// A segment was written by a newer version of the store; nothing was changed.
+    #[error("`{}` was written by a newer version of the store (format {found}; this build reads formats up to {supported})", file.display())]
+    NewerFormat {
+        /// The segment file.
+        file: PathBuf,
+        /// Its format version.
+        found: u32,
+        /// The newest format this build reads.
+        supported: u32,
     },
     /// An option is out of range.
     #[error("invalid option: {0}")]
@@ -46,12 +58,24 @@ pub struct RecoveryReport {
     pub index_rebuilt: bool,
     /// Frames read from the log beyond what the index file covered.
     pub frames_scanned: u64,
-    /// A torn or garbage tail cut off the last segment: (segment, offset, bytes dropped).
-    pub torn_tail: Option<(u64, u64, u64)>,
+    /// What a crash left after the last acknowledged frame of the last segment: cut
+    /// (read-only opens and verification only report it).
+    pub torn_tail: Option<TornTail>,
     /// A new last segment whose header never became durable, removed.
     pub removed_empty_segment: Option<u64>,
     /// With repair on: the damage found and what was dropped.
     pub repaired: Option<Repair>,
+}
+
+/// The unacknowledged end of the log that a crash left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TornTail {
+    /// The last segment.
+    pub segment: u64,
+    /// Where the last valid frame ends.
+    pub offset: u64,
+    /// Bytes after it.
+    pub bytes: u64,
 }
 
 /// What a repair dropped.

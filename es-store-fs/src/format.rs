@@ -6,7 +6,7 @@
 //! Segment file `<segment_no:020>.seg`
 //! ┌──────────────────────────── header, 32 bytes ─────────────────────────────┐
 //! │ 0..8   magic  b"ESLOGSG1"                                                 │
-//! │ 8..12  format version: u32 (= 1)                                          │
+//! │ 8..12  format version: u32 (= 2; 1 is still read)                         │
 //! │ 12..20 segment number: u64 (0, 1, 2, … in file order)                    │
 //! │ 20..28 global position of the segment's first event: u64                 │
 //! │ 28..32 CRC32C of bytes 0..28                                              │
@@ -19,7 +19,9 @@
 //! │ 8+N..12+N body length N again: u32                                        │
 //! └───────────────────────────────────────────────────────────────────────────┘
 //! body:
-//!   kind: u8 (= 1, an append)
+//!   kind: u8 (= 2, an append; 1 in format 1, without the next field)
+//!   [synced back: varint]  the frame's offset minus the offset up to which this segment
+//!                          was durable (synced) when the frame was written
 //!   first global position: u64
 //!   first stream version: varint
 //!   commit time: seconds i64, nanoseconds u32
@@ -37,6 +39,11 @@
 //!
 //! The checksum covers the first position, so bytes left over from an older frame at the
 //! same place (a reused or preallocated file) never pass as a frame of the current log.
+//!
+//! "Synced back" is what lets recovery tell damage from a torn write: a frame that passes
+//! its checksum proves that everything in its segment before `offset - synced_back` had
+//! been made durable, and so acknowledged, before the frame was written. A bad region
+//! before that point is damage, never a write that a crash cut short.
 
 use chrono::{DateTime, Utc};
 use es_core::{Metadata, NewEvent, RecordedEvent};
@@ -46,7 +53,9 @@ use uuid::Uuid;
 /// Segment file magic.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"ESLOGSG1";
 /// Format version written in segment headers.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Size of a segment header.
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// Bytes before a frame's body: length and checksum.
@@ -61,8 +70,10 @@ pub const MIN_BODY_LEN: usize = 1 + 8 + 1 + 12 + 1 + 1 + 1 + 16 + 1 + 1 + 1 + 1;
 /// The largest frame the format accepts (64 MiB). Longer lengths read from disk are
 /// damage; limits that would allow larger appends are refused when a store opens.
 pub const MAX_FRAME_LEN: usize = 64 * 1024 * 1024;
-/// Frame kind: one append.
-const KIND_APPEND: u8 = 1;
+/// Frame kind of format 1: one append.
+const KIND_APPEND_V1: u8 = 1;
+/// Frame kind of format 2: one append that records how far its segment was durable.
+const KIND_APPEND: u8 = 2;
 /// Low bit of an event's type-and-flags varint: the event carries its own timestamp.
 const FLAG_OWN_TIMESTAMP: u64 = 1;
 
@@ -92,6 +103,14 @@ pub enum FormatError {
     /// A structural rule is broken.
     #[error("malformed: {0}")]
     Malformed(String),
+    /// A segment written by a newer version of the store.
+    #[error(
+        "written by a newer version of the store (format {found}; this build reads formats {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
+    )]
+    NewerFormat {
+        /// The format version found.
+        found: u32,
+    },
 }
 
 type Result<T> = std::result::Result<T, FormatError>;
@@ -134,9 +153,12 @@ impl SegmentHeader {
             ));
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
+        if version > FORMAT_VERSION {
+            return Err(FormatError::NewerFormat { found: version });
+        }
+        if version < OLDEST_FORMAT_VERSION {
             return Err(FormatError::Malformed(format!(
-                "segment format version {version}; this build reads version {FORMAT_VERSION}"
+                "segment format version {version} is not a version this store ever wrote"
             )));
         }
         Ok(SegmentHeader {
@@ -203,6 +225,9 @@ pub struct FramePlace {
     pub first_version: u64,
     /// Commit time.
     pub timestamp: DateTime<Utc>,
+    /// The frame's offset minus the offset up to which its segment was durable when it was
+    /// written; `None` in format-1 frames, which do not record it.
+    pub synced_back: Option<u64>,
 }
 
 fn put_varint(out: &mut Vec<u8>, v: u64) {
@@ -225,7 +250,13 @@ pub fn encode_frame(
 ) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_PREFIX_LEN]);
-    out.push(KIND_APPEND);
+    match place.synced_back {
+        Some(back) => {
+            out.push(KIND_APPEND);
+            put_varint(out, back);
+        }
+        None => out.push(KIND_APPEND_V1),
+    }
     out.extend_from_slice(&place.first_position.to_le_bytes());
     put_varint(out, place.first_version);
     put_time(out, place.timestamp);
@@ -385,9 +416,11 @@ impl<'a> Frame<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Frame<'a>> {
         let mut r = Reader { buf: body, at: 0 };
         let kind = r.u8("frame kind")?;
-        if kind != KIND_APPEND {
-            return Err(FormatError::Malformed(format!("unknown frame kind {kind}")));
-        }
+        let synced_back = match kind {
+            KIND_APPEND => Some(r.varint("synced back")?),
+            KIND_APPEND_V1 => None,
+            _ => return Err(FormatError::Malformed(format!("unknown frame kind {kind}"))),
+        };
         let first_position = r.u64("first position")?;
         let first_version = r.varint("first version")?;
         let timestamp = r.time("commit time")?;
@@ -418,6 +451,7 @@ impl<'a> Frame<'a> {
                 first_position,
                 first_version,
                 timestamp,
+                synced_back,
             },
             stream_id,
             count,
@@ -566,6 +600,7 @@ mod tests {
             first_position: 10,
             first_version: 3,
             timestamp: DateTime::from_timestamp(100, 0).unwrap(),
+            synced_back: Some(300),
         };
         encode_frame(&mut out, place, "s-1", &events);
         out
@@ -585,6 +620,48 @@ mod tests {
         assert_eq!(out[1].metadata.actor.as_deref(), Some("x"));
         assert_eq!(out[0].timestamp.timestamp(), 100);
         assert_eq!(out[1].timestamp.timestamp(), 5);
+    }
+
+    #[test]
+    fn synced_back_round_trips_and_format_1_frames_still_parse() {
+        let bytes = sample();
+        let frame = Frame::parse(check_frame(&bytes).unwrap()).unwrap();
+        assert_eq!(frame.place.synced_back, Some(300));
+        let mut v1 = Vec::new();
+        let place = FramePlace {
+            synced_back: None,
+            ..frame.place
+        };
+        let event = PreparedEvent {
+            event_id: Uuid::new_v4(),
+            timestamp: None,
+            event_type: "A".into(),
+            schema_version: 1,
+            metadata: Vec::new(),
+            payload: b"{}".to_vec(),
+        };
+        encode_frame(&mut v1, place, "s-1", &[event]);
+        let old = Frame::parse(check_frame(&v1).unwrap()).unwrap();
+        assert_eq!(old.place.synced_back, None);
+        assert_eq!(old.place.first_position, 10);
+    }
+
+    #[test]
+    fn a_newer_format_is_its_own_error() {
+        let mut b = SegmentHeader {
+            segment_no: 0,
+            first_position: 1,
+        }
+        .encode();
+        b[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            SegmentHeader::decode(&b),
+            Err(FormatError::NewerFormat {
+                found: FORMAT_VERSION + 1
+            })
+        );
     }
 
     #[test]

@@ -19,6 +19,6 @@ mod store;
 pub mod tools;
 pub mod vfs;
 
-pub use error::{OpenError, RecoveryReport, Repair};
+pub use error::{OpenError, RecoveryReport, Repair, TornTail};
 pub use snapshot::FileCheckpoints;
 pub use store::{Durability, FileStore, FileStoreOptions, LOCK_FILE, WriteStats};

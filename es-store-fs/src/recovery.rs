@@ -1,9 +1,10 @@
 //! Opening a store directory: find the segments, load or rebuild the index, scan what the
 //! index does not cover, and cut a torn tail (never anything before it).
 
-use crate::error::{OpenError, RecoveryReport, Repair};
+use crate::error::{OpenError, RecoveryReport, Repair, TornTail};
 use crate::format::{
-    self, FRAME_OVERHEAD, FRAME_PREFIX_LEN, Frame, SEGMENT_HEADER_LEN, SegmentHeader,
+    self, FRAME_OVERHEAD, FRAME_PREFIX_LEN, FRAME_SUFFIX_LEN, Frame, SEGMENT_HEADER_LEN,
+    SegmentHeader,
 };
 use crate::index::{FrameEntry, FrameRef, Index};
 use crate::vfs::{OpenMode, Vfs, VfsFile};
@@ -23,6 +24,8 @@ pub fn segment_path(dir: &Path, no: u64) -> PathBuf {
 
 /// What recovery hands to the store.
 pub struct Recovered {
+    /// The store directory.
+    pub dir: PathBuf,
     /// The index of every valid frame.
     pub index: Index,
     /// Event ids in position order.
@@ -37,17 +40,43 @@ pub struct Recovered {
     pub report: RecoveryReport,
 }
 
+/// How to recover.
+pub struct RecoverOptions<'a> {
+    /// The largest frame length accepted.
+    pub frame_cap: usize,
+    /// Change nothing on disk.
+    pub read_only: bool,
+    /// Cut damage too (the user's explicit choice).
+    pub repair: bool,
+    /// Scan the whole log, reading the index file only as a record of what existed
+    /// (verification).
+    pub ignore_index: bool,
+    /// Read only up to this end, which a live writer published as durable: every frame
+    /// before it must be valid, nothing after it is looked at.
+    pub limit: Option<(u64, u64)>,
+    /// Called with the byte length of each frame scanned.
+    pub progress: Option<&'a dyn Fn(u64)>,
+}
+
+impl RecoverOptions<'_> {
+    /// Options of an ordinary open.
+    pub fn open(frame_cap: usize, read_only: bool, repair: bool) -> Self {
+        RecoverOptions {
+            frame_cap,
+            read_only,
+            repair,
+            ignore_index: false,
+            limit: None,
+            progress: None,
+        }
+    }
+}
+
 /// Where recovery stands while scanning.
 struct Scan<'a> {
     vfs: &'a dyn Vfs,
     dir: &'a Path,
-    frame_cap: usize,
-    read_only: bool,
-    repair: bool,
-    /// Scan the whole log, trusting no index file (verification).
-    ignore_index: bool,
-    /// Called with the byte length of each frame scanned.
-    progress: Option<&'a dyn Fn(u64)>,
+    o: RecoverOptions<'a>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
@@ -57,43 +86,28 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
     }
 }
 
-/// Recovers the log in `dir`.
-pub fn recover(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    frame_cap: usize,
-    read_only: bool,
-    repair: bool,
-) -> Result<Recovered, OpenError> {
-    let scan = Scan {
-        vfs,
-        dir,
-        frame_cap,
-        read_only,
-        repair,
-        ignore_index: false,
-        progress: None,
-    };
-    scan.run()
+/// An I/O error of reading `path` at `offset`: the offset goes into the message.
+fn read_err(path: &Path, offset: u64) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
+    move |e| OpenError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::new(e.kind(), format!("reading at offset {offset}: {e}")),
+    }
 }
 
-/// Scans the whole log read-only, checking every frame, ignoring the index file.
-pub fn scan_all(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    frame_cap: usize,
-    progress: &dyn Fn(u64),
-) -> Result<Recovered, OpenError> {
-    let scan = Scan {
-        vfs,
-        dir,
-        frame_cap,
-        read_only: true,
-        repair: false,
-        ignore_index: true,
-        progress: Some(progress),
-    };
-    scan.run()
+/// Recovers the log in `dir`.
+pub fn recover(vfs: &dyn Vfs, dir: &Path, o: RecoverOptions<'_>) -> Result<Recovered, OpenError> {
+    Scan { vfs, dir, o }.run()
+}
+
+/// What `index.dat` holds.
+enum IndexFile {
+    /// Absent, or failing its checksum: derived data to rebuild.
+    Unusable,
+    /// Intact, but describing frames that cannot be (lengths out of range, out of order):
+    /// not trusted, rebuilt.
+    Implausible,
+    /// Intact and plausible.
+    Intact(Index, Vec<Uuid>),
 }
 
 /// Reads and decodes `index.dat`, if present and intact.
@@ -105,13 +119,36 @@ pub fn read_index_file(vfs: &dyn Vfs, dir: &Path) -> Option<(Index, Vec<Uuid>)> 
     Index::decode(&bytes)
 }
 
+/// What the bytes after the last valid frame of the last segment are.
+enum Tail {
+    /// Zeros to the end of the file: room the writer claimed ahead of its frames.
+    Room,
+    /// What a crash leaves of writes that were never made durable: cut.
+    Torn,
+    /// Anything else.
+    Damage(String),
+}
+
 impl Scan<'_> {
+    fn corrupted(&self, segment: u64, offset: u64, reason: String) -> OpenError {
+        OpenError::Corrupted {
+            file: segment_path(self.dir, segment),
+            segment,
+            offset,
+            reason,
+        }
+    }
+
     fn run(&self) -> Result<Recovered, OpenError> {
         let mut report = RecoveryReport::default();
         let mut numbers = self.segment_numbers()?;
+        if let Some((last, _)) = self.o.limit {
+            numbers.retain(|&n| n <= last);
+        }
         if numbers.is_empty() {
-            if self.read_only {
+            if self.o.read_only {
                 return Ok(Recovered {
+                    dir: self.dir.to_owned(),
                     index: Index::new((0, SEGMENT_HEADER_LEN as u64)),
                     ids: Vec::new(),
                     segments: Vec::new(),
@@ -124,7 +161,7 @@ impl Scan<'_> {
             numbers.push(0);
         }
         let mut segments = Vec::with_capacity(numbers.len());
-        let mode = if self.read_only {
+        let mode = if self.o.read_only {
             OpenMode::Read
         } else {
             OpenMode::ReadWrite
@@ -133,11 +170,48 @@ impl Scan<'_> {
             let path = segment_path(self.dir, no);
             segments.push(self.vfs.open(&path, mode).map_err(io_err(&path))?);
         }
-        let loaded = if self.ignore_index {
-            None
-        } else {
-            self.load_index(&segments)
+        let mut lens = Vec::with_capacity(segments.len());
+        for (no, f) in segments.iter().enumerate() {
+            lens.push(
+                f.len()
+                    .map_err(io_err(&segment_path(self.dir, no as u64)))?,
+            );
+        }
+        // What a durable record proves the log held: it must still hold it.
+        let mut proven: Option<((u64, u64), String)> = None;
+        let loaded = match self.load_index() {
+            IndexFile::Intact(index, ids) => {
+                let covered = index.covered;
+                let claim = format!(
+                    "{INDEX_FILE} records {} events up to segment {} offset {}",
+                    index.head, covered.0, covered.1
+                );
+                let unfit = first_unfit(&index, &lens);
+                if self.o.ignore_index || unfit.is_some() {
+                    proven = Some((covered, claim));
+                    None
+                } else {
+                    Some((index, ids))
+                }
+            }
+            IndexFile::Implausible | IndexFile::Unusable => None,
         };
+        if let Some(((seg, offset), claim)) = &proven
+            && !self.o.repair
+            && !self.o.ignore_index
+        {
+            let (at_seg, at) = match lens.get(*seg as usize) {
+                None => (*seg, 0),
+                Some(&len) => (*seg, len.min(*offset)),
+            };
+            let reason = match lens.get(*seg as usize) {
+                None => format!("{claim}, but segment {seg} is missing"),
+                Some(len) => format!(
+                    "{claim}, but the log ends before that (segment {seg} is {len} bytes long, or an earlier segment lost frames the index lists)"
+                ),
+            };
+            return Err(self.corrupted(at_seg, at, reason));
+        }
         let (mut index, mut ids) = match loaded {
             Some(loaded) => loaded,
             None => {
@@ -149,32 +223,50 @@ impl Scan<'_> {
         let mut seg = index.covered.0;
         while seg < segments.len() as u64 {
             let is_last = seg + 1 == segments.len() as u64;
+            let path = segment_path(self.dir, seg);
             let file = Arc::clone(&segments[seg as usize]);
-            let len = file.len().map_err(io_err(&segment_path(self.dir, seg)))?;
+            let mut len = lens[seg as usize];
+            let limited = self.o.limit.is_some_and(|(s, _)| s == seg);
+            if let Some((s, o)) = self.o.limit
+                && s == seg
+            {
+                len = len.min(o);
+            }
             let need_header = seg != index.covered.0 || report.index_rebuilt;
             let mut offset = index.covered.1;
             if need_header {
                 match self.check_header(&*file, seg, index.head + 1) {
                     Ok(()) => offset = SEGMENT_HEADER_LEN as u64,
-                    Err(reason) => {
-                        let unacknowledged = is_last
-                            && self
-                                .first_valid_frame_after(&*file, 0, len, index.head + 1)
-                                .is_none();
-                        if !unacknowledged {
-                            return Err(OpenError::Corrupted {
-                                segment: seg,
-                                offset: 0,
-                                reason: format!("segment header: {reason}"),
-                            });
+                    Err(HeaderProblem::Newer(found)) => {
+                        return Err(OpenError::NewerFormat {
+                            file: path,
+                            found,
+                            supported: format::FORMAT_VERSION,
+                        });
+                    }
+                    Err(HeaderProblem::Io(e)) => return Err(read_err(&path, 0)(e)),
+                    Err(HeaderProblem::Bad(reason)) => {
+                        let leftover = is_last
+                            && proven.as_ref().is_none_or(|((s, _), _)| *s < seg)
+                            && self.o.limit.is_none()
+                            && unfinished_segment(&*file, lens[seg as usize], seg, index.head + 1)
+                                .map_err(read_err(&path, 0))?;
+                        if !leftover {
+                            return Err(self.corrupted(
+                                seg,
+                                0,
+                                format!(
+                                    "segment header: {reason}; the file is not a segment this store \
+                                     finished creating, and it is not the leftover of a crash while \
+                                     creating one"
+                                ),
+                            ));
                         }
-                        // the newest segment's header never became durable (or, beside a
-                        // live writer, is being written now): it holds no acknowledged event
-                        if self.read_only {
+                        // the newest segment's header never became durable: it holds no event
+                        if self.o.read_only {
                             segments.pop();
                             break;
                         }
-                        let path = segment_path(self.dir, seg);
                         if seg == 0 {
                             file.set_len(0).map_err(io_err(&path))?;
                             write_header(&*file, 0, 1).map_err(io_err(&path))?;
@@ -192,30 +284,64 @@ impl Scan<'_> {
             let stop =
                 self.scan_frames(&*file, seg, offset, len, &mut index, &mut ids, &mut report)?;
             end = (seg, stop);
-            if is_last && stop > offset && !self.read_only {
+            if is_last && stop > offset && !self.o.read_only {
                 // Frames past the index may sit only in the page cache: after a failed
                 // fdatasync the kernel keeps showing pages it will never write. Writing
                 // them again and syncing makes them durable before anything builds on them.
-                let path = segment_path(self.dir, seg);
                 rewrite_durably(&*file, offset, stop).map_err(io_err(&path))?;
             }
-            if stop < len && is_last && all_zero(&*file, stop, len) {
-                // room the writer zero-filled ahead of its frames
-                seg += 1;
-                continue;
-            }
             if stop < len {
-                match self.handle_bad_frame(&*file, seg, stop, len, is_last, index.head + 1)? {
-                    Recovery::TornTail => {
-                        report.torn_tail = Some((seg, stop, len - stop));
-                    }
-                    Recovery::Repaired(reason) => {
-                        let removed: Vec<u64> = (seg + 1..segments.len() as u64).collect();
-                        for &r in &removed {
-                            let path = segment_path(self.dir, r);
-                            self.vfs.remove_file(&path).map_err(io_err(&path))?;
+                let must_hold = proven
+                    .as_ref()
+                    .filter(|((s, o), _)| (*s, *o) > (seg, stop))
+                    .map(|(_, claim)| claim.clone());
+                let reason = describe_bad_frame(&*file, stop, len, self.o.frame_cap)
+                    .map_err(read_err(&path, stop))?;
+                let tail = if let Some(claim) = must_hold {
+                    Tail::Damage(format!("{reason}; {claim}"))
+                } else if limited {
+                    Tail::Damage(format!(
+                        "{reason}, before the end the writer published as durable ({len})"
+                    ))
+                } else if !is_last {
+                    Tail::Damage(format!("{reason}, in a segment that is not the last"))
+                } else {
+                    self.classify_tail(&*file, stop, len, index.head + 1, &reason)
+                        .map_err(read_err(&path, stop))?
+                };
+                match tail {
+                    Tail::Room => {}
+                    Tail::Torn => {
+                        if !self.o.read_only {
+                            file.set_len(stop).map_err(io_err(&path))?;
+                            file.sync_data().map_err(io_err(&path))?;
                         }
-                        if !removed.is_empty() {
+                        report.torn_tail = Some(TornTail {
+                            segment: seg,
+                            offset: stop,
+                            bytes: len - stop,
+                        });
+                    }
+                    Tail::Damage(reason) if !self.o.repair => {
+                        return Err(self.corrupted(seg, stop, reason));
+                    }
+                    Tail::Damage(reason) => {
+                        let removed: Vec<u64> = (seg + 1..segments.len() as u64).collect();
+                        if !self.o.read_only {
+                            // the user asked for the cut: the index file may describe what
+                            // is cut, so it goes first
+                            match self.vfs.remove_file(&self.dir.join(INDEX_FILE)) {
+                                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                    return Err(io_err(&self.dir.join(INDEX_FILE))(e));
+                                }
+                                _ => {}
+                            }
+                            file.set_len(stop).map_err(io_err(&path))?;
+                            file.sync_data().map_err(io_err(&path))?;
+                            for &r in removed.iter().rev() {
+                                let path = segment_path(self.dir, r);
+                                self.vfs.remove_file(&path).map_err(io_err(&path))?;
+                            }
                             self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
                         }
                         segments.truncate(seg as usize + 1);
@@ -226,17 +352,55 @@ impl Scan<'_> {
                             bytes_dropped: len - stop,
                             segments_removed: removed,
                         });
+                        report.index_rebuilt = true;
                         break;
                     }
                 }
             }
             seg += 1;
         }
+        if let Some(((seg, offset), claim)) = &proven
+            && (*seg, *offset) > end
+            && report.repaired.is_none()
+        {
+            if !self.o.repair {
+                return Err(self.corrupted(
+                    end.0,
+                    end.1,
+                    format!(
+                        "{claim}, but the log ends at segment {} offset {}",
+                        end.0, end.1
+                    ),
+                ));
+            }
+            if !self.o.read_only {
+                let path = self.dir.join(INDEX_FILE);
+                match self.vfs.remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_err(&path)(e));
+                    }
+                    _ => self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?,
+                }
+            }
+            report.index_rebuilt = true;
+            report.repaired = Some(Repair {
+                segment: end.0,
+                offset: end.1,
+                reason: format!(
+                    "{claim}, but the log ends at segment {} offset {}: those events are lost; \
+                     the index file is removed and the log kept as it is",
+                    end.0, end.1
+                ),
+                bytes_dropped: 0,
+                segments_removed: Vec::new(),
+            });
+        }
         let allocated = match segments.get(end.0 as usize) {
             Some(f) => f.len().map_err(io_err(&segment_path(self.dir, end.0)))?,
             None => end.1,
         };
         Ok(Recovered {
+            dir: self.dir.to_owned(),
             index,
             ids,
             segments,
@@ -257,64 +421,80 @@ impl Scan<'_> {
         numbers.sort_unstable();
         for (i, &n) in numbers.iter().enumerate() {
             if n != i as u64 {
-                return Err(OpenError::Corrupted {
-                    segment: i as u64,
-                    offset: 0,
-                    reason: format!("segment file {i} is missing (found segment {n} instead)"),
-                });
+                return Err(self.corrupted(
+                    i as u64,
+                    0,
+                    format!("segment file {i} is missing (found segment {n} instead)"),
+                ));
             }
         }
         Ok(numbers)
     }
 
-    /// Loads `index.dat` when it is intact and consistent with the segments present.
-    fn load_index(&self, segments: &[Arc<dyn VfsFile>]) -> Option<(Index, Vec<Uuid>)> {
-        let (index, ids) = read_index_file(self.vfs, self.dir)?;
-        let (seg, offset) = index.covered;
-        let seg_file = segments.get(usize::try_from(seg).ok()?)?;
-        if seg_file.len().ok()? < offset || offset < SEGMENT_HEADER_LEN as u64 {
-            return None;
+    /// Reads `index.dat` and checks that what it says about frames is plausible.
+    fn load_index(&self) -> IndexFile {
+        let Some((index, ids)) = read_index_file(self.vfs, self.dir) else {
+            return IndexFile::Unusable;
+        };
+        if index.covered.1 < SEGMENT_HEADER_LEN as u64 {
+            return IndexFile::Implausible;
         }
         if let Some(last) = index.frames.last()
             && (last.at.segment, last.at.offset + u64::from(last.at.len)) > index.covered
         {
-            return None;
+            return IndexFile::Implausible;
         }
         // readers allocate what the index says a frame is long: every frame must be a
-        // plausible length, in log order, and inside its segment
-        let lens: Vec<u64> = segments
-            .iter()
-            .map(|f| f.len().ok())
-            .collect::<Option<_>>()?;
+        // plausible length and in log order
         let min_len = (FRAME_OVERHEAD + format::MIN_BODY_LEN) as u64;
         let mut previous_end = (0, 0);
         for f in &index.frames {
             let len = u64::from(f.at.len);
-            let end = f.at.offset.checked_add(len)?;
-            let plausible = (min_len..=self.frame_cap as u64).contains(&len)
+            let plausible = (min_len..=self.o.frame_cap as u64).contains(&len)
                 && f.at.offset >= SEGMENT_HEADER_LEN as u64
-                && (f.at.segment, f.at.offset) >= previous_end
-                && end <= *lens.get(usize::try_from(f.at.segment).ok()?)?;
+                && (f.at.segment, f.at.offset) >= previous_end;
             if !plausible {
-                return None;
+                return IndexFile::Implausible;
             }
-            previous_end = (f.at.segment, end);
+            previous_end = (f.at.segment, f.at.offset + len);
         }
-        Some((index, ids))
+        IndexFile::Intact(index, ids)
     }
 
-    fn check_header(&self, file: &dyn VfsFile, seg: u64, next_position: u64) -> Result<(), String> {
+    fn check_header(
+        &self,
+        file: &dyn VfsFile,
+        seg: u64,
+        next_position: u64,
+    ) -> Result<(), HeaderProblem> {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
-        file.read_exact_at(&mut b, 0).map_err(|e| e.to_string())?;
-        let h = SegmentHeader::decode(&b).map_err(|e| e.to_string())?;
+        match file.read_exact_at(&mut b, 0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(HeaderProblem::Bad(
+                    "the file is shorter than a header".into(),
+                ));
+            }
+            Err(e) => return Err(HeaderProblem::Io(e)),
+        }
+        let h = match SegmentHeader::decode(&b) {
+            Ok(h) => h,
+            Err(format::FormatError::NewerFormat { found }) => {
+                return Err(HeaderProblem::Newer(found));
+            }
+            Err(e) => return Err(HeaderProblem::Bad(e.to_string())),
+        };
         if h.segment_no != seg {
-            return Err(format!("header names segment {}", h.segment_no));
+            return Err(HeaderProblem::Bad(format!(
+                "header names segment {}",
+                h.segment_no
+            )));
         }
         if h.first_position != next_position {
-            return Err(format!(
+            return Err(HeaderProblem::Bad(format!(
                 "header starts at position {}, but the log continues at {next_position}",
                 h.first_position
-            ));
+            )));
         }
         Ok(())
     }
@@ -331,9 +511,13 @@ impl Scan<'_> {
         ids: &mut Vec<Uuid>,
         report: &mut RecoveryReport,
     ) -> Result<u64, OpenError> {
+        let path = segment_path(self.dir, seg);
         let mut window = Window::default();
         while offset < len {
-            let Some(bytes) = window.frame(file, offset, len, self.frame_cap) else {
+            let Some(bytes) = window
+                .frame(file, offset, len, self.o.frame_cap)
+                .map_err(read_err(&path, offset))?
+            else {
                 return Ok(offset);
             };
             let Ok(body) = format::check_frame(bytes) else {
@@ -372,7 +556,7 @@ impl Scan<'_> {
             }
             ids.extend(frame_ids);
             report.frames_scanned += 1;
-            if let Some(progress) = self.progress {
+            if let Some(progress) = self.o.progress {
                 progress(frame_len);
             }
             offset += frame_len;
@@ -380,118 +564,201 @@ impl Scan<'_> {
         Ok(offset)
     }
 
-    /// Decides what a bad frame at `offset` is: a torn tail (cut, or in read-only mode
-    /// ignored), or damage (an error, or with repair a cut).
-    fn handle_bad_frame(
+    /// Decides what the bytes after the last valid frame of the last segment are. They
+    /// may be cut only when nothing proves that they were durable: no later frame that
+    /// passes its checksum records the segment as synced past them, and they look like
+    /// what a lost write leaves (zeros where bytes were owed, or the end of the file).
+    fn classify_tail(
         &self,
         file: &dyn VfsFile,
-        seg: u64,
-        offset: u64,
+        at: u64,
         len: u64,
-        is_last: bool,
         next_position: u64,
-    ) -> Result<Recovery, OpenError> {
-        let reason = describe_bad_frame(file, offset, len, self.frame_cap);
-        // A valid frame after the bad one means damage, unless a stretch between them was
-        // never written: then both are writes of the unsynced tail that reached the disk
-        // out of order, and neither was durable.
-        let later_valid = if is_last {
-            self.first_valid_frame_after(file, offset + 1, len, next_position)
-                .filter(|&at| !has_unwritten_stretch(file, offset, at))
-        } else {
-            None
-        };
-        let damage = if !is_last {
-            Some(format!("{reason}, in a segment that is not the last"))
-        } else {
-            later_valid.map(|at| format!("{reason}, followed by a valid frame at offset {at}"))
-        };
-        if self.read_only {
-            return match damage {
-                Some(reason) => Err(OpenError::Corrupted {
-                    segment: seg,
-                    offset,
-                    reason,
-                }),
-                None => Ok(Recovery::TornTail),
-            };
+        reason: &str,
+    ) -> std::io::Result<Tail> {
+        if all_zero(file, at, len)? {
+            return Ok(Tail::Room);
         }
-        match damage {
-            Some(reason) if !self.repair => Err(OpenError::Corrupted {
-                segment: seg,
-                offset,
-                reason,
-            }),
-            damage => {
-                let path = segment_path(self.dir, seg);
-                file.set_len(offset).map_err(io_err(&path))?;
-                file.sync_data().map_err(io_err(&path))?;
-                Ok(match damage {
-                    Some(reason) => Recovery::Repaired(reason),
-                    None => Recovery::TornTail,
-                })
-            }
+        if let Some((later, synced)) = self.proof_of_durability(file, at, len, next_position)? {
+            return Ok(Tail::Damage(format!(
+                "{reason}; the frame at offset {later} passes its checksum and records that \
+                 this segment was durable up to offset {synced} when it was written"
+            )));
         }
+        if !looks_unwritten(file, at, len, self.o.frame_cap)?
+            && !stale_frame(file, at, len, self.o.frame_cap, next_position)?
+        {
+            return Ok(Tail::Damage(format!(
+                "{reason}; its bytes are not what a write cut short by a crash leaves (no \
+                 unwritten sector, lengths that disagree only where zeros stand, or end of file)"
+            )));
+        }
+        Ok(Tail::Torn)
     }
 
-    /// The first offset in `from..len` that starts a frame that passes its checksum and
-    /// belongs at or after `next_position` (older, stale frames do not count).
-    fn first_valid_frame_after(
+    /// A frame in `from..len` that passes its checksum, belongs at or after
+    /// `next_position`, and records its segment as durable past `from`: (its offset, the
+    /// durable end it records).
+    fn proof_of_durability(
         &self,
         file: &dyn VfsFile,
         from: u64,
         len: u64,
         next_position: u64,
-    ) -> Option<u64> {
+    ) -> std::io::Result<Option<(u64, u64)>> {
         let mut window = Window::default();
-        let mut offset = from;
+        let mut offset = from + 1;
         while offset + (FRAME_OVERHEAD + format::MIN_BODY_LEN) as u64 <= len {
-            if let Some(bytes) = window.candidate(file, offset, len, self.frame_cap)
+            let mut step = 1;
+            if let Some(bytes) = window.candidate(file, offset, len, self.o.frame_cap)?
                 && let Ok(body) = format::check_frame(bytes)
                 && let Ok(frame) = Frame::parse(body)
                 && frame.place.first_position >= next_position
             {
-                return Some(offset);
+                if let Some(synced) = frame
+                    .place
+                    .synced_back
+                    .and_then(|back| offset.checked_sub(back))
+                    && synced > from
+                {
+                    return Ok(Some((offset, synced)));
+                }
+                step = bytes.len() as u64;
             }
-            offset += 1;
+            offset += step;
         }
-        None
+        Ok(None)
     }
 }
 
-/// Zero bytes in a row that no frame holds: JSON has no NUL byte, stream ids and type
-/// names no control character, and the binary fields between them are interleaved with
-/// non-zero lengths and counts, so the longest run inside a frame is 17 bytes (a nil event
-/// id followed by a zero type index).
-const UNWRITTEN_RUN: usize = 32;
-/// Zero bytes in a row that no frame starts or ends with: its first and last four bytes
-/// are its length, which is never zero.
-const UNWRITTEN_EDGE: usize = 4;
-
-/// Whether `from..to` holds zero bytes in a row that no write of frames leaves there:
-/// [`UNWRITTEN_RUN`] anywhere, or [`UNWRITTEN_EDGE`] at either end. Such a stretch is space
-/// the log had claimed (zero-filled room, or a hole before a later write) whose write never
-/// reached the disk. Bit rot flips bits; it does not zero a run, so damage never looks like
-/// this.
-fn has_unwritten_stretch(file: &dyn VfsFile, from: u64, to: u64) -> bool {
-    let mut buf = vec![0u8; WINDOW.min((to - from) as usize)];
-    let mut run = 0usize;
-    let mut at = from;
-    while at < to {
-        let n = ((to - at) as usize).min(buf.len());
-        if file.read_exact_at(&mut buf[..n], at).is_err() {
-            return false;
-        }
-        for (i, &b) in buf[..n].iter().enumerate() {
-            run = if b == 0 { run + 1 } else { 0 };
-            let from_start = at + i as u64 + 1 - from == run as u64;
-            if run >= UNWRITTEN_RUN || (from_start && run >= UNWRITTEN_EDGE) {
-                return true;
-            }
-        }
-        at += n as u64;
+/// The first place where the segments present do not hold what an intact index lists:
+/// its covered segment missing or shorter than the covered end, or a listed frame past
+/// the end of its segment.
+fn first_unfit(index: &Index, lens: &[u64]) -> Option<(u64, u64)> {
+    let (seg, offset) = index.covered;
+    match lens.get(seg as usize) {
+        None => return Some((seg, 0)),
+        Some(&len) if len < offset => return Some((seg, len)),
+        _ => {}
     }
-    run >= UNWRITTEN_EDGE
+    index.frames.iter().find_map(|f| {
+        let len = *lens.get(f.at.segment as usize)?;
+        (f.at.offset + u64::from(f.at.len) > len).then_some((f.at.segment, len))
+    })
+}
+
+/// Why a segment header is not accepted.
+enum HeaderProblem {
+    /// Written by a newer format.
+    Newer(u32),
+    /// Unreadable.
+    Io(std::io::Error),
+    /// Not a valid header of this segment.
+    Bad(String),
+}
+
+/// Whether a last segment with a bad header is what a crash while creating it leaves: the
+/// header is written and synced before anything else, so such a file is no longer than a
+/// header and holds nothing but a prefix of the expected header with zeros. Anything else
+/// is not ours to remove.
+fn unfinished_segment(
+    file: &dyn VfsFile,
+    len: u64,
+    seg: u64,
+    first_position: u64,
+) -> std::io::Result<bool> {
+    if len > SEGMENT_HEADER_LEN as u64 {
+        return Ok(false);
+    }
+    let mut b = vec![0u8; len as usize];
+    file.read_exact_at(&mut b, 0)?;
+    let expected = SegmentHeader {
+        segment_no: seg,
+        first_position,
+    }
+    .encode();
+    let mut older = expected;
+    older[8..12].copy_from_slice(&format::OLDEST_FORMAT_VERSION.to_le_bytes());
+    Ok(b.iter()
+        .zip(expected.iter().zip(older.iter()))
+        .all(|(&got, (&a, &o))| got == 0 || got == a || got == o))
+}
+
+/// Whether the bytes at `at` are a whole frame of an older log (one cut at a torn tail
+/// before this log grew over the same place): it passes its checksum, which covers its
+/// position, and its position lies behind the one the log continues at. No frame of this
+/// log can hold such a position there.
+fn stale_frame(
+    file: &dyn VfsFile,
+    at: u64,
+    len: u64,
+    cap: usize,
+    next_position: u64,
+) -> std::io::Result<bool> {
+    let mut window = Window::default();
+    Ok(window
+        .frame(file, at, len, cap)?
+        .and_then(|bytes| format::check_frame(bytes).ok())
+        .and_then(|body| Frame::parse(body).ok())
+        .is_some_and(|f| f.end_position() <= next_position))
+}
+
+/// The size of the smallest unit a disk writes or loses as a whole: a lost write of a
+/// frame whose both ends persisted leaves at least one such aligned block of zeros.
+const SECTOR: u64 = 512;
+
+/// Whether the bad frame at `at` is what a write cut short by a crash leaves: nothing
+/// written at its start, a frame running past the end of the file, a trailing length
+/// that differs from the leading one only where it holds zeros, or, with both lengths
+/// intact, an aligned sector of zeros inside it. A flipped bit or garbage in a whole frame is none of these.
+fn looks_unwritten(file: &dyn VfsFile, at: u64, len: u64, cap: usize) -> std::io::Result<bool> {
+    if len - at < FRAME_PREFIX_LEN as u64 {
+        return Ok(true);
+    }
+    let mut prefix = [0u8; FRAME_PREFIX_LEN];
+    file.read_exact_at(&mut prefix, at)?;
+    let leading = [prefix[0], prefix[1], prefix[2], prefix[3]];
+    if leading == [0; 4] {
+        return Ok(true);
+    }
+    let n = match format::frame_len(&prefix, cap) {
+        Ok(n) => n as u64,
+        // an absurd length is a torn write only when a sector boundary cuts the length
+        // field and zeros stand on one side of it
+        Err(_) => {
+            let cut = (1..4).any(|k| {
+                (at + k) % SECTOR == 0
+                    && (leading[k as usize..].iter().all(|&b| b == 0)
+                        || leading[..k as usize].iter().all(|&b| b == 0))
+            });
+            return Ok(cut);
+        }
+    };
+    if at + n > len {
+        return Ok(true);
+    }
+    let mut bytes = vec![0u8; n as usize];
+    file.read_exact_at(&mut bytes, at)?;
+    let t = n as usize - FRAME_SUFFIX_LEN;
+    let trailing = &bytes[t..];
+    if trailing != leading {
+        // the end of the frame was not written: its trailing length is the leading one
+        // with zeros where bytes were owed
+        return Ok(trailing
+            .iter()
+            .zip(leading.iter())
+            .all(|(&t, &l)| t == l || t == 0));
+    }
+    let mut block = at.div_ceil(SECTOR) * SECTOR;
+    while block < at + n {
+        let from = (block - at) as usize;
+        let to = ((block + SECTOR).min(at + n) - at) as usize;
+        if bytes[from..to].iter().all(|&b| b == 0) {
+            return Ok(true);
+        }
+        block += SECTOR;
+    }
+    Ok(false)
 }
 
 /// Writes `from..to` of the file again with what it reads, and syncs it.
@@ -508,34 +775,39 @@ fn rewrite_durably(file: &dyn VfsFile, from: u64, to: u64) -> std::io::Result<()
 }
 
 /// Whether `from..to` of the file holds only zero bytes.
-fn all_zero(file: &dyn VfsFile, from: u64, to: u64) -> bool {
-    let mut buf = vec![0u8; WINDOW];
+fn all_zero(file: &dyn VfsFile, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; WINDOW.min((to - from) as usize)];
     let mut at = from;
     while at < to {
-        let n = ((to - at) as usize).min(WINDOW);
-        if file.read_exact_at(&mut buf[..n], at).is_err() || buf[..n].iter().any(|&b| b != 0) {
-            return false;
+        let n = ((to - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
         }
         at += n as u64;
     }
-    true
+    Ok(true)
 }
 
-fn describe_bad_frame(file: &dyn VfsFile, offset: u64, len: u64, cap: usize) -> String {
+fn describe_bad_frame(
+    file: &dyn VfsFile,
+    offset: u64,
+    len: u64,
+    cap: usize,
+) -> std::io::Result<String> {
     let mut prefix = [0u8; FRAME_PREFIX_LEN];
-    if len - offset < FRAME_PREFIX_LEN as u64 || file.read_exact_at(&mut prefix, offset).is_err() {
-        return "incomplete frame header".into();
+    if len - offset < FRAME_PREFIX_LEN as u64 {
+        return Ok("incomplete frame header".into());
     }
-    match format::frame_len(&prefix, cap) {
+    file.read_exact_at(&mut prefix, offset)?;
+    Ok(match format::frame_len(&prefix, cap) {
         Err(e) => e.to_string(),
         Ok(n) if offset + n as u64 > len => {
             format!("frame of {n} bytes runs past the end of the file")
         }
         Ok(n) => {
             let mut bytes = vec![0u8; n];
-            if file.read_exact_at(&mut bytes, offset).is_err() {
-                return "unreadable frame".into();
-            }
+            file.read_exact_at(&mut bytes, offset)?;
             match format::check_frame(&bytes).and_then(Frame::parse) {
                 Err(e) => e.to_string(),
                 Ok(f) => format!(
@@ -544,7 +816,7 @@ fn describe_bad_frame(file: &dyn VfsFile, offset: u64, len: u64, cap: usize) -> 
                 ),
             }
         }
-    }
+    })
 }
 
 /// A read-ahead buffer over one file for sequential frame scans.
@@ -557,33 +829,60 @@ struct Window {
 const WINDOW: usize = 1 << 20;
 
 impl Window {
-    fn fill(&mut self, file: &dyn VfsFile, offset: u64, want: usize, len: u64) -> Option<()> {
+    /// Reads ahead from `offset`; `false` when fewer than `want` bytes are left.
+    fn fill(
+        &mut self,
+        file: &dyn VfsFile,
+        offset: u64,
+        want: usize,
+        len: u64,
+    ) -> std::io::Result<bool> {
         let n = (want.max(WINDOW) as u64).min(len - offset) as usize;
         if n < want {
-            return None;
+            return Ok(false);
         }
         self.buf.resize(n, 0);
-        file.read_exact_at(&mut self.buf, offset).ok()?;
+        if let Err(e) = file.read_exact_at(&mut self.buf, offset) {
+            self.buf.clear();
+            return Err(e);
+        }
         self.start = offset;
-        Some(())
+        Ok(true)
     }
 
-    fn slice(&mut self, file: &dyn VfsFile, offset: u64, n: usize, len: u64) -> Option<&[u8]> {
-        let end = offset.checked_add(n as u64)?;
-        if end > len {
-            return None;
-        }
-        if offset < self.start || end > self.start + self.buf.len() as u64 {
-            self.fill(file, offset, n, len)?;
+    fn slice(
+        &mut self,
+        file: &dyn VfsFile,
+        offset: u64,
+        n: usize,
+        len: u64,
+    ) -> std::io::Result<Option<&[u8]>> {
+        let Some(end) = offset.checked_add(n as u64).filter(|&e| e <= len) else {
+            return Ok(None);
+        };
+        if (offset < self.start || end > self.start + self.buf.len() as u64)
+            && !self.fill(file, offset, n, len)?
+        {
+            return Ok(None);
         }
         let at = (offset - self.start) as usize;
-        Some(&self.buf[at..at + n])
+        Ok(Some(&self.buf[at..at + n]))
     }
 
     /// The whole frame at `offset` if its length is plausible and it fits in the file.
-    fn frame(&mut self, file: &dyn VfsFile, offset: u64, len: u64, cap: usize) -> Option<&[u8]> {
-        let prefix = self.slice(file, offset, FRAME_PREFIX_LEN, len)?;
-        let n = format::frame_len(prefix, cap).ok()?;
+    fn frame(
+        &mut self,
+        file: &dyn VfsFile,
+        offset: u64,
+        len: u64,
+        cap: usize,
+    ) -> std::io::Result<Option<&[u8]>> {
+        let Some(prefix) = self.slice(file, offset, FRAME_PREFIX_LEN, len)? else {
+            return Ok(None);
+        };
+        let Ok(n) = format::frame_len(prefix, cap) else {
+            return Ok(None);
+        };
         self.slice(file, offset, n, len)
     }
 
@@ -595,13 +894,17 @@ impl Window {
         offset: u64,
         len: u64,
         cap: usize,
-    ) -> Option<&[u8]> {
-        let prefix = self.slice(file, offset, FRAME_PREFIX_LEN, len)?;
-        let n = format::frame_len(prefix, cap).ok()?;
+    ) -> std::io::Result<Option<&[u8]>> {
+        let Some(prefix) = self.slice(file, offset, FRAME_PREFIX_LEN, len)? else {
+            return Ok(None);
+        };
+        let Ok(n) = format::frame_len(prefix, cap) else {
+            return Ok(None);
+        };
         let body_len = (n - FRAME_OVERHEAD) as u32;
         let trailing_at = offset + (n - 4) as u64;
         if trailing_at + 4 > len {
-            return None;
+            return Ok(None);
         }
         // read the trailing length beside the window, not through it: moving the window
         // for every plausible length would re-read a megabyte per offset tried
@@ -610,11 +913,11 @@ impl Window {
         if trailing_at >= self.start && trailing_at + 4 <= end {
             let at = (trailing_at - self.start) as usize;
             trailing.copy_from_slice(&self.buf[at..at + 4]);
-        } else if file.read_exact_at(&mut trailing, trailing_at).is_err() {
-            return None;
+        } else {
+            file.read_exact_at(&mut trailing, trailing_at)?;
         }
         if trailing != body_len.to_le_bytes() {
-            return None;
+            return Ok(None);
         }
         self.slice(file, offset, n, len)
     }
@@ -649,12 +952,4 @@ pub fn create_segment(
     write_header(&*file, no, first_position).map_err(io_err(&path))?;
     vfs.sync_dir(dir).map_err(io_err(dir))?;
     Ok(file)
-}
-
-/// What a bad frame turned out to be.
-enum Recovery {
-    /// The unacknowledged end of the log: cut.
-    TornTail,
-    /// Damage cut off in repair mode, with the reason.
-    Repaired(String),
 }

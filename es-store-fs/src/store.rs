@@ -5,9 +5,9 @@ use crate::format::{
     self, FRAME_OVERHEAD, Frame, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN, SegmentHeader,
 };
 use crate::index::{FrameEntry, FrameRef, Index};
-use crate::recovery::{self, INDEX_FILE};
+use crate::recovery::{self, INDEX_FILE, RecoverOptions};
 use crate::snapshot::SnapshotFiles;
-use crate::vfs::{OpenMode, StdFs, Vfs, VfsFile, write_atomically};
+use crate::vfs::{DirLock, OpenMode, StdFs, Vfs, VfsFile, write_atomically};
 use chrono::{DateTime, Utc};
 use es_core::snapshot::{Snapshot, SnapshotStore};
 use es_core::store::{HeadSignal, IdLocation, check_idempotent_retry};
@@ -104,6 +104,9 @@ impl FileStoreOptions {
 /// ```
 pub struct FileStore {
     shared: Arc<Shared>,
+    /// The periodic sync thread, joined at close so that the lock is released when
+    /// `close` returns.
+    sync_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -118,8 +121,13 @@ struct Shared {
     dir: PathBuf,
     options: FileStoreOptions,
     frame_cap: usize,
-    /// Held for the store's lifetime; the OS lock dies with it.
-    _lock: Option<Arc<dyn VfsFile>>,
+    /// Held for the store's lifetime; the OS locks die with it.
+    _lock: Option<WriterLock>,
+    /// Where the writer publishes the end of acknowledged frames for readers in other
+    /// processes.
+    published_file: Option<Arc<dyn VfsFile>>,
+    /// Set to stop the periodic sync thread.
+    stop_sync: (Mutex<bool>, Condvar),
     /// What readers see: only frames whose append was acknowledged.
     published: RwLock<Index>,
     /// Open segment files by number.
@@ -141,6 +149,9 @@ struct Writer {
     tail: (u64, u64),
     /// End of what is written and acknowledged: where a failed flush rolls back to.
     durable_tail: (u64, u64),
+    /// End of what is synced to disk (equal to `durable_tail` under `Always`). Every
+    /// frame records it, so that recovery can prove what was durable.
+    synced_end: (u64, u64),
     next_position: u64,
     /// Versions of streams with unpublished frames.
     overlay: HashMap<String, u64>,
@@ -158,8 +169,8 @@ struct Writer {
     /// Tickets: each append takes one; `done` is the last acknowledged.
     next_ticket: u64,
     done: u64,
-    /// Tickets that failed, as inclusive ranges with the reason.
-    failed: Vec<(u64, u64, io::ErrorKind, String)>,
+    /// Tickets that failed and whose appenders have not yet seen it.
+    failed: Vec<FailedTickets>,
     flushing: bool,
     /// Bytes of the active segment that exist on disk (data plus zero-filled room).
     allocated: u64,
@@ -171,6 +182,16 @@ struct Writer {
     /// Whether written data awaits a periodic sync.
     dirty: bool,
     closed: bool,
+}
+
+/// Appends of one failed flush: tickets `first..=last`, with the reason.
+struct FailedTickets {
+    first: u64,
+    last: u64,
+    /// Appenders of the range that have not returned yet: the entry goes with the last.
+    waiting: u64,
+    kind: io::ErrorKind,
+    message: String,
 }
 
 struct Chunk {
@@ -237,16 +258,34 @@ impl FileStore {
             )));
         }
         let vfs = Arc::clone(&options.vfs);
-        let lock = if options.read_only {
-            None
+        let (lock, limit) = if options.read_only {
+            (None, published_end(&*vfs, &dir)?)
         } else {
             vfs.create_dir_all(&dir).map_err(|source| OpenError::Io {
                 path: dir.clone(),
                 source,
             })?;
-            Some(take_lock(&*vfs, &dir)?)
+            (Some(take_lock(&*vfs, &dir)?), None)
         };
-        let rec = recovery::recover(&*vfs, &dir, frame_cap, options.read_only, options.repair)?;
+        let rec = recovery::recover(
+            &*vfs,
+            &dir,
+            RecoverOptions {
+                limit: limit.map(|p| p.end),
+                ..RecoverOptions::open(frame_cap, options.read_only, options.repair)
+            },
+        )?;
+        let published_file = match &lock {
+            Some(_) => {
+                let path = dir.join(PUBLISHED_FILE);
+                let file = vfs
+                    .open(&path, OpenMode::CreateOrOpen)
+                    .map_err(|source| OpenError::Io { path, source })?;
+                write_published(&*file, rec.end, rec.index.head);
+                Some(file)
+            }
+            None => None,
+        };
         let next_position = rec.index.head + 1;
         let last_timestamp = last_commit_time(&rec).unwrap_or_else(|e| {
             // reads of that frame report the damage; opening stays possible
@@ -257,11 +296,14 @@ impl FileStore {
             dir: dir.clone(),
             frame_cap,
             _lock: lock,
+            published_file,
+            stop_sync: (Mutex::new(false), Condvar::new()),
             published: RwLock::new(rec.index),
             segments: RwLock::new(rec.segments),
             writer: Mutex::new(Writer {
                 tail: rec.end,
                 durable_tail: rec.end,
+                synced_end: rec.end,
                 next_position,
                 overlay: HashMap::new(),
                 unpublished: Vec::new(),
@@ -292,15 +334,22 @@ impl FileStore {
             && !shared.options.read_only
         {
             let weak = Arc::downgrade(&shared);
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("es-store-fs-sync".into())
                 .spawn(move || periodic_sync(weak, interval))
                 .map_err(|source| OpenError::Io {
                     path: shared.dir.clone(),
                     source,
                 })?;
+            return Ok(FileStore {
+                shared,
+                sync_thread: Mutex::new(Some(thread)),
+            });
         }
-        Ok(FileStore { shared })
+        Ok(FileStore {
+            shared,
+            sync_thread: Mutex::new(None),
+        })
     }
 
     /// The directory.
@@ -375,11 +424,22 @@ impl FileStore {
         Ok(())
     }
 
-    /// Syncs, writes the index, and closes.
+    /// Syncs, writes the index, and closes. When it returns, the directory's lock is
+    /// released (the store can be opened again at once).
     pub fn close(self) -> Result<(), StoreError> {
         let result = self.checkpoint().and_then(|()| self.trim());
         lock(&self.shared.writer).closed = true;
+        self.stop_sync_thread();
         result
+    }
+
+    fn stop_sync_thread(&self) {
+        let (stop, wake) = &self.shared.stop_sync;
+        *lock(stop) = true;
+        wake.notify_all();
+        if let Some(thread) = lock(&self.sync_thread).take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -392,6 +452,7 @@ impl Drop for FileStore {
             }
             lock(&self.shared.writer).closed = true;
         }
+        self.stop_sync_thread();
     }
 }
 
@@ -402,6 +463,11 @@ fn last_commit_time(rec: &recovery::Recovered) -> Result<DateTime<Utc>, OpenErro
         return Ok(DateTime::<Utc>::MIN_UTC);
     };
     let corrupted = |reason: String| OpenError::Corrupted {
+        file: rec.dir.join(format!(
+            "{:020}{}",
+            last.at.segment,
+            recovery::SEGMENT_SUFFIX
+        )),
         segment: last.at.segment,
         offset: last.at.offset,
         reason,
@@ -419,51 +485,151 @@ fn last_commit_time(rec: &recovery::Recovered) -> Result<DateTime<Utc>, OpenErro
     Ok(frame.place.timestamp)
 }
 
-fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<Arc<dyn VfsFile>, OpenError> {
+/// The write lock: an advisory lock on the directory itself (which a user cannot delete
+/// from under a running writer and recreate) and on the lock file (which names the
+/// holder).
+#[allow(dead_code)] // held for their `Drop`
+struct WriterLock {
+    dir: DirLock,
+    file: Arc<dyn VfsFile>,
+}
+
+fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| OpenError::Io {
         path: path.clone(),
         source,
     };
+    let dir_lock = vfs.lock_dir(dir).map_err(|source| OpenError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     let file = vfs.open(&path, OpenMode::CreateOrOpen).map_err(io)?;
-    if !file.try_lock().map_err(io)? {
+    let locked = match dir_lock {
+        Some(dir_lock) if file.try_lock().map_err(io)? => Some(dir_lock),
+        _ => None,
+    };
+    let Some(dir_lock) = locked else {
         let mut holder = vec![0u8; 256];
         let n = file.read_at(&mut holder, 0).unwrap_or(0);
         let holder = String::from_utf8_lossy(&holder[..n]).trim().to_owned();
+        let holder = if holder == format!("process {}", std::process::id()) {
+            format!(
+                "this process ({}) already has it open: share that `FileStore` (it is `Sync`; wrap it in an `Arc`)",
+                std::process::id()
+            )
+        } else if holder.is_empty() {
+            "unknown holder".into()
+        } else {
+            holder
+        };
         return Err(OpenError::Locked {
             dir: dir.to_owned(),
-            holder: if holder.is_empty() {
-                "unknown holder".into()
-            } else {
-                holder
-            },
+            holder,
         });
-    }
+    };
     let me = format!("process {}", std::process::id());
     file.set_len(0).map_err(io)?;
     file.write_all_at(me.as_bytes(), 0).map_err(io)?;
-    Ok(file)
+    Ok(WriterLock {
+        dir: dir_lock,
+        file,
+    })
+}
+
+/// Name of the file where a live writer publishes the end of its acknowledged frames.
+pub const PUBLISHED_FILE: &str = "PUBLISHED";
+const PUBLISHED_MAGIC: &[u8; 8] = b"ESPUBL01";
+const PUBLISHED_LEN: usize = 8 + 8 + 8 + 8 + 4;
+
+/// The end of the log a live writer has acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Published {
+    /// Segment and offset after the last acknowledged frame.
+    pub(crate) end: (u64, u64),
+    /// The last acknowledged position.
+    pub(crate) head: u64,
+}
+
+/// Writes the published end: magic, segment, offset, head position, CRC32C of the rest.
+/// Not synced: it only serves readers while the writer lives (after a crash the next
+/// writer recovers from the log itself). A failure leaves readers a stale end, which
+/// shows them less, never something unacknowledged.
+fn write_published(file: &dyn VfsFile, end: (u64, u64), head: u64) {
+    let mut b = [0u8; PUBLISHED_LEN];
+    b[0..8].copy_from_slice(PUBLISHED_MAGIC);
+    b[8..16].copy_from_slice(&end.0.to_le_bytes());
+    b[16..24].copy_from_slice(&end.1.to_le_bytes());
+    b[24..32].copy_from_slice(&head.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..32]);
+    b[32..36].copy_from_slice(&crc.to_le_bytes());
+    if let Err(e) = file.write_all_at(&b, 0) {
+        log::warn!("publishing the log's end for readers: {e}");
+    }
+}
+
+/// For a read-only open: the end a live writer published, or `None` when no writer holds
+/// the directory (then the log is read as recovery would, without cutting anything).
+pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Published>, OpenError> {
+    let io = |source| OpenError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    if vfs.lock_dir(dir).map_err(io)?.is_some() {
+        return Ok(None);
+    }
+    let Ok(file) = vfs.open(&dir.join(PUBLISHED_FILE), OpenMode::Read) else {
+        return Ok(None);
+    };
+    // the writer rewrites it in place: a read may see half of an update, so read again
+    for _ in 0..100 {
+        let mut b = [0u8; PUBLISHED_LEN];
+        if file.read_exact_at(&mut b, 0).is_err() {
+            return Ok(None);
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+        if &b[0..8] == PUBLISHED_MAGIC && crc32c::crc32c(&b[..32]).to_le_bytes() == b[32..36] {
+            return Ok(Some(Published {
+                end: (u64_at(8), u64_at(16)),
+                head: u64_at(24),
+            }));
+        }
+        std::thread::yield_now();
+    }
+    Ok(None)
 }
 
 fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
     loop {
-        std::thread::sleep(interval);
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        {
+            let (stop, wake) = &shared.stop_sync;
+            let stopped = lock(stop);
+            let (stopped, _) = wake
+                .wait_timeout_while(stopped, interval, |s| !*s)
+                .unwrap_or_else(|e| e.into_inner());
+            if *stopped {
+                return;
+            }
+        }
         let mut w = lock(&shared.writer);
         if w.closed {
             return;
         }
         if w.dirty && w.poisoned.is_none() {
             w.dirty = false;
-            let seg = w.durable_tail.0;
-            let file = read(&shared.segments).get(seg as usize).cloned();
+            let target = w.durable_tail;
+            let file = read(&shared.segments).get(target.0 as usize).cloned();
             drop(w);
-            if let Some(file) = file
-                && let Err(e) = file.sync_data()
-            {
-                lock(&shared.writer).poisoned = Some(format!("periodic fsync failed: {e}"));
+            if let Some(file) = file {
+                let synced = file.sync_data();
+                let mut w = lock(&shared.writer);
+                match synced {
+                    Ok(()) => w.synced_end = w.synced_end.max(target),
+                    Err(e) => w.poisoned = Some(format!("periodic fsync failed: {e}")),
+                }
             }
         }
     }
@@ -487,6 +653,7 @@ impl Shared {
             ));
             return Err(e.into());
         }
+        w.synced_end = w.synced_end.max(w.durable_tail);
         let index = read(&self.published);
         let bytes = match &w.ids_on_disk {
             Some(ids) => index.encode(&ids[..(index.head as usize).min(ids.len())]),
@@ -513,12 +680,25 @@ impl Shared {
             .ok_or_else(|| StoreError::Corrupted(format!("segment {no} is not open")))
     }
 
+    /// A failed read of a published frame: an I/O error naming the file and offset. A
+    /// file shorter than a frame the index lists is damage, not a failed read.
+    fn read_failed(&self, at: FrameRef, e: io::Error) -> StoreError {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            return corrupted(at, "the segment ends inside a frame the index lists");
+        }
+        let path = recovery::segment_path(&self.dir, at.segment);
+        StoreError::Io(io::Error::new(
+            e.kind(),
+            format!("reading `{}` at offset {}: {e}", path.display(), at.offset),
+        ))
+    }
+
     /// Reads and checks the frame at `at`.
     fn read_frame(&self, at: FrameRef, buf: &mut Vec<u8>) -> Result<(), StoreError> {
         buf.resize(at.len as usize, 0);
         let file = self.segment(at.segment)?;
         file.read_exact_at(buf, at.offset)
-            .map_err(|e| corrupted(at, &format!("unreadable frame: {e}")))?;
+            .map_err(|e| self.read_failed(at, e))?;
         format::check_frame(buf).map_err(|e| corrupted(at, &e.to_string()))?;
         Ok(())
     }
@@ -700,12 +880,18 @@ impl FileStore {
         loop {
             // failures first: after a failed flush, a later one may complete (and move
             // `done` past this ticket) before this appender wakes up
-            if let Some((_, _, kind, reason)) = w
+            if let Some(i) = w
                 .failed
                 .iter()
-                .find(|(lo, hi, _, _)| (*lo..=*hi).contains(&ticket))
+                .position(|f| (f.first..=f.last).contains(&ticket))
             {
-                return Err(StoreError::Io(io::Error::new(*kind, reason.clone())));
+                let f = &mut w.failed[i];
+                let error = StoreError::Io(io::Error::new(f.kind, f.message.clone()));
+                f.waiting -= 1;
+                if f.waiting == 0 {
+                    w.failed.swap_remove(i);
+                }
+                return Err(error);
             }
             if w.done >= ticket {
                 return Ok(result);
@@ -745,14 +931,34 @@ impl FileStore {
         let now = Utc::now().max(w.last_timestamp);
         w.last_timestamp = now;
         let n = prepared.len() as u64;
-        let place = FramePlace {
+        let (mut segment, mut offset) = w.tail;
+        let synced_back = |w: &Writer, segment: u64, offset: u64| {
+            // a new segment's header is synced before any frame is written into it
+            let synced = if w.synced_end.0 == segment {
+                w.synced_end.1
+            } else {
+                SEGMENT_HEADER_LEN as u64
+            };
+            offset.saturating_sub(synced)
+        };
+        let mut place = FramePlace {
             first_position: w.next_position,
             first_version: current + 1,
             timestamp: now,
+            synced_back: Some(synced_back(w, segment, offset)),
         };
         let mut scratch = std::mem::take(&mut w.scratch);
         scratch.clear();
-        let len = format::encode_frame(&mut scratch, place, stream_id, prepared);
+        let mut len = format::encode_frame(&mut scratch, place, stream_id, prepared);
+        let mut new_segment = None;
+        if offset > SEGMENT_HEADER_LEN as u64 && offset + len as u64 > shared.options.segment_size {
+            segment += 1;
+            offset = SEGMENT_HEADER_LEN as u64;
+            new_segment = Some(place.first_position);
+            place.synced_back = Some(synced_back(w, segment, offset));
+            scratch.clear();
+            len = format::encode_frame(&mut scratch, place, stream_id, prepared);
+        }
         if len > shared.frame_cap {
             w.scratch = scratch;
             return Err(StoreError::BatchTooLarge {
@@ -762,13 +968,6 @@ impl FileStore {
                     shared.frame_cap
                 ),
             });
-        }
-        let (mut segment, mut offset) = w.tail;
-        let mut new_segment = None;
-        if offset > SEGMENT_HEADER_LEN as u64 && offset + len as u64 > shared.options.segment_size {
-            segment += 1;
-            offset = SEGMENT_HEADER_LEN as u64;
-            new_segment = Some(place.first_position);
         }
         match w.queue.last_mut() {
             Some(c) if new_segment.is_none() && c.segment == segment => {
@@ -852,6 +1051,9 @@ impl FileStore {
                     index.head
                 };
                 shared.head.publish(head);
+                if let Some(file) = &shared.published_file {
+                    write_published(&**file, tail, head);
+                }
                 for (stream, entry) in &published {
                     if w.overlay.get(stream) == Some(&(entry.first_version + entry.count - 1)) {
                         w.overlay.remove(stream);
@@ -861,6 +1063,12 @@ impl FileStore {
                 w.pending_ids.drain(..published_events as usize);
                 w.done = last_ticket;
                 w.durable_tail = tail;
+                if shared.options.durability == Durability::Always {
+                    w.synced_end = tail;
+                } else if let Some(c) = chunks.iter().rev().find(|c| c.new_segment.is_some()) {
+                    // a roll synced the segments before the new one and its header
+                    w.synced_end = w.synced_end.max((c.segment, SEGMENT_HEADER_LEN as u64));
+                }
                 w.dirty = shared.options.durability != Durability::Always;
                 if !chunks.iter().all(|c| c.new_segment.is_none())
                     && let Err(e) = shared.save_index(&mut w)
@@ -872,10 +1080,16 @@ impl FileStore {
                 let first = w.done + 1;
                 let last = w.next_ticket - 1;
                 let message = shared.io_error("append failed", &e);
-                // kept for the store's life: a waiter of a failed ticket may wake late,
-                // and must never mistake its append for an acknowledged one (each entry
-                // is a few dozen bytes; only a full disk lets writing go on after one)
-                w.failed.push((first, last, e.kind(), message.clone()));
+                // kept until every appender of the range has seen it: a waiter of a
+                // failed ticket may wake late, and must never mistake its append for an
+                // acknowledged one
+                w.failed.push(FailedTickets {
+                    first,
+                    last,
+                    waiting: last + 1 - first,
+                    kind: e.kind(),
+                    message: message.clone(),
+                });
                 self.roll_back(&mut w, &e, message);
             }
         }
@@ -1171,8 +1385,10 @@ impl ReadWindow {
             let file = shared.segment(at.segment)?;
             let want = (known_end.max(end) - at.offset).min(READ_AHEAD.max(len) as u64);
             self.buf.resize(want as usize, 0);
-            file.read_exact_at(&mut self.buf, at.offset)
-                .map_err(|e| corrupted(at, &format!("unreadable frame: {e}")))?;
+            if let Err(e) = file.read_exact_at(&mut self.buf, at.offset) {
+                self.buf.clear();
+                return Err(shared.read_failed(at, e));
+            }
             self.segment = at.segment;
             self.start = at.offset;
         }

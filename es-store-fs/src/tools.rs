@@ -25,7 +25,7 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// A torn tail after the last valid frame (a crash before its append was
     /// acknowledged, not yet cut because the store was not reopened for writing).
-    pub torn_tail: Option<(u64, u64, u64)>,
+    pub torn_tail: Option<crate::error::TornTail>,
     /// The state of `index.dat`.
     pub index: IndexStatus,
 }
@@ -40,25 +40,49 @@ pub enum IndexStatus {
     },
     /// Absent: the next open rebuilds it.
     Missing,
-    /// Damaged or disagreeing with the log: the next open rebuilds it.
+    /// Failing its checksum or describing impossible frames: derived data, rebuilt at the
+    /// next open.
     Unusable(String),
+    /// Intact, but listing frames other than the log's: an open would trust it and reads
+    /// would fail. Damage: [`verify`] reports it as an error.
+    Disagrees(String),
 }
 
 /// Checks every frame of the store in `dir` (checksum, positions, stream versions) and
-/// compares the index file with the log. Read-only: takes no lock, changes nothing.
-/// `progress` is called with the bytes of each frame checked, out of `total`, which
-/// [`log_size`] gives.
+/// compares the index file with the log. It reaches the verdict an open would: damage
+/// anywhere, a failed read, or an index proving the log once held more is an error; a
+/// torn tail (what a crash left of appends never acknowledged) is reported and is not.
+/// Read-only: takes no lock, changes nothing; beside a live writer it checks the log up
+/// to the end the writer published. `progress` is called with the bytes of each frame
+/// checked, out of `total`, which [`log_size`] gives.
 ///
-/// Damage is `Err(OpenError::Corrupted { segment, offset, .. })`.
+/// Damage is `Err(OpenError::Corrupted { file, segment, offset, .. })`.
 pub fn verify(dir: &Path, progress: &dyn Fn(u64)) -> Result<VerifyReport, OpenError> {
     let vfs = StdFs;
-    let scanned = recovery::scan_all(&vfs, dir, MAX_FRAME_LEN, progress)?;
+    let limit = crate::store::published_end(&vfs, dir)?.map(|p| p.end);
+    let o = recovery::RecoverOptions {
+        ignore_index: true,
+        limit,
+        progress: Some(progress),
+        ..recovery::RecoverOptions::open(MAX_FRAME_LEN, true, false)
+    };
+    let scanned = recovery::recover(&vfs, dir, o)?;
     let log = &scanned.index;
     let index = match recovery::read_index_file(&vfs, dir) {
         None if !dir.join(recovery::INDEX_FILE).exists() => IndexStatus::Missing,
         None => IndexStatus::Unusable("damaged (checksum or structure)".into()),
         Some((file, ids)) => compare_index(log, &scanned.ids, &file, &ids),
     };
+    if let IndexStatus::Disagrees(why) = &index {
+        return Err(OpenError::Corrupted {
+            file: dir.join(recovery::INDEX_FILE),
+            segment: log.covered.0,
+            offset: 0,
+            reason: format!(
+                "the index file is intact but {why}; remove it to rebuild it from the log"
+            ),
+        });
+    }
     let bytes = log.frames.iter().map(|f| u64::from(f.at.len)).sum();
     Ok(VerifyReport {
         segments: scanned.segments.len() as u64,
@@ -71,6 +95,34 @@ pub fn verify(dir: &Path, progress: &dyn Fn(u64)) -> Result<VerifyReport, OpenEr
     })
 }
 
+/// Opens the store in `dir` with repair on: damage is cut at the first bad frame (later
+/// segments are removed), what a durable record proves missing is reported, and the
+/// report says exactly what was dropped. With `dry_run`, nothing on disk changes and the
+/// report says what a repair would drop. Takes the write lock unless `dry_run`.
+///
+/// A repair is the user's choice: it loses the events in what it cuts. Copy the directory
+/// first if those bytes may matter.
+pub fn repair(dir: &Path, dry_run: bool) -> Result<crate::RecoveryReport, OpenError> {
+    if dry_run {
+        let vfs = StdFs;
+        let o = recovery::RecoverOptions::open(MAX_FRAME_LEN, true, true);
+        return Ok(recovery::recover(&vfs, dir, o)?.report);
+    }
+    let store = crate::FileStore::open_with(
+        dir,
+        crate::FileStoreOptions {
+            repair: true,
+            ..crate::FileStoreOptions::default()
+        },
+    )?;
+    let report = store.recovery_report().clone();
+    store.close().map_err(|e| OpenError::Io {
+        path: dir.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(report)
+}
+
 fn compare_index(
     log: &Index,
     log_ids: &[uuid::Uuid],
@@ -79,10 +131,10 @@ fn compare_index(
 ) -> IndexStatus {
     let n = file.frames.len();
     if n > log.frames.len() || file.frames[..] != log.frames[..n] {
-        return IndexStatus::Unusable("its frames differ from the log".into());
+        return IndexStatus::Disagrees("its frames differ from the log".into());
     }
     if ids.len() > log_ids.len() || ids[..] != log_ids[..ids.len()] {
-        return IndexStatus::Unusable("its event ids differ from the log".into());
+        return IndexStatus::Disagrees("its event ids differ from the log".into());
     }
     for (stream, entry) in &file.streams {
         let matches = log.streams.get(stream).is_some_and(|l| {
@@ -90,7 +142,7 @@ fn compare_index(
                 && l.frames[..entry.frames.len()] == entry.frames[..]
         });
         if !matches {
-            return IndexStatus::Unusable(format!("stream `{stream}` differs from the log"));
+            return IndexStatus::Disagrees(format!("stream `{stream}` differs from the log"));
         }
     }
     IndexStatus::Consistent {

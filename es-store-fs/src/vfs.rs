@@ -73,7 +73,19 @@ pub trait Vfs: Debug + Send + Sync {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes a directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive advisory lock on the directory itself, held while the returned
+    /// guard lives; `Ok(None)` when another holder has it. A directory cannot be deleted
+    /// and recreated under a running writer the way a lock file can. The default holds
+    /// nothing (a file system without directory locks relies on the lock file alone).
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<DirLock>> {
+        let _ = dir;
+        Ok(Some(DirLock(Box::new(()))))
+    }
 }
+
+/// A held directory lock; dropping it releases the lock.
+#[derive(Debug)]
+pub struct DirLock(#[allow(dead_code)] Box<dyn Debug + Send + Sync>);
 
 /// Replaces `path` with `bytes` atomically: a temporary file beside it (`<path>.tmp`)
 /// written and synced, renamed over `path`, and the directory synced, so that a crash
@@ -179,5 +191,14 @@ impl Vfs for StdFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         std::fs::File::open(dir)?.sync_all()
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<DirLock>> {
+        let file = std::fs::File::open(dir)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(DirLock(Box::new(file)))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 }

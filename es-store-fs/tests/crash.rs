@@ -315,13 +315,34 @@ fn config(ci: u32, full_run: u32) -> ProptestConfig {
     }
 }
 
+/// Unsynced writes kept whole, torn at any byte, or lost: what a crash does. Every image
+/// opens as it is.
+fn lost_or_torn() -> SimOptions {
+    SimOptions {
+        garbage_percent: 0,
+        ..SimOptions::default()
+    }
+}
+
 #[test]
 fn crash_at_every_sync_point_loses_nothing_acknowledged() {
     let tally = RefCell::new(Tally::default());
     proptest!(config(24, 400), |(w in workload(12))| {
-        check_always(&w, SimOptions::default(), Open::Plain, &mut tally.borrow_mut())?;
+        check_always(&w, lost_or_torn(), Open::Plain, &mut tally.borrow_mut())?;
     });
     tally.borrow().report("always");
+}
+
+/// Unsynced writes that read back as garbage: recovery cannot tell them from an
+/// acknowledged frame gone bad, so the open refuses; repair then loses nothing
+/// acknowledged.
+#[test]
+fn crash_with_garbage_for_unsynced_writes_is_refused_and_repair_loses_nothing() {
+    let tally = RefCell::new(Tally::default());
+    proptest!(config(12, 200), |(w in workload(12))| {
+        check_always(&w, SimOptions::default(), Open::RepairAllowed, &mut tally.borrow_mut())?;
+    });
+    tally.borrow().report("always, garbage for unsynced writes");
 }
 
 /// Pages of one write reaching the disk out of order (lost pages read back as zeros)
@@ -370,7 +391,7 @@ fn crash_with_reopens_and_checkpoints_in_the_workload() {
         w
     });
     proptest!(config(8, 150), |(w in with_reopens)| {
-        check_always(&w, SimOptions::default(), Open::Plain, &mut tally.borrow_mut())?;
+        check_always(&w, lost_or_torn(), Open::Plain, &mut tally.borrow_mut())?;
     });
     tally.borrow().report("always, with reopens");
 }
@@ -480,7 +501,7 @@ fn crash_during_a_segment_roll() {
     for seed in 0..u64::from(scale(40, 800)) {
         let sim = SimOptions {
             entry_keep_percent: if seed.is_multiple_of(2) { 0 } else { 70 },
-            ..SimOptions::default()
+            ..lost_or_torn()
         };
         let fs = SimFs::with_options(seed, sim);
         let w = Workload {
@@ -537,66 +558,84 @@ fn crash_during_a_segment_roll() {
     );
 }
 
-/// The rule that tells a lost unsynced write from damage: a frame followed by a valid one
-/// is damage, unless a run of zeros no frame holds lies between them.
+/// The rule that tells a lost unsynced write from damage: a frame that passes its
+/// checksum and records its segment as durable past a bad region proves the region was
+/// acknowledged (damage); without such a frame, only what a lost write leaves (zeros
+/// where bytes were owed) is cut, and bit rot is damage.
 #[test]
 fn a_lost_write_before_one_that_persisted_is_a_torn_tail_but_rot_is_damage() {
-    let fs = SimFs::new(11);
-    let opts = |fs: &SimFs| FileStoreOptions {
+    let opts = |fs: &SimFs, durability| FileStoreOptions {
         vfs: Arc::new(fs.clone()),
         preallocate: 0,
+        durability,
         ..FileStoreOptions::default()
     };
     let seg = std::path::PathBuf::from(DIR).join(format!("{:020}.seg", 0));
-    let store = FileStore::open_with(DIR, opts(&fs)).unwrap();
-    let mut ends = vec![fs.read_file(&seg).unwrap().len()];
-    for i in 0..3 {
-        store
-            .append("s", ExpectedVersion::Any, vec![event("s", i, 200)])
-            .unwrap();
-        ends.push(fs.read_file(&seg).unwrap().len());
-    }
-    drop(store);
-    let log = fs.read_file(&seg).unwrap();
-    let (start, end) = (ends[1], ends[2]);
-    let open_damaged = |damage: &dyn Fn(&mut Vec<u8>)| {
+    let write = |durability| {
+        let fs = SimFs::new(11);
+        let store = FileStore::open_with(DIR, opts(&fs, durability)).unwrap();
+        let mut ends = vec![fs.read_file(&seg).unwrap().len()];
+        for i in 0..3 {
+            store
+                .append("s", ExpectedVersion::Any, vec![event("s", i, 200)])
+                .unwrap();
+            ends.push(fs.read_file(&seg).unwrap().len());
+        }
+        std::mem::forget(store); // a crash: no close
+        (fs.read_file(&seg).unwrap(), ends)
+    };
+    let open_damaged = |log: &[u8], durability, damage: &dyn Fn(&mut Vec<u8>)| {
         let image = SimFs::new(12);
-        let mut bytes = log.clone();
+        let mut bytes = log.to_vec();
         damage(&mut bytes);
         image.write_file(&seg, &bytes);
-        FileStore::open_with(DIR, opts(&image))
+        FileStore::open_with(DIR, opts(&image, durability))
     };
-    // the second frame never reached the disk, the third did: cut at the second
-    for (from, to) in [
-        (start, end),
-        (start, start + 8),
-        (end - 8, end),
-        (start + 50, start + 82),
-    ] {
-        let store = open_damaged(&|b| b[from..to].fill(0))
+    let is_damage_at = |result: Result<FileStore, OpenError>, start: usize, what: &str| {
+        let err = match result.map(|s| s.recovery_report().clone()) {
+            Ok(report) => panic!("{what}: opened, {report:?}"),
+            Err(err) => err,
+        };
+        assert!(
+            matches!(err, OpenError::Corrupted { segment: 0, offset, .. } if offset == start as u64),
+            "{what}: {err}"
+        );
+    };
+
+    // Synced appends: the third frame proves the second was durable. Whatever is wrong
+    // with the second is damage, zeros included.
+    let (log, ends) = write(Durability::Always);
+    let (start, end) = (ends[1], ends[2]);
+    for (from, to) in [(start, end), (start, start + 8), (start + 50, start + 82)] {
+        let result = open_damaged(&log, Durability::Always, &|b| b[from..to].fill(0));
+        is_damage_at(result, start, &format!("synced, zeros at {from}..{to}"));
+    }
+
+    // Unsynced appends (no sync between them): the second frame's write may have been
+    // lost while the third's reached the disk.
+    let (log, ends) = write(Durability::None);
+    let (start, end) = (ends[1], ends[2]);
+    for (from, to) in [(start, end), (start, start + 8), (end - 8, end)] {
+        let store = open_damaged(&log, Durability::None, &|b| b[from..to].fill(0))
             .unwrap_or_else(|e| panic!("zeros at {from}..{to}: {e}"));
         assert_eq!(
-            store.recovery_report().torn_tail.map(|t| t.1),
+            store.recovery_report().torn_tail.map(|t| t.offset),
             Some(start as u64)
         );
         assert_eq!(store.head_position().unwrap(), 1);
     }
-    // bit rot, or zeros a frame can hold, in the second frame: damage, reported
+    // bit rot, or zeros inside a frame whose both ends are intact (no lost sector): damage
     for (from, to) in [
         (start + 60, start + 61),
         (start + 50, start + 70),
+        (start + 50, start + 82),
         (end - 4, end - 3),
     ] {
-        let err = open_damaged(&|b| {
+        let result = open_damaged(&log, Durability::None, &|b| {
             for x in &mut b[from..to] {
                 *x = if to - from == 1 { *x ^ 0x10 } else { 0 };
             }
-        })
-        .map(|s| s.recovery_report().clone())
-        .unwrap_err();
-        assert!(
-            matches!(err, OpenError::Corrupted { segment: 0, offset, .. } if offset == start as u64),
-            "{from}..{to}: {err}"
-        );
+        });
+        is_damage_at(result, start, &format!("unsynced, {from}..{to}"));
     }
 }

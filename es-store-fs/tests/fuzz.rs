@@ -10,7 +10,7 @@ use common::{event, figure, scale};
 use es_core::{EventStore, ExpectedVersion, RecordedEvent};
 use es_store_fs::format::{self, Frame, SegmentHeader};
 use es_store_fs::vfs::sim::SimFs;
-use es_store_fs::{FileStore, FileStoreOptions};
+use es_store_fs::{FileStore, FileStoreOptions, OpenError};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -122,6 +122,7 @@ fn valid_frame(events: usize, payload: usize) -> Vec<u8> {
         first_position: 7,
         first_version: 3,
         timestamp: chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+        synced_back: Some(40),
     };
     format::encode_frame(&mut out, place, "s-1", &prepared);
     out
@@ -367,10 +368,12 @@ fn store_directories_of_arbitrary_bytes_never_panic() {
     });
 }
 
-/// A frame length of `u32::MAX` (and other absurd lengths) at the tail of the log is a
-/// torn tail: cut, with nothing allocated for it, on the simulated and the real disk.
+/// A frame length of `u32::MAX` (and other lengths past the format's cap) at the tail of
+/// the log is not what a crash leaves: the open refuses it, and repair cuts it; a length
+/// the format allows that runs past the end of the file is a torn tail. Nothing is
+/// allocated for either, on the simulated and the real disk.
 #[test]
-fn absurd_lengths_at_the_tail_are_cut_without_allocating() {
+fn absurd_lengths_at_the_tail_are_refused_and_repaired_without_allocating() {
     let files = valid_store();
     let last_segment = files
         .iter()
@@ -380,6 +383,9 @@ fn absurd_lengths_at_the_tail_are_cut_without_allocating() {
         .unwrap();
     let mut checked = 0;
     for length in [u32::MAX, u32::MAX - 11, 1 << 31, frame_cap() as u32 + 1] {
+        // a length the format allows, running past the end of the file, is a write cut
+        // short; one past the format's cap was never written by the store
+        let plausible = length as usize <= format::MAX_FRAME_LEN;
         for tail_extra in [0usize, 4, 100] {
             let mut tail = length.to_le_bytes().to_vec();
             tail.extend(std::iter::repeat_n(0xAB, 4 + tail_extra));
@@ -396,10 +402,23 @@ fn absurd_lengths_at_the_tail_are_cut_without_allocating() {
                 vfs: Arc::new(fs.clone()),
                 ..FileStoreOptions::default()
             };
+            let repair = FileStoreOptions {
+                repair: true,
+                ..options.clone()
+            };
             let mut head = 0;
             let n = largest_allocation(|| {
-                let store = FileStore::open_with(DIR, options).unwrap();
-                assert!(store.recovery_report().torn_tail.is_some());
+                let store = if plausible {
+                    let store = FileStore::open_with(DIR, options).unwrap();
+                    assert!(store.recovery_report().torn_tail.is_some());
+                    store
+                } else {
+                    let err = FileStore::open_with(DIR, options).unwrap_err();
+                    assert!(matches!(err, OpenError::Corrupted { .. }), "{err}");
+                    let store = FileStore::open_with(DIR, repair).unwrap();
+                    assert!(store.recovery_report().repaired.is_some());
+                    store
+                };
                 head = store
                     .read_all(1)
                     .unwrap()
@@ -422,8 +441,23 @@ fn absurd_lengths_at_the_tail_are_cut_without_allocating() {
                 std::fs::write(dir.path().join(name), &bytes).unwrap();
             }
             let n = largest_allocation(|| {
-                let store = FileStore::open(dir.path()).unwrap();
-                assert!(store.recovery_report().torn_tail.is_some());
+                if plausible {
+                    let store = FileStore::open(dir.path()).unwrap();
+                    assert!(store.recovery_report().torn_tail.is_some());
+                    assert_eq!(store.read_all(1).unwrap().count(), 60);
+                    return;
+                }
+                let err = FileStore::open(dir.path()).unwrap_err();
+                assert!(matches!(err, OpenError::Corrupted { .. }), "{err}");
+                let store = FileStore::open_with(
+                    dir.path(),
+                    FileStoreOptions {
+                        repair: true,
+                        ..FileStoreOptions::default()
+                    },
+                )
+                .unwrap();
+                assert!(store.recovery_report().repaired.is_some());
                 assert_eq!(store.read_all(1).unwrap().count(), 60);
             });
             assert!(

@@ -66,6 +66,15 @@ enum Command {
         /// The store directory.
         dir: PathBuf,
     },
+    /// Cuts damage out of the log (the first bad frame and everything after it), after
+    /// saying what is dropped. Events in the cut are lost: copy the directory first.
+    Repair {
+        /// The store directory (must not be open elsewhere).
+        dir: PathBuf,
+        /// Only say what a repair would drop; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Writes every event as JSON Lines.
     Export {
         /// The store directory.
@@ -119,7 +128,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                     "log_bytes": bytes,
                     "index_rebuilt": report.index_rebuilt,
                     "frames_scanned_on_open": report.frames_scanned,
-                    "torn_tail": report.torn_tail,
+                    "torn_tail": report.torn_tail.map(torn_json),
                 });
                 w(&mut out, v.to_string())?;
             } else {
@@ -138,11 +147,12 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                     "present"
                 };
                 w(&mut out, format!("index:      {index}"))?;
-                if let Some((seg, off, n)) = report.torn_tail {
+                if let Some(t) = report.torn_tail {
                     w(
                         &mut out,
                         format!(
-                            "torn tail:  {n} bytes at segment {seg} offset {off} (cut at the next writable open)"
+                            "torn tail:  {} bytes at segment {} offset {} (never acknowledged; cut at the next writable open)",
+                            t.bytes, t.segment, t.offset
                         ),
                     )?;
                 }
@@ -194,6 +204,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             }
         }
         Command::Verify { dir } => return verify(dir, cli.json, &mut out),
+        Command::Repair { dir, dry_run } => return repair(dir, *dry_run, cli.json, &mut out),
         Command::Export { dir, out: file } => {
             let store = open(dir)?;
             let n = match file {
@@ -273,6 +284,7 @@ fn verify(dir: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, Strin
                 }
                 IndexStatus::Missing => "missing (rebuilt at the next open)".into(),
                 IndexStatus::Unusable(why) => format!("unusable: {why} (rebuilt at the next open)"),
+                IndexStatus::Disagrees(why) => format!("disagrees with the log: {why}"),
             };
             if json {
                 line(
@@ -284,7 +296,7 @@ fn verify(dir: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, Strin
                         "events": report.events,
                         "streams": report.streams,
                         "bytes": report.bytes,
-                        "torn_tail": report.torn_tail,
+                        "torn_tail": report.torn_tail.map(torn_json),
                         "index": index,
                     })
                     .to_string(),
@@ -298,11 +310,12 @@ fn verify(dir: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, Strin
                     ),
                 )?;
                 line(out, format!("index: {index}"))?;
-                if let Some((seg, off, n)) = report.torn_tail {
+                if let Some(t) = report.torn_tail {
                     line(
                         out,
                         format!(
-                            "torn tail: {n} bytes at segment {seg} offset {off} (never acknowledged; cut at the next writable open)"
+                            "torn tail: {} bytes at segment {} offset {} (never acknowledged; cut at the next writable open)",
+                            t.bytes, t.segment, t.offset
                         ),
                     )?;
                 }
@@ -310,22 +323,96 @@ fn verify(dir: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, Strin
             Ok(ExitCode::SUCCESS)
         }
         Err(OpenError::Corrupted {
+            file,
             segment,
             offset,
             reason,
         }) => {
             if json {
-                line(out, serde_json::json!({"ok": false, "segment": segment, "offset": offset, "reason": reason}).to_string())?;
+                line(out, serde_json::json!({"ok": false, "file": file, "segment": segment, "offset": offset, "reason": reason}).to_string())?;
             } else {
                 line(
                     out,
-                    format!("CORRUPTED: segment {segment} at offset {offset}: {reason}"),
+                    format!(
+                        "CORRUPTED: {} (segment {segment}) at offset {offset}: {reason}",
+                        file.display()
+                    ),
+                )?;
+                line(
+                    out,
+                    format!(
+                        "see what a repair would drop: es-store repair --dry-run {}",
+                        dir.display()
+                    ),
                 )?;
             }
             Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(e.to_string()),
     }
+}
+
+fn torn_json(t: es_store_fs::TornTail) -> serde_json::Value {
+    serde_json::json!({"segment": t.segment, "offset": t.offset, "bytes": t.bytes})
+}
+
+fn repair(dir: &Path, dry_run: bool, json: bool, out: &mut dyn Write) -> Result<ExitCode, String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a store directory", dir.display()));
+    }
+    let report = tools::repair(dir, dry_run).map_err(|e| e.to_string())?;
+    let verb = if dry_run { "would drop" } else { "dropped" };
+    let line = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(|e| e.to_string());
+    if json {
+        let repaired = report.repaired.as_ref().map(|r| {
+            serde_json::json!({
+                "segment": r.segment,
+                "offset": r.offset,
+                "reason": r.reason,
+                "bytes_dropped": r.bytes_dropped,
+                "segments_removed": r.segments_removed,
+            })
+        });
+        line(
+            out,
+            serde_json::json!({
+                "dry_run": dry_run,
+                "repaired": repaired,
+                "torn_tail": report.torn_tail.map(torn_json),
+            })
+            .to_string(),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &report.repaired {
+        None => line(out, "no damage: nothing to repair".into())?,
+        Some(r) => {
+            line(
+                out,
+                format!(
+                    "damage at segment {} offset {}: {}",
+                    r.segment, r.offset, r.reason
+                ),
+            )?;
+            line(
+                out,
+                format!(
+                    "{verb} {} bytes of segment {} from offset {}, and segments {:?} whole",
+                    r.bytes_dropped, r.segment, r.offset, r.segments_removed
+                ),
+            )?;
+        }
+    }
+    if let Some(t) = report.torn_tail {
+        line(
+            out,
+            format!(
+                "torn tail (never acknowledged): {} bytes at segment {} offset {}",
+                t.bytes, t.segment, t.offset
+            ),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_event(out: &mut dyn Write, json: bool, e: &RecordedEvent) -> Result<(), String> {
