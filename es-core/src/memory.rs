@@ -5,8 +5,8 @@ use crate::envelope::{NewEvent, RecordedEvent};
 use crate::snapshot::{Snapshot, SnapshotStore, newest_at_or_below, retain_newest};
 use crate::store::HeadSignal;
 use crate::store::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, IdLocation, Limits, StoreError,
-    check_idempotent_retry,
+    AppendResult, EventStore, EventStream, ExpectedVersion, IdLocation, Limits, LimitsError,
+    StoreError, check_idempotent_retry,
 };
 use chrono::Utc;
 use std::collections::{HashMap, VecDeque};
@@ -54,12 +54,22 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// An empty store with other limits.
-    pub fn with_limits(limits: Limits) -> Self {
-        MemoryStore {
+    /// An empty store with other limits, refused when [`Limits::validate`] refuses them
+    /// (a JSON depth the store could not read back, or a limit that refuses every
+    /// append).
+    ///
+    /// ```
+    /// use es_core::{Limits, MemoryStore};
+    /// let small = Limits { max_batch_events: 100, ..Limits::default() };
+    /// assert_eq!(MemoryStore::with_limits(small).unwrap().limits().max_batch_events, 100);
+    /// assert!(MemoryStore::with_limits(Limits { max_json_depth: 200, ..small }).is_err());
+    /// ```
+    pub fn with_limits(limits: Limits) -> Result<Self, LimitsError> {
+        limits.validate()?;
+        Ok(MemoryStore {
             limits,
             ..MemoryStore::default()
-        }
+        })
     }
 
     /// The limits in force.

@@ -68,20 +68,44 @@ impl AppendResult {
 }
 
 /// Size limits a store enforces before it writes anything.
+///
+/// The defaults:
+///
+/// | limit | default |
+/// |---|---|
+/// | [`max_stream_id_len`](Limits::max_stream_id_len) | 512 bytes |
+/// | [`max_event_type_len`](Limits::max_event_type_len) | 256 bytes |
+/// | [`max_event_size`](Limits::max_event_size) | 1 MiB (1,048,576 bytes) |
+/// | [`max_batch_events`](Limits::max_batch_events) | 10,000 events per append |
+/// | [`max_batch_size`](Limits::max_batch_size) | 16 MiB (16,777,216 bytes) per append |
+/// | [`max_json_depth`](Limits::max_json_depth) | 64 levels |
+///
+/// Stores check the limits they are given with [`Limits::validate`] and refuse limits
+/// under which they could accept what they cannot read back, or accept nothing at all.
+///
+/// ```
+/// use es_core::Limits;
+/// let deeper = Limits { max_json_depth: Limits::MAX_READABLE_JSON_DEPTH, ..Limits::default() };
+/// assert!(deeper.validate().is_ok());
+/// let too_deep = Limits { max_json_depth: 200, ..Limits::default() };
+/// assert!(too_deep.validate().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest stream id, in bytes.
+    /// Longest stream id, in bytes (default 512).
     pub max_stream_id_len: usize,
-    /// Longest event type name, in bytes.
+    /// Longest event type name, in bytes (default 256).
     pub max_event_type_len: usize,
-    /// Largest event (payload plus encoded metadata), in bytes.
+    /// Largest event (payload plus encoded metadata), in bytes (default 1 MiB).
     pub max_event_size: usize,
-    /// Most events in one append.
+    /// Most events in one append (default 10,000).
     pub max_batch_events: usize,
-    /// Largest append (sum of event sizes), in bytes.
+    /// Largest append (sum of event sizes), in bytes (default 16 MiB).
     pub max_batch_size: usize,
-    /// Deepest nesting of arrays and objects in a payload or in metadata. Decoders refuse
-    /// deeper JSON (serde_json stops at 128), so deeper input is refused on the way in.
+    /// Deepest nesting of arrays and objects in a payload or in a metadata value
+    /// (default 64). Decoders refuse deeper JSON (serde_json stops at 128 levels), so
+    /// deeper input is refused on the way in; at most
+    /// [`MAX_READABLE_JSON_DEPTH`](Limits::MAX_READABLE_JSON_DEPTH).
     pub max_json_depth: usize,
 }
 
@@ -98,7 +122,63 @@ impl Default for Limits {
     }
 }
 
+/// Why a set of [`Limits`] is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// `max_json_depth` allows JSON that the store could store but never read back.
+    #[error(
+        "limit `max_json_depth` is {value}; the maximum is {max}, the deepest nesting a store can read back"
+    )]
+    JsonDepthTooDeep {
+        /// The depth asked for.
+        value: usize,
+        /// [`Limits::MAX_READABLE_JSON_DEPTH`].
+        max: usize,
+    },
+    /// A limit is zero, so that every append would be refused.
+    #[error("limit `{field}` is 0, which refuses every append")]
+    Zero {
+        /// The limit's field name.
+        field: &'static str,
+    },
+}
+
 impl Limits {
+    /// The largest [`max_json_depth`](Limits::max_json_depth) a store accepts.
+    ///
+    /// serde_json refuses to decode nesting deeper than its recursion limit (128 levels
+    /// counted from the outside, so 127 is the deepest it reads). Stored JSON is nested
+    /// further when it is read: a metadata value sits inside the metadata object and its
+    /// `extra` map, and an exported event wraps both in the event's object, which is three
+    /// levels. This leaves four more, so that a consumer may still wrap an exported line
+    /// in an envelope of its own. A test measures serde_json's limit and checks these
+    /// margins.
+    pub const MAX_READABLE_JSON_DEPTH: usize = 120;
+
+    /// Checks that a store can work under these limits: `max_json_depth` at most
+    /// [`MAX_READABLE_JSON_DEPTH`](Limits::MAX_READABLE_JSON_DEPTH), and no size or count
+    /// limit zero (a zero `max_json_depth` is allowed: scalar payloads remain possible).
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        let must_be_positive = [
+            ("max_stream_id_len", self.max_stream_id_len),
+            ("max_event_type_len", self.max_event_type_len),
+            ("max_event_size", self.max_event_size),
+            ("max_batch_events", self.max_batch_events),
+            ("max_batch_size", self.max_batch_size),
+        ];
+        if let Some(&(field, _)) = must_be_positive.iter().find(|(_, value)| *value == 0) {
+            return Err(LimitsError::Zero { field });
+        }
+        if self.max_json_depth > Self::MAX_READABLE_JSON_DEPTH {
+            return Err(LimitsError::JsonDepthTooDeep {
+                value: self.max_json_depth,
+                max: Self::MAX_READABLE_JSON_DEPTH,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks a stream id: non-empty, at most `max_stream_id_len` bytes, no control
     /// characters.
     pub fn check_stream_id(&self, stream_id: &str) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@
 //! A snapshot file is a cache: a missing, damaged or foreign file (two stream ids whose
 //! hashes collide) reads as "no snapshot", and the aggregate is rebuilt from events.
 
-use crate::vfs::{OpenMode, Vfs, write_atomically};
+use crate::vfs::{OpenMode, Vfs, write_atomically, write_atomically_unique};
 use chrono::DateTime;
 use es_core::StoreError;
 use es_core::snapshot::{Snapshot, newest_at_or_below, retain_newest};
@@ -172,7 +172,113 @@ fn decode(bytes: &[u8]) -> Option<Vec<Snapshot>> {
     (at == body.len()).then_some(list)
 }
 
+// A checkpoint file, `<name>.checkpoint` in the checkpoint directory:
+//
+//   magic "ESCKPT02"
+//   name: length u32 + UTF-8 (1 to MAX_CHECKPOINT_NAME bytes)
+//   position u64
+//   CRC32C of everything before it, u32
+//
+// The earlier layout, still read: position u64 + CRC32C of it u32 (12 bytes, no name).
+
+const CHECKPOINT_MAGIC: &[u8; 8] = b"ESCKPT02";
+/// Longest checkpoint name.
+const MAX_CHECKPOINT_NAME: usize = 128;
+/// Length of a file in the earlier layout, which holds no name.
+const UNNAMED_CHECKPOINT_LEN: usize = 12;
+/// Largest checkpoint file read back.
+const MAX_CHECKPOINT_FILE: u64 = (8 + 4 + MAX_CHECKPOINT_NAME + 8 + 4) as u64;
+
+/// Why a checkpoint file could not be read.
+#[derive(Debug, thiserror::Error)]
+enum CheckpointFileError {
+    #[error("checkpoint file {} is damaged: {reason}", path.display())]
+    Damaged { path: PathBuf, reason: String },
+    #[error(
+        "checkpoint file {} holds the checkpoint of `{found}`, not of `{expected}` (copied or renamed from another name?)",
+        path.display()
+    )]
+    OtherName {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("reading checkpoint file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a checkpoint file holds: the name it was saved for (none in the earlier layout)
+/// and the position.
+#[derive(Debug, PartialEq, Eq)]
+struct CheckpointContent<'a> {
+    name: Option<&'a str>,
+    position: u64,
+}
+
+fn encode_checkpoint(name: &str, position: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 4 + name.len() + 8 + 4);
+    out.extend_from_slice(CHECKPOINT_MAGIC);
+    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&position.to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes either layout; the error says what is wrong.
+fn decode_checkpoint(bytes: &[u8]) -> Result<CheckpointContent<'_>, String> {
+    let (body, crc) = bytes
+        .len()
+        .checked_sub(4)
+        .and_then(|at| bytes.split_at_checked(at))
+        .ok_or_else(|| format!("{} bytes is too short", bytes.len()))?;
+    if crc32c::crc32c(body).to_le_bytes() != crc {
+        return Err("checksum mismatch".into());
+    }
+    let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    if bytes.len() == UNNAMED_CHECKPOINT_LEN {
+        return Ok(CheckpointContent {
+            name: None,
+            position: u64_at(body),
+        });
+    }
+    let rest = body
+        .strip_prefix(CHECKPOINT_MAGIC.as_slice())
+        .ok_or("not a checkpoint file (wrong magic)")?;
+    let (len, rest) = rest.split_at_checked(4).ok_or("truncated name length")?;
+    let len = u32::from_le_bytes(len.try_into().unwrap_or([0; 4])) as usize;
+    if len == 0 || len > MAX_CHECKPOINT_NAME || rest.len() != len + 8 {
+        return Err(format!(
+            "a name length of {len} does not fit a {} byte file",
+            bytes.len()
+        ));
+    }
+    let (name, position) = rest.split_at(len);
+    let name = std::str::from_utf8(name).map_err(|e| format!("the name is not UTF-8: {e}"))?;
+    Ok(CheckpointContent {
+        name: Some(name),
+        position: u64_at(position),
+    })
+}
+
 /// Durable projection checkpoints, one small file per projection name in a directory.
+///
+/// Each file records the name it was saved for, and loading refuses a file that holds
+/// another name's checkpoint (a file copied or renamed across names) with an error naming
+/// the file, the name it holds and the name expected. Files written before names were
+/// recorded hold no name; they are still read, without that check, and the next save
+/// rewrites them with the name.
+///
+/// Saves may run concurrently, also for one name: each writes its own temporary file
+/// and renames it over the checkpoint file, so a load sees one complete saved value, and
+/// the last rename wins. A crash can leave a temporary file
+/// (`<name>.checkpoint.<process id>-<n>.tmp`) behind; it is never read as a checkpoint and
+/// may be deleted.
 ///
 /// ```
 /// use es_core::CheckpointStore;
@@ -203,7 +309,7 @@ impl FileCheckpoints {
 
     fn path(&self, name: &str) -> Result<PathBuf, es_core::projection::BoxError> {
         let ok = !name.is_empty()
-            && name.len() <= 128
+            && name.len() <= MAX_CHECKPOINT_NAME
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
@@ -223,23 +329,42 @@ impl es_core::CheckpointStore for FileCheckpoints {
         let file = match self.vfs.open(&path, OpenMode::Read) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e.into()),
+            Err(source) => return Err(CheckpointFileError::Io { path, source }.into()),
         };
-        let mut b = [0u8; 12];
-        file.read_exact_at(&mut b, 0)
-            .map_err(|e| format!("checkpoint {}: {e}", path.display()))?;
-        let (value, crc) = b.split_at(8);
-        if crc32c::crc32c(value).to_le_bytes() != crc {
-            return Err(format!("checkpoint {} is damaged", path.display()).into());
+        let len = match file.len() {
+            Ok(len) => len,
+            Err(source) => return Err(CheckpointFileError::Io { path, source }.into()),
+        };
+        if len > MAX_CHECKPOINT_FILE {
+            let reason = format!("{len} bytes is larger than any checkpoint file");
+            return Err(CheckpointFileError::Damaged { path, reason }.into());
         }
-        Ok(u64::from_le_bytes(value.try_into().unwrap_or([0; 8])))
+        let mut bytes = vec![0u8; len as usize];
+        if let Err(source) = file.read_exact_at(&mut bytes, 0) {
+            return Err(CheckpointFileError::Io { path, source }.into());
+        }
+        match decode_checkpoint(&bytes) {
+            Ok(CheckpointContent {
+                name: Some(found), ..
+            }) if found != name => Err(CheckpointFileError::OtherName {
+                path,
+                found: found.to_owned(),
+                expected: name.to_owned(),
+            }
+            .into()),
+            Ok(content) => Ok(content.position),
+            Err(reason) => Err(CheckpointFileError::Damaged { path, reason }.into()),
+        }
     }
 
     fn save(&self, name: &str, position: u64) -> Result<(), es_core::projection::BoxError> {
         let path = self.path(name)?;
-        let mut b = position.to_le_bytes().to_vec();
-        b.extend_from_slice(&crc32c::crc32c(&position.to_le_bytes()).to_le_bytes());
-        write_atomically(&*self.vfs, &self.dir, &path, &b)?;
+        write_atomically_unique(
+            &*self.vfs,
+            &self.dir,
+            &path,
+            &encode_checkpoint(name, position),
+        )?;
         Ok(())
     }
 }
@@ -247,6 +372,36 @@ impl es_core::CheckpointStore for FileCheckpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoint_files_round_trip_in_both_layouts_and_reject_damage() {
+        let bytes = encode_checkpoint("sales", 42);
+        let named = CheckpointContent {
+            name: Some("sales"),
+            position: 42,
+        };
+        assert_eq!(decode_checkpoint(&bytes), Ok(named));
+        assert!(bytes.len() as u64 <= MAX_CHECKPOINT_FILE);
+        assert!(
+            encode_checkpoint(&"n".repeat(MAX_CHECKPOINT_NAME), 1).len() as u64
+                <= MAX_CHECKPOINT_FILE
+        );
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            assert!(decode_checkpoint(&bad).is_err(), "byte {i}");
+        }
+        for cut in 0..bytes.len() {
+            assert!(decode_checkpoint(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut unnamed = 7u64.to_le_bytes().to_vec();
+        unnamed.extend_from_slice(&crc32c::crc32c(&7u64.to_le_bytes()).to_le_bytes());
+        let content = CheckpointContent {
+            name: None,
+            position: 7,
+        };
+        assert_eq!(decode_checkpoint(&unnamed), Ok(content));
+    }
 
     #[test]
     fn snapshot_files_round_trip_and_reject_damage() {

@@ -243,6 +243,10 @@ impl FileStore {
                 options.segment_size
             )));
         }
+        options
+            .limits
+            .validate()
+            .map_err(|e| OpenError::InvalidOptions(e.to_string()))?;
         if let Durability::Periodic(d) = options.durability
             && d.is_zero()
         {

@@ -163,6 +163,11 @@ pub fn log_size(dir: &Path) -> std::io::Result<u64> {
 
 /// Writes every event of the log from `from` on, one JSON object per line; returns how
 /// many.
+///
+/// Each event is exactly one line whatever the whitespace of its stored payload: the
+/// payload is written without the whitespace between its tokens (a pretty-printed payload
+/// comes out compact; its strings, numbers and key order are kept as stored), and the
+/// metadata is written compactly.
 pub fn export_jsonl<S: EventStore + ?Sized>(
     store: &S,
     from: u64,
@@ -170,12 +175,42 @@ pub fn export_jsonl<S: EventStore + ?Sized>(
 ) -> Result<u64, ExportError> {
     let mut n = 0;
     for event in store.read_all(from)? {
-        serde_json::to_writer(&mut *out, &event?).map_err(|e| ExportError::Io(e.into()))?;
+        let mut event = event?;
+        event.payload = without_whitespace(&event.payload);
+        serde_json::to_writer(&mut *out, &event).map_err(|e| ExportError::Io(e.into()))?;
         out.write_all(b"\n")?;
         n += 1;
     }
     out.flush()?;
     Ok(n)
+}
+
+/// JSON text without the whitespace between its tokens.
+///
+/// A JSON string cannot hold a raw line break (it must be escaped), so the result is one
+/// line. The text is copied otherwise byte for byte rather than decoded and encoded
+/// again: that would change numbers beyond `f64` precision and the order of keys, and
+/// would be bounded by the decoder's nesting limit. Well-formed input is assumed (the
+/// store checked it on append).
+fn without_whitespace(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        } else if b == b'"' {
+            in_string = true;
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// Why an export failed.

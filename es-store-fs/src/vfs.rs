@@ -106,6 +106,50 @@ pub(crate) fn write_atomically(
     vfs.sync_dir(dir)
 }
 
+/// Replaces `path` with `bytes` atomically like [`write_atomically`], for a file that
+/// several writers may replace at once: each call writes its own temporary file beside
+/// `path` (`<path>.<process id>-<sequence number>.tmp`, never an existing file), so
+/// concurrent calls never write into one another's, and the last rename wins. A call
+/// that fails removes its temporary file; a crash can leave one behind, which is never
+/// read as `path`.
+pub(crate) fn write_atomically_unique(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    /// Numbers the temporary files of this process.
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    /// Names taken by leftovers of an earlier process with the same id are skipped; this
+    /// bounds the search should creating fail this way for another reason.
+    const ATTEMPTS: usize = 64;
+    let mut attempt = 0;
+    let (tmp, file) = loop {
+        let mut tmp = path.as_os_str().to_owned();
+        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        tmp.push(format!(".{}-{sequence}.tmp", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp);
+        match vfs.open(&tmp, OpenMode::CreateNew) {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt + 1 < ATTEMPTS => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let replaced = file
+        .write_all_at(bytes, 0)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| vfs.rename(&tmp, path));
+    if let Err(e) = replaced {
+        // Best effort: the error that matters is the one returned.
+        let _ = vfs.remove_file(&tmp);
+        return Err(e);
+    }
+    vfs.sync_dir(dir)
+}
+
 /// The real file system (Unix).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdFs;
