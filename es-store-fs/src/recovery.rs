@@ -65,7 +65,8 @@ impl RecoverOptions<'_> {
             frame_cap,
             read_only,
             repair,
-            ignore_index: false,
+            // a repair checks every frame: the index does not vouch for what it covers
+            ignore_index: repair,
             limit: None,
             progress: None,
         }
@@ -188,7 +189,8 @@ impl Scan<'_> {
                 );
                 let unfit = first_unfit(&index, &lens);
                 if self.o.ignore_index || unfit.is_some() {
-                    proven = Some((covered, claim));
+                    // an index of no events proves nothing about the log
+                    proven = (index.head > 0).then_some((covered, claim));
                     None
                 } else {
                     Some((index, ids))
@@ -727,7 +729,7 @@ fn looks_unwritten(file: &dyn VfsFile, at: u64, len: u64, cap: usize) -> std::io
         // field and zeros stand on one side of it
         Err(_) => {
             let cut = (1..4).any(|k| {
-                (at + k) % SECTOR == 0
+                (at + k).is_multiple_of(SECTOR)
                     && (leading[k as usize..].iter().all(|&b| b == 0)
                         || leading[..k as usize].iter().all(|&b| b == 0))
             });

@@ -386,6 +386,14 @@ impl FileStore {
         lock(&self.shared.writer).stats
     }
 
+    /// Failed flushes whose appenders have not all returned yet (kept so that none of
+    /// them mistakes its failed append for an acknowledged one). For tests: it must not
+    /// grow with the number of failed appends.
+    #[doc(hidden)]
+    pub fn failures_held(&self) -> usize {
+        lock(&self.shared.writer).failed.len()
+    }
+
     /// Bytes of log on disk (segments only).
     pub fn log_bytes(&self) -> io::Result<u64> {
         read(&self.shared.segments).iter().map(|f| f.len()).sum()
@@ -496,7 +504,24 @@ fn last_commit_time(rec: &recovery::Recovered) -> Result<DateTime<Utc>, OpenErro
 struct WriterLock {
     dir: DirLock,
     file: Arc<dyn VfsFile>,
+    /// This process's registration of the directory.
+    registered: PathBuf,
 }
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        lock(&OPEN_HERE).remove(&self.registered);
+    }
+}
+
+/// Store directories this process has open for writing.
+static OPEN_HERE: Mutex<std::collections::BTreeSet<PathBuf>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+/// How long a lock that names this process but that this process no longer holds is
+/// waited for: a child process being started holds copies of the parent's descriptors
+/// (and so its locks) until it executes its program.
+const FORKED_LOCK_WAIT: Duration = Duration::from_millis(500);
 
 fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
     let path = dir.join(LOCK_FILE);
@@ -504,40 +529,70 @@ fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
         path: path.clone(),
         source,
     };
-    let dir_lock = vfs.lock_dir(dir).map_err(|source| OpenError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let file = vfs.open(&path, OpenMode::CreateOrOpen).map_err(io)?;
-    let locked = match dir_lock {
-        Some(dir_lock) if file.try_lock().map_err(io)? => Some(dir_lock),
-        _ => None,
+    let me = format!("process {}", std::process::id());
+    let registered = if vfs.shared_by_the_process() {
+        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned())
+    } else {
+        PathBuf::new()
     };
-    let Some(dir_lock) = locked else {
+    if vfs.shared_by_the_process() && !lock(&OPEN_HERE).insert(registered.clone()) {
+        return Err(OpenError::Locked {
+            dir: dir.to_owned(),
+            holder: format!(
+                "this process ({}) already has it open: share that `FileStore` (it is `Sync`; wrap it in an `Arc`)",
+                std::process::id()
+            ),
+        });
+    }
+    let unregister = |e| {
+        lock(&OPEN_HERE).remove(&registered);
+        e
+    };
+    let file = vfs
+        .open(&path, OpenMode::CreateOrOpen)
+        .map_err(io)
+        .map_err(unregister)?;
+    let started = std::time::Instant::now();
+    let dir_lock = loop {
+        let dir_lock = vfs
+            .lock_dir(dir)
+            .map_err(|source| OpenError::Io {
+                path: dir.to_owned(),
+                source,
+            })
+            .map_err(unregister)?;
+        let locked = match dir_lock {
+            Some(dir_lock) if file.try_lock().map_err(io).map_err(unregister)? => Some(dir_lock),
+            _ => None,
+        };
+        if let Some(dir_lock) = locked {
+            break dir_lock;
+        }
         let mut holder = vec![0u8; 256];
         let n = file.read_at(&mut holder, 0).unwrap_or(0);
         let holder = String::from_utf8_lossy(&holder[..n]).trim().to_owned();
-        let holder = if holder == format!("process {}", std::process::id()) {
-            format!(
-                "this process ({}) already has it open: share that `FileStore` (it is `Sync`; wrap it in an `Arc`)",
-                std::process::id()
-            )
-        } else if holder.is_empty() {
-            "unknown holder".into()
-        } else {
-            holder
-        };
+        if holder == me && started.elapsed() < FORKED_LOCK_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        lock(&OPEN_HERE).remove(&registered);
         return Err(OpenError::Locked {
             dir: dir.to_owned(),
-            holder,
+            holder: if holder.is_empty() {
+                "unknown holder".into()
+            } else {
+                holder
+            },
         });
     };
-    let me = format!("process {}", std::process::id());
-    file.set_len(0).map_err(io)?;
-    file.write_all_at(me.as_bytes(), 0).map_err(io)?;
+    file.set_len(0).map_err(io).map_err(unregister)?;
+    file.write_all_at(me.as_bytes(), 0)
+        .map_err(io)
+        .map_err(unregister)?;
     Ok(WriterLock {
         dir: dir_lock,
         file,
+        registered,
     })
 }
 
@@ -1094,6 +1149,9 @@ impl FileStore {
                     kind: e.kind(),
                     message: message.clone(),
                 });
+                // every ticket up to `last` is now decided; the failed ones are found in
+                // `failed` before `done` is looked at
+                w.done = last;
                 self.roll_back(&mut w, &e, message);
             }
         }

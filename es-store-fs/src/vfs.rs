@@ -81,6 +81,12 @@ pub trait Vfs: Debug + Send + Sync {
         let _ = dir;
         Ok(Some(DirLock(Box::new(()))))
     }
+    /// Whether paths name the same files for every instance in this process (the real
+    /// file system), so that a store open in this process can be recognised by its path.
+    /// A simulated disk is a world of its own.
+    fn shared_by_the_process(&self) -> bool {
+        false
+    }
 }
 
 /// A held directory lock; dropping it releases the lock.
@@ -235,6 +241,10 @@ impl Vfs for StdFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         std::fs::File::open(dir)?.sync_all()
+    }
+
+    fn shared_by_the_process(&self) -> bool {
+        true
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Option<DirLock>> {

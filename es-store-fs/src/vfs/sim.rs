@@ -92,6 +92,8 @@ impl Default for SimOptions {
 /// An operation a fault can hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SimOp {
+    /// [`VfsFile::read_at`].
+    Read,
     /// [`VfsFile::write_all_at`].
     Write,
     /// [`VfsFile::sync_data`].
@@ -174,7 +176,7 @@ struct Inode {
     pending: Vec<Change>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Fault {
     op: SimOp,
     /// Operations of this kind to let pass first.
@@ -182,6 +184,8 @@ struct Fault {
     kind: io::ErrorKind,
     /// Only operations on paths containing this.
     path_contains: Option<String>,
+    /// Fails every such operation until cleared, not just one.
+    persistent: bool,
 }
 
 #[derive(Debug)]
@@ -243,7 +247,11 @@ impl State {
             self.faults[i].skip -= 1;
             return None;
         }
-        let f = self.faults.remove(i);
+        let f = if self.faults[i].persistent {
+            self.faults[i].clone()
+        } else {
+            self.faults.remove(i)
+        };
         self.counts.faults += 1;
         Some(io::Error::new(
             f.kind,
@@ -515,10 +523,23 @@ impl SimFs {
             skip,
             kind,
             path_contains: path_contains.map(str::to_owned),
+            persistent: false,
         });
     }
 
-    /// Removes every planned fault that has not fired.
+    /// Makes every operation of kind `op` (on a path containing `path_contains`, when
+    /// given) fail with `kind` until [`SimFs::clear_faults`]: a disk that keeps failing.
+    pub fn fail_persistently(&self, op: SimOp, kind: io::ErrorKind, path_contains: Option<&str>) {
+        self.lock().faults.push(Fault {
+            op,
+            skip: 0,
+            kind,
+            path_contains: path_contains.map(str::to_owned),
+            persistent: true,
+        });
+    }
+
+    /// Removes every planned fault (those that have not fired, and persistent ones).
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
     }
@@ -615,6 +636,9 @@ impl VfsFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut s = self.state()?;
         s.tick();
+        if let Some(e) = s.fault(SimOp::Read, &self.path) {
+            return Err(e);
+        }
         let data = &s.inodes.get(&self.ino).ok_or_else(dead)?.data;
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
