@@ -158,9 +158,10 @@ fn the_tool_reads_verifies_exports_and_imports_an_example_store() {
     assert_eq!(bad.status.code(), Some(1));
     let report = text(&bad);
     assert!(
-        report.contains("CORRUPTED: segment 0 at offset"),
+        report.contains("CORRUPTED: ") && report.contains("(segment 0) at offset"),
         "{report}"
     );
+    assert!(report.contains("00000000000000000000.seg"), "{report}");
 
     let missing = run(
         &tool,
