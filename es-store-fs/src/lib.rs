@@ -13,6 +13,7 @@
 pub mod error;
 pub mod format;
 mod index;
+mod published;
 mod recovery;
 mod snapshot;
 mod store;

@@ -7,6 +7,7 @@ use crate::format::{
     SegmentHeader,
 };
 use crate::index::{FrameEntry, FrameRef, Index};
+use crate::published::{PUBLISHED_FILE, Published};
 use crate::vfs::{OpenMode, Vfs, VfsFile};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -180,6 +181,7 @@ impl Scan<'_> {
         }
         // What a durable record proves the log held: it must still hold it.
         let mut proven: Option<((u64, u64), String)> = None;
+        let mut index_lost = None;
         let loaded = match self.load_index() {
             IndexFile::Intact(index, ids) => {
                 let covered = index.covered;
@@ -191,6 +193,7 @@ impl Scan<'_> {
                 if self.o.ignore_index || unfit.is_some() {
                     // an index of no events proves nothing about the log
                     proven = (index.head > 0).then_some((covered, claim));
+                    index_lost = proven.clone().filter(|_| unfit.is_some());
                     None
                 } else {
                     Some((index, ids))
@@ -198,7 +201,31 @@ impl Scan<'_> {
             }
             IndexFile::Implausible | IndexFile::Unusable => None,
         };
-        if let Some(((seg, offset), claim)) = &proven
+        // the durable end the writer recorded after its last sync proves as much
+        if self.o.limit.is_none()
+            && let Some(p) = self.published_record()
+            && p.durable > (0, SEGMENT_HEADER_LEN as u64)
+            && proven.as_ref().is_none_or(|(end, _)| p.durable > *end)
+        {
+            let claim = format!(
+                "{PUBLISHED_FILE} records the log as durable up to segment {} offset {}",
+                p.durable.0, p.durable.1
+            );
+            let lost = lens
+                .get(p.durable.0 as usize)
+                .is_none_or(|&len| len < p.durable.1);
+            if lost && !self.o.repair {
+                let (seg, offset) = p.durable;
+                let at = lens.get(seg as usize).map_or(0, |&len| len.min(offset));
+                return Err(self.corrupted(
+                    seg,
+                    at,
+                    format!("{claim}, but the log ends before that"),
+                ));
+            }
+            proven = Some((p.durable, claim));
+        }
+        if let Some(((seg, offset), claim)) = &index_lost
             && !self.o.repair
             && !self.o.ignore_index
         {
@@ -299,7 +326,9 @@ impl Scan<'_> {
                     .map(|(_, claim)| claim.clone());
                 let reason = describe_bad_frame(&*file, stop, len, self.o.frame_cap)
                     .map_err(read_err(&path, stop))?;
-                let tail = if let Some(claim) = must_hold {
+                let tail = if !is_last {
+                    Tail::Damage(format!("{reason}, in a segment that is not the last"))
+                } else if let Some(claim) = must_hold {
                     Tail::Damage(format!("{reason}; {claim}"))
                 } else if limited {
                     Tail::Damage(format!(
@@ -410,6 +439,15 @@ impl Scan<'_> {
             allocated: allocated.max(end.1),
             report,
         })
+    }
+
+    /// The record the writer published, if it is intact.
+    fn published_record(&self) -> Option<Published> {
+        let file = self
+            .vfs
+            .open(&self.dir.join(PUBLISHED_FILE), OpenMode::Read)
+            .ok()?;
+        Published::read(&*file)
     }
 
     fn segment_numbers(&self) -> Result<Vec<u64>, OpenError> {

@@ -5,6 +5,7 @@ use crate::format::{
     self, FRAME_OVERHEAD, Frame, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN, SegmentHeader,
 };
 use crate::index::{FrameEntry, FrameRef, Index};
+use crate::published::{PUBLISHED_FILE, Published};
 use crate::recovery::{self, INDEX_FILE, RecoverOptions};
 use crate::snapshot::SnapshotFiles;
 use crate::vfs::{DirLock, OpenMode, StdFs, Vfs, VfsFile, write_atomically};
@@ -285,7 +286,12 @@ impl FileStore {
                 let file = vfs
                     .open(&path, OpenMode::CreateOrOpen)
                     .map_err(|source| OpenError::Io { path, source })?;
-                write_published(&*file, rec.end, rec.index.head);
+                Published {
+                    end: rec.end,
+                    head: rec.index.head,
+                    durable: rec.end,
+                }
+                .write(&*file);
                 Some(file)
             }
             None => None,
@@ -596,37 +602,6 @@ fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
     })
 }
 
-/// Name of the file where a live writer publishes the end of its acknowledged frames.
-pub const PUBLISHED_FILE: &str = "PUBLISHED";
-const PUBLISHED_MAGIC: &[u8; 8] = b"ESPUBL01";
-const PUBLISHED_LEN: usize = 8 + 8 + 8 + 8 + 4;
-
-/// The end of the log a live writer has acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Published {
-    /// Segment and offset after the last acknowledged frame.
-    pub(crate) end: (u64, u64),
-    /// The last acknowledged position.
-    pub(crate) head: u64,
-}
-
-/// Writes the published end: magic, segment, offset, head position, CRC32C of the rest.
-/// Not synced: it only serves readers while the writer lives (after a crash the next
-/// writer recovers from the log itself). A failure leaves readers a stale end, which
-/// shows them less, never something unacknowledged.
-fn write_published(file: &dyn VfsFile, end: (u64, u64), head: u64) {
-    let mut b = [0u8; PUBLISHED_LEN];
-    b[0..8].copy_from_slice(PUBLISHED_MAGIC);
-    b[8..16].copy_from_slice(&end.0.to_le_bytes());
-    b[16..24].copy_from_slice(&end.1.to_le_bytes());
-    b[24..32].copy_from_slice(&head.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..32]);
-    b[32..36].copy_from_slice(&crc.to_le_bytes());
-    if let Err(e) = file.write_all_at(&b, 0) {
-        log::warn!("publishing the log's end for readers: {e}");
-    }
-}
-
 /// For a read-only open: the end a live writer published, or `None` when no writer holds
 /// the directory (then the log is read as recovery would, without cutting anything).
 pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Published>, OpenError> {
@@ -637,25 +612,10 @@ pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Publishe
     if vfs.lock_dir(dir).map_err(io)?.is_some() {
         return Ok(None);
     }
-    let Ok(file) = vfs.open(&dir.join(PUBLISHED_FILE), OpenMode::Read) else {
-        return Ok(None);
-    };
-    // the writer rewrites it in place: a read may see half of an update, so read again
-    for _ in 0..100 {
-        let mut b = [0u8; PUBLISHED_LEN];
-        if file.read_exact_at(&mut b, 0).is_err() {
-            return Ok(None);
-        }
-        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
-        if &b[0..8] == PUBLISHED_MAGIC && crc32c::crc32c(&b[..32]).to_le_bytes() == b[32..36] {
-            return Ok(Some(Published {
-                end: (u64_at(8), u64_at(16)),
-                head: u64_at(24),
-            }));
-        }
-        std::thread::yield_now();
-    }
-    Ok(None)
+    Ok(vfs
+        .open(&dir.join(PUBLISHED_FILE), OpenMode::Read)
+        .ok()
+        .and_then(|f| Published::read(&*f)))
 }
 
 fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
@@ -686,7 +646,11 @@ fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
                 let synced = file.sync_data();
                 let mut w = lock(&shared.writer);
                 match synced {
-                    Ok(()) => w.synced_end = w.synced_end.max(target),
+                    Ok(()) => {
+                        w.synced_end = w.synced_end.max(target);
+                        let head = read(&shared.published).head;
+                        shared.publish(w.durable_tail, head, w.synced_end);
+                    }
                     Err(e) => w.poisoned = Some(format!("periodic fsync failed: {e}")),
                 }
             }
@@ -695,6 +659,13 @@ fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
 }
 
 impl Shared {
+    /// Records the acknowledged and durable ends for readers and for recovery.
+    fn publish(&self, end: (u64, u64), head: u64, durable: (u64, u64)) {
+        if let Some(file) = &self.published_file {
+            Published { end, head, durable }.write(&**file);
+        }
+    }
+
     fn io_error(&self, what: &str, e: &io::Error) -> String {
         format!("{what} in {}: {e}", self.dir.display())
     }
@@ -714,6 +685,7 @@ impl Shared {
         }
         w.synced_end = w.synced_end.max(w.durable_tail);
         let index = read(&self.published);
+        self.publish(w.durable_tail, index.head, w.synced_end);
         let bytes = match &w.ids_on_disk {
             Some(ids) => index.encode(&ids[..(index.head as usize).min(ids.len())]),
             None => {
@@ -1110,9 +1082,13 @@ impl FileStore {
                     index.head
                 };
                 shared.head.publish(head);
-                if let Some(file) = &shared.published_file {
-                    write_published(&**file, tail, head);
+                if shared.options.durability == Durability::Always {
+                    w.synced_end = tail;
+                } else if let Some(c) = chunks.iter().rev().find(|c| c.new_segment.is_some()) {
+                    // a roll synced the segments before the new one and its header
+                    w.synced_end = w.synced_end.max((c.segment, SEGMENT_HEADER_LEN as u64));
                 }
+                shared.publish(tail, head, w.synced_end);
                 for (stream, entry) in &published {
                     if w.overlay.get(stream) == Some(&(entry.first_version + entry.count - 1)) {
                         w.overlay.remove(stream);
@@ -1122,12 +1098,6 @@ impl FileStore {
                 w.pending_ids.drain(..published_events as usize);
                 w.done = last_ticket;
                 w.durable_tail = tail;
-                if shared.options.durability == Durability::Always {
-                    w.synced_end = tail;
-                } else if let Some(c) = chunks.iter().rev().find(|c| c.new_segment.is_some()) {
-                    // a roll synced the segments before the new one and its header
-                    w.synced_end = w.synced_end.max((c.segment, SEGMENT_HEADER_LEN as u64));
-                }
                 w.dirty = shared.options.durability != Durability::Always;
                 if !chunks.iter().all(|c| c.new_segment.is_none())
                     && let Err(e) = shared.save_index(&mut w)

@@ -52,6 +52,14 @@ fn build(dir: &Path, frames: u64) -> Vec<u64> {
     ends
 }
 
+/// What a power loss during the last append leaves of the records that prove how far
+/// the log was durable: the index file is written at close, and the writer's last
+/// updates of `PUBLISHED` (never synced on their own) may not have reached the disk.
+fn forget_durable_records(dir: &Path) {
+    fs::remove_file(dir.join("index.dat")).unwrap();
+    fs::remove_file(dir.join("PUBLISHED")).unwrap();
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
@@ -68,7 +76,7 @@ fn torn_tail_cut_at_every_byte_offset_of_the_last_frame() {
     for cut in start..end {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(base.path(), dir.path());
-        fs::remove_file(dir.path().join("index.dat")).unwrap();
+        forget_durable_records(dir.path());
         let f = fs::OpenOptions::new()
             .write(true)
             .open(segment0(dir.path()))
@@ -449,7 +457,7 @@ fn a_stale_frame_after_the_tail_is_not_mistaken_for_data() {
         .unwrap()
         .set_len(ends[2])
         .unwrap();
-    fs::remove_file(dir.path().join("index.dat")).unwrap();
+    forget_durable_records(dir.path());
     let store = FileStore::open(dir.path()).unwrap();
     store
         .append(
@@ -462,7 +470,7 @@ fn a_stale_frame_after_the_tail_is_not_mistaken_for_data() {
     let mut data = fs::read(segment0(dir.path())).unwrap();
     data.extend_from_slice(&old_frame3);
     fs::write(segment0(dir.path()), &data).unwrap();
-    fs::remove_file(dir.path().join("index.dat")).unwrap();
+    forget_durable_records(dir.path());
     let store = FileStore::open(dir.path()).unwrap();
     assert!(store.recovery_report().torn_tail.is_some());
     assert_eq!(all(&store).len(), 7);
