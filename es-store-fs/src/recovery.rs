@@ -332,10 +332,8 @@ impl Scan<'_> {
                     Tail::Damage(format!("{reason}; {claim}"))
                 } else if limited {
                     Tail::Damage(format!(
-                        "{reason}, before the end the writer published as durable ({len})"
+                        "{reason}, before the end the live writer published ({len})"
                     ))
-                } else if !is_last {
-                    Tail::Damage(format!("{reason}, in a segment that is not the last"))
                 } else {
                     self.classify_tail(&*file, stop, len, index.head + 1, &reason)
                         .map_err(read_err(&path, stop))?
