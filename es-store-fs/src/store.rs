@@ -218,10 +218,11 @@ impl FileStore {
     }
 
     /// Opens the store in `dir` without the write lock, to read while another process
-    /// writes. It sees every complete frame written when it opens: all acknowledged
-    /// appends, and possibly appends whose sync is still running (which a crash could
-    /// still take back). It changes nothing on disk and does not follow later appends
-    /// (open it again for those). Appends are refused.
+    /// writes. Beside a live writer it sees exactly the appends the writer had
+    /// acknowledged when it opened (the writer publishes that end after every commit),
+    /// never a frame being written; without one, it reads the log as recovery would,
+    /// reporting a torn tail instead of cutting it. It changes nothing on disk and does
+    /// not follow later appends (open it again for those). Appends are refused.
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<FileStore, OpenError> {
         Self::open_with(
             dir,
