@@ -31,8 +31,10 @@ pub struct Recovered {
     pub index: Index,
     /// Event ids in position order.
     pub ids: Vec<Uuid>,
-    /// Open segment files, by number.
-    pub segments: Vec<Arc<dyn VfsFile>>,
+    /// Number of segment files (0, 1, … count − 1).
+    pub segment_count: u64,
+    /// The last segment, open (for writing unless read-only).
+    pub last_segment: Option<Arc<dyn VfsFile>>,
     /// End of the last valid frame: (segment, offset).
     pub end: (u64, u64),
     /// Length of the last segment file (its data plus zero-filled room).
@@ -153,30 +155,49 @@ impl Scan<'_> {
                     dir: self.dir.to_owned(),
                     index: Index::new((0, SEGMENT_HEADER_LEN as u64)),
                     ids: Vec::new(),
-                    segments: Vec::new(),
+                    segment_count: 0,
+                    last_segment: None,
                     end: (0, SEGMENT_HEADER_LEN as u64),
                     allocated: SEGMENT_HEADER_LEN as u64,
                     report,
                 });
             }
+            // a store whose records prove it held events has lost its log, it is not new
+            let index_head = read_index_file(self.vfs, self.dir).map_or(0, |(i, _)| i.head);
+            let published = self.published_record();
+            if index_head > 0
+                || published.is_some_and(|p| p.durable > (0, SEGMENT_HEADER_LEN as u64))
+            {
+                return Err(self.corrupted(
+                    0,
+                    0,
+                    format!(
+                        "no segment file is left, but {INDEX_FILE} or {PUBLISHED_FILE} records \
+                         that the log held events"
+                    ),
+                ));
+            }
             create_segment(self.vfs, self.dir, 0, 1)?;
             numbers.push(0);
         }
-        let mut segments = Vec::with_capacity(numbers.len());
         let mode = if self.o.read_only {
             OpenMode::Read
         } else {
             OpenMode::ReadWrite
         };
-        for &no in &numbers {
+        // one segment open at a time: a store may have more segments than a process may
+        // hold open files
+        let open = |no: u64| {
             let path = segment_path(self.dir, no);
-            segments.push(self.vfs.open(&path, mode).map_err(io_err(&path))?);
-        }
-        let mut lens = Vec::with_capacity(segments.len());
-        for (no, f) in segments.iter().enumerate() {
+            self.vfs.open(&path, mode).map_err(io_err(&path))
+        };
+        let mut segment_count = numbers.len() as u64;
+        let mut lens = Vec::with_capacity(numbers.len());
+        for &no in &numbers {
             lens.push(
-                f.len()
-                    .map_err(io_err(&segment_path(self.dir, no as u64)))?,
+                open(no)?
+                    .len()
+                    .map_err(io_err(&segment_path(self.dir, no)))?,
             );
         }
         // What a durable record proves the log held: it must still hold it.
@@ -250,10 +271,10 @@ impl Scan<'_> {
         };
         let mut end = index.covered;
         let mut seg = index.covered.0;
-        while seg < segments.len() as u64 {
-            let is_last = seg + 1 == segments.len() as u64;
+        while seg < segment_count {
+            let is_last = seg + 1 == segment_count;
             let path = segment_path(self.dir, seg);
-            let file = Arc::clone(&segments[seg as usize]);
+            let file = open(seg)?;
             let mut len = lens[seg as usize];
             let limited = self.o.limit.is_some_and(|(s, _)| s == seg);
             if let Some((s, o)) = self.o.limit
@@ -293,7 +314,7 @@ impl Scan<'_> {
                         }
                         // the newest segment's header never became durable: it holds no event
                         if self.o.read_only {
-                            segments.pop();
+                            segment_count -= 1;
                             break;
                         }
                         if seg == 0 {
@@ -303,7 +324,7 @@ impl Scan<'_> {
                         } else {
                             self.vfs.remove_file(&path).map_err(io_err(&path))?;
                             self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
-                            segments.pop();
+                            segment_count -= 1;
                         }
                         report.removed_empty_segment = Some(seg);
                         break;
@@ -355,7 +376,7 @@ impl Scan<'_> {
                         return Err(self.corrupted(seg, stop, reason));
                     }
                     Tail::Damage(reason) => {
-                        let removed: Vec<u64> = (seg + 1..segments.len() as u64).collect();
+                        let removed: Vec<u64> = (seg + 1..segment_count).collect();
                         if !self.o.read_only {
                             // the user asked for the cut: the index file may describe what
                             // is cut, so it goes first
@@ -373,7 +394,7 @@ impl Scan<'_> {
                             }
                             self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
                         }
-                        segments.truncate(seg as usize + 1);
+                        segment_count = seg + 1;
                         report.repaired = Some(Repair {
                             segment: seg,
                             offset: stop,
@@ -424,15 +445,20 @@ impl Scan<'_> {
                 segments_removed: Vec::new(),
             });
         }
-        let allocated = match segments.get(end.0 as usize) {
-            Some(f) => f.len().map_err(io_err(&segment_path(self.dir, end.0)))?,
-            None => end.1,
+        let last_segment = match segment_count {
+            0 => None,
+            n => Some(open(n - 1)?),
+        };
+        let allocated = match (&last_segment, end.0 + 1 == segment_count) {
+            (Some(f), true) => f.len().map_err(io_err(&segment_path(self.dir, end.0)))?,
+            _ => end.1,
         };
         Ok(Recovered {
             dir: self.dir.to_owned(),
             index,
             ids,
-            segments,
+            segment_count,
+            last_segment,
             end,
             allocated: allocated.max(end.1),
             report,
@@ -759,19 +785,22 @@ fn looks_unwritten(file: &dyn VfsFile, at: u64, len: u64, cap: usize) -> std::io
     if leading == [0; 4] {
         return Ok(true);
     }
-    let n = match format::frame_len(&prefix, cap) {
-        Ok(n) => n as u64,
-        // an absurd length is a torn write only when a sector boundary cuts the length
-        // field and zeros stand on one side of it
-        Err(_) => {
-            let cut = (1..4).any(|k| {
-                (at + k).is_multiple_of(SECTOR)
-                    && (leading[k as usize..].iter().all(|&b| b == 0)
-                        || leading[..k as usize].iter().all(|&b| b == 0))
-            });
-            return Ok(cut);
+    // a sector boundary inside the length field with zeros on one side of it: the
+    // sector on that side was lost, and the length read is not the one written
+    if let Some(k) = (1..4u64).find(|k| (at + k).is_multiple_of(SECTOR)) {
+        if leading[..k as usize].iter().all(|&b| b == 0) {
+            return Ok(true);
         }
+        // the sector after the boundary lost: zeros through it (or to the end of the file)
+        let sector_end = (at + k + SECTOR).min(len);
+        if leading[k as usize..].iter().all(|&b| b == 0) && all_zero(file, at + k, sector_end)? {
+            return Ok(true);
+        }
+    }
+    let Ok(n) = format::frame_len(&prefix, cap) else {
+        return Ok(false);
     };
+    let n = n as u64;
     if at + n > len {
         return Ok(true);
     }

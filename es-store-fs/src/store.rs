@@ -91,6 +91,18 @@ impl FileStoreOptions {
     }
 }
 
+/// Sealed segments kept open at most, besides the active one: a store of any size stays
+/// well under the common limit of 1,024 open files.
+const MAX_OPEN_SEALED: usize = 32;
+
+/// The segment files: how many there are, the active (last) one, and a bounded set of
+/// sealed ones open for reading, least recently used first.
+struct SegmentFiles {
+    count: u64,
+    active: Option<Arc<dyn VfsFile>>,
+    sealed: VecDeque<(u64, Arc<dyn VfsFile>)>,
+}
+
 /// A durable, file-based, append-only event store in one directory.
 ///
 /// ```
@@ -131,8 +143,8 @@ struct Shared {
     stop_sync: (Mutex<bool>, Condvar),
     /// What readers see: only frames whose append was acknowledged.
     published: RwLock<Index>,
-    /// Open segment files by number.
-    segments: RwLock<Vec<Arc<dyn VfsFile>>>,
+    /// Segment files: the active one always open, sealed ones on demand.
+    segments: Mutex<SegmentFiles>,
     writer: Mutex<Writer>,
     /// Appends between entry and return: a group-commit leader waits for them to queue.
     appending: AtomicU64,
@@ -298,7 +310,7 @@ impl FileStore {
             None => None,
         };
         let next_position = rec.index.head + 1;
-        let last_timestamp = last_commit_time(&rec).unwrap_or_else(|e| {
+        let last_timestamp = last_commit_time(&*vfs, &rec).unwrap_or_else(|e| {
             // reads of that frame report the damage; opening stays possible
             log::warn!("reading the last commit time: {e}");
             DateTime::<Utc>::MIN_UTC
@@ -310,7 +322,11 @@ impl FileStore {
             published_file,
             stop_sync: (Mutex::new(false), Condvar::new()),
             published: RwLock::new(rec.index),
-            segments: RwLock::new(rec.segments),
+            segments: Mutex::new(SegmentFiles {
+                count: rec.segment_count,
+                active: rec.last_segment,
+                sealed: VecDeque::new(),
+            }),
             writer: Mutex::new(Writer {
                 tail: rec.end,
                 durable_tail: rec.end,
@@ -403,7 +419,15 @@ impl FileStore {
 
     /// Bytes of log on disk (segments only).
     pub fn log_bytes(&self) -> io::Result<u64> {
-        read(&self.shared.segments).iter().map(|f| f.len()).sum()
+        let count = lock(&self.shared.segments).count;
+        (0..count)
+            .map(|no| {
+                self.shared
+                    .segment(no)
+                    .map_err(|e| io::Error::other(e.to_string()))?
+                    .len()
+            })
+            .sum()
     }
 
     /// Syncs the log and writes the index file, so that the next open does not rescan.
@@ -477,7 +501,7 @@ impl Drop for FileStore {
 
 /// The commit time of the last frame, so that commit times never go backwards across a
 /// reopen, even when the clock does.
-fn last_commit_time(rec: &recovery::Recovered) -> Result<DateTime<Utc>, OpenError> {
+fn last_commit_time(vfs: &dyn Vfs, rec: &recovery::Recovered) -> Result<DateTime<Utc>, OpenError> {
     let Some(last) = rec.index.frames.last() else {
         return Ok(DateTime::<Utc>::MIN_UTC);
     };
@@ -491,10 +515,12 @@ fn last_commit_time(rec: &recovery::Recovered) -> Result<DateTime<Utc>, OpenErro
         offset: last.at.offset,
         reason,
     };
-    let file = rec
-        .segments
-        .get(last.at.segment as usize)
-        .ok_or_else(|| corrupted("the segment of the last frame is missing".into()))?;
+    let path = recovery::segment_path(&rec.dir, last.at.segment);
+    let file = vfs.open(&path, OpenMode::Read).map_err(|e| {
+        corrupted(format!(
+            "the segment of the last frame cannot be opened: {e}"
+        ))
+    })?;
     let mut bytes = vec![0u8; last.at.len as usize];
     file.read_exact_at(&mut bytes, last.at.offset)
         .map_err(|e| corrupted(format!("unreadable last frame: {e}")))?;
@@ -641,7 +667,7 @@ fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
         if w.dirty && w.poisoned.is_none() {
             w.dirty = false;
             let target = w.durable_tail;
-            let file = read(&shared.segments).get(target.0 as usize).cloned();
+            let file = shared.segment(target.0).ok();
             drop(w);
             if let Some(file) = file {
                 let synced = file.sync_data();
@@ -705,11 +731,40 @@ impl Shared {
         Ok(())
     }
 
+    /// Segment `no`: the active one, or a sealed one from the bounded set of open files
+    /// (opened read-only on demand, the least recently used closed beyond
+    /// [`MAX_OPEN_SEALED`]).
     fn segment(&self, no: u64) -> Result<Arc<dyn VfsFile>, StoreError> {
-        read(&self.segments)
-            .get(no as usize)
-            .cloned()
-            .ok_or_else(|| StoreError::Corrupted(format!("segment {no} is not open")))
+        let mut files = lock(&self.segments);
+        if no + 1 == files.count
+            && let Some(active) = &files.active
+        {
+            return Ok(Arc::clone(active));
+        }
+        if no >= files.count {
+            return Err(StoreError::Corrupted(format!(
+                "segment {no} does not exist (the log has {} segments)",
+                files.count
+            )));
+        }
+        if let Some(i) = files.sealed.iter().position(|(n, _)| *n == no) {
+            let entry = files.sealed.remove(i).unwrap_or_else(|| unreachable!());
+            let file = Arc::clone(&entry.1);
+            files.sealed.push_back(entry);
+            return Ok(file);
+        }
+        let path = recovery::segment_path(&self.dir, no);
+        let file = self.options.vfs.open(&path, OpenMode::Read).map_err(|e| {
+            StoreError::Io(io::Error::new(
+                e.kind(),
+                format!("opening `{}`: {e}", path.display()),
+            ))
+        })?;
+        if files.sealed.len() >= MAX_OPEN_SEALED {
+            files.sealed.pop_front();
+        }
+        files.sealed.push_back((no, Arc::clone(&file)));
+        Ok(file)
     }
 
     /// A failed read of a published frame: an I/O error naming the file and offset. A
@@ -1067,9 +1122,10 @@ impl FileStore {
             Ok((created, allocated)) => {
                 w.allocated = allocated;
                 w.stats.appends += last_ticket - w.done;
-                if !created.is_empty() {
-                    let mut segs = shared.segments.write().unwrap_or_else(|e| e.into_inner());
-                    segs.extend(created);
+                if let Some(newest) = created.last() {
+                    let mut files = lock(&shared.segments);
+                    files.count += created.len() as u64;
+                    files.active = Some(Arc::clone(newest));
                 }
                 let published: Vec<(String, FrameEntry)> = w.unpublished.drain(..frames).collect();
                 let head = {

@@ -85,7 +85,7 @@ pub fn verify(dir: &Path, progress: &dyn Fn(u64)) -> Result<VerifyReport, OpenEr
     }
     let bytes = log.frames.iter().map(|f| u64::from(f.at.len)).sum();
     Ok(VerifyReport {
-        segments: scanned.segments.len() as u64,
+        segments: scanned.segment_count,
         frames: log.frames.len() as u64,
         events: log.head,
         streams: log.streams.len() as u64,

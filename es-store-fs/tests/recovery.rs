@@ -1168,7 +1168,11 @@ fn damage_anywhere_is_refused_or_reported_and_never_silently_cut() {
         let reference: Vec<RecordedEvent> = {
             let clean = image.process_crash_image();
             let store = FileStore::open_with(SIM_DIR, options(&clean)).unwrap();
-            store.read_all(1).unwrap().collect::<Result<_, _>>().unwrap()
+            store
+                .read_all(1)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
         };
         assert_eq!(reference.len(), acked.len());
         let mut files: Vec<PathBuf> = image
@@ -1224,4 +1228,58 @@ fn damage_anywhere_is_refused_or_reported_and_never_silently_cut() {
     common::figure("damage", "opened, damage reported on read", reported);
     common::figure("damage", "opened with a torn tail cut", torn);
     common::figure("damage", "silent losses", 0);
+}
+
+/// A store of hundreds of segments opens and reads with a bounded number of open files.
+#[test]
+fn a_store_of_many_segments_keeps_few_files_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || FileStoreOptions {
+        segment_size: 4096,
+        preallocate: 0,
+        durability: es_store_fs::Durability::None,
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with(dir.path(), options()).unwrap();
+    for i in 0..12_000 {
+        store
+            .append(
+                &format!("s-{}", i % 50),
+                ExpectedVersion::Any,
+                vec![event(i)],
+            )
+            .unwrap();
+    }
+    drop(store);
+    let segments = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count();
+    assert!(segments > 300, "{segments} segments");
+    let open_files = || fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = open_files();
+    let store = FileStore::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.read_all(1).unwrap().count(), 12_000);
+    for s in 0..50 {
+        assert_eq!(
+            store.read_stream(&format!("s-{s}"), 1).unwrap().count(),
+            240
+        );
+    }
+    assert!(store.log_bytes().unwrap() > 0);
+    let held = open_files().saturating_sub(before);
+    // other tests of this binary open files too: the bound is far below one per segment
+    assert!(held < 150, "{held} files held open for {segments} segments");
+    // a rebuild from the log (no index) opens one segment at a time too
+    drop(store);
+    fs::remove_file(dir.path().join("index.dat")).unwrap();
+    let store = FileStore::open_with(dir.path(), options()).unwrap();
+    assert!(store.recovery_report().index_rebuilt);
+    assert_eq!(store.head_position().unwrap(), 12_000);
 }
