@@ -785,15 +785,18 @@ fn looks_unwritten(file: &dyn VfsFile, at: u64, len: u64, cap: usize) -> std::io
     if leading == [0; 4] {
         return Ok(true);
     }
-    // a sector boundary inside the length field with zeros on one side of it: the
-    // sector on that side was lost, and the length read is not the one written
-    if let Some(k) = (1..4u64).find(|k| (at + k).is_multiple_of(SECTOR)) {
-        if leading[..k as usize].iter().all(|&b| b == 0) {
-            return Ok(true);
-        }
-        // the sector after the boundary lost: zeros through it (or to the end of the file)
-        let sector_end = (at + k + SECTOR).min(len);
-        if leading[k as usize..].iter().all(|&b| b == 0) && all_zero(file, at + k, sector_end)? {
+    // a sector boundary inside the length field with zeros before it: that sector was lost
+    if let Some(k) = (1..4usize).find(|&k| (at + k as u64).is_multiple_of(SECTOR))
+        && leading[..k].iter().all(|&b| b == 0)
+    {
+        return Ok(true);
+    }
+    // a write torn inside the length field (or the sector after it lost): zeros from the
+    // tear on, through the next sector's worth of bytes or to the end of the file
+    let zeros_from = leading.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if zeros_from < 4 {
+        let from = at + zeros_from as u64;
+        if all_zero(file, from, (from + SECTOR).min(len))? {
             return Ok(true);
         }
     }

@@ -17,6 +17,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 const DIR: &str = "/db";
 
+/// A simulated disk whose crashes lose or tear unsynced writes (garbage for a lost write
+/// is refused as damage by design; `crash.rs` covers that case with repair).
+fn disk(seed: u64) -> SimFs {
+    SimFs::with_options(
+        seed,
+        SimOptions {
+            garbage_percent: 0,
+            ..SimOptions::default()
+        },
+    )
+}
+
 fn options(fs: &SimFs, segment_size: u64, preallocate: u64) -> FileStoreOptions {
     FileStoreOptions {
         vfs: Arc::new(fs.clone()),
@@ -61,7 +73,7 @@ fn io_error_poisons_until_reopen(op: SimOp, what: &str) {
     let mut rounds = 0u64;
     let mut failed = 0u64;
     for seed in 0..u64::from(scale(24, 400)) {
-        let fs = SimFs::new(seed);
+        let fs = disk(seed);
         let (segment_size, preallocate) =
             [(4096, 0), (16384, 4096), (1 << 20, 65536)][seed as usize % 3];
         let store = FileStore::open_with(DIR, options(&fs, segment_size, preallocate)).unwrap();
@@ -167,7 +179,7 @@ fn enospc_mid_batch_writes_nothing_partial_and_recovers() {
     let mut failed = 0u64;
     let rounds = scale(40, 600);
     for seed in 0..u64::from(rounds) {
-        let fs = SimFs::new(seed);
+        let fs = disk(seed);
         let (segment_size, preallocate) =
             [(4096, 0), (4096, 4096), (1 << 20, 65536)][seed as usize % 3];
         let store = FileStore::open_with(DIR, options(&fs, segment_size, preallocate)).unwrap();
@@ -223,7 +235,7 @@ fn failed_appends_are_never_acknowledged_under_concurrency() {
     let rounds = scale(20, 300);
     let mut failed = 0u64;
     for seed in 0..u64::from(rounds) {
-        let fs = SimFs::new(seed);
+        let fs = disk(seed);
         let store = FileStore::open_with(DIR, options(&fs, 1 << 20, 0)).unwrap();
         let ledger = Ledger::default();
         std::thread::scope(|scope| {
@@ -276,7 +288,7 @@ fn a_failed_sync_before_an_index_write_refuses_writes() {
         es_store_fs::Durability::None,
         es_store_fs::Durability::Periodic(std::time::Duration::from_secs(3600)),
     ] {
-        let fs = SimFs::new(3);
+        let fs = disk(3);
         let store = FileStore::open_with(
             DIR,
             FileStoreOptions {
@@ -309,7 +321,7 @@ fn enospc_from_a_sync_refuses_writes_like_eio() {
         es_store_fs::Durability::Always,
         es_store_fs::Durability::None,
     ] {
-        let fs = SimFs::new(11);
+        let fs = disk(11);
         let mut opts = options(&fs, 4096, 0);
         opts.durability = durability;
         let store = FileStore::open_with(DIR, opts.clone()).unwrap();
@@ -349,7 +361,7 @@ fn enospc_from_a_sync_refuses_writes_like_eio() {
 #[test]
 fn enospc_across_several_rolls_leaves_no_stray_segment() {
     for skip in 0..scale(24, 120) as u64 {
-        let fs = SimFs::new(100 + skip);
+        let fs = disk(100 + skip);
         let opts = options(&fs, 4096, 0);
         let store = FileStore::open_with(DIR, opts.clone()).unwrap();
         fs.fail(SimOp::Write, skip, ErrorKind::StorageFull, Some(".seg"));
