@@ -37,6 +37,15 @@ pub enum OpenError {
         /// The newest format this build reads.
         supported: u32,
     },
+    /// The path is not a store: a file, a directory holding other things, or (for a
+    /// read-only open) nothing at all. Nothing was created or changed.
+    #[error("`{}` is not an event store: {reason}", path.display())]
+    NotAStore {
+        /// The path given.
+        path: PathBuf,
+        /// What was found there.
+        reason: String,
+    },
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOptions(String),

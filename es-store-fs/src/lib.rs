@@ -13,6 +13,7 @@
 pub mod error;
 pub mod format;
 mod index;
+mod marker;
 mod published;
 mod recovery;
 mod snapshot;

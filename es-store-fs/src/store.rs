@@ -276,14 +276,21 @@ impl FileStore {
             )));
         }
         let vfs = Arc::clone(&options.vfs);
+        let found = crate::marker::inspect(&*vfs, &dir, options.read_only)?;
         let (lock, limit) = if options.read_only {
             (None, published_end(&*vfs, &dir)?)
         } else {
-            vfs.create_dir_all(&dir).map_err(|source| OpenError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            (Some(take_lock(&*vfs, &dir)?), None)
+            if found == crate::marker::Found::Nothing {
+                vfs.create_dir_all(&dir).map_err(|source| OpenError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+            let lock = take_lock(&*vfs, &dir)?;
+            if found != crate::marker::Found::Store {
+                crate::marker::write(&*vfs, &dir)?;
+            }
+            (Some(lock), None)
         };
         let rec = recovery::recover(
             &*vfs,

@@ -59,6 +59,7 @@ pub enum IndexStatus {
 /// Damage is `Err(OpenError::Corrupted { file, segment, offset, .. })`.
 pub fn verify(dir: &Path, progress: &dyn Fn(u64)) -> Result<VerifyReport, OpenError> {
     let vfs = StdFs;
+    crate::marker::inspect(&vfs, dir, true)?;
     let limit = crate::store::published_end(&vfs, dir)?.map(|p| p.end);
     let o = recovery::RecoverOptions {
         ignore_index: true,
@@ -105,6 +106,7 @@ pub fn verify(dir: &Path, progress: &dyn Fn(u64)) -> Result<VerifyReport, OpenEr
 pub fn repair(dir: &Path, dry_run: bool) -> Result<crate::RecoveryReport, OpenError> {
     if dry_run {
         let vfs = StdFs;
+        crate::marker::inspect(&vfs, dir, true)?;
         let o = recovery::RecoverOptions::open(MAX_FRAME_LEN, true, true);
         return Ok(recovery::recover(&vfs, dir, o)?.report);
     }

@@ -820,7 +820,8 @@ fn losses_that_the_index_proves_are_refused() {
 }
 
 /// A file named like the first segment that this store did not create (text, random
-/// bytes, zeros) is refused and left as it is.
+/// bytes, zeros) is refused and left as it is: in a directory that is not a store, and
+/// inside a store.
 #[test]
 fn a_file_named_like_a_segment_that_is_not_one_is_left_alone() {
     let contents: Vec<(&str, Vec<u8>)> = vec![
@@ -842,8 +843,26 @@ fn a_file_named_like_a_segment_that_is_not_one_is_left_alone() {
         fs::write(segment0(dir.path()), &bytes).unwrap();
         let err = FileStore::open(dir.path()).map(|_| ()).unwrap_err();
         assert!(
-            matches!(&err, OpenError::Corrupted { file, .. } if *file == segment0(dir.path())),
+            matches!(&err, OpenError::NotAStore { path, reason }
+                if path == dir.path() && reason.contains("00000000000000000000.seg")),
             "{what}: {err}"
+        );
+        assert_eq!(fs::read(segment0(dir.path())).unwrap(), bytes, "{what}");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "{what}: nothing added"
+        );
+
+        // inside a store: damage, named
+        let dir = tempfile::tempdir().unwrap();
+        drop(FileStore::open(dir.path()).unwrap());
+        fs::remove_file(dir.path().join("index.dat")).unwrap();
+        fs::write(segment0(dir.path()), &bytes).unwrap();
+        let err = FileStore::open(dir.path()).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(&err, OpenError::Corrupted { file, .. } if *file == segment0(dir.path())),
+            "{what}, in a store: {err}"
         );
         assert_eq!(fs::read(segment0(dir.path())).unwrap(), bytes, "{what}");
     }
@@ -856,6 +875,63 @@ fn a_file_named_like_a_segment_that_is_not_one_is_left_alone() {
         let store = FileStore::open(dir.path()).unwrap();
         assert_eq!(store.recovery_report().removed_empty_segment, Some(0));
     }
+}
+
+/// A store is created only in a missing or empty directory; a file, or a directory of
+/// other things, is refused before anything is written there. A store written before
+/// markers existed (no `ES-STORE`, a valid first segment) is adopted.
+#[test]
+fn only_an_empty_or_missing_directory_becomes_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes");
+    fs::create_dir(&notes).unwrap();
+    fs::write(notes.join("README.md"), "# my notes\n").unwrap();
+    let err = FileStore::open(&notes).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(&err, OpenError::NotAStore { reason, .. } if reason.contains("README.md")),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_dir(&notes).unwrap().count(),
+        1,
+        "nothing was added"
+    );
+
+    let file = dir.path().join("a-file");
+    fs::write(&file, "x").unwrap();
+    let err = FileStore::open(&file).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("is a file"), "{err}");
+
+    let missing = dir.path().join("new").join("store");
+    let store = FileStore::open(&missing).unwrap();
+    store
+        .append("s-1", ExpectedVersion::NoStream, vec![event(1)])
+        .unwrap();
+    drop(store);
+    assert!(missing.join("ES-STORE").exists());
+    let err = FileStore::open_read_only(dir.path().join("nothing"))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, OpenError::NotAStore { .. }), "{err}");
+
+    // written before markers existed: adopted
+    fs::remove_file(missing.join("ES-STORE")).unwrap();
+    let store = FileStore::open(&missing).unwrap();
+    assert_eq!(store.head_position().unwrap(), 1);
+    drop(store);
+    assert!(missing.join("ES-STORE").exists());
+
+    // a marker of a newer format
+    fs::write(
+        missing.join("ES-STORE"),
+        "es-store-fs event store\nformat 99\n",
+    )
+    .unwrap();
+    let err = FileStore::open(&missing).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(err, OpenError::NewerFormat { found: 99, .. }),
+        "{err}"
+    );
 }
 
 /// A segment written by a newer format is its own error, not damage.
@@ -1194,7 +1270,11 @@ fn damage_anywhere_is_refused_or_reported_and_never_silently_cut() {
         let what = format!("case {case}: {} {what}", target.display());
         let before: Vec<_> = files.iter().map(|f| image.read_file(f)).collect();
         match FileStore::open_with(SIM_DIR, options(&image)) {
-            Err(OpenError::Corrupted { .. } | OpenError::NewerFormat { .. }) => {
+            Err(
+                OpenError::Corrupted { .. }
+                | OpenError::NewerFormat { .. }
+                | OpenError::NotAStore { .. },
+            ) => {
                 refused += 1;
                 let after: Vec<_> = files.iter().map(|f| image.read_file(f)).collect();
                 assert!(before == after, "{what}: a refused open changed files");
