@@ -150,18 +150,6 @@ impl Scan<'_> {
             numbers.retain(|&n| n <= last);
         }
         if numbers.is_empty() {
-            if self.o.read_only {
-                return Ok(Recovered {
-                    dir: self.dir.to_owned(),
-                    index: Index::new((0, SEGMENT_HEADER_LEN as u64)),
-                    ids: Vec::new(),
-                    segment_count: 0,
-                    last_segment: None,
-                    end: (0, SEGMENT_HEADER_LEN as u64),
-                    allocated: SEGMENT_HEADER_LEN as u64,
-                    report,
-                });
-            }
             // a store whose records prove it held events has lost its log, it is not new
             let index_head = read_index_file(self.vfs, self.dir).map_or(0, |(i, _)| i.head);
             let published = self.published_record();
@@ -176,6 +164,18 @@ impl Scan<'_> {
                          that the log held events"
                     ),
                 ));
+            }
+            if self.o.read_only {
+                return Ok(Recovered {
+                    dir: self.dir.to_owned(),
+                    index: Index::new((0, SEGMENT_HEADER_LEN as u64)),
+                    ids: Vec::new(),
+                    segment_count: 0,
+                    last_segment: None,
+                    end: (0, SEGMENT_HEADER_LEN as u64),
+                    allocated: SEGMENT_HEADER_LEN as u64,
+                    report,
+                });
             }
             create_segment(self.vfs, self.dir, 0, 1)?;
             numbers.push(0);

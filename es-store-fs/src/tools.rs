@@ -58,19 +58,31 @@ pub enum IndexStatus {
 ///
 /// Damage is `Err(OpenError::Corrupted { file, segment, offset, .. })`.
 pub fn verify(dir: &Path, progress: &dyn Fn(u64)) -> Result<VerifyReport, OpenError> {
-    let vfs = StdFs;
-    crate::marker::inspect(&vfs, dir, true)?;
-    let limit = crate::store::published_end(&vfs, dir)?.map(|p| p.end);
+    verify_on(&StdFs, dir, progress)
+}
+
+/// [`verify`] on another file system (a simulated disk in tests).
+#[doc(hidden)]
+pub fn verify_on(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<VerifyReport, OpenError> {
+    crate::marker::inspect(vfs, dir, true)?;
+    let limit = crate::store::published_end(vfs, dir)?.map(|p| p.end);
     let o = recovery::RecoverOptions {
         ignore_index: true,
         limit,
         progress: Some(progress),
         ..recovery::RecoverOptions::open(MAX_FRAME_LEN, true, false)
     };
-    let scanned = recovery::recover(&vfs, dir, o)?;
+    let scanned = recovery::recover(vfs, dir, o)?;
     let log = &scanned.index;
-    let index = match recovery::read_index_file(&vfs, dir) {
-        None if !dir.join(recovery::INDEX_FILE).exists() => IndexStatus::Missing,
+    let index_exists = vfs
+        .open(&dir.join(recovery::INDEX_FILE), crate::vfs::OpenMode::Read)
+        .is_ok();
+    let index = match recovery::read_index_file(vfs, dir) {
+        None if !index_exists => IndexStatus::Missing,
         None => IndexStatus::Unusable("damaged (checksum or structure)".into()),
         Some((file, ids)) => compare_index(log, &scanned.ids, &file, &ids),
     };

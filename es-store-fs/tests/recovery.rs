@@ -1207,7 +1207,8 @@ fn damage(rng: &mut Rng, bytes: &mut Vec<u8>) -> String {
 /// published record: zeros, flipped bits, random bytes, a cut, bytes appended, or the
 /// file deleted). The open either refuses with a typed error and changes nothing, or
 /// opens with every acknowledged event readable and unchanged (a read may report damage
-/// in frames the index covers, never return something else). Silent loss: never.
+/// in frames the index covers, never return something else). Silent loss: never. And
+/// `verify` agrees: it fails whenever the open refuses or a read finds damage.
 #[test]
 fn damage_anywhere_is_refused_or_reported_and_never_silently_cut() {
     let cases = common::scale(300, 20_000);
@@ -1269,6 +1270,7 @@ fn damage_anywhere_is_refused_or_reported_and_never_silently_cut() {
         };
         let what = format!("case {case}: {} {what}", target.display());
         let before: Vec<_> = files.iter().map(|f| image.read_file(f)).collect();
+        let verified = es_store_fs::tools::verify_on(&image, Path::new(SIM_DIR), &|_| {});
         match FileStore::open_with(SIM_DIR, options(&image)) {
             Err(
                 OpenError::Corrupted { .. }
@@ -1278,6 +1280,7 @@ fn damage_anywhere_is_refused_or_reported_and_never_silently_cut() {
                 refused += 1;
                 let after: Vec<_> = files.iter().map(|f| image.read_file(f)).collect();
                 assert!(before == after, "{what}: a refused open changed files");
+                assert!(verified.is_err(), "{what}: verify passed what open refused");
             }
             Err(e) => panic!("{what}: unexpected error {e}"),
             Ok(store) => {
@@ -1296,7 +1299,13 @@ fn damage_anywhere_is_refused_or_reported_and_never_silently_cut() {
                         assert!(events == reference, "{what}: events differ after the open");
                         intact += 1;
                     }
-                    Err(StoreError::Corrupted(_)) => reported += 1,
+                    Err(StoreError::Corrupted(_)) => {
+                        assert!(
+                            verified.is_err(),
+                            "{what}: verify passed damage a read found"
+                        );
+                        reported += 1;
+                    }
                     Err(e) => panic!("{what}: {e}"),
                 }
             }
