@@ -80,6 +80,23 @@ pub trait Aggregate: Default + Send + Sync + 'static {
         s.push_str(id);
         s
     }
+
+    /// The instance id back from a stream id of this aggregate (`"{KIND}-{id}"`), or
+    /// `None` when the stream belongs to another kind. Handy in projections and process
+    /// managers, which see stream ids:
+    ///
+    /// ```
+    /// # use es_core::doc_support::Account;
+    /// use es_core::Aggregate;
+    /// assert_eq!(Account::id_of("account-42"), Some("42"));
+    /// assert_eq!(Account::id_of("cart-42"), None);
+    /// ```
+    fn id_of(stream_id: &str) -> Option<&str> {
+        stream_id
+            .strip_prefix(Self::KIND)?
+            .strip_prefix('-')
+            .filter(|id| !id.is_empty())
+    }
 }
 
 /// How often an aggregate is snapshotted and the version of its snapshot schema.

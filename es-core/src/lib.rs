@@ -42,8 +42,8 @@ pub use event::{
 };
 pub use memory::MemoryStore;
 pub use projection::{
-    CheckpointStore, Projection, ProjectionError, ProjectionRunner, TransactionalProjection,
-    WithCheckpoint,
+    CheckpointStore, DeadLetters, EventFailure, FailurePolicy, Projection, ProjectionError,
+    ProjectionRunner, TransactionalProjection, WithCheckpoint,
 };
 pub use repository::{CommandError, Executed, LoadError, Loaded, Repository};
 pub use snapshot::{Snapshot, SnapshotStore};

@@ -14,6 +14,26 @@
 //!
 //! A [`ProjectionRunner`] drives either kind: to the head, up to a position or a point in
 //! time, from zero (rebuild), or live in a background thread.
+//!
+//! # When a handler fails
+//!
+//! A failure names the event it failed on: [`ProjectionError::ReadModel`] carries the
+//! failing event's position, stream and type (handlers of a [`TransactionalProjection`]
+//! say which event failed by returning an [`EventFailure`]). What happens next is the
+//! projection's [`FailurePolicy`], set with [`WithCheckpoint::on_failure`]:
+//!
+//! - [`FailurePolicy::Stop`] (the default): the run stops with the error; the checkpoint
+//!   stays before the failing event's batch, so the next run starts there again. Fix the
+//!   handler (or the data it depends on) and run again. Nothing is skipped silently.
+//! - [`FailurePolicy::Retry`]: the event is tried again a number of times with a growing
+//!   pause (for a failure that goes away: a database restarting), then the run stops.
+//! - [`FailurePolicy::Park`]: the event is recorded in a [`DeadLetters`] store with the
+//!   error, and the projection goes on with the next event. Parked events can be listed,
+//!   and replayed with [`WithCheckpoint::replay_parked`] once the handler is fixed.
+//!
+//! A process manager is a projection whose handler runs commands; one event whose command
+//! keeps failing stops it by default, and parking is the way to let it go on while the
+//! event waits for a person.
 
 use crate::envelope::RecordedEvent;
 use crate::store::{EventStore, StoreError};
@@ -92,6 +112,119 @@ macro_rules! forward_checkpoints {
 }
 forward_checkpoints!(&C, Arc<C>, Box<C>);
 
+/// A handler's failure on one event: which event, and why. Return it (boxed) from
+/// [`TransactionalProjection::apply_batch`] so that the error a run reports names the
+/// event; [`WithCheckpoint`] wraps its handler's errors in it.
+#[derive(Debug, thiserror::Error)]
+#[error("{event_type} at position {position} of stream `{stream_id}`: {source}")]
+pub struct EventFailure {
+    /// Global position of the failing event.
+    pub position: u64,
+    /// Its stream.
+    pub stream_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// What the handler reported.
+    #[source]
+    pub source: BoxError,
+}
+
+impl EventFailure {
+    /// The failure of `event` with `source`.
+    pub fn new(event: &RecordedEvent, source: BoxError) -> Self {
+        EventFailure {
+            position: event.position,
+            stream_id: event.stream_id.clone(),
+            event_type: event.event_type.clone(),
+            source,
+        }
+    }
+}
+
+/// What a projection does when its handler fails on an event.
+#[derive(Clone, Default)]
+pub enum FailurePolicy {
+    /// Stop the run with the error (the default).
+    #[default]
+    Stop,
+    /// Try the event again up to `attempts` more times, pausing `backoff`, then twice
+    /// that, and so on; then stop.
+    Retry {
+        /// Further attempts after the first failure.
+        attempts: u32,
+        /// The first pause.
+        backoff: Duration,
+    },
+    /// Record the event and the error in a dead-letter store and go on.
+    Park(Arc<dyn DeadLetters>),
+}
+
+impl std::fmt::Debug for FailurePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailurePolicy::Stop => f.write_str("Stop"),
+            FailurePolicy::Retry { attempts, backoff } => f
+                .debug_struct("Retry")
+                .field("attempts", attempts)
+                .field("backoff", backoff)
+                .finish(),
+            FailurePolicy::Park(_) => f.write_str("Park(..)"),
+        }
+    }
+}
+
+/// An event a projection could not handle, set aside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parked {
+    /// The event.
+    pub event: RecordedEvent,
+    /// The handler's error, as text.
+    pub error: String,
+}
+
+/// Where parked events wait, by projection name. Implement it over a table or a file to
+/// keep them across restarts; [`MemoryDeadLetters`] keeps them in memory.
+pub trait DeadLetters: Send + Sync {
+    /// Sets `event` aside for projection `name`.
+    fn park(&self, name: &str, parked: Parked) -> Result<(), BoxError>;
+    /// The events parked for `name`, in log order.
+    fn parked(&self, name: &str) -> Result<Vec<Parked>, BoxError>;
+    /// Removes the event at `position` from `name`'s parked events.
+    fn remove(&self, name: &str, position: u64) -> Result<(), BoxError>;
+}
+
+/// Parked events in memory (lost with the process).
+#[derive(Debug, Default)]
+pub struct MemoryDeadLetters(Mutex<HashMap<String, Vec<Parked>>>);
+
+impl DeadLetters for MemoryDeadLetters {
+    fn park(&self, name: &str, parked: Parked) -> Result<(), BoxError> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(name.to_owned()).or_default();
+        if !list
+            .iter()
+            .any(|p| p.event.position == parked.event.position)
+        {
+            list.push(parked);
+            list.sort_by_key(|p| p.event.position);
+        }
+        Ok(())
+    }
+
+    fn parked(&self, name: &str) -> Result<Vec<Parked>, BoxError> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(map.get(name).cloned().unwrap_or_default())
+    }
+
+    fn remove(&self, name: &str, position: u64) -> Result<(), BoxError> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = map.get_mut(name) {
+            list.retain(|p| p.event.position != position);
+        }
+        Ok(())
+    }
+}
+
 /// An at-least-once projection: `P` updated event by event, its checkpoint saved under
 /// `name` in `C` after each batch.
 pub struct WithCheckpoint<P, C> {
@@ -99,16 +232,111 @@ pub struct WithCheckpoint<P, C> {
     pub projection: P,
     name: String,
     checkpoints: C,
+    policy: FailurePolicy,
 }
 
 impl<P: Projection, C: CheckpointStore> WithCheckpoint<P, C> {
-    /// Joins a projection to its checkpoint, saved under `name`.
+    /// Joins a projection to its checkpoint, saved under `name`. A failing event stops
+    /// the run ([`FailurePolicy::Stop`]) unless [`WithCheckpoint::on_failure`] says
+    /// otherwise.
     pub fn new(projection: P, name: impl Into<String>, checkpoints: C) -> Self {
         WithCheckpoint {
             projection,
             name: name.into(),
             checkpoints,
+            policy: FailurePolicy::Stop,
         }
+    }
+
+    /// Sets what happens when the handler fails on an event.
+    ///
+    /// ```
+    /// use es_core::projection::{
+    ///     BoxError, FailurePolicy, MemoryCheckpoints, MemoryDeadLetters, Projection,
+    ///     ProjectionRunner, WithCheckpoint,
+    /// };
+    /// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, RecordedEvent};
+    /// use std::sync::Arc;
+    ///
+    /// struct Picky(u32);
+    /// impl Projection for Picky {
+    ///     fn handle(&mut self, e: &RecordedEvent) -> Result<(), BoxError> {
+    ///         if e.event_type == "Bad" { return Err("cannot handle Bad".into()) }
+    ///         self.0 += 1;
+    ///         Ok(())
+    ///     }
+    ///     fn reset(&mut self) -> Result<(), BoxError> { self.0 = 0; Ok(()) }
+    /// }
+    ///
+    /// let store = MemoryStore::new();
+    /// for t in ["Good", "Bad", "Good"] {
+    ///     store.append("s-1", ExpectedVersion::Any, vec![NewEvent::new(t, 1, b"{}".to_vec())]).unwrap();
+    /// }
+    /// let dead = Arc::new(MemoryDeadLetters::default());
+    /// let projection = WithCheckpoint::new(Picky(0), "picky", MemoryCheckpoints::default())
+    ///     .on_failure(FailurePolicy::Park(dead.clone()));
+    /// let mut runner = ProjectionRunner::new(&store, projection);
+    /// assert_eq!(runner.run_to_head().unwrap(), 3);
+    /// assert_eq!(runner.projection().projection.0, 2);
+    /// let parked = es_core::projection::DeadLetters::parked(&*dead, "picky").unwrap();
+    /// assert_eq!(parked[0].event.position, 2);
+    /// ```
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The projection's name (its checkpoint's and its parked events').
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the handler again on every parked event of this projection, in log order;
+    /// those it now handles are removed from the dead letters. Returns how many remain.
+    /// Without [`FailurePolicy::Park`] there is nothing parked: 0.
+    pub fn replay_parked(&mut self) -> Result<usize, BoxError> {
+        let FailurePolicy::Park(dead) = &self.policy else {
+            return Ok(0);
+        };
+        let dead = Arc::clone(dead);
+        let mut remaining = 0;
+        for p in dead.parked(&self.name)? {
+            match self.projection.handle(&p.event) {
+                Ok(()) => dead.remove(&self.name, p.event.position)?,
+                Err(_) => remaining += 1,
+            }
+        }
+        Ok(remaining)
+    }
+
+    /// Handles one event under the failure policy.
+    fn handle_one(&mut self, e: &RecordedEvent) -> Result<(), BoxError> {
+        let mut error = match self.projection.handle(e) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        match &self.policy {
+            FailurePolicy::Stop => {}
+            FailurePolicy::Retry { attempts, backoff } => {
+                let mut pause = *backoff;
+                for _ in 0..*attempts {
+                    std::thread::sleep(pause);
+                    pause = pause.saturating_mul(2);
+                    match self.projection.handle(e) {
+                        Ok(()) => return Ok(()),
+                        Err(again) => error = again,
+                    }
+                }
+            }
+            FailurePolicy::Park(dead) => {
+                let parked = Parked {
+                    event: e.clone(),
+                    error: error.to_string(),
+                };
+                return dead.park(&self.name, parked);
+            }
+        }
+        Err(Box::new(EventFailure::new(e, error)))
     }
 }
 
@@ -119,7 +347,7 @@ impl<P: Projection, C: CheckpointStore> TransactionalProjection for WithCheckpoi
 
     fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
         for e in events {
-            self.projection.handle(e)?;
+            self.handle_one(e)?;
         }
         self.checkpoints.save(&self.name, checkpoint)
     }
@@ -136,15 +364,51 @@ pub enum ProjectionError {
     /// Reading the log failed.
     #[error("reading the event log: {0}")]
     Store(#[from] StoreError),
-    /// The read model failed at or after `position`.
-    #[error("projection failed at position {position}: {source}")]
+    /// The read model failed at `position` (the failing event's, when the handler named
+    /// it with an [`EventFailure`]; otherwise the first of the batch that failed).
+    #[error(
+        "projection failed at position {position}{}: {source}",
+        describe(stream_id, event_type)
+    )]
     ReadModel {
-        /// The first position of the batch that failed.
+        /// Where it failed.
         position: u64,
+        /// The failing event's stream, when known.
+        stream_id: Option<String>,
+        /// The failing event's type, when known.
+        event_type: Option<String>,
         /// What it reported.
         #[source]
         source: BoxError,
     },
+}
+
+fn describe(stream_id: &Option<String>, event_type: &Option<String>) -> String {
+    match (stream_id, event_type) {
+        (Some(s), Some(t)) => format!(" ({t} of stream `{s}`)"),
+        _ => String::new(),
+    }
+}
+
+impl ProjectionError {
+    /// A read model's error for a batch starting at `first`: the failing event's place
+    /// when the error names it.
+    fn read_model(first: u64, source: BoxError) -> Self {
+        match source.downcast::<EventFailure>() {
+            Ok(f) => ProjectionError::ReadModel {
+                position: f.position,
+                stream_id: Some(f.stream_id),
+                event_type: Some(f.event_type),
+                source: f.source,
+            },
+            Err(source) => ProjectionError::ReadModel {
+                position: first,
+                stream_id: None,
+                event_type: None,
+                source,
+            },
+        }
+    }
 }
 
 /// Where a run stops.
@@ -231,10 +495,7 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
     fn checkpoint(&mut self) -> Result<u64, ProjectionError> {
         self.projection
             .checkpoint()
-            .map_err(|source| ProjectionError::ReadModel {
-                position: 0,
-                source,
-            })
+            .map_err(|source| ProjectionError::read_model(0, source))
     }
 
     /// Processes every event up to the current head; returns the new checkpoint.
@@ -256,10 +517,7 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
     pub fn rebuild(&mut self) -> Result<u64, ProjectionError> {
         self.projection
             .reset()
-            .map_err(|source| ProjectionError::ReadModel {
-                position: 0,
-                source,
-            })?;
+            .map_err(|source| ProjectionError::read_model(0, source))?;
         self.run_to_head()
     }
 
@@ -272,10 +530,7 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
             }
             self.projection
                 .apply_batch(&batch, last_read)
-                .map_err(|source| ProjectionError::ReadModel {
-                    position: checkpoint + 1,
-                    source,
-                })?;
+                .map_err(|source| ProjectionError::read_model(checkpoint + 1, source))?;
             checkpoint = last_read;
             if done {
                 return Ok(checkpoint);

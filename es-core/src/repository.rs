@@ -148,29 +148,41 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         A::stream_id(id)
     }
 
+    /// The stream of instance `id`, refusing an empty id (it would name the stream
+    /// `"{KIND}-"`, which no instance should share).
+    fn stream_of(&self, id: &str) -> Result<String, StoreError> {
+        if id.is_empty() {
+            return Err(StoreError::InvalidStreamId {
+                stream_id: A::stream_id(id),
+                reason: format!("the {} id is empty", A::KIND),
+            });
+        }
+        Ok(A::stream_id(id))
+    }
+
     /// The current state of instance `id` (the default state at version 0 when it has no
     /// events).
     pub fn load(&self, id: &str) -> Result<Loaded<A>, LoadError> {
-        Ok(self.fold(&A::stream_id(id), u64::MAX, None, None)?.0)
+        Ok(self.fold(&self.stream_of(id)?, u64::MAX, None, None)?.0)
     }
 
     /// The state of instance `id` after its first `version` events (fewer when the stream
     /// is shorter; `Loaded::version` says how many were folded).
     pub fn load_at(&self, id: &str, version: u64) -> Result<Loaded<A>, LoadError> {
-        Ok(self.fold(&A::stream_id(id), version, None, None)?.0)
+        Ok(self.fold(&self.stream_of(id)?, version, None, None)?.0)
     }
 
     /// The state of instance `id` as of `timestamp`: every event recorded at or before it.
     pub fn load_as_of(&self, id: &str, timestamp: DateTime<Utc>) -> Result<Loaded<A>, LoadError> {
         Ok(self
-            .fold(&A::stream_id(id), u64::MAX, Some(timestamp), None)?
+            .fold(&self.stream_of(id)?, u64::MAX, Some(timestamp), None)?
             .0)
     }
 
     /// The recorded events of instance `id`, decoded, for audit views.
     pub fn history(&self, id: &str) -> Result<Vec<crate::Envelope<A::Events>>, LoadError> {
         let mut out = Vec::new();
-        for recorded in self.store.read_stream(&A::stream_id(id), 1)? {
+        for recorded in self.store.read_stream(&self.stream_of(id)?, 1)? {
             if let Some(envelope) = recorded?.decode::<A::Events>()? {
                 out.push(envelope);
             }
@@ -420,7 +432,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     where
         T: IntoEvents<A::Events>,
     {
-        let stream_id = A::stream_id(id);
+        let stream_id = self.stream_of(id).map_err(CommandError::Store)?;
         let mut attempts = 0;
         loop {
             attempts += 1;

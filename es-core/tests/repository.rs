@@ -255,3 +255,183 @@ fn given_when_then_reports_other_events() {
         .when(|a| a.withdraw(40))
         .then_expect_events(Withdrawn { amount: 41 });
 }
+
+/// An empty id is refused: it would name the stream `account-`, which no instance should
+/// share. Nothing is written.
+#[test]
+fn an_empty_id_is_refused() {
+    let accounts = Repository::<Account, _>::new(MemoryStore::new());
+    let err = accounts.execute("", |a| a.deposit(1)).unwrap_err();
+    assert!(
+        matches!(&err, CommandError::Store(StoreError::InvalidStreamId { reason, .. }) if reason.contains("empty")),
+        "{err}"
+    );
+    assert!(matches!(
+        accounts.load(""),
+        Err(LoadError::Store(StoreError::InvalidStreamId { .. }))
+    ));
+    assert_eq!(accounts.store().head_position().unwrap(), 0);
+}
+
+/// The id of an instance back from its stream id.
+#[test]
+fn the_id_comes_back_from_a_stream_id() {
+    use es_core::Aggregate;
+    assert_eq!(Account::id_of(&Account::stream_id("7")), Some("7"));
+    assert_eq!(Account::id_of("account-a-b"), Some("a-b"));
+    assert_eq!(Account::id_of("account-"), None);
+    assert_eq!(Account::id_of("accounts-1"), None);
+    assert_eq!(Account::id_of("cart-1"), None);
+}
+
+mod failing_projections {
+    use es_core::projection::{
+        BoxError, DeadLetters, FailurePolicy, MemoryCheckpoints, MemoryDeadLetters, Projection,
+        ProjectionError, ProjectionRunner, WithCheckpoint,
+    };
+    use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, RecordedEvent};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Counts events; fails on `Bad` events `failures` times (then handles them).
+    struct Flaky {
+        handled: Vec<u64>,
+        failures: u32,
+    }
+
+    impl Projection for Flaky {
+        fn handle(&mut self, e: &RecordedEvent) -> Result<(), BoxError> {
+            if e.event_type == "Bad" && self.failures > 0 {
+                self.failures -= 1;
+                return Err(format!("cannot take event {}", e.position).into());
+            }
+            self.handled.push(e.position);
+            Ok(())
+        }
+        fn reset(&mut self) -> Result<(), BoxError> {
+            self.handled.clear();
+            Ok(())
+        }
+    }
+
+    fn store() -> MemoryStore {
+        let store = MemoryStore::new();
+        for (stream, t) in [
+            ("a-1", "Good"),
+            ("a-2", "Good"),
+            ("b-7", "Bad"),
+            ("a-1", "Good"),
+        ] {
+            store
+                .append(
+                    stream,
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new(t, 1, b"{}".to_vec())],
+                )
+                .unwrap();
+        }
+        store
+    }
+
+    /// The failing event's position, stream and type, not the batch's first position.
+    #[test]
+    fn a_failure_names_the_failing_event_and_stops_by_default() {
+        let store = store();
+        let checkpoints = Arc::new(MemoryCheckpoints::default());
+        let projection = WithCheckpoint::new(
+            Flaky {
+                handled: vec![],
+                failures: u32::MAX,
+            },
+            "flaky",
+            checkpoints.clone(),
+        );
+        let mut runner = ProjectionRunner::new(&store, projection);
+        let err = runner.run_to_head().unwrap_err();
+        match &err {
+            ProjectionError::ReadModel {
+                position,
+                stream_id,
+                event_type,
+                ..
+            } => {
+                assert_eq!(*position, 3);
+                assert_eq!(stream_id.as_deref(), Some("b-7"));
+                assert_eq!(event_type.as_deref(), Some("Bad"));
+            }
+            other => panic!("{other}"),
+        }
+        assert!(
+            err.to_string().contains("position 3 (Bad of stream `b-7`)"),
+            "{err}"
+        );
+        // stopped: the checkpoint did not pass the failing event
+        assert_eq!(
+            es_core::CheckpointStore::load(&checkpoints, "flaky").unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn retry_gets_past_a_passing_failure_and_stops_on_a_lasting_one() {
+        let store = store();
+        let retry = FailurePolicy::Retry {
+            attempts: 3,
+            backoff: Duration::from_millis(1),
+        };
+        let projection = WithCheckpoint::new(
+            Flaky {
+                handled: vec![],
+                failures: 2,
+            },
+            "retry",
+            MemoryCheckpoints::default(),
+        )
+        .on_failure(retry.clone());
+        let mut runner = ProjectionRunner::new(&store, projection);
+        assert_eq!(runner.run_to_head().unwrap(), 4);
+        assert_eq!(runner.projection().projection.handled, vec![1, 2, 3, 4]);
+
+        let projection = WithCheckpoint::new(
+            Flaky {
+                handled: vec![],
+                failures: 10,
+            },
+            "retry",
+            MemoryCheckpoints::default(),
+        )
+        .on_failure(retry);
+        let mut runner = ProjectionRunner::new(&store, projection);
+        let err = runner.run_to_head().unwrap_err();
+        assert!(
+            matches!(err, ProjectionError::ReadModel { position: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn park_sets_the_event_aside_goes_on_and_replays_it_later() {
+        let store = store();
+        let dead = Arc::new(MemoryDeadLetters::default());
+        let projection = WithCheckpoint::new(
+            Flaky {
+                handled: vec![],
+                failures: 1,
+            },
+            "parking",
+            MemoryCheckpoints::default(),
+        )
+        .on_failure(FailurePolicy::Park(dead.clone()));
+        let mut runner = ProjectionRunner::new(&store, projection);
+        assert_eq!(runner.run_to_head().unwrap(), 4);
+        assert_eq!(runner.projection().projection.handled, vec![1, 2, 4]);
+        let parked = dead.parked("parking").unwrap();
+        assert_eq!(parked.len(), 1);
+        assert_eq!(parked[0].event.position, 3);
+        assert!(parked[0].error.contains("cannot take event 3"));
+        // the handler now takes it: replayed and removed
+        assert_eq!(runner.projection_mut().replay_parked().unwrap(), 0);
+        assert_eq!(runner.projection().projection.handled, vec![1, 2, 4, 3]);
+        assert!(dead.parked("parking").unwrap().is_empty());
+    }
+}
