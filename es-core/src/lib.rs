@@ -15,7 +15,12 @@
 //! from `es-macros`, with `#[fingerprint]`, which adds an `Apply` handler's code to its
 //! aggregate's snapshot fingerprint. The `testing` feature adds the store conformance
 //! suite, a given/when/then helper for aggregate tests and the schema check
-//! ([`schema`] describes what it checks; `docs/schema-safety.md` is its manual).
+//! ([`schema`] describes what it checks; `docs/schema-safety.md` in the source repository
+//! is its manual).
+//!
+//! Warnings (a snapshot ignored because its state no longer matches the code, a failure
+//! to close a store cleanly) go through the [`log`](https://docs.rs/log) crate: install
+//! any logger (`env_logger`, or `tracing`'s `log` bridge) to see them.
 #![warn(missing_docs)]
 
 pub mod aggregate;
