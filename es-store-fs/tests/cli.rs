@@ -98,7 +98,7 @@ fn the_tool_reads_verifies_exports_and_imports_a_store() {
     assert!(out.status.success());
     let copy = work.path().join("copy");
     let import = run(
-        &tool,
+        tool,
         &[
             "--json",
             "import",
@@ -109,7 +109,7 @@ fn the_tool_reads_verifies_exports_and_imports_a_store() {
     assert!(import.status.success(), "{}", text(&import));
     let again = work.path().join("export2.jsonl");
     run(
-        &tool,
+        tool,
         &[
             "export",
             copy.to_str().unwrap(),
@@ -123,7 +123,7 @@ fn the_tool_reads_verifies_exports_and_imports_a_store() {
     );
     // importing the same export again is idempotent: same ids, nothing written
     let twice = run(
-        &tool,
+        tool,
         &["import", copy.to_str().unwrap(), export.to_str().unwrap()],
     );
     assert!(twice.status.success(), "{}", text(&twice));
@@ -141,7 +141,7 @@ fn the_tool_reads_verifies_exports_and_imports_a_store() {
     let conflicting = work.path().join("conflicting.jsonl");
     std::fs::write(&conflicting, lines.join("\n")).unwrap();
     let refused = run(
-        &tool,
+        tool,
         &[
             "import",
             copy.to_str().unwrap(),
@@ -173,7 +173,7 @@ fn the_tool_reads_verifies_exports_and_imports_a_store() {
     assert!(report.contains("00000000000000000000.seg"), "{report}");
 
     let missing = run(
-        &tool,
+        tool,
         &["stats", work.path().join("nope").to_str().unwrap()],
     );
     assert!(!missing.status.success());
