@@ -10,7 +10,7 @@ use serde_json::Value;
 /// Dispatches each variant of an event set to the aggregate's `Apply` handler.
 ///
 /// `#[event]` on an enum implements it for every `A` that has a handler for each variant;
-/// `#[derive(Aggregate)]` calls it from `Aggregate::apply`. An aggregate that lacks a
+/// `#[derive(Aggregate)]` calls it from `Aggregate::apply_event`. An aggregate that lacks a
 /// handler fails the `Apply` bound, whose message names the missing impl.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an `#[event]` enum",

@@ -246,7 +246,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 caused = true;
             }
             if let Some(envelope) = recorded.decode::<A::Events>()? {
-                loaded.state.apply(&envelope.event);
+                loaded.state.apply_event(&envelope.event);
             }
             loaded.version = recorded.stream_version;
         }
@@ -466,7 +466,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             match self.store.append(&stream_id, expected, batch) {
                 Ok(appended) => {
                     for e in &events {
-                        state.apply(e);
+                        state.apply_event(e);
                     }
                     let loaded = Loaded {
                         state,

@@ -168,7 +168,7 @@ pub fn impl_aggregate(
                 type Events = #events;
 
                 #[inline]
-                fn apply(&mut self, #event: &#events) {
+                fn apply_event(&mut self, #event: &#events) {
                     #apply
                 }
 

@@ -219,10 +219,11 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// state means, raise `snapshot_version`: an explicit `snapshot_version` always wins, a
 /// snapshot written under another version is never used, whatever the fingerprint says.
 ///
-/// `apply` hands each event to the aggregate's `Apply<E>` impl for that event's struct; an
-/// event without a handler is a compile error naming the aggregate, the event and the
-/// impl to write. The type must implement `Default` (the state before any event) and
-/// have no generic parameters.
+/// `Aggregate::apply_event` hands each event to the aggregate's `Apply<E>` impl for that
+/// event's struct; an event without a handler is a compile error naming the aggregate,
+/// the event and the impl to write. A handler may call another with `self.apply(&event)`.
+/// The type must implement `Default` (the state before any event) and have no generic
+/// parameters.
 ///
 /// ```
 /// use es_core::prelude::*;

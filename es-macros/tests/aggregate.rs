@@ -214,7 +214,7 @@ fn snapshot_settings_become_a_policy() {
 #[test]
 fn snapshots_encode_the_state_as_json_and_decode_it_back() {
     let mut cart = SnapshottedCart::default();
-    Aggregate::apply(
+    Aggregate::apply_event(
         &mut cart,
         &CartEvent::from(ProductAdded {
             product: "tea".into(),
@@ -288,27 +288,27 @@ fn the_repository_loads_from_a_derived_snapshot() {
 #[test]
 fn apply_dispatches_each_variant_to_its_handler() {
     let mut cart = Cart::default();
-    Aggregate::apply(
+    Aggregate::apply_event(
         &mut cart,
         &CartEvent::from(CartCreated {
             user_id: "u".into(),
         }),
     );
-    Aggregate::apply(
+    Aggregate::apply_event(
         &mut cart,
         &CartEvent::from(ProductAdded {
             product: "tea".into(),
             quantity: 2,
         }),
     );
-    Aggregate::apply(
+    Aggregate::apply_event(
         &mut cart,
         &CartEvent::from(ProductAdded {
             product: "tea".into(),
             quantity: 1,
         }),
     );
-    Aggregate::apply(&mut cart, &CartEvent::from(CartPurchased {}));
+    Aggregate::apply_event(&mut cart, &CartEvent::from(CartPurchased {}));
     assert_eq!(cart.owner.as_deref(), Some("u"));
     assert_eq!(cart.items["tea"], 3);
     assert!(cart.purchased);
@@ -512,4 +512,63 @@ fn recorded_events_decode_with_their_envelope() {
     );
     assert_eq!((first.stream_id.as_str(), first.position), ("cart-3", 1));
     assert!(recorded[1].decode::<CartEvent>().unwrap().is_none());
+}
+
+/// A handler that forwards to another with method syntax. With `Aggregate` and `Apply`
+/// both in scope (the prelude brings them), `apply` names only the handlers, so
+/// `self.apply(&other)` picks the handler by the event's type.
+mod forwarding {
+    use es_core::prelude::*;
+
+    #[event]
+    #[derive(Debug, Clone)]
+    pub struct Deposited {
+        pub amount: u64,
+    }
+
+    /// Opening with an initial amount is a deposit as well.
+    #[event]
+    #[derive(Debug, Clone)]
+    pub struct Opened {
+        pub initial: u64,
+    }
+
+    #[event]
+    #[derive(Debug, Clone)]
+    pub enum AccountEvent {
+        Opened(Opened),
+        Deposited(Deposited),
+    }
+
+    #[derive(Debug, Default, Aggregate)]
+    #[aggregate(kind = "account", event = AccountEvent)]
+    pub struct Account {
+        pub open: bool,
+        pub balance: u64,
+        pub deposits: u32,
+    }
+
+    impl Apply<Opened> for Account {
+        fn apply(&mut self, e: &Opened) {
+            self.open = true;
+            self.apply(&Deposited { amount: e.initial });
+        }
+    }
+
+    impl Apply<Deposited> for Account {
+        fn apply(&mut self, e: &Deposited) {
+            self.balance += e.amount;
+            self.deposits += 1;
+        }
+    }
+}
+
+#[test]
+fn a_handler_forwards_to_another_with_method_syntax() {
+    use forwarding::{Account, AccountEvent, Deposited, Opened};
+    let mut account = Account::default();
+    account.apply_event(&AccountEvent::from(Opened { initial: 5 }));
+    account.apply_event(&AccountEvent::from(Deposited { amount: 2 }));
+    assert!(account.open);
+    assert_eq!((account.balance, account.deposits), (7, 2));
 }
