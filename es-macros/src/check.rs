@@ -6,9 +6,14 @@ use crate::ast::{AggregateInput, EventEnum, EventStruct, display_tokens};
 use crate::attr::{EVENT, KIND, MIGRATE, SNAPSHOT_EVERY, SNAPSHOT_VERSION, UPCAST_FROM};
 use crate::ctxt::Ctxt;
 use crate::expand_event::derives;
+use crate::shape::written;
+use quote::ToTokens;
 use std::collections::{BTreeMap, BTreeSet};
+use syn::Fields;
+use syn::ext::IdentExt;
 
 pub fn event_struct(cx: &Ctxt, event: &EventStruct) {
+    fields_are_named(cx, event);
     serde_is_not_derived_twice(cx, event);
     migrate_and_upcast_from_are_exclusive(cx, event);
     older_versions_have_a_chain(cx, event);
@@ -27,6 +32,53 @@ pub fn event_enum(cx: &Ctxt, set: &EventEnum) {
 pub fn aggregate(cx: &Ctxt, aggregate: &AggregateInput) {
     kind_and_event_are_given(cx, aggregate);
     snapshot_version_needs_snapshot_every(cx, aggregate);
+}
+
+/// A stored payload is a JSON object: a later version can add a field with a default, and
+/// a migration step can edit it by name. A tuple struct would be stored as a bare value
+/// (`5`) or an array, a unit struct as `null`; neither can grow.
+fn fields_are_named(cx: &Ctxt, event: &EventStruct) {
+    let item = event.item;
+    let ident = item.ident.unraw();
+    let vis = written(item.vis.to_token_stream());
+    let vis = if vis.is_empty() { vis } else { vis + " " };
+    match &item.fields {
+        Fields::Named(_) => {}
+        Fields::Unnamed(fields) => {
+            let write = match fields.unnamed.iter().collect::<Vec<_>>().as_slice() {
+                [field] => {
+                    let field_vis = written(field.vis.to_token_stream());
+                    let field_vis = if field_vis.is_empty() {
+                        field_vis
+                    } else {
+                        field_vis + " "
+                    };
+                    format!(
+                        "name the field: `{vis}struct {ident} {{ {field_vis}value: {} }}`",
+                        written(field.ty.to_token_stream())
+                    )
+                }
+                fields => format!(
+                    "name each of its {} fields: `{vis}struct {ident} {{ .. }}`",
+                    fields.len()
+                ),
+            };
+            cx.error_spanned_by(
+                fields,
+                format!(
+                    "`#[event]` needs a struct with named fields: a tuple struct is stored as a bare JSON value or array, which a later version cannot extend with a field; {write}"
+                ),
+            );
+        }
+        Fields::Unit => {
+            cx.error_spanned_by(
+                &item.ident,
+                format!(
+                    "`#[event]` needs a struct with named fields: a unit struct is stored as `null`, which a later version cannot extend with a field; write `{vis}struct {ident} {{}}`"
+                ),
+            );
+        }
+    }
 }
 
 /// `#[event]` derives serde's traits itself (through es-core); a second derive would be a

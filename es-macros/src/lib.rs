@@ -36,6 +36,13 @@ use proc_macro::TokenStream;
 /// them yourself; serde's field attributes such as `#[serde(default)]` work as usual) and an
 /// [`Event`](../es_core/trait.Event.html) impl with a stable type name and schema version.
 ///
+/// The struct has named fields, so that its payload is a JSON object: a later version can
+/// add a field (with `#[serde(default)]` or a migration step), and a migration step can
+/// edit it by name. An event without data is written with braces, `pub struct
+/// CartClosed {}`, and stored as `{}`. Tuple structs (`struct Deposited(u64)`, stored as a
+/// bare `5`) and unit structs (`struct CartClosed;`, stored as `null`) are refused with a
+/// compile error that shows the struct to write.
+///
 /// | key | value | default | meaning |
 /// | --- | --- | --- | --- |
 /// | `name` | string | the Rust name | the type name written to the store |
