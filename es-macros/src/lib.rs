@@ -107,6 +107,13 @@ use proc_macro::TokenStream;
 /// struct, so that a command may return a struct, and the dispatch to `Apply` handlers
 /// that `#[derive(Aggregate)]` uses.
 ///
+/// **Variant names are Rust-only.** An event is stored under its struct's event name (the
+/// struct's `name = ".."`, or its Rust name), never under the variant's: in
+/// `enum CartEvent { Added(ProductAdded) }` the event is stored and decoded as
+/// `"ProductAdded"`, and renaming the variant changes nothing in the store, the schema
+/// catalogue or snapshot fingerprints. To rename a stored event, rename the struct and keep
+/// the old name with `name = ".."` or `aliases = [..]` on the struct.
+///
 /// | key | value | meaning |
 /// | --- | --- | --- |
 /// | `ignore` | `["..", ..]` | retired event types: decoding returns `Ok(None)` and they are skipped |
