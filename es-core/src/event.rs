@@ -90,6 +90,21 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
         }
     }
 
+    /// Encodes the event as a store records it: [`Event::NAME`], the current
+    /// [`Event::VERSION`] and the JSON payload. The inverse of [`Event::decode_stored`].
+    ///
+    /// ```
+    /// # use es_core::doc_support::Deposited;
+    /// use es_core::Event;
+    ///
+    /// let encoded = Deposited { amount: 5 }.encode_stored().unwrap();
+    /// assert_eq!((encoded.event_type, encoded.schema_version), ("Deposited", 1));
+    /// assert_eq!(Deposited::decode_stored(1, &encoded.payload).unwrap().amount, 5);
+    /// ```
+    fn encode_stored(&self) -> Result<EncodedEvent, EncodeError> {
+        EncodeError::encode(self)
+    }
+
     /// Decodes payload bytes stored at `version`. The current version is parsed straight
     /// into `Self`; older versions go through [`Event::from_value`].
     fn decode_stored(version: u32, payload: &[u8]) -> Result<Self, DecodeError> {

@@ -52,6 +52,34 @@ impl<'a> EventStruct<'a> {
         self.attrs.version.as_ref().map_or(1, |v| v.value.value)
     }
 
+    /// The current schema version, or `None` when a mistake hides it: `version` (or a
+    /// mistyped key taken to mean it) was written, but its value did not parse. Rules that
+    /// depend on the version are then not checked, since they would only report the same
+    /// mistake again in other words.
+    pub fn known_version(&self) -> Option<u32> {
+        match &self.attrs.version {
+            Some(version) => Some(version.value.value),
+            None if self.attrs.written.mentions(attr::VERSION) => None,
+            None => Some(1),
+        }
+    }
+
+    /// The stored type name, or `None` when a mistake hides it (see
+    /// [`EventStruct::known_version`]).
+    pub fn known_name(&self) -> Option<String> {
+        if self.attrs.name.is_none() && self.attrs.written.mentions(attr::NAME) {
+            None
+        } else {
+            Some(self.name())
+        }
+    }
+
+    /// True when the older versions' chain was written, or meant, even if it did not
+    /// parse.
+    pub fn mentions_chain(&self) -> bool {
+        self.attrs.written.mentions(attr::MIGRATE) || self.attrs.written.mentions(attr::UPCAST_FROM)
+    }
+
     pub fn chain(&self) -> Chain<'_> {
         if let Some(steps) = &self.attrs.migrate {
             Chain::Migrate(&steps.value.steps)

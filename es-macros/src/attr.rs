@@ -105,6 +105,8 @@ pub struct MigrateStep {
 
 #[derive(Default)]
 pub struct EventStructAttrs {
+    /// The keys written, or meant by a mistyped key, whether or not their values parsed.
+    pub written: Written,
     pub name: Option<Attr<LitStr>>,
     pub aliases: Option<Attr<Vec<LitStr>>>,
     pub version: Option<Attr<Number<u32>>>,
@@ -186,6 +188,7 @@ pub fn event_struct(cx: &Ctxt, args: TokenStream) -> EventStructAttrs {
             _ => unknown(cx, meta, key, EVENT, EVENT_STRUCT_KEYS),
         }
     });
+    attrs.written = written;
     attrs
 }
 
@@ -584,14 +587,36 @@ fn name_list(cx: &Ctxt, input: ParseStream, key: &str) -> syn::Result<Option<Vec
     parser.parse2(group.stream()).map(Some)
 }
 
-/// `N`: a schema version, 1 or more.
-fn version(cx: &Ctxt, input: ParseStream, key: &str) -> syn::Result<Option<Number<u32>>> {
-    let lit: LitInt = input.parse().map_err(|e| {
+/// An integer literal; a quoted one is refused with the literal to write instead.
+fn integer(input: ParseStream, key: &str, example: &str) -> syn::Result<LitInt> {
+    if input.peek(LitStr) {
+        let quoted: LitStr = input.parse()?;
+        let value = quoted.value();
+        if !value.is_empty() && value.trim().chars().all(|c| c.is_ascii_digit()) {
+            return Err(syn::Error::new(
+                quoted.span(),
+                format!(
+                    "`{key}` takes an integer literal, without quotes: `{key} = {}`",
+                    value.trim()
+                ),
+            ));
+        }
+        return Err(syn::Error::new(
+            quoted.span(),
+            format!("`{key}` takes an integer literal: `{key} = {example}`"),
+        ));
+    }
+    input.parse().map_err(|e| {
         syn::Error::new(
             e.span(),
-            format!("`{key}` takes an integer literal: `{key} = 2`"),
+            format!("`{key}` takes an integer literal: `{key} = {example}`"),
         )
-    })?;
+    })
+}
+
+/// `N`: a schema version, 1 or more.
+fn version(cx: &Ctxt, input: ParseStream, key: &str) -> syn::Result<Option<Number<u32>>> {
+    let lit = integer(input, key, "2")?;
     let value: u32 = lit.base10_parse()?;
     if value == 0 {
         cx.error_spanned_by(
@@ -614,12 +639,7 @@ where
     T: std::str::FromStr + Default + PartialEq,
     T::Err: std::fmt::Display,
 {
-    let lit: LitInt = input.parse().map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            format!("`{key}` takes an integer literal: `{key} = 100`"),
-        )
-    })?;
+    let lit = integer(input, key, "100")?;
     let value: T = lit.base10_parse()?;
     if value == T::default() {
         cx.error_spanned_by(&lit, zero);

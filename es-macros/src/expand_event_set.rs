@@ -57,10 +57,7 @@ fn event_set(set: &EventEnum) -> TokenStream {
         .iter()
         .map(|v| event_item(v.ty, "decode_stored"))
         .collect();
-    let encode = variants.iter().map(|v| {
-        let ty = v.ty;
-        quote_spanned!(ty.span()=> ::es_core::EncodeError::encode::<#ty>)
-    });
+    let encode = variants.iter().map(|v| event_item(v.ty, "encode_stored"));
     let schemas = variants.iter().map(|v| event_item(v.ty, "SCHEMA"));
     let set_name = LitStr::new(&ident.unraw().to_string(), Span::call_site());
     let events_const = local_const("EVENTS");
@@ -217,25 +214,39 @@ fn dispatch(set: &EventEnum) -> TokenStream {
 }
 
 /// Names are constants of other items, so clashes between variants, and between a
-/// variant and an ignored name, are const assertions, reported at the later token.
+/// variant and an ignored name, are const assertions, reported at the later token. A
+/// clash between variants names the shared name, which only the compiler knows: the
+/// message is joined in a constant.
 fn name_assertions(set: &EventEnum) -> TokenStream {
     let ident = set.ident();
     let variants = &set.variants;
+    let shared = local_const("SHARED");
+    let parts = local_const("PARTS");
+    let message = local_const("MESSAGE");
     let mut assertions = Vec::new();
     for (i, later) in variants.iter().enumerate() {
         for earlier in &variants[..i] {
             let (a, b) = (earlier.ty, later.ty);
-            let message = escape_braces(&format!(
-                "`{ident}`: variants `{}` and `{}` share an event name or alias, so a stored event of that name would be ambiguous; give one of them another `name`",
-                earlier.ident, later.ident
-            ));
+            let (first, second) = (earlier.ident, later.ident);
+            let before = format!(
+                "`{ident}`: variants `{first}` and `{second}` both answer to the event name \""
+            );
+            let between = "\" (as their `name` or one of their `aliases`), so a stored \"";
+            let after =
+                "\" event would be ambiguous: give one of them another `name`, or remove the alias";
             let (a_name, a_aliases) = (event_item(a, "NAME"), event_item(a, "ALIASES"));
             let (b_name, b_aliases) = (event_item(b, "NAME"), event_item(b, "ALIASES"));
             assertions.push(quote_spanned! {b.span()=>
-                ::core::assert!(
-                    !::es_core::__private::names_overlap(#a_name, #a_aliases, #b_name, #b_aliases),
-                    #message
-                );
+                {
+                    const #shared: &str =
+                        ::es_core::__private::shared_name(#a_name, #a_aliases, #b_name, #b_aliases);
+                    const #parts: &[&str] = &[#before, #shared, #between, #shared, #after];
+                    const #message: [u8; ::es_core::__private::concat_len(#parts)] =
+                        ::es_core::__private::concat(#parts);
+                    if !#shared.is_empty() {
+                        ::core::panic!("{}", ::es_core::__private::text(&#message));
+                    }
+                }
             });
         }
     }
