@@ -372,11 +372,12 @@ impl From<serde_json::Error> for UpcastError {
 ///
 /// A command may return one event struct, the event set itself, a `Vec`, an `Option`, an
 /// array, a tuple of up to four, or `()` for no event. `#[event]` implements this for
-/// the enum and each variant's struct.
+/// the enum and each variant's struct, except the structs of variants marked
+/// `#[event(legacy)]`: those events are still read, but no longer produced.
 #[diagnostic::on_unimplemented(
     message = "a command returned `{Self}`, which is not a list of `{S}` events",
     label = "not convertible into `{S}` events",
-    note = "return an event struct of the set, the set itself, or a Vec/Option/array/tuple of them"
+    note = "return an event struct of the set (other than those of variants marked `#[event(legacy)]`, which are read from history but no longer produced), the set itself, or a Vec/Option/array/tuple of them"
 )]
 pub trait IntoEvents<S> {
     /// Appends the events to `out`, in order.

@@ -102,6 +102,9 @@ impl<'a> EventStruct<'a> {
 /// `#[event]` on an enum: the event set of one aggregate.
 pub struct EventEnum<'a> {
     pub item: &'a ItemEnum,
+    /// The enum as it is emitted: without the `#[event(...)]` of its variants, which only
+    /// this macro reads.
+    pub output: ItemEnum,
     pub attrs: EventEnumAttrs,
     /// The well-formed variants (the others are reported and left out).
     pub variants: Vec<Variant<'a>>,
@@ -111,6 +114,9 @@ pub struct EventEnum<'a> {
 pub struct Variant<'a> {
     pub ident: &'a Ident,
     pub ty: &'a syn::Type,
+    /// `#[event(legacy)]`: decoded and applied, but not converted from its struct, so
+    /// that no command can return it.
+    pub legacy: bool,
 }
 
 impl<'a> EventEnum<'a> {
@@ -130,6 +136,8 @@ impl<'a> EventEnum<'a> {
         }
         let mut variants = Vec::new();
         for variant in &item.variants {
+            let variant_attrs = attr::event_variant(cx, variant);
+            let legacy = variant_attrs.legacy.is_some();
             if let Some((_, discriminant)) = &variant.discriminant {
                 cx.error_spanned_by(
                     discriminant,
@@ -142,6 +150,7 @@ impl<'a> EventEnum<'a> {
                     variants.push(Variant {
                         ident: &variant.ident,
                         ty: &field.ty,
+                        legacy,
                     });
                 }
                 Fields::Unnamed(fields) => {
@@ -165,8 +174,13 @@ impl<'a> EventEnum<'a> {
                 }
             }
         }
+        let mut output = item.clone();
+        for variant in &mut output.variants {
+            variant.attrs.retain(|a| !attr::is_event_attribute(a));
+        }
         EventEnum {
             item,
+            output,
             attrs,
             variants,
         }

@@ -22,7 +22,7 @@ pub fn expand(args: TokenStream, item: &ItemEnum) -> TokenStream {
 }
 
 fn generate(set: &EventEnum) -> TokenStream {
-    let item = set.item;
+    let item = &set.output;
     let event_set = event_set(set);
     let variants: Vec<_> = set.variants.iter().collect();
     let conversions = conversions(set.ident(), &variants);
@@ -139,11 +139,14 @@ fn event_item(ty: &syn::Type, item: &str) -> TokenStream {
 }
 
 /// `IntoEvents` for the set and, with `From`, for each variant's struct, so that a command
-/// can return either.
+/// can return either. A legacy variant's struct gets neither: a command that returns it
+/// does not compile.
 pub fn conversions(ident: &Ident, variants: &[&Variant]) -> TokenStream {
     let event = local("event");
     let out = local("out");
-    let per_variant = variants.iter().map(|Variant { ident: variant, ty }| {
+    let produced = variants.iter().filter(|v| !v.legacy);
+    let per_variant = produced.map(|v| {
+        let (variant, ty) = (v.ident, v.ty);
         quote! {
             #[automatically_derived]
             impl ::core::convert::From<#ty> for #ident {
@@ -189,7 +192,7 @@ fn dispatch(set: &EventEnum) -> TokenStream {
     let handlers = set.variants.iter().map(|Variant { ty, .. }| {
         quote_spanned!(ty.span()=> <#aggregate_ty as ::es_core::Apply<#ty>>::FINGERPRINT)
     });
-    let arms = set.variants.iter().map(|Variant { ident: variant, ty }| {
+    let arms = set.variants.iter().map(|Variant { ident: variant, ty, .. }| {
         quote! {
             Self::#variant(#event) => <#aggregate_ty as ::es_core::Apply<#ty>>::apply(#aggregate, #event),
         }

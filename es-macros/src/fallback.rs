@@ -33,7 +33,7 @@ pub fn event_struct(event: &EventStruct, errors: syn::Error) -> TokenStream {
 
 pub fn event_enum(set: &EventEnum, errors: syn::Error) -> TokenStream {
     let errors = errors.to_compile_error();
-    let item = set.item;
+    let item = &set.output;
     if set.has_generics() {
         return quote!(#errors #item);
     }

@@ -118,6 +118,51 @@ use proc_macro::TokenStream;
 /// | --- | --- | --- |
 /// | `ignore` | `["..", ..]` | retired event types: decoding returns `Ok(None)` and they are skipped |
 ///
+/// On a variant, `#[event(...)]` takes one key:
+///
+/// | key | value | meaning |
+/// | --- | --- | --- |
+/// | `legacy` | none | an event that history holds but commands no longer produce: decoded, upcast and applied like any other, but its struct gets no `From` or `IntoEvents` conversion into the set, so a command that returns it does not compile |
+///
+/// `legacy` is for an event replaced by others (split in two, say) whose stored
+/// occurrences must still count: keep its struct and its `Apply` handler, mark the variant,
+/// and add the new events (the recipe is in es-core's `docs/schema-safety.md`). An event
+/// whose stored occurrences no longer matter goes in `ignore` instead, with its variant
+/// removed. The variant itself can still be built by hand, as tests and fixtures do.
+///
+/// ```
+/// use es_core::prelude::*;
+///
+/// /// Replaced by `ItemAdded` and `ItemRemoved`; kept so that stored swaps still load.
+/// #[event]
+/// #[derive(Debug)]
+/// pub struct ItemSwapped { pub added: String, pub removed: String }
+///
+/// #[event]
+/// #[derive(Debug)]
+/// pub struct ItemAdded { pub item: String }
+///
+/// #[event]
+/// #[derive(Debug)]
+/// pub struct ItemRemoved { pub item: String }
+///
+/// #[event]
+/// #[derive(Debug)]
+/// pub enum CartEvent {
+///     #[event(legacy)]
+///     ItemSwapped(ItemSwapped),
+///     ItemAdded(ItemAdded),
+///     ItemRemoved(ItemRemoved),
+/// }
+///
+/// let stored = br#"{"added":"tea","removed":"milk"}"#;
+/// let swapped = CartEvent::decode("ItemSwapped", 1, stored).unwrap();
+/// assert!(matches!(swapped, Some(CartEvent::ItemSwapped(ItemSwapped { .. }))));
+/// // `CartEvent::from(ItemSwapped { .. })` does not compile; the new events convert.
+/// let added = CartEvent::from(ItemAdded { item: "tea".into() });
+/// assert_eq!(added.event_type(), "ItemAdded");
+/// ```
+///
 /// Two variants may not share a name or an alias, and an ignored name may not be a
 /// variant's name or alias: both are compile errors.
 ///

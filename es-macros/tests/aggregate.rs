@@ -572,3 +572,164 @@ fn a_handler_forwards_to_another_with_method_syntax() {
     assert!(account.open);
     assert_eq!((account.balance, account.deposits), (7, 2));
 }
+
+/// An event split in two: the old event stays in the set as a legacy variant, still
+/// decoded and applied, while commands produce the two events that replaced it.
+mod split {
+    use es_core::prelude::*;
+
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Registered {
+        pub name: String,
+    }
+
+    /// Replaced by `ShippingAddressChanged` and `BillingAddressChanged`; kept unchanged so
+    /// that stored events still load.
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct CustomerRelocated {
+        pub address: String,
+        pub billing_address: String,
+    }
+
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct ShippingAddressChanged {
+        pub address: String,
+    }
+
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct BillingAddressChanged {
+        pub address: String,
+    }
+
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum CustomerEvent {
+        Registered(Registered),
+        /// Read from history, no longer produced.
+        #[event(legacy)]
+        CustomerRelocated(CustomerRelocated),
+        ShippingAddressChanged(ShippingAddressChanged),
+        BillingAddressChanged(BillingAddressChanged),
+    }
+
+    #[derive(Debug, Default, Aggregate)]
+    #[aggregate(kind = "customer", event = CustomerEvent)]
+    pub struct Customer {
+        pub shipping: Option<String>,
+        pub billing: Option<String>,
+    }
+
+    impl Apply<Registered> for Customer {
+        fn apply(&mut self, _: &Registered) {}
+    }
+
+    impl Apply<CustomerRelocated> for Customer {
+        fn apply(&mut self, e: &CustomerRelocated) {
+            self.apply(&ShippingAddressChanged {
+                address: e.address.clone(),
+            });
+            self.apply(&BillingAddressChanged {
+                address: e.billing_address.clone(),
+            });
+        }
+    }
+
+    impl Apply<ShippingAddressChanged> for Customer {
+        fn apply(&mut self, e: &ShippingAddressChanged) {
+            self.shipping = Some(e.address.clone());
+        }
+    }
+
+    impl Apply<BillingAddressChanged> for Customer {
+        fn apply(&mut self, e: &BillingAddressChanged) {
+            self.billing = Some(e.address.clone());
+        }
+    }
+
+    impl Customer {
+        pub fn relocate(
+            &self,
+            address: &str,
+        ) -> Result<(ShippingAddressChanged, BillingAddressChanged), String> {
+            Ok((
+                ShippingAddressChanged {
+                    address: address.into(),
+                },
+                BillingAddressChanged {
+                    address: address.into(),
+                },
+            ))
+        }
+    }
+}
+
+#[test]
+fn a_legacy_event_is_decoded_and_applied() {
+    use es_core::{Event, EventSet};
+    use split::{Customer, CustomerEvent, CustomerRelocated};
+    let store = MemoryStore::new();
+    store
+        .append(
+            "customer-1",
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::new("Registered", 1, br#"{"name":"ann"}"#.to_vec()),
+                NewEvent::new(
+                    "CustomerRelocated",
+                    1,
+                    br#"{"address":"1 High St","billing_address":"PO Box 7"}"#.to_vec(),
+                ),
+            ],
+        )
+        .unwrap();
+    let customers = Repository::<Customer, _>::new(store);
+    let customer = customers.load("1").unwrap();
+    assert_eq!(customer.shipping.as_deref(), Some("1 High St"));
+    assert_eq!(customer.billing.as_deref(), Some("PO Box 7"));
+
+    // Commands produce the events that replaced it.
+    customers.execute("1", |c| c.relocate("2 Low Rd")).unwrap();
+    let types: Vec<_> = customers
+        .history("1")
+        .unwrap()
+        .iter()
+        .map(|e| e.event.event_type())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "Registered",
+            "CustomerRelocated",
+            "ShippingAddressChanged",
+            "BillingAddressChanged"
+        ]
+    );
+    assert_eq!(
+        customers.load("1").unwrap().billing.as_deref(),
+        Some("2 Low Rd")
+    );
+
+    // The set still lists, describes and encodes it, and the struct still reads.
+    assert!(CustomerEvent::EVENT_TYPES.contains(&"CustomerRelocated"));
+    assert!(
+        CustomerEvent::SCHEMA
+            .unwrap()
+            .event("CustomerRelocated")
+            .is_some()
+    );
+    let old = CustomerRelocated {
+        address: "a".into(),
+        billing_address: "b".into(),
+    };
+    let encoded = CustomerEvent::CustomerRelocated(old.clone())
+        .encode()
+        .unwrap();
+    assert_eq!(
+        CustomerRelocated::decode_stored(1, &encoded.payload).unwrap(),
+        old
+    );
+}
