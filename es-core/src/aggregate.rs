@@ -17,10 +17,10 @@ use crate::event::EventSet;
 /// impl Aggregate for Account {
 ///     const KIND: &'static str = "account";
 ///     type Events = AccountEvent;
-///     fn apply(&mut self, event: &AccountEvent) {
+///     fn apply_event(&mut self, event: &AccountEvent) {
 ///         match event {
-///             AccountEvent::Deposited(e) => Apply::apply(self, e),
-///             AccountEvent::Withdrawn(e) => Apply::apply(self, e),
+///             AccountEvent::Deposited(e) => self.apply(e),
+///             AccountEvent::Withdrawn(e) => self.apply(e),
 ///         }
 ///     }
 /// }
@@ -30,6 +30,10 @@ use crate::event::EventSet;
 /// impl Apply<Withdrawn> for Account {
 ///     fn apply(&mut self, e: &Withdrawn) { self.balance -= e.amount as i64 }
 /// }
+///
+/// let mut account = Account::default();
+/// account.apply_event(&AccountEvent::Deposited(Deposited { amount: 5 }));
+/// assert_eq!(account.balance, 5);
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an aggregate",
@@ -42,12 +46,16 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     /// The enum of this aggregate's events.
     type Events: EventSet;
 
-    /// Folds one event into the state. It must not fail: the event already happened.
+    /// Folds one event of the set into the state. It must not fail: the event already
+    /// happened.
     ///
-    /// The repository calls it for you. To fold by hand with both `Aggregate` and `Apply`
-    /// in scope (as the prelude brings them), name the trait, since both have a method
-    /// called `apply`: `Aggregate::apply(&mut state, &event)`.
-    fn apply(&mut self, event: &Self::Events);
+    /// The repository calls it for you; `#[derive(Aggregate)]` implements it by handing
+    /// each variant to its [`Apply`] handler. It is named apart from [`Apply::apply`] so
+    /// that method syntax never has two candidates with both traits in scope (as the
+    /// prelude brings them): `state.apply_event(&event)` folds any event of the set, and
+    /// inside a handler `self.apply(&other)` calls the handler for `other`'s type. The
+    /// handler keeps the short name because it is the one users write, once per event.
+    fn apply_event(&mut self, event: &Self::Events);
 
     /// Snapshot settings; `None` keeps no snapshots.
     fn snapshot_policy() -> Option<SnapshotPolicy> {

@@ -144,10 +144,10 @@ impl Account {
 impl Aggregate for Account {
     const KIND: &'static str = "account";
     type Events = AccountEvent;
-    fn apply(&mut self, event: &AccountEvent) {
+    fn apply_event(&mut self, event: &AccountEvent) {
         match event {
-            AccountEvent::Deposited(e) => Apply::apply(self, e),
-            AccountEvent::Withdrawn(e) => Apply::apply(self, e),
+            AccountEvent::Deposited(e) => self.apply(e),
+            AccountEvent::Withdrawn(e) => self.apply(e),
         }
     }
 }

@@ -90,6 +90,21 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
         }
     }
 
+    /// Encodes the event as a store records it: [`Event::NAME`], the current
+    /// [`Event::VERSION`] and the JSON payload. The inverse of [`Event::decode_stored`].
+    ///
+    /// ```
+    /// # use es_core::doc_support::Deposited;
+    /// use es_core::Event;
+    ///
+    /// let encoded = Deposited { amount: 5 }.encode_stored().unwrap();
+    /// assert_eq!((encoded.event_type, encoded.schema_version), ("Deposited", 1));
+    /// assert_eq!(Deposited::decode_stored(1, &encoded.payload).unwrap().amount, 5);
+    /// ```
+    fn encode_stored(&self) -> Result<EncodedEvent, EncodeError> {
+        EncodeError::encode(self)
+    }
+
     /// Decodes payload bytes stored at `version`. The current version is parsed straight
     /// into `Self`; older versions go through [`Event::from_value`].
     fn decode_stored(version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
@@ -357,11 +372,12 @@ impl From<serde_json::Error> for UpcastError {
 ///
 /// A command may return one event struct, the event set itself, a `Vec`, an `Option`, an
 /// array, a tuple of up to four, or `()` for no event. `#[event]` implements this for
-/// the enum and each variant's struct.
+/// the enum and each variant's struct, except the structs of variants marked
+/// `#[event(legacy)]`: those events are still read, but no longer produced.
 #[diagnostic::on_unimplemented(
     message = "a command returned `{Self}`, which is not a list of `{S}` events",
     label = "not convertible into `{S}` events",
-    note = "return an event struct of the set, the set itself, or a Vec/Option/array/tuple of them"
+    note = "return an event struct of the set (other than those of variants marked `#[event(legacy)]`, which are read from history but no longer produced), the set itself, or a Vec/Option/array/tuple of them"
 )]
 pub trait IntoEvents<S> {
     /// Appends the events to `out`, in order.

@@ -6,11 +6,12 @@ use crate::schema::{FieldSchema, Fnv, SetSchema};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::marker::PhantomData;
 
 /// Dispatches each variant of an event set to the aggregate's `Apply` handler.
 ///
 /// `#[event]` on an enum implements it for every `A` that has a handler for each variant;
-/// `#[derive(Aggregate)]` calls it from `Aggregate::apply`. An aggregate that lacks a
+/// `#[derive(Aggregate)]` calls it from `Aggregate::apply_event`. An aggregate that lacks a
 /// handler fails the `Apply` bound, whose message names the missing impl.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an `#[event]` enum",
@@ -26,28 +27,94 @@ pub trait Dispatch<A> {
     fn dispatch(&self, aggregate: &mut A);
 }
 
-/// The state of an aggregate with `snapshot_every`: saved as JSON through serde.
+/// How the derive saves the state of an aggregate with `snapshot_every`.
+///
+/// The derive calls `(&StateProbe::<State>::new()).state_codec()` with [`ViaSerde`] and
+/// [`WithoutSerde`] in scope. Method resolution tries the receiver as written first, where
+/// only `ViaSerde` applies, and only when the state implements serde's traits; otherwise
+/// it takes `WithoutSerde` one reference further, whose sole requirement,
+/// [`SnapshotState`], is never met. A state without serde is thus one error that names
+/// both traits, not one per missing trait; and since the encoder and the decoder come
+/// from the same call, the two uses of it report that error identically, which the
+/// compiler shows once.
+pub struct StateProbe<T>(PhantomData<fn() -> T>);
+
+impl<T> StateProbe<T> {
+    /// The probe of the state type `T`.
+    #[inline]
+    pub const fn new() -> Self {
+        StateProbe(PhantomData)
+    }
+}
+
+impl<T> Default for StateProbe<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a snapshot state is written and read back.
+pub struct StateCodec<T> {
+    /// The state as bytes.
+    pub encode: fn(&T) -> Result<Vec<u8>, String>,
+    /// A state from bytes written by `encode`.
+    pub decode: fn(&[u8]) -> Result<T, String>,
+}
+
+/// A snapshot state saved as JSON through serde: what every state with `snapshot_every`
+/// uses.
+pub trait ViaSerde {
+    /// The aggregate state.
+    type State;
+    /// The JSON codec of the state.
+    fn state_codec(&self) -> StateCodec<Self::State>;
+}
+
+impl<T: Serialize + DeserializeOwned> ViaSerde for StateProbe<T> {
+    type State = T;
+
+    #[inline]
+    fn state_codec(&self) -> StateCodec<T> {
+        StateCodec {
+            encode: |state| serde_json::to_vec(state).map_err(|e| e.to_string()),
+            decode: |state| serde_json::from_slice(state).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// What method resolution finds for a state without serde's traits: its method requires
+/// [`SnapshotState`], which nothing implements, so the call is the one compile error.
+pub trait WithoutSerde {
+    /// The aggregate state.
+    type State;
+    /// Never callable: see [`SnapshotState`].
+    fn state_codec(&self) -> StateCodec<Self::State>
+    where
+        Self::State: SnapshotState;
+}
+
+impl<T> WithoutSerde for &StateProbe<T> {
+    type State = T;
+
+    fn state_codec(&self) -> StateCodec<T>
+    where
+        T: SnapshotState,
+    {
+        StateCodec {
+            encode: |_| Err(String::new()),
+            decode: |_| Err(String::new()),
+        }
+    }
+}
+
+/// The requirement a snapshot state without serde's traits fails. It has no impl: a state
+/// with serde's traits never reaches it (see [`StateProbe`]).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` keeps snapshots (`snapshot_every`), so it must implement serde's `Serialize` and `Deserialize`",
     label = "snapshots of `{Self}` are saved as JSON",
     note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]` on `{Self}` (with `serde` and its `derive` feature among your dependencies)"
 )]
-pub trait SnapshotState: Sized {
-    /// The state as JSON.
-    fn encode_state(&self) -> Result<Vec<u8>, String>;
-    /// A state from JSON written by [`SnapshotState::encode_state`].
-    fn decode_state(state: &[u8]) -> Result<Self, String>;
-}
-
-impl<T: Serialize + DeserializeOwned> SnapshotState for T {
-    fn encode_state(&self) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(self).map_err(|e| e.to_string())
-    }
-
-    fn decode_state(state: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(state).map_err(|e| e.to_string())
-    }
-}
+pub trait SnapshotState {}
 
 /// String equality usable in constants.
 pub const fn str_eq(a: &str, b: &str) -> bool {
@@ -80,25 +147,83 @@ pub const fn answers_to(name: &str, aliases: &[&str], candidate: &str) -> bool {
     false
 }
 
-/// True when two events share a name or an alias, so that a stored type name would be
-/// ambiguous between them.
-pub const fn names_overlap(
-    a_name: &str,
-    a_aliases: &[&str],
-    b_name: &str,
-    b_aliases: &[&str],
-) -> bool {
-    if answers_to(b_name, b_aliases, a_name) {
-        return true;
+/// The version an `#[event]` struct whose attribute has a mistake reports when that
+/// mistake hides its version. Versions start at 1, so no event has it; the checks other
+/// items make against such a struct accept it, since its mistake is reported already.
+pub const UNKNOWN_VERSION: u32 = 0;
+
+/// The name such a struct reports when its mistake hides its name: no event has it (names
+/// are never empty), and no check matches it.
+pub const UNKNOWN_NAME: &str = "";
+
+/// True when `version`, the version of an `upcast_from` type, is `previous`, or unknown.
+pub const fn is_version(version: u32, previous: u32) -> bool {
+    version == previous || version == UNKNOWN_VERSION
+}
+
+/// True when `old_name`, the name of an `upcast_from` type, is `name` or one of
+/// `aliases`, or unknown.
+pub const fn is_same_event(name: &str, aliases: &[&str], old_name: &str) -> bool {
+    str_eq(old_name, UNKNOWN_NAME) || answers_to(name, aliases, old_name)
+}
+
+/// The first name two events both answer to (by name or alias), or `""` when they share
+/// none: a stored event of that name would be ambiguous between them.
+pub const fn shared_name(
+    a_name: &'static str,
+    a_aliases: &'static [&'static str],
+    b_name: &'static str,
+    b_aliases: &'static [&'static str],
+) -> &'static str {
+    if !str_eq(a_name, UNKNOWN_NAME) && answers_to(b_name, b_aliases, a_name) {
+        return a_name;
     }
     let mut i = 0;
     while i < a_aliases.len() {
         if answers_to(b_name, b_aliases, a_aliases[i]) {
-            return true;
+            return a_aliases[i];
         }
         i += 1;
     }
-    false
+    UNKNOWN_NAME
+}
+
+/// The total length of `parts`, for [`concat`].
+pub const fn concat_len(parts: &[&str]) -> usize {
+    let mut len = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        len += parts[i].len();
+        i += 1;
+    }
+    len
+}
+
+/// `parts` joined, in an array of [`concat_len`] bytes: a compile-time message that
+/// includes names only the compiler knows.
+pub const fn concat<const N: usize>(parts: &[&str]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut at = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        let bytes = parts[i].as_bytes();
+        let mut j = 0;
+        while j < bytes.len() && at < N {
+            out[at] = bytes[j];
+            at += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The text of an array built by [`concat`].
+pub const fn text(bytes: &[u8]) -> &str {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(_) => "",
+    }
 }
 
 /// True when `event_type` is one of `aliases` (the run-time lookup of a renamed event).
@@ -165,16 +290,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_overlap_by_name_or_alias() {
+    fn shared_names_by_name_or_alias() {
         assert!(str_eq("a", "a"));
         assert!(!str_eq("a", "ab"));
-        assert!(names_overlap("A", &[], "A", &[]));
-        assert!(names_overlap("A", &["Old"], "B", &["Old"]));
-        assert!(names_overlap("A", &[], "B", &["A"]));
-        assert!(names_overlap("A", &["B"], "B", &[]));
-        assert!(!names_overlap("A", &["X"], "B", &["Y"]));
+        assert_eq!(shared_name("A", &[], "A", &[]), "A");
+        assert_eq!(shared_name("A", &["Old"], "B", &["Old"]), "Old");
+        assert_eq!(shared_name("A", &[], "B", &["A"]), "A");
+        assert_eq!(shared_name("A", &["B"], "B", &[]), "B");
+        assert_eq!(shared_name("A", &["X"], "B", &["Y"]), "");
+        // A struct whose name is unknown (its attribute has a mistake) shares nothing.
+        assert_eq!(shared_name("", &[], "", &[]), "");
         assert!(answers_to("A", &["B"], "B"));
         assert!(!answers_to("A", &["B"], "C"));
+        assert!(is_same_event("A", &["B"], "B"));
+        assert!(is_same_event("A", &[], UNKNOWN_NAME));
+        assert!(!is_same_event("A", &["B"], "C"));
+        assert!(is_version(2, 2) && is_version(UNKNOWN_VERSION, 2) && !is_version(1, 2));
         assert!(is_alias(&["B"], "B"));
+    }
+
+    #[test]
+    fn messages_join_at_compile_time() {
+        const PARTS: &[&str] = &["variants share \"", "Ünïcode", "\""];
+        const BYTES: [u8; concat_len(PARTS)] = concat(PARTS);
+        assert_eq!(text(&BYTES), "variants share \"Ünïcode\"");
     }
 }

@@ -258,7 +258,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 caused = true;
             }
             if let Some(envelope) = recorded.decode::<A::Events>()? {
-                loaded.state.apply(&envelope.event);
+                loaded.state.apply_event(&envelope.event);
             }
             loaded.version = recorded.stream_version;
         }
@@ -478,7 +478,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             match self.store.append(&stream_id, expected, batch) {
                 Ok(appended) => {
                     for e in &events {
-                        state.apply(e);
+                        state.apply_event(e);
                     }
                     let loaded = Loaded {
                         state,

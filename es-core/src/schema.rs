@@ -57,8 +57,8 @@ pub struct EventSchema {
     /// The container attributes that shape the stored JSON (`#[serde(..)]`, `#[cfg_attr(..)]`),
     /// as written.
     pub attributes: &'static [&'static str],
-    /// The fields as written: named fields sorted by name, tuple fields in order (named
-    /// `0`, `1`, ..). `None` when the event was not described by `#[event]`.
+    /// The fields as written, sorted by name (`#[event]` takes structs with named fields
+    /// only). `None` when the event was not described by `#[event]`.
     pub fields: Option<&'static [FieldSchema]>,
     /// A 64-bit FNV-1a hash of the struct's form (named, tuple or unit), its shaping
     /// attributes and its fields; 0 when unknown. Doc comments, derives, the order of
@@ -131,8 +131,7 @@ impl EventSchema {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FieldSchema {
-    /// The field's name (`0`, `1`, .. for a tuple struct). A raw identifier is given
-    /// without its `r#`.
+    /// The field's name. A raw identifier is given without its `r#`.
     pub name: &'static str,
     /// The type as written: `BTreeMap<String, u32>`. The types it names are not expanded,
     /// so a change inside a nested struct or behind a type alias is not seen here.

@@ -284,6 +284,78 @@ mod renamed_event {
     }
 }
 
+/// `ItemAdded` split into `StockReceived` and `StockCounted`: the old event stays in the
+/// set, unchanged, as a legacy variant that is still read and applied.
+mod split_event {
+    use es_core::prelude::*;
+
+    pub use crate::v1::{ItemAdded, ShopOpened};
+
+    #[event]
+    #[derive(Debug, Clone)]
+    pub struct StockReceived {
+        pub sku: String,
+        pub quantity: u32,
+    }
+
+    #[event]
+    #[derive(Debug, Clone)]
+    pub struct StockCounted {
+        pub sku: String,
+    }
+
+    #[event(ignore = ["ShopViewed"])]
+    #[derive(Debug, Clone)]
+    pub enum ShopEvent {
+        ShopOpened(ShopOpened),
+        #[event(legacy)]
+        ItemAdded(ItemAdded),
+        StockReceived(StockReceived),
+        StockCounted(StockCounted),
+    }
+
+    #[derive(Debug, Default, Aggregate)]
+    #[aggregate(kind = "shop", event = ShopEvent)]
+    pub struct Shop {
+        pub items: u32,
+    }
+
+    impl Apply<ShopOpened> for Shop {
+        fn apply(&mut self, _: &ShopOpened) {}
+    }
+
+    impl Apply<ItemAdded> for Shop {
+        fn apply(&mut self, e: &ItemAdded) {
+            self.apply(&StockReceived {
+                sku: e.sku.clone(),
+                quantity: e.quantity,
+            });
+            self.apply(&StockCounted { sku: e.sku.clone() });
+        }
+    }
+
+    impl Apply<StockReceived> for Shop {
+        fn apply(&mut self, e: &StockReceived) {
+            self.items += e.quantity;
+        }
+    }
+
+    impl Apply<StockCounted> for Shop {
+        fn apply(&mut self, _: &StockCounted) {}
+    }
+
+    /// Samples of the new events only: the legacy event's golden payload exists.
+    pub fn samples() -> (StockReceived, StockCounted) {
+        (
+            StockReceived {
+                sku: "tea".into(),
+                quantity: 2,
+            },
+            StockCounted { sku: "tea".into() },
+        )
+    }
+}
+
 /// A fresh, empty fixtures directory for one test.
 struct Fixtures(PathBuf);
 
@@ -669,4 +741,36 @@ fn a_set_registered_twice_is_reported() {
         matches!(&found[..], [SchemaProblem::DuplicateSet { set }] if set == "ShopEvent"),
         "{found:?}"
     );
+}
+
+#[test]
+fn an_event_split_in_two_keeps_its_golden_payloads_checked() {
+    let fixtures = Fixtures::released_with_v1("split");
+    let check =
+        || SchemaCheck::new(fixtures.path()).aggregate::<split_event::Shop>(split_event::samples());
+    // Only the two new events are news to the catalogue; the legacy one is unchanged.
+    let found = problems(check());
+    let text = messages(&found);
+    assert!(
+        text.contains("StockReceived") && text.contains("StockCounted"),
+        "{text}"
+    );
+    assert!(!text.contains("ItemAdded"), "{text}");
+
+    let report = check()
+        .bless(true)
+        .check()
+        .expect("bless adds the new events");
+    assert_eq!(
+        report.written,
+        [
+            fixtures.path().join("ShopEvent/StockReceived/v1.json"),
+            fixtures.path().join("ShopEvent/StockCounted/v1.json"),
+        ]
+    );
+    let report = check().check().expect("and then the check passes");
+    // The legacy event's golden payload is still decoded, applied and written back.
+    assert_eq!(report.goldens_checked, 4);
+    let catalogue = std::fs::read_to_string(fixtures.path().join("schema-catalogue.json")).unwrap();
+    assert!(catalogue.contains("\"ItemAdded\""), "{catalogue}");
 }

@@ -1,5 +1,5 @@
 //! The cost of what the macros generate, against what a user would write by hand:
-//! replaying 1,000,000 events through the derived `Aggregate::apply` versus a hand-written
+//! replaying 1,000,000 events through the derived `Aggregate::apply_event` versus a hand-written
 //! `match`, and decoding a current-version payload versus old payloads that are upcast
 //! through a JSON chain and through a typed chain.
 //!
@@ -97,7 +97,7 @@ impl Aggregate for HandAccount {
     const KIND: &'static str = "hand_account";
     type Events = AccountEvent;
 
-    fn apply(&mut self, event: &AccountEvent) {
+    fn apply_event(&mut self, event: &AccountEvent) {
         match event {
             AccountEvent::Deposited(e) => self.balance += e.amount as i64,
             AccountEvent::Withdrawn(e) => self.balance -= e.amount as i64,
@@ -133,7 +133,7 @@ fn history() -> Vec<AccountEvent> {
 fn replay<A: Aggregate>(events: &[A::Events]) -> A {
     let mut state = A::default();
     for event in events {
-        state.apply(black_box(event));
+        state.apply_event(black_box(event));
     }
     state
 }

@@ -52,6 +52,34 @@ impl<'a> EventStruct<'a> {
         self.attrs.version.as_ref().map_or(1, |v| v.value.value)
     }
 
+    /// The current schema version, or `None` when a mistake hides it: `version` (or a
+    /// mistyped key taken to mean it) was written, but its value did not parse. Rules that
+    /// depend on the version are then not checked, since they would only report the same
+    /// mistake again in other words.
+    pub fn known_version(&self) -> Option<u32> {
+        match &self.attrs.version {
+            Some(version) => Some(version.value.value),
+            None if self.attrs.written.mentions(attr::VERSION) => None,
+            None => Some(1),
+        }
+    }
+
+    /// The stored type name, or `None` when a mistake hides it (see
+    /// [`EventStruct::known_version`]).
+    pub fn known_name(&self) -> Option<String> {
+        if self.attrs.name.is_none() && self.attrs.written.mentions(attr::NAME) {
+            None
+        } else {
+            Some(self.name())
+        }
+    }
+
+    /// True when the older versions' chain was written, or meant, even if it did not
+    /// parse.
+    pub fn mentions_chain(&self) -> bool {
+        self.attrs.written.mentions(attr::MIGRATE) || self.attrs.written.mentions(attr::UPCAST_FROM)
+    }
+
     pub fn chain(&self) -> Chain<'_> {
         if let Some(steps) = &self.attrs.migrate {
             Chain::Migrate(&steps.value.steps)
@@ -74,6 +102,9 @@ impl<'a> EventStruct<'a> {
 /// `#[event]` on an enum: the event set of one aggregate.
 pub struct EventEnum<'a> {
     pub item: &'a ItemEnum,
+    /// The enum as it is emitted: without the `#[event(...)]` of its variants, which only
+    /// this macro reads.
+    pub output: ItemEnum,
     pub attrs: EventEnumAttrs,
     /// The well-formed variants (the others are reported and left out).
     pub variants: Vec<Variant<'a>>,
@@ -83,6 +114,9 @@ pub struct EventEnum<'a> {
 pub struct Variant<'a> {
     pub ident: &'a Ident,
     pub ty: &'a syn::Type,
+    /// `#[event(legacy)]`: decoded and applied, but not converted from its struct, so
+    /// that no command can return it.
+    pub legacy: bool,
 }
 
 impl<'a> EventEnum<'a> {
@@ -102,6 +136,8 @@ impl<'a> EventEnum<'a> {
         }
         let mut variants = Vec::new();
         for variant in &item.variants {
+            let variant_attrs = attr::event_variant(cx, variant);
+            let legacy = variant_attrs.legacy.is_some();
             if let Some((_, discriminant)) = &variant.discriminant {
                 cx.error_spanned_by(
                     discriminant,
@@ -114,6 +150,7 @@ impl<'a> EventEnum<'a> {
                     variants.push(Variant {
                         ident: &variant.ident,
                         ty: &field.ty,
+                        legacy,
                     });
                 }
                 Fields::Unnamed(fields) => {
@@ -137,8 +174,13 @@ impl<'a> EventEnum<'a> {
                 }
             }
         }
+        let mut output = item.clone();
+        for variant in &mut output.variants {
+            variant.attrs.retain(|a| !attr::is_event_attribute(a));
+        }
         EventEnum {
             item,
+            output,
             attrs,
             variants,
         }

@@ -21,6 +21,10 @@ pub const EVENT_STRUCT_KEYS: &[&str] = &[NAME, ALIASES, VERSION, MIGRATE, UPCAST
 pub const IGNORE: &str = "ignore";
 pub const EVENT_ENUM_KEYS: &[&str] = &[IGNORE];
 
+// `#[event(...)]` on a variant of an enum.
+pub const LEGACY: &str = "legacy";
+pub const EVENT_VARIANT_KEYS: &[&str] = &[LEGACY];
+
 // `#[aggregate(...)]`.
 pub const AGGREGATE: &str = "aggregate";
 pub const KIND: &str = "kind";
@@ -105,6 +109,8 @@ pub struct MigrateStep {
 
 #[derive(Default)]
 pub struct EventStructAttrs {
+    /// The keys written, or meant by a mistyped key, whether or not their values parsed.
+    pub written: Written,
     pub name: Option<Attr<LitStr>>,
     pub aliases: Option<Attr<Vec<LitStr>>>,
     pub version: Option<Attr<Number<u32>>>,
@@ -115,6 +121,12 @@ pub struct EventStructAttrs {
 #[derive(Default)]
 pub struct EventEnumAttrs {
     pub ignore: Option<Attr<Vec<LitStr>>>,
+}
+
+#[derive(Default)]
+pub struct EventVariantAttrs {
+    /// `legacy`: still decoded and applied, no longer produced by commands.
+    pub legacy: Option<Ident>,
 }
 
 #[derive(Default)]
@@ -186,6 +198,7 @@ pub fn event_struct(cx: &Ctxt, args: TokenStream) -> EventStructAttrs {
             _ => unknown(cx, meta, key, EVENT, EVENT_STRUCT_KEYS),
         }
     });
+    attrs.written = written;
     attrs
 }
 
@@ -215,6 +228,72 @@ pub fn event_enum(cx: &Ctxt, args: TokenStream) -> EventEnumAttrs {
             _ => unknown(cx, meta, key, EVENT, EVENT_ENUM_KEYS),
         }
     });
+    attrs
+}
+
+/// True for the attributes `#[event(...)]` on a variant: `event` or a path ending in it
+/// (`es_core::event`), as the enum's own attribute may be written.
+pub fn is_event_attribute(attr: &syn::Attribute) -> bool {
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|segment| segment.ident == EVENT)
+}
+
+/// Parses every `#[event(...)]` on a variant of an event enum into one set of keys.
+pub fn event_variant(cx: &Ctxt, variant: &syn::Variant) -> EventVariantAttrs {
+    let mut attrs = EventVariantAttrs::default();
+    let mut written = Written::new(EVENT, EVENT_VARIANT_KEYS);
+    for attr in variant.attrs.iter().filter(|a| is_event_attribute(a)) {
+        let args = match &attr.meta {
+            syn::Meta::List(list) => list.tokens.clone(),
+            other => {
+                cx.error_spanned_by(
+                    other,
+                    "on a variant, `#[event]` takes `legacy`: `#[event(legacy)]` keeps a retired event decoded and applied while commands can no longer produce it",
+                );
+                continue;
+            }
+        };
+        parse_keys(cx, args, &mut written, |meta, key| {
+            let key_text = key.to_string();
+            match key_text.as_str() {
+                LEGACY => {
+                    if at_item_end(meta.input) {
+                        attrs.legacy = Some(key.clone());
+                    } else {
+                        cx.error_at(
+                            meta.input.span(),
+                            "`legacy` takes no value: `#[event(legacy)]`",
+                        );
+                        skip_item(meta);
+                    }
+                    None
+                }
+                IGNORE => {
+                    misplaced(
+                        cx,
+                        meta,
+                        key,
+                        "`ignore` belongs on the `#[event]` enum itself, not on one of its variants",
+                    );
+                    None
+                }
+                k if EVENT_STRUCT_KEYS.contains(&k) => {
+                    misplaced(
+                        cx,
+                        meta,
+                        key,
+                        &format!(
+                            "`{k}` belongs on the event struct that the variant wraps: variant names are Rust-only, the struct's event name is what is stored; on a variant, `#[event]` takes only `legacy`"
+                        ),
+                    );
+                    None
+                }
+                _ => unknown(cx, meta, key, EVENT, EVENT_VARIANT_KEYS),
+            }
+        });
+    }
     attrs
 }
 
@@ -584,14 +663,36 @@ fn name_list(cx: &Ctxt, input: ParseStream, key: &str) -> syn::Result<Option<Vec
     parser.parse2(group.stream()).map(Some)
 }
 
-/// `N`: a schema version, 1 or more.
-fn version(cx: &Ctxt, input: ParseStream, key: &str) -> syn::Result<Option<Number<u32>>> {
-    let lit: LitInt = input.parse().map_err(|e| {
+/// An integer literal; a quoted one is refused with the literal to write instead.
+fn integer(input: ParseStream, key: &str, example: &str) -> syn::Result<LitInt> {
+    if input.peek(LitStr) {
+        let quoted: LitStr = input.parse()?;
+        let value = quoted.value();
+        if !value.is_empty() && value.trim().chars().all(|c| c.is_ascii_digit()) {
+            return Err(syn::Error::new(
+                quoted.span(),
+                format!(
+                    "`{key}` takes an integer literal, without quotes: `{key} = {}`",
+                    value.trim()
+                ),
+            ));
+        }
+        return Err(syn::Error::new(
+            quoted.span(),
+            format!("`{key}` takes an integer literal: `{key} = {example}`"),
+        ));
+    }
+    input.parse().map_err(|e| {
         syn::Error::new(
             e.span(),
-            format!("`{key}` takes an integer literal: `{key} = 2`"),
+            format!("`{key}` takes an integer literal: `{key} = {example}`"),
         )
-    })?;
+    })
+}
+
+/// `N`: a schema version, 1 or more.
+fn version(cx: &Ctxt, input: ParseStream, key: &str) -> syn::Result<Option<Number<u32>>> {
+    let lit = integer(input, key, "2")?;
     let value: u32 = lit.base10_parse()?;
     if value == 0 {
         cx.error_spanned_by(
@@ -614,12 +715,7 @@ where
     T: std::str::FromStr + Default + PartialEq,
     T::Err: std::fmt::Display,
 {
-    let lit: LitInt = input.parse().map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            format!("`{key}` takes an integer literal: `{key} = 100`"),
-        )
-    })?;
+    let lit = integer(input, key, "100")?;
     let value: T = lit.base10_parse()?;
     if value == T::default() {
         cx.error_spanned_by(&lit, zero);

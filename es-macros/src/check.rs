@@ -6,9 +6,14 @@ use crate::ast::{AggregateInput, EventEnum, EventStruct, display_tokens};
 use crate::attr::{EVENT, KIND, MIGRATE, SNAPSHOT_EVERY, SNAPSHOT_VERSION, UPCAST_FROM};
 use crate::ctxt::Ctxt;
 use crate::expand_event::derives;
+use crate::shape::written;
+use quote::ToTokens;
 use std::collections::{BTreeMap, BTreeSet};
+use syn::Fields;
+use syn::ext::IdentExt;
 
 pub fn event_struct(cx: &Ctxt, event: &EventStruct) {
+    fields_are_named(cx, event);
     serde_is_not_derived_twice(cx, event);
     migrate_and_upcast_from_are_exclusive(cx, event);
     older_versions_have_a_chain(cx, event);
@@ -27,6 +32,53 @@ pub fn event_enum(cx: &Ctxt, set: &EventEnum) {
 pub fn aggregate(cx: &Ctxt, aggregate: &AggregateInput) {
     kind_and_event_are_given(cx, aggregate);
     snapshot_version_needs_snapshot_every(cx, aggregate);
+}
+
+/// A stored payload is a JSON object: a later version can add a field with a default, and
+/// a migration step can edit it by name. A tuple struct would be stored as a bare value
+/// (`5`) or an array, a unit struct as `null`; neither can grow.
+fn fields_are_named(cx: &Ctxt, event: &EventStruct) {
+    let item = event.item;
+    let ident = item.ident.unraw();
+    let vis = written(item.vis.to_token_stream());
+    let vis = if vis.is_empty() { vis } else { vis + " " };
+    match &item.fields {
+        Fields::Named(_) => {}
+        Fields::Unnamed(fields) => {
+            let write = match fields.unnamed.iter().collect::<Vec<_>>().as_slice() {
+                [field] => {
+                    let field_vis = written(field.vis.to_token_stream());
+                    let field_vis = if field_vis.is_empty() {
+                        field_vis
+                    } else {
+                        field_vis + " "
+                    };
+                    format!(
+                        "name the field: `{vis}struct {ident} {{ {field_vis}value: {} }}`",
+                        written(field.ty.to_token_stream())
+                    )
+                }
+                fields => format!(
+                    "name each of its {} fields: `{vis}struct {ident} {{ .. }}`",
+                    fields.len()
+                ),
+            };
+            cx.error_spanned_by(
+                fields,
+                format!(
+                    "`#[event]` needs a struct with named fields: a tuple struct is stored as a bare JSON value or array, which a later version cannot extend with a field; {write}"
+                ),
+            );
+        }
+        Fields::Unit => {
+            cx.error_spanned_by(
+                &item.ident,
+                format!(
+                    "`#[event]` needs a struct with named fields: a unit struct is stored as `null`, which a later version cannot extend with a field; write `{vis}struct {ident} {{}}`"
+                ),
+            );
+        }
+    }
 }
 
 /// `#[event]` derives serde's traits itself (through es-core); a second derive would be a
@@ -57,11 +109,14 @@ fn migrate_and_upcast_from_are_exclusive(cx: &Ctxt, event: &EventStruct) {
         return;
     };
     let old = display_tokens(&upcast_from.value);
+    let below = match event.known_version() {
+        Some(version) => format!("versions below {version}"),
+        None => "older versions".to_owned(),
+    };
     cx.error_spanned_by(
         &upcast_from.key,
         format!(
-            "`{MIGRATE}` and `{UPCAST_FROM}` cannot be combined: with `{UPCAST_FROM} = {old}`, versions below {} are decoded by `{old}`; put the JSON steps on `{old}`",
-            event.version()
+            "`{MIGRATE}` and `{UPCAST_FROM}` cannot be combined: with `{UPCAST_FROM} = {old}`, {below} are decoded by `{old}`; put the JSON steps on `{old}`"
         ),
     );
 }
@@ -70,8 +125,8 @@ fn older_versions_have_a_chain(cx: &Ctxt, event: &EventStruct) {
     let Some(version) = &event.attrs.version else {
         return;
     };
-    if version.value.value < 2 || event.attrs.migrate.is_some() || event.attrs.upcast_from.is_some()
-    {
+    // A chain that was written (or meant) but did not parse is reported already.
+    if version.value.value < 2 || event.mentions_chain() {
         return;
     }
     let current = version.value.value;
@@ -90,10 +145,9 @@ fn older_versions_have_a_chain(cx: &Ctxt, event: &EventStruct) {
 }
 
 fn migrate_steps_are_below_the_current_version(cx: &Ctxt, event: &EventStruct) {
-    let Some(migrate) = &event.attrs.migrate else {
+    let (Some(migrate), Some(current)) = (&event.attrs.migrate, event.known_version()) else {
         return;
     };
-    let current = event.version();
     for step in &migrate.value.steps {
         let from = step.from.value;
         if from < current {
@@ -148,10 +202,12 @@ fn migrate_steps_have_no_gap(cx: &Ctxt, event: &EventStruct) {
     };
     // A malformed step or a mix with `upcast_from` is reported already; the gap it leaves
     // would be the same mistake twice.
-    if !migrate.value.complete || event.attrs.upcast_from.is_some() {
+    if !migrate.value.complete || event.attrs.written.mentions(UPCAST_FROM) {
         return;
     }
-    let current = event.version();
+    let Some(current) = event.known_version() else {
+        return;
+    };
     let present: BTreeSet<u32> = migrate.value.steps.iter().map(|s| s.from.value).collect();
     let missing: Vec<u32> = (1..current).filter(|v| !present.contains(v)).collect();
     if missing.is_empty() {
@@ -177,10 +233,11 @@ fn migrate_steps_have_no_gap(cx: &Ctxt, event: &EventStruct) {
 }
 
 fn upcast_from_needs_an_older_version(cx: &Ctxt, event: &EventStruct) {
-    let Some(upcast_from) = &event.attrs.upcast_from else {
+    let (Some(upcast_from), Some(version)) = (&event.attrs.upcast_from, event.known_version())
+    else {
         return;
     };
-    if event.version() < 2 {
+    if version < 2 {
         cx.error_spanned_by(
             &upcast_from.key,
             format!(
@@ -192,11 +249,11 @@ fn upcast_from_needs_an_older_version(cx: &Ctxt, event: &EventStruct) {
 }
 
 fn aliases_are_distinct(cx: &Ctxt, event: &EventStruct) {
-    let name = event.name();
+    let name = event.known_name();
     let mut seen = BTreeSet::new();
     for alias in event.aliases() {
         let value = alias.value();
-        if value == name {
+        if name.as_ref() == Some(&value) {
             cx.error_spanned_by(
                 alias,
                 format!("alias \"{value}\" is the event's own name; aliases are the names it was stored under before"),

@@ -63,12 +63,16 @@ fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStre
         )
     };
     let state = local("state");
-    // Spanned at `snapshot_every`: a state without serde's traits is reported there.
-    let encode = quote_spanned! {every.key.span()=>
-        <Self as ::es_core::__private::SnapshotState>::encode_state(self)
+    // Spanned at `snapshot_every`: a state without serde's traits is reported there, once
+    // (see `StateProbe`).
+    let codec = quote_spanned! {every.key.span()=>
+        (&::es_core::__private::StateProbe::<Self>::new()).state_codec()
     };
-    let decode = quote_spanned! {every.key.span()=>
-        <Self as ::es_core::__private::SnapshotState>::decode_state(#state)
+    let encode = quote_spanned! {every.key.span()=> (#codec.encode)(self) };
+    let decode = quote_spanned! {every.key.span()=> (#codec.decode)(#state) };
+    let codec_traits = quote! {
+        #[allow(unused_imports)]
+        use ::es_core::__private::{ViaSerde as _, WithoutSerde as _};
     };
     quote! {
         #[inline]
@@ -88,12 +92,14 @@ fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStre
         fn encode_snapshot(
             &self,
         ) -> ::core::option::Option<::core::result::Result<::std::vec::Vec<u8>, ::std::string::String>> {
+            #codec_traits
             ::core::option::Option::Some(#encode)
         }
 
         fn decode_snapshot(
             #state: &[u8],
         ) -> ::core::option::Option<::core::result::Result<Self, ::std::string::String>> {
+            #codec_traits
             ::core::option::Option::Some(#decode)
         }
     }
@@ -168,7 +174,7 @@ pub fn impl_aggregate(
                 type Events = #events;
 
                 #[inline]
-                fn apply(&mut self, #event: &#events) {
+                fn apply_event(&mut self, #event: &#events) {
                     #apply
                 }
 

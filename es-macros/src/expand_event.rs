@@ -5,7 +5,7 @@ use crate::ctxt::Ctxt;
 use crate::shape::Shape;
 use crate::{check, fallback};
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Ident, ItemStruct, LitInt, LitStr};
@@ -70,6 +70,26 @@ pub fn derives(item: &ItemStruct) -> Vec<syn::Path> {
 pub fn constants(event: &EventStruct) -> TokenStream {
     let name = LitStr::new(&event.name(), event.ident().span());
     let version = LitInt::new(&event.version().to_string(), Span::call_site());
+    constants_with(event, name.into_token_stream(), version.into_token_stream())
+}
+
+/// The constants of the stub impl of a struct whose attribute has a mistake: a name or
+/// version that the mistake hides is `UNKNOWN_NAME` or `UNKNOWN_VERSION`, which the checks
+/// of other items (an `upcast_from` naming this struct, a set that wraps it) accept, so
+/// that they do not report the same mistake again as a wrong name or version.
+pub fn stub_constants(event: &EventStruct) -> TokenStream {
+    let name = match event.known_name() {
+        Some(name) => LitStr::new(&name, event.ident().span()).into_token_stream(),
+        None => quote!(::es_core::__private::UNKNOWN_NAME),
+    };
+    let version = match event.known_version() {
+        Some(version) => LitInt::new(&version.to_string(), Span::call_site()).into_token_stream(),
+        None => quote!(::es_core::__private::UNKNOWN_VERSION),
+    };
+    constants_with(event, name, version)
+}
+
+fn constants_with(event: &EventStruct, name: TokenStream, version: TokenStream) -> TokenStream {
     let aliases = event.aliases();
     let aliases = (!aliases.is_empty()).then(|| {
         quote! { const ALIASES: &'static [&'static str] = &[#(#aliases),*]; }
@@ -215,11 +235,11 @@ fn typed_step_assertions(event: &EventStruct, old: &syn::Type) -> TokenStream {
     ));
     quote_spanned! {old.span()=>
         ::core::assert!(
-            <#old as ::es_core::Event>::VERSION == #previous_lit,
+            ::es_core::__private::is_version(<#old as ::es_core::Event>::VERSION, #previous_lit),
             #version_message
         );
         ::core::assert!(
-            ::es_core::__private::answers_to(
+            ::es_core::__private::is_same_event(
                 <#ident as ::es_core::Event>::NAME,
                 <#ident as ::es_core::Event>::ALIASES,
                 <#old as ::es_core::Event>::NAME,

@@ -22,7 +22,7 @@ pub fn expand(args: TokenStream, item: &ItemEnum) -> TokenStream {
 }
 
 fn generate(set: &EventEnum) -> TokenStream {
-    let item = set.item;
+    let item = &set.output;
     let event_set = event_set(set);
     let variants: Vec<_> = set.variants.iter().collect();
     let conversions = conversions(set.ident(), &variants);
@@ -57,10 +57,7 @@ fn event_set(set: &EventEnum) -> TokenStream {
         .iter()
         .map(|v| event_item(v.ty, "decode_stored"))
         .collect();
-    let encode = variants.iter().map(|v| {
-        let ty = v.ty;
-        quote_spanned!(ty.span()=> ::es_core::EncodeError::encode::<#ty>)
-    });
+    let encode = variants.iter().map(|v| event_item(v.ty, "encode_stored"));
     let schemas = variants.iter().map(|v| event_item(v.ty, "SCHEMA"));
     let set_name = LitStr::new(&ident.unraw().to_string(), Span::call_site());
     let events_const = local_const("EVENTS");
@@ -142,11 +139,14 @@ fn event_item(ty: &syn::Type, item: &str) -> TokenStream {
 }
 
 /// `IntoEvents` for the set and, with `From`, for each variant's struct, so that a command
-/// can return either.
+/// can return either. A legacy variant's struct gets neither: a command that returns it
+/// does not compile.
 pub fn conversions(ident: &Ident, variants: &[&Variant]) -> TokenStream {
     let event = local("event");
     let out = local("out");
-    let per_variant = variants.iter().map(|Variant { ident: variant, ty }| {
+    let produced = variants.iter().filter(|v| !v.legacy);
+    let per_variant = produced.map(|v| {
+        let (variant, ty) = (v.ident, v.ty);
         quote! {
             #[automatically_derived]
             impl ::core::convert::From<#ty> for #ident {
@@ -192,7 +192,7 @@ fn dispatch(set: &EventEnum) -> TokenStream {
     let handlers = set.variants.iter().map(|Variant { ty, .. }| {
         quote_spanned!(ty.span()=> <#aggregate_ty as ::es_core::Apply<#ty>>::FINGERPRINT)
     });
-    let arms = set.variants.iter().map(|Variant { ident: variant, ty }| {
+    let arms = set.variants.iter().map(|Variant { ident: variant, ty, .. }| {
         quote! {
             Self::#variant(#event) => <#aggregate_ty as ::es_core::Apply<#ty>>::apply(#aggregate, #event),
         }
@@ -217,25 +217,39 @@ fn dispatch(set: &EventEnum) -> TokenStream {
 }
 
 /// Names are constants of other items, so clashes between variants, and between a
-/// variant and an ignored name, are const assertions, reported at the later token.
+/// variant and an ignored name, are const assertions, reported at the later token. A
+/// clash between variants names the shared name, which only the compiler knows: the
+/// message is joined in a constant.
 fn name_assertions(set: &EventEnum) -> TokenStream {
     let ident = set.ident();
     let variants = &set.variants;
+    let shared = local_const("SHARED");
+    let parts = local_const("PARTS");
+    let message = local_const("MESSAGE");
     let mut assertions = Vec::new();
     for (i, later) in variants.iter().enumerate() {
         for earlier in &variants[..i] {
             let (a, b) = (earlier.ty, later.ty);
-            let message = escape_braces(&format!(
-                "`{ident}`: variants `{}` and `{}` share an event name or alias, so a stored event of that name would be ambiguous; give one of them another `name`",
-                earlier.ident, later.ident
-            ));
+            let (first, second) = (earlier.ident, later.ident);
+            let before = format!(
+                "`{ident}`: variants `{first}` and `{second}` both answer to the event name \""
+            );
+            let between = "\" (as their `name` or one of their `aliases`), so a stored \"";
+            let after =
+                "\" event would be ambiguous: give one of them another `name`, or remove the alias";
             let (a_name, a_aliases) = (event_item(a, "NAME"), event_item(a, "ALIASES"));
             let (b_name, b_aliases) = (event_item(b, "NAME"), event_item(b, "ALIASES"));
             assertions.push(quote_spanned! {b.span()=>
-                ::core::assert!(
-                    !::es_core::__private::names_overlap(#a_name, #a_aliases, #b_name, #b_aliases),
-                    #message
-                );
+                {
+                    const #shared: &str =
+                        ::es_core::__private::shared_name(#a_name, #a_aliases, #b_name, #b_aliases);
+                    const #parts: &[&str] = &[#before, #shared, #between, #shared, #after];
+                    const #message: [u8; ::es_core::__private::concat_len(#parts)] =
+                        ::es_core::__private::concat(#parts);
+                    if !#shared.is_empty() {
+                        ::core::panic!("{}", ::es_core::__private::text(&#message));
+                    }
+                }
             });
         }
     }

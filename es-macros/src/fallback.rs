@@ -6,7 +6,7 @@
 
 use crate::ast::{AggregateInput, EventEnum, EventStruct, display_tokens};
 use crate::expand_aggregate::impl_aggregate;
-use crate::expand_event::{constants, with_serde};
+use crate::expand_event::{stub_constants, with_serde};
 use crate::expand_event_set::conversions;
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -19,7 +19,7 @@ pub fn event_struct(event: &EventStruct, errors: syn::Error) -> TokenStream {
     }
     let ident = event.ident();
     let item = with_serde(event.item);
-    let constants = constants(event);
+    let constants = stub_constants(event);
     quote! {
         #errors
         #item
@@ -33,7 +33,7 @@ pub fn event_struct(event: &EventStruct, errors: syn::Error) -> TokenStream {
 
 pub fn event_enum(set: &EventEnum, errors: syn::Error) -> TokenStream {
     let errors = errors.to_compile_error();
-    let item = set.item;
+    let item = &set.output;
     if set.has_generics() {
         return quote!(#errors #item);
     }

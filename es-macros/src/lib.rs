@@ -36,6 +36,13 @@ use proc_macro::TokenStream;
 /// them yourself; serde's field attributes such as `#[serde(default)]` work as usual) and an
 /// [`Event`](../es_core/trait.Event.html) impl with a stable type name and schema version.
 ///
+/// The struct has named fields, so that its payload is a JSON object: a later version can
+/// add a field (with `#[serde(default)]` or a migration step), and a migration step can
+/// edit it by name. An event without data is written with braces, `pub struct
+/// CartClosed {}`, and stored as `{}`. Tuple structs (`struct Deposited(u64)`, stored as a
+/// bare `5`) and unit structs (`struct CartClosed;`, stored as `null`) are refused with a
+/// compile error that shows the struct to write.
+///
 /// | key | value | default | meaning |
 /// | --- | --- | --- | --- |
 /// | `name` | string | the Rust name | the type name written to the store |
@@ -100,9 +107,61 @@ use proc_macro::TokenStream;
 /// struct, so that a command may return a struct, and the dispatch to `Apply` handlers
 /// that `#[derive(Aggregate)]` uses.
 ///
+/// **Variant names are Rust-only.** An event is stored under its struct's event name (the
+/// struct's `name = ".."`, or its Rust name), never under the variant's: in
+/// `enum CartEvent { Added(ProductAdded) }` the event is stored and decoded as
+/// `"ProductAdded"`, and renaming the variant changes nothing in the store, the schema
+/// catalogue or snapshot fingerprints. To rename a stored event, rename the struct and keep
+/// the old name with `name = ".."` or `aliases = [..]` on the struct.
+///
 /// | key | value | meaning |
 /// | --- | --- | --- |
 /// | `ignore` | `["..", ..]` | retired event types: decoding returns `Ok(None)` and they are skipped |
+///
+/// On a variant, `#[event(...)]` takes one key:
+///
+/// | key | value | meaning |
+/// | --- | --- | --- |
+/// | `legacy` | none | an event that history holds but commands no longer produce: decoded, upcast and applied like any other, but its struct gets no `From` or `IntoEvents` conversion into the set, so a command that returns it does not compile |
+///
+/// `legacy` is for an event replaced by others (split in two, say) whose stored
+/// occurrences must still count: keep its struct and its `Apply` handler, mark the variant,
+/// and add the new events (the recipe is in es-core's `docs/schema-safety.md`). An event
+/// whose stored occurrences no longer matter goes in `ignore` instead, with its variant
+/// removed. The variant itself can still be built by hand, as tests and fixtures do.
+///
+/// ```
+/// use es_core::prelude::*;
+///
+/// /// Replaced by `ItemAdded` and `ItemRemoved`; kept so that stored swaps still load.
+/// #[event]
+/// #[derive(Debug)]
+/// pub struct ItemSwapped { pub added: String, pub removed: String }
+///
+/// #[event]
+/// #[derive(Debug)]
+/// pub struct ItemAdded { pub item: String }
+///
+/// #[event]
+/// #[derive(Debug)]
+/// pub struct ItemRemoved { pub item: String }
+///
+/// #[event]
+/// #[derive(Debug)]
+/// pub enum CartEvent {
+///     #[event(legacy)]
+///     ItemSwapped(ItemSwapped),
+///     ItemAdded(ItemAdded),
+///     ItemRemoved(ItemRemoved),
+/// }
+///
+/// let stored = br#"{"added":"tea","removed":"milk"}"#;
+/// let swapped = CartEvent::decode("ItemSwapped", 1, stored).unwrap();
+/// assert!(matches!(swapped, Some(CartEvent::ItemSwapped(ItemSwapped { .. }))));
+/// // `CartEvent::from(ItemSwapped { .. })` does not compile; the new events convert.
+/// let added = CartEvent::from(ItemAdded { item: "tea".into() });
+/// assert_eq!(added.event_type(), "ItemAdded");
+/// ```
 ///
 /// Two variants may not share a name or an alias, and an ignored name may not be a
 /// variant's name or alias: both are compile errors.
@@ -219,10 +278,11 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// state means, raise `snapshot_version`: an explicit `snapshot_version` always wins, a
 /// snapshot written under another version is never used, whatever the fingerprint says.
 ///
-/// `apply` hands each event to the aggregate's `Apply<E>` impl for that event's struct; an
-/// event without a handler is a compile error naming the aggregate, the event and the
-/// impl to write. The type must implement `Default` (the state before any event) and
-/// have no generic parameters.
+/// `Aggregate::apply_event` hands each event to the aggregate's `Apply<E>` impl for that
+/// event's struct; an event without a handler is a compile error naming the aggregate,
+/// the event and the impl to write. A handler may call another with `self.apply(&event)`.
+/// The type must implement `Default` (the state before any event) and have no generic
+/// parameters.
 ///
 /// ```
 /// use es_core::prelude::*;

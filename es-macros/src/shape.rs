@@ -8,7 +8,9 @@ use syn::{Attribute, Fields, ItemStruct};
 
 /// The stored shape of an event struct: what serde's derive sees of it.
 pub struct Shape {
-    /// `named`, `tuple` or `unit`: each serializes differently.
+    /// `named`, `tuple` or `unit`: each serializes differently. `#[event]` refuses the
+    /// last two before it describes a struct; the form stays in the fingerprint so that
+    /// the fingerprints in existing catalogues keep their values.
     pub form: &'static str,
     /// Container attributes that shape the JSON, as written.
     pub attributes: Vec<String>,

@@ -214,7 +214,7 @@ fn snapshot_settings_become_a_policy() {
 #[test]
 fn snapshots_encode_the_state_as_json_and_decode_it_back() {
     let mut cart = SnapshottedCart::default();
-    Aggregate::apply(
+    Aggregate::apply_event(
         &mut cart,
         &CartEvent::from(ProductAdded {
             product: "tea".into(),
@@ -288,27 +288,27 @@ fn the_repository_loads_from_a_derived_snapshot() {
 #[test]
 fn apply_dispatches_each_variant_to_its_handler() {
     let mut cart = Cart::default();
-    Aggregate::apply(
+    Aggregate::apply_event(
         &mut cart,
         &CartEvent::from(CartCreated {
             user_id: "u".into(),
         }),
     );
-    Aggregate::apply(
+    Aggregate::apply_event(
         &mut cart,
         &CartEvent::from(ProductAdded {
             product: "tea".into(),
             quantity: 2,
         }),
     );
-    Aggregate::apply(
+    Aggregate::apply_event(
         &mut cart,
         &CartEvent::from(ProductAdded {
             product: "tea".into(),
             quantity: 1,
         }),
     );
-    Aggregate::apply(&mut cart, &CartEvent::from(CartPurchased {}));
+    Aggregate::apply_event(&mut cart, &CartEvent::from(CartPurchased {}));
     assert_eq!(cart.owner.as_deref(), Some("u"));
     assert_eq!(cart.items["tea"], 3);
     assert!(cart.purchased);
@@ -512,4 +512,224 @@ fn recorded_events_decode_with_their_envelope() {
     );
     assert_eq!((first.stream_id.as_str(), first.position), ("cart-3", 1));
     assert!(recorded[1].decode::<CartEvent>().unwrap().is_none());
+}
+
+/// A handler that forwards to another with method syntax. With `Aggregate` and `Apply`
+/// both in scope (the prelude brings them), `apply` names only the handlers, so
+/// `self.apply(&other)` picks the handler by the event's type.
+mod forwarding {
+    use es_core::prelude::*;
+
+    #[event]
+    #[derive(Debug, Clone)]
+    pub struct Deposited {
+        pub amount: u64,
+    }
+
+    /// Opening with an initial amount is a deposit as well.
+    #[event]
+    #[derive(Debug, Clone)]
+    pub struct Opened {
+        pub initial: u64,
+    }
+
+    #[event]
+    #[derive(Debug, Clone)]
+    pub enum AccountEvent {
+        Opened(Opened),
+        Deposited(Deposited),
+    }
+
+    #[derive(Debug, Default, Aggregate)]
+    #[aggregate(kind = "account", event = AccountEvent)]
+    pub struct Account {
+        pub open: bool,
+        pub balance: u64,
+        pub deposits: u32,
+    }
+
+    impl Apply<Opened> for Account {
+        fn apply(&mut self, e: &Opened) {
+            self.open = true;
+            self.apply(&Deposited { amount: e.initial });
+        }
+    }
+
+    impl Apply<Deposited> for Account {
+        fn apply(&mut self, e: &Deposited) {
+            self.balance += e.amount;
+            self.deposits += 1;
+        }
+    }
+}
+
+#[test]
+fn a_handler_forwards_to_another_with_method_syntax() {
+    use forwarding::{Account, AccountEvent, Deposited, Opened};
+    let mut account = Account::default();
+    account.apply_event(&AccountEvent::from(Opened { initial: 5 }));
+    account.apply_event(&AccountEvent::from(Deposited { amount: 2 }));
+    assert!(account.open);
+    assert_eq!((account.balance, account.deposits), (7, 2));
+}
+
+/// An event split in two: the old event stays in the set as a legacy variant, still
+/// decoded and applied, while commands produce the two events that replaced it.
+mod split {
+    use es_core::prelude::*;
+
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Registered {
+        pub name: String,
+    }
+
+    /// Replaced by `ShippingAddressChanged` and `BillingAddressChanged`; kept unchanged so
+    /// that stored events still load.
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct CustomerRelocated {
+        pub address: String,
+        pub billing_address: String,
+    }
+
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct ShippingAddressChanged {
+        pub address: String,
+    }
+
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct BillingAddressChanged {
+        pub address: String,
+    }
+
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum CustomerEvent {
+        Registered(Registered),
+        /// Read from history, no longer produced.
+        #[event(legacy)]
+        CustomerRelocated(CustomerRelocated),
+        ShippingAddressChanged(ShippingAddressChanged),
+        BillingAddressChanged(BillingAddressChanged),
+    }
+
+    #[derive(Debug, Default, Aggregate)]
+    #[aggregate(kind = "customer", event = CustomerEvent)]
+    pub struct Customer {
+        pub shipping: Option<String>,
+        pub billing: Option<String>,
+    }
+
+    impl Apply<Registered> for Customer {
+        fn apply(&mut self, _: &Registered) {}
+    }
+
+    impl Apply<CustomerRelocated> for Customer {
+        fn apply(&mut self, e: &CustomerRelocated) {
+            self.apply(&ShippingAddressChanged {
+                address: e.address.clone(),
+            });
+            self.apply(&BillingAddressChanged {
+                address: e.billing_address.clone(),
+            });
+        }
+    }
+
+    impl Apply<ShippingAddressChanged> for Customer {
+        fn apply(&mut self, e: &ShippingAddressChanged) {
+            self.shipping = Some(e.address.clone());
+        }
+    }
+
+    impl Apply<BillingAddressChanged> for Customer {
+        fn apply(&mut self, e: &BillingAddressChanged) {
+            self.billing = Some(e.address.clone());
+        }
+    }
+
+    impl Customer {
+        pub fn relocate(
+            &self,
+            address: &str,
+        ) -> Result<(ShippingAddressChanged, BillingAddressChanged), String> {
+            Ok((
+                ShippingAddressChanged {
+                    address: address.into(),
+                },
+                BillingAddressChanged {
+                    address: address.into(),
+                },
+            ))
+        }
+    }
+}
+
+#[test]
+fn a_legacy_event_is_decoded_and_applied() {
+    use es_core::{Event, EventSet};
+    use split::{Customer, CustomerEvent, CustomerRelocated};
+    let store = MemoryStore::new();
+    store
+        .append(
+            "customer-1",
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::new("Registered", 1, br#"{"name":"ann"}"#.to_vec()),
+                NewEvent::new(
+                    "CustomerRelocated",
+                    1,
+                    br#"{"address":"1 High St","billing_address":"PO Box 7"}"#.to_vec(),
+                ),
+            ],
+        )
+        .unwrap();
+    let customers = Repository::<Customer, _>::new(store);
+    let customer = customers.load("1").unwrap();
+    assert_eq!(customer.shipping.as_deref(), Some("1 High St"));
+    assert_eq!(customer.billing.as_deref(), Some("PO Box 7"));
+
+    // Commands produce the events that replaced it.
+    customers.execute("1", |c| c.relocate("2 Low Rd")).unwrap();
+    let types: Vec<_> = customers
+        .history("1")
+        .unwrap()
+        .iter()
+        .map(|e| e.event.event_type())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "Registered",
+            "CustomerRelocated",
+            "ShippingAddressChanged",
+            "BillingAddressChanged"
+        ]
+    );
+    assert_eq!(
+        customers.load("1").unwrap().billing.as_deref(),
+        Some("2 Low Rd")
+    );
+
+    // The set still lists, describes and encodes it, and the struct still reads.
+    assert!(CustomerEvent::EVENT_TYPES.contains(&"CustomerRelocated"));
+    assert!(
+        CustomerEvent::SCHEMA
+            .unwrap()
+            .event("CustomerRelocated")
+            .is_some()
+    );
+    let old = CustomerRelocated {
+        address: "a".into(),
+        billing_address: "b".into(),
+    };
+    let encoded = CustomerEvent::CustomerRelocated(old.clone())
+        .encode()
+        .unwrap();
+    assert_eq!(
+        CustomerRelocated::decode_stored(1, &encoded.payload).unwrap(),
+        old
+    );
 }

@@ -233,3 +233,59 @@ fn variant_structs_keep_their_own_event_impls() {
     assert_eq!(ProductRemoved::NAME, "ProductRemoved");
     assert_eq!(ProductRemovedV2::VERSION, 2);
 }
+
+/// Variant names are Rust-only: a set stores and decodes each event under its struct's
+/// event name, so renaming a variant changes nothing in the store or the catalogue.
+mod variant_named_apart {
+    use es_core::event;
+
+    #[event(name = "ProductAdded")]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct ProductAddedV1 {
+        pub product: String,
+    }
+
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum CartEvent {
+        Added(ProductAddedV1),
+    }
+
+    /// The same set before its variant was renamed.
+    pub mod before {
+        use es_core::event;
+
+        #[event]
+        pub enum CartEvent {
+            ProductAdded(super::ProductAddedV1),
+        }
+    }
+}
+
+#[test]
+fn a_variant_named_apart_from_its_event_is_stored_under_the_event_name() {
+    use variant_named_apart::{CartEvent, ProductAddedV1, before};
+    let added = CartEvent::Added(ProductAddedV1 {
+        product: "tea".into(),
+    });
+    assert_eq!(CartEvent::EVENT_TYPES, ["ProductAdded"]);
+    let encoded = added.encode().unwrap();
+    assert_eq!(encoded.event_type, "ProductAdded");
+    assert_eq!(
+        CartEvent::decode("ProductAdded", 1, &encoded.payload).unwrap(),
+        Some(added)
+    );
+    assert_eq!(
+        CartEvent::decode("Added", 1, &encoded.payload),
+        Err(DecodeError::UnknownType {
+            event_type: "Added".into(),
+            version: 1
+        })
+    );
+    let (renamed, original) = (
+        CartEvent::SCHEMA.unwrap(),
+        before::CartEvent::SCHEMA.unwrap(),
+    );
+    assert_eq!(renamed.events, original.events);
+    assert_eq!(renamed.fingerprint(), original.fingerprint());
+}

@@ -99,7 +99,7 @@ fn generated_code_ignores_shadowed_names() {
         })
     );
     let mut account = Account::default();
-    account.apply(&decoded);
+    account.apply_event(&decoded);
     assert_eq!(account.owner.as_deref(), Some("ann"));
     assert_eq!(AccountEvent::decode("Old", 1, b"{}").unwrap(), None);
     assert_eq!(AccountEvent::SCHEMA.unwrap().events[0].name, "Opened");

@@ -62,11 +62,13 @@ mod domain {
 
     #[event(version = 2, migrate(1 => |v| Ok(v)))]
     #[derive(Debug, Clone, PartialEq, Eq)]
-    pub(crate) struct Withdrawn(pub(crate) u64);
+    pub(crate) struct Withdrawn {
+        pub(crate) cents: u64,
+    }
 
     #[event]
     #[derive(Debug, Clone, PartialEq, Eq)]
-    pub(crate) struct Closed;
+    pub(crate) struct Closed {}
 
     #[event(ignore = ["Audited", "Viewed"])]
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +101,7 @@ mod domain {
 
     impl Apply<Withdrawn> for Account {
         fn apply(&mut self, e: &Withdrawn) {
-            self.balance -= e.0;
+            self.balance -= e.cents;
         }
     }
 

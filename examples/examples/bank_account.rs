@@ -67,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // the balance is a fold: replaying the events by hand gives the same figure
         let mut folded = Account::default();
         for e in accounts.history("alice")? {
-            folded.apply(&e.event);
+            folded.apply_event(&e.event);
         }
         println!(
             "Folding the history by hand gives {}",

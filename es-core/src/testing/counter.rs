@@ -69,7 +69,7 @@ macro_rules! counter {
         impl Aggregate for $name {
             const KIND: &'static str = "counter";
             type Events = CounterEvent;
-            fn apply(&mut self, event: &CounterEvent) {
+            fn apply_event(&mut self, event: &CounterEvent) {
                 let CounterEvent::Added(e) = event;
                 self.total += e.n;
                 self.events += 1;

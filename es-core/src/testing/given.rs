@@ -44,7 +44,7 @@ impl<A: Aggregate> AggregateTest<A> {
                 A::Events::decode(encoded.event_type, encoded.schema_version, &encoded.payload)
                     .unwrap_or_else(|e| panic!("given event does not decode back: {e}"));
             if let Some(decoded) = decoded {
-                state.apply(&decoded);
+                state.apply_event(&decoded);
             }
         }
         AggregateTest { state }
@@ -104,7 +104,7 @@ impl<A: Aggregate, E: Debug> Outcome<A, E> {
         );
         let mut state = self.state;
         for e in &got {
-            state.apply(e);
+            state.apply_event(e);
         }
         state
     }

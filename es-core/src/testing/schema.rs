@@ -1285,7 +1285,7 @@ impl<S: EventSet> CheckedSet for Checked<S> {
 
 fn apply_to_default<A: Aggregate>(event: &A::Events) {
     let mut state = A::default();
-    state.apply(event);
+    state.apply_event(event);
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
