@@ -4,8 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for example in shopping_cart bank_account warehouse orders; do
+for example in shopping_cart bank_account warehouse; do
   echo "--- cargo run --example $example"
   cargo run -q --locked --example "$example" -- "$tmp/$example"
 done
+echo "--- cargo run --example orders --features sqlite"
+cargo run -q --locked --example orders --features sqlite -- "$tmp/orders"
 cargo run -q --locked --example upcasting -- "$tmp/upcasting"

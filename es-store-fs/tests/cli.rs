@@ -172,10 +172,7 @@ fn the_tool_reads_verifies_exports_and_imports_a_store() {
     );
     assert!(report.contains("00000000000000000000.seg"), "{report}");
 
-    let missing = run(
-        tool,
-        &["stats", work.path().join("nope").to_str().unwrap()],
-    );
+    let missing = run(tool, &["stats", work.path().join("nope").to_str().unwrap()]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("is not a store directory"));
 

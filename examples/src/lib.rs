@@ -30,8 +30,3 @@ pub fn fresh_data_dir(name: &str) -> std::io::Result<PathBuf> {
 pub fn dollars(cents: u64) -> String {
     format!("${}.{:02}", cents / 100, cents % 100)
 }
-
-/// The README's quickstart, compiled and run as a doc test.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeQuickstart;

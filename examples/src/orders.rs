@@ -5,8 +5,7 @@
 use crate::warehouse::{Product, StockError};
 use es_core::RecordedEvent;
 use es_core::prelude::*;
-use es_core::projection::{BoxError, TransactionalProjection};
-use rusqlite::{Connection, OptionalExtension, params};
+use es_core::projection::BoxError;
 
 /// One product line of an order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -250,135 +249,151 @@ impl<S: EventStore> StockReservations<S> {
     }
 }
 
-/// Order summaries in SQLite: one row per order, and the projection's checkpoint in the
-/// same database, written in the same transaction.
-pub struct OrderSummaries {
-    conn: Connection,
-}
+#[cfg(feature = "sqlite")]
+pub use sqlite::{OrderSummaries, SummaryRow};
 
-impl OrderSummaries {
-    /// Opens (creating) the read model database.
-    pub fn open(path: &std::path::Path) -> rusqlite::Result<Self> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS order_summary (
-                order_id TEXT PRIMARY KEY,
-                customer TEXT NOT NULL,
-                total_cents INTEGER NOT NULL,
-                discount_cents INTEGER NOT NULL DEFAULT 0,
-                paid_cents INTEGER NOT NULL DEFAULT 0
-             );
-             CREATE TABLE IF NOT EXISTS checkpoint (
-                name TEXT PRIMARY KEY,
-                position INTEGER NOT NULL
-             );",
-        )?;
-        Ok(OrderSummaries { conn })
+/// The SQLite read model (feature `sqlite`, so that the other examples do not build SQLite).
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::OrderEvent;
+    use es_core::RecordedEvent;
+    use es_core::projection::{BoxError, TransactionalProjection};
+    use rusqlite::{Connection, OptionalExtension, params};
+
+    /// Order summaries in SQLite: one row per order, and the projection's checkpoint in the
+    /// same database, written in the same transaction.
+    pub struct OrderSummaries {
+        conn: Connection,
     }
 
-    /// All rows: (order, customer, total, discount, paid, owed, status).
-    pub fn rows(&self) -> rusqlite::Result<Vec<SummaryRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT order_id, customer, total_cents, discount_cents, paid_cents FROM order_summary ORDER BY order_id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let (total, discount, paid): (u64, u64, u64) = (r.get(2)?, r.get(3)?, r.get(4)?);
-            let owed = total.saturating_sub(discount).saturating_sub(paid);
-            Ok(SummaryRow {
-                order_id: r.get(0)?,
-                customer: r.get(1)?,
-                total_cents: total,
-                discount_cents: discount,
-                paid_cents: paid,
-                owed_cents: owed,
-                status: if owed == 0 { "paid" } else { "pending" },
-            })
-        })?;
-        rows.collect()
-    }
-}
+    impl OrderSummaries {
+        /// Opens (creating) the read model database.
+        pub fn open(path: &std::path::Path) -> rusqlite::Result<Self> {
+            let conn = Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS order_summary (
+                    order_id TEXT PRIMARY KEY,
+                    customer TEXT NOT NULL,
+                    total_cents INTEGER NOT NULL,
+                    discount_cents INTEGER NOT NULL DEFAULT 0,
+                    paid_cents INTEGER NOT NULL DEFAULT 0
+                 );
+                 CREATE TABLE IF NOT EXISTS checkpoint (
+                    name TEXT PRIMARY KEY,
+                    position INTEGER NOT NULL
+                 );",
+            )?;
+            Ok(OrderSummaries { conn })
+        }
 
-/// One order summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SummaryRow {
-    /// Stream id of the order.
-    pub order_id: String,
-    /// Customer.
-    pub customer: String,
-    /// Price before discounts.
-    pub total_cents: u64,
-    /// Discounts.
-    pub discount_cents: u64,
-    /// Payments.
-    pub paid_cents: u64,
-    /// Still owed.
-    pub owed_cents: u64,
-    /// `pending` or `paid`.
-    pub status: &'static str,
-}
-
-const CHECKPOINT_NAME: &str = "order_summary";
-
-impl TransactionalProjection for OrderSummaries {
-    fn checkpoint(&mut self) -> Result<u64, BoxError> {
-        let position: Option<u64> = self
-            .conn
-            .query_row(
-                "SELECT position FROM checkpoint WHERE name = ?1",
-                params![CHECKPOINT_NAME],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(position.unwrap_or(0))
+        /// All rows: (order, customer, total, discount, paid, owed, status).
+        pub fn rows(&self) -> rusqlite::Result<Vec<SummaryRow>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT order_id, customer, total_cents, discount_cents, paid_cents FROM order_summary ORDER BY order_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let (total, discount, paid): (u64, u64, u64) = (r.get(2)?, r.get(3)?, r.get(4)?);
+                let owed = total.saturating_sub(discount).saturating_sub(paid);
+                Ok(SummaryRow {
+                    order_id: r.get(0)?,
+                    customer: r.get(1)?,
+                    total_cents: total,
+                    discount_cents: discount,
+                    paid_cents: paid,
+                    owed_cents: owed,
+                    status: if owed == 0 { "paid" } else { "pending" },
+                })
+            })?;
+            rows.collect()
+        }
     }
 
-    fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
-        let tx = self.conn.transaction()?;
-        for recorded in events {
-            let Some(envelope) = recorded.decode::<OrderEvent>()? else {
-                continue;
-            };
-            let id = &recorded.stream_id;
-            match envelope.event {
-                OrderEvent::OrderPlaced(e) => {
-                    tx.execute(
-                        "INSERT INTO order_summary (order_id, customer, total_cents) VALUES (?1, ?2, ?3)",
-                        params![id, e.customer, e.total_cents],
-                    )?;
-                }
-                OrderEvent::DiscountApplied(e) => {
-                    tx.execute(
-                        "UPDATE order_summary SET discount_cents = discount_cents + ?2 WHERE order_id = ?1",
-                        params![id, e.amount_cents],
-                    )?;
-                }
-                OrderEvent::PaymentReceived(e) => {
-                    tx.execute(
-                        "UPDATE order_summary SET paid_cents = paid_cents + ?2 WHERE order_id = ?1",
-                        params![id, e.amount_cents],
-                    )?;
+    /// One order summary.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct SummaryRow {
+        /// Stream id of the order.
+        pub order_id: String,
+        /// Customer.
+        pub customer: String,
+        /// Price before discounts.
+        pub total_cents: u64,
+        /// Discounts.
+        pub discount_cents: u64,
+        /// Payments.
+        pub paid_cents: u64,
+        /// Still owed.
+        pub owed_cents: u64,
+        /// `pending` or `paid`.
+        pub status: &'static str,
+    }
+
+    const CHECKPOINT_NAME: &str = "order_summary";
+
+    impl TransactionalProjection for OrderSummaries {
+        fn checkpoint(&mut self) -> Result<u64, BoxError> {
+            let position: Option<u64> = self
+                .conn
+                .query_row(
+                    "SELECT position FROM checkpoint WHERE name = ?1",
+                    params![CHECKPOINT_NAME],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(position.unwrap_or(0))
+        }
+
+        fn apply_batch(
+            &mut self,
+            events: &[RecordedEvent],
+            checkpoint: u64,
+        ) -> Result<(), BoxError> {
+            let tx = self.conn.transaction()?;
+            for recorded in events {
+                let Some(envelope) = recorded.decode::<OrderEvent>()? else {
+                    continue;
+                };
+                let id = &recorded.stream_id;
+                match envelope.event {
+                    OrderEvent::OrderPlaced(e) => {
+                        tx.execute(
+                            "INSERT INTO order_summary (order_id, customer, total_cents) VALUES (?1, ?2, ?3)",
+                            params![id, e.customer, e.total_cents],
+                        )?;
+                    }
+                    OrderEvent::DiscountApplied(e) => {
+                        tx.execute(
+                            "UPDATE order_summary SET discount_cents = discount_cents + ?2 WHERE order_id = ?1",
+                            params![id, e.amount_cents],
+                        )?;
+                    }
+                    OrderEvent::PaymentReceived(e) => {
+                        tx.execute(
+                            "UPDATE order_summary SET paid_cents = paid_cents + ?2 WHERE order_id = ?1",
+                            params![id, e.amount_cents],
+                        )?;
+                    }
                 }
             }
+            tx.execute(
+                "INSERT INTO checkpoint (name, position) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+                params![CHECKPOINT_NAME, checkpoint],
+            )?;
+            tx.commit()?;
+            Ok(())
         }
-        tx.execute(
-            "INSERT INTO checkpoint (name, position) VALUES (?1, ?2)
-             ON CONFLICT(name) DO UPDATE SET position = excluded.position",
-            params![CHECKPOINT_NAME, checkpoint],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
 
-    fn reset(&mut self) -> Result<(), BoxError> {
-        let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM order_summary", [])?;
-        tx.execute(
-            "DELETE FROM checkpoint WHERE name = ?1",
-            params![CHECKPOINT_NAME],
-        )?;
-        tx.commit()?;
-        Ok(())
+        fn reset(&mut self) -> Result<(), BoxError> {
+            let tx = self.conn.transaction()?;
+            tx.execute("DELETE FROM order_summary", [])?;
+            tx.execute(
+                "DELETE FROM checkpoint WHERE name = ?1",
+                params![CHECKPOINT_NAME],
+            )?;
+            tx.commit()?;
+            Ok(())
+        }
     }
 }
