@@ -24,6 +24,8 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 pub mod envelope;
 pub mod event;
 pub mod memory;
@@ -48,7 +50,7 @@ pub use event::{
 pub use memory::MemoryStore;
 pub use projection::{
     CheckpointStore, DeadLetters, EventFailure, FailurePolicy, Projection, ProjectionError,
-    ProjectionRunner, TransactionalProjection, WithCheckpoint,
+    ProjectionRunner, Shared, TransactionalProjection, WithCheckpoint,
 };
 pub use repository::{CommandError, Executed, LoadError, Loaded, Repository};
 pub use snapshot::{Snapshot, SnapshotStore};

@@ -358,6 +358,71 @@ impl<P: Projection, C: CheckpointStore> TransactionalProjection for WithCheckpoi
     }
 }
 
+/// A read model shared between the thread that keeps it up to date and the code that
+/// queries it (a web handler, say): a projection spawned with
+/// [`ProjectionRunner::spawn`] moves into its thread, and a clone of this handle stays
+/// behind to read it.
+///
+/// ```
+/// use es_core::projection::{BoxError, MemoryCheckpoints, Projection, ProjectionRunner, Shared, WithCheckpoint};
+/// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, RecordedEvent};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// #[derive(Default)]
+/// struct Count(u64);
+/// impl Projection for Count {
+///     fn handle(&mut self, _: &RecordedEvent) -> Result<(), BoxError> { self.0 += 1; Ok(()) }
+///     fn reset(&mut self) -> Result<(), BoxError> { self.0 = 0; Ok(()) }
+/// }
+///
+/// let store = Arc::new(MemoryStore::new());
+/// let view = Shared::new(WithCheckpoint::new(Count::default(), "count", MemoryCheckpoints::default()));
+/// let running = ProjectionRunner::new(store.clone(), view.clone()).spawn();
+/// store.append("s-1", ExpectedVersion::Any, vec![NewEvent::new("E", 1, b"{}".to_vec())]).unwrap();
+/// assert!(running.wait_for(1, Duration::from_secs(5)));
+/// assert_eq!(view.read().projection.0, 1);          // read while it keeps up
+/// running.stop().unwrap();
+/// ```
+pub struct Shared<P>(Arc<std::sync::RwLock<P>>);
+
+impl<P> Clone for Shared<P> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
+
+impl<P> Shared<P> {
+    /// Shares `projection`.
+    pub fn new(projection: P) -> Self {
+        Shared(Arc::new(std::sync::RwLock::new(projection)))
+    }
+
+    /// Reads the read model; the projection waits for the guard before its next batch.
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, P> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the read model (to replay parked events, say).
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, P> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<P: TransactionalProjection> TransactionalProjection for Shared<P> {
+    fn checkpoint(&mut self) -> Result<u64, BoxError> {
+        self.write().checkpoint()
+    }
+
+    fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
+        self.write().apply_batch(events, checkpoint)
+    }
+
+    fn reset(&mut self) -> Result<(), BoxError> {
+        self.write().reset()
+    }
+}
+
 /// Why a projection run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -654,6 +719,38 @@ pub struct RunningProjection<'scope, S, P> {
     stop: Arc<AtomicBool>,
     progress: Arc<AtomicU64>,
     handle: Handle<'scope, Outcome<S, P>>,
+}
+
+/// The progress of a running projection, cheap to clone into the code that reports it.
+#[derive(Clone)]
+pub struct Progress<S> {
+    store: S,
+    checkpoint: Arc<AtomicU64>,
+}
+
+impl<S: EventStore> Progress<S> {
+    /// The last checkpoint the projection reached.
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint.load(Ordering::SeqCst)
+    }
+
+    /// How many events of the log the projection has not reached yet.
+    pub fn lag(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .store
+            .head_position()?
+            .saturating_sub(self.checkpoint()))
+    }
+}
+
+impl<S: EventStore + Clone, P: TransactionalProjection> RunningProjection<'_, S, P> {
+    /// A handle on the projection's position and lag that outlives borrows of `self`.
+    pub fn progress(&self) -> Progress<S> {
+        Progress {
+            store: self.store.clone(),
+            checkpoint: Arc::clone(&self.progress),
+        }
+    }
 }
 
 impl<S: EventStore, P: TransactionalProjection> RunningProjection<'_, S, P> {

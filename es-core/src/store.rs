@@ -475,16 +475,21 @@ pub type EventStream<'a> = Box<dyn Iterator<Item = Result<RecordedEvent, StoreEr
 /// assert_eq!(events[0].event_type, "Deposited");
 /// ```
 ///
-/// The API is synchronous. From async code, move calls to a blocking thread:
+/// The API is synchronous. From async code, use the `tokio` feature's
+/// `asynchronous::AsyncRepository` and `asynchronous::subscribe`, or move a call to
+/// tokio's blocking pool yourself:
 ///
 /// ```
-/// # use es_core::{EventStore, MemoryStore};
-/// # use std::sync::Arc;
-/// # fn spawn_blocking<T>(f: impl FnOnce() -> T) -> T { f() } // stands in for tokio's
+/// use es_core::{EventStore, MemoryStore};
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let store = Arc::new(MemoryStore::new());
 /// let s = Arc::clone(&store);
-/// let version = spawn_blocking(move || s.stream_version("cart-1"));
+/// let version = tokio::task::spawn_blocking(move || s.stream_version("cart-1")).await.unwrap();
 /// assert_eq!(version.unwrap(), 0);
+/// # }
 /// ```
 pub trait EventStore: Send + Sync {
     /// Appends `events` to `stream_id` atomically if the stream satisfies `expected`.

@@ -1,0 +1,222 @@
+//! An async face for tokio services (feature `tokio`): commands and loads run on tokio's
+//! blocking pool, live subscriptions are `futures_core::Stream`s.
+//!
+//! The core stays synchronous (one implementation, no runtime imposed, simple to test);
+//! this module only moves its calls off the async threads. Everything here is cheap to
+//! clone and `'static`, so handlers and spawned tasks take it by value.
+//!
+//! ```
+//! use es_core::asynchronous::AsyncRepository;
+//! use es_core::{MemoryStore, Repository};
+//! # use es_core::doc_support::{Account, AccountError};
+//! use std::sync::Arc;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let accounts = AsyncRepository::new(Repository::<Account, _>::new(Arc::new(MemoryStore::new())));
+//! let handler = accounts.clone(); // what an axum handler would hold
+//! let done = handler.execute("7", |a| a.deposit(100)).await.unwrap();
+//! assert_eq!(done.version, 1);
+//! let err = accounts.execute("7", |a| a.withdraw(500)).await.unwrap_err();
+//! assert!(matches!(err.rejected(), Some(AccountError::InsufficientFunds { .. })));
+//! assert_eq!(accounts.load("7").await.unwrap().balance, 100);
+//! # }
+//! ```
+
+use crate::envelope::{Envelope, Metadata, RecordedEvent};
+use crate::repository::{CommandError, Executed, LoadError, Loaded, Repository};
+use crate::store::{EventStore, StoreError};
+use crate::subscription::{Filter, Subscription};
+use crate::{Aggregate, IntoEvents};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Runs `f` on tokio's blocking pool. A panic in `f` is resumed in the caller, as if `f`
+/// had run here; `None` only when the runtime is shutting down.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => Some(r),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        },
+    }
+}
+
+fn shutting_down() -> StoreError {
+    StoreError::Io(std::io::Error::other(
+        "the tokio runtime is shutting down: the call did not run",
+    ))
+}
+
+/// A [`Repository`] for async code: the same commands, loads and errors, each run on
+/// tokio's blocking pool. Clone it into every handler.
+pub struct AsyncRepository<A, S> {
+    inner: Arc<Repository<A, S>>,
+}
+
+impl<A, S> Clone for AsyncRepository<A, S> {
+    fn clone(&self) -> Self {
+        AsyncRepository {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<A, S> AsyncRepository<A, S>
+where
+    A: Aggregate + Send + 'static,
+    A::Events: Send,
+    S: EventStore + 'static,
+{
+    /// Wraps a repository.
+    pub fn new(repository: Repository<A, S>) -> Self {
+        AsyncRepository {
+            inner: Arc::new(repository),
+        }
+    }
+
+    /// The synchronous repository, for code that is already off the async threads.
+    pub fn repository(&self) -> &Repository<A, S> {
+        &self.inner
+    }
+
+    /// [`Repository::execute`] on the blocking pool.
+    pub async fn execute<T, E, F>(
+        &self,
+        id: impl Into<String>,
+        command: F,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        F: FnMut(&A) -> Result<T, E> + Send + 'static,
+        T: IntoEvents<A::Events>,
+        E: Send + 'static,
+    {
+        self.execute_with(id, Metadata::new(), command).await
+    }
+
+    /// [`Repository::execute_with`] (with metadata: who, why, correlation) on the
+    /// blocking pool.
+    pub async fn execute_with<T, E, F>(
+        &self,
+        id: impl Into<String>,
+        metadata: Metadata,
+        command: F,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        F: FnMut(&A) -> Result<T, E> + Send + 'static,
+        T: IntoEvents<A::Events>,
+        E: Send + 'static,
+    {
+        let (repository, id) = (Arc::clone(&self.inner), id.into());
+        blocking(move || repository.execute_with(&id, metadata, command))
+            .await
+            .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
+    }
+
+    /// [`Repository::load`] on the blocking pool.
+    pub async fn load(&self, id: impl Into<String>) -> Result<Loaded<A>, LoadError> {
+        let (repository, id) = (Arc::clone(&self.inner), id.into());
+        blocking(move || repository.load(&id))
+            .await
+            .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
+    }
+
+    /// [`Repository::load_at`] on the blocking pool.
+    pub async fn load_at(
+        &self,
+        id: impl Into<String>,
+        version: u64,
+    ) -> Result<Loaded<A>, LoadError> {
+        let (repository, id) = (Arc::clone(&self.inner), id.into());
+        blocking(move || repository.load_at(&id, version))
+            .await
+            .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
+    }
+
+    /// [`Repository::history`] on the blocking pool.
+    pub async fn history(
+        &self,
+        id: impl Into<String>,
+    ) -> Result<Vec<Envelope<A::Events>>, LoadError> {
+        let (repository, id) = (Arc::clone(&self.inner), id.into());
+        blocking(move || repository.history(&id))
+            .await
+            .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
+    }
+}
+
+/// Events of the global log from a position on, then live, as a `Stream`. Dropping it
+/// stops the blocking task that feeds it (within about 100 ms).
+///
+/// ```
+/// use es_core::asynchronous::subscribe;
+/// use es_core::subscription::Filter;
+/// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent};
+/// use std::future::poll_fn;
+/// use std::pin::Pin;
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let store = Arc::new(MemoryStore::new());
+/// let mut feed = subscribe(store.clone(), 1, Filter::all());
+/// store.append("cart-1", ExpectedVersion::Any, vec![NewEvent::new("CartCreated", 1, b"{}".to_vec())]).unwrap();
+/// // `futures::StreamExt::next` does the same
+/// let next = poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut feed), cx)).await;
+/// assert_eq!(next.unwrap().unwrap().event_type, "CartCreated");
+/// # }
+/// ```
+pub struct EventFeed {
+    rx: tokio::sync::mpsc::Receiver<Result<RecordedEvent, StoreError>>,
+}
+
+impl EventFeed {
+    /// The next event, waiting for it. `None` after an error was delivered.
+    pub async fn next_event(&mut self) -> Option<Result<RecordedEvent, StoreError>> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_core::Stream for EventFeed {
+    type Item = Result<RecordedEvent, StoreError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Events buffered between the blocking reader and the stream's consumer.
+const FEED_BUFFER: usize = 256;
+/// How often the blocking reader looks whether the stream was dropped.
+const FEED_POLL: Duration = Duration::from_millis(100);
+
+/// Subscribes to the global log from `from_position` (1 for all of it): catch-up, then
+/// live, filtered by `filter`. Each subscription holds one thread of tokio's blocking
+/// pool while it lives. An error ends the stream after it is delivered.
+pub fn subscribe<S>(store: S, from_position: u64, filter: Filter) -> EventFeed
+where
+    S: EventStore + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(FEED_BUFFER);
+    tokio::task::spawn_blocking(move || {
+        let mut subscription = Subscription::new(&store, from_position).with_filter(filter);
+        while !tx.is_closed() {
+            match subscription.next_timeout(FEED_POLL) {
+                Ok(Some(event)) => {
+                    if tx.blocking_send(Ok(event)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    EventFeed { rx }
+}

@@ -1,0 +1,104 @@
+//! The async face (feature `tokio`): commands from many tasks on one aggregate, the same
+//! typed errors, a panicking command resumed as a panic, and live subscriptions as
+//! streams that catch up, follow, and end when dropped.
+
+use es_core::asynchronous::{AsyncRepository, subscribe};
+use es_core::doc_support::{Account, AccountError};
+use es_core::subscription::Filter;
+use es_core::{CommandError, EventStore, ExpectedVersion, MemoryStore, NewEvent, Repository};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn accounts() -> AsyncRepository<Account, Arc<MemoryStore>> {
+    AsyncRepository::new(Repository::new(Arc::new(MemoryStore::new())).with_max_attempts(1000))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_tasks_on_one_account_all_land() {
+    let accounts = accounts();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let accounts = accounts.clone();
+            tokio::spawn(async move { accounts.execute("7", |a| a.deposit(1)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let account = accounts.load("7").await.unwrap();
+    assert_eq!((account.balance, account.version), (64, 64));
+    assert_eq!(accounts.history("7").await.unwrap().len(), 64);
+    assert_eq!(accounts.load_at("7", 10).await.unwrap().balance, 10);
+}
+
+#[tokio::test]
+async fn errors_are_the_synchronous_ones() {
+    let accounts = accounts();
+    let err = accounts.execute("7", |a| a.withdraw(5)).await.unwrap_err();
+    assert!(matches!(
+        err,
+        CommandError::Rejected(AccountError::InsufficientFunds { .. })
+    ));
+    let err = accounts.execute("", |a| a.deposit(5)).await.unwrap_err();
+    assert!(matches!(err, CommandError::Store(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_command_is_resumed_as_a_panic() {
+    let accounts = accounts();
+    let task = tokio::spawn(async move {
+        accounts
+            .execute("7", |_| -> Result<(), AccountError> {
+                panic!("the command broke")
+            })
+            .await
+    });
+    let err = task.await.unwrap_err();
+    assert!(err.is_panic());
+    let message = err.into_panic();
+    assert_eq!(message.downcast_ref::<&str>(), Some(&"the command broke"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_catches_up_follows_and_filters() {
+    let store = Arc::new(MemoryStore::new());
+    let event = |t: &str| NewEvent::new(t, 1, b"{}".to_vec());
+    store
+        .append("cart-1", ExpectedVersion::Any, vec![event("CartCreated")])
+        .unwrap();
+    store
+        .append("user-1", ExpectedVersion::Any, vec![event("Visited")])
+        .unwrap();
+    let mut feed = subscribe(store.clone(), 1, Filter::all().kinds(["cart"]));
+    let first = feed.next_event().await.unwrap().unwrap();
+    assert_eq!(
+        (first.position, first.event_type.as_str()),
+        (1, "CartCreated")
+    );
+    let writer = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..20 {
+                store
+                    .append("user-1", ExpectedVersion::Any, vec![event("Visited")])
+                    .unwrap();
+                store
+                    .append("cart-1", ExpectedVersion::Any, vec![event("ProductAdded")])
+                    .unwrap();
+            }
+        })
+    };
+    let mut last = 1;
+    for _ in 0..20 {
+        let e = tokio::time::timeout(Duration::from_secs(10), feed.next_event())
+            .await
+            .expect("live events arrive")
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.stream_id, "cart-1");
+        assert!(e.position > last, "in order, once each");
+        last = e.position;
+    }
+    writer.await.unwrap();
+    drop(feed);
+}
