@@ -116,6 +116,26 @@ where
             .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
     }
 
+    /// [`Repository::execute_expecting`] (only if the instance is still at `version`) on
+    /// the blocking pool.
+    pub async fn execute_expecting<T, E, F>(
+        &self,
+        id: impl Into<String>,
+        version: u64,
+        metadata: Metadata,
+        command: F,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        F: FnMut(&A) -> Result<T, E> + Send + 'static,
+        T: IntoEvents<A::Events>,
+        E: Send + 'static,
+    {
+        let (repository, id) = (Arc::clone(&self.inner), id.into());
+        blocking(move || repository.execute_expecting(&id, version, metadata, command))
+            .await
+            .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
+    }
+
     /// [`Repository::load`] on the blocking pool.
     pub async fn load(&self, id: impl Into<String>) -> Result<Loaded<A>, LoadError> {
         let (repository, id) = (Arc::clone(&self.inner), id.into());

@@ -395,7 +395,33 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     where
         T: IntoEvents<A::Events>,
     {
-        self.run(id, metadata, None, command)
+        self.run(id, metadata, None, None, command)
+    }
+
+    /// Runs a command only if instance `id` is still at `version` (the version a client
+    /// read, as in HTTP's `If-Match`): the command decides once, against that state, and
+    /// a stream that has moved on is [`CommandError::Conflict`] with the actual version,
+    /// without retrying. Version 0 means the instance must not exist yet.
+    ///
+    /// ```
+    /// use es_core::{CommandError, MemoryStore, Metadata, Repository};
+    /// # use es_core::doc_support::Account;
+    /// let accounts = Repository::<Account, _>::new(MemoryStore::new());
+    /// accounts.execute_expecting("7", 0, Metadata::new(), |a| a.deposit(10)).unwrap();
+    /// let stale = accounts.execute_expecting("7", 0, Metadata::new(), |a| a.deposit(10));
+    /// assert!(matches!(stale, Err(CommandError::Conflict { actual: 1, .. })));
+    /// ```
+    pub fn execute_expecting<T, E>(
+        &self,
+        id: &str,
+        version: u64,
+        metadata: Metadata,
+        command: impl FnMut(&A) -> Result<T, E>,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        T: IntoEvents<A::Events>,
+    {
+        self.run(id, metadata, None, Some(version), command)
     }
 
     /// Runs a command in reaction to `cause` (an event of another aggregate), at most once.
@@ -418,6 +444,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             id,
             Metadata::caused_by(cause),
             Some(cause.event_id),
+            None,
             command,
         )
     }
@@ -427,6 +454,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         id: &str,
         metadata: Metadata,
         cause: Option<uuid::Uuid>,
+        expected_version: Option<u64>,
         mut command: impl FnMut(&A) -> Result<T, E>,
     ) -> Result<Executed<A>, CommandError<E>>
     where
@@ -448,6 +476,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             };
             if caused {
                 return Ok(done(state, Vec::new(), None, true));
+            }
+            if let Some(expected) = expected_version
+                && expected != version
+            {
+                return Err(CommandError::Conflict {
+                    stream_id,
+                    attempts,
+                    actual: version,
+                });
             }
             let mut events = Vec::new();
             command(&state)
@@ -497,7 +534,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 Err(StoreError::DuplicateEventId { .. }) if cause.is_some() => {
                     return Ok(done(state, Vec::new(), None, true));
                 }
-                Err(StoreError::Conflict { actual, .. }) if attempts >= self.max_attempts => {
+                Err(StoreError::Conflict { actual, .. })
+                    if attempts >= self.max_attempts || expected_version.is_some() =>
+                {
                     return Err(CommandError::Conflict {
                         stream_id,
                         attempts,

@@ -962,6 +962,14 @@ impl FileStore {
                 continue;
             }
             if !expected.accepts(current) {
+                if w.overlay.contains_key(stream_id) && !w.closed {
+                    // the version this conflicts with is still being written: a conflict
+                    // reported now would name a version no reader can see yet, and a
+                    // caller retrying on what it reads would spin until that write
+                    // lands. Wait for its outcome, then decide again.
+                    w = shared.flushed.wait(w).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
                 return Err(StoreError::Conflict {
                     stream_id: stream_id.to_owned(),
                     expected,

@@ -309,3 +309,48 @@ fn racing_writers_get_exactly_one_winner_per_version() {
         assert_eq!(store.stream_version("race").unwrap(), rounds);
     }
 }
+
+/// A conflict names only a version readers can see: an append that conflicts with one
+/// still being written waits for it, so a writer that retries on what it reads lands in
+/// a few attempts instead of spinning through its retries during another's sync.
+#[test]
+fn a_retry_on_what_was_read_lands_while_another_writer_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FileStore::open(dir.path()).unwrap());
+    let writers: Vec<_> = (0..2)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut worst = 0;
+                for n in 0..100u64 {
+                    let mut attempts = 0;
+                    loop {
+                        attempts += 1;
+                        let version = store.stream_version("cart-1").unwrap();
+                        let expected = if version == 0 {
+                            ExpectedVersion::NoStream
+                        } else {
+                            ExpectedVersion::Exact(version)
+                        };
+                        let e = event("cart-1", t * 1000 + n, 40);
+                        match store.append("cart-1", expected, vec![e]) {
+                            Ok(_) => break,
+                            Err(es_core::StoreError::Conflict { .. }) => assert!(attempts < 1000),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    worst = worst.max(attempts);
+                }
+                worst
+            })
+        })
+        .collect();
+    let worst = writers
+        .into_iter()
+        .map(|w| w.join().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(store.stream_version("cart-1").unwrap(), 200);
+    // each conflict means the other writer's append landed, and it makes at most 100
+    assert!(worst <= 101, "a command needed {worst} attempts");
+}

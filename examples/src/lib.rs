@@ -6,6 +6,8 @@
 
 pub mod bank;
 pub mod cart;
+#[cfg(feature = "http")]
+pub mod cart_service;
 pub mod orders;
 pub mod upcasting;
 pub mod warehouse;
