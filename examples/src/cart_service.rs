@@ -142,7 +142,7 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 
 /// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`. `Err` when it is
 /// there but names no version.
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Response> {
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -152,12 +152,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Response> {
         .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
         .and_then(|v| v.parse().ok())
         .map(Some)
-        .ok_or_else(|| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "If-Match must name a cart version, as the ETag gave it",
-            )
-        })
+        .ok_or(())
 }
 
 fn metadata(headers: &HeaderMap) -> Metadata {
@@ -179,9 +174,11 @@ where
     S: EventStore + Clone + Send + Sync + 'static,
     T: IntoEvents<CartEvent>,
 {
-    let expected = match if_match(headers) {
-        Ok(v) => v,
-        Err(response) => return response,
+    let Ok(expected) = if_match(headers) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "If-Match must name a cart version, as the ETag gave it",
+        );
     };
     let metadata = metadata(headers);
     let result = match expected {
