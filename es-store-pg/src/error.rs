@@ -20,7 +20,7 @@ pub enum ConnectError {
     #[error("invalid options: {0}")]
     InvalidOptions(String),
     /// The server could not be reached or refused the connection.
-    #[error("cannot connect to the database: {0}")]
+    #[error("cannot connect to the database: {}", describe(.0))]
     Connect(#[source] postgres::Error),
     /// The database's tables were written by a newer version of this crate: they are left
     /// as they are.
@@ -66,7 +66,7 @@ pub enum ConnectError {
         encoding: String,
     },
     /// A statement of the set-up or upgrade failed; the transaction was rolled back.
-    #[error("{during}: {source}")]
+    #[error("{during}: {}", describe(source))]
     Database {
         /// What was being done.
         during: &'static str,
@@ -87,7 +87,7 @@ pub enum ConnectError {
 #[non_exhaustive]
 pub enum PgError {
     /// A statement failed.
-    #[error("{during}: {source}")]
+    #[error("{during}: {}", describe(source))]
     Database {
         /// What was being done.
         during: &'static str,
@@ -112,7 +112,8 @@ pub enum PgError {
     /// sent. Resend the same append (same event ids) to learn it: an idempotent retry
     /// returns the original result if it was committed.
     #[error(
-        "the connection was lost while committing an append to `{stream_id}`; its outcome is unknown: resend the same events to learn it"
+        "the connection was lost while committing an append to `{stream_id}` ({}); its outcome is unknown: resend the same events to learn it",
+        describe(source)
     )]
     CommitOutcomeUnknown {
         /// Stream id of the append.
@@ -158,4 +159,21 @@ pub(crate) fn is_event_id_violation(e: &postgres::Error) -> bool {
 
 pub(crate) fn db(during: &'static str) -> impl FnOnce(postgres::Error) -> StoreError {
     move |source| PgError::Database { during, source }.into()
+}
+
+/// The text of a database error: the server's message and code, or the client's error
+/// with its cause (`postgres::Error` alone says only "db error").
+pub(crate) fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} ({})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(": ");
+            text.push_str(detail);
+        }
+        return text;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }

@@ -509,11 +509,12 @@ impl Iterator for Pages<'_> {
     type Item = Result<RecordedEvent, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.buffer.is_empty() && !self.finished {
-            if let Err(e) = self.fetch() {
-                self.finished = true;
-                return Some(Err(e));
-            }
+        if self.buffer.is_empty()
+            && !self.finished
+            && let Err(e) = self.fetch()
+        {
+            self.finished = true;
+            return Some(Err(e));
         }
         self.buffer.pop_front().map(Ok)
     }
