@@ -134,12 +134,16 @@ pub(crate) fn set_up(client: &mut Client, schema: &str) -> Result<(), ConnectErr
     set_up_to(client, schema, CURRENT)
 }
 
-/// Creates or upgrades the tables up to `target` (tests build older versions with it).
-pub(crate) fn set_up_to(
-    client: &mut Client,
-    schema: &str,
-    target: i32,
-) -> Result<(), ConnectError> {
+/// Creates or upgrades the tables in `schema` up to version `target` only, as an older
+/// build would have left them: for tests of upgrades. [`PgStore::connect`](crate::PgStore::connect)
+/// is the way to set up a store.
+///
+/// ```no_run
+/// let mut client = postgres::Client::connect("postgres://es@localhost/es", postgres::NoTls).unwrap();
+/// es_store_pg::schema::set_up_to(&mut client, "old", 1).unwrap();
+/// ```
+#[doc(hidden)]
+pub fn set_up_to(client: &mut Client, schema: &str, target: i32) -> Result<(), ConnectError> {
     check_encoding(client)?;
     let db = |during| move |source| ConnectError::Database { during, source };
     let mut tx = client
