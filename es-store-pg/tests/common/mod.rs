@@ -20,8 +20,9 @@ pub fn url() -> Option<String> {
         {
             return Some(url);
         }
-        match start_server() {
-            Ok(url) => Some(url),
+        match Server::start() {
+            // the shared server lives as long as the process; the watchdog removes it
+            Ok(server) => Some(std::mem::ManuallyDrop::new(server).url.clone()),
             Err(why) => {
                 let message = format!(
                     "PostgreSQL tests SKIPPED: no ES_PG_URL, and no throwaway server could be started: {why}"
@@ -158,56 +159,86 @@ fn free_port() -> Result<u16, String> {
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-/// Starts a server in a temporary directory, and a watchdog that stops it and removes the
-/// directory once this process has ended.
-fn start_server() -> Result<String, String> {
-    let bin = bin_dir().ok_or("PostgreSQL is not installed (no initdb found)")?;
-    let root = is_root();
-    let dir = std::env::temp_dir().join(format!("es-pg-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    if root {
-        run(Command::new("chown").arg("postgres:").arg(&dir))?;
-    }
-    let data = dir.join("data");
-    run(as_server_user(root, &bin.join("initdb"))
-        .arg("-D")
-        .arg(&data)
-        .args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-locale",
-            "--no-sync",
-        ]))?;
-    let mut last_error = String::new();
-    for _ in 0..5 {
-        let port = free_port()?;
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections=400 -c shared_buffers=64MB",
-            dir.display()
-        );
-        let started = run(as_server_user(root, &bin.join("pg_ctl"))
+/// A throwaway server this process started.
+pub struct Server {
+    pub url: String,
+    bin: PathBuf,
+    dir: PathBuf,
+    root: bool,
+}
+
+impl Server {
+    /// Starts a server in a temporary directory, and a watchdog that stops it and removes
+    /// the directory once this process has ended.
+    pub fn start() -> Result<Server, String> {
+        let bin = bin_dir().ok_or("PostgreSQL is not installed (no initdb found)")?;
+        let root = is_root();
+        let dir =
+            std::env::temp_dir().join(format!("es-pg-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        if root {
+            run(Command::new("chown").arg("postgres:").arg(&dir))?;
+        }
+        let data = dir.join("data");
+        run(as_server_user(root, &bin.join("initdb"))
             .arg("-D")
             .arg(&data)
-            .arg("-o")
-            .arg(&options)
-            .arg("-l")
-            .arg(dir.join("server.log"))
-            .args(["-w", "-t", "60", "start"]));
-        match started {
-            Ok(()) => {
-                watch(root, &bin, &dir)?;
-                let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-                wait_ready(&url)?;
-                return Ok(url);
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ]))?;
+        watch(root, &bin, &dir)?;
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port()?;
+            let options = format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections=400 -c shared_buffers=64MB",
+                dir.display()
+            );
+            let server = Server {
+                url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                bin: bin.clone(),
+                dir: dir.clone(),
+                root,
+            };
+            match server.pg_ctl(&["-o", &options, "start"]) {
+                Ok(()) => {
+                    wait_ready(&server.url)?;
+                    return Ok(server);
+                }
+                Err(e) => last_error = e,
             }
-            Err(e) => last_error = e,
         }
+        Err(last_error)
     }
-    Err(last_error)
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        run(as_server_user(self.root, &self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-w", "-t", "60"])
+            .args(args))
+    }
+
+    /// Stops the server (closing every connection) and starts it again on the same port.
+    pub fn restart(&self) -> Result<(), String> {
+        self.pg_ctl(&["-m", "fast", "restart"])?;
+        wait_ready(&self.url)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
 }
 
 /// Starts a detached shell that waits for this process to end, then stops the server and
