@@ -37,9 +37,14 @@ mod commit;
 mod conn;
 pub mod error;
 mod listen;
+pub mod projection;
 pub mod schema;
 mod snapshot;
 mod store;
 
 pub use error::{ConnectError, PgError};
 pub use store::{PgStore, PgStoreOptions, WriteStats};
+
+/// The PostgreSQL client this crate uses, for read models written through
+/// [`projection::PgReadModel`] (so that its version matches).
+pub use postgres;
