@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+pub mod backend;
 pub mod envelope;
 pub mod event;
 pub mod memory;

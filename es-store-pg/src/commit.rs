@@ -28,7 +28,7 @@ use crate::conn::{Conn, Query};
 use crate::error::{PgError, is_connection_error, is_event_id_violation};
 use crate::store::{Shared, WriteStats, split_time, to_i64};
 use chrono::{DateTime, Utc};
-use es_core::store::{IdLocation, check_idempotent_retry};
+use es_core::backend::{IdLocation, check_idempotent_retry};
 use es_core::{AppendResult, ExpectedVersion, NewEvent, StoreError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! publishes each notified head. Only a hint: waiters read the head from the database
 //! themselves, and keep polling when no notification comes.
 
-use es_core::store::HeadSignal;
+use es_core::backend::HeadSignal;
 use postgres::NoTls;
 use postgres::fallible_iterator::FallibleIterator;
 use std::sync::Arc;

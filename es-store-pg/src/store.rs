@@ -6,8 +6,8 @@ use crate::error::{ConnectError, PgError, db, is_connection_error};
 use crate::listen::Listener;
 use crate::schema;
 use chrono::{DateTime, Datelike, Utc};
+use es_core::backend::HeadSignal;
 use es_core::snapshot::SnapshotStore;
-use es_core::store::HeadSignal;
 use es_core::{
     AppendResult, EventStore, EventStream, ExpectedVersion, Limits, Metadata, NewEvent,
     RecordedEvent, StoreError,
