@@ -394,6 +394,7 @@ fn run_group(shared: &Shared, conn: &mut Conn, group: &[Request]) -> Result<Vec<
     let head = head_row.get::<_, i64>(0);
     let now: DateTime<Utc> = head_row.get(1);
 
+    let locked = versions.clone();
     let mut outcomes = Vec::with_capacity(group.len());
     let mut columns = Columns::default();
     let mut next_position = head.max(0) as u64 + 1;
@@ -412,7 +413,7 @@ fn run_group(shared: &Shared, conn: &mut Conn, group: &[Request]) -> Result<Vec<
     let new_head = next_position - 1;
     let (moved_ids, moved_versions): (Vec<&str>, Vec<i64>) = versions
         .iter()
-        .filter(|(_, v)| **v > 0)
+        .filter(|(s, v)| locked.get(*s) != Some(*v))
         .map(|(s, v)| (s.as_str(), *v as i64))
         .unzip();
     let unused: Vec<&str> = versions

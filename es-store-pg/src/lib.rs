@@ -18,13 +18,14 @@
 //! - **snapshots** in a table, with the same fingerprint rules.
 //!
 //! ```no_run
-//! use es_core::{EventStore, ExpectedVersion, NewEvent, Repository};
+//! use es_core::{EventStore, ExpectedVersion, NewEvent};
 //! use es_store_pg::PgStore;
 //!
 //! let store = PgStore::connect("postgres://es@localhost/es")?;   // creates its tables
 //! store.append("cart-1", ExpectedVersion::NoStream, vec![NewEvent::new("CartCreated", 1, b"{}".to_vec())])?;
 //! for event in store.read_all(1)? {
-//!     println!("{} {}", event?.position, "CartCreated");
+//!     let event = event?;
+//!     println!("{} {} {}", event.position, event.stream_id, event.event_type);
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -278,7 +278,7 @@ impl<M: PgReadModel> TransactionalProjection for PgProjection<M> {
 /// let checkpoints = PgCheckpoints::connect("postgres://es@localhost/es", "public")?;
 /// checkpoints.save("mailer", 42)?;
 /// assert_eq!(checkpoints.load("mailer")?, 42);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
 pub struct PgCheckpoints {
     client: Mutex<Client>,
