@@ -26,6 +26,7 @@
 pub mod aggregate;
 #[cfg(feature = "tokio")]
 pub mod asynchronous;
+pub mod backend;
 pub mod envelope;
 pub mod event;
 pub mod memory;

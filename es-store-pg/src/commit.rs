@@ -1,0 +1,561 @@
+//! The group commit: appends queued by this process's threads are decided and written in
+//! one transaction, each with its own expected-version check and idempotency check, and
+//! each with its own outcome.
+//!
+//! One transaction of a group:
+//!
+//! 1. lock the rows of the group's streams (creating missing ones at version 0), in
+//!    sorted order;
+//! 2. look up the group's event ids (idempotent retries, ids stored elsewhere);
+//! 3. lock the head row: the global position and the commit time, which never goes
+//!    backwards (it is at least the previous commit's);
+//! 4. decide each append in queue order against the locked versions: a conflict, a
+//!    duplicate id or an idempotent retry is that append's outcome and writes nothing;
+//! 5. write the accepted appends' events, the streams' versions and the head in one
+//!    statement, which also notifies listeners; commit.
+//!
+//! Every writer in every process locks streams before the head, and streams in one
+//! order, so appends cannot deadlock; the head row is held from step 3 to the commit, so
+//! positions are handed out in commit order and a reader never sees a position before
+//! every lower one is visible.
+//!
+//! If the transaction fails (not a decision: a database error), each append of the group
+//! is tried again alone, so that an error stays with the append that caused it. An
+//! append that lost its connection is tried again on another: it is idempotent by its
+//! event ids, so a commit whose acknowledgement was lost is recognised, not repeated.
+
+use crate::conn::{Conn, Query};
+use crate::error::{PgError, is_connection_error, is_event_id_violation};
+use crate::store::{Shared, WriteStats, split_time, to_i64};
+use chrono::{DateTime, Utc};
+use es_core::backend::{IdLocation, check_idempotent_retry};
+use es_core::{AppendResult, ExpectedVersion, NewEvent, StoreError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, mpsc};
+use uuid::Uuid;
+
+/// An event checked and encoded for its columns.
+pub(crate) struct Prepared {
+    event_id: Uuid,
+    event_type: String,
+    schema_version: i64,
+    /// The caller's time, split for `timestamptz` (`None`: the commit time).
+    timestamp: Option<(DateTime<Utc>, i16)>,
+    metadata: Option<String>,
+    payload: String,
+}
+
+impl Prepared {
+    /// Encodes a batch that passed `Limits::check_append`.
+    pub(crate) fn batch(
+        stream_id: &str,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Prepared>, StoreError> {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(index, e)| {
+                let invalid = |reason: String| StoreError::InvalidEvent {
+                    stream_id: stream_id.to_owned(),
+                    index,
+                    event_type: e.event_type.clone(),
+                    reason,
+                };
+                let timestamp = match e.timestamp {
+                    None => None,
+                    Some(t) => Some(split_time(t).ok_or_else(|| {
+                        invalid(format!(
+                            "the timestamp {t} is before 4713 BC, which PostgreSQL cannot store"
+                        ))
+                    })?),
+                };
+                let metadata =
+                    if e.metadata.is_empty() {
+                        None
+                    } else {
+                        Some(serde_json::to_string(&e.metadata).map_err(|err| {
+                            invalid(format!("the metadata cannot be encoded: {err}"))
+                        })?)
+                    };
+                let payload = String::from_utf8(e.payload.clone())
+                    .map_err(|err| invalid(format!("the payload is not UTF-8: {err}")))?;
+                Ok(Prepared {
+                    event_id: e.event_id,
+                    schema_version: i64::from(e.schema_version),
+                    event_type: e.event_type,
+                    timestamp,
+                    metadata,
+                    payload,
+                })
+            })
+            .collect()
+    }
+
+    fn size(&self) -> usize {
+        self.payload.len() + self.metadata.as_ref().map_or(0, String::len) + self.event_type.len()
+    }
+}
+
+type Outcome = Result<AppendResult, StoreError>;
+
+struct Request {
+    stream_id: String,
+    expected: ExpectedVersion,
+    events: Vec<Prepared>,
+    reply: mpsc::Sender<Outcome>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<Request>,
+    /// Whether a thread is committing a group now.
+    leading: bool,
+}
+
+/// The queue of appends and the group-commit protocol: the first appender that finds no
+/// commit under way takes the whole queue (within the group limits) and commits it;
+/// the others wait for their outcome, and one of them leads the next group.
+#[derive(Default)]
+pub(crate) struct Committer {
+    queue: Mutex<Queue>,
+    turn: Condvar,
+    appends: AtomicU64,
+    transactions: AtomicU64,
+}
+
+fn lock(m: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hands the lead back when a group is done, even if committing it unwound.
+struct Lead<'a>(&'a Committer);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.queue).leading = false;
+        self.0.turn.notify_all();
+    }
+}
+
+impl Committer {
+    pub(crate) fn stats(&self) -> WriteStats {
+        WriteStats {
+            appends: self.appends.load(Ordering::Relaxed),
+            transactions: self.transactions.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn append(
+        &self,
+        shared: &Shared,
+        stream_id: String,
+        expected: ExpectedVersion,
+        events: Vec<Prepared>,
+    ) -> Outcome {
+        let (reply, outcome) = mpsc::channel();
+        let mut queue = lock(&self.queue);
+        queue.pending.push_back(Request {
+            stream_id,
+            expected,
+            events,
+            reply,
+        });
+        loop {
+            if let Ok(result) = outcome.try_recv() {
+                return result;
+            }
+            if !queue.leading {
+                queue.leading = true;
+                let group = take_group(&mut queue.pending, &shared.options);
+                drop(queue);
+                let lead = Lead(self);
+                self.commit(shared, group);
+                drop(lead);
+                queue = lock(&self.queue);
+                continue;
+            }
+            queue = self.turn.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Commits a group and sends every append its outcome.
+    fn commit(&self, shared: &Shared, group: Vec<Request>) {
+        let outcomes = match run_with_retries(shared, &group) {
+            Ok(outcomes) => {
+                self.transactions.fetch_add(1, Ordering::Relaxed);
+                outcomes
+            }
+            Err(_) if group.len() > 1 => {
+                // one append's failure must not fail its neighbours: each alone
+                group
+                    .iter()
+                    .map(
+                        |request| match run_with_retries(shared, std::slice::from_ref(request)) {
+                            Ok(mut one) => {
+                                self.transactions.fetch_add(1, Ordering::Relaxed);
+                                one.pop().unwrap_or_else(|| {
+                                    Err(StoreError::Backend("no outcome".into()))
+                                })
+                            }
+                            Err(failure) => Err(failure.into_error(request)),
+                        },
+                    )
+                    .collect()
+            }
+            Err(failure) => match group.first() {
+                Some(request) => vec![Err(failure.into_error(request))],
+                None => Vec::new(),
+            },
+        };
+        for (request, outcome) in group.iter().zip(outcomes) {
+            if outcome.is_ok() {
+                self.appends.fetch_add(1, Ordering::Relaxed);
+            }
+            // the appender is waiting for this; it cannot have gone
+            let _ = request.reply.send(outcome);
+        }
+    }
+}
+
+/// Takes the next group from the queue: at least one append, then as many as the group
+/// limits allow.
+fn take_group(pending: &mut VecDeque<Request>, options: &crate::PgStoreOptions) -> Vec<Request> {
+    let mut group = Vec::new();
+    let mut bytes = 0usize;
+    let mut events = 0usize;
+    while let Some(next) = pending.front() {
+        let size: usize = next.events.iter().map(Prepared::size).sum();
+        if !group.is_empty()
+            && (group.len() >= options.max_group_appends
+                || bytes + size > options.max_group_bytes
+                || events + next.events.len() > options.limits.max_batch_events.max(10_000))
+        {
+            break;
+        }
+        bytes += size;
+        events += next.events.len();
+        group.extend(pending.pop_front());
+    }
+    group
+}
+
+/// Why a group's transaction failed.
+struct Failure {
+    error: postgres::Error,
+    during: &'static str,
+    /// Whether the commit had been sent (its outcome unknown when the connection died).
+    commit_sent: bool,
+}
+
+impl Failure {
+    fn into_error(self, request: &Request) -> StoreError {
+        if self.commit_sent && is_connection_error(&self.error) {
+            return PgError::CommitOutcomeUnknown {
+                stream_id: request.stream_id.clone(),
+                source: self.error,
+            }
+            .into();
+        }
+        PgError::Database {
+            during: self.during,
+            source: self.error,
+        }
+        .into()
+    }
+}
+
+/// Runs a group's transaction, again on another connection after a lost connection (up to
+/// the pool's size plus one), and once more after a unique violation of an event id (the
+/// other writer has committed by then, and the lookup finds the id).
+fn run_with_retries(shared: &Shared, group: &[Request]) -> Result<Vec<Outcome>, Failure> {
+    let mut lost = 0;
+    let mut violated = false;
+    loop {
+        let mut conn = match shared.pool.get() {
+            Ok(c) => c,
+            Err(e) => {
+                let message = e.to_string();
+                return Ok(group
+                    .iter()
+                    .map(|_| Err(PgError::Pool(message.clone()).into()))
+                    .collect());
+            }
+        };
+        match run_group(shared, &mut conn, group) {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(failure) => {
+                conn.note(&failure.error);
+                if is_connection_error(&failure.error) && lost < shared.retries() {
+                    lost += 1;
+                    continue;
+                }
+                if is_event_id_violation(&failure.error) && !violated {
+                    violated = true;
+                    continue;
+                }
+                return Err(failure);
+            }
+        }
+    }
+}
+
+/// Where an event id of the group is stored (or being stored by an earlier append of the
+/// group).
+#[derive(Clone)]
+struct Stored {
+    stream_id: String,
+    version: u64,
+    position: u64,
+    append_first_position: u64,
+    append_len: u64,
+}
+
+/// The columns of the events a group writes.
+#[derive(Default)]
+struct Columns<'a> {
+    positions: Vec<i64>,
+    stream_ids: Vec<&'a str>,
+    versions: Vec<i64>,
+    ids: Vec<Uuid>,
+    times: Vec<DateTime<Utc>>,
+    time_ns: Vec<i16>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i64>,
+    metadata: Vec<Option<&'a str>>,
+    payloads: Vec<&'a str>,
+    append_index: Vec<i32>,
+    append_len: Vec<i32>,
+}
+
+fn run_group(shared: &Shared, conn: &mut Conn, group: &[Request]) -> Result<Vec<Outcome>, Failure> {
+    let fail = |during: &'static str| {
+        move |error| Failure {
+            error,
+            during,
+            commit_sent: false,
+        }
+    };
+    let sql = &shared.sql;
+    let lock_streams = conn
+        .statement(sql, Query::LockStreams)
+        .map_err(fail("preparing"))?;
+    let find_ids = conn
+        .statement(sql, Query::FindIds)
+        .map_err(fail("preparing"))?;
+    let lock_head = conn
+        .statement(sql, Query::LockHead)
+        .map_err(fail("preparing"))?;
+    let write = conn
+        .statement(sql, Query::Write)
+        .map_err(fail("preparing"))?;
+
+    let mut streams: Vec<&str> = group.iter().map(|r| r.stream_id.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let all_ids: Vec<Uuid> = group
+        .iter()
+        .flat_map(|r| r.events.iter().map(|e| e.event_id))
+        .collect();
+
+    let mut tx = conn
+        .client
+        .transaction()
+        .map_err(fail("starting a transaction"))?;
+    let mut versions: HashMap<String, u64> = HashMap::with_capacity(streams.len());
+    for row in tx
+        .query(&lock_streams, &[&streams])
+        .map_err(fail("locking the streams"))?
+    {
+        let version: i64 = row.get(1);
+        versions.insert(row.get(0), version.max(0) as u64);
+    }
+    let mut stored: HashMap<Uuid, Stored> = HashMap::new();
+    for row in tx
+        .query(&find_ids, &[&all_ids])
+        .map_err(fail("looking up event ids"))?
+    {
+        let position = row.get::<_, i64>(3).max(0) as u64;
+        let index = row.get::<_, i32>(4).max(0) as u64;
+        stored.insert(
+            row.get(0),
+            Stored {
+                stream_id: row.get(1),
+                version: row.get::<_, i64>(2).max(0) as u64,
+                position,
+                append_first_position: position.saturating_sub(index),
+                append_len: row.get::<_, i32>(5).max(0) as u64,
+            },
+        );
+    }
+    let head_row = tx
+        .query_one(&lock_head, &[])
+        .map_err(fail("locking the head"))?;
+    let head = head_row.get::<_, i64>(0);
+    let now: DateTime<Utc> = head_row.get(1);
+
+    let locked = versions.clone();
+    let mut outcomes = Vec::with_capacity(group.len());
+    let mut columns = Columns::default();
+    let mut next_position = head.max(0) as u64 + 1;
+    for request in group {
+        let outcome = decide(request, &mut versions, &mut stored, &mut next_position);
+        if let Ok((result, true)) = &outcome {
+            push_columns(&mut columns, request, result, now);
+        }
+        outcomes.push(outcome.map(|(result, _)| result));
+    }
+    if columns.positions.is_empty() {
+        // nothing to write: the rollback also removes the rows made for new streams
+        drop(tx);
+        return Ok(outcomes);
+    }
+    let new_head = next_position - 1;
+    let (moved_ids, moved_versions): (Vec<&str>, Vec<i64>) = versions
+        .iter()
+        .filter(|(s, v)| locked.get(*s) != Some(*v))
+        .map(|(s, v)| (s.as_str(), *v as i64))
+        .unzip();
+    let unused: Vec<&str> = versions
+        .iter()
+        .filter(|(_, v)| **v == 0)
+        .map(|(s, _)| s.as_str())
+        .collect();
+    let c = &columns;
+    tx.query(
+        &write,
+        &[
+            &c.positions,
+            &c.stream_ids,
+            &c.versions,
+            &c.ids,
+            &c.times,
+            &c.time_ns,
+            &c.types,
+            &c.schema_versions,
+            &c.metadata,
+            &c.payloads,
+            &c.append_index,
+            &c.append_len,
+            &moved_ids,
+            &moved_versions,
+            &unused,
+            &(new_head as i64),
+            &now,
+            &shared.channel,
+            &new_head.to_string(),
+        ],
+    )
+    .map_err(fail("writing the events"))?;
+    tx.commit().map_err(|error| Failure {
+        error,
+        during: "committing the events",
+        commit_sent: true,
+    })?;
+    shared.head.publish(new_head);
+    Ok(outcomes)
+}
+
+/// Decides one append against the locked state: `Ok((result, true))` to write it,
+/// `Ok((original, false))` for an idempotent retry, or its error.
+fn decide(
+    request: &Request,
+    versions: &mut HashMap<String, u64>,
+    stored: &mut HashMap<Uuid, Stored>,
+    next_position: &mut u64,
+) -> Result<(AppendResult, bool), StoreError> {
+    let stream_id = request.stream_id.as_str();
+    let current = versions.get(stream_id).copied().unwrap_or(0);
+    let ids: Vec<Uuid> = request.events.iter().map(|e| e.event_id).collect();
+    let retry = check_idempotent_retry(stream_id, request.expected, &ids, current, |id| {
+        stored.get(id).map(|s| IdLocation {
+            same_stream: s.stream_id == stream_id,
+            stream_version: s.version,
+            position: s.position,
+            append_first_position: s.append_first_position,
+            append_len: s.append_len,
+        })
+    })?;
+    if let Some(original) = retry {
+        return Ok((original, false));
+    }
+    if !request.expected.accepts(current) {
+        return Err(StoreError::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected: request.expected,
+            actual: current,
+        });
+    }
+    let n = request.events.len() as u64;
+    let first_position = *next_position;
+    let out_of_range = |what: &'static str, value: u64| -> StoreError {
+        PgError::OutOfRange {
+            what,
+            value: value.to_string(),
+            reason: "positions and versions are stored as BIGINT",
+        }
+        .into()
+    };
+    if to_i64(first_position + n).is_none() {
+        return Err(out_of_range("global position", first_position + n));
+    }
+    if to_i64(current + n).is_none() {
+        return Err(out_of_range("stream version", current + n));
+    }
+    if i32::try_from(n).is_err() {
+        return Err(StoreError::BatchTooLarge {
+            stream_id: stream_id.to_owned(),
+            reason: format!(
+                "{n} events; the store takes at most {} per append",
+                i32::MAX
+            ),
+        });
+    }
+    for (i, e) in request.events.iter().enumerate() {
+        stored.insert(
+            e.event_id,
+            Stored {
+                stream_id: stream_id.to_owned(),
+                version: current + 1 + i as u64,
+                position: first_position + i as u64,
+                append_first_position: first_position,
+                append_len: n,
+            },
+        );
+    }
+    *next_position += n;
+    versions.insert(stream_id.to_owned(), current + n);
+    Ok((
+        AppendResult {
+            first_version: current + 1,
+            last_version: current + n,
+            first_position,
+            last_position: first_position + n - 1,
+        },
+        true,
+    ))
+}
+
+fn push_columns<'a>(
+    c: &mut Columns<'a>,
+    request: &'a Request,
+    result: &AppendResult,
+    now: DateTime<Utc>,
+) {
+    let n = request.events.len() as i32;
+    for (i, e) in request.events.iter().enumerate() {
+        let (time, ns) = e.timestamp.unwrap_or((now, 0));
+        c.positions.push((result.first_position + i as u64) as i64);
+        c.stream_ids.push(&request.stream_id);
+        c.versions.push((result.first_version + i as u64) as i64);
+        c.ids.push(e.event_id);
+        c.times.push(time);
+        c.time_ns.push(ns);
+        c.types.push(&e.event_type);
+        c.schema_versions.push(e.schema_version);
+        c.metadata.push(e.metadata.as_deref());
+        c.payloads.push(&e.payload);
+        c.append_index.push(i as i32);
+        c.append_len.push(n);
+    }
+}

@@ -1,0 +1,191 @@
+//! Pooled connections, each with its own cache of prepared statements.
+
+use crate::error::is_connection_error;
+use postgres::{Client, NoTls, Statement};
+
+/// The statements the store runs, by name; their text is built per store (the tables'
+/// schema is part of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Query {
+    ReadAll,
+    ReadStream,
+    StreamVersion,
+    Head,
+    LockStreams,
+    FindIds,
+    LockHead,
+    Write,
+    SaveSnapshot,
+    TrimSnapshots,
+    LoadSnapshot,
+}
+
+const QUERIES: usize = 11;
+
+/// Columns of an event row, in the order [`crate::store::decode_row`] reads them.
+const EVENT_COLUMNS: &str = "stream_id, stream_version, position, event_id, recorded_at, recorded_ns, \
+     event_type, schema_version, metadata, payload";
+
+/// The text of every statement for one schema.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    texts: [String; QUERIES],
+}
+
+impl Sql {
+    pub(crate) fn new(quoted_schema: &str) -> Sql {
+        let s = quoted_schema;
+        let text = |q: Query| -> String {
+            match q {
+                Query::ReadAll => format!(
+                    "SELECT {EVENT_COLUMNS} FROM {s}.es_events WHERE position >= $1 \
+                     ORDER BY position LIMIT $2"
+                ),
+                Query::ReadStream => format!(
+                    "SELECT {EVENT_COLUMNS} FROM {s}.es_events \
+                     WHERE stream_id = $1 AND stream_version >= $2 \
+                     ORDER BY stream_version LIMIT $3"
+                ),
+                Query::StreamVersion => {
+                    format!("SELECT version FROM {s}.es_streams WHERE stream_id = $1")
+                }
+                Query::Head => format!("SELECT position FROM {s}.es_head"),
+                // Locks every stream row of a group, creating the missing ones at version
+                // 0, in the order of the (sorted) array: all writers lock streams in the
+                // same order, then the head row, so that appends never deadlock.
+                Query::LockStreams => format!(
+                    "INSERT INTO {s}.es_streams AS t (stream_id, version) \
+                     SELECT id, 0 FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) ORDER BY n \
+                     ON CONFLICT (stream_id) DO UPDATE SET version = t.version \
+                     RETURNING stream_id, version"
+                ),
+                Query::FindIds => format!(
+                    "SELECT event_id, stream_id, stream_version, position, append_index, append_len \
+                     FROM {s}.es_events WHERE event_id = ANY($1::uuid[])"
+                ),
+                // The one serial point: positions and the commit time come from this row,
+                // locked until the commit.
+                Query::LockHead => format!(
+                    "SELECT position, greatest(committed_at, clock_timestamp()) \
+                     FROM {s}.es_head FOR UPDATE"
+                ),
+                Query::Write => format!(
+                    "WITH inserted AS (
+                        INSERT INTO {s}.es_events (position, stream_id, stream_version, event_id,
+                            recorded_at, recorded_ns, event_type, schema_version, metadata, payload,
+                            append_index, append_len)
+                        SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::uuid[],
+                            $5::timestamptz[], $6::int2[], $7::text[], $8::int8[], $9::text[],
+                            $10::text[], $11::int4[], $12::int4[])
+                    ), moved AS (
+                        UPDATE {s}.es_streams AS t SET version = u.version
+                        FROM unnest($13::text[], $14::int8[]) AS u(stream_id, version)
+                        WHERE t.stream_id = u.stream_id
+                    ), unused AS (
+                        DELETE FROM {s}.es_streams WHERE stream_id = ANY($15::text[]) AND version = 0
+                    )
+                    UPDATE {s}.es_head SET position = $16, committed_at = $17
+                    RETURNING pg_notify($18, $19)"
+                ),
+                Query::SaveSnapshot => format!(
+                    "INSERT INTO {s}.es_snapshots (stream_id, version, position, last_event_at,
+                        last_event_ns, schema_version, fingerprint, state)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (stream_id, version) DO UPDATE SET position = excluded.position,
+                        last_event_at = excluded.last_event_at, last_event_ns = excluded.last_event_ns,
+                        schema_version = excluded.schema_version,
+                        fingerprint = excluded.fingerprint, state = excluded.state"
+                ),
+                Query::TrimSnapshots => format!(
+                    "DELETE FROM {s}.es_snapshots WHERE stream_id = $1 AND version < ALL (
+                        SELECT version FROM {s}.es_snapshots WHERE stream_id = $1
+                        ORDER BY version DESC LIMIT $2)"
+                ),
+                Query::LoadSnapshot => format!(
+                    "SELECT version, position, last_event_at, last_event_ns, schema_version,
+                        fingerprint, state
+                     FROM {s}.es_snapshots WHERE stream_id = $1 AND version <= $2
+                     ORDER BY version DESC LIMIT 1"
+                ),
+            }
+        };
+        use Query::*;
+        let all = [
+            ReadAll,
+            ReadStream,
+            StreamVersion,
+            Head,
+            LockStreams,
+            FindIds,
+            LockHead,
+            Write,
+            SaveSnapshot,
+            TrimSnapshots,
+            LoadSnapshot,
+        ];
+        Sql {
+            texts: all.map(text),
+        }
+    }
+
+    fn text(&self, q: Query) -> &str {
+        &self.texts[q as usize]
+    }
+}
+
+/// A connection and its prepared statements.
+pub(crate) struct Conn {
+    pub(crate) client: Client,
+    statements: [Option<Statement>; QUERIES],
+    /// Set after a connection error, so that the pool drops it.
+    broken: bool,
+}
+
+impl Conn {
+    /// The prepared statement for `q`, prepared on first use.
+    pub(crate) fn statement(&mut self, sql: &Sql, q: Query) -> Result<Statement, postgres::Error> {
+        if let Some(s) = &self.statements[q as usize] {
+            return Ok(s.clone());
+        }
+        let s = self
+            .client
+            .prepare(sql.text(q))
+            .inspect_err(|e| self.note(e))?;
+        self.statements[q as usize] = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Marks the connection broken when `e` says it is gone.
+    pub(crate) fn note(&mut self, e: &postgres::Error) {
+        if is_connection_error(e) {
+            self.broken = true;
+        }
+    }
+}
+
+/// Opens connections for the pool.
+#[derive(Debug)]
+pub(crate) struct Manager {
+    pub(crate) config: postgres::Config,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Conn, postgres::Error> {
+        Ok(Conn {
+            client: self.config.connect(NoTls)?,
+            statements: Default::default(),
+            broken: false,
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || conn.client.is_closed()
+    }
+}

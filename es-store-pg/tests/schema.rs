@@ -1,0 +1,207 @@
+//! Connecting creates the tables or upgrades them in one transaction, records their
+//! version, and refuses (untouched) tables newer than the build; read-only stores create
+//! nothing and write nothing.
+mod common;
+
+use es_core::testing::conformance::events;
+use es_core::{EventStore, ExpectedVersion, StoreError};
+use es_store_pg::schema::{CURRENT, set_up_to};
+use es_store_pg::{ConnectError, PgStore, PgStoreOptions};
+
+fn options(schema: &str) -> PgStoreOptions {
+    PgStoreOptions {
+        schema: schema.to_owned(),
+        ..PgStoreOptions::default()
+    }
+}
+
+fn version(client: &mut postgres::Client, schema: &str) -> i32 {
+    client
+        .query_one(&format!("SELECT version FROM \"{schema}\".es_schema"), &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn connect_records_the_version_and_a_newer_one_is_refused_untouched() {
+    let Some((store, guard)) = common::store() else {
+        return;
+    };
+    store
+        .append("s-1", ExpectedVersion::Any, events(1, 2))
+        .unwrap();
+    drop(store);
+    let mut client = postgres::Client::connect(&guard.url, postgres::NoTls).unwrap();
+    assert_eq!(version(&mut client, &guard.schema), CURRENT);
+    client
+        .execute(
+            &format!("UPDATE \"{}\".es_schema SET version = $1", guard.schema),
+            &[&(CURRENT + 1)],
+        )
+        .unwrap();
+    let err = PgStore::connect_with(&guard.url, options(&guard.schema)).unwrap_err();
+    match &err {
+        ConnectError::SchemaTooNew {
+            found, supported, ..
+        } => {
+            assert_eq!((*found, *supported), (CURRENT + 1, CURRENT));
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    assert!(err.to_string().contains("upgrade es-store-pg"), "{err}");
+    assert_eq!(
+        version(&mut client, &guard.schema),
+        CURRENT + 1,
+        "left as it was"
+    );
+    let read_only = PgStore::connect_with(
+        &guard.url,
+        PgStoreOptions {
+            read_only: true,
+            ..options(&guard.schema)
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(read_only, ConnectError::SchemaTooNew { .. }),
+        "{read_only:?}"
+    );
+}
+
+#[test]
+fn older_tables_are_upgraded_and_keep_their_events() {
+    let Some(url) = common::url() else { return };
+    let schema = common::fresh_schema();
+    let _guard = common::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    set_up_to(&mut client, &schema, 1).unwrap();
+    assert_eq!(version(&mut client, &schema), 1);
+    // a read-only store does not upgrade
+    let err = PgStore::connect_with(
+        &url,
+        PgStoreOptions {
+            read_only: true,
+            ..options(&schema)
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ConnectError::SchemaOutdated { found: 1, .. }),
+        "{err:?}"
+    );
+    // events written by the older version
+    client
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".es_events VALUES
+                (1, 'old-1', 1, gen_random_uuid(), now(), 0, 'Old', 1, NULL, '{{\"n\":1}}', 0, 1);
+             INSERT INTO \"{schema}\".es_streams VALUES ('old-1', 1);
+             UPDATE \"{schema}\".es_head SET position = 1;"
+        ))
+        .unwrap();
+    let store = PgStore::connect_with(&url, options(&schema)).unwrap();
+    assert_eq!(version(&mut client, &schema), CURRENT);
+    assert_eq!(store.stream_version("old-1").unwrap(), 1);
+    let r = store
+        .append("old-1", ExpectedVersion::Exact(1), events(2, 1))
+        .unwrap();
+    assert_eq!((r.first_version, r.first_position), (2, 2));
+    assert!(
+        es_core::SnapshotStore::load_snapshot(&store, "old-1", 9)
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn processes_connecting_at_once_set_up_the_tables_once() {
+    let Some(url) = common::url() else { return };
+    let schema = common::fresh_schema();
+    let _guard = common::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let stores: Vec<PgStore> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| PgStore::connect_with(&url, options(&schema)).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, store) in stores.iter().enumerate() {
+        store
+            .append("s-1", ExpectedVersion::Any, events(i as u64, 1))
+            .unwrap();
+    }
+    assert_eq!(stores[0].head_position().unwrap(), 6);
+}
+
+#[test]
+fn a_read_only_store_creates_nothing_and_refuses_writes() {
+    let Some((store, guard)) = common::store() else {
+        return;
+    };
+    store
+        .append("s-1", ExpectedVersion::Any, events(1, 3))
+        .unwrap();
+    let missing = common::fresh_schema();
+    let err = PgStore::connect_with(
+        &guard.url,
+        PgStoreOptions {
+            read_only: true,
+            ..options(&missing)
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, ConnectError::SchemaMissing { .. }), "{err:?}");
+    let mut client = postgres::Client::connect(&guard.url, postgres::NoTls).unwrap();
+    let created = client
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&missing])
+        .unwrap();
+    assert!(created.is_none(), "a read-only connect created a schema");
+    let replica = PgStore::connect_with(
+        &guard.url,
+        PgStoreOptions {
+            read_only: true,
+            ..options(&guard.schema)
+        },
+    )
+    .unwrap();
+    assert_eq!(replica.head_position().unwrap(), 3);
+    assert_eq!(replica.read_stream("s-1", 2).unwrap().count(), 2);
+    let err = replica
+        .append("s-1", ExpectedVersion::Any, events(4, 1))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly(_)), "{err:?}");
+}
+
+#[test]
+fn bad_options_are_refused_before_connecting() {
+    for schema in [
+        "",
+        "Upper",
+        "9lives",
+        "has space",
+        "quote\"d",
+        &"x".repeat(49),
+    ] {
+        let err = PgStore::connect_with("postgres://nobody@127.0.0.1:1/none", options(schema))
+            .unwrap_err();
+        assert!(
+            matches!(err, ConnectError::InvalidOptions(_)),
+            "{schema:?}: {err:?}"
+        );
+    }
+    let err = PgStore::connect("not a connection string ===").unwrap_err();
+    assert!(matches!(err, ConnectError::InvalidUrl(_)), "{err:?}");
+    let err = PgStore::connect_with(
+        "postgres://nobody@127.0.0.1:1/none",
+        PgStoreOptions {
+            max_connections: 0,
+            ..PgStoreOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, ConnectError::InvalidOptions(_)), "{err:?}");
+}
