@@ -18,9 +18,13 @@
 //! ([`schema`] describes what it checks; `docs/schema-safety.md` in the source repository
 //! is its manual).
 //!
-//! Warnings (a snapshot ignored because its state no longer matches the code, a failure
-//! to close a store cleanly) go through the [`log`](https://docs.rs/log) crate: install
-//! any logger (`env_logger`, or `tracing`'s `log` bridge) to see them.
+//! Diagnostics go through the [`tracing`](https://docs.rs/tracing) crate: every repository
+//! command, append, snapshot, subscription poll and projection batch runs in a span that
+//! names its stream, versions and positions (`es.command`, `es.append`, `es.snapshot`,
+//! `es.poll`, `es.projection.batch`), and warnings (a snapshot ignored because its state
+//! no longer matches the code, a failure to close a store cleanly) are events. A service's
+//! existing subscriber shows them; `tracing`'s `log` feature forwards them to a `log`
+//! logger.
 #![warn(missing_docs)]
 
 pub mod aggregate;

@@ -593,8 +593,13 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
             if last_read == checkpoint {
                 return Ok(checkpoint);
             }
-            self.projection
-                .apply_batch(&batch, last_read)
+            let span = tracing::debug_span!(
+                "es.projection.batch",
+                from = checkpoint + 1,
+                to = last_read,
+                events = batch.len()
+            );
+            span.in_scope(|| self.projection.apply_batch(&batch, last_read))
                 .map_err(|source| ProjectionError::read_model(checkpoint + 1, source))?;
             checkpoint = last_read;
             if done {

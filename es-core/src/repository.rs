@@ -202,25 +202,35 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     ) -> Result<(Loaded<A>, bool), LoadError> {
         // A reaction (`cause`) must see every event of the stream to know whether it ran
         // before, so it never starts from a snapshot.
-        let snapshot = match cause {
+        let (snapshot, mut stale) = match cause {
             None => self.snapshot_start(stream_id, max_version, as_of),
-            Some(_) => None,
+            Some(_) => (None, false),
         };
         if let Some((start, position)) = snapshot {
             match self.fold_from(stream_id, start, position, max_version, as_of, cause)? {
                 Some(done) => return Ok(done),
-                None => log::warn!(
-                    "the snapshot of `{stream_id}` does not match the stream's history; rebuilding from events"
-                ),
+                None => {
+                    tracing::warn!(
+                        stream_id,
+                        "the snapshot does not match the stream's history; rebuilding from events"
+                    );
+                    stale = true;
+                }
             }
         }
         let empty = Loaded {
             state: A::default(),
             version: 0,
         };
-        Ok(self
+        let done = self
             .fold_from(stream_id, empty, 0, max_version, as_of, cause)?
-            .unwrap_or_default())
+            .unwrap_or_default();
+        // a stale snapshot is replaced now, by the state just rebuilt, so that the next
+        // load starts from it (and does not warn again)
+        if stale && max_version == u64::MAX && as_of.is_none() && done.0.version > 0 {
+            self.save_snapshot(stream_id, &done.0);
+        }
+        Ok(done)
     }
 
     /// Folds events after `start.version`. `None` when the stream does not hold, at
@@ -265,55 +275,68 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         Ok(Some((loaded, caused)))
     }
 
-    /// The state in the newest usable snapshot, if the aggregate and the store keep them.
+    /// The state in the newest usable snapshot, if the aggregate and the store keep them,
+    /// and whether a snapshot was found but is stale (to be replaced).
+    #[allow(clippy::type_complexity)]
     fn snapshot_start(
         &self,
         stream_id: &str,
         max_version: u64,
         as_of: Option<DateTime<Utc>>,
-    ) -> Option<(Loaded<A>, u64)> {
-        let policy = A::snapshot_policy()?;
-        let snapshots = self.store.snapshots()?;
+    ) -> (Option<(Loaded<A>, u64)>, bool) {
+        let (Some(policy), Some(snapshots)) = (A::snapshot_policy(), self.store.snapshots()) else {
+            return (None, false);
+        };
         let snapshot = match snapshots.load_snapshot(stream_id, max_version) {
-            Ok(found) => found?,
+            Ok(Some(found)) => found,
+            Ok(None) => return (None, false),
             Err(e) => {
-                log::warn!(
-                    "cannot read the snapshot of `{stream_id}`: {e}; rebuilding from events"
+                tracing::warn!(
+                    stream_id,
+                    error = %e,
+                    "cannot read the snapshot; rebuilding from events"
                 );
-                return None;
+                return (None, false);
             }
         };
         if snapshot.schema_version != policy.version
             || snapshot.fingerprint != A::snapshot_fingerprint()
         {
-            log::warn!(
-                "ignoring the snapshot of `{stream_id}` at version {}: written for snapshot version {} (fingerprint {:#x}), the code is at {} ({:#x})",
-                snapshot.version,
+            tracing::warn!(
+                stream_id,
+                version = snapshot.version,
+                "ignoring a snapshot written for snapshot version {} (fingerprint {:#x}), the code is at {} ({:#x}); it is replaced once rebuilt",
                 snapshot.schema_version,
                 snapshot.fingerprint,
                 policy.version,
                 A::snapshot_fingerprint()
             );
-            return None;
+            return (None, true);
         }
         if as_of.is_some_and(|t| snapshot.last_event_at > t) {
-            return None;
+            return (None, false);
         }
-        match A::decode_snapshot(&snapshot.state)? {
-            Ok(state) => Some((
-                Loaded {
-                    state,
-                    version: snapshot.version,
-                },
-                snapshot.position,
-            )),
-            Err(e) => {
-                log::warn!(
-                    "ignoring the snapshot of `{stream_id}` at version {}: {e}",
-                    snapshot.version
+        match A::decode_snapshot(&snapshot.state) {
+            Some(Ok(state)) => (
+                Some((
+                    Loaded {
+                        state,
+                        version: snapshot.version,
+                    },
+                    snapshot.position,
+                )),
+                false,
+            ),
+            Some(Err(e)) => {
+                tracing::warn!(
+                    stream_id,
+                    version = snapshot.version,
+                    error = %e,
+                    "ignoring a snapshot that does not decode; it is replaced once rebuilt"
                 );
-                None
+                (None, true)
             }
+            None => (None, false),
         }
     }
 
@@ -328,13 +351,23 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         if before / every == loaded.version / every {
             return;
         }
+        self.save_snapshot(stream_id, loaded);
+    }
+
+    /// Saves a snapshot of `loaded`. Failures are logged, never returned.
+    fn save_snapshot(&self, stream_id: &str, loaded: &Loaded<A>) {
+        let Some(policy) = A::snapshot_policy() else {
+            return;
+        };
         let Some(snapshots) = self.store.snapshots() else {
             return;
         };
+        let span = tracing::debug_span!("es.snapshot", stream_id, version = loaded.version);
+        let _entered = span.enter();
         let state = match loaded.state.encode_snapshot() {
             Some(Ok(state)) => state,
             Some(Err(e)) => {
-                log::warn!("cannot encode a snapshot of `{stream_id}`: {e}");
+                tracing::warn!("cannot encode a snapshot of `{stream_id}`: {e}");
                 return;
             }
             None => return,
@@ -349,7 +382,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             Ok(Some(e)) if e.stream_version == loaded.version => e,
             Ok(_) => return,
             Err(e) => {
-                log::warn!("cannot snapshot `{stream_id}`: {e}");
+                tracing::warn!("cannot snapshot `{stream_id}`: {e}");
                 return;
             }
         };
@@ -363,7 +396,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             state,
         };
         if let Err(e) = snapshots.save_snapshot(&snapshot) {
-            log::warn!("cannot save a snapshot of `{stream_id}`: {e}");
+            tracing::warn!("cannot save a snapshot of `{stream_id}`: {e}");
         }
     }
 
@@ -461,6 +494,45 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         T: IntoEvents<A::Events>,
     {
         let stream_id = self.stream_of(id).map_err(CommandError::Store)?;
+        let span = tracing::debug_span!(
+            "es.command",
+            stream_id = %stream_id,
+            expected_version = expected_version,
+            attempts = tracing::field::Empty,
+            version = tracing::field::Empty,
+            first_position = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let result = self.run_in_span(&stream_id, metadata, cause, expected_version, &mut command);
+        match &result {
+            Ok(done) => {
+                span.record("attempts", done.attempts);
+                span.record("version", done.version);
+                if let Some(appended) = &done.appended {
+                    span.record("first_position", appended.first_position);
+                }
+            }
+            Err(CommandError::Rejected(_)) => tracing::debug!("command rejected"),
+            Err(CommandError::Conflict { actual, .. }) => {
+                tracing::debug!(actual, "command conflicted")
+            }
+            Err(_) => tracing::debug!("command failed"),
+        }
+        result
+    }
+
+    fn run_in_span<T, E>(
+        &self,
+        stream_id: &str,
+        metadata: Metadata,
+        cause: Option<uuid::Uuid>,
+        expected_version: Option<u64>,
+        command: &mut impl FnMut(&A) -> Result<T, E>,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        T: IntoEvents<A::Events>,
+    {
+        let stream_id = stream_id.to_owned();
         let mut attempts = 0;
         loop {
             attempts += 1;

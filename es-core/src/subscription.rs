@@ -129,6 +129,19 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
     /// Reads from the store into the buffer until an event passes the filter or the log
     /// ends, a batch at a time.
     fn fill(&mut self) -> Result<(), StoreError> {
+        let span = tracing::trace_span!(
+            "es.poll",
+            from = self.next_position,
+            read = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        let from = self.next_position;
+        let result = self.fill_batches();
+        span.record("read", self.next_position - from);
+        result
+    }
+
+    fn fill_batches(&mut self) -> Result<(), StoreError> {
         loop {
             let mut read = 0;
             for event in self.store.read_all(self.next_position)? {

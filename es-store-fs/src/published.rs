@@ -78,7 +78,7 @@ impl Published {
     /// torn one, which fails its checksum): readers then see less, recovery proves less.
     pub fn write(&self, file: &dyn VfsFile) {
         if let Err(e) = file.write_all_at(&self.encode(), 0) {
-            log::warn!("publishing the log's end: {e}");
+            tracing::warn!("publishing the log's end: {e}");
         }
     }
 

@@ -68,7 +68,7 @@ impl SnapshotFiles {
             return Vec::new();
         };
         if len > MAX_SNAPSHOT_FILE {
-            log::warn!("ignoring oversized snapshot file {}", path.display());
+            tracing::warn!("ignoring oversized snapshot file {}", path.display());
             return Vec::new();
         }
         let mut bytes = vec![0u8; len as usize];
@@ -79,7 +79,7 @@ impl SnapshotFiles {
             Some(list) if list.iter().all(|s| s.stream_id == stream_id) => list,
             Some(_) => Vec::new(),
             None => {
-                log::warn!("ignoring damaged snapshot file {}", path.display());
+                tracing::warn!("ignoring damaged snapshot file {}", path.display());
                 Vec::new()
             }
         }

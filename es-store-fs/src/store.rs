@@ -319,7 +319,7 @@ impl FileStore {
         let next_position = rec.index.head + 1;
         let last_timestamp = last_commit_time(&*vfs, &rec).unwrap_or_else(|e| {
             // reads of that frame report the damage; opening stays possible
-            log::warn!("reading the last commit time: {e}");
+            tracing::warn!("reading the last commit time: {e}");
             DateTime::<Utc>::MIN_UTC
         });
         let shared = Arc::new(Shared {
@@ -498,7 +498,7 @@ impl Drop for FileStore {
         let closed = lock(&self.shared.writer).closed;
         if !closed {
             if let Err(e) = self.checkpoint().and_then(|()| self.trim()) {
-                log::warn!("closing event store {}: {e}", self.shared.dir.display());
+                tracing::warn!("closing event store {}: {e}", self.shared.dir.display());
             }
             lock(&self.shared.writer).closed = true;
         }
@@ -882,6 +882,32 @@ impl FileStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
+        let span = tracing::debug_span!(
+            "es.append",
+            stream_id,
+            events = events.len(),
+            expected = ?expected,
+            first_position = tracing::field::Empty,
+            last_version = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let result = self.append_in_span(stream_id, expected, events);
+        match &result {
+            Ok(r) => {
+                span.record("first_position", r.first_position);
+                span.record("last_version", r.last_version);
+            }
+            Err(e) => tracing::debug!(error = %e, "append refused or failed"),
+        }
+        result
+    }
+
+    fn append_in_span(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
         let shared = &*self.shared;
         shared.appending.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight(&shared.appending);
@@ -1148,7 +1174,7 @@ impl FileStore {
                     for (stream, entry) in &published {
                         if let Err(e) = index.push(stream, *entry) {
                             // cannot happen: frames were checked against the same versions
-                            log::error!("index out of step: {e}");
+                            tracing::error!("index out of step: {e}");
                         }
                     }
                     index.head
@@ -1174,7 +1200,7 @@ impl FileStore {
                 if !chunks.iter().all(|c| c.new_segment.is_none())
                     && let Err(e) = shared.save_index(&mut w)
                 {
-                    log::warn!("writing the index after a segment roll: {e}");
+                    tracing::warn!("writing the index after a segment roll: {e}");
                 }
             }
             Err(e) => {

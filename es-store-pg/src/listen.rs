@@ -38,7 +38,7 @@ impl Listener {
             .spawn(move || listen(&config, &channel, &head, &flag));
         if let Err(e) = spawned {
             // subscribers still poll; they are only woken later
-            log::warn!("cannot start the notification listener: {e}");
+            tracing::warn!("cannot start the notification listener: {e}");
         }
         Listener { stop }
     }
@@ -66,7 +66,7 @@ fn listen(config: &postgres::Config, channel: &str, head: &HeadSignal, stop: &At
             Err(e) => {
                 if !warned {
                     // a replica cannot LISTEN: its subscribers rely on polling alone
-                    log::info!("not listening for new events (subscribers poll): {e}");
+                    tracing::info!("not listening for new events (subscribers poll): {e}");
                     warned = true;
                 }
                 pause(stop, backoff);
