@@ -2,10 +2,11 @@
 //! leaves no part of one, in every durability mode (a process crash keeps what the OS
 //! holds), on the real disk.
 //!
-//! This test has its own `main`: run without `ES_KILL_CHILD`, it is the parent and starts
-//! itself again as the child, which appends from several threads and reports each append
-//! on stdout before it starts and once it is acknowledged. `ES_RELIABILITY_FULL=1` runs
-//! hundreds of rounds instead of a few.
+//! `process_kill` is the parent: it starts this test binary again running only
+//! `process_kill_child` (with `ES_KILL_CHILD` set), which appends from several threads and
+//! reports each append on stdout before it starts and once it is acknowledged. Both are
+//! ordinary tests, so any runner (`cargo test`, `cargo nextest`) runs them.
+//! `ES_RELIABILITY_FULL=1` runs hundreds of rounds instead of a few.
 
 mod common;
 
@@ -81,7 +82,8 @@ fn child(dir: &str, seed: u64, mode: u64) {
     let out = std::sync::Mutex::new(std::io::stdout());
     let say = |v: serde_json::Value| {
         let mut out = out.lock().unwrap();
-        writeln!(out, "{v}").unwrap();
+        // on a line of its own, whatever the test harness printed before it
+        writeln!(out, "\n{v}").unwrap();
         out.flush().unwrap();
     };
     std::thread::scope(|scope| {
@@ -119,6 +121,12 @@ fn round(seed: u64) -> Result<(u64, u64), String> {
     let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
     let mode = rng.below(12);
     let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+        .args([
+            "process_kill_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, dir.path())
         .env("ES_KILL_SEED", seed.to_string())
         .env("ES_KILL_MODE", mode.to_string())
@@ -191,20 +199,20 @@ fn round(seed: u64) -> Result<(u64, u64), String> {
     Ok((acks, found.appends - found.required))
 }
 
-fn main() {
+/// The child's role: only when the parent started it (`ES_KILL_CHILD` set); otherwise a
+/// no-op.
+#[test]
+fn process_kill_child() {
     if let Ok(dir) = std::env::var(CHILD) {
         let seed = std::env::var("ES_KILL_SEED").unwrap().parse().unwrap();
         let mode = std::env::var("ES_KILL_MODE").unwrap().parse().unwrap();
         child(&dir, seed, mode);
-        return;
     }
-    // honour a test-name filter from `cargo test NAME`
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    if !filters.is_empty() && !filters.iter().any(|f| "process_kill".contains(f.as_str())) {
-        println!("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out");
+}
+
+#[test]
+fn process_kill() {
+    if std::env::var(CHILD).is_ok() {
         return;
     }
     let rounds = scale(12, 500);
@@ -230,17 +238,5 @@ fn main() {
         "in-flight appends found whole after the kill",
         unacked_present,
     );
-    if failures.is_empty() {
-        println!("test process_kill ... ok");
-        println!("\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
-    } else {
-        for f in &failures {
-            eprintln!("{f}");
-        }
-        println!("test process_kill ... FAILED");
-        println!(
-            "\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out"
-        );
-        std::process::exit(101);
-    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
