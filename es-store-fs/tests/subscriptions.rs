@@ -8,19 +8,28 @@ use es_store_fs::vfs::{OpenMode, StdFs, Vfs, VfsFile};
 use es_store_fs::{FileStore, FileStoreOptions};
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 fn event(n: u64) -> NewEvent {
     NewEvent::new("Tested", 1, format!(r#"{{"n":{n}}}"#).into_bytes())
 }
 
-/// The real file system, with syncs of segment files held up while `slow` is set.
+/// A gate a held sync waits at until the test opens it.
+#[derive(Debug, Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+/// The real file system, with syncs of segment files held at the gate while `slow` is
+/// set.
 #[derive(Debug)]
 struct SlowSyncFs {
     slow: Arc<AtomicBool>,
     syncing: Arc<AtomicBool>,
+    gate: Arc<Gate>,
 }
 
 #[derive(Debug)]
@@ -29,6 +38,7 @@ struct SlowFile {
     segment: bool,
     slow: Arc<AtomicBool>,
     syncing: Arc<AtomicBool>,
+    gate: Arc<Gate>,
 }
 
 impl VfsFile for SlowFile {
@@ -41,7 +51,8 @@ impl VfsFile for SlowFile {
     fn sync_data(&self) -> io::Result<()> {
         if self.segment && self.slow.load(Ordering::SeqCst) {
             self.syncing.store(true, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(300));
+            let open = self.gate.open.lock().unwrap();
+            drop(self.gate.opened.wait_while(open, |open| !*open).unwrap());
             self.syncing.store(false, Ordering::SeqCst);
         }
         self.inner.sync_data()
@@ -67,6 +78,7 @@ impl Vfs for SlowSyncFs {
             segment: path.extension().is_some_and(|e| e == "seg"),
             slow: Arc::clone(&self.slow),
             syncing: Arc::clone(&self.syncing),
+            gate: Arc::clone(&self.gate),
         }))
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -88,9 +100,11 @@ fn an_event_is_invisible_while_its_sync_runs() {
     let dir = tempfile::tempdir().unwrap();
     let slow = Arc::new(AtomicBool::new(false));
     let syncing = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(Gate::default());
     let vfs = SlowSyncFs {
         slow: Arc::clone(&slow),
         syncing: Arc::clone(&syncing),
+        gate: Arc::clone(&gate),
     };
     let options = FileStoreOptions {
         vfs: Arc::new(vfs),
@@ -115,18 +129,18 @@ fn an_event_is_invisible_while_its_sync_runs() {
             assert!(Instant::now() < deadline, "the sync never started");
             std::thread::yield_now();
         }
-        let mut polls = 0;
-        while syncing.load(Ordering::SeqCst) {
+        // the sync is held at the gate: every look at the store in the window sees nothing
+        for _ in 0..50 {
+            assert!(syncing.load(Ordering::SeqCst), "the sync is still held");
             assert!(
                 sub.try_next().unwrap().is_none(),
                 "an event was delivered before its sync ended"
             );
             assert_eq!(store.head_position().unwrap(), 1);
             assert_eq!(store.read_all(2).unwrap().count(), 0);
-            polls += 1;
-            std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(polls > 10, "the window was observed ({polls} polls)");
+        *gate.open.lock().unwrap() = true;
+        gate.opened.notify_all();
         let acked = appender.join().unwrap();
         assert_eq!(acked.first_position, 2);
     });
