@@ -2,7 +2,10 @@
 //! blocking pool, live subscriptions are `futures_core::Stream`s.
 //!
 //! The core stays synchronous (one implementation, no runtime imposed, simple to test);
-//! this module only moves its calls off the async threads. Everything here is cheap to
+//! this module only moves its calls off the async threads. That matters doubly for
+//! es-store-pg, whose synchronous client runs a runtime of its own and panics when called
+//! from an async thread: call any store from async code only through this module or
+//! `tokio::task::spawn_blocking`. Everything here is cheap to
 //! clone and `'static`, so handlers and spawned tasks take it by value.
 //!
 //! ```

@@ -122,6 +122,17 @@ pub struct Repository<A, S> {
     _aggregate: PhantomData<fn() -> A>,
 }
 
+/// Cheap when the store is (`Arc<FileStore>`, `&S`, …): handlers and tasks take a clone.
+impl<A, S: Clone> Clone for Repository<A, S> {
+    fn clone(&self) -> Self {
+        Repository {
+            store: self.store.clone(),
+            max_attempts: self.max_attempts,
+            _aggregate: PhantomData,
+        }
+    }
+}
+
 impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// A repository over `store` that runs a conflicting command at most 5 times.
     pub fn new(store: S) -> Self {

@@ -74,7 +74,7 @@ where
 }
 
 /// Builds the service over `store`, starting the view's projection from its checkpoint
-/// in `checkpoints`.
+/// in `checkpoints`. Handlers call the synchronous store only from tokio's blocking pool.
 pub fn start<S, C>(store: S, checkpoints: C) -> Running<S, C>
 where
     S: EventStore + Clone + Send + Sync + 'static,
@@ -374,7 +374,14 @@ where
 {
     let sold = service.view.read().projection.0.clone();
     let position = service.view_progress.checkpoint();
-    let lag = service.view_progress.lag().unwrap_or(0);
+    // the store is synchronous (PostgreSQL's client even runs its own runtime): off the
+    // async threads
+    let progress = service.view_progress.clone();
+    let lag = tokio::task::spawn_blocking(move || progress.lag())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
     Json(json!({"quantity_sold": sold, "position": position, "lag": lag})).into_response()
 }
 

@@ -102,11 +102,51 @@ async fn serve(dir: &std::path::Path) -> SocketAddr {
     addr
 }
 
+/// Starts the service on PostgreSQL (`ES_PG_URL`), in a schema of its own. The
+/// synchronous client runs its own runtime, so it connects off the async threads.
+async fn serve_pg(url: String) -> SocketAddr {
+    let (store, checkpoints) = tokio::task::spawn_blocking(move || {
+        let schema = format!("cart_service_{}", std::process::id());
+        let store = es_store_pg::PgStore::connect_with(
+            &url,
+            es_store_pg::PgStoreOptions {
+                schema: schema.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let checkpoints = es_store_pg::projection::PgCheckpoints::connect(&url, &schema).unwrap();
+        (Arc::new(store), checkpoints)
+    })
+    .await
+    .unwrap();
+    let service = start(store, checkpoints);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, service.router).await });
+    addr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_versions_errors_history_and_the_view_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let addr = serve(dir.path()).await;
+    scenario(addr).await;
+}
 
+/// The same on PostgreSQL, when a server is given (CI starts one and sets `ES_PG_URL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_service_on_postgres() {
+    let Ok(url) = std::env::var("ES_PG_URL") else {
+        eprintln!("SKIPPED: ES_PG_URL is not set; the service's PostgreSQL run needs a server");
+        assert!(std::env::var_os("CI").is_none(), "CI must set ES_PG_URL");
+        return;
+    };
+    let addr = serve_pg(url).await;
+    scenario(addr).await;
+}
+
+async fn scenario(addr: SocketAddr) {
     let missing = request(addr, "GET", "/carts/42", &[], None).await;
     assert_eq!(missing.status, 404);
     let add_to_missing = request(
