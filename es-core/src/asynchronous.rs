@@ -1,5 +1,6 @@
-//! An async face for tokio services (feature `tokio`): commands and loads run on tokio's
-//! blocking pool, live subscriptions are `futures_core::Stream`s.
+//! An async face for tokio services (feature `tokio`): commands and loads run off the
+//! async threads (in place on a multi-threaded runtime, `block_in_place`; on the blocking
+//! pool otherwise), live subscriptions are `futures_core::Stream`s.
 //!
 //! The core stays synchronous (one implementation, no runtime imposed, simple to test);
 //! this module only moves its calls off the async threads. That matters doubly for
@@ -36,9 +37,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// Runs `f` on tokio's blocking pool. A panic in `f` is resumed in the caller, as if `f`
-/// had run here; `None` only when the runtime is shutting down.
+/// Runs `f` off the async threads. On a multi-threaded runtime it runs in place
+/// (`block_in_place`: the worker hands its other tasks to the others first), which spares
+/// the hand-off to a pool thread and back; elsewhere on tokio's blocking pool. A panic in
+/// `f` is resumed in the caller, as if `f` had run here; `None` only when the runtime is
+/// shutting down.
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    if tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    {
+        return Some(tokio::task::block_in_place(f));
+    }
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => Some(r),
         Err(e) => match e.try_into_panic() {
@@ -54,8 +63,8 @@ fn shutting_down() -> StoreError {
     ))
 }
 
-/// A [`Repository`] for async code: the same commands, loads and errors, each run on
-/// tokio's blocking pool. Clone it into every handler.
+/// A [`Repository`] for async code: the same commands, loads and errors, each run off the
+/// async threads. Clone it into every handler.
 pub struct AsyncRepository<A, S> {
     inner: Arc<Repository<A, S>>,
 }
@@ -86,7 +95,7 @@ where
         &self.inner
     }
 
-    /// [`Repository::execute`] on the blocking pool.
+    /// [`Repository::execute`], off the async threads.
     pub async fn execute<T, E, F>(
         &self,
         id: impl Into<String>,
@@ -100,8 +109,8 @@ where
         self.execute_with(id, Metadata::new(), command).await
     }
 
-    /// [`Repository::execute_with`] (with metadata: who, why, correlation) on the
-    /// blocking pool.
+    /// [`Repository::execute_with`] (with metadata: who, why, correlation), off the async
+    /// threads.
     pub async fn execute_with<T, E, F>(
         &self,
         id: impl Into<String>,
@@ -119,8 +128,8 @@ where
             .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
     }
 
-    /// [`Repository::execute_expecting`] (only if the instance is still at `version`) on
-    /// the blocking pool.
+    /// [`Repository::execute_expecting`] (only if the instance is still at `version`), off
+    /// the async threads.
     pub async fn execute_expecting<T, E, F>(
         &self,
         id: impl Into<String>,
@@ -139,7 +148,7 @@ where
             .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
     }
 
-    /// [`Repository::load`] on the blocking pool.
+    /// [`Repository::load`], off the async threads.
     pub async fn load(&self, id: impl Into<String>) -> Result<Loaded<A>, LoadError> {
         let (repository, id) = (Arc::clone(&self.inner), id.into());
         blocking(move || repository.load(&id))
@@ -147,7 +156,7 @@ where
             .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
     }
 
-    /// [`Repository::load_at`] on the blocking pool.
+    /// [`Repository::load_at`], off the async threads.
     pub async fn load_at(
         &self,
         id: impl Into<String>,
@@ -159,7 +168,7 @@ where
             .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
     }
 
-    /// [`Repository::history`] on the blocking pool.
+    /// [`Repository::history`], off the async threads.
     pub async fn history(
         &self,
         id: impl Into<String>,
