@@ -10,4 +10,6 @@ for example in shopping_cart bank_account warehouse; do
 done
 echo "--- cargo run --example orders --features sqlite"
 cargo run -q --locked --example orders --features sqlite -- "$tmp/orders"
+echo "--- cargo test -p es-examples --features sqlite --test orders_sqlite"
+cargo test -q --locked -p es-examples --features sqlite --test orders_sqlite
 cargo run -q --locked --example upcasting -- "$tmp/upcasting"

@@ -90,6 +90,16 @@ where
         }
     }
 
+    /// Runs `f` with the repository and the id, off the async threads.
+    async fn call<R: Send + 'static>(
+        &self,
+        id: impl Into<String>,
+        f: impl FnOnce(&Repository<A, S>, &str) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (repository, id) = (Arc::clone(&self.inner), id.into());
+        blocking(move || f(&repository, &id)).await
+    }
+
     /// The synchronous repository, for code that is already off the async threads.
     pub fn repository(&self) -> &Repository<A, S> {
         &self.inner
@@ -122,10 +132,11 @@ where
         T: IntoEvents<A::Events>,
         E: Send + 'static,
     {
-        let (repository, id) = (Arc::clone(&self.inner), id.into());
-        blocking(move || repository.execute_with(&id, metadata, command))
-            .await
-            .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
+        self.call(id, move |repository, id| {
+            repository.execute_with(id, metadata, command)
+        })
+        .await
+        .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
     }
 
     /// [`Repository::execute_expecting`] (only if the instance is still at `version`), off
@@ -142,16 +153,16 @@ where
         T: IntoEvents<A::Events>,
         E: Send + 'static,
     {
-        let (repository, id) = (Arc::clone(&self.inner), id.into());
-        blocking(move || repository.execute_expecting(&id, version, metadata, command))
-            .await
-            .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
+        self.call(id, move |repository, id| {
+            repository.execute_expecting(id, version, metadata, command)
+        })
+        .await
+        .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
     }
 
     /// [`Repository::load`], off the async threads.
     pub async fn load(&self, id: impl Into<String>) -> Result<Loaded<A>, LoadError> {
-        let (repository, id) = (Arc::clone(&self.inner), id.into());
-        blocking(move || repository.load(&id))
+        self.call(id, move |repository, id| repository.load(id))
             .await
             .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
     }
@@ -162,8 +173,7 @@ where
         id: impl Into<String>,
         version: u64,
     ) -> Result<Loaded<A>, LoadError> {
-        let (repository, id) = (Arc::clone(&self.inner), id.into());
-        blocking(move || repository.load_at(&id, version))
+        self.call(id, move |repository, id| repository.load_at(id, version))
             .await
             .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
     }
@@ -173,8 +183,7 @@ where
         &self,
         id: impl Into<String>,
     ) -> Result<Vec<Envelope<A::Events>>, LoadError> {
-        let (repository, id) = (Arc::clone(&self.inner), id.into());
-        blocking(move || repository.history(&id))
+        self.call(id, move |repository, id| repository.history(id))
             .await
             .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
     }

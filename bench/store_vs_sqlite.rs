@@ -1,7 +1,7 @@
 //! The file store against an events table in SQLite (rusqlite, WAL), measured in one run
 //! on the same events: ~160-byte JSON payloads, 10 events per stream.
 //!
-//! `cargo bench -p es-store-fs --bench store_vs_sqlite` prints a Markdown table of medians
+//! `cargo bench -p es-bench --bench store_vs_sqlite` prints a Markdown table of medians
 //! and ratios. `ES_BENCH_QUICK=1` shrinks every workload (for a smoke run);
 //! `ES_BENCH_ONLY=name,name` runs some scenarios only.
 
