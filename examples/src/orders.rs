@@ -249,6 +249,20 @@ impl<S: EventStore> StockReservations<S> {
     }
 }
 
+/// The process manager as a projection: it owns its repository, so it can run in a
+/// background thread (`ProjectionRunner::spawn`), behind a `Shared` handle that lets a
+/// service read its log while it keeps up.
+impl<S: EventStore> es_core::projection::Projection for StockReservations<S> {
+    fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+        self.react(event)
+    }
+
+    fn reset(&mut self) -> Result<(), BoxError> {
+        self.log.clear();
+        Ok(())
+    }
+}
+
 #[cfg(feature = "sqlite")]
 pub use sqlite::{OrderSummaries, SummaryRow};
 

@@ -139,3 +139,53 @@ fn warehouse_snapshots_survive_reopen() {
         );
     });
 }
+
+/// The process manager owns its repository: it runs in a background thread, and a service
+/// reads what it did, its position and its lag while it keeps up, then stops it cleanly.
+#[test]
+fn a_process_manager_runs_in_the_background_and_can_be_read() {
+    use es_core::projection::Shared;
+    use es_examples::orders::{Order, OrderLine, StockReservations};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FileStore::open(dir.path()).unwrap());
+    Repository::<Product, _>::new(store.clone())
+        .execute("kb", |p| p.receive(3))
+        .unwrap();
+    let manager = Shared::new(WithCheckpoint::new(
+        StockReservations {
+            products: Repository::<Product, _>::new(store.clone()),
+            log: Vec::new(),
+        },
+        "reservations",
+        MemoryCheckpoints::default(),
+    ));
+    let running = ProjectionRunner::new(store.clone(), manager.clone()).spawn();
+    let progress = running.progress();
+    let placed = Repository::<Order, _>::new(store.clone())
+        .execute("1", |o| {
+            o.place(
+                "Dana",
+                vec![OrderLine {
+                    sku: "kb".into(),
+                    quantity: 2,
+                }],
+                10_000,
+            )
+        })
+        .unwrap();
+    let position = placed.appended.unwrap().last_position;
+    assert!(running.wait_for(position, Duration::from_secs(10)));
+    assert!(progress.checkpoint() >= position);
+    assert!(progress.lag().unwrap() <= store.head_position().unwrap() - position);
+    let log = manager.read().projection.log.clone();
+    assert_eq!(log.len(), 1);
+    assert!(log[0].2.starts_with("reserved 2"), "{log:?}");
+    running.stop().unwrap();
+    let product = Repository::<Product, _>::new(store.clone())
+        .load("kb")
+        .unwrap();
+    assert_eq!(product.reserved, 2);
+}
