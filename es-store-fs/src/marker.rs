@@ -81,6 +81,18 @@ pub fn inspect(vfs: &dyn Vfs, dir: &Path, read_only: bool) -> Result<Found, Open
     };
     if names.iter().any(|n| is_segment(n)) {
         let first = segment_path(dir, 0);
+        // a crash while creating the store (before the marker) can leave segment 0 with
+        // a partial header: adopted like a store, and recovery redoes the header
+        let first_name = format!("{:020}{SEGMENT_SUFFIX}", 0);
+        let only_segment_0 =
+            names.iter().filter(|n| is_segment(n)).count() == 1 && names.contains(&first_name);
+        if only_segment_0
+            && let Ok(file) = vfs.open(&first, OpenMode::Read)
+            && let Ok(len) = file.len()
+            && crate::recovery::unfinished_segment(&*file, len, 0, 1).unwrap_or(false)
+        {
+            return Ok(Found::Unmarked);
+        }
         let mut header = [0u8; SEGMENT_HEADER_LEN];
         let valid = vfs
             .open(&first, OpenMode::Read)
@@ -119,9 +131,12 @@ pub fn inspect(vfs: &dyn Vfs, dir: &Path, read_only: bool) -> Result<Found, Open
             ),
         ));
     }
+    // what a crash while creating a store can leave: the lock, the published record, the
+    // marker's own temporary file
+    let marker_tmp = format!("{MARKER_FILE}.tmp");
     let foreign: Vec<&String> = names
         .iter()
-        .filter(|n| *n != LOCK_FILE && *n != PUBLISHED_FILE && !n.ends_with(".tmp"))
+        .filter(|n| *n != LOCK_FILE && *n != PUBLISHED_FILE && **n != marker_tmp)
         .collect();
     if foreign.is_empty() {
         if read_only {

@@ -82,18 +82,24 @@ impl Published {
         }
     }
 
-    /// Reads the record; `None` when absent, unreadable or not intact. A read racing the
-    /// writer's update may see half of it: it is read again a few times.
-    pub fn read(file: &dyn VfsFile) -> Option<Published> {
+    /// Reads the record: `None` when it is shorter than a record or not intact. A read
+    /// racing the writer's update may see half of it: it is read again a few times. A
+    /// failed read is an error, never taken for "no record": the record may be the only
+    /// proof of what was durable.
+    pub fn read(file: &dyn VfsFile) -> std::io::Result<Option<Published>> {
         for _ in 0..100 {
             let mut b = [0u8; LEN];
-            file.read_exact_at(&mut b, 0).ok()?;
+            match file.read_exact_at(&mut b, 0) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(e),
+            }
             if let Some(p) = Published::decode(&b) {
-                return Some(p);
+                return Ok(Some(p));
             }
             std::thread::yield_now();
         }
-        None
+        Ok(None)
     }
 }
 

@@ -115,12 +115,36 @@ enum IndexFile {
 }
 
 /// Reads and decodes `index.dat`, if present and intact.
-pub fn read_index_file(vfs: &dyn Vfs, dir: &Path) -> Option<(Index, Vec<Uuid>)> {
-    let file = vfs.open(&dir.join(INDEX_FILE), OpenMode::Read).ok()?;
-    let len = usize::try_from(file.len().ok()?).ok()?;
+/// `None` when it is absent or not intact; a failed read is an error (the file may be the
+/// only proof of what the log held).
+pub fn read_index_file(vfs: &dyn Vfs, dir: &Path) -> Result<Option<(Index, Vec<Uuid>)>, OpenError> {
+    let path = dir.join(INDEX_FILE);
+    let file = match vfs.open(&path, OpenMode::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let len = file.len().map_err(io_err(&path))?;
+    let Ok(len) = usize::try_from(len) else {
+        return Ok(None);
+    };
     let mut bytes = vec![0u8; len];
-    file.read_exact_at(&mut bytes, 0).ok()?;
-    Index::decode(&bytes)
+    match file.read_exact_at(&mut bytes, 0) {
+        Ok(()) => Ok(Index::decode(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(read_err(&path, 0)(e)),
+    }
+}
+
+/// Reads `PUBLISHED`: `None` when absent or not intact, an error when a read fails.
+pub fn read_published(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Published>, OpenError> {
+    let path = dir.join(PUBLISHED_FILE);
+    let file = match vfs.open(&path, OpenMode::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    Published::read(&*file).map_err(read_err(&path, 0))
 }
 
 /// What the bytes after the last valid frame of the last segment are.
@@ -151,8 +175,8 @@ impl Scan<'_> {
         }
         if numbers.is_empty() {
             // a store whose records prove it held events has lost its log, it is not new
-            let index_head = read_index_file(self.vfs, self.dir).map_or(0, |(i, _)| i.head);
-            let published = self.published_record();
+            let index_head = read_index_file(self.vfs, self.dir)?.map_or(0, |(i, _)| i.head);
+            let published = self.published_record()?;
             if index_head > 0
                 || published.is_some_and(|p| p.durable > (0, SEGMENT_HEADER_LEN as u64))
             {
@@ -203,7 +227,7 @@ impl Scan<'_> {
         // What a durable record proves the log held: it must still hold it.
         let mut proven: Option<((u64, u64), String)> = None;
         let mut index_lost = None;
-        let loaded = match self.load_index() {
+        let loaded = match self.load_index()? {
             IndexFile::Intact(index, ids) => {
                 let covered = index.covered;
                 let claim = format!(
@@ -224,7 +248,7 @@ impl Scan<'_> {
         };
         // the durable end the writer recorded after its last sync proves as much
         if self.o.limit.is_none()
-            && let Some(p) = self.published_record()
+            && let Some(p) = self.published_record()?
             && p.durable > (0, SEGMENT_HEADER_LEN as u64)
             && proven.as_ref().is_none_or(|(end, _)| p.durable > *end)
         {
@@ -338,7 +362,13 @@ impl Scan<'_> {
                 // Frames past the index may sit only in the page cache: after a failed
                 // fdatasync the kernel keeps showing pages it will never write. Writing
                 // them again and syncing makes them durable before anything builds on them.
-                rewrite_durably(&*file, offset, stop).map_err(io_err(&path))?;
+                rewrite_durably(&*file, offset, stop).map_err(|e| OpenError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::new(
+                        e.kind(),
+                        format!("writing offsets {offset}..{stop} again: {e}"),
+                    ),
+                })?;
             }
             if stop < len {
                 let must_hold = proven
@@ -466,12 +496,8 @@ impl Scan<'_> {
     }
 
     /// The record the writer published, if it is intact.
-    fn published_record(&self) -> Option<Published> {
-        let file = self
-            .vfs
-            .open(&self.dir.join(PUBLISHED_FILE), OpenMode::Read)
-            .ok()?;
-        Published::read(&*file)
+    fn published_record(&self) -> Result<Option<Published>, OpenError> {
+        read_published(self.vfs, self.dir)
     }
 
     fn segment_numbers(&self) -> Result<Vec<u64>, OpenError> {
@@ -496,17 +522,17 @@ impl Scan<'_> {
     }
 
     /// Reads `index.dat` and checks that what it says about frames is plausible.
-    fn load_index(&self) -> IndexFile {
-        let Some((index, ids)) = read_index_file(self.vfs, self.dir) else {
-            return IndexFile::Unusable;
+    fn load_index(&self) -> Result<IndexFile, OpenError> {
+        let Some((index, ids)) = read_index_file(self.vfs, self.dir)? else {
+            return Ok(IndexFile::Unusable);
         };
         if index.covered.1 < SEGMENT_HEADER_LEN as u64 {
-            return IndexFile::Implausible;
+            return Ok(IndexFile::Implausible);
         }
         if let Some(last) = index.frames.last()
             && (last.at.segment, last.at.offset + u64::from(last.at.len)) > index.covered
         {
-            return IndexFile::Implausible;
+            return Ok(IndexFile::Implausible);
         }
         // readers allocate what the index says a frame is long: every frame must be a
         // plausible length and in log order
@@ -518,11 +544,11 @@ impl Scan<'_> {
                 && f.at.offset >= SEGMENT_HEADER_LEN as u64
                 && (f.at.segment, f.at.offset) >= previous_end;
             if !plausible {
-                return IndexFile::Implausible;
+                return Ok(IndexFile::Implausible);
             }
             previous_end = (f.at.segment, f.at.offset + len);
         }
-        IndexFile::Intact(index, ids)
+        Ok(IndexFile::Intact(index, ids))
     }
 
     fn check_header(
@@ -725,7 +751,7 @@ enum HeaderProblem {
 /// header is written and synced before anything else, so such a file is no longer than a
 /// header and holds nothing but a prefix of the expected header with zeros. Anything else
 /// is not ours to remove.
-fn unfinished_segment(
+pub(crate) fn unfinished_segment(
     file: &dyn VfsFile,
     len: u64,
     seg: u64,
@@ -774,7 +800,8 @@ const SECTOR: u64 = 512;
 /// Whether the bad frame at `at` is what a write cut short by a crash leaves: nothing
 /// written at its start, a frame running past the end of the file, a trailing length
 /// that differs from the leading one only where it holds zeros, or, with both lengths
-/// intact, an aligned sector of zeros inside it. A flipped bit or garbage in a whole frame is none of these.
+/// intact, an aligned sector of zeros inside it or a sector torn partway (a run of zeros
+/// up to a sector boundary). A flipped bit or garbage in a whole frame is none of these.
 fn looks_unwritten(file: &dyn VfsFile, at: u64, len: u64, cap: usize) -> std::io::Result<bool> {
     if len - at < FRAME_PREFIX_LEN as u64 {
         return Ok(true);
@@ -823,13 +850,26 @@ fn looks_unwritten(file: &dyn VfsFile, at: u64, len: u64, cap: usize) -> std::io
     while block < at + n {
         let from = (block - at) as usize;
         let to = ((block + SECTOR).min(at + n) - at) as usize;
+        // a lost sector inside the frame
         if bytes[from..to].iter().all(|&b| b == 0) {
+            return Ok(true);
+        }
+        // a sector torn partway: zeros from the tear up to its end, the next one written
+        let run = bytes[..from].iter().rev().take_while(|&&b| b == 0).count();
+        if run >= TORN_SECTOR_RUN {
             return Ok(true);
         }
         block += SECTOR;
     }
     Ok(false)
 }
+
+/// Zero bytes in a row, ending at a sector boundary, that count as a sector torn partway.
+/// The binary fields of a frame hold runs of up to about 8 zero bytes (a small position's
+/// high bytes, a timestamp with no nanoseconds) and JSON none; a torn sector whose tear
+/// falls within the last few bytes before its end is refused as damage rather than risk
+/// taking a flipped bit for a tear.
+const TORN_SECTOR_RUN: usize = 12;
 
 /// Writes `from..to` of the file again with what it reads, and syncs it.
 fn rewrite_durably(file: &dyn VfsFile, from: u64, to: u64) -> std::io::Result<()> {

@@ -286,20 +286,30 @@ impl FileStore {
                     source,
                 })?;
             }
-            let lock = take_lock(&*vfs, &dir)?;
-            if found != crate::marker::Found::Store {
-                crate::marker::write(&*vfs, &dir)?;
-            }
-            (Some(lock), None)
+            (Some(take_lock(&*vfs, &dir)?), None)
         };
-        let rec = recovery::recover(
+        let recovered = recovery::recover(
             &*vfs,
             &dir,
             RecoverOptions {
                 limit: limit.map(|p| p.end),
                 ..RecoverOptions::open(frame_cap, options.read_only, options.repair)
             },
-        )?;
+        );
+        let rec = match recovered {
+            Ok(rec) => rec,
+            Err(e) => {
+                // a refused open leaves the directory as it found it
+                if lock.as_ref().is_some_and(|l| l.created) {
+                    let _ = vfs.remove_file(&dir.join(LOCK_FILE));
+                }
+                return Err(e);
+            }
+        };
+        // marked only once recovery accepted the directory: a refused open leaves no marker
+        if lock.is_some() && found != crate::marker::Found::Store {
+            crate::marker::write(&*vfs, &dir)?;
+        }
         let published_file = match &lock {
             Some(_) => {
                 let path = dir.join(PUBLISHED_FILE);
@@ -546,6 +556,8 @@ struct WriterLock {
     file: Arc<dyn VfsFile>,
     /// This process's registration of the directory.
     registered: PathBuf,
+    /// Whether taking the lock created the lock file (removed again if the open fails).
+    created: bool,
 }
 
 impl Drop for WriterLock {
@@ -588,6 +600,8 @@ fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
         lock(&OPEN_HERE).remove(&registered);
         e
     };
+    let created =
+        matches!(vfs.open(&path, OpenMode::Read), Err(e) if e.kind() == io::ErrorKind::NotFound);
     let file = vfs
         .open(&path, OpenMode::CreateOrOpen)
         .map_err(io)
@@ -633,6 +647,7 @@ fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
         dir: dir_lock,
         file,
         registered,
+        created,
     })
 }
 
@@ -646,10 +661,7 @@ pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Publishe
     if vfs.lock_dir(dir).map_err(io)?.is_some() {
         return Ok(None);
     }
-    Ok(vfs
-        .open(&dir.join(PUBLISHED_FILE), OpenMode::Read)
-        .ok()
-        .and_then(|f| Published::read(&*f)))
+    recovery::read_published(vfs, dir)
 }
 
 fn periodic_sync(shared: Weak<Shared>, interval: Duration) {

@@ -81,7 +81,7 @@ pub fn verify_on(
     let index_exists = vfs
         .open(&dir.join(recovery::INDEX_FILE), crate::vfs::OpenMode::Read)
         .is_ok();
-    let index = match recovery::read_index_file(vfs, dir) {
+    let index = match recovery::read_index_file(vfs, dir)? {
         None if !index_exists => IndexStatus::Missing,
         None => IndexStatus::Unusable("damaged (checksum or structure)".into()),
         Some((file, ids)) => compare_index(log, &scanned.ids, &file, &ids),

@@ -1,0 +1,540 @@
+//! Scenarios that try to break "never lose an acknowledged event", to make an ordinary
+//! crash refuse to open, or to get an error without file and offset: a failed read of the
+//! published record, sectors torn partway after a power loss, foreign files named like
+//! temporary ones, a refused open that would leave files behind, damage around segment
+//! boundaries, a read-only open racing a roll.
+
+mod common;
+
+use es_core::{EventStore, ExpectedVersion, RecordedEvent};
+use es_store_fs::vfs::Vfs;
+use es_store_fs::vfs::sim::{SimFs, SimOp, SimOptions};
+use es_store_fs::{FileStore, FileStoreOptions, OpenError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const DIR: &str = "/db";
+
+fn seg(no: u64) -> PathBuf {
+    Path::new(DIR).join(format!("{no:020}.seg"))
+}
+
+fn opts(fs: &SimFs) -> FileStoreOptions {
+    FileStoreOptions {
+        vfs: Arc::new(fs.clone()),
+        ..FileStoreOptions::default()
+    }
+}
+
+fn all(store: &FileStore) -> Vec<RecordedEvent> {
+    store
+        .read_all(1)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn frame_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 32;
+    while let Ok(n) = es_store_fs::format::frame_len(&bytes[at.min(bytes.len())..], 1 << 26) {
+        if at + n > bytes.len() || es_store_fs::format::check_frame(&bytes[at..at + n]).is_err() {
+            break;
+        }
+        starts.push(at);
+        at += n;
+    }
+    starts.push(at);
+    starts
+}
+
+/// Appends `n` one-event appends; returns the store (still open).
+fn write(fs: &SimFs, o: FileStoreOptions, n: u64) -> FileStore {
+    let store = FileStore::open_with(DIR, o).unwrap();
+    for i in 0..n {
+        let s = format!("s-{}", i % 5);
+        store
+            .append(&s, ExpectedVersion::Any, vec![common::event(&s, i, 120)])
+            .unwrap();
+    }
+    let _ = fs;
+    store
+}
+
+fn segments(fs: &SimFs) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs
+        .files()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Opens writable and read-only and verifies; each must refuse (Corrupted) or keep all
+/// `acked` events; and a refusal must not change any file.
+fn must_not_lose(fs: &SimFs, o: impl Fn(&SimFs) -> FileStoreOptions, acked: usize, what: &str) {
+    let files = fs.files();
+    let before: Vec<_> = files.iter().map(|f| fs.read_file(f)).collect();
+    let v = es_store_fs::tools::verify_on(fs, Path::new(DIR), &|_| {});
+    if let Ok(r) = &v {
+        assert!(
+            r.events as usize >= acked,
+            "{what}: verify passes with {} of {acked} events",
+            r.events
+        );
+    }
+    let ro = FileStore::open_with(
+        DIR,
+        FileStoreOptions {
+            read_only: true,
+            ..o(fs)
+        },
+    );
+    if let Ok(s) = &ro {
+        assert!(
+            all(s).len() >= acked,
+            "{what}: read-only open shows {} of {acked}",
+            all(s).len()
+        );
+    }
+    drop(ro);
+    match FileStore::open_with(DIR, o(fs)) {
+        Ok(s) => {
+            let n = all(&s).len();
+            assert!(
+                n >= acked,
+                "{what}: opened with {n} of {acked} acknowledged events: {:?}",
+                s.recovery_report()
+            );
+        }
+        Err(e) => {
+            assert!(matches!(e, OpenError::Corrupted { .. }), "{what}: {e}");
+            let after: Vec<_> = files.iter().map(|f| fs.read_file(f)).collect();
+            assert!(before == after, "{what}: refused ({e}) but files changed");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- held (expected)
+
+/// Always, process crash, PUBLISHED intact: zeroing any suffix of the last acknowledged
+/// frame, or the whole frame, or the whole rest of the file, is refused.
+#[test]
+fn zeroed_end_of_last_acked_frame_with_published() {
+    for seg_size in [4096u64, 1 << 20] {
+        for prealloc in [0u64, 4096] {
+            let fs = SimFs::new(1);
+            let o = |fs: &SimFs| FileStoreOptions {
+                segment_size: seg_size,
+                preallocate: prealloc,
+                ..opts(fs)
+            };
+            let store = write(&fs, o(&fs), 60);
+            let image = fs.process_crash_image();
+            drop(store);
+            let last = segments(&image).pop().unwrap();
+            let bytes = image.read_file(&last).unwrap();
+            let starts = frame_starts(&bytes);
+            let (a, b) = (starts[starts.len() - 2], starts[starts.len() - 1]);
+            for (from, to) in [
+                (b - 1, b),
+                (b - 4, b),
+                (a + 8, b),
+                (a, b),
+                (a, bytes.len()),
+                (a + 1, a + 2),
+            ] {
+                let img = image.process_crash_image();
+                let mut x = bytes.clone();
+                x[from..to].fill(0);
+                img.write_file(&last, &x);
+                must_not_lose(
+                    &img,
+                    o,
+                    60,
+                    &format!("seg {seg_size} pre {prealloc} zero {from}..{to}"),
+                );
+                // truncation too
+                let img = image.process_crash_image();
+                img.write_file(&last, &bytes[..from]);
+                must_not_lose(
+                    &img,
+                    o,
+                    60,
+                    &format!("seg {seg_size} pre {prealloc} cut at {from}"),
+                );
+            }
+        }
+    }
+}
+
+/// Small segments: damage in a sealed segment, across a boundary, deleting the last
+/// segment, a sealed one truncated at a frame boundary; with or without index.dat.
+#[test]
+fn damage_around_segment_boundaries() {
+    for drop_index in [false, true] {
+        let fs = SimFs::new(2);
+        let o = |fs: &SimFs| FileStoreOptions {
+            segment_size: 4096,
+            preallocate: 0,
+            ..opts(fs)
+        };
+        let store = write(&fs, o(&fs), 80);
+        let image = fs.process_crash_image();
+        drop(store);
+        if drop_index {
+            let _ = image.remove_file(&Path::new(DIR).join("index.dat"));
+        }
+        let segs = segments(&image);
+        assert!(segs.len() >= 3);
+        let n = segs.len();
+        let sealed = image.read_file(&segs[n - 2]).unwrap();
+        let last = image.read_file(&segs[n - 1]).unwrap();
+        let ss = frame_starts(&sealed);
+        let ls = frame_starts(&last);
+        #[allow(clippy::type_complexity)]
+        let cases: Vec<(String, Box<dyn Fn(&SimFs)>)> = vec![
+            (
+                "delete last segment".into(),
+                Box::new({
+                    let p = segs[n - 1].clone();
+                    move |f: &SimFs| f.remove_file(&p).unwrap()
+                }),
+            ),
+            (
+                "last segment header only".into(),
+                Box::new({
+                    let p = segs[n - 1].clone();
+                    let l = last.clone();
+                    move |f: &SimFs| f.write_file(&p, &l[..32])
+                }),
+            ),
+            (
+                "last segment empty".into(),
+                Box::new({
+                    let p = segs[n - 1].clone();
+                    move |f: &SimFs| f.write_file(&p, &[])
+                }),
+            ),
+            (
+                "sealed truncated at frame boundary".into(),
+                Box::new({
+                    let p = segs[n - 2].clone();
+                    let s = sealed.clone();
+                    let c = ss[ss.len() - 2];
+                    move |f: &SimFs| f.write_file(&p, &s[..c])
+                }),
+            ),
+            (
+                "sealed tail zeroed + last head zeroed".into(),
+                Box::new({
+                    let (p, q) = (segs[n - 2].clone(), segs[n - 1].clone());
+                    let (s, l) = (sealed.clone(), last.clone());
+                    let c = ss[ss.len() - 2];
+                    move |f: &SimFs| {
+                        let mut s = s.clone();
+                        s[c..].fill(0);
+                        f.write_file(&p, &s);
+                        let mut l = l.clone();
+                        l[32..].fill(0);
+                        f.write_file(&q, &l);
+                    }
+                }),
+            ),
+            (
+                "last segment all frames zeroed".into(),
+                Box::new({
+                    let p = segs[n - 1].clone();
+                    let l = last.clone();
+                    move |f: &SimFs| {
+                        let mut l = l.clone();
+                        l[32..].fill(0);
+                        f.write_file(&p, &l)
+                    }
+                }),
+            ),
+            (
+                "last segment cut after first frame".into(),
+                Box::new({
+                    let p = segs[n - 1].clone();
+                    let l = last.clone();
+                    let c = ls[1];
+                    move |f: &SimFs| f.write_file(&p, &l[..c])
+                }),
+            ),
+            (
+                "delete last two segments".into(),
+                Box::new({
+                    let (p, q) = (segs[n - 2].clone(), segs[n - 1].clone());
+                    move |f: &SimFs| {
+                        f.remove_file(&p).unwrap();
+                        f.remove_file(&q).unwrap()
+                    }
+                }),
+            ),
+        ];
+        for (what, damage) in cases {
+            let img = image.process_crash_image();
+            damage(&img);
+            must_not_lose(&img, o, 80, &format!("drop_index {drop_index}: {what}"));
+        }
+    }
+}
+
+/// Ordinary power loss with 4096-byte pages (512 is covered in crash.rs), no garbage:
+/// every crash image must open, and hold every append acknowledged before the image.
+#[test]
+
+fn power_loss_with_4k_pages_opens() {
+    let mut failures: Vec<String> = Vec::new();
+    for seed in 0..common::scale(6, 60) as u64 {
+        for page in [Some(4096u64), Some(512), None] {
+            let fs = SimFs::with_options(
+                seed,
+                SimOptions {
+                    page_size: page,
+                    garbage_percent: 0,
+                    ..SimOptions::default()
+                },
+            );
+            let o = |fs: &SimFs| FileStoreOptions {
+                segment_size: [4096, 16384][seed as usize % 2],
+                preallocate: [0, 4096, 1 << 20][seed as usize % 3],
+                ..opts(fs)
+            };
+            fs.capture_crash_images(1);
+            let store = FileStore::open_with(DIR, o(&fs)).unwrap();
+            let mut acked_at = Vec::new();
+            for i in 0..40u64 {
+                let s = format!("s-{}", i % 3);
+                let size = 50 + ((i * 37 + seed) % 900) as usize;
+                store
+                    .append(&s, ExpectedVersion::Any, vec![common::event(&s, i, size)])
+                    .unwrap();
+                acked_at.push(fs.now());
+            }
+            drop(store);
+            for (k, image) in fs.take_crash_images().into_iter().enumerate() {
+                let required = acked_at.iter().filter(|&&t| t <= image.at).count();
+                let what = format!("seed {seed} page {page:?} image {k} at {}", image.at);
+                let ro = FileStore::open_with(
+                    DIR,
+                    FileStoreOptions {
+                        read_only: true,
+                        ..o(&image.fs)
+                    },
+                );
+                match ro {
+                    Ok(s) => assert!(all(&s).len() >= required, "{what}: read-only lost"),
+                    Err(OpenError::NotAStore { .. }) if required == 0 => {}
+                    Err(e) => {
+                        if let OpenError::Corrupted { offset, file, .. } = &e {
+                            let b = image.fs.read_file(file).unwrap();
+                            let at = *offset as usize;
+                            let n =
+                                u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize + 12;
+                            let runs: Vec<(usize, usize)> = {
+                                let mut r = Vec::new();
+                                let mut i = at;
+                                while i < (at + n).min(b.len()) {
+                                    if b[i] == 0 {
+                                        let j = (i..(at + n).min(b.len()))
+                                            .find(|&j| b[j] != 0)
+                                            .unwrap_or((at + n).min(b.len()));
+                                        if j - i >= 8 {
+                                            r.push((i, j));
+                                        }
+                                        i = j;
+                                    } else {
+                                        i += 1;
+                                    }
+                                }
+                                r
+                            };
+                            eprintln!(
+                                "frame {at}..{} (file len {}), trailing len {:?}, zero runs >=8: {runs:?}",
+                                at + n,
+                                b.len(),
+                                &b[(at + n - 4).min(b.len() - 4)..(at + n).min(b.len())]
+                            );
+                            let w = FileStore::open_with(DIR, o(&image.fs));
+                            eprintln!(
+                                "writable open: {:?}",
+                                w.as_ref()
+                                    .map(|s| s.recovery_report().clone())
+                                    .map_err(|e| e.to_string())
+                            );
+                        }
+                        failures.push(format!("{what}: read-only open refused: {e}"));
+                        continue;
+                    }
+                }
+                let v = es_store_fs::tools::verify_on(&image.fs, Path::new(DIR), &|_| {});
+                if let Err(e) = v
+                    && !(required == 0 && matches!(e, OpenError::NotAStore { .. }))
+                {
+                    panic!("{what}: verify refused: {e}");
+                }
+                match FileStore::open_with(DIR, o(&image.fs)) {
+                    Ok(s) => assert!(all(&s).len() >= required, "{what}: lost acked"),
+                    Err(e) => panic!("{what}: refused: {e}"),
+                }
+            }
+        }
+    }
+    for f in &failures {
+        eprintln!("{f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} refused crash images",
+        failures.len()
+    );
+}
+
+// ---------------------------------------------------------------- findings
+
+/// A reader that read PUBLISHED just before the writer rolled a segment (and wrote the
+/// index after the roll) is simulated by putting the older PUBLISHED back while the writer
+/// lives: the read-only open should show at least the older acknowledged end.
+#[test]
+fn read_only_open_racing_a_roll() {
+    let fs = SimFs::new(3);
+    let o = |fs: &SimFs| FileStoreOptions {
+        segment_size: 4096,
+        preallocate: 0,
+        ..opts(fs)
+    };
+    let store = write(&fs, o(&fs), 3);
+    let published = Path::new(DIR).join("PUBLISHED");
+    let old = fs.read_file(&published).unwrap();
+    let mut i = 3;
+    while segments(&fs).len() < 2 {
+        let s = "s-x";
+        store
+            .append(s, ExpectedVersion::Any, vec![common::event(s, i, 120)])
+            .unwrap();
+        i += 1;
+    }
+    fs.write_file(&published, &old); // what the reader read a moment before the roll
+    let ro = FileStore::open_with(
+        DIR,
+        FileStoreOptions {
+            read_only: true,
+            ..o(&fs)
+        },
+    );
+    match ro {
+        Ok(r) => assert!(all(&r).len() >= 3),
+        Err(e) => panic!("read-only open beside a live writer refused: {e}"),
+    }
+    drop(store);
+}
+
+/// A failed read of PUBLISHED is not reported: the record is taken as absent, its proof
+/// is dropped, and the zeroed last acknowledged frame is cut as a torn tail.
+#[test]
+
+fn failed_read_of_published_drops_its_proof() {
+    let fs = SimFs::new(4);
+    let o = |fs: &SimFs| FileStoreOptions {
+        preallocate: 0,
+        ..opts(fs)
+    };
+    let store = write(&fs, o(&fs), 20);
+    let image = fs.process_crash_image();
+    drop(store);
+    let mut b = image.read_file(seg(0)).unwrap();
+    let st = frame_starts(&b);
+    let (a, e) = (st[st.len() - 2], st[st.len() - 1]);
+    b[a..e].fill(0); // the last acknowledged frame lost (e.g. a bad sector)
+    image.write_file(seg(0), &b);
+    image.fail_persistently(SimOp::Read, std::io::ErrorKind::Other, Some("PUBLISHED"));
+    match FileStore::open_with(DIR, o(&image)) {
+        Ok(s) => panic!(
+            "opened with {} of 20 acknowledged events; report {:?}",
+            all(&s).len(),
+            s.recovery_report()
+        ),
+        Err(OpenError::Io { path, .. }) => assert!(path.ends_with("PUBLISHED")),
+        Err(e) => assert!(matches!(e, OpenError::Corrupted { .. }), "{e}"),
+    }
+}
+
+/// A directory holding only a user's file whose name ends in `.tmp` is not empty, but a
+/// writable open creates a store there.
+#[test]
+
+fn directory_with_a_foreign_tmp_file_is_adopted() {
+    let fs = SimFs::new(5);
+    fs.write_file(Path::new(DIR).join("thesis-draft.tmp"), b"my work");
+    match FileStore::open_with(DIR, opts(&fs)) {
+        Err(OpenError::NotAStore { .. }) => {}
+        Ok(_) => panic!(
+            "a store was created in a directory holding thesis-draft.tmp: {:?}",
+            fs.files()
+        ),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A store whose marker and segments are gone but whose PUBLISHED proves events: the
+/// open is refused (good) but it first wrote ES-STORE and LOCK.
+#[test]
+
+fn refused_open_writes_marker() {
+    let fs = SimFs::new(6);
+    let store = write(&fs, opts(&fs), 5);
+    let image = fs.process_crash_image();
+    drop(store);
+    for f in image.files() {
+        if f.file_name().unwrap() != "PUBLISHED" {
+            image.remove_file(&f).unwrap();
+        }
+    }
+    let before = image.files();
+    let r = FileStore::open_with(DIR, opts(&image));
+    assert!(
+        r.is_err(),
+        "opened a store whose PUBLISHED proves 5 events with none"
+    );
+    let after = image.files();
+    assert_eq!(
+        before,
+        after,
+        "refused open ({}) created files: {after:?}",
+        r.err().unwrap()
+    );
+}
+
+/// Every OpenError::Io during recovery names a file, and where the failure was a read or
+/// write inside a segment, its offset. Tries a failed read/write at every point of an open.
+#[test]
+
+fn io_errors_during_open_name_file_and_offset() {
+    let fs = SimFs::new(7);
+    let o = |fs: &SimFs| FileStoreOptions {
+        preallocate: 0,
+        ..opts(fs)
+    };
+    let store = write(&fs, o(&fs), 30);
+    let image = fs.process_crash_image();
+    drop(store);
+    let mut missing = Vec::new();
+    for op in [SimOp::Read, SimOp::Write, SimOp::SyncData, SimOp::SetLen] {
+        for skip in 0..40 {
+            let img = image.process_crash_image();
+            img.fail(op, skip, std::io::ErrorKind::Other, Some(".seg"));
+            let before: Vec<_> = img.files().iter().map(|f| img.read_file(f)).collect();
+            if let Err(e) = FileStore::open_with(DIR, o(&img)) {
+                let msg = e.to_string();
+                if matches!(op, SimOp::Read | SimOp::Write) && !msg.contains("offset") {
+                    missing.push(format!("{op:?} skip {skip}: {msg}"));
+                }
+                let _ = before;
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+}
