@@ -984,6 +984,19 @@ impl Window {
         Ok(Some(&self.buf[at..at + n]))
     }
 
+    /// The length of the frame at `offset` if its prefix is there and plausible.
+    fn frame_len_at(
+        &mut self,
+        file: &dyn VfsFile,
+        offset: u64,
+        len: u64,
+        cap: usize,
+    ) -> std::io::Result<Option<usize>> {
+        Ok(self
+            .slice(file, offset, FRAME_PREFIX_LEN, len)?
+            .and_then(|prefix| format::frame_len(prefix, cap).ok()))
+    }
+
     /// The whole frame at `offset` if its length is plausible and it fits in the file.
     fn frame(
         &mut self,
@@ -992,13 +1005,10 @@ impl Window {
         len: u64,
         cap: usize,
     ) -> std::io::Result<Option<&[u8]>> {
-        let Some(prefix) = self.slice(file, offset, FRAME_PREFIX_LEN, len)? else {
-            return Ok(None);
-        };
-        let Ok(n) = format::frame_len(prefix, cap) else {
-            return Ok(None);
-        };
-        self.slice(file, offset, n, len)
+        match self.frame_len_at(file, offset, len, cap)? {
+            Some(n) => self.slice(file, offset, n, len),
+            None => Ok(None),
+        }
     }
 
     /// Like [`Window::frame`], but first checks the trailing length cheaply, for scans
@@ -1010,10 +1020,7 @@ impl Window {
         len: u64,
         cap: usize,
     ) -> std::io::Result<Option<&[u8]>> {
-        let Some(prefix) = self.slice(file, offset, FRAME_PREFIX_LEN, len)? else {
-            return Ok(None);
-        };
-        let Ok(n) = format::frame_len(prefix, cap) else {
+        let Some(n) = self.frame_len_at(file, offset, len, cap)? else {
             return Ok(None);
         };
         let body_len = (n - FRAME_OVERHEAD) as u32;

@@ -34,20 +34,6 @@ fn all(store: &FileStore) -> Vec<RecordedEvent> {
         .unwrap()
 }
 
-fn frame_starts(bytes: &[u8]) -> Vec<usize> {
-    let mut starts = Vec::new();
-    let mut at = 32;
-    while let Ok(n) = es_store_fs::format::frame_len(&bytes[at.min(bytes.len())..], 1 << 26) {
-        if at + n > bytes.len() || es_store_fs::format::check_frame(&bytes[at..at + n]).is_err() {
-            break;
-        }
-        starts.push(at);
-        at += n;
-    }
-    starts.push(at);
-    starts
-}
-
 /// Appends `n` one-event appends; returns the store (still open).
 fn write(fs: &SimFs, o: FileStoreOptions, n: u64) -> FileStore {
     let store = FileStore::open_with(DIR, o).unwrap();
@@ -135,7 +121,7 @@ fn zeroed_end_of_last_acked_frame_with_published() {
             drop(store);
             let last = segments(&image).pop().unwrap();
             let bytes = image.read_file(&last).unwrap();
-            let starts = frame_starts(&bytes);
+            let starts = common::frame_starts(&bytes);
             let (a, b) = (starts[starts.len() - 2], starts[starts.len() - 1]);
             for (from, to) in [
                 (b - 1, b),
@@ -191,8 +177,8 @@ fn damage_around_segment_boundaries() {
         let n = segs.len();
         let sealed = image.read_file(&segs[n - 2]).unwrap();
         let last = image.read_file(&segs[n - 1]).unwrap();
-        let ss = frame_starts(&sealed);
-        let ls = frame_starts(&last);
+        let ss = common::frame_starts(&sealed);
+        let ls = common::frame_starts(&last);
         #[allow(clippy::type_complexity)]
         let cases: Vec<(String, Box<dyn Fn(&SimFs)>)> = vec![
             (
@@ -469,7 +455,7 @@ fn failed_read_of_published_drops_its_proof() {
     let image = fs.process_crash_image();
     drop(store);
     let mut b = image.read_file(seg(0)).unwrap();
-    let st = frame_starts(&b);
+    let st = common::frame_starts(&b);
     let (a, e) = (st[st.len() - 2], st[st.len() - 1]);
     b[a..e].fill(0); // the last acknowledged frame lost (e.g. a bad sector)
     image.write_file(seg(0), &b);

@@ -574,21 +574,6 @@ fn sim_segment(no: u64) -> PathBuf {
     Path::new(SIM_DIR).join(format!("{no:020}.seg"))
 }
 
-/// Where each frame of a segment's bytes starts, and where the last one ends.
-fn frame_starts(bytes: &[u8]) -> Vec<usize> {
-    let mut starts = Vec::new();
-    let mut at = 32;
-    while let Ok(n) = es_store_fs::format::frame_len(&bytes[at.min(bytes.len())..], 1 << 26) {
-        if at + n > bytes.len() || es_store_fs::format::check_frame(&bytes[at..at + n]).is_err() {
-            break;
-        }
-        starts.push(at);
-        at += n;
-    }
-    starts.push(at);
-    starts
-}
-
 /// A store of `appends` one-event appends, acknowledged with fsync, left by a process
 /// crash (no clean close, so no index file covers the last segment).
 fn crashed_store(appends: u64) -> (SimFs, Vec<usize>) {
@@ -602,7 +587,7 @@ fn crashed_store(appends: u64) -> (SimFs, Vec<usize>) {
     }
     let image = fs.process_crash_image();
     drop(store);
-    let starts = frame_starts(&image.read_file(sim_segment(0)).unwrap());
+    let starts = common::frame_starts(&image.read_file(sim_segment(0)).unwrap());
     assert_eq!(starts.len() as u64, appends + 1);
     (image, starts)
 }
@@ -672,7 +657,7 @@ fn zeroed_frames_are_damage_after_the_index_file_is_deleted() {
     }
     store.close().unwrap();
     es_store_fs::vfs::Vfs::remove_file(&fs, &Path::new(SIM_DIR).join("index.dat")).unwrap();
-    let starts = frame_starts(&fs.read_file(sim_segment(0)).unwrap());
+    let starts = common::frame_starts(&fs.read_file(sim_segment(0)).unwrap());
     let mut bytes = fs.read_file(sim_segment(0)).unwrap();
     bytes[starts[100]..starts[100] + 4096].fill(0);
     fs.write_file(sim_segment(0), &bytes);

@@ -292,3 +292,18 @@ pub fn next_append_works(store: &FileStore) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Where each valid frame of a segment's bytes starts, and where the last one ends.
+pub fn frame_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 32;
+    while let Ok(n) = es_store_fs::format::frame_len(&bytes[at.min(bytes.len())..], 1 << 26) {
+        if at + n > bytes.len() || es_store_fs::format::check_frame(&bytes[at..at + n]).is_err() {
+            break;
+        }
+        starts.push(at);
+        at += n;
+    }
+    starts.push(at);
+    starts
+}
