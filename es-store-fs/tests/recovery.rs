@@ -62,6 +62,17 @@ fn forget_durable_records(dir: &Path) {
     fs::remove_file(dir.join("PUBLISHED")).unwrap();
 }
 
+/// Opens with repair: damage is cut (the user's explicit choice).
+fn open_repairing(dir: &Path) -> Result<FileStore, OpenError> {
+    FileStore::open_with(
+        dir,
+        FileStoreOptions {
+            repair: true,
+            ..FileStoreOptions::default()
+        },
+    )
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
@@ -161,14 +172,7 @@ fn zeros_after_the_tail_are_room_and_garbage_is_refused_until_repaired() {
                     "{what}: {err}"
                 );
                 assert_eq!(fs::read(segment0(dir.path())).unwrap(), data, "{what}");
-                let store = FileStore::open_with(
-                    dir.path(),
-                    FileStoreOptions {
-                        repair: true,
-                        ..FileStoreOptions::default()
-                    },
-                )
-                .unwrap();
+                let store = open_repairing(dir.path()).unwrap();
                 let repaired = store.recovery_report().repaired.clone().unwrap();
                 assert_eq!(
                     (repaired.offset, repaired.bytes_dropped),
@@ -543,14 +547,7 @@ fn a_long_garbage_tail_is_refused_and_repaired() {
         matches!(err, OpenError::Corrupted { offset, .. } if offset == ends[2]),
         "{err}"
     );
-    let store = FileStore::open_with(
-        dir.path(),
-        FileStoreOptions {
-            repair: true,
-            ..FileStoreOptions::default()
-        },
-    )
-    .unwrap();
+    let store = open_repairing(dir.path()).unwrap();
     assert_eq!(
         store.recovery_report().repaired.as_ref().map(|r| r.offset),
         Some(ends[2])

@@ -20,7 +20,24 @@ pub(crate) enum Query {
     LoadSnapshot,
 }
 
-const QUERIES: usize = 11;
+impl Query {
+    /// Every statement, in the order of their indexes.
+    const ALL: [Query; 11] = [
+        Query::ReadAll,
+        Query::ReadStream,
+        Query::StreamVersion,
+        Query::Head,
+        Query::LockStreams,
+        Query::FindIds,
+        Query::LockHead,
+        Query::Write,
+        Query::SaveSnapshot,
+        Query::TrimSnapshots,
+        Query::LoadSnapshot,
+    ];
+}
+
+const QUERIES: usize = Query::ALL.len();
 
 /// Columns of an event row, in the order [`crate::store::decode_row`] reads them.
 const EVENT_COLUMNS: &str = "stream_id, stream_version, position, event_id, recorded_at, recorded_ns, \
@@ -109,22 +126,8 @@ impl Sql {
                 ),
             }
         };
-        use Query::*;
-        let all = [
-            ReadAll,
-            ReadStream,
-            StreamVersion,
-            Head,
-            LockStreams,
-            FindIds,
-            LockHead,
-            Write,
-            SaveSnapshot,
-            TrimSnapshots,
-            LoadSnapshot,
-        ];
         Sql {
-            texts: all.map(text),
+            texts: Query::ALL.map(text),
         }
     }
 
