@@ -1,11 +1,12 @@
-//! The shopping cart as an HTTP service on the embedded file store.
+//! The shopping cart as an HTTP service on the embedded file store, or on PostgreSQL.
 //!
-//! `cargo run --example cart_service --features http [DIR | postgres://URL] [ADDR]`
+//! `cargo run --example cart_service --features http [DIR | --store postgres://URL] [ADDR]`
 //!
 //! Serves on `ADDR` (default `127.0.0.1:3000`) until interrupted; the routes are listed in
-//! `es_examples::cart_service`. Given a `postgres://` URL instead of a directory, the
-//! events, the view's checkpoint and its snapshots live in PostgreSQL (the `ES_PG_URL`
-//! environment variable does the same). Try:
+//! `es_examples::cart_service`. Given a `postgres://` URL instead of a directory (or in
+//! the `ES_STORE` environment variable), the events, the view's checkpoint and its
+//! snapshots live in PostgreSQL, schema `es_example_cart_service`, and are kept from one
+//! run to the next; a directory is emptied first. Try:
 //!
 //! ```sh
 //! curl -i -X POST localhost:3000/carts/42 -H 'content-type: application/json' -d '{"user_id":"alice"}'
@@ -16,45 +17,50 @@
 //! ```
 
 use es_examples::cart_service::{Running, ServiceError, start};
-use es_examples::fresh_data_dir;
+use es_examples::store::{Args, Location};
 use es_store_fs::{FileCheckpoints, FileStore};
-use es_store_pg::PgStore;
 use es_store_pg::projection::PgCheckpoints;
+use es_store_pg::{PgStore, PgStoreOptions};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), ServiceError> {
-    let addr = std::env::args()
-        .nth(2)
-        .unwrap_or_else(|| "127.0.0.1:3000".into());
-    let url = std::env::args()
-        .nth(1)
-        .filter(|a| a.starts_with("postgres://") || a.starts_with("postgresql://"))
-        .or_else(|| std::env::var("ES_PG_URL").ok());
+    let args = Args::from_env().map_err(std::io::Error::other)?;
+    // `[DIR | URL] [ADDR]`, or `--store X [ADDR]`
+    let (location, addr) = match &args.store {
+        Some(_) => (Location::choose("cart_service", &args, None), args.plain(0)),
+        None => (
+            Location::choose("cart_service", &args, args.plain(0)),
+            args.plain(1),
+        ),
+    };
+    let addr = addr.unwrap_or("127.0.0.1:3000").to_owned();
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
-    match url {
-        Some(url) => {
+    println!("Cart service on http://{local} (events in {location})");
+    match location {
+        Location::Postgres { url, schema } => {
             // the synchronous PostgreSQL client runs its own runtime: connect off the
             // async threads
             let (store, checkpoints) = tokio::task::spawn_blocking(move || {
+                let options = PgStoreOptions {
+                    schema: schema.clone(),
+                    ..PgStoreOptions::default()
+                };
                 Ok::<_, ServiceError>((
-                    Arc::new(PgStore::connect(&url)?),
-                    PgCheckpoints::connect(&url, "public")?,
+                    Arc::new(PgStore::connect_with(&url, options)?),
+                    PgCheckpoints::connect(&url, &schema)?,
                 ))
             })
             .await??;
-            println!("Cart service on http://{local} (store in PostgreSQL)");
             serve(listener, start(store, checkpoints)).await
         }
-        None => {
-            let dir = fresh_data_dir("cart_service")?;
+        Location::Dir(dir) => {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
             let store = Arc::new(FileStore::open(dir.join("events"))?);
             let checkpoints = FileCheckpoints::open(dir.join("checkpoints"))?;
-            println!(
-                "Cart service on http://{local} (store in {})",
-                dir.display()
-            );
             serve(listener, start(store, checkpoints)).await
         }
     }

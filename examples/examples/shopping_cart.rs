@@ -1,6 +1,6 @@
-//! The main demo: shopping carts on the embedded file store.
+//! The main demo: shopping carts on the embedded file store (or on PostgreSQL).
 //!
-//! `cargo run --example shopping_cart [DIR]`
+//! `cargo run --example shopping_cart [DIR | --store postgres://URL]`
 //!
 //! Shows commands as plain methods with invariants, an optimistic-concurrency conflict
 //! resolved by retry, the audit history of a cart with who/when/why metadata, the cart at
@@ -11,17 +11,18 @@ use es_core::projection::{ProjectionRunner, WithCheckpoint};
 use es_core::subscription::Filter;
 use es_core::{Metadata, Repository};
 use es_examples::cart::{Cart, CartEvent, QuantitySold};
-use es_examples::{dollars, fresh_data_dir};
-use es_store_fs::{FileCheckpoints, FileStore};
+use es_examples::dollars;
+use es_examples::store::{Args, ExampleStore, Location, checkpoints};
 use std::sync::Arc;
 use std::time::Duration;
 
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> BoxResult<()> {
-    let dir = fresh_data_dir("shopping_cart")?;
-    println!("Event store in {}\n", dir.display());
-    let store = Arc::new(FileStore::open(dir.join("events"))?);
+    let args = Args::from_env()?;
+    let location = Location::choose("shopping_cart", &args, args.plain(0));
+    println!("Event store in {location}\n");
+    let store = Arc::new(ExampleStore::open(&location, true)?);
     let carts = Repository::<Cart, _>::new(Arc::clone(&store));
 
     // --- commands: plain methods that check the cart and return events -------------------
@@ -130,8 +131,11 @@ fn main() -> BoxResult<()> {
         }
         carts.execute(id, |c| c.purchase())?;
     }
-    let checkpoints = FileCheckpoints::open(dir.join("checkpoints"))?;
-    let view = WithCheckpoint::new(QuantitySold::default(), "quantity_sold", checkpoints);
+    let view = WithCheckpoint::new(
+        QuantitySold::default(),
+        "quantity_sold",
+        checkpoints(&location)?,
+    );
     let running = ProjectionRunner::new(Arc::clone(&store), view)
         .with_filter(Filter::all().kinds(["cart"]))
         .spawn();
@@ -159,7 +163,7 @@ fn main() -> BoxResult<()> {
     drop(carts);
     let store = Arc::into_inner(store).ok_or("store still shared")?;
     store.close()?;
-    let store = FileStore::open(dir.join("events"))?;
+    let store = ExampleStore::open(&location, false)?;
     let carts = Repository::<Cart, _>::new(&store);
     let reopened = carts.load("42")?;
     println!(

@@ -1,10 +1,10 @@
 //! Schema evolution: history written by the first release of a subscription service,
 //! read by today's code, whose events have changed shape and name since.
 //!
-//! `cargo run --example upcasting [DIR]`
+//! `cargo run --example upcasting [DIR | --store postgres://URL]`
 //!
 //! Imports `examples/data/subscriptions-v1.jsonl` (an `es-store export` of release 1)
-//! into a fresh file store, then reads every stored event with the current event set,
+//! into a fresh store, then reads every stored event with the current event set,
 //! showing how each one is brought up to date: JSON migration steps
 //! (`migrate(1 => f)`), a typed step (`upcast_from = SubscribedV2` with `From`), a
 //! renamed event (`aliases = ["InvoicePaid"]`) and a retired one (`ignore = [..]`).
@@ -12,28 +12,26 @@
 //! were stored.
 
 use es_core::{Aggregate, Event, EventSet, EventStore, Repository};
-use es_examples::fresh_data_dir;
+use es_examples::store::{Args, ExampleStore, Location};
 use es_examples::upcasting::{PaymentReceived, Subscribed, Subscription, SubscriptionEvent};
-use es_store_fs::FileStore;
 use es_store_fs::tools::import_jsonl;
 
 /// The export of release 1, shipped with the example.
 const EXPORT: &str = include_str!("../data/subscriptions-v1.jsonl");
 const EXPORT_PATH: &str = "examples/data/subscriptions-v1.jsonl";
 
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> BoxResult<()> {
-    let dir = fresh_data_dir("upcasting")?;
-    let store = FileStore::open(dir.join("events"))?;
+    let args = Args::from_env()?;
+    let location = Location::choose("upcasting", &args, args.plain(0));
+    let store = ExampleStore::open(&location, true)?;
 
     // --- the history of release 1, imported as it was stored ----------------------------
     let report = import_jsonl(&store, &mut EXPORT.as_bytes())?;
     println!(
-        "Imported {} events in {} streams from {EXPORT_PATH} into {}.",
-        report.events_imported,
-        report.streams_imported,
-        dir.join("events").display()
+        "Imported {} events in {} streams from {EXPORT_PATH} into {location}.",
+        report.events_imported, report.streams_imported,
     );
     println!(
         "Release 1 wrote them; today's code has Subscribed at version {} and calls \

@@ -1,18 +1,18 @@
-//! A warehouse product on the file store: stock received, shipped and adjusted, never
+//! A warehouse product: stock received, shipped and adjusted, never
 //! below zero, with snapshots every 100 events on a long stream.
 //!
-//! `cargo run --example warehouse [DIR]`
+//! `cargo run --example warehouse [DIR | --store postgres://URL]`
 
 use es_core::{EventStore, Repository};
-use es_examples::fresh_data_dir;
+use es_examples::store::{Args, ExampleStore, Location};
 use es_examples::warehouse::Product;
-use es_store_fs::FileStore;
 use std::time::Instant;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = fresh_data_dir("warehouse")?;
-    println!("Event store in {}\n", dir.display());
-    let store = FileStore::open(&dir)?;
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let args = Args::from_env()?;
+    let location = Location::choose("warehouse", &args, args.plain(0));
+    println!("Event store in {location}\n");
+    let store = ExampleStore::open(&location, true)?;
     let products = Repository::<Product, _>::new(&store);
 
     products.execute("widget", |p| p.receive(10))?;
@@ -46,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let snapshot = store
         .snapshots()
-        .ok_or("the file store keeps snapshots")?
+        .ok_or("both stores keep snapshots")?
         .load_snapshot("product-gadget", u64::MAX)?
         .ok_or("a snapshot was written")?;
     let start = Instant::now();
@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let at = products.load_at("gadget", 250)?;
     let older = store
         .snapshots()
-        .ok_or("the file store keeps snapshots")?
+        .ok_or("both stores keep snapshots")?
         .load_snapshot("product-gadget", 250)?;
     println!(
         "At version 250: {} on hand ({}; snapshots newer than the wanted version are never used).",

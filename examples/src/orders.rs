@@ -1,6 +1,8 @@
 //! An order with payments and discounts, a process manager that reserves stock when an
-//! order is placed, and a CQRS read model of order summaries in SQLite, updated exactly
-//! once (each batch and its checkpoint commit in one transaction).
+//! order is placed, and a CQRS read model of order summaries, updated exactly once (each
+//! batch and its checkpoint commit in one transaction): in SQLite beside the file store
+//! (`OrderSummaries`, feature `sqlite`), or in PostgreSQL beside the PostgreSQL store
+//! ([`PgOrderSummaries`]).
 
 use crate::warehouse::{Product, StockError};
 use es_core::RecordedEvent;
@@ -263,13 +265,47 @@ impl<S: EventStore> es_core::projection::Projection for StockReservations<S> {
     }
 }
 
+/// One order summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryRow {
+    /// Stream id of the order.
+    pub order_id: String,
+    /// Customer.
+    pub customer: String,
+    /// Price before discounts.
+    pub total_cents: u64,
+    /// Discounts.
+    pub discount_cents: u64,
+    /// Payments.
+    pub paid_cents: u64,
+    /// Still owed.
+    pub owed_cents: u64,
+    /// `pending` or `paid`.
+    pub status: &'static str,
+}
+
+impl SummaryRow {
+    fn new(order_id: String, customer: String, total: u64, discount: u64, paid: u64) -> Self {
+        let owed = total.saturating_sub(discount).saturating_sub(paid);
+        SummaryRow {
+            order_id,
+            customer,
+            total_cents: total,
+            discount_cents: discount,
+            paid_cents: paid,
+            owed_cents: owed,
+            status: if owed == 0 { "paid" } else { "pending" },
+        }
+    }
+}
+
 #[cfg(feature = "sqlite")]
-pub use sqlite::{OrderSummaries, SummaryRow};
+pub use sqlite::OrderSummaries;
 
 /// The SQLite read model (feature `sqlite`, so that the other examples do not build SQLite).
 #[cfg(feature = "sqlite")]
 mod sqlite {
-    use super::OrderEvent;
+    use super::{OrderEvent, SummaryRow};
     use es_core::RecordedEvent;
     use es_core::projection::{BoxError, TransactionalProjection};
     use rusqlite::{Connection, OptionalExtension, params};
@@ -308,39 +344,16 @@ mod sqlite {
                 "SELECT order_id, customer, total_cents, discount_cents, paid_cents FROM order_summary ORDER BY order_id",
             )?;
             let rows = stmt.query_map([], |r| {
-                let (total, discount, paid): (u64, u64, u64) = (r.get(2)?, r.get(3)?, r.get(4)?);
-                let owed = total.saturating_sub(discount).saturating_sub(paid);
-                Ok(SummaryRow {
-                    order_id: r.get(0)?,
-                    customer: r.get(1)?,
-                    total_cents: total,
-                    discount_cents: discount,
-                    paid_cents: paid,
-                    owed_cents: owed,
-                    status: if owed == 0 { "paid" } else { "pending" },
-                })
+                Ok(SummaryRow::new(
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
             })?;
             rows.collect()
         }
-    }
-
-    /// One order summary.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct SummaryRow {
-        /// Stream id of the order.
-        pub order_id: String,
-        /// Customer.
-        pub customer: String,
-        /// Price before discounts.
-        pub total_cents: u64,
-        /// Discounts.
-        pub discount_cents: u64,
-        /// Payments.
-        pub paid_cents: u64,
-        /// Still owed.
-        pub owed_cents: u64,
-        /// `pending` or `paid`.
-        pub status: &'static str,
     }
 
     const CHECKPOINT_NAME: &str = "order_summary";
@@ -409,5 +422,115 @@ mod sqlite {
             tx.commit()?;
             Ok(())
         }
+    }
+}
+
+/// Order summaries in PostgreSQL: the same rows as the SQLite model's, in table
+/// `order_summary` of the store's schema. Run it inside a
+/// [`PgProjection`](es_store_pg::projection::PgProjection): each batch's rows and the
+/// projection's checkpoint commit in one transaction, and the checkpoint moves by
+/// compare-and-set, so two instances of the projector never both apply a batch.
+#[derive(Debug, Clone)]
+pub struct PgOrderSummaries {
+    table: String,
+}
+
+impl PgOrderSummaries {
+    /// The read model in `schema` (which must exist: the store creates it), creating its
+    /// table when absent.
+    pub fn create(
+        client: &mut es_store_pg::postgres::Client,
+        schema: &str,
+    ) -> Result<Self, BoxError> {
+        if schema.is_empty()
+            || !schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(format!("`{schema}` is not a schema name (lowercase, digits, `_`)").into());
+        }
+        let table = format!("\"{schema}\".order_summary");
+        client.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                order_id text PRIMARY KEY,
+                customer text NOT NULL,
+                total_cents bigint NOT NULL,
+                discount_cents bigint NOT NULL DEFAULT 0,
+                paid_cents bigint NOT NULL DEFAULT 0
+             )"
+        ))?;
+        Ok(PgOrderSummaries { table })
+    }
+
+    /// All rows, by order id.
+    pub fn rows(
+        &self,
+        client: &mut es_store_pg::postgres::Client,
+    ) -> Result<Vec<SummaryRow>, BoxError> {
+        let rows = client.query(
+            &format!(
+                "SELECT order_id, customer, total_cents, discount_cents, paid_cents FROM {} ORDER BY order_id",
+                self.table
+            ),
+            &[],
+        )?;
+        let cents = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(rows
+            .iter()
+            .map(|r| {
+                SummaryRow::new(
+                    r.get(0),
+                    r.get(1),
+                    cents(r.get(2)),
+                    cents(r.get(3)),
+                    cents(r.get(4)),
+                )
+            })
+            .collect())
+    }
+}
+
+impl es_store_pg::projection::PgReadModel for PgOrderSummaries {
+    fn apply(
+        &mut self,
+        tx: &mut es_store_pg::postgres::Transaction<'_>,
+        recorded: &RecordedEvent,
+    ) -> Result<(), BoxError> {
+        let Some(envelope) = recorded.decode::<OrderEvent>()? else {
+            return Ok(());
+        };
+        let id = &recorded.stream_id;
+        let cents = |v: u64| i64::try_from(v).map_err(|_| format!("{v} cents is past BIGINT"));
+        let t = &self.table;
+        match envelope.event {
+            OrderEvent::OrderPlaced(e) => {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {t} (order_id, customer, total_cents) VALUES ($1, $2, $3)"
+                    ),
+                    &[id, &e.customer, &cents(e.total_cents)?],
+                )?;
+            }
+            OrderEvent::DiscountApplied(e) => {
+                tx.execute(
+                    &format!(
+                        "UPDATE {t} SET discount_cents = discount_cents + $2 WHERE order_id = $1"
+                    ),
+                    &[id, &cents(e.amount_cents)?],
+                )?;
+            }
+            OrderEvent::PaymentReceived(e) => {
+                tx.execute(
+                    &format!("UPDATE {t} SET paid_cents = paid_cents + $2 WHERE order_id = $1"),
+                    &[id, &cents(e.amount_cents)?],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self, tx: &mut es_store_pg::postgres::Transaction<'_>) -> Result<(), BoxError> {
+        tx.execute(&format!("DELETE FROM {}", self.table), &[])?;
+        Ok(())
     }
 }
