@@ -18,6 +18,7 @@
 //!   CRC32C of everything before it: u32
 //! ```
 
+use crate::layout::LogOffset;
 use integer_encoding::VarInt;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -34,6 +35,13 @@ pub struct FrameRef {
     pub offset: u64,
     /// Whole frame length.
     pub len: u32,
+}
+
+impl FrameRef {
+    /// Where the frame ends (the next frame's place).
+    pub fn end(&self) -> LogOffset {
+        LogOffset::new(self.segment, self.offset + u64::from(self.len))
+    }
 }
 
 /// A frame as the index knows it.
@@ -71,13 +79,13 @@ pub struct Index<H = std::collections::hash_map::RandomState> {
     pub frames: Vec<FrameEntry>,
     /// Position of the last event (0 when empty).
     pub head: u64,
-    /// End of the indexed log: (segment, offset).
-    pub covered: (u64, u64),
+    /// End of the indexed log.
+    pub covered: LogOffset,
 }
 
 impl<H: BuildHasher + Default> Index<H> {
     /// An empty index covering nothing.
-    pub fn new(first_segment_end: (u64, u64)) -> Self {
+    pub fn new(first_segment_end: LogOffset) -> Self {
         Index {
             streams: HashMap::default(),
             stream_ids: Vec::new(),
@@ -127,7 +135,7 @@ impl<H: BuildHasher + Default> Index<H> {
         stream.version += entry.count;
         stream.frames.push(frame_no);
         self.head += entry.count;
-        self.covered = (entry.at.segment, entry.at.offset + u64::from(entry.at.len));
+        self.covered = entry.at.end();
         self.frames.push(entry);
         Ok(())
     }
@@ -165,8 +173,8 @@ impl<H: BuildHasher + Default> Index<H> {
     pub fn encode(&self, ids: &[Uuid]) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.frames.len() * 12 + ids.len() * 16);
         out.extend_from_slice(INDEX_MAGIC);
-        out.extend_from_slice(&self.covered.0.to_le_bytes());
-        out.extend_from_slice(&self.covered.1.to_le_bytes());
+        out.extend_from_slice(&self.covered.segment.to_le_bytes());
+        out.extend_from_slice(&self.covered.offset.to_le_bytes());
         out.extend_from_slice(&self.head.to_le_bytes());
         let mut buf = [0u8; 10];
         let mut var = |out: &mut Vec<u8>, v: u64| {
@@ -217,7 +225,7 @@ impl<H: BuildHasher + Default> Index<H> {
             return None;
         }
         let u64_le = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
-        let covered = (u64_le(take(&mut at, 8)?), u64_le(take(&mut at, 8)?));
+        let covered = LogOffset::new(u64_le(take(&mut at, 8)?), u64_le(take(&mut at, 8)?));
         let head = u64_le(take(&mut at, 8)?);
         let var = |at: &mut usize| -> Option<u64> {
             let (v, n) = u64::decode_var(body.get(*at..)?)?;
@@ -323,7 +331,7 @@ mod tests {
 
     #[test]
     fn forced_hash_collisions_do_not_mix_streams() {
-        let mut index: Index<BuildHasherDefault<Constant>> = Index::new((0, 32));
+        let mut index: Index<BuildHasherDefault<Constant>> = Index::new(LogOffset::new(0, 32));
         let mut position = 1;
         for round in 0..50u64 {
             for s in ["a-1", "b-1", "c-1"] {
@@ -345,7 +353,7 @@ mod tests {
 
     #[test]
     fn pushes_that_break_the_log_are_refused() {
-        let mut index: Index = Index::new((0, 32));
+        let mut index: Index = Index::new(LogOffset::new(0, 32));
         index.push("a-1", entry(1, 1, 2)).unwrap();
         assert!(
             index.push("a-1", entry(4, 3, 1)).is_err(),
@@ -360,7 +368,7 @@ mod tests {
 
     #[test]
     fn file_form_round_trips_and_rejects_damage() {
-        let mut index: Index = Index::new((0, 32));
+        let mut index: Index = Index::new(LogOffset::new(0, 32));
         index.push("a-1", entry(1, 1, 2)).unwrap();
         index.push("b-1", entry(3, 1, 1)).unwrap();
         index.push("a-1", entry(4, 3, 3)).unwrap();

@@ -13,8 +13,10 @@
 pub mod error;
 pub mod format;
 mod index;
+mod layout;
 mod marker;
 mod published;
+mod read_ahead;
 mod recovery;
 mod snapshot;
 mod store;
@@ -22,5 +24,6 @@ pub mod tools;
 pub mod vfs;
 
 pub use error::{OpenError, RecoveryReport, Repair, TornTail};
+pub use layout::LOCK_FILE;
 pub use snapshot::FileCheckpoints;
-pub use store::{Durability, FileStore, FileStoreOptions, LOCK_FILE, WriteStats};
+pub use store::{Durability, FileStore, FileStoreOptions, WriteStats};

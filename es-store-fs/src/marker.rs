@@ -14,15 +14,14 @@
 
 use crate::error::OpenError;
 use crate::format::{self, SEGMENT_HEADER_LEN, SegmentHeader};
-use crate::published::PUBLISHED_FILE;
-use crate::recovery::{SEGMENT_SUFFIX, segment_path};
-use crate::store::LOCK_FILE;
+use crate::layout::{
+    LOCK_FILE, MARKER_FILE, PUBLISHED_FILE, segment_name, segment_number, segment_path,
+    temporary_name,
+};
 use crate::vfs::{OpenMode, Vfs, write_atomically};
 use std::io::ErrorKind;
 use std::path::Path;
 
-/// Name of the marker file.
-pub const MARKER_FILE: &str = "ES-STORE";
 const FIRST_LINE: &str = "es-store-fs event store";
 
 /// What a directory holds.
@@ -75,15 +74,12 @@ pub fn inspect(vfs: &dyn Vfs, dir: &Path, read_only: bool) -> Result<Found, Open
     }
     // a damaged marker proves nothing either way: the segments decide, as for a store
     // written before markers existed
-    let is_segment = |n: &str| {
-        n.strip_suffix(SEGMENT_SUFFIX)
-            .is_some_and(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
-    };
+    let is_segment = |n: &str| segment_number(n).is_some();
     if names.iter().any(|n| is_segment(n)) {
         let first = segment_path(dir, 0);
         // a crash while creating the store (before the marker) can leave segment 0 with
         // a partial header: adopted like a store, and recovery redoes the header
-        let first_name = format!("{:020}{SEGMENT_SUFFIX}", 0);
+        let first_name = segment_name(0);
         let only_segment_0 =
             names.iter().filter(|n| is_segment(n)).count() == 1 && names.contains(&first_name);
         if only_segment_0
@@ -133,7 +129,7 @@ pub fn inspect(vfs: &dyn Vfs, dir: &Path, read_only: bool) -> Result<Found, Open
     }
     // what a crash while creating a store can leave: the lock, the published record, the
     // marker's own temporary file
-    let marker_tmp = format!("{MARKER_FILE}.tmp");
+    let marker_tmp = temporary_name(MARKER_FILE);
     let foreign: Vec<&String> = names
         .iter()
         .filter(|n| *n != LOCK_FILE && *n != PUBLISHED_FILE && **n != marker_tmp)

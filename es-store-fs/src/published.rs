@@ -19,22 +19,21 @@
 //! is damage or loss, never a torn write. The record itself is not synced: after a power
 //! loss it may be older than the log (it then proves less), never newer.
 
+use crate::layout::LogOffset;
 use crate::vfs::VfsFile;
 
-/// Name of the file.
-pub const PUBLISHED_FILE: &str = "PUBLISHED";
 const MAGIC: &[u8; 8] = b"ESPUBL02";
 const LEN: usize = 52;
 
 /// What the writer published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
-    /// Segment and offset after the last acknowledged frame.
-    pub end: (u64, u64),
+    /// Where the last acknowledged frame ends.
+    pub end: LogOffset,
     /// The last acknowledged position.
     pub head: u64,
-    /// Segment and offset up to which the log was synced.
-    pub durable: (u64, u64),
+    /// How far the log was synced.
+    pub durable: LogOffset,
 }
 
 impl Published {
@@ -43,11 +42,11 @@ impl Published {
         let mut b = [0u8; LEN];
         b[0..8].copy_from_slice(MAGIC);
         for (i, v) in [
-            self.end.0,
-            self.end.1,
+            self.end.segment,
+            self.end.offset,
             self.head,
-            self.durable.0,
-            self.durable.1,
+            self.durable.segment,
+            self.durable.offset,
         ]
         .into_iter()
         .enumerate()
@@ -68,9 +67,9 @@ impl Published {
         let at =
             |i: usize| u64::from_le_bytes(b[8 + 8 * i..16 + 8 * i].try_into().unwrap_or([0; 8]));
         Some(Published {
-            end: (at(0), at(1)),
+            end: LogOffset::new(at(0), at(1)),
             head: at(2),
-            durable: (at(3), at(4)),
+            durable: LogOffset::new(at(3), at(4)),
         })
     }
 
@@ -110,9 +109,9 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_any_flipped_bit() {
         let p = Published {
-            end: (3, 4096),
+            end: LogOffset::new(3, 4096),
             head: 77,
-            durable: (3, 2048),
+            durable: LogOffset::new(3, 2048),
         };
         let b = p.encode();
         assert_eq!(Published::decode(&b), Some(p));

@@ -7,21 +7,16 @@ use crate::format::{
     SegmentHeader,
 };
 use crate::index::{FrameEntry, FrameRef, Index};
-use crate::published::{PUBLISHED_FILE, Published};
+use crate::layout::{
+    INDEX_FILE, LogOffset, PUBLISHED_FILE, create_segment, segment_number, segment_path,
+    write_header,
+};
+use crate::published::Published;
+use crate::read_ahead::{READ_AHEAD, ReadAhead};
 use crate::vfs::{OpenMode, Vfs, VfsFile};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uuid::Uuid;
-
-/// Name of the index file.
-pub const INDEX_FILE: &str = "index.dat";
-/// Suffix of segment files.
-pub const SEGMENT_SUFFIX: &str = ".seg";
-
-/// The path of segment `no`.
-pub fn segment_path(dir: &Path, no: u64) -> PathBuf {
-    dir.join(format!("{no:020}{SEGMENT_SUFFIX}"))
-}
 
 /// What recovery hands to the store.
 pub struct Recovered {
@@ -35,8 +30,8 @@ pub struct Recovered {
     pub segment_count: u64,
     /// The last segment, open (for writing unless read-only).
     pub last_segment: Option<Arc<dyn VfsFile>>,
-    /// End of the last valid frame: (segment, offset).
-    pub end: (u64, u64),
+    /// End of the last valid frame.
+    pub end: LogOffset,
     /// Length of the last segment file (its data plus zero-filled room).
     pub allocated: u64,
     /// What was found and done.
@@ -56,7 +51,7 @@ pub struct RecoverOptions<'a> {
     pub ignore_index: bool,
     /// Read only up to this end, which a live writer published as durable: every frame
     /// before it must be valid, nothing after it is looked at.
-    pub limit: Option<(u64, u64)>,
+    pub limit: Option<LogOffset>,
     /// Called with the byte length of each frame scanned.
     pub progress: Option<&'a dyn Fn(u64)>,
 }
@@ -170,15 +165,14 @@ impl Scan<'_> {
     fn run(&self) -> Result<Recovered, OpenError> {
         let mut report = RecoveryReport::default();
         let mut numbers = self.segment_numbers()?;
-        if let Some((last, _)) = self.o.limit {
-            numbers.retain(|&n| n <= last);
+        if let Some(limit) = self.o.limit {
+            numbers.retain(|&n| n <= limit.segment);
         }
         if numbers.is_empty() {
             // a store whose records prove it held events has lost its log, it is not new
             let index_head = read_index_file(self.vfs, self.dir)?.map_or(0, |(i, _)| i.head);
             let published = self.published_record()?;
-            if index_head > 0
-                || published.is_some_and(|p| p.durable > (0, SEGMENT_HEADER_LEN as u64))
+            if index_head > 0 || published.is_some_and(|p| p.durable > LogOffset::segment_start(0))
             {
                 return Err(self.corrupted(
                     0,
@@ -192,16 +186,19 @@ impl Scan<'_> {
             if self.o.read_only {
                 return Ok(Recovered {
                     dir: self.dir.to_owned(),
-                    index: Index::new((0, SEGMENT_HEADER_LEN as u64)),
+                    index: Index::new(LogOffset::segment_start(0)),
                     ids: Vec::new(),
                     segment_count: 0,
                     last_segment: None,
-                    end: (0, SEGMENT_HEADER_LEN as u64),
+                    end: LogOffset::segment_start(0),
                     allocated: SEGMENT_HEADER_LEN as u64,
                     report,
                 });
             }
-            create_segment(self.vfs, self.dir, 0, 1)?;
+            create_segment(self.vfs, self.dir, 0, 1).map_err(|e| OpenError::Io {
+                path: segment_path(self.dir, 0),
+                source: e.into_io(),
+            })?;
             numbers.push(0);
         }
         let mode = if self.o.read_only {
@@ -225,15 +222,12 @@ impl Scan<'_> {
             );
         }
         // What a durable record proves the log held: it must still hold it.
-        let mut proven: Option<((u64, u64), String)> = None;
+        let mut proven: Option<(LogOffset, String)> = None;
         let mut index_lost = None;
         let loaded = match self.load_index()? {
             IndexFile::Intact(index, ids) => {
                 let covered = index.covered;
-                let claim = format!(
-                    "{INDEX_FILE} records {} events up to segment {} offset {}",
-                    index.head, covered.0, covered.1
-                );
+                let claim = format!("{INDEX_FILE} records {} events up to {covered}", index.head);
                 let unfit = first_unfit(&index, &lens);
                 if self.o.ignore_index || unfit.is_some() {
                     // an index of no events proves nothing about the log
@@ -249,18 +243,21 @@ impl Scan<'_> {
         // the durable end the writer recorded after its last sync proves as much
         if self.o.limit.is_none()
             && let Some(p) = self.published_record()?
-            && p.durable > (0, SEGMENT_HEADER_LEN as u64)
+            && p.durable > LogOffset::segment_start(0)
             && proven.as_ref().is_none_or(|(end, _)| p.durable > *end)
         {
             let claim = format!(
-                "{PUBLISHED_FILE} records the log as durable up to segment {} offset {}",
-                p.durable.0, p.durable.1
+                "{PUBLISHED_FILE} records the log as durable up to {}",
+                p.durable
             );
             let lost = lens
-                .get(p.durable.0 as usize)
-                .is_none_or(|&len| len < p.durable.1);
+                .get(p.durable.segment as usize)
+                .is_none_or(|&len| len < p.durable.offset);
             if lost && !self.o.repair {
-                let (seg, offset) = p.durable;
+                let LogOffset {
+                    segment: seg,
+                    offset,
+                } = p.durable;
                 let at = lens.get(seg as usize).map_or(0, |&len| len.min(offset));
                 return Err(self.corrupted(
                     seg,
@@ -270,7 +267,13 @@ impl Scan<'_> {
             }
             proven = Some((p.durable, claim));
         }
-        if let Some(((seg, offset), claim)) = &index_lost
+        if let Some((
+            LogOffset {
+                segment: seg,
+                offset,
+            },
+            claim,
+        )) = &index_lost
             && !self.o.repair
             && !self.o.ignore_index
         {
@@ -290,24 +293,24 @@ impl Scan<'_> {
             Some(loaded) => loaded,
             None => {
                 report.index_rebuilt = true;
-                (Index::new((0, SEGMENT_HEADER_LEN as u64)), Vec::new())
+                (Index::new(LogOffset::segment_start(0)), Vec::new())
             }
         };
         let mut end = index.covered;
-        let mut seg = index.covered.0;
+        let mut seg = index.covered.segment;
         while seg < segment_count {
             let is_last = seg + 1 == segment_count;
             let path = segment_path(self.dir, seg);
             let file = open(seg)?;
             let mut len = lens[seg as usize];
-            let limited = self.o.limit.is_some_and(|(s, _)| s == seg);
-            if let Some((s, o)) = self.o.limit
-                && s == seg
+            let limited = self.o.limit.is_some_and(|l| l.segment == seg);
+            if let Some(limit) = self.o.limit
+                && limit.segment == seg
             {
-                len = len.min(o);
+                len = len.min(limit.offset);
             }
-            let need_header = seg != index.covered.0 || report.index_rebuilt;
-            let mut offset = index.covered.1;
+            let need_header = seg != index.covered.segment || report.index_rebuilt;
+            let mut offset = index.covered.offset;
             if need_header {
                 match self.check_header(&*file, seg, index.head + 1) {
                     Ok(()) => offset = SEGMENT_HEADER_LEN as u64,
@@ -321,7 +324,7 @@ impl Scan<'_> {
                     Err(HeaderProblem::Io(e)) => return Err(read_err(&path, 0)(e)),
                     Err(HeaderProblem::Bad(reason)) => {
                         let leftover = is_last
-                            && proven.as_ref().is_none_or(|((s, _), _)| *s < seg)
+                            && proven.as_ref().is_none_or(|(p, _)| p.segment < seg)
                             && self.o.limit.is_none()
                             && unfinished_segment(&*file, lens[seg as usize], seg, index.head + 1)
                                 .map_err(read_err(&path, 0))?;
@@ -343,8 +346,8 @@ impl Scan<'_> {
                         }
                         if seg == 0 {
                             file.set_len(0).map_err(io_err(&path))?;
-                            write_header(&*file, 0, 1).map_err(io_err(&path))?;
-                            end = (0, SEGMENT_HEADER_LEN as u64);
+                            write_header(&*file, 0, 1).map_err(|e| io_err(&path)(e.into_io()))?;
+                            end = LogOffset::segment_start(0);
                         } else {
                             self.vfs.remove_file(&path).map_err(io_err(&path))?;
                             self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
@@ -357,7 +360,7 @@ impl Scan<'_> {
             }
             let stop =
                 self.scan_frames(&*file, seg, offset, len, &mut index, &mut ids, &mut report)?;
-            end = (seg, stop);
+            end = LogOffset::new(seg, stop);
             if is_last && stop > offset && !self.o.read_only {
                 // Frames past the index may sit only in the page cache: after a failed
                 // fdatasync the kernel keeps showing pages it will never write. Writing
@@ -373,7 +376,7 @@ impl Scan<'_> {
             if stop < len {
                 let must_hold = proven
                     .as_ref()
-                    .filter(|((s, o), _)| (*s, *o) > (seg, stop))
+                    .filter(|(p, _)| *p > LogOffset::new(seg, stop))
                     .map(|(_, claim)| claim.clone());
                 let reason = describe_bad_frame(&*file, stop, len, self.o.frame_cap)
                     .map_err(read_err(&path, stop))?;
@@ -439,18 +442,15 @@ impl Scan<'_> {
             }
             seg += 1;
         }
-        if let Some(((seg, offset), claim)) = &proven
-            && (*seg, *offset) > end
+        if let Some((proof, claim)) = &proven
+            && *proof > end
             && report.repaired.is_none()
         {
             if !self.o.repair {
                 return Err(self.corrupted(
-                    end.0,
-                    end.1,
-                    format!(
-                        "{claim}, but the log ends at segment {} offset {}",
-                        end.0, end.1
-                    ),
+                    end.segment,
+                    end.offset,
+                    format!("{claim}, but the log ends at {end}"),
                 ));
             }
             if !self.o.read_only {
@@ -464,12 +464,11 @@ impl Scan<'_> {
             }
             report.index_rebuilt = true;
             report.repaired = Some(Repair {
-                segment: end.0,
-                offset: end.1,
+                segment: end.segment,
+                offset: end.offset,
                 reason: format!(
-                    "{claim}, but the log ends at segment {} offset {}: those events are lost; \
-                     the index file is removed and the log kept as it is",
-                    end.0, end.1
+                    "{claim}, but the log ends at {end}: those events are lost; \
+                     the index file is removed and the log kept as it is"
                 ),
                 bytes_dropped: 0,
                 segments_removed: Vec::new(),
@@ -479,9 +478,11 @@ impl Scan<'_> {
             0 => None,
             n => Some(open(n - 1)?),
         };
-        let allocated = match (&last_segment, end.0 + 1 == segment_count) {
-            (Some(f), true) => f.len().map_err(io_err(&segment_path(self.dir, end.0)))?,
-            _ => end.1,
+        let allocated = match (&last_segment, end.segment + 1 == segment_count) {
+            (Some(f), true) => f
+                .len()
+                .map_err(io_err(&segment_path(self.dir, end.segment)))?,
+            _ => end.offset,
         };
         Ok(Recovered {
             dir: self.dir.to_owned(),
@@ -490,7 +491,7 @@ impl Scan<'_> {
             segment_count,
             last_segment,
             end,
-            allocated: allocated.max(end.1),
+            allocated: allocated.max(end.offset),
             report,
         })
     }
@@ -502,12 +503,7 @@ impl Scan<'_> {
 
     fn segment_numbers(&self) -> Result<Vec<u64>, OpenError> {
         let names = self.vfs.list(self.dir).map_err(io_err(self.dir))?;
-        let mut numbers: Vec<u64> = names
-            .iter()
-            .filter_map(|n| n.strip_suffix(SEGMENT_SUFFIX))
-            .filter(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
-            .filter_map(|stem| stem.parse().ok())
-            .collect();
+        let mut numbers: Vec<u64> = names.iter().filter_map(|n| segment_number(n)).collect();
         numbers.sort_unstable();
         for (i, &n) in numbers.iter().enumerate() {
             if n != i as u64 {
@@ -526,27 +522,28 @@ impl Scan<'_> {
         let Some((index, ids)) = read_index_file(self.vfs, self.dir)? else {
             return Ok(IndexFile::Unusable);
         };
-        if index.covered.1 < SEGMENT_HEADER_LEN as u64 {
+        if index.covered.offset < SEGMENT_HEADER_LEN as u64 {
             return Ok(IndexFile::Implausible);
         }
         if let Some(last) = index.frames.last()
-            && (last.at.segment, last.at.offset + u64::from(last.at.len)) > index.covered
+            && LogOffset::new(last.at.segment, last.at.offset + u64::from(last.at.len))
+                > index.covered
         {
             return Ok(IndexFile::Implausible);
         }
         // readers allocate what the index says a frame is long: every frame must be a
         // plausible length and in log order
         let min_len = (FRAME_OVERHEAD + format::MIN_BODY_LEN) as u64;
-        let mut previous_end = (0, 0);
+        let mut previous_end = LogOffset::default();
         for f in &index.frames {
             let len = u64::from(f.at.len);
             let plausible = (min_len..=self.o.frame_cap as u64).contains(&len)
                 && f.at.offset >= SEGMENT_HEADER_LEN as u64
-                && (f.at.segment, f.at.offset) >= previous_end;
+                && LogOffset::new(f.at.segment, f.at.offset) >= previous_end;
             if !plausible {
                 return Ok(IndexFile::Implausible);
             }
-            previous_end = (f.at.segment, f.at.offset + len);
+            previous_end = LogOffset::new(f.at.segment, f.at.offset + len);
         }
         Ok(IndexFile::Intact(index, ids))
     }
@@ -602,7 +599,7 @@ impl Scan<'_> {
         report: &mut RecoveryReport,
     ) -> Result<u64, OpenError> {
         let path = segment_path(self.dir, seg);
-        let mut window = Window::default();
+        let mut window = ReadAhead::default();
         while offset < len {
             let Some(bytes) = window
                 .frame(file, offset, len, self.o.frame_cap)
@@ -696,7 +693,7 @@ impl Scan<'_> {
         len: u64,
         next_position: u64,
     ) -> std::io::Result<Option<(u64, u64)>> {
-        let mut window = Window::default();
+        let mut window = ReadAhead::default();
         let mut offset = from + 1;
         while offset + (FRAME_OVERHEAD + format::MIN_BODY_LEN) as u64 <= len {
             let mut step = 1;
@@ -724,16 +721,19 @@ impl Scan<'_> {
 /// The first place where the segments present do not hold what an intact index lists:
 /// its covered segment missing or shorter than the covered end, or a listed frame past
 /// the end of its segment.
-fn first_unfit(index: &Index, lens: &[u64]) -> Option<(u64, u64)> {
-    let (seg, offset) = index.covered;
+fn first_unfit(index: &Index, lens: &[u64]) -> Option<LogOffset> {
+    let LogOffset {
+        segment: seg,
+        offset,
+    } = index.covered;
     match lens.get(seg as usize) {
-        None => return Some((seg, 0)),
-        Some(&len) if len < offset => return Some((seg, len)),
+        None => return Some(LogOffset::new(seg, 0)),
+        Some(&len) if len < offset => return Some(LogOffset::new(seg, len)),
         _ => {}
     }
     index.frames.iter().find_map(|f| {
         let len = *lens.get(f.at.segment as usize)?;
-        (f.at.offset + u64::from(f.at.len) > len).then_some((f.at.segment, len))
+        (f.at.offset + u64::from(f.at.len) > len).then_some(LogOffset::new(f.at.segment, len))
     })
 }
 
@@ -785,7 +785,7 @@ fn stale_frame(
     cap: usize,
     next_position: u64,
 ) -> std::io::Result<bool> {
-    let mut window = Window::default();
+    let mut window = ReadAhead::default();
     Ok(window
         .frame(file, at, len, cap)?
         .and_then(|bytes| format::check_frame(bytes).ok())
@@ -878,7 +878,7 @@ const TORN_SECTOR_RUN: usize = 4;
 
 /// Writes `from..to` of the file again with what it reads, and syncs it.
 fn rewrite_durably(file: &dyn VfsFile, from: u64, to: u64) -> std::io::Result<()> {
-    let mut buf = vec![0u8; WINDOW.min((to - from) as usize)];
+    let mut buf = vec![0u8; READ_AHEAD.min((to - from) as usize)];
     let mut at = from;
     while at < to {
         let n = ((to - at) as usize).min(buf.len());
@@ -891,7 +891,7 @@ fn rewrite_durably(file: &dyn VfsFile, from: u64, to: u64) -> std::io::Result<()
 
 /// Whether `from..to` of the file holds only zero bytes.
 fn all_zero(file: &dyn VfsFile, from: u64, to: u64) -> std::io::Result<bool> {
-    let mut buf = vec![0u8; WINDOW.min((to - from) as usize)];
+    let mut buf = vec![0u8; READ_AHEAD.min((to - from) as usize)];
     let mut at = from;
     while at < to {
         let n = ((to - at) as usize).min(buf.len());
@@ -932,146 +932,4 @@ fn describe_bad_frame(
             }
         }
     })
-}
-
-/// A read-ahead buffer over one file for sequential frame scans.
-#[derive(Default)]
-struct Window {
-    start: u64,
-    buf: Vec<u8>,
-}
-
-const WINDOW: usize = 1 << 20;
-
-impl Window {
-    /// Reads ahead from `offset`; `false` when fewer than `want` bytes are left.
-    fn fill(
-        &mut self,
-        file: &dyn VfsFile,
-        offset: u64,
-        want: usize,
-        len: u64,
-    ) -> std::io::Result<bool> {
-        let n = (want.max(WINDOW) as u64).min(len - offset) as usize;
-        if n < want {
-            return Ok(false);
-        }
-        self.buf.resize(n, 0);
-        if let Err(e) = file.read_exact_at(&mut self.buf, offset) {
-            self.buf.clear();
-            return Err(e);
-        }
-        self.start = offset;
-        Ok(true)
-    }
-
-    fn slice(
-        &mut self,
-        file: &dyn VfsFile,
-        offset: u64,
-        n: usize,
-        len: u64,
-    ) -> std::io::Result<Option<&[u8]>> {
-        let Some(end) = offset.checked_add(n as u64).filter(|&e| e <= len) else {
-            return Ok(None);
-        };
-        if (offset < self.start || end > self.start + self.buf.len() as u64)
-            && !self.fill(file, offset, n, len)?
-        {
-            return Ok(None);
-        }
-        let at = (offset - self.start) as usize;
-        Ok(Some(&self.buf[at..at + n]))
-    }
-
-    /// The length of the frame at `offset` if its prefix is there and plausible.
-    fn frame_len_at(
-        &mut self,
-        file: &dyn VfsFile,
-        offset: u64,
-        len: u64,
-        cap: usize,
-    ) -> std::io::Result<Option<usize>> {
-        Ok(self
-            .slice(file, offset, FRAME_PREFIX_LEN, len)?
-            .and_then(|prefix| format::frame_len(prefix, cap).ok()))
-    }
-
-    /// The whole frame at `offset` if its length is plausible and it fits in the file.
-    fn frame(
-        &mut self,
-        file: &dyn VfsFile,
-        offset: u64,
-        len: u64,
-        cap: usize,
-    ) -> std::io::Result<Option<&[u8]>> {
-        match self.frame_len_at(file, offset, len, cap)? {
-            Some(n) => self.slice(file, offset, n, len),
-            None => Ok(None),
-        }
-    }
-
-    /// Like [`Window::frame`], but first checks the trailing length cheaply, for scans
-    /// that try every offset.
-    fn candidate(
-        &mut self,
-        file: &dyn VfsFile,
-        offset: u64,
-        len: u64,
-        cap: usize,
-    ) -> std::io::Result<Option<&[u8]>> {
-        let Some(n) = self.frame_len_at(file, offset, len, cap)? else {
-            return Ok(None);
-        };
-        let body_len = (n - FRAME_OVERHEAD) as u32;
-        let trailing_at = offset + (n - 4) as u64;
-        if trailing_at + 4 > len {
-            return Ok(None);
-        }
-        // read the trailing length beside the window, not through it: moving the window
-        // for every plausible length would re-read a megabyte per offset tried
-        let mut trailing = [0u8; 4];
-        let end = self.start + self.buf.len() as u64;
-        if trailing_at >= self.start && trailing_at + 4 <= end {
-            let at = (trailing_at - self.start) as usize;
-            trailing.copy_from_slice(&self.buf[at..at + 4]);
-        } else {
-            file.read_exact_at(&mut trailing, trailing_at)?;
-        }
-        if trailing != body_len.to_le_bytes() {
-            return Ok(None);
-        }
-        self.slice(file, offset, n, len)
-    }
-}
-
-/// Writes a segment header at the start of `file`.
-pub fn write_header(
-    file: &dyn VfsFile,
-    segment_no: u64,
-    first_position: u64,
-) -> std::io::Result<()> {
-    let header = SegmentHeader {
-        segment_no,
-        first_position,
-    };
-    file.write_all_at(&header.encode(), 0)?;
-    file.sync_data()
-}
-
-/// Creates segment `no` (replacing a leftover file of a failed attempt), writes and syncs
-/// its header, and syncs the directory so the new file survives a crash.
-pub fn create_segment(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    no: u64,
-    first_position: u64,
-) -> Result<Arc<dyn VfsFile>, OpenError> {
-    let path = segment_path(dir, no);
-    let file = vfs
-        .open(&path, OpenMode::CreateTruncate)
-        .map_err(io_err(&path))?;
-    write_header(&*file, no, first_position).map_err(io_err(&path))?;
-    vfs.sync_dir(dir).map_err(io_err(dir))?;
-    Ok(file)
 }

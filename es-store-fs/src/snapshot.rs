@@ -46,7 +46,7 @@ fn stream_hash(stream_id: &str) -> u64 {
 impl SnapshotFiles {
     pub(crate) fn new(store_dir: &Path, vfs: Arc<dyn Vfs>, read_only: bool) -> Self {
         SnapshotFiles {
-            dir: store_dir.join("snapshots"),
+            dir: crate::layout::snapshot_dir(store_dir),
             vfs,
             read_only,
             write: Mutex::new(()),
@@ -55,7 +55,7 @@ impl SnapshotFiles {
 
     fn path(&self, stream_id: &str) -> PathBuf {
         self.dir
-            .join(format!("{:016x}.snap", stream_hash(stream_id)))
+            .join(crate::layout::snapshot_name(stream_hash(stream_id)))
     }
 
     /// The snapshots in the stream's file, or none when the file is missing or unusable.

@@ -3,7 +3,8 @@
 use crate::error::OpenError;
 use crate::format::MAX_FRAME_LEN;
 use crate::index::Index;
-use crate::recovery::{self, SEGMENT_SUFFIX};
+use crate::layout::{INDEX_FILE, segment_number};
+use crate::recovery;
 use crate::vfs::{StdFs, Vfs};
 use es_core::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use std::collections::BTreeMap;
@@ -79,7 +80,7 @@ pub fn verify_on(
     let scanned = recovery::recover(vfs, dir, o)?;
     let log = &scanned.index;
     let index_exists = vfs
-        .open(&dir.join(recovery::INDEX_FILE), crate::vfs::OpenMode::Read)
+        .open(&dir.join(INDEX_FILE), crate::vfs::OpenMode::Read)
         .is_ok();
     let index = match recovery::read_index_file(vfs, dir)? {
         None if !index_exists => IndexStatus::Missing,
@@ -88,8 +89,8 @@ pub fn verify_on(
     };
     if let IndexStatus::Disagrees(why) = &index {
         return Err(OpenError::Corrupted {
-            file: dir.join(recovery::INDEX_FILE),
-            segment: log.covered.0,
+            file: dir.join(INDEX_FILE),
+            segment: log.covered.segment,
             offset: 0,
             reason: format!(
                 "the index file is intact but {why}; remove it to rebuild it from the log"
@@ -168,7 +169,7 @@ fn compare_index(
 pub fn log_size(dir: &Path) -> std::io::Result<u64> {
     let mut total = 0;
     for name in StdFs.list(dir)? {
-        if name.ends_with(SEGMENT_SUFFIX) {
+        if segment_number(&name).is_some() {
             total += std::fs::metadata(dir.join(name))?.len();
         }
     }

@@ -1,0 +1,170 @@
+//! The store directory: the one module that names its files and creates segments.
+//!
+//! ```text
+//! <dir>/
+//!   ES-STORE              marker: what makes the directory recognisable as a store
+//!   LOCK                  held by the one writing process; names the holder
+//!   PUBLISHED             the writer's record of the acknowledged and durable ends
+//!   index.dat             the persisted stream index (derived data)
+//!   index.dat.tmp         an index being written
+//!   <n:020>.seg           log segments 0, 1, 2, … with no gaps
+//!   snapshots/<h:016x>.snap  the newest snapshots of one stream
+//! ```
+//!
+//! Everything else here is about places in the log: a [`LogOffset`] names a byte of one
+//! segment, and segments are created only through [`create_segment`].
+
+use crate::format::{SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::vfs::{OpenMode, Vfs, VfsFile};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Name of the lock file.
+pub const LOCK_FILE: &str = "LOCK";
+/// Name of the writer's record of the acknowledged and durable ends.
+pub const PUBLISHED_FILE: &str = "PUBLISHED";
+/// Name of the marker file.
+pub const MARKER_FILE: &str = "ES-STORE";
+/// Name of the persisted stream index.
+pub const INDEX_FILE: &str = "index.dat";
+/// Suffix of segment files.
+pub const SEGMENT_SUFFIX: &str = ".seg";
+/// Directory of snapshot files, inside the store directory.
+pub const SNAPSHOT_DIR: &str = "snapshots";
+/// Suffix of snapshot files.
+const SNAPSHOT_SUFFIX: &str = ".snap";
+/// Digits of a segment number in its file name.
+const SEGMENT_DIGITS: usize = 20;
+
+/// The name of the temporary file [`crate::vfs::write_atomically`] writes beside `name`.
+pub fn temporary_name(name: &str) -> String {
+    format!("{name}.tmp")
+}
+
+/// The file name of segment `no`.
+pub fn segment_name(no: u64) -> String {
+    format!("{no:0width$}{SEGMENT_SUFFIX}", width = SEGMENT_DIGITS)
+}
+
+/// The path of segment `no`.
+pub fn segment_path(dir: &Path, no: u64) -> PathBuf {
+    dir.join(segment_name(no))
+}
+
+/// The segment number a file name stands for, if it is a segment's name.
+pub fn segment_number(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if stem.len() != SEGMENT_DIGITS || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// The snapshot directory of the store in `dir`.
+pub fn snapshot_dir(dir: &Path) -> PathBuf {
+    dir.join(SNAPSHOT_DIR)
+}
+
+/// The name of the snapshot file of a stream whose id hashes to `hash`.
+pub fn snapshot_name(hash: u64) -> String {
+    format!("{hash:016x}{SNAPSHOT_SUFFIX}")
+}
+
+/// A place in the log: a byte offset in one segment. Ordered as the log is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LogOffset {
+    /// Segment number.
+    pub segment: u64,
+    /// Byte offset in the segment.
+    pub offset: u64,
+}
+
+impl LogOffset {
+    /// `offset` in `segment`.
+    pub const fn new(segment: u64, offset: u64) -> Self {
+        LogOffset { segment, offset }
+    }
+
+    /// The first frame's place in `segment`, right after its header.
+    pub const fn segment_start(segment: u64) -> Self {
+        LogOffset::new(segment, SEGMENT_HEADER_LEN as u64)
+    }
+}
+
+impl fmt::Display for LogOffset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "segment {} offset {}", self.segment, self.offset)
+    }
+}
+
+/// Writes segment `segment_no`'s header at the start of `file` and syncs it.
+pub fn write_header(
+    file: &dyn VfsFile,
+    segment_no: u64,
+    first_position: u64,
+) -> Result<(), CreateSegmentError> {
+    let header = SegmentHeader {
+        segment_no,
+        first_position,
+    };
+    file.write_all_at(&header.encode(), 0)
+        .map_err(CreateSegmentError::Write)?;
+    file.sync_data().map_err(CreateSegmentError::Sync)
+}
+
+/// Why a segment could not be created. A failed write (a full disk) leaves nothing the
+/// log depends on; a failed sync may have dropped pages the kernel will not write again.
+#[derive(Debug)]
+pub enum CreateSegmentError {
+    /// Creating the file or writing its header failed.
+    Write(io::Error),
+    /// Syncing the header or the directory failed.
+    Sync(io::Error),
+}
+
+impl CreateSegmentError {
+    /// The I/O error, whichever step failed.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            CreateSegmentError::Write(e) | CreateSegmentError::Sync(e) => e,
+        }
+    }
+}
+
+/// Creates segment `no` (replacing a leftover file of a failed attempt), writes and syncs
+/// its header, and syncs the directory so that the new file survives a crash.
+pub fn create_segment(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    no: u64,
+    first_position: u64,
+) -> Result<Arc<dyn VfsFile>, CreateSegmentError> {
+    let file = vfs
+        .open(&segment_path(dir, no), OpenMode::CreateTruncate)
+        .map_err(CreateSegmentError::Write)?;
+    write_header(&*file, no, first_position)?;
+    vfs.sync_dir(dir).map_err(CreateSegmentError::Sync)?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_nothing_else_parses() {
+        for no in [0, 1, 42, u64::MAX] {
+            assert_eq!(segment_number(&segment_name(no)), Some(no));
+        }
+        for name in [
+            "0.seg",
+            "0000000000000000000a.seg",
+            "00000000000000000000.sag",
+        ] {
+            assert_eq!(segment_number(name), None, "{name}");
+        }
+        assert!(LogOffset::new(1, 0) > LogOffset::new(0, u64::MAX));
+    }
+}

@@ -1,0 +1,360 @@
+//! `FileStore`: an event store in one directory. Its jobs live in submodules: options
+//! and opening ([`open`]), the group-commit writer ([`writer`]) and the readers
+//! ([`readers`]); this module holds what they share.
+
+mod open;
+mod readers;
+mod writer;
+
+pub(crate) use open::published_end;
+pub use open::{Durability, FileStoreOptions};
+pub use writer::WriteStats;
+
+use crate::error::RecoveryReport;
+use crate::format;
+use crate::index::{FrameRef, Index};
+use crate::layout::segment_path;
+use crate::snapshot::SnapshotFiles;
+use crate::vfs::{OpenMode, VfsFile};
+use es_core::snapshot::{Snapshot, SnapshotStore};
+use es_core::store::HeadSignal;
+use es_core::{AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, StoreError};
+use open::WriterLock;
+use readers::{Buffered, LogReader, StreamReader};
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::Duration;
+use writer::Writer;
+
+/// Sealed segments kept open at most, besides the active one: a store of any size stays
+/// well under the common limit of 1,024 open files.
+const MAX_OPEN_SEALED: usize = 32;
+
+/// The segment files: how many there are, the active (last) one, and a bounded set of
+/// sealed ones open for reading, least recently used first.
+struct SegmentFiles {
+    count: u64,
+    active: Option<Arc<dyn VfsFile>>,
+    sealed: VecDeque<(u64, Arc<dyn VfsFile>)>,
+}
+
+/// A durable, file-based, append-only event store in one directory.
+///
+/// ```
+/// use es_core::{EventStore, ExpectedVersion, NewEvent};
+/// use es_store_fs::FileStore;
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = FileStore::open(dir.path()).unwrap();
+/// store.append("cart-1", ExpectedVersion::NoStream, vec![NewEvent::new("CartCreated", 1, b"{}".to_vec())]).unwrap();
+/// drop(store);
+/// let store = FileStore::open(dir.path()).unwrap();
+/// assert_eq!(store.stream_version("cart-1").unwrap(), 1);
+/// ```
+pub struct FileStore {
+    shared: Arc<Shared>,
+    /// The periodic sync thread, joined at close so that the lock is released when
+    /// `close` returns.
+    sync_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStore")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the store's handle, its readers and its writer share.
+struct Shared {
+    dir: PathBuf,
+    options: FileStoreOptions,
+    frame_cap: usize,
+    /// Held for the store's lifetime; the OS locks die with it.
+    _lock: Option<WriterLock>,
+    /// Where the writer publishes the end of acknowledged frames for readers in other
+    /// processes.
+    published_file: Option<Arc<dyn VfsFile>>,
+    /// Set to stop the periodic sync thread.
+    stop_sync: (Mutex<bool>, Condvar),
+    /// What readers see: only frames whose append was acknowledged.
+    published: RwLock<Index>,
+    /// Segment files: the active one always open, sealed ones on demand.
+    segments: Mutex<SegmentFiles>,
+    writer: Mutex<Writer>,
+    /// Appends between entry and return: a group-commit leader waits for them to queue.
+    appending: AtomicU64,
+    /// Signalled when a flush ends.
+    flushed: Condvar,
+    /// The published head, for live subscribers.
+    head: HeadSignal,
+    snapshots: SnapshotFiles,
+    report: RecoveryReport,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FileStore {
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// What opening the store found and did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.shared.report
+    }
+
+    /// Number of streams.
+    pub fn stream_count(&self) -> usize {
+        read(&self.shared.published).streams.len()
+    }
+
+    /// The ids of every stream with its version, in first-append order.
+    pub fn streams(&self) -> Vec<(String, u64)> {
+        let index = read(&self.shared.published);
+        index
+            .stream_ids
+            .iter()
+            .map(|s| (s.clone(), index.version(s)))
+            .collect()
+    }
+
+    /// Writer counters since open: appends and the group commits that carried them.
+    pub fn write_stats(&self) -> WriteStats {
+        lock(&self.shared.writer).stats
+    }
+
+    /// Failed flushes whose appenders have not all returned yet (kept so that none of
+    /// them mistakes its failed append for an acknowledged one). For tests: it must not
+    /// grow with the number of failed appends.
+    #[doc(hidden)]
+    pub fn failures_held(&self) -> usize {
+        lock(&self.shared.writer).failures_held()
+    }
+
+    /// Bytes of log on disk (segments only).
+    pub fn log_bytes(&self) -> io::Result<u64> {
+        let count = lock(&self.shared.segments).count;
+        (0..count)
+            .map(|no| {
+                self.shared
+                    .segment(no)
+                    .map_err(|e| io::Error::other(e.to_string()))?
+                    .len()
+            })
+            .sum()
+    }
+
+    /// Syncs the log and writes the index file, so that the next open does not rescan.
+    /// Called by `Drop`; call it yourself to see its errors.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.shared.options.read_only {
+            return Ok(());
+        }
+        let mut w = lock(&self.shared.writer);
+        while w.flushing {
+            w = self
+                .shared
+                .flushed
+                .wait(w)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(reason) = &w.poisoned {
+            return Err(StoreError::ReadOnly(reason.clone()));
+        }
+        self.shared.save_index(&mut w)
+    }
+
+    /// Cuts the zero-filled room off the active segment (done at close).
+    fn trim(&self) -> Result<(), StoreError> {
+        if self.shared.options.read_only {
+            return Ok(());
+        }
+        let mut w = lock(&self.shared.writer);
+        let end = w.durable_tail;
+        if w.poisoned.is_some() || w.allocated <= end.offset {
+            return Ok(());
+        }
+        let file = self.shared.segment(end.segment)?;
+        file.set_len(end.offset)?;
+        file.sync_data()?;
+        w.allocated = end.offset;
+        Ok(())
+    }
+
+    /// Syncs, writes the index, and closes. When it returns, the directory's lock is
+    /// released (the store can be opened again at once).
+    pub fn close(self) -> Result<(), StoreError> {
+        let result = self.checkpoint().and_then(|()| self.trim());
+        lock(&self.shared.writer).closed = true;
+        self.stop_sync_thread();
+        result
+    }
+
+    fn stop_sync_thread(&self) {
+        let (stop, wake) = &self.shared.stop_sync;
+        *lock(stop) = true;
+        wake.notify_all();
+        if let Some(thread) = lock(&self.sync_thread).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for FileStore {
+    fn drop(&mut self) {
+        let closed = lock(&self.shared.writer).closed;
+        if !closed {
+            if let Err(e) = self.checkpoint().and_then(|()| self.trim()) {
+                tracing::warn!("closing event store {}: {e}", self.shared.dir.display());
+            }
+            lock(&self.shared.writer).closed = true;
+        }
+        self.stop_sync_thread();
+    }
+}
+
+impl Shared {
+    /// Segment `no`: the active one, or a sealed one from the bounded set of open files
+    /// (opened read-only on demand, the least recently used closed beyond
+    /// [`MAX_OPEN_SEALED`]).
+    fn segment(&self, no: u64) -> Result<Arc<dyn VfsFile>, StoreError> {
+        let mut files = lock(&self.segments);
+        if no + 1 == files.count
+            && let Some(active) = &files.active
+        {
+            return Ok(Arc::clone(active));
+        }
+        if no >= files.count {
+            return Err(StoreError::Corrupted(format!(
+                "segment {no} does not exist (the log has {} segments)",
+                files.count
+            )));
+        }
+        if let Some(i) = files.sealed.iter().position(|(n, _)| *n == no) {
+            let entry = files.sealed.remove(i).unwrap_or_else(|| unreachable!());
+            let file = Arc::clone(&entry.1);
+            files.sealed.push_back(entry);
+            return Ok(file);
+        }
+        let path = segment_path(&self.dir, no);
+        let file = self.options.vfs.open(&path, OpenMode::Read).map_err(|e| {
+            StoreError::Io(io::Error::new(
+                e.kind(),
+                format!("opening `{}`: {e}", path.display()),
+            ))
+        })?;
+        if files.sealed.len() >= MAX_OPEN_SEALED {
+            files.sealed.pop_front();
+        }
+        files.sealed.push_back((no, Arc::clone(&file)));
+        Ok(file)
+    }
+
+    /// A failed read of a published frame: an I/O error naming the file and offset. A
+    /// file shorter than a frame the index lists is damage, not a failed read.
+    fn read_failed(&self, at: FrameRef, e: io::Error) -> StoreError {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            return corrupted(at, "the segment ends inside a frame the index lists");
+        }
+        let path = segment_path(&self.dir, at.segment);
+        StoreError::Io(io::Error::new(
+            e.kind(),
+            format!("reading `{}` at offset {}: {e}", path.display(), at.offset),
+        ))
+    }
+
+    /// Reads and checks the frame at `at`.
+    fn read_frame(&self, at: FrameRef, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+        buf.resize(at.len as usize, 0);
+        let file = self.segment(at.segment)?;
+        file.read_exact_at(buf, at.offset)
+            .map_err(|e| self.read_failed(at, e))?;
+        format::check_frame(buf).map_err(|e| corrupted(at, &e.to_string()))?;
+        Ok(())
+    }
+}
+
+fn corrupted(at: FrameRef, reason: &str) -> StoreError {
+    StoreError::Corrupted(format!(
+        "segment {} at offset {}: {reason}",
+        at.segment, at.offset
+    ))
+}
+
+impl EventStore for FileStore {
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.do_append(stream_id, expected, events)
+    }
+
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<EventStream<'_>, StoreError> {
+        self.shared.options.limits.check_stream_id(stream_id)?;
+        Ok(Box::new(Buffered::new(StreamReader::new(
+            &self.shared,
+            stream_id,
+            from_version,
+        ))))
+    }
+
+    fn read_all(&self, from_position: u64) -> Result<EventStream<'_>, StoreError> {
+        Ok(Box::new(Buffered::new(LogReader::new(
+            &self.shared,
+            from_position,
+        ))))
+    }
+
+    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        self.shared.options.limits.check_stream_id(stream_id)?;
+        Ok(read(&self.shared.published).version(stream_id))
+    }
+
+    fn head_position(&self) -> Result<u64, StoreError> {
+        Ok(read(&self.shared.published).head)
+    }
+
+    fn wait_for_head(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
+        Ok(self.shared.head.wait(position, timeout))
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotStore> {
+        Some(self)
+    }
+}
+
+impl SnapshotStore for FileStore {
+    fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.shared
+            .options
+            .limits
+            .check_stream_id(&snapshot.stream_id)?;
+        self.shared.snapshots.save(snapshot)
+    }
+
+    fn load_snapshot(
+        &self,
+        stream_id: &str,
+        max_version: u64,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.shared.options.limits.check_stream_id(stream_id)?;
+        Ok(self.shared.snapshots.load(stream_id, max_version))
+    }
+}

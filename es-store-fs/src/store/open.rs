@@ -1,0 +1,387 @@
+//! Options and opening: checking the options, taking the directory's write lock,
+//! recovering the log and starting the store's threads.
+
+use super::writer::{Writer, periodic_sync};
+use super::{FileStore, SegmentFiles, Shared, lock};
+use crate::error::OpenError;
+use crate::format::{self, Frame};
+use crate::layout::{LOCK_FILE, PUBLISHED_FILE, segment_path};
+use crate::published::Published;
+use crate::recovery::{self, RecoverOptions};
+use crate::snapshot::SnapshotFiles;
+use crate::vfs::{DirLock, OpenMode, StdFs, Vfs, VfsFile};
+use chrono::{DateTime, Utc};
+use es_core::Limits;
+use es_core::store::HeadSignal;
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
+
+/// When an acknowledged append is on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `fdatasync` before acknowledging (the default). A crash loses no acknowledged append.
+    #[default]
+    Always,
+    /// Acknowledge once written to the OS; a background thread syncs every interval. A
+    /// crash of the machine (not of the process) can lose the appends of the last
+    /// interval, never a part of one.
+    Periodic(Duration),
+    /// Never sync except when a segment is sealed and at close. A machine crash can lose
+    /// anything not yet written back by the OS, never a part of an append.
+    None,
+}
+
+/// Options of [`FileStore::open_with`].
+#[derive(Debug, Clone)]
+pub struct FileStoreOptions {
+    /// When acknowledged appends are durable.
+    pub durability: Durability,
+    /// Size limits on what is appended.
+    pub limits: Limits,
+    /// A segment is sealed and a new one started once it reaches this size.
+    pub segment_size: u64,
+    /// Truncate the log at the first damaged frame instead of refusing to open,
+    /// reporting what was dropped in [`FileStore::recovery_report`].
+    pub repair: bool,
+    /// Open without the write lock: reads only, nothing on disk changes.
+    pub read_only: bool,
+    /// The active segment grows in zero-filled steps of this many bytes, so that most
+    /// syncs persist data only, not a new file size (0 grows it frame by frame).
+    pub preallocate: u64,
+    /// The file system (the real one unless a test swaps it).
+    pub vfs: Arc<dyn Vfs>,
+}
+
+impl Default for FileStoreOptions {
+    fn default() -> Self {
+        FileStoreOptions {
+            durability: Durability::Always,
+            limits: Limits::default(),
+            segment_size: 64 * 1024 * 1024,
+            repair: false,
+            read_only: false,
+            preallocate: 1024 * 1024,
+            vfs: Arc::new(StdFs),
+        }
+    }
+}
+
+impl FileStoreOptions {
+    /// The largest frame an append can produce under these limits.
+    fn largest_frame(&self) -> usize {
+        let l = &self.limits;
+        let per_event = 16 + 10 + 12 + 10 + 10 + 10 + 10;
+        l.max_batch_size
+            .saturating_add(
+                l.max_batch_events
+                    .saturating_mul(per_event + l.max_event_type_len),
+            )
+            .saturating_add(l.max_stream_id_len + 64)
+    }
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileStore, OpenError> {
+        Self::open_with(dir, FileStoreOptions::default())
+    }
+
+    /// Opens the store in `dir` without the write lock, to read while another process
+    /// writes. Beside a live writer it sees exactly the appends the writer had
+    /// acknowledged when it opened (the writer publishes that end after every commit),
+    /// never a frame being written; without one, it reads the log as recovery would,
+    /// reporting a torn tail instead of cutting it. It changes nothing on disk and does
+    /// not follow later appends (open it again for those). Appends are refused.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<FileStore, OpenError> {
+        Self::open_with(
+            dir,
+            FileStoreOptions {
+                read_only: true,
+                ..FileStoreOptions::default()
+            },
+        )
+    }
+
+    /// Opens the store in `dir`.
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        options: FileStoreOptions,
+    ) -> Result<FileStore, OpenError> {
+        let dir = dir.as_ref().to_owned();
+        if options.segment_size < 4096 {
+            return Err(OpenError::InvalidOptions(format!(
+                "segment_size {} is below the minimum of 4096 bytes",
+                options.segment_size
+            )));
+        }
+        options
+            .limits
+            .validate()
+            .map_err(|e| OpenError::InvalidOptions(e.to_string()))?;
+        if let Durability::Periodic(d) = options.durability
+            && d.is_zero()
+        {
+            return Err(OpenError::InvalidOptions(
+                "a periodic sync interval must be above zero".into(),
+            ));
+        }
+        let frame_cap = format::MAX_FRAME_LEN;
+        if options.largest_frame() > frame_cap {
+            return Err(OpenError::InvalidOptions(format!(
+                "the limits allow appends of up to {} bytes once encoded; the format caps a frame at {frame_cap}",
+                options.largest_frame()
+            )));
+        }
+        let vfs = Arc::clone(&options.vfs);
+        let found = crate::marker::inspect(&*vfs, &dir, options.read_only)?;
+        let (lock, limit) = if options.read_only {
+            (None, published_end(&*vfs, &dir)?)
+        } else {
+            if found == crate::marker::Found::Nothing {
+                vfs.create_dir_all(&dir).map_err(|source| OpenError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+            (Some(take_lock(&*vfs, &dir)?), None)
+        };
+        let recovered = recovery::recover(
+            &*vfs,
+            &dir,
+            RecoverOptions {
+                limit: limit.map(|p| p.end),
+                ..RecoverOptions::open(frame_cap, options.read_only, options.repair)
+            },
+        );
+        let rec = match recovered {
+            Ok(rec) => rec,
+            Err(e) => {
+                // a refused open leaves the directory as it found it
+                if lock.as_ref().is_some_and(|l| l.created) {
+                    let _ = vfs.remove_file(&dir.join(LOCK_FILE));
+                }
+                return Err(e);
+            }
+        };
+        // marked only once recovery accepted the directory: a refused open leaves no marker
+        if lock.is_some() && found != crate::marker::Found::Store {
+            crate::marker::write(&*vfs, &dir)?;
+        }
+        let published_file = match &lock {
+            Some(_) => {
+                let path = dir.join(PUBLISHED_FILE);
+                let file = vfs
+                    .open(&path, OpenMode::CreateOrOpen)
+                    .map_err(|source| OpenError::Io { path, source })?;
+                Published {
+                    end: rec.end,
+                    head: rec.index.head,
+                    durable: rec.end,
+                }
+                .write(&*file);
+                Some(file)
+            }
+            None => None,
+        };
+        let next_position = rec.index.head + 1;
+        let last_timestamp = last_commit_time(&*vfs, &rec).unwrap_or_else(|e| {
+            // reads of that frame report the damage; opening stays possible
+            tracing::warn!("reading the last commit time: {e}");
+            DateTime::<Utc>::MIN_UTC
+        });
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            frame_cap,
+            _lock: lock,
+            published_file,
+            stop_sync: (Mutex::new(false), Condvar::new()),
+            published: RwLock::new(rec.index),
+            segments: Mutex::new(SegmentFiles {
+                count: rec.segment_count,
+                active: rec.last_segment,
+                sealed: VecDeque::new(),
+            }),
+            writer: Mutex::new(Writer::new(
+                rec.end,
+                next_position,
+                rec.ids,
+                rec.allocated,
+                last_timestamp,
+            )),
+            appending: AtomicU64::new(0),
+            flushed: Condvar::new(),
+            head: HeadSignal::new(next_position - 1),
+            snapshots: SnapshotFiles::new(&dir, Arc::clone(&vfs), options.read_only),
+            report: rec.report,
+            options,
+        });
+        if let Durability::Periodic(interval) = shared.options.durability
+            && !shared.options.read_only
+        {
+            let weak = Arc::downgrade(&shared);
+            let thread = std::thread::Builder::new()
+                .name("es-store-fs-sync".into())
+                .spawn(move || periodic_sync(weak, interval))
+                .map_err(|source| OpenError::Io {
+                    path: shared.dir.clone(),
+                    source,
+                })?;
+            return Ok(FileStore {
+                shared,
+                sync_thread: Mutex::new(Some(thread)),
+            });
+        }
+        Ok(FileStore {
+            shared,
+            sync_thread: Mutex::new(None),
+        })
+    }
+}
+
+/// The commit time of the last frame, so that commit times never go backwards across a
+/// reopen, even when the clock does.
+fn last_commit_time(vfs: &dyn Vfs, rec: &recovery::Recovered) -> Result<DateTime<Utc>, OpenError> {
+    let Some(last) = rec.index.frames.last() else {
+        return Ok(DateTime::<Utc>::MIN_UTC);
+    };
+    let path = segment_path(&rec.dir, last.at.segment);
+    let corrupted = |reason: String| OpenError::Corrupted {
+        file: path.clone(),
+        segment: last.at.segment,
+        offset: last.at.offset,
+        reason,
+    };
+    let file = vfs.open(&path, OpenMode::Read).map_err(|e| {
+        corrupted(format!(
+            "the segment of the last frame cannot be opened: {e}"
+        ))
+    })?;
+    let mut bytes = vec![0u8; last.at.len as usize];
+    file.read_exact_at(&mut bytes, last.at.offset)
+        .map_err(|e| corrupted(format!("unreadable last frame: {e}")))?;
+    let frame = format::check_frame(&bytes)
+        .and_then(Frame::parse)
+        .map_err(|e| corrupted(format!("last frame: {e}")))?;
+    Ok(frame.place.timestamp)
+}
+
+/// The write lock: an advisory lock on the directory itself (which a user cannot delete
+/// from under a running writer and recreate) and on the lock file (which names the
+/// holder).
+#[allow(dead_code)] // held for their `Drop`
+pub(super) struct WriterLock {
+    dir: DirLock,
+    file: Arc<dyn VfsFile>,
+    /// This process's registration of the directory.
+    registered: PathBuf,
+    /// Whether taking the lock created the lock file (removed again if the open fails).
+    created: bool,
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        lock(&OPEN_HERE).remove(&self.registered);
+    }
+}
+
+/// Store directories this process has open for writing.
+static OPEN_HERE: Mutex<std::collections::BTreeSet<PathBuf>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+/// How long a lock that names this process but that this process no longer holds is
+/// waited for: a child process being started holds copies of the parent's descriptors
+/// (and so its locks) until it executes its program.
+const FORKED_LOCK_WAIT: Duration = Duration::from_millis(500);
+
+fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| OpenError::Io {
+        path: path.clone(),
+        source,
+    };
+    let me = format!("process {}", std::process::id());
+    let registered = if vfs.shared_by_the_process() {
+        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned())
+    } else {
+        PathBuf::new()
+    };
+    if vfs.shared_by_the_process() && !lock(&OPEN_HERE).insert(registered.clone()) {
+        return Err(OpenError::Locked {
+            dir: dir.to_owned(),
+            holder: format!(
+                "this process ({}) already has it open: share that `FileStore` (it is `Sync`; wrap it in an `Arc`)",
+                std::process::id()
+            ),
+        });
+    }
+    let unregister = |e| {
+        lock(&OPEN_HERE).remove(&registered);
+        e
+    };
+    let created =
+        matches!(vfs.open(&path, OpenMode::Read), Err(e) if e.kind() == io::ErrorKind::NotFound);
+    let file = vfs
+        .open(&path, OpenMode::CreateOrOpen)
+        .map_err(io)
+        .map_err(unregister)?;
+    let started = std::time::Instant::now();
+    let dir_lock = loop {
+        let dir_lock = vfs
+            .lock_dir(dir)
+            .map_err(|source| OpenError::Io {
+                path: dir.to_owned(),
+                source,
+            })
+            .map_err(unregister)?;
+        let locked = match dir_lock {
+            Some(dir_lock) if file.try_lock().map_err(io).map_err(unregister)? => Some(dir_lock),
+            _ => None,
+        };
+        if let Some(dir_lock) = locked {
+            break dir_lock;
+        }
+        let mut holder = vec![0u8; 256];
+        let n = file.read_at(&mut holder, 0).unwrap_or(0);
+        let holder = String::from_utf8_lossy(&holder[..n]).trim().to_owned();
+        if holder == me && started.elapsed() < FORKED_LOCK_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        lock(&OPEN_HERE).remove(&registered);
+        return Err(OpenError::Locked {
+            dir: dir.to_owned(),
+            holder: if holder.is_empty() {
+                "unknown holder".into()
+            } else {
+                holder
+            },
+        });
+    };
+    file.set_len(0).map_err(io).map_err(unregister)?;
+    file.write_all_at(me.as_bytes(), 0)
+        .map_err(io)
+        .map_err(unregister)?;
+    Ok(WriterLock {
+        dir: dir_lock,
+        file,
+        registered,
+        created,
+    })
+}
+
+/// For a read-only open: the end a live writer published, or `None` when no writer holds
+/// the directory (then the log is read as recovery would, without cutting anything).
+pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Published>, OpenError> {
+    let io = |source| OpenError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    if vfs.lock_dir(dir).map_err(io)?.is_some() {
+        return Ok(None);
+    }
+    recovery::read_published(vfs, dir)
+}

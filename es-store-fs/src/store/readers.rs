@@ -1,0 +1,194 @@
+//! The readers: one stream's frames found through the index, and the global log read in
+//! order through a read-ahead window; both decode a frame at a time.
+
+use super::{Shared, corrupted, read};
+use crate::format::{self, Frame};
+use crate::index::FrameEntry;
+use crate::read_ahead::ReadAhead;
+use es_core::{RecordedEvent, StoreError};
+use std::collections::VecDeque;
+
+/// Frames fetched from the index per lock acquisition.
+const FRAMES_PER_FETCH: usize = 64;
+
+/// Frames a log-order read takes from the index at once: enough to let its read-ahead
+/// window span a megabyte of small frames.
+const LOG_FRAMES_PER_FETCH: usize = 1024;
+
+/// Yields the events of frames that a [`FrameSource`] decodes one frame at a time, and
+/// stops for good after an error.
+pub(super) struct Buffered<S> {
+    source: S,
+    events: VecDeque<RecordedEvent>,
+    failed: bool,
+}
+
+impl<S> Buffered<S> {
+    pub(super) fn new(source: S) -> Self {
+        Buffered {
+            source,
+            events: VecDeque::new(),
+            failed: false,
+        }
+    }
+}
+
+/// Frames in reading order.
+trait FrameSource {
+    /// Decodes the next frame's wanted events into `out`; `false` when there is none.
+    fn next_frame(&mut self, out: &mut VecDeque<RecordedEvent>) -> Result<bool, StoreError>;
+}
+
+impl<S: FrameSource> Iterator for Buffered<S> {
+    type Item = Result<RecordedEvent, StoreError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        while self.events.is_empty() {
+            match self.source.next_frame(&mut self.events) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.events.pop_front().map(Ok)
+    }
+}
+
+/// Decodes a checked frame's events from index `skip` on into `out`, after checking that
+/// the frame is the one the index describes.
+fn decode_frame(
+    bytes: &[u8],
+    entry: &FrameEntry,
+    stream_id: Option<&str>,
+    skip: u64,
+    out: &mut VecDeque<RecordedEvent>,
+) -> Result<(), StoreError> {
+    let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
+    let frame = Frame::parse(body).map_err(|e| corrupted(entry.at, &e.to_string()))?;
+    if frame.place.first_position != entry.first_position
+        || frame.place.first_version != entry.first_version
+        || frame.count != entry.count
+        || stream_id.is_some_and(|s| s != frame.stream_id)
+    {
+        return Err(corrupted(entry.at, "the frame does not match the index"));
+    }
+    frame
+        .into_recorded(skip, out)
+        .map_err(|e| corrupted(entry.at, &e.to_string()))
+}
+
+/// One stream's frames, found through the index.
+pub(super) struct StreamReader<'a> {
+    shared: &'a Shared,
+    stream_id: String,
+    next_version: u64,
+    frames: VecDeque<FrameEntry>,
+    buf: Vec<u8>,
+}
+
+impl<'a> StreamReader<'a> {
+    /// Reads `stream_id` from `from_version` on.
+    pub(super) fn new(shared: &'a Shared, stream_id: &str, from_version: u64) -> Self {
+        StreamReader {
+            shared,
+            stream_id: stream_id.to_owned(),
+            next_version: from_version.max(1),
+            frames: VecDeque::new(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl FrameSource for StreamReader<'_> {
+    fn next_frame(&mut self, out: &mut VecDeque<RecordedEvent>) -> Result<bool, StoreError> {
+        if self.frames.is_empty() {
+            let index = read(&self.shared.published);
+            self.frames.extend(index.stream_frames(
+                &self.stream_id,
+                self.next_version,
+                FRAMES_PER_FETCH,
+            ));
+        }
+        let Some(entry) = self.frames.pop_front() else {
+            return Ok(false);
+        };
+        self.shared.read_frame(entry.at, &mut self.buf)?;
+        let skip = self.next_version.saturating_sub(entry.first_version);
+        decode_frame(&self.buf, &entry, Some(&self.stream_id), skip, out)?;
+        self.next_version = entry.first_version + entry.count;
+        Ok(true)
+    }
+}
+
+/// The global log's frames, read sequentially through a read-ahead window.
+pub(super) struct LogReader<'a> {
+    shared: &'a Shared,
+    next_position: u64,
+    frames: VecDeque<FrameEntry>,
+    window: ReadAhead,
+}
+
+impl<'a> LogReader<'a> {
+    /// Reads the log from `from_position` on.
+    pub(super) fn new(shared: &'a Shared, from_position: u64) -> Self {
+        LogReader {
+            shared,
+            next_position: from_position.max(1),
+            frames: VecDeque::new(),
+            window: ReadAhead::default(),
+        }
+    }
+
+    /// The checked frame at `entry`. The window reads ahead, but never past
+    /// `known_end`: the end of frames already published, since bytes beyond may still
+    /// change (zero room being filled) or vanish (room cut off when a segment is sealed).
+    fn frame(&mut self, entry: &FrameEntry, known_end: u64) -> Result<&[u8], StoreError> {
+        let at = entry.at;
+        let len = at.len as usize;
+        if !self.window.holds(at.segment, at.offset, len) {
+            let file = self.shared.segment(at.segment)?;
+            let limit = known_end.max(at.offset + u64::from(at.len));
+            self.window
+                .slice(&*file, at.segment, at.offset, len, limit)
+                .map_err(|e| self.shared.read_failed(at, e))?;
+        }
+        let bytes = self
+            .window
+            .held(at.segment, at.offset, len)
+            // cannot happen: the limit covers the frame
+            .ok_or_else(|| corrupted(at, "the frame lies past the log's end"))?;
+        format::check_frame(bytes).map_err(|e| corrupted(at, &e.to_string()))?;
+        Ok(bytes)
+    }
+}
+
+impl FrameSource for LogReader<'_> {
+    fn next_frame(&mut self, out: &mut VecDeque<RecordedEvent>) -> Result<bool, StoreError> {
+        if self.frames.is_empty() {
+            let index = read(&self.shared.published);
+            if let Some(first) = index.frame_of_position(self.next_position) {
+                let end = (first + LOG_FRAMES_PER_FETCH).min(index.frames.len());
+                self.frames.extend(index.frames[first..end].iter().copied());
+            }
+        }
+        let Some(entry) = self.frames.pop_front() else {
+            return Ok(false);
+        };
+        let known_end = self
+            .frames
+            .iter()
+            .rev()
+            .find(|f| f.at.segment == entry.at.segment)
+            .map_or(0, |f| f.at.offset + u64::from(f.at.len));
+        let skip = self.next_position.saturating_sub(entry.first_position);
+        let bytes = self.frame(&entry, known_end)?;
+        decode_frame(bytes, &entry, None, skip, out)?;
+        self.next_position = entry.first_position + entry.count;
+        Ok(true)
+    }
+}

@@ -1,0 +1,715 @@
+//! The group-commit writer: deciding an append against the stream's version and the
+//! event ids already stored, queueing its frame, writing and syncing a group of appends
+//! at once, rolling back a failed group, and the periodic sync.
+
+use super::{FileStore, Shared, lock, read};
+use crate::format::{self, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN};
+use crate::index::{FrameEntry, FrameRef};
+use crate::layout::{CreateSegmentError, INDEX_FILE, LogOffset, create_segment, segment_path};
+use crate::published::Published;
+use crate::store::Durability;
+use crate::vfs::{VfsFile, write_atomically};
+use chrono::{DateTime, Utc};
+use es_core::store::{IdLocation, check_idempotent_retry};
+use es_core::{AppendResult, ExpectedVersion, NewEvent, StoreError};
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, MutexGuard, Weak};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The writer's state, behind one mutex.
+pub(super) struct Writer {
+    /// Segment the next frame goes to, and the offset after the last queued frame.
+    tail: LogOffset,
+    /// End of what is written and acknowledged: where a failed flush rolls back to.
+    pub(super) durable_tail: LogOffset,
+    /// End of what is synced to disk (equal to `durable_tail` under `Always`). Every
+    /// frame records it, so that recovery can prove what was durable.
+    synced_end: LogOffset,
+    next_position: u64,
+    /// Versions of streams with unpublished frames.
+    overlay: HashMap<String, u64>,
+    /// Frames queued or being flushed, in log order, not yet visible to readers.
+    unpublished: Vec<(String, FrameEntry)>,
+    /// Queued bytes per segment, not yet written.
+    queue: Vec<Chunk>,
+    /// Every stored or queued event id, with its position.
+    ids: IdMap,
+    /// Ids read at open, hashed into `ids` on the first append (reads never need them,
+    /// so opening a large store does not pay for the map).
+    ids_on_disk: Option<Vec<Uuid>>,
+    /// Ids of unpublished events, to forget if their flush fails.
+    pending_ids: Vec<Uuid>,
+    /// Tickets: each append takes one; `done` is the last acknowledged.
+    next_ticket: u64,
+    done: u64,
+    /// Tickets that failed and whose appenders have not yet seen it.
+    failed: Vec<FailedTickets>,
+    pub(super) flushing: bool,
+    /// Bytes of the active segment that exist on disk (data plus zero-filled room).
+    pub(super) allocated: u64,
+    pub(super) stats: WriteStats,
+    /// Set after an fsync failure: writes are refused until reopened.
+    pub(super) poisoned: Option<String>,
+    last_timestamp: DateTime<Utc>,
+    scratch: Vec<u8>,
+    /// Whether written data awaits a periodic sync.
+    dirty: bool,
+    pub(super) closed: bool,
+}
+
+/// Appends of one failed flush: tickets `first..=last`, with the reason.
+struct FailedTickets {
+    first: u64,
+    last: u64,
+    /// Appenders of the range that have not returned yet: the entry goes with the last.
+    waiting: u64,
+    kind: io::ErrorKind,
+    message: String,
+}
+
+/// Queued bytes of one segment, written with one `pwrite`.
+struct Chunk {
+    /// Where the bytes go.
+    at: LogOffset,
+    /// Set when this chunk starts a new segment: its first position.
+    new_segment: Option<u64>,
+    bytes: Vec<u8>,
+}
+
+pub(super) fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
+    loop {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        {
+            let (stop, wake) = &shared.stop_sync;
+            let stopped = lock(stop);
+            let (stopped, _) = wake
+                .wait_timeout_while(stopped, interval, |s| !*s)
+                .unwrap_or_else(|e| e.into_inner());
+            if *stopped {
+                return;
+            }
+        }
+        let mut w = lock(&shared.writer);
+        if w.closed {
+            return;
+        }
+        if w.dirty && w.poisoned.is_none() {
+            w.dirty = false;
+            let target = w.durable_tail;
+            let file = shared.segment(target.segment).ok();
+            drop(w);
+            if let Some(file) = file {
+                let synced = file.sync_data();
+                let mut w = lock(&shared.writer);
+                match synced {
+                    Ok(()) => {
+                        w.synced_end = w.synced_end.max(target);
+                        let head = read(&shared.published).head;
+                        shared.publish(w.durable_tail, head, w.synced_end);
+                    }
+                    Err(e) => w.poisoned = Some(format!("periodic fsync failed: {e}")),
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Records the acknowledged and durable ends for readers and for recovery.
+    fn publish(&self, end: LogOffset, head: u64, durable: LogOffset) {
+        if let Some(file) = &self.published_file {
+            Published { end, head, durable }.write(&**file);
+        }
+    }
+
+    fn io_error(&self, what: &str, e: &io::Error) -> String {
+        format!("{what} in {}: {e}", self.dir.display())
+    }
+
+    /// Writes the index file atomically: log synced first, so that it covers only durable
+    /// frames.
+    pub(super) fn save_index(&self, w: &mut Writer) -> Result<(), StoreError> {
+        if let Ok(active) = self.segment(w.durable_tail.segment)
+            && let Err(e) = active.sync_data()
+        {
+            // as after a failed flush: the dirty pages may be gone, a retry could lie
+            let message = self.io_error("fsync of the log failed", &e);
+            w.poisoned = Some(format!(
+                "{message}; writes are refused until the store is reopened"
+            ));
+            return Err(e.into());
+        }
+        w.synced_end = w.synced_end.max(w.durable_tail);
+        let index = read(&self.published);
+        self.publish(w.durable_tail, index.head, w.synced_end);
+        let bytes = match &w.ids_on_disk {
+            Some(ids) => index.encode(&ids[..(index.head as usize).min(ids.len())]),
+            None => {
+                let mut ids = vec![Uuid::nil(); index.head as usize];
+                for (id, &p) in &w.ids {
+                    if p <= index.head {
+                        ids[p as usize - 1] = *id;
+                    }
+                }
+                index.encode(&ids)
+            }
+        };
+        drop(index);
+        let path = self.dir.join(INDEX_FILE);
+        write_atomically(&*self.options.vfs, &self.dir, &path, &bytes)?;
+        Ok(())
+    }
+
+    /// Writes queued chunks. A segment being left is cut to its last frame and synced
+    /// before the next one is created; the active segment grows in zero-filled steps so
+    /// that a sync rarely has to persist a new file size; the last file is synced as the
+    /// durability mode asks. Returns the new segment files and the allocated end.
+    fn write_chunks(
+        &self,
+        chunks: &[Chunk],
+        tail: LogOffset,
+        mut allocated: u64,
+    ) -> io::Result<(Vec<Arc<dyn VfsFile>>, u64)> {
+        let mut created = Vec::new();
+        let mut current: Option<(u64, Arc<dyn VfsFile>)> = None;
+        let mut data_end = tail.offset;
+        let open = |no: u64| self.segment(no).map_err(io::Error::other);
+        for chunk in chunks {
+            let file = match (chunk.new_segment, &current) {
+                (Some(first_position), _) => {
+                    let sealed = match &current {
+                        Some((no, f)) if *no + 1 == chunk.at.segment => Arc::clone(f),
+                        _ => open(chunk.at.segment - 1)?,
+                    };
+                    sealed.set_len(data_end).map_err(not_survivable)?;
+                    sealed.sync_data().map_err(not_survivable)?;
+                    // a failed write (survivable when the disk is full) is kept apart
+                    // from a failed sync (never survivable)
+                    let f = create_segment(
+                        &*self.options.vfs,
+                        &self.dir,
+                        chunk.at.segment,
+                        first_position,
+                    )
+                    .map_err(|e| match e {
+                        CreateSegmentError::Write(e) => e,
+                        CreateSegmentError::Sync(e) => not_survivable(e),
+                    })?;
+                    allocated = SEGMENT_HEADER_LEN as u64;
+                    created.push(Arc::clone(&f));
+                    f
+                }
+                (None, Some((no, f))) if *no == chunk.at.segment => Arc::clone(f),
+                (None, _) => open(chunk.at.segment)?,
+            };
+            let end = chunk.at.offset + chunk.bytes.len() as u64;
+            let step = self.options.preallocate;
+            if step > 0 && end > allocated {
+                let new_allocated = end.div_ceil(step) * step;
+                let zeros = vec![0u8; (new_allocated - end) as usize];
+                file.write_all_at(&zeros, end)?;
+                allocated = new_allocated;
+            }
+            file.write_all_at(&chunk.bytes, chunk.at.offset)?;
+            allocated = allocated.max(end);
+            data_end = end;
+            current = Some((chunk.at.segment, file));
+        }
+        if let Some((_, f)) = &current
+            && self.options.durability == Durability::Always
+        {
+            f.sync_data().map_err(not_survivable)?;
+        }
+        Ok((created, allocated))
+    }
+}
+
+/// Marks an error of a sync (or of cutting a sealed segment) so that the store stops
+/// writing: after a failed `fdatasync` the kernel may have dropped the pages, whatever
+/// the error's kind, so even a "disk full" from a sync is not survivable.
+fn not_survivable(e: io::Error) -> io::Error {
+    io::Error::other(format!("fdatasync failed: {e}"))
+}
+
+impl FileStore {
+    pub(super) fn do_append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let span = tracing::debug_span!(
+            "es.append",
+            stream_id,
+            events = events.len(),
+            expected = ?expected,
+            first_position = tracing::field::Empty,
+            last_version = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let result = self.append_in_span(stream_id, expected, events);
+        match &result {
+            Ok(r) => {
+                span.record("first_position", r.first_position);
+                span.record("last_version", r.last_version);
+            }
+            Err(e) => tracing::debug!(error = %e, "append refused or failed"),
+        }
+        result
+    }
+
+    fn append_in_span(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let shared = &*self.shared;
+        shared.appending.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(&shared.appending);
+        if shared.options.read_only {
+            return Err(StoreError::ReadOnly(format!(
+                "{} was opened read-only",
+                shared.dir.display()
+            )));
+        }
+        shared.options.limits.check_append(stream_id, &events)?;
+        let prepared = events
+            .into_iter()
+            .enumerate()
+            .map(|(index, e)| {
+                let event_type = e.event_type.clone();
+                PreparedEvent::from_new(e).map_err(|err| StoreError::InvalidEvent {
+                    stream_id: stream_id.to_owned(),
+                    index,
+                    event_type,
+                    reason: format!("the metadata cannot be encoded: {err}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let event_ids: Vec<Uuid> = prepared.iter().map(|p| p.event_id).collect();
+        let mut w = lock(&shared.writer);
+        w.hash_ids();
+        let (ticket, result) = loop {
+            if let Some(reason) = &w.poisoned {
+                return Err(StoreError::ReadOnly(reason.clone()));
+            }
+            if w.closed {
+                return Err(StoreError::ReadOnly("the store is closed".into()));
+            }
+            let current = match w.overlay.get(stream_id) {
+                Some(&v) => v,
+                None => read(&shared.published).version(stream_id),
+            };
+            let mut pending_original = false;
+            let retry = {
+                let index = read(&shared.published);
+                let w_ref = &*w;
+                check_idempotent_retry(stream_id, expected, &event_ids, current, |id| {
+                    let position = *w_ref.ids.get(id)?;
+                    if position > index.head {
+                        pending_original = true;
+                        let (s, f) = w_ref.unpublished.iter().find(|(_, f)| {
+                            position >= f.first_position && position < f.first_position + f.count
+                        })?;
+                        return Some(IdLocation {
+                            same_stream: s == stream_id,
+                            stream_version: f.first_version + (position - f.first_position),
+                            position,
+                            append_first_position: f.first_position,
+                            append_len: f.count,
+                        });
+                    }
+                    let frame_no = index.frame_of_position(position)?;
+                    let f = index.frames[frame_no];
+                    let same_stream = index
+                        .streams
+                        .get(stream_id)
+                        .is_some_and(|s| s.frames.binary_search(&(frame_no as u32)).is_ok());
+                    Some(IdLocation {
+                        same_stream,
+                        stream_version: f.first_version + (position - f.first_position),
+                        position,
+                        append_first_position: f.first_position,
+                        append_len: f.count,
+                    })
+                })?
+            };
+            if let Some(original) = retry {
+                if !pending_original {
+                    return Ok(original);
+                }
+                // the original is still being written: wait for its outcome, then decide again
+                w = shared.flushed.wait(w).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            if !expected.accepts(current) {
+                if w.overlay.contains_key(stream_id) && !w.closed {
+                    // the version this conflicts with is still being written: a conflict
+                    // reported now would name a version no reader can see yet, and a
+                    // caller retrying on what it reads would spin until that write
+                    // lands. Wait for its outcome, then decide again.
+                    w = shared.flushed.wait(w).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+                return Err(StoreError::Conflict {
+                    stream_id: stream_id.to_owned(),
+                    expected,
+                    actual: current,
+                });
+            }
+            break self.enqueue(&mut w, stream_id, current, &prepared)?;
+        };
+        let mut gathered = false;
+        loop {
+            // failures first: after a failed flush, a later one may complete (and move
+            // `done` past this ticket) before this appender wakes up
+            if let Some(i) = w
+                .failed
+                .iter()
+                .position(|f| (f.first..=f.last).contains(&ticket))
+            {
+                let f = &mut w.failed[i];
+                let error = StoreError::Io(io::Error::new(f.kind, f.message.clone()));
+                f.waiting -= 1;
+                if f.waiting == 0 {
+                    w.failed.swap_remove(i);
+                }
+                return Err(error);
+            }
+            if w.done >= ticket {
+                return Ok(result);
+            }
+            if !w.flushing && !w.queue.is_empty() {
+                let queued = w.next_ticket - 1 - w.done;
+                let appending = shared.appending.load(Ordering::SeqCst);
+                if queued < appending
+                    && !gathered
+                    && shared.options.durability == Durability::Always
+                {
+                    // other appends are on their way: give them a moment to join this sync
+                    gathered = true;
+                    w = shared
+                        .flushed
+                        .wait_timeout(w, GATHER_WAIT)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
+                }
+                w = self.flush(w);
+                continue;
+            }
+            w = shared.flushed.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Encodes the append as a frame at the log's tail and queues it.
+    fn enqueue(
+        &self,
+        w: &mut Writer,
+        stream_id: &str,
+        current: u64,
+        prepared: &[PreparedEvent],
+    ) -> Result<(u64, AppendResult), StoreError> {
+        let shared = &*self.shared;
+        let now = Utc::now().max(w.last_timestamp);
+        w.last_timestamp = now;
+        let n = prepared.len() as u64;
+        let mut at = w.tail;
+        let synced_back = |w: &Writer, at: LogOffset| {
+            // a new segment's header is synced before any frame is written into it
+            let synced = if w.synced_end.segment == at.segment {
+                w.synced_end.offset
+            } else {
+                SEGMENT_HEADER_LEN as u64
+            };
+            at.offset.saturating_sub(synced)
+        };
+        let mut place = FramePlace {
+            first_position: w.next_position,
+            first_version: current + 1,
+            timestamp: now,
+            synced_back: Some(synced_back(w, at)),
+        };
+        let mut scratch = std::mem::take(&mut w.scratch);
+        scratch.clear();
+        let mut len = format::encode_frame(&mut scratch, place, stream_id, prepared);
+        let mut new_segment = None;
+        if at.offset > SEGMENT_HEADER_LEN as u64
+            && at.offset + len as u64 > shared.options.segment_size
+        {
+            at = LogOffset::segment_start(at.segment + 1);
+            new_segment = Some(place.first_position);
+            place.synced_back = Some(synced_back(w, at));
+            scratch.clear();
+            len = format::encode_frame(&mut scratch, place, stream_id, prepared);
+        }
+        if len > shared.frame_cap {
+            w.scratch = scratch;
+            return Err(StoreError::BatchTooLarge {
+                stream_id: stream_id.to_owned(),
+                reason: format!(
+                    "the encoded append is {len} bytes; the frame cap is {}",
+                    shared.frame_cap
+                ),
+            });
+        }
+        match w.queue.last_mut() {
+            Some(c) if new_segment.is_none() && c.at.segment == at.segment => {
+                c.bytes.extend_from_slice(&scratch)
+            }
+            _ => w.queue.push(Chunk {
+                at,
+                new_segment,
+                bytes: scratch.clone(),
+            }),
+        }
+        w.scratch = scratch;
+        w.tail = LogOffset::new(at.segment, at.offset + len as u64);
+        let entry = FrameEntry {
+            first_position: place.first_position,
+            first_version: place.first_version,
+            count: n,
+            at: FrameRef {
+                segment: at.segment,
+                offset: at.offset,
+                len: len as u32,
+            },
+        };
+        w.unpublished.push((stream_id.to_owned(), entry));
+        w.overlay.insert(stream_id.to_owned(), current + n);
+        for (i, e) in prepared.iter().enumerate() {
+            w.ids.insert(e.event_id, place.first_position + i as u64);
+            w.pending_ids.push(e.event_id);
+        }
+        w.next_position += n;
+        let ticket = w.next_ticket;
+        w.next_ticket += 1;
+        if !w.flushing && ticket - w.done >= shared.appending.load(Ordering::SeqCst) {
+            // a leader may be gathering: every appender in flight has now queued
+            shared.flushed.notify_all();
+        }
+        Ok((
+            ticket,
+            AppendResult {
+                first_version: current + 1,
+                last_version: current + n,
+                first_position: place.first_position,
+                last_position: place.first_position + n - 1,
+            },
+        ))
+    }
+
+    /// Leads one group commit: writes everything queued, syncs, publishes, and wakes the
+    /// appenders whose tickets it covered.
+    fn flush<'a>(&'a self, mut w: MutexGuard<'a, Writer>) -> MutexGuard<'a, Writer> {
+        let shared = &*self.shared;
+        let chunks = std::mem::take(&mut w.queue);
+        let last_ticket = w.next_ticket - 1;
+        let frames = w.unpublished.len();
+        let tail = w.tail;
+        let (durable_tail, allocated) = (w.durable_tail, w.allocated);
+        w.flushing = true;
+        drop(w);
+        let result = shared.write_chunks(&chunks, durable_tail, allocated);
+        let mut w = lock(&shared.writer);
+        w.flushing = false;
+        w.stats.flushes += 1;
+        match result {
+            Ok((created, allocated)) => {
+                w.allocated = allocated;
+                w.stats.appends += last_ticket - w.done;
+                if let Some(newest) = created.last() {
+                    let mut files = lock(&shared.segments);
+                    files.count += created.len() as u64;
+                    files.active = Some(Arc::clone(newest));
+                }
+                let published: Vec<(String, FrameEntry)> = w.unpublished.drain(..frames).collect();
+                let head = {
+                    let mut index = shared.published.write().unwrap_or_else(|e| e.into_inner());
+                    for (stream, entry) in &published {
+                        if let Err(e) = index.push(stream, *entry) {
+                            // cannot happen: frames were checked against the same versions
+                            tracing::error!("index out of step: {e}");
+                        }
+                    }
+                    index.head
+                };
+                shared.head.publish(head);
+                if shared.options.durability == Durability::Always {
+                    w.synced_end = tail;
+                } else if let Some(c) = chunks.iter().rev().find(|c| c.new_segment.is_some()) {
+                    // a roll synced the segments before the new one and its header
+                    w.synced_end = w.synced_end.max(LogOffset::segment_start(c.at.segment));
+                }
+                shared.publish(tail, head, w.synced_end);
+                for (stream, entry) in &published {
+                    if w.overlay.get(stream) == Some(&(entry.first_version + entry.count - 1)) {
+                        w.overlay.remove(stream);
+                    }
+                }
+                let published_events: u64 = published.iter().map(|(_, e)| e.count).sum();
+                w.pending_ids.drain(..published_events as usize);
+                w.done = last_ticket;
+                w.durable_tail = tail;
+                w.dirty = shared.options.durability != Durability::Always;
+                if !chunks.iter().all(|c| c.new_segment.is_none())
+                    && let Err(e) = shared.save_index(&mut w)
+                {
+                    tracing::warn!("writing the index after a segment roll: {e}");
+                }
+            }
+            Err(e) => {
+                let first = w.done + 1;
+                let last = w.next_ticket - 1;
+                let message = shared.io_error("append failed", &e);
+                // kept until every appender of the range has seen it: a waiter of a
+                // failed ticket may wake late, and must never mistake its append for an
+                // acknowledged one
+                w.failed.push(FailedTickets {
+                    first,
+                    last,
+                    waiting: last + 1 - first,
+                    kind: e.kind(),
+                    message: message.clone(),
+                });
+                // every ticket up to `last` is now decided; the failed ones are found in
+                // `failed` before `done` is looked at
+                w.done = last;
+                self.roll_back(&mut w, &e, message);
+            }
+        }
+        shared.flushed.notify_all();
+        w
+    }
+
+    /// Forgets everything not acknowledged after a failed flush. A full disk is survivable
+    /// when the partial write can be cut off; anything else refuses writes until reopened.
+    fn roll_back(&self, w: &mut Writer, e: &io::Error, message: String) {
+        let shared = &*self.shared;
+        let pending: Vec<Uuid> = std::mem::take(&mut w.pending_ids);
+        for id in pending {
+            w.ids.remove(&id);
+        }
+        w.queue.clear();
+        w.unpublished.clear();
+        w.overlay.clear();
+        w.next_position = read(&shared.published).head + 1;
+        let LogOffset {
+            segment: seg,
+            offset,
+        } = w.durable_tail;
+        let last_queued_segment = w.tail.segment;
+        w.tail = w.durable_tail;
+        // segments created by the failed flush are not part of the log: remove them, so
+        // that none can later sit after a segment that kept growing
+        let vfs = &*shared.options.vfs;
+        let mut stray_removed = true;
+        let mut removed_any = false;
+        for stray in seg + 1..=last_queued_segment {
+            match vfs.remove_file(&segment_path(&shared.dir, stray)) {
+                Ok(()) => removed_any = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => stray_removed = false,
+            }
+        }
+        if removed_any {
+            stray_removed &= vfs.sync_dir(&shared.dir).is_ok();
+        }
+        let recoverable = e.kind() == io::ErrorKind::StorageFull
+            && stray_removed
+            && shared
+                .segment(seg)
+                .ok()
+                .is_some_and(|f| f.set_len(offset).is_ok());
+        w.allocated = offset;
+        if !recoverable {
+            w.poisoned = Some(format!(
+                "{message}; writes are refused until the store is reopened"
+            ));
+        }
+    }
+}
+
+impl Writer {
+    /// Failed flushes whose appenders have not all returned yet.
+    pub(super) fn failures_held(&self) -> usize {
+        self.failed.len()
+    }
+
+    /// The writer of a log that ends at `end`, with the ids of its events in position
+    /// order.
+    pub(super) fn new(
+        end: LogOffset,
+        next_position: u64,
+        ids: Vec<Uuid>,
+        allocated: u64,
+        last_timestamp: DateTime<Utc>,
+    ) -> Self {
+        Writer {
+            tail: end,
+            durable_tail: end,
+            synced_end: end,
+            next_position,
+            overlay: HashMap::new(),
+            unpublished: Vec::new(),
+            queue: Vec::new(),
+            ids: IdMap::default(),
+            ids_on_disk: Some(ids),
+            pending_ids: Vec::new(),
+            next_ticket: 1,
+            done: 0,
+            failed: Vec::new(),
+            flushing: false,
+            allocated,
+            stats: WriteStats::default(),
+            poisoned: None,
+            last_timestamp,
+            scratch: Vec::new(),
+            dirty: false,
+            closed: false,
+        }
+    }
+
+    /// Builds the id map from the ids read at open, once.
+    fn hash_ids(&mut self) {
+        if let Some(list) = self.ids_on_disk.take() {
+            self.ids.reserve(list.len());
+            self.ids.extend(
+                list.into_iter()
+                    .enumerate()
+                    .map(|(i, id)| (id, i as u64 + 1)),
+            );
+        }
+    }
+}
+
+/// Event id to global position. Seeded per process, so crafted ids cannot force
+/// collisions; faster than the default hasher on this hot path (three lookups per event).
+type IdMap = HashMap<Uuid, u64, foldhash::fast::RandomState>;
+
+/// Counts an append in flight until it returns.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counters of the writer, for tuning and the CLI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Appends acknowledged since open.
+    pub appends: u64,
+    /// Group commits (writes followed by one sync) since open.
+    pub flushes: u64,
+}
+
+/// How long a new group-commit leader waits for the appenders of the previous group.
+const GATHER_WAIT: Duration = Duration::from_micros(100);
