@@ -31,6 +31,7 @@ pub mod aggregate;
 #[cfg(feature = "tokio")]
 pub mod asynchronous;
 pub mod backend;
+pub mod cache;
 pub mod envelope;
 pub mod event;
 pub mod memory;
@@ -48,6 +49,7 @@ pub mod doc_support;
 mod macro_support;
 
 pub use aggregate::{Aggregate, Apply, SnapshotPolicy};
+pub use cache::{CacheOptions, CacheStats};
 pub use envelope::{Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, stream_kind};
 pub use event::{
     DecodeError, EncodeError, EncodedEvent, Event, EventSet, IntoEvents, MigrationFn, UpcastError,

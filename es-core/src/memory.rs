@@ -216,6 +216,21 @@ impl EventStore for MemoryStore {
     fn snapshots(&self) -> Option<&dyn SnapshotStore> {
         Some(self)
     }
+
+    fn version_of_event(&self, stream_id: &str, event_id: Uuid) -> Result<Option<u64>, StoreError> {
+        self.limits.check_stream_id(stream_id)?;
+        let inner = self.read();
+        Ok(inner
+            .ids
+            .get(&event_id)
+            .and_then(|&position| {
+                inner
+                    .log
+                    .get(usize::try_from(position).ok()?.checked_sub(1)?)
+            })
+            .filter(|recorded| recorded.stream_id == stream_id)
+            .map(|recorded| recorded.stream_version))
+    }
 }
 
 impl SnapshotStore for MemoryStore {

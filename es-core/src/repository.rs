@@ -1,6 +1,7 @@
 //! The repository: load an aggregate, run a command on it, append what it decided.
 
 use crate::aggregate::Aggregate;
+use crate::cache::{CacheOptions, CacheStats, Cached, StateCache};
 use crate::envelope::{EventDecodeError, Metadata, NewEvent, RecordedEvent};
 use crate::event::{EncodeError, EventSet, IntoEvents};
 use crate::snapshot::Snapshot;
@@ -8,6 +9,7 @@ use crate::store::{AppendResult, EventStore, ExpectedVersion, StoreError};
 use chrono::{DateTime, Utc};
 use std::marker::PhantomData;
 use std::ops::Deref;
+use std::sync::Arc;
 
 /// An aggregate's state and the stream version it reflects.
 #[derive(Debug, Clone, Default)]
@@ -116,29 +118,93 @@ impl<E> From<LoadError> for CommandError<E> {
 /// let account = accounts.load("7").unwrap();
 /// assert_eq!((account.balance, account.version), (100, 1));
 /// ```
+///
+/// # The state cache
+///
+/// Without a cache, every command folds its aggregate's history (from the newest
+/// snapshot, when the aggregate keeps them) before it decides: the cost of a command grows
+/// with the stream. [`Repository::with_cache`] keeps recent states in memory (for
+/// aggregates that are `Clone`), bounded by count and by bytes ([`CacheOptions`]); a
+/// command then reads only the events appended since its cached state, usually none.
+///
+/// The cache never changes what a command sees. A cached state is the fold of the first
+/// `version` events, and it is used only while the stream still holds, at that version,
+/// the very event it was folded up to (its global position is checked, as for
+/// snapshots), so other writers, other processes and other repositories on the same store
+/// are seen as usual: their events are read and folded on top. A conflict or any error
+/// drops the entry; the next command rebuilds the state from the snapshot and the events.
+/// Clones of a repository share its cache, and the cache is safe to use from many
+/// threads. Snapshots keep being written as without a cache, so a process that starts
+/// cold still loads long streams from them.
+///
+/// ```
+/// use es_core::{CacheOptions, MemoryStore, Repository};
+/// # use es_core::doc_support::Account;
+/// let accounts = Repository::<Account, _>::new(MemoryStore::new())
+///     .with_cache(CacheOptions::default().max_entries(50_000).max_bytes(32 << 20));
+/// accounts.execute("7", |a| a.deposit(100)).unwrap();
+/// accounts.execute("7", |a| a.deposit(5)).unwrap(); // starts from the cached state
+/// assert_eq!(accounts.cache_stats().unwrap().hits, 1);
+/// assert_eq!(accounts.load("7").unwrap().balance, 105);
+/// ```
 pub struct Repository<A, S> {
     store: S,
     max_attempts: u32,
+    cache: Option<Arc<StateCache<A>>>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
 /// Cheap when the store is (`Arc<FileStore>`, `&S`, …): handlers and tasks take a clone.
+/// Clones share the state cache.
 impl<A, S: Clone> Clone for Repository<A, S> {
     fn clone(&self) -> Self {
         Repository {
             store: self.store.clone(),
             max_attempts: self.max_attempts,
+            cache: self.cache.clone(),
             _aggregate: PhantomData,
         }
     }
 }
 
+impl<A: Aggregate + Clone, S: EventStore> Repository<A, S> {
+    /// Keeps recent states between commands, within `options`' bounds, so that a command
+    /// reads only the events appended since (see [the state cache](Repository#the-state-cache)).
+    /// An entry is weighed as the size of `A` itself; states that own heap data (maps,
+    /// vectors, strings) are better weighed by [`Repository::with_cache_weighed`].
+    ///
+    /// It replaces any cache set before; clones made afterwards share the new one.
+    pub fn with_cache(self, options: CacheOptions) -> Self {
+        self.with_cache_weighed(options, |_| std::mem::size_of::<A>())
+    }
+
+    /// [`Repository::with_cache`] with `weigh` estimating a state's size in bytes, which
+    /// the byte bound of `options` counts.
+    ///
+    /// ```
+    /// use es_core::{CacheOptions, MemoryStore, Repository};
+    /// # use es_core::doc_support::Account;
+    /// let accounts = Repository::<Account, _>::new(MemoryStore::new()).with_cache_weighed(
+    ///     CacheOptions::default().max_bytes(1 << 20),
+    ///     // a state owning heap data would add what it holds there
+    ///     |account| std::mem::size_of_val(account),
+    /// );
+    /// # let _ = accounts;
+    /// ```
+    pub fn with_cache_weighed(mut self, options: CacheOptions, weigh: fn(&A) -> usize) -> Self {
+        self.cache = Some(Arc::new(StateCache::new(options, A::clone, weigh)));
+        self
+    }
+}
+
 impl<A: Aggregate, S: EventStore> Repository<A, S> {
-    /// A repository over `store` that runs a conflicting command at most 5 times.
+    /// A repository over `store` that runs a conflicting command at most 5 times, with no
+    /// state cache (see [`Repository::with_cache`]).
     pub fn new(store: S) -> Self {
         Repository {
             store,
             max_attempts: 5,
+            cache: None,
             _aggregate: PhantomData,
         }
     }
@@ -147,6 +213,26 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
+    }
+
+    /// Turns the state cache off: every command folds the stream from its newest snapshot.
+    /// Clones made before keep the cache.
+    pub fn without_cache(mut self) -> Self {
+        self.cache = None;
+        self
+    }
+
+    /// What the state cache holds and has done; `None` without a cache.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
+    }
+
+    /// Empties the state cache (shared with this repository's clones); the next command
+    /// on each aggregate rebuilds its state from the store.
+    pub fn clear_cache(&self) {
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
     }
 
     /// The store.
@@ -172,21 +258,34 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     /// The current state of instance `id` (the default state at version 0 when it has no
-    /// events).
+    /// events). With a [state cache](Repository#the-state-cache), it starts from the
+    /// cached state and keeps the state it returns.
     pub fn load(&self, id: &str) -> Result<Loaded<A>, LoadError> {
-        Ok(self.fold(&self.stream_of(id)?, u64::MAX, None, None)?.0)
+        let stream_id = self.stream_of(id)?;
+        let (loaded, position, from_cache) = self.current(&stream_id, false)?;
+        if let Some(cache) = &self.cache
+            && from_cache != Some(loaded.version)
+        {
+            cache.put(
+                &stream_id,
+                cache.copy(&loaded.state),
+                loaded.version,
+                position,
+            );
+        }
+        Ok(loaded)
     }
 
     /// The state of instance `id` after its first `version` events (fewer when the stream
     /// is shorter; `Loaded::version` says how many were folded).
     pub fn load_at(&self, id: &str, version: u64) -> Result<Loaded<A>, LoadError> {
-        Ok(self.fold(&self.stream_of(id)?, version, None, None)?.0)
+        Ok(self.fold(&self.stream_of(id)?, version, None)?.0)
     }
 
     /// The state of instance `id` as of `timestamp`: every event recorded at or before it.
     pub fn load_as_of(&self, id: &str, timestamp: DateTime<Utc>) -> Result<Loaded<A>, LoadError> {
         Ok(self
-            .fold(&self.stream_of(id)?, u64::MAX, Some(timestamp), None)?
+            .fold(&self.stream_of(id)?, u64::MAX, Some(timestamp))?
             .0)
     }
 
@@ -201,24 +300,61 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         Ok(out)
     }
 
+    /// The current state of `stream_id`, the global position of its last event (0 when
+    /// unknown) and, when it started from a cached state, that state's version. It starts
+    /// from the cached state if there is one (taking it out of the cache when `take`: the
+    /// caller puts back the state it ends with), else from the newest usable snapshot.
+    fn current(
+        &self,
+        stream_id: &str,
+        take: bool,
+    ) -> Result<(Loaded<A>, u64, Option<u64>), LoadError> {
+        if let Some(cache) = &self.cache {
+            let cached = if take {
+                cache.take(stream_id)
+            } else {
+                cache.get(stream_id)
+            };
+            if let Some(Cached {
+                state,
+                version,
+                position,
+            }) = cached
+            {
+                let start = Loaded { state, version };
+                match self.fold_from(stream_id, start, position, u64::MAX, None) {
+                    Ok(Some((loaded, position))) => return Ok((loaded, position, Some(version))),
+                    Ok(None) => {
+                        tracing::warn!(
+                            stream_id,
+                            version,
+                            "the stream no longer holds the event its cached state was folded up to; rebuilding from the store"
+                        );
+                        cache.invalidate(stream_id);
+                    }
+                    Err(e) => {
+                        cache.invalidate(stream_id);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let (loaded, position) = self.fold(stream_id, u64::MAX, None)?;
+        Ok((loaded, position, None))
+    }
+
     /// Folds the stream up to `max_version` and, when given, events recorded at or before
-    /// `as_of`, starting from the newest usable snapshot. Also reports whether an event
-    /// caused by `cause` was seen.
+    /// `as_of`, starting from the newest usable snapshot. Also returns the global position
+    /// of the last event folded (0 when unknown).
     fn fold(
         &self,
         stream_id: &str,
         max_version: u64,
         as_of: Option<DateTime<Utc>>,
-        cause: Option<uuid::Uuid>,
-    ) -> Result<(Loaded<A>, bool), LoadError> {
-        // A reaction (`cause`) must see every event of the stream to know whether it ran
-        // before, so it never starts from a snapshot.
-        let (snapshot, mut stale) = match cause {
-            None => self.snapshot_start(stream_id, max_version, as_of),
-            Some(_) => (None, false),
-        };
+    ) -> Result<(Loaded<A>, u64), LoadError> {
+        let (snapshot, mut stale) = self.snapshot_start(stream_id, max_version, as_of);
         if let Some((start, position)) = snapshot {
-            match self.fold_from(stream_id, start, position, max_version, as_of, cause)? {
+            match self.fold_from(stream_id, start, position, max_version, as_of)? {
                 Some(done) => return Ok(done),
                 None => {
                     tracing::warn!(
@@ -234,7 +370,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             version: 0,
         };
         let done = self
-            .fold_from(stream_id, empty, 0, max_version, as_of, cause)?
+            .fold_from(stream_id, empty, 0, max_version, as_of)?
             .unwrap_or_default();
         // a stale snapshot is replaced now, by the state just rebuilt, so that the next
         // load starts from it (and does not warn again)
@@ -244,27 +380,29 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         Ok(done)
     }
 
-    /// Folds events after `start.version`. `None` when the stream does not hold, at
-    /// `start.version`, the event at global position `position` (0: any event) that the
-    /// snapshot was taken after: a snapshot of another history, such as one a crash or a
+    /// Folds events after `start.version`, returning the state and the global position of
+    /// the last event folded. `None` when the stream does not hold, at `start.version`,
+    /// the event at global position `position` (0: any event) that the state was folded
+    /// up to: a snapshot or cached state of another history, such as one a crash or a
     /// repair took back.
     fn fold_from(
         &self,
         stream_id: &str,
         mut loaded: Loaded<A>,
-        position: u64,
+        mut position: u64,
         max_version: u64,
         as_of: Option<DateTime<Utc>>,
-        cause: Option<uuid::Uuid>,
-    ) -> Result<Option<(Loaded<A>, bool)>, LoadError> {
-        let snapshot_version = loaded.version;
-        let mut caused = false;
-        let mut events = self.store.read_stream(stream_id, snapshot_version.max(1))?;
-        if snapshot_version > 0 {
+    ) -> Result<Option<(Loaded<A>, u64)>, LoadError> {
+        let start_version = loaded.version;
+        let mut events = self.store.read_stream(stream_id, start_version.max(1))?;
+        if start_version > 0 {
             match events.next().transpose()? {
                 Some(e)
-                    if e.stream_version == snapshot_version
-                        && (position == 0 || e.position == position) => {}
+                    if e.stream_version == start_version
+                        && (position == 0 || e.position == position) =>
+                {
+                    position = e.position;
+                }
                 _ => return Ok(None),
             }
         }
@@ -275,15 +413,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             {
                 break;
             }
-            if cause.is_some() && recorded.metadata.causation_id == cause {
-                caused = true;
-            }
             if let Some(envelope) = recorded.decode::<A::Events>()? {
                 loaded.state.apply_event(&envelope.event);
             }
             loaded.version = recorded.stream_version;
+            position = recorded.position;
         }
-        Ok(Some((loaded, caused)))
+        Ok(Some((loaded, position)))
     }
 
     /// The state in the newest usable snapshot, if the aggregate and the store keep them,
@@ -471,10 +607,16 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Runs a command in reaction to `cause` (an event of another aggregate), at most once.
     ///
     /// The new events carry the cause's correlation id and its event id as causation id,
-    /// and event ids derived from the cause. If the stream already holds an event caused
-    /// by `cause` (the reaction ran before a crash), or the store already holds the derived
-    /// ids, the command does not run again and `Executed::already_applied` is set. This is
-    /// what makes a process manager safe to re-run from an older checkpoint.
+    /// and event ids derived from the cause and the target stream. If the stream already
+    /// holds the first of those ids (the reaction ran before, say before a crash), the
+    /// command does not run again and `Executed::already_applied` is set; an append that
+    /// races with another run of the same reaction is refused by the store as a duplicate,
+    /// with the same outcome. This is what makes a process manager safe to re-run from an
+    /// older checkpoint.
+    ///
+    /// Telling whether the reaction ran costs one look-up in the store's event-id index
+    /// ([`EventStore::version_of_event`]), not a read of the target's history: the target
+    /// is then loaded like any command's, from the state cache or its newest snapshot.
     pub fn execute_caused_by<T, E>(
         &self,
         id: &str,
@@ -547,8 +689,17 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (Loaded { mut state, version }, caused) =
-                self.fold(&stream_id, u64::MAX, None, cause)?;
+            // a reaction that ran before stored its first event under the first id derived
+            // from its cause: one look-up in the store's id index tells
+            let already_applied = match cause {
+                Some(cause) => self
+                    .store
+                    .version_of_event(&stream_id, derived_event_id(cause, &stream_id, 0))
+                    .map_err(CommandError::Store)?
+                    .is_some(),
+                None => false,
+            };
+            let (Loaded { mut state, version }, position, _) = self.current(&stream_id, true)?;
             let done = |state, events, appended, already_applied| Executed {
                 state,
                 version,
@@ -557,12 +708,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 attempts,
                 already_applied,
             };
-            if caused {
+            if already_applied {
+                self.keep(&stream_id, &state, version, position);
                 return Ok(done(state, Vec::new(), None, true));
             }
             if let Some(expected) = expected_version
                 && expected != version
             {
+                // the state is current: the caller's expectation is stale, not the cache
+                self.keep(&stream_id, &state, version, position);
                 return Err(CommandError::Conflict {
                     stream_id,
                     attempts,
@@ -570,10 +724,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 });
             }
             let mut events = Vec::new();
-            command(&state)
-                .map_err(CommandError::Rejected)?
-                .into_events(&mut events);
+            match command(&state) {
+                Ok(decided) => decided.into_events(&mut events),
+                Err(rejected) => {
+                    self.keep_owned(&stream_id, state, version, position);
+                    return Err(CommandError::Rejected(rejected));
+                }
+            }
             if events.is_empty() {
+                self.keep(&stream_id, &state, version, position);
                 return Ok(done(state, events, None, false));
             }
             let batch = events
@@ -583,8 +742,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     let encoded = e.encode()?;
                     let mut new = NewEvent::from_encoded(encoded).with_metadata(metadata.clone());
                     if let Some(cause) = cause {
-                        let name = format!("{stream_id}#{i}");
-                        new.event_id = uuid::Uuid::new_v5(&cause, name.as_bytes());
+                        new.event_id = derived_event_id(cause, &stream_id, i);
                     }
                     Ok(new)
                 })
@@ -604,6 +762,12 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         state,
                         version: appended.last_version,
                     };
+                    self.keep(
+                        &stream_id,
+                        &loaded.state,
+                        loaded.version,
+                        appended.last_position,
+                    );
                     self.maybe_snapshot(&stream_id, version, &loaded);
                     return Ok(Executed {
                         state: loaded.state,
@@ -615,20 +779,56 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     });
                 }
                 Err(StoreError::DuplicateEventId { .. }) if cause.is_some() => {
+                    // the reaction was appended meanwhile: the state read is behind it
                     return Ok(done(state, Vec::new(), None, true));
                 }
                 Err(StoreError::Conflict { actual, .. })
                     if attempts >= self.max_attempts || expected_version.is_some() =>
                 {
+                    self.drop_cached(&stream_id);
                     return Err(CommandError::Conflict {
                         stream_id,
                         attempts,
                         actual,
                     });
                 }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(CommandError::Store(e)),
+                Err(StoreError::Conflict { .. }) => {
+                    self.drop_cached(&stream_id);
+                    continue;
+                }
+                Err(e) => {
+                    self.drop_cached(&stream_id);
+                    return Err(CommandError::Store(e));
+                }
             }
         }
     }
+
+    /// Keeps a copy of `state` in the cache, if there is one.
+    fn keep(&self, stream_id: &str, state: &A, version: u64, position: u64) {
+        if let Some(cache) = &self.cache {
+            cache.put(stream_id, cache.copy(state), version, position);
+        }
+    }
+
+    /// Keeps `state` itself in the cache, if there is one.
+    fn keep_owned(&self, stream_id: &str, state: A, version: u64, position: u64) {
+        if let Some(cache) = &self.cache {
+            cache.put(stream_id, state, version, position);
+        }
+    }
+
+    /// Drops the cached state of `stream_id`, if any: the stream moved under it.
+    fn drop_cached(&self, stream_id: &str) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(stream_id);
+        }
+    }
+}
+
+/// The id of event `index` of the reaction to `cause` on `stream_id`: the same on every
+/// run, so that a reaction re-run is recognised (and refused by the store as a duplicate).
+fn derived_event_id(cause: uuid::Uuid, stream_id: &str, index: usize) -> uuid::Uuid {
+    let name = format!("{stream_id}#{index}");
+    uuid::Uuid::new_v5(&cause, name.as_bytes())
 }

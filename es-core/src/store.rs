@@ -540,6 +540,38 @@ pub trait EventStore: Send + Sync {
     fn snapshots(&self) -> Option<&dyn SnapshotStore> {
         None
     }
+
+    /// The stream version at which `stream_id` holds the event with id `event_id`, or
+    /// `None` when that stream does not hold it (the id is not stored, or stored in
+    /// another stream). Only events visible to readers count.
+    ///
+    /// The repository asks it whether a reaction already ran (its event ids are derived
+    /// from its cause). Stores index event ids for idempotent retries and answer with
+    /// one lookup; the default reads the whole stream, which is correct but costs
+    /// O(stream length).
+    ///
+    /// ```
+    /// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent};
+    /// let store = MemoryStore::new();
+    /// let e = NewEvent::new("Deposited", 1, br#"{"amount":5}"#.to_vec());
+    /// let id = e.event_id;
+    /// store.append("account-1", ExpectedVersion::NoStream, vec![e]).unwrap();
+    /// assert_eq!(store.version_of_event("account-1", id).unwrap(), Some(1));
+    /// assert_eq!(store.version_of_event("account-2", id).unwrap(), None);
+    /// ```
+    fn version_of_event(
+        &self,
+        stream_id: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<u64>, StoreError> {
+        for recorded in self.read_stream(stream_id, 1)? {
+            let recorded = recorded?;
+            if recorded.event_id == event_id {
+                return Ok(Some(recorded.stream_version));
+            }
+        }
+        Ok(None)
+    }
 }
 
 macro_rules! forward_event_store {
@@ -574,6 +606,13 @@ macro_rules! forward_event_store {
             }
             fn snapshots(&self) -> Option<&dyn SnapshotStore> {
                 (**self).snapshots()
+            }
+            fn version_of_event(
+                &self,
+                stream_id: &str,
+                event_id: uuid::Uuid,
+            ) -> Result<Option<u64>, StoreError> {
+                (**self).version_of_event(stream_id, event_id)
             }
         }
     )*};

@@ -13,6 +13,7 @@ pub(crate) enum Query {
     Head,
     LockStreams,
     FindIds,
+    EventVersion,
     LockHead,
     Write,
     SaveSnapshot,
@@ -22,13 +23,14 @@ pub(crate) enum Query {
 
 impl Query {
     /// Every statement, in the order of their indexes.
-    const ALL: [Query; 11] = [
+    const ALL: [Query; 12] = [
         Query::ReadAll,
         Query::ReadStream,
         Query::StreamVersion,
         Query::Head,
         Query::LockStreams,
         Query::FindIds,
+        Query::EventVersion,
         Query::LockHead,
         Query::Write,
         Query::SaveSnapshot,
@@ -79,6 +81,11 @@ impl Sql {
                 Query::FindIds => format!(
                     "SELECT event_id, stream_id, stream_version, position, append_index, append_len \
                      FROM {s}.es_events WHERE event_id = ANY($1::uuid[])"
+                ),
+                // one probe of the event-id key
+                Query::EventVersion => format!(
+                    "SELECT stream_version FROM {s}.es_events \
+                     WHERE event_id = $1 AND stream_id = $2"
                 ),
                 // The one serial point: positions and the commit time come from this row,
                 // locked until the commit.

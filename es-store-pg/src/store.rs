@@ -408,6 +408,27 @@ impl EventStore for PgStore {
     fn snapshots(&self) -> Option<&dyn SnapshotStore> {
         Some(self)
     }
+
+    /// One probe of the events table's unique key on event ids.
+    fn version_of_event(
+        &self,
+        stream_id: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<u64>, StoreError> {
+        self.shared.options.limits.check_stream_id(stream_id)?;
+        let version: Option<i64> =
+            self.shared
+                .with_conn("looking up an event id", |sql, conn| {
+                    let s = conn.statement(sql, Query::EventVersion)?;
+                    conn.client
+                        .query_opt(&s, &[&event_id, &stream_id])
+                        .inspect_err(|e| conn.note(e))
+                        .map(|r| r.map(|r| r.get(0)))
+                })?;
+        version
+            .map(|v| nonnegative(v, "stream version"))
+            .transpose()
+    }
 }
 
 /// What a read is walking.

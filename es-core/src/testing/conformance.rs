@@ -1184,3 +1184,85 @@ pub fn reaction_covered_by_a_snapshot_is_not_repeated<S: EventStore>(store: &S) 
     assert!(again.already_applied, "ran twice: {again:?}");
     assert_eq!(counters.load("x").unwrap().total, 109);
 }
+
+/// `version_of_event` finds an event id in its own stream only, and only once stored.
+pub fn event_ids_are_found_in_their_stream<S: EventStore>(store: &S) {
+    let batch = events(1, 3);
+    let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+    store
+        .append("ids-1", ExpectedVersion::NoStream, batch)
+        .unwrap();
+    let other = events(4, 1);
+    let other_id = other[0].event_id;
+    store
+        .append("ids-2", ExpectedVersion::NoStream, other)
+        .unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            store.version_of_event("ids-1", *id).unwrap(),
+            Some(i as u64 + 1)
+        );
+        assert_eq!(store.version_of_event("ids-2", *id).unwrap(), None);
+    }
+    assert_eq!(store.version_of_event("ids-2", other_id).unwrap(), Some(1));
+    assert_eq!(store.version_of_event("ids-1", other_id).unwrap(), None);
+    assert_eq!(
+        store.version_of_event("ids-1", Uuid::new_v4()).unwrap(),
+        None
+    );
+    assert_eq!(
+        store.version_of_event("never", Uuid::new_v4()).unwrap(),
+        None
+    );
+}
+
+/// A repository with a state cache sees what another repository (without one) appends
+/// to the same streams, and both agree with a full replay.
+pub fn cached_repository_sees_other_writers<S: EventStore>(store: &S) {
+    let cached = Repository::<Counter, _>::new(store).with_cache(crate::CacheOptions::default());
+    let plain = Repository::<Counter, _>::new(store);
+    for round in 0..20u64 {
+        let id = format!("c{}", round % 3);
+        if round % 4 == 3 {
+            plain.execute(&id, |c| c.add(round)).unwrap();
+        } else {
+            let done = cached.execute(&id, |c| c.add(round)).unwrap();
+            assert_eq!(done.state, plain.load(&id).unwrap().state);
+        }
+    }
+    for i in 0..3 {
+        let id = format!("c{i}");
+        assert_eq!(
+            cached.load(&id).unwrap().state,
+            plain.load(&id).unwrap().state
+        );
+    }
+    let stats = cached.cache_stats().unwrap();
+    assert!(stats.hits > 0, "the cache was used: {stats:?}");
+}
+
+/// A reaction re-run through a repository with a state cache is still not repeated.
+pub fn cached_reaction_is_not_repeated<S: EventStore>(store: &S) {
+    store
+        .append("order-1", ExpectedVersion::NoStream, events(1, 1))
+        .unwrap();
+    let cause = read_stream(store, "order-1", 1).remove(0);
+    let counters =
+        Repository::<SnapCounter, _>::new(store).with_cache(crate::CacheOptions::default());
+    for _ in 0..12 {
+        counters.execute("x", |c| c.add(1)).unwrap();
+    }
+    let first = counters
+        .execute_caused_by("x", &cause, |c| c.add(100))
+        .unwrap();
+    assert!(!first.already_applied);
+    let cold = Repository::<SnapCounter, _>::new(store);
+    for repository in [&counters, &cold] {
+        let again = repository
+            .execute_caused_by("x", &cause, |c| c.add(100))
+            .unwrap();
+        assert!(again.already_applied, "ran twice: {again:?}");
+        assert_eq!((again.version, again.state.total), (13, 112));
+    }
+    assert_eq!(counters.load("x").unwrap().total, 112);
+}

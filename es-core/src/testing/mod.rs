@@ -79,7 +79,10 @@ macro_rules! store_conformance_tests {
             projections_resume_rebuild_and_stop_in_time,
             background_projection_follows_live,
             process_manager_rerun_issues_no_duplicates,
-            reaction_covered_by_a_snapshot_is_not_repeated
+            reaction_covered_by_a_snapshot_is_not_repeated,
+            event_ids_are_found_in_their_stream,
+            cached_repository_sees_other_writers,
+            cached_reaction_is_not_repeated
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {

@@ -338,6 +338,44 @@ impl EventStore for FileStore {
     fn snapshots(&self) -> Option<&dyn SnapshotStore> {
         Some(self)
     }
+
+    /// One look-up in the id map the writer keeps for idempotent retries, then one in the
+    /// index; ids of appends not yet acknowledged do not count.
+    fn version_of_event(
+        &self,
+        stream_id: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<u64>, StoreError> {
+        let shared = &*self.shared;
+        shared.options.limits.check_stream_id(stream_id)?;
+        if shared.options.read_only {
+            // a read-only store keeps no id map of what the writer appends: read the stream
+            for recorded in self.read_stream(stream_id, 1)? {
+                let recorded = recorded?;
+                if recorded.event_id == event_id {
+                    return Ok(Some(recorded.stream_version));
+                }
+            }
+            return Ok(None);
+        }
+        let position = lock(&shared.writer).position_of(&event_id);
+        let Some(position) = position else {
+            return Ok(None);
+        };
+        let index = read(&shared.published);
+        let Some(frame_no) = index.frame_of_position(position) else {
+            return Ok(None);
+        };
+        let in_stream = index
+            .streams
+            .get(stream_id)
+            .is_some_and(|s| s.frames.binary_search(&(frame_no as u32)).is_ok());
+        Ok(index
+            .frames
+            .get(frame_no)
+            .filter(|_| in_stream)
+            .map(|f| f.first_version + (position - f.first_position)))
+    }
 }
 
 impl SnapshotStore for FileStore {

@@ -676,6 +676,12 @@ impl Writer {
         }
     }
 
+    /// The global position of the acknowledged or pending event `id`, if stored.
+    pub(super) fn position_of(&mut self, id: &Uuid) -> Option<u64> {
+        self.hash_ids();
+        self.ids.get(id).copied()
+    }
+
     /// Builds the id map from the ids read at open, once.
     fn hash_ids(&mut self) {
         if let Some(list) = self.ids_on_disk.take() {

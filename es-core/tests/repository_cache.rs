@@ -1,0 +1,535 @@
+//! The repository's state cache never changes what a command sees: random commands on a
+//! few aggregates, with the cache on and off, with snapshots and without, with another
+//! repository writing to the same streams (also between a command's load and its append,
+//! forcing conflicts), give the same results, the same states as a full replay and the
+//! same stored events. Reactions are recognised by one id look-up, without reading the
+//! target's history.
+
+use es_core::prelude::*;
+use es_core::{
+    CacheOptions, EventStream, NewEvent, RecordedEvent, SnapshotStore, StoreError, uuid::Uuid,
+};
+use proptest::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Added {
+    pub n: u64,
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taken {
+    pub n: u64,
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum TallyEvent {
+    Added(Added),
+    Taken(Taken),
+}
+
+#[derive(Debug, PartialEq)]
+pub struct NotEnough;
+
+/// Tally aggregates whose state depends on the order of their events (`trail`), without
+/// snapshots and with one every 3 events.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize, Aggregate)]
+#[aggregate(kind = "tally", event = TallyEvent)]
+pub struct Plain {
+    pub total: u64,
+    pub trail: u64,
+    pub events: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize, Aggregate)]
+#[aggregate(kind = "tally", event = TallyEvent, snapshot_every = 3)]
+pub struct Snapped {
+    pub total: u64,
+    pub trail: u64,
+    pub events: u64,
+}
+
+macro_rules! tally_handlers {
+    ($($name:ident),*) => {$(
+        impl Apply<Added> for $name {
+            fn apply(&mut self, e: &Added) {
+                self.total += e.n;
+                self.trail = self.trail.wrapping_mul(31).wrapping_add(e.n);
+                self.events += 1;
+            }
+        }
+
+        impl Apply<Taken> for $name {
+            fn apply(&mut self, e: &Taken) {
+                self.total -= e.n;
+                self.trail = self.trail.wrapping_mul(37).wrapping_add(e.n);
+                self.events += 1;
+            }
+        }
+
+        impl Tally for $name {
+            fn total(&self) -> u64 {
+                self.total
+            }
+        }
+    )*};
+}
+
+tally_handlers!(Plain, Snapped);
+
+trait Tally: Aggregate<Events = TallyEvent> + Clone + PartialEq + std::fmt::Debug {
+    fn total(&self) -> u64;
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add(u64),
+    Take(u64),
+    Pair(u64, u64),
+    Nothing,
+    /// Another repository adds `n` between this command's load and its append.
+    Raced(u64),
+    React(usize),
+    Load,
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    /// 0: the repository under test; 1: another repository on the same store.
+    by_other: bool,
+    aggregate: u8,
+    op: Op,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1..20u64).prop_map(Op::Add),
+        2 => (1..40u64).prop_map(Op::Take),
+        1 => (1..9u64, 1..9u64).prop_map(|(a, b)| Op::Pair(a, b)),
+        1 => Just(Op::Nothing),
+        2 => (1..5u64).prop_map(Op::Raced),
+        2 => (0..4usize).prop_map(Op::React),
+        1 => Just(Op::Load),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (prop::bool::weighted(0.2), 0..3u8, op()).prop_map(|(by_other, aggregate, op)| Step {
+        by_other,
+        aggregate,
+        op,
+    })
+}
+
+/// What a step returned, comparable across runs.
+#[derive(Debug, PartialEq)]
+enum Outcome<A> {
+    Done {
+        state: A,
+        version: u64,
+        events: usize,
+        already_applied: bool,
+    },
+    Rejected,
+    Conflict,
+    Loaded(A, u64),
+}
+
+/// A stored event without what differs from run to run (its time, a random id): stream,
+/// version, type, payload, causation id and, for a reaction, its derived id.
+type Stored = (String, u64, String, Vec<u8>, Option<Uuid>, Option<Uuid>);
+
+/// The stored events, comparable across runs.
+fn stored(store: &MemoryStore) -> Vec<Stored> {
+    store
+        .read_all(1)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let derived = e.metadata.causation_id.map(|_| e.event_id);
+            (
+                e.stream_id,
+                e.stream_version,
+                e.event_type,
+                e.payload,
+                e.metadata.causation_id,
+                derived,
+            )
+        })
+        .collect()
+}
+
+/// Causes with fixed ids, so that reactions derive the same ids in every run.
+fn causes(store: &MemoryStore) -> Vec<RecordedEvent> {
+    let batch = (0..4u128)
+        .map(|i| {
+            let mut e = NewEvent::new("OrderPlaced", 1, br#"{"n":1}"#.to_vec());
+            e.event_id = Uuid::from_u128(0xC0FFEE00 + i);
+            e
+        })
+        .collect();
+    store
+        .append("order-1", ExpectedVersion::NoStream, batch)
+        .unwrap();
+    store
+        .read_stream("order-1", 1)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn run<A: Tally>(steps: &[Step], cache: Option<CacheOptions>) -> (Vec<Outcome<A>>, MemoryStore) {
+    let store = MemoryStore::new();
+    let causes = causes(&store);
+    let mut repository = Repository::<A, _>::new(&store).with_max_attempts(2);
+    if let Some(options) = cache {
+        repository = repository.with_cache(options);
+    }
+    let other = Repository::<A, _>::new(&store).with_max_attempts(2);
+    let mut outcomes = Vec::new();
+    for step in steps {
+        let repo = if step.by_other { &other } else { &repository };
+        let id = format!("{}", step.aggregate);
+        let result = match &step.op {
+            Op::Add(n) => repo.execute(&id, |_| Ok::<_, NotEnough>(Added { n: *n })),
+            Op::Take(n) => repo.execute(&id, |s| {
+                if s.total() < *n {
+                    Err(NotEnough)
+                } else {
+                    Ok(Taken { n: *n })
+                }
+            }),
+            Op::Pair(a, b) => repo.execute(&id, |s| {
+                if s.total() + a < *b {
+                    return Err(NotEnough);
+                }
+                Ok((Added { n: *a }, Taken { n: *b }))
+            }),
+            Op::Nothing => repo.execute(&id, |_| Ok::<_, NotEnough>(())),
+            Op::Raced(n) => {
+                let mut raced = false;
+                repo.execute(&id, |_| {
+                    if !raced {
+                        raced = true;
+                        other
+                            .execute(&id, |_| Ok::<_, NotEnough>(Added { n: 100 }))
+                            .unwrap();
+                    }
+                    Ok::<_, NotEnough>(Added { n: *n })
+                })
+            }
+            Op::React(i) => repo.execute_caused_by(&id, &causes[*i], |_| {
+                Ok::<_, NotEnough>(Added {
+                    n: 1000 + *i as u64,
+                })
+            }),
+            Op::Load => {
+                let loaded = repo.load(&id).unwrap();
+                outcomes.push(Outcome::Loaded(loaded.state, loaded.version));
+                continue;
+            }
+        };
+        outcomes.push(match result {
+            Ok(done) => Outcome::Done {
+                state: done.state,
+                version: done.version,
+                events: done.events.len(),
+                already_applied: done.already_applied,
+            },
+            Err(CommandError::Rejected(NotEnough)) => Outcome::Rejected,
+            Err(CommandError::Conflict { .. }) => Outcome::Conflict,
+            Err(e) => panic!("unexpected error: {e:?}"),
+        });
+    }
+    // the state every instance ends in, as the repository under test sees it, must be the
+    // fold of its whole stream
+    for aggregate in 0..3 {
+        let id = format!("{aggregate}");
+        let mut replayed = A::default();
+        for e in repository.history(&id).unwrap() {
+            replayed.apply_event(&e.event);
+        }
+        let loaded = repository.load(&id).unwrap();
+        assert_eq!(loaded.state, replayed, "instance {id}");
+    }
+    (outcomes, store)
+}
+
+fn same_with_and_without_cache<A: Tally>(steps: &[Step]) {
+    let (without, plain_store) = run::<A>(steps, None);
+    for cache in [
+        CacheOptions::default(),
+        // room for one state: every other command is a miss or an eviction
+        CacheOptions::default().max_entries(1),
+    ] {
+        let (with, cached_store) = run::<A>(steps, Some(cache));
+        assert_eq!(with, without, "results, cache {cache:?}");
+        assert_eq!(
+            stored(&cached_store),
+            stored(&plain_store),
+            "stored events, cache {cache:?}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn the_cache_changes_nothing_without_snapshots(steps in prop::collection::vec(step(), 1..60)) {
+        same_with_and_without_cache::<Plain>(&steps);
+    }
+
+    #[test]
+    fn the_cache_changes_nothing_with_snapshots(steps in prop::collection::vec(step(), 1..60)) {
+        same_with_and_without_cache::<Snapped>(&steps);
+    }
+}
+
+#[test]
+fn clones_share_one_cache_across_threads() {
+    let store = MemoryStore::new();
+    let repository = Repository::<Snapped, _>::new(&store)
+        .with_max_attempts(1000)
+        .with_cache(CacheOptions::default().max_entries(2));
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let repository = repository.clone();
+            scope.spawn(move || {
+                for i in 0..200u64 {
+                    let id = format!("{}", i % 3);
+                    repository
+                        .execute(&id, |_| Ok::<_, NotEnough>(Added { n: t * 1000 + i }))
+                        .unwrap();
+                }
+            });
+        }
+        // and a writer without the cache
+        let store = &store;
+        scope.spawn(move || {
+            let other = Repository::<Snapped, _>::new(store).with_max_attempts(1000);
+            for i in 0..200u64 {
+                other
+                    .execute(&format!("{}", i % 3), |_| {
+                        Ok::<_, NotEnough>(Added { n: 7 })
+                    })
+                    .unwrap();
+            }
+        });
+    });
+    let stats = repository.cache_stats().unwrap();
+    assert!(stats.entries <= 2, "{stats:?}");
+    assert!(stats.hits > 0, "{stats:?}");
+    let mut events = 0;
+    for aggregate in 0..3 {
+        let id = format!("{aggregate}");
+        let mut replayed = Snapped::default();
+        for e in repository.history(&id).unwrap() {
+            replayed.apply_event(&e.event);
+        }
+        events += replayed.events;
+        assert_eq!(repository.load(&id).unwrap().state, replayed);
+    }
+    assert_eq!(events, 4 * 200 + 200);
+}
+
+#[test]
+fn a_cached_state_of_a_replaced_history_is_not_used() {
+    // two stores stand for one history replaced by another (a restore, a failover): the
+    // repository's store is swapped under its cache through a switch
+    struct Switch {
+        stores: [MemoryStore; 2],
+        active: AtomicU64,
+    }
+    impl Switch {
+        fn store(&self) -> &MemoryStore {
+            &self.stores[self.active.load(Ordering::SeqCst) as usize]
+        }
+    }
+    impl EventStore for Switch {
+        fn append(
+            &self,
+            stream_id: &str,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+        ) -> Result<es_core::AppendResult, StoreError> {
+            self.store().append(stream_id, expected, events)
+        }
+        fn read_stream(&self, stream_id: &str, from: u64) -> Result<EventStream<'_>, StoreError> {
+            self.store().read_stream(stream_id, from)
+        }
+        fn read_all(&self, from: u64) -> Result<EventStream<'_>, StoreError> {
+            self.store().read_all(from)
+        }
+        fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+            self.store().stream_version(stream_id)
+        }
+        fn head_position(&self) -> Result<u64, StoreError> {
+            self.store().head_position()
+        }
+    }
+    let switch = Switch {
+        stores: [MemoryStore::new(), MemoryStore::new()],
+        active: AtomicU64::new(0),
+    };
+    // the second history: another stream first, so positions differ
+    switch.stores[1]
+        .append(
+            "other-1",
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("X", 1, b"{}".to_vec())],
+        )
+        .unwrap();
+    let repository = Repository::<Plain, _>::new(&switch).with_cache(CacheOptions::default());
+    let plain = Repository::<Plain, _>::new(&switch);
+    repository
+        .execute("1", |_| Ok::<_, NotEnough>(Added { n: 5 }))
+        .unwrap();
+    switch.active.store(1, Ordering::SeqCst);
+    plain
+        .execute("1", |_| Ok::<_, NotEnough>(Added { n: 9 }))
+        .unwrap();
+    let done = repository
+        .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+        .unwrap();
+    assert_eq!((done.state.total, done.version), (10, 2));
+    assert_eq!(repository.cache_stats().unwrap().invalidations, 1);
+}
+
+/// Counts the events read by stream through it and the id look-ups.
+struct Counting<S> {
+    inner: S,
+    events_read: AtomicU64,
+    lookups: AtomicU64,
+}
+
+impl<S> Counting<S> {
+    fn new(inner: S) -> Self {
+        Counting {
+            inner,
+            events_read: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
+        }
+    }
+    fn take_reads(&self) -> u64 {
+        self.events_read.swap(0, Ordering::SeqCst)
+    }
+}
+
+impl<S: EventStore> EventStore for Counting<S> {
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<es_core::AppendResult, StoreError> {
+        self.inner.append(stream_id, expected, events)
+    }
+    fn read_stream(&self, stream_id: &str, from: u64) -> Result<EventStream<'_>, StoreError> {
+        let counter = &self.events_read;
+        Ok(Box::new(self.inner.read_stream(stream_id, from)?.inspect(
+            move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            },
+        )))
+    }
+    fn read_all(&self, from: u64) -> Result<EventStream<'_>, StoreError> {
+        self.inner.read_all(from)
+    }
+    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        self.inner.stream_version(stream_id)
+    }
+    fn head_position(&self) -> Result<u64, StoreError> {
+        self.inner.head_position()
+    }
+    fn snapshots(&self) -> Option<&dyn SnapshotStore> {
+        self.inner.snapshots()
+    }
+    fn version_of_event(&self, stream_id: &str, event_id: Uuid) -> Result<Option<u64>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.version_of_event(stream_id, event_id)
+    }
+}
+
+#[test]
+fn a_cached_command_reads_only_the_event_it_starts_from() {
+    let store = Counting::new(MemoryStore::new());
+    let cached = Repository::<Plain, _>::new(&store).with_cache(CacheOptions::default());
+    let plain = Repository::<Plain, _>::new(&store);
+    for _ in 0..100 {
+        cached
+            .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+            .unwrap();
+    }
+    store.take_reads();
+    cached
+        .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+        .unwrap();
+    assert_eq!(store.take_reads(), 1, "the anchoring event only");
+    // another writer's events are read, and only those
+    plain
+        .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+        .unwrap();
+    store.take_reads();
+    let done = cached
+        .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+        .unwrap();
+    assert_eq!(store.take_reads(), 2);
+    assert_eq!(done.state.total, 103);
+    // without the cache, the whole stream
+    plain
+        .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+        .unwrap();
+    assert_eq!(store.take_reads(), 103);
+}
+
+#[test]
+fn a_reaction_reads_no_history() {
+    let store = Counting::new(MemoryStore::new());
+    let causes = {
+        let memory = &store.inner;
+        causes(memory)
+    };
+    // a long target stream, with snapshots, and a repository that starts cold
+    let tallies = Repository::<Snapped, _>::new(&store);
+    for _ in 0..1000 {
+        tallies
+            .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+            .unwrap();
+    }
+    store.take_reads();
+    let first = tallies
+        .execute_caused_by("1", &causes[0], |_| Ok::<_, NotEnough>(Added { n: 5 }))
+        .unwrap();
+    assert!(!first.already_applied);
+    assert!(
+        store.take_reads() <= 3,
+        "starts from the snapshot, not the history"
+    );
+    let cached = Repository::<Snapped, _>::new(&store).with_cache(CacheOptions::default());
+    cached.load("1").unwrap();
+    store.take_reads();
+    let lookups = store.lookups.load(Ordering::SeqCst);
+    for cause in &causes {
+        cached
+            .execute_caused_by("1", cause, |_| Ok::<_, NotEnough>(Added { n: 5 }))
+            .unwrap();
+    }
+    assert_eq!(store.lookups.load(Ordering::SeqCst) - lookups, 4);
+    // the anchoring event, and the last event when a snapshot is taken
+    let reads = store.take_reads();
+    assert!(reads <= 2 * 4, "{reads} events read for 4 reactions");
+    // re-run: nothing applied twice, still no history read
+    for (i, cause) in causes.iter().enumerate() {
+        let again = cached
+            .execute_caused_by("1", cause, |_| Ok::<_, NotEnough>(Added { n: 5 }))
+            .unwrap();
+        assert!(again.already_applied, "reaction {i} ran twice");
+    }
+    assert!(store.take_reads() <= 4);
+    assert_eq!(cached.load("1").unwrap().total, 1000 + 4 * 5);
+    assert_eq!(tallies.load("1").unwrap().total, 1000 + 4 * 5);
+}
