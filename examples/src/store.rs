@@ -275,6 +275,14 @@ impl EventStore for ExampleStore {
     fn snapshots(&self) -> Option<&dyn SnapshotStore> {
         self.inner().snapshots()
     }
+
+    fn version_of_event(
+        &self,
+        stream_id: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<u64>, StoreError> {
+        self.inner().version_of_event(stream_id, event_id)
+    }
 }
 
 #[cfg(test)]
