@@ -61,7 +61,10 @@ pub use projection::{
 };
 pub use repository::{CommandError, Executed, LoadError, Loaded, Repository};
 pub use snapshot::{Snapshot, SnapshotStore};
-pub use store::{AppendResult, EventStore, EventStream, ExpectedVersion, Limits, StoreError};
+pub use store::{
+    AppendResult, Corruption, DataLocation, EventStore, EventStream, ExpectedVersion, Limits,
+    StoreError,
+};
 pub use subscription::{Filter, Subscription};
 
 #[cfg(feature = "derive")]

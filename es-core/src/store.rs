@@ -438,9 +438,9 @@ pub enum StoreError {
         /// Where it was found.
         reason: String,
     },
-    /// Stored data failed a check.
+    /// Stored data failed a check: where, and which check.
     #[error("corrupted store: {0}")]
-    Corrupted(String),
+    Corrupted(Corruption),
     /// The store refuses writes (after a failed fsync, or opened read-only).
     #[error("store is read-only: {0}")]
     ReadOnly(String),
@@ -450,6 +450,98 @@ pub enum StoreError {
     /// Any other backend error.
     #[error("{0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Stored data that failed a check: where the damaged record is and what is wrong with it.
+///
+/// ```
+/// use es_core::store::{Corruption, DataLocation};
+/// let c = Corruption::new(
+///     DataLocation::File { path: "00000003.seg".into(), offset: 4096 },
+///     "checksum mismatch",
+/// );
+/// assert_eq!(c.to_string(), "`00000003.seg` at offset 4096: checksum mismatch");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {reason}")]
+#[non_exhaustive]
+pub struct Corruption {
+    /// Where the damaged record is.
+    pub location: DataLocation,
+    /// The check it failed.
+    pub reason: String,
+}
+
+impl Corruption {
+    /// A damaged record at `location`.
+    pub fn new(location: DataLocation, reason: impl Into<String>) -> Self {
+        Corruption {
+            location,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Corruption> for StoreError {
+    fn from(c: Corruption) -> Self {
+        StoreError::Corrupted(c)
+    }
+}
+
+/// Where a damaged record is, in the terms of the store that keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DataLocation {
+    /// A byte offset in one of the store's files; `path` is the file's name inside the
+    /// store's directory.
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Byte offset of the record in the file.
+        offset: u64,
+    },
+    /// An event, as far as it could be read (a row of a database table).
+    Event {
+        /// Its stream, when known.
+        stream_id: Option<String>,
+        /// Its stream version, when known.
+        stream_version: Option<u64>,
+        /// Its global position, when known.
+        position: Option<u64>,
+    },
+    /// A snapshot of a stream.
+    Snapshot {
+        /// The stream.
+        stream_id: String,
+    },
+}
+
+impl std::fmt::Display for DataLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataLocation::File { path, offset } => {
+                write!(f, "`{}` at offset {offset}", path.display())
+            }
+            DataLocation::Event {
+                stream_id,
+                stream_version,
+                position,
+            } => {
+                f.write_str("event")?;
+                if let Some(v) = stream_version {
+                    write!(f, " {v}")?;
+                }
+                if let Some(s) = stream_id {
+                    write!(f, " of stream `{s}`")?;
+                }
+                if let Some(p) = position {
+                    write!(f, " at position {p}")?;
+                }
+                Ok(())
+            }
+            DataLocation::Snapshot { stream_id } => write!(f, "a snapshot of `{stream_id}`"),
+        }
+    }
 }
 
 /// A streaming read: events one at a time, in order, holding a bounded amount in memory.

@@ -5,8 +5,8 @@
 use crate::conn::Query;
 use crate::error::PgError;
 use crate::store::{PgStore, join_time, nonnegative, split_time, to_i64};
-use es_core::StoreError;
 use es_core::snapshot::{SNAPSHOTS_KEPT, Snapshot, SnapshotStore};
+use es_core::{Corruption, DataLocation, StoreError};
 
 impl SnapshotStore for PgStore {
     fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
@@ -84,8 +84,11 @@ impl SnapshotStore for PgStore {
         })?;
         let Some(row) = row else { return Ok(None) };
         let bad = |e: &dyn std::fmt::Display| {
-            StoreError::Corrupted(format!(
-                "a snapshot row of `{stream_id}` cannot be read: {e}"
+            StoreError::Corrupted(Corruption::new(
+                DataLocation::Snapshot {
+                    stream_id: stream_id.to_owned(),
+                },
+                format!("its row cannot be read: {e}"),
             ))
         };
         let version: i64 = row.try_get(0).map_err(|e| bad(&e))?;

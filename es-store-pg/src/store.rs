@@ -9,8 +9,8 @@ use chrono::{DateTime, Datelike, Utc};
 use es_core::backend::HeadSignal;
 use es_core::snapshot::SnapshotStore;
 use es_core::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, Limits, Metadata, NewEvent,
-    RecordedEvent, StoreError,
+    AppendResult, Corruption, DataLocation, EventStore, EventStream, ExpectedVersion, Limits,
+    Metadata, NewEvent, RecordedEvent, StoreError,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
@@ -504,9 +504,15 @@ impl<'a> Pages<'a> {
             match &mut self.cursor {
                 Cursor::All { next_position } => {
                     if event.position != *next_position {
-                        return Err(StoreError::Corrupted(format!(
-                            "the log has position {} where {next_position} was expected: positions must be dense",
-                            event.position
+                        return Err(StoreError::Corrupted(Corruption::new(
+                            DataLocation::Event {
+                                stream_id: Some(event.stream_id.clone()),
+                                stream_version: Some(event.stream_version),
+                                position: Some(event.position),
+                            },
+                            format!(
+                                "the log has this position where {next_position} was expected: positions must be dense"
+                            ),
                         )));
                     }
                     *next_position = event.position + 1;
@@ -543,16 +549,29 @@ impl Iterator for Pages<'_> {
 
 /// Reads one event row (the columns of `conn::EVENT_COLUMNS`).
 fn decode_row(row: &postgres::Row) -> Result<RecordedEvent, StoreError> {
+    let unknown = DataLocation::Event {
+        stream_id: None,
+        stream_version: None,
+        position: None,
+    };
     let bad = |what: &str, e: &dyn std::fmt::Display| {
-        StoreError::Corrupted(format!("an event row cannot be read ({what}): {e}"))
+        StoreError::Corrupted(Corruption::new(
+            unknown.clone(),
+            format!("an event row cannot be read ({what}): {e}"),
+        ))
     };
     let get = |i: usize| row.try_get::<_, i64>(i).map_err(|e| bad("number", &e));
     let stream_id: String = row.try_get(0).map_err(|e| bad("stream id", &e))?;
     let stream_version = nonnegative(get(1)?, "stream version")?;
     let position = nonnegative(get(2)?, "position")?;
     let at = |reason: String| {
-        StoreError::Corrupted(format!(
-            "event {stream_version} of stream `{stream_id}` (position {position}): {reason}"
+        StoreError::Corrupted(Corruption::new(
+            DataLocation::Event {
+                stream_id: Some(stream_id.clone()),
+                stream_version: Some(stream_version),
+                position: Some(position),
+            },
+            reason,
         ))
     };
     let recorded_at: DateTime<Utc> = row.try_get(4).map_err(|e| at(e.to_string()))?;
@@ -582,7 +601,16 @@ fn decode_row(row: &postgres::Row) -> Result<RecordedEvent, StoreError> {
 }
 
 pub(crate) fn nonnegative(v: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupted(format!("negative {what} {v} stored")))
+    u64::try_from(v).map_err(|_| {
+        StoreError::Corrupted(Corruption::new(
+            DataLocation::Event {
+                stream_id: None,
+                stream_version: None,
+                position: None,
+            },
+            format!("negative {what} {v} stored"),
+        ))
+    })
 }
 
 /// A position or version as a column value; `None` when it is past anything storable.

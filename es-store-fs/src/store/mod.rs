@@ -236,9 +236,15 @@ impl Shared {
             return Ok(Arc::clone(active));
         }
         if no >= files.count {
-            return Err(StoreError::Corrupted(format!(
-                "segment {no} does not exist (the log has {} segments)",
-                files.count
+            return Err(StoreError::Corrupted(es_core::store::Corruption::new(
+                es_core::store::DataLocation::File {
+                    path: crate::layout::segment_name(no).into(),
+                    offset: 0,
+                },
+                format!(
+                    "the index lists this segment, but the log has {}",
+                    files.count
+                ),
             )));
         }
         if let Some(i) = files.sealed.iter().position(|(n, _)| *n == no) {
@@ -286,9 +292,12 @@ impl Shared {
 }
 
 fn corrupted(at: FrameRef, reason: &str) -> StoreError {
-    StoreError::Corrupted(format!(
-        "segment {} at offset {}: {reason}",
-        at.segment, at.offset
+    StoreError::Corrupted(es_core::store::Corruption::new(
+        es_core::store::DataLocation::File {
+            path: crate::layout::segment_name(at.segment).into(),
+            offset: at.offset,
+        },
+        reason,
     ))
 }
 

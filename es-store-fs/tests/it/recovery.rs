@@ -222,7 +222,18 @@ fn a_flipped_bit_in_any_byte_of_an_acknowledged_frame_is_reported() {
             .unwrap()
             .find_map(Result::err)
             .unwrap_or_else(|| panic!("flip at {at} went unnoticed by read_all"));
-        assert!(matches!(err, StoreError::Corrupted(_)), "{err:?}");
+        // the error names the segment file and the damaged frame's offset, as fields
+        let StoreError::Corrupted(corruption) = &err else {
+            panic!("flip at {at}: {err:?}")
+        };
+        assert!(
+            matches!(
+                &corruption.location,
+                es_core::DataLocation::File { path, offset }
+                    if *path == segment0(Path::new("")) && *offset == start as u64
+            ),
+            "flip at {at}: {corruption:?}"
+        );
         assert!(
             err.to_string().contains(&format!("offset {start}")),
             "{err}"
