@@ -40,7 +40,7 @@ pub fn expand(args: TokenStream, item: &Item) -> TokenStream {
 }
 
 fn check(cx: &Ctxt, handler: &ItemImpl) {
-    let Some((negative, path, _)) = &handler.trait_ else {
+    let Some((path, _)) = &handler.trait_ else {
         cx.error_spanned_by(
             &handler.self_ty,
             "`#[fingerprint]` goes on an `Apply` handler, `impl Apply<Event> for Aggregate { .. }`, not on an inherent impl: only the handlers are part of a snapshot fingerprint",
@@ -48,7 +48,7 @@ fn check(cx: &Ctxt, handler: &ItemImpl) {
         return;
     };
     let is_apply = path.segments.last().is_some_and(|s| s.ident == "Apply");
-    if negative.is_some() || !is_apply {
+    if handler.modifiers.polarity.is_some() || !is_apply {
         cx.error_spanned_by(
             path,
             format!(
