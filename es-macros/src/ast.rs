@@ -5,7 +5,7 @@ use crate::ctxt::Ctxt;
 use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::ext::IdentExt;
-use syn::{DeriveInput, Fields, Generics, Ident, ItemEnum, ItemStruct};
+use syn::{DeriveInput, Fields, Generics, Ident, ItemEnum, ItemImpl, ItemStruct};
 
 /// `#[event]` on a struct: one event type.
 pub struct EventStruct<'a> {
@@ -199,6 +199,27 @@ impl<'a> EventEnum<'a> {
     }
 }
 
+/// `#[fingerprint]`: the `impl` block it goes on, or `None` (reported) when the item is
+/// something else.
+pub fn handler<'a>(cx: &Ctxt, args: &TokenStream, item: &'a syn::Item) -> Option<&'a ItemImpl> {
+    if !args.is_empty() {
+        cx.error_spanned_by(
+            args,
+            "`#[fingerprint]` takes no arguments: it hashes the code of the handler it is on",
+        );
+    }
+    match item {
+        syn::Item::Impl(handler) => Some(handler),
+        other => {
+            cx.error_spanned_by(
+                item_keyword(other),
+                "`#[fingerprint]` goes on an `Apply` handler, `impl Apply<Event> for Aggregate { .. }`: it adds the handler's code to the aggregate's snapshot fingerprint",
+            );
+            None
+        }
+    }
+}
+
 /// `#[derive(Aggregate)]` and its `#[aggregate(...)]` settings.
 pub struct AggregateInput<'a> {
     pub input: &'a DeriveInput,
@@ -244,14 +265,35 @@ fn no_generics(cx: &Ctxt, generics: &Generics, what: &str, why: &str) {
     }
 }
 
-/// Tokens as a person writes them: `a::B`, not `a :: B`.
-pub fn display_tokens<T: ToTokens>(tokens: &T) -> String {
-    let text = tokens.to_token_stream().to_string();
-    text.replace(" :: ", "::")
-        .replace(":: ", "::")
-        .replace(" < ", "<")
-        .replace("< ", "<")
-        .replace(" >", ">")
-        .replace(" ,", ",")
-        .replace("& ", "&")
+/// The paths listed in the item's `#[derive(..)]` attributes.
+pub fn derives(item: &ItemStruct) -> Vec<syn::Path> {
+    let mut paths = Vec::new();
+    for attr in &item.attrs {
+        if !attr.path().is_ident("derive") {
+            continue;
+        }
+        if let Ok(list) = attr.parse_args_with(
+            syn::punctuated::Punctuated::<syn::Path, syn::Token![,]>::parse_terminated,
+        ) {
+            paths.extend(list);
+        }
+    }
+    paths
+}
+
+/// The tokens that name what kind of item this is, for an error about the wrong kind.
+pub fn item_keyword(item: &syn::Item) -> TokenStream {
+    match item {
+        syn::Item::Fn(f) => f.sig.fn_token.to_token_stream(),
+        syn::Item::Struct(s) => s.struct_token.to_token_stream(),
+        syn::Item::Enum(e) => e.enum_token.to_token_stream(),
+        syn::Item::Const(c) => c.const_token.to_token_stream(),
+        syn::Item::Static(s) => s.static_token.to_token_stream(),
+        syn::Item::Union(u) => u.union_token.to_token_stream(),
+        syn::Item::Type(t) => t.type_token.to_token_stream(),
+        syn::Item::Trait(t) => t.trait_token.to_token_stream(),
+        syn::Item::Impl(i) => i.impl_token.to_token_stream(),
+        syn::Item::Mod(m) => m.mod_token.to_token_stream(),
+        other => other.to_token_stream(),
+    }
 }

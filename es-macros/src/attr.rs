@@ -175,13 +175,10 @@ pub fn event_struct(cx: &Ctxt, args: TokenStream) -> EventStructAttrs {
             }
             UPCAST_FROM => {
                 let value = parse_value(cx, meta, |input| {
-                    let ty: syn::Type = input.parse().map_err(|e| {
-                        syn::Error::new(
-                            e.span(),
-                            "`upcast_from` takes the type of the previous version: `upcast_from = ProductAddedV2`",
-                        )
-                    })?;
-                    Ok(Some(ty))
+                    type_value(
+                        input,
+                        "`upcast_from` takes the type of the previous version: `upcast_from = ProductAddedV2`",
+                    )
                 });
                 set(&mut attrs.upcast_from, key, value);
                 None
@@ -327,13 +324,10 @@ pub fn aggregate(cx: &Ctxt, input_attrs: &[syn::Attribute]) -> AggregateAttrs {
                 }
                 EVENT => {
                     let value = parse_value(cx, meta, |input| {
-                        let ty: syn::Type = input.parse().map_err(|e| {
-                        syn::Error::new(
-                            e.span(),
+                        type_value(
+                            input,
                             "`event` takes the `#[event]` enum of this aggregate's events: `event = CartEvent`",
                         )
-                    })?;
-                        Ok(Some(ty))
                     });
                     set(&mut attrs.event, key, value);
                     None
@@ -541,6 +535,15 @@ fn skip_item(meta: &ParseNestedMeta) {
         let _ = meta.input.parse::<Token![=]>();
     }
     skip_value(meta.input);
+}
+
+/// A type as a key's value; a value that is not a type is reported with `message`, which
+/// says what the key takes.
+fn type_value(input: ParseStream, message: &str) -> syn::Result<Option<syn::Type>> {
+    let ty = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), message))?;
+    Ok(Some(ty))
 }
 
 /// The valid key closest to a mistyped one, if any is close enough to be the intent.

@@ -2,15 +2,13 @@
 //! (the name and version of another type) is checked by const assertions in the
 //! generated code instead; see `expand_event` and `expand_event_set`.
 
-use crate::ast::{AggregateInput, EventEnum, EventStruct, display_tokens};
+use crate::ast::{AggregateInput, EventEnum, EventStruct, derives};
 use crate::attr::{EVENT, KIND, MIGRATE, SNAPSHOT_EVERY, SNAPSHOT_VERSION, UPCAST_FROM};
 use crate::ctxt::Ctxt;
-use crate::expand_event::derives;
-use crate::shape::written;
-use quote::ToTokens;
+use crate::print::written;
 use std::collections::{BTreeMap, BTreeSet};
-use syn::Fields;
 use syn::ext::IdentExt;
+use syn::{Fields, ImplItem, ItemImpl};
 
 pub fn event_struct(cx: &Ctxt, event: &EventStruct) {
     fields_are_named(cx, event);
@@ -34,20 +32,26 @@ pub fn aggregate(cx: &Ctxt, aggregate: &AggregateInput) {
     snapshot_version_needs_snapshot_every(cx, aggregate);
 }
 
+pub fn handler(cx: &Ctxt, handler: &ItemImpl) {
+    if handler_is_an_apply_impl(cx, handler) {
+        handler_leaves_fingerprint_unset(cx, handler);
+    }
+}
+
 /// A stored payload is a JSON object: a later version can add a field with a default, and
 /// a migration step can edit it by name. A tuple struct would be stored as a bare value
 /// (`5`) or an array, a unit struct as `null`; neither can grow.
 fn fields_are_named(cx: &Ctxt, event: &EventStruct) {
     let item = event.item;
     let ident = item.ident.unraw();
-    let vis = written(item.vis.to_token_stream());
+    let vis = written(&item.vis);
     let vis = if vis.is_empty() { vis } else { vis + " " };
     match &item.fields {
         Fields::Named(_) => {}
         Fields::Unnamed(fields) => {
             let write = match fields.unnamed.iter().collect::<Vec<_>>().as_slice() {
                 [field] => {
-                    let field_vis = written(field.vis.to_token_stream());
+                    let field_vis = written(&field.vis);
                     let field_vis = if field_vis.is_empty() {
                         field_vis
                     } else {
@@ -55,7 +59,7 @@ fn fields_are_named(cx: &Ctxt, event: &EventStruct) {
                     };
                     format!(
                         "name the field: `{vis}struct {ident} {{ {field_vis}value: {} }}`",
-                        written(field.ty.to_token_stream())
+                        written(&field.ty)
                     )
                 }
                 fields => format!(
@@ -93,7 +97,7 @@ fn serde_is_not_derived_twice(cx: &Ctxt, event: &EventStruct) {
                 &path,
                 format!(
                     "`#[event]` derives `Serialize` and `Deserialize` itself; remove `{}` from `#[derive(..)]` (serde's field attributes such as `#[serde(default)]` still apply)",
-                    display_tokens(&path)
+                    written(&path)
                 ),
             );
         }
@@ -108,7 +112,7 @@ fn migrate_and_upcast_from_are_exclusive(cx: &Ctxt, event: &EventStruct) {
     let (Some(_), Some(upcast_from)) = (&event.attrs.migrate, &event.attrs.upcast_from) else {
         return;
     };
-    let old = display_tokens(&upcast_from.value);
+    let old = written(&upcast_from.value);
     let below = match event.known_version() {
         Some(version) => format!("versions below {version}"),
         None => "older versions".to_owned(),
@@ -267,7 +271,7 @@ fn aliases_are_distinct(cx: &Ctxt, event: &EventStruct) {
 fn variant_types_are_distinct(cx: &Ctxt, set: &EventEnum) {
     let mut seen: BTreeMap<String, &syn::Ident> = BTreeMap::new();
     for variant in &set.variants {
-        let ty = display_tokens(variant.ty);
+        let ty = written(variant.ty);
         if let Some(first) = seen.get(&ty) {
             cx.error_spanned_by(
                 variant.ty,
@@ -335,5 +339,42 @@ fn snapshot_version_needs_snapshot_every(cx: &Ctxt, aggregate: &AggregateInput) 
                 "`{SNAPSHOT_VERSION}` needs `{SNAPSHOT_EVERY} = N`: without it the aggregate keeps no snapshots"
             ),
         );
+    }
+}
+
+/// Only `Apply` handlers are part of a snapshot fingerprint; on any other impl the hash
+/// would be computed and never read.
+fn handler_is_an_apply_impl(cx: &Ctxt, handler: &ItemImpl) -> bool {
+    let Some((path, _)) = &handler.trait_ else {
+        cx.error_spanned_by(
+            &handler.self_ty,
+            "`#[fingerprint]` goes on an `Apply` handler, `impl Apply<Event> for Aggregate { .. }`, not on an inherent impl: only the handlers are part of a snapshot fingerprint",
+        );
+        return false;
+    };
+    let is_apply = path.segments.last().is_some_and(|s| s.ident == "Apply");
+    if handler.modifiers.polarity.is_some() || !is_apply {
+        cx.error_spanned_by(
+            path,
+            format!(
+                "`#[fingerprint]` goes on an `Apply` handler, `impl Apply<Event> for Aggregate {{ .. }}`, not on an impl of `{}`",
+                written(path)
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+fn handler_leaves_fingerprint_unset(cx: &Ctxt, handler: &ItemImpl) {
+    for item in &handler.items {
+        if let ImplItem::Const(constant) = item
+            && constant.ident == "FINGERPRINT"
+        {
+            cx.error_spanned_by(
+                &constant.ident,
+                "`#[fingerprint]` sets `FINGERPRINT` itself: remove this constant, or remove `#[fingerprint]` to keep your own",
+            );
+        }
     }
 }

@@ -2,27 +2,16 @@
 //! snapshot settings.
 
 use crate::ast::AggregateInput;
-use crate::attr::{Attr, Number};
-use crate::ctxt::Ctxt;
-use crate::expand_event::local;
-use crate::shape::{canonical, fnv1a};
-use crate::{check, fallback};
-use proc_macro2::TokenStream;
+use crate::attr::{AGGREGATE, Attr, Number};
+use crate::print::canonical;
+use crate::tokens::local;
+use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{DeriveInput, Ident};
+use syn::{DeriveInput, Ident, LitStr};
 
-pub fn expand(input: &DeriveInput) -> TokenStream {
-    let cx = Ctxt::new();
-    let aggregate = AggregateInput::from_input(&cx, input);
-    check::aggregate(&cx, &aggregate);
-    match cx.check() {
-        Ok(()) => generate(&aggregate),
-        Err(errors) => fallback::aggregate(&aggregate, errors),
-    }
-}
-
-fn generate(aggregate: &AggregateInput) -> TokenStream {
+/// The `Aggregate` impl, with the snapshot settings when `snapshot_every` is given.
+pub fn expand(aggregate: &AggregateInput) -> TokenStream {
     let attrs = &aggregate.attrs;
     let (Some(kind), Some(events)) = (&attrs.kind, &attrs.event) else {
         unreachable!("check::aggregate reports a missing kind or event");
@@ -45,7 +34,9 @@ fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStre
         .snapshot_version
         .as_ref()
         .map_or_else(|| quote!(1), |v| v.value.lit.to_token_stream());
-    let state_fingerprint = state_fingerprint(aggregate.input);
+    let state_text = LitStr::new(&state_text(aggregate.input), Span::call_site());
+    let state_fingerprint =
+        quote!(::es_core::schema::Fnv::new().bytes(#state_text.as_bytes()).finish());
     let ident = aggregate.ident();
     let events = &aggregate
         .attrs
@@ -105,10 +96,10 @@ fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStre
     }
 }
 
-/// A 64-bit FNV-1a hash of the state type's shape: its field (or variant) names, types and
-/// attributes other than doc comments, and its container attributes other than doc
-/// comments and derives. Never 0, which means "no fingerprint".
-fn state_fingerprint(input: &DeriveInput) -> u64 {
+/// The text that the fingerprint of the state type's shape hashes: its field (or variant)
+/// names, types and attributes other than doc comments, and its container attributes
+/// other than doc comments and derives.
+fn state_text(input: &DeriveInput) -> String {
     let mut data = input.data.clone();
     let keep = |attr: &syn::Attribute| !attr.path().is_ident("doc");
     match &mut data {
@@ -134,10 +125,7 @@ fn state_fingerprint(input: &DeriveInput) -> u64 {
     let mut text = String::new();
     for attr in &input.attrs {
         let path = attr.path();
-        if !path.is_ident("doc")
-            && !path.is_ident("derive")
-            && !path.is_ident(crate::attr::AGGREGATE)
-        {
+        if !path.is_ident("doc") && !path.is_ident("derive") && !path.is_ident(AGGREGATE) {
             canonical(attr.to_token_stream(), &mut text);
         }
     }
@@ -147,7 +135,7 @@ fn state_fingerprint(input: &DeriveInput) -> u64 {
         syn::Data::Union(u) => u.fields.to_token_stream(),
     };
     canonical(body, &mut text);
-    fnv1a(&text)
+    text
 }
 
 /// The impl itself, also used as the stub of a failed expansion.

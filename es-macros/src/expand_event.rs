@@ -1,24 +1,15 @@
 //! `#[event]` on a struct: serde derives, the `Event` impl and its upcast chain.
 
-use crate::ast::{Chain, EventStruct, display_tokens};
-use crate::ctxt::Ctxt;
+use crate::ast::{Chain, EventStruct, derives};
+use crate::attr::MigrateStep;
+use crate::print::written;
 use crate::shape::Shape;
-use crate::{check, fallback};
+use crate::tokens::{escape_braces, local, local_const};
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Ident, ItemStruct, LitInt, LitStr};
-
-pub fn expand(args: TokenStream, item: &ItemStruct) -> TokenStream {
-    let cx = Ctxt::new();
-    let event = EventStruct::from_item(&cx, args, item);
-    check::event_struct(&cx, &event);
-    match cx.check() {
-        Ok(()) => generate(&event),
-        Err(errors) => fallback::event_struct(&event, errors),
-    }
-}
+use syn::{ItemStruct, LitInt, LitStr};
 
 /// The struct with serde's derives, reached through es-core so that users need not
 /// depend on serde. A trait the user derives already is left out: that mistake is
@@ -39,7 +30,7 @@ pub fn with_serde(item: &ItemStruct) -> TokenStream {
 }
 
 /// Whether the item's own `#[derive(..)]` lists `Serialize` and `Deserialize`.
-pub fn derived_by_user(item: &ItemStruct) -> (bool, bool) {
+fn derived_by_user(item: &ItemStruct) -> (bool, bool) {
     let (mut serialize, mut deserialize) = (false, false);
     for path in derives(item) {
         if let Some(last) = path.segments.last() {
@@ -48,22 +39,6 @@ pub fn derived_by_user(item: &ItemStruct) -> (bool, bool) {
         }
     }
     (serialize, deserialize)
-}
-
-/// The paths listed in the item's `#[derive(..)]` attributes.
-pub fn derives(item: &ItemStruct) -> Vec<syn::Path> {
-    let mut paths = Vec::new();
-    for attr in &item.attrs {
-        if !attr.path().is_ident("derive") {
-            continue;
-        }
-        if let Ok(list) = attr.parse_args_with(
-            syn::punctuated::Punctuated::<syn::Path, syn::Token![,]>::parse_terminated,
-        ) {
-            paths.extend(list);
-        }
-    }
-    paths
 }
 
 /// `const NAME`, `const VERSION` and `const ALIASES` of the `Event` impl.
@@ -101,7 +76,9 @@ fn constants_with(event: &EventStruct, name: TokenStream, version: TokenStream) 
     }
 }
 
-fn generate(event: &EventStruct) -> TokenStream {
+/// The struct with serde's derives and its `Event` impl, with the upcast chain and the
+/// assertions about the previous version's type.
+pub fn expand(event: &EventStruct) -> TokenStream {
     let ident = event.ident();
     let item = with_serde(event.item);
     let constants = constants(event);
@@ -163,15 +140,10 @@ fn schema(event: &EventStruct) -> TokenStream {
     }
 }
 
-/// A constant of generated code, named so that no user item plausibly shares its name.
-pub fn local_const(name: &str) -> Ident {
-    Ident::new(&format!("__ES_{name}"), Span::mixed_site())
-}
-
 /// The upcaster of `migrate(1 => f, 2 => g)`: the steps in version order, each coerced to
 /// `MigrationFn` at the user's token, so that a function of the wrong signature is
 /// reported where it is named.
-fn migrate(steps: &[crate::attr::MigrateStep]) -> TokenStream {
+fn migrate(steps: &[MigrateStep]) -> TokenStream {
     let mut steps: Vec<_> = steps.iter().collect();
     steps.sort_by_key(|s| s.from.value);
     let functions = steps.iter().map(|step| {
@@ -222,7 +194,7 @@ fn typed_step_assertions(event: &EventStruct, old: &syn::Type) -> TokenStream {
     let previous = current.saturating_sub(1);
     let previous_lit = LitInt::new(&previous.to_string(), Span::call_site());
     let name = event.name();
-    let old_text = display_tokens(old);
+    let old_text = written(old);
     let names = std::iter::once(format!("\"{name}\""))
         .chain(event.aliases().iter().map(|a| format!("\"{}\"", a.value())))
         .collect::<Vec<_>>()
@@ -247,16 +219,4 @@ fn typed_step_assertions(event: &EventStruct, old: &syn::Type) -> TokenStream {
             #name_message
         );
     }
-}
-
-/// A parameter or binding of generated code. Mixed-site hygiene keeps it apart from the
-/// user's locals, but a pattern still resolves to a constant of the same name in scope,
-/// so the name is also one that no user item plausibly has.
-pub fn local(name: &str) -> Ident {
-    Ident::new(&format!("__es_{name}"), Span::mixed_site())
-}
-
-/// A message passed as `assert!`'s format string.
-pub fn escape_braces(message: &str) -> String {
-    message.replace('{', "{{").replace('}', "}}")
 }

@@ -2,26 +2,16 @@
 //! dispatch to `Apply` handlers that `#[derive(Aggregate)]` calls.
 
 use crate::ast::{EventEnum, Variant};
-use crate::ctxt::Ctxt;
-use crate::expand_event::{escape_braces, local, local_const};
-use crate::{check, fallback};
+use crate::tokens::{escape_braces, local, local_const};
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Ident, ItemEnum, LitStr};
+use syn::{Ident, LitStr};
 
-pub fn expand(args: TokenStream, item: &ItemEnum) -> TokenStream {
-    let cx = Ctxt::new();
-    let set = EventEnum::from_item(&cx, args, item);
-    check::event_enum(&cx, &set);
-    match cx.check() {
-        Ok(()) => generate(&set),
-        Err(errors) => fallback::event_enum(&set, errors),
-    }
-}
-
-fn generate(set: &EventEnum) -> TokenStream {
+/// The enum with its `EventSet` impl, the conversions into it, the dispatch to `Apply`
+/// handlers, and the assertions about its events' names.
+pub fn expand(set: &EventEnum) -> TokenStream {
     let item = &set.output;
     let event_set = event_set(set);
     let variants: Vec<_> = set.variants.iter().collect();

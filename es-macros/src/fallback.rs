@@ -2,14 +2,16 @@
 //! the rest of the crate type-check, so that the user sees the real mistake and not a
 //! cascade of "not an event" / "not an aggregate" errors at every use.
 //!
-//! The stubs never run: the `compile_error!` beside them fails the build.
+//! The stubs never run: the `compile_error!` beside them fails the build. They are built
+//! from the same pieces as the real expansion, so that they cannot drift apart from it.
 
-use crate::ast::{AggregateInput, EventEnum, EventStruct, display_tokens};
+use crate::ast::{AggregateInput, EventEnum, EventStruct};
 use crate::expand_aggregate::impl_aggregate;
 use crate::expand_event::{stub_constants, with_serde};
 use crate::expand_event_set::conversions;
+use crate::print::written;
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{ToTokens, quote};
 
 pub fn event_struct(event: &EventStruct, errors: syn::Error) -> TokenStream {
     let errors = errors.to_compile_error();
@@ -44,7 +46,7 @@ pub fn event_enum(set: &EventEnum, errors: syn::Error) -> TokenStream {
     let variants: Vec<_> = set
         .variants
         .iter()
-        .filter(|v| seen.insert(display_tokens(v.ty)))
+        .filter(|v| seen.insert(written(v.ty)))
         .collect();
     let conversions = conversions(ident, &variants);
     quote! {
@@ -91,4 +93,12 @@ pub fn aggregate(aggregate: &AggregateInput, errors: syn::Error) -> TokenStream 
     );
     let stub = impl_aggregate(aggregate.ident(), &kind, &events.value, None);
     quote!(#errors #stub)
+}
+
+/// A `#[fingerprint]` handler stays as written: without `FINGERPRINT` it keeps the
+/// trait's default, so the aggregate still compiles and only the real mistake is shown.
+pub fn handler(item: &syn::Item, errors: syn::Error) -> TokenStream {
+    let mut out = errors.to_compile_error();
+    item.to_tokens(&mut out);
+    out
 }

@@ -15,6 +15,13 @@
 //! they are compile errors too.
 #![warn(missing_docs)]
 
+// Each macro runs the same phases, and each phase uses only the ones before it: `attr`
+// parses the attribute grammar and `ast` the item into a typed model (both record
+// mistakes in `ctxt` and go on); `check` applies the rules that span several attributes;
+// then either the macro's `expand_*` module writes the code or, when a mistake was
+// recorded, `fallback` writes the errors beside stubs built from the same pieces. The
+// functions at the end of this file run the phases; `print`, `shape` and `tokens` serve
+// them all.
 mod ast;
 mod attr;
 mod check;
@@ -24,9 +31,13 @@ mod expand_event;
 mod expand_event_set;
 mod expand_fingerprint;
 mod fallback;
+mod print;
 mod shape;
+mod tokens;
 
+use ctxt::Ctxt;
 use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
 
 /// Makes a struct an event, or an enum the event set of an aggregate.
 ///
@@ -231,11 +242,11 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
         }
     };
     match &item {
-        syn::Item::Struct(s) => expand_event::expand(args, s),
-        syn::Item::Enum(e) => expand_event_set::expand(args, e),
+        syn::Item::Struct(s) => event_struct(args, s),
+        syn::Item::Enum(e) => event_enum(args, e),
         other => {
             let error = syn::Error::new_spanned(
-                item_keyword(other),
+                ast::item_keyword(other),
                 "`#[event]` goes on a struct (one event type) or on an enum whose variants wrap `#[event]` structs (an aggregate's event set)",
             );
             let mut out = error.to_compile_error();
@@ -328,7 +339,7 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Aggregate, attributes(aggregate))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     match syn::parse::<syn::DeriveInput>(input) {
-        Ok(input) => expand_aggregate::expand(&input),
+        Ok(input) => aggregate(&input),
         Err(e) => e.to_compile_error(),
     }
     .into()
@@ -370,7 +381,7 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
 pub fn fingerprint(args: TokenStream, input: TokenStream) -> TokenStream {
     let args = proc_macro2::TokenStream::from(args);
     match syn::parse::<syn::Item>(input.clone()) {
-        Ok(item) => expand_fingerprint::expand(args, &item).into(),
+        Ok(item) => handler(&args, &item).into(),
         Err(e) => {
             let mut out = e.to_compile_error();
             out.extend(proc_macro2::TokenStream::from(input));
@@ -379,20 +390,45 @@ pub fn fingerprint(args: TokenStream, input: TokenStream) -> TokenStream {
     }
 }
 
-/// The tokens that name what kind of item this is, for an error about the wrong kind.
-fn item_keyword(item: &syn::Item) -> proc_macro2::TokenStream {
-    use quote::ToTokens;
-    match item {
-        syn::Item::Fn(f) => f.sig.fn_token.to_token_stream(),
-        syn::Item::Struct(s) => s.struct_token.to_token_stream(),
-        syn::Item::Enum(e) => e.enum_token.to_token_stream(),
-        syn::Item::Const(c) => c.const_token.to_token_stream(),
-        syn::Item::Static(s) => s.static_token.to_token_stream(),
-        syn::Item::Union(u) => u.union_token.to_token_stream(),
-        syn::Item::Type(t) => t.type_token.to_token_stream(),
-        syn::Item::Trait(t) => t.trait_token.to_token_stream(),
-        syn::Item::Impl(i) => i.impl_token.to_token_stream(),
-        syn::Item::Mod(m) => m.mod_token.to_token_stream(),
-        other => other.to_token_stream(),
+fn event_struct(args: TokenStream2, item: &syn::ItemStruct) -> TokenStream2 {
+    let cx = Ctxt::new();
+    let event = ast::EventStruct::from_item(&cx, args, item);
+    check::event_struct(&cx, &event);
+    match cx.check() {
+        Ok(()) => expand_event::expand(&event),
+        Err(errors) => fallback::event_struct(&event, errors),
+    }
+}
+
+fn event_enum(args: TokenStream2, item: &syn::ItemEnum) -> TokenStream2 {
+    let cx = Ctxt::new();
+    let set = ast::EventEnum::from_item(&cx, args, item);
+    check::event_enum(&cx, &set);
+    match cx.check() {
+        Ok(()) => expand_event_set::expand(&set),
+        Err(errors) => fallback::event_enum(&set, errors),
+    }
+}
+
+fn aggregate(input: &syn::DeriveInput) -> TokenStream2 {
+    let cx = Ctxt::new();
+    let aggregate = ast::AggregateInput::from_input(&cx, input);
+    check::aggregate(&cx, &aggregate);
+    match cx.check() {
+        Ok(()) => expand_aggregate::expand(&aggregate),
+        Err(errors) => fallback::aggregate(&aggregate, errors),
+    }
+}
+
+fn handler(args: &TokenStream2, item: &syn::Item) -> TokenStream2 {
+    let cx = Ctxt::new();
+    let handler = ast::handler(&cx, args, item);
+    if let Some(handler) = handler {
+        check::handler(&cx, handler);
+    }
+    match (cx.check(), handler) {
+        (Ok(()), Some(handler)) => expand_fingerprint::expand(handler),
+        (Err(errors), _) => fallback::handler(item, errors),
+        (Ok(()), None) => unreachable!("an item other than an impl is reported"),
     }
 }

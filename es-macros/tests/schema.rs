@@ -335,3 +335,22 @@ fn without_fingerprint_a_changed_handler_reuses_stale_snapshots() {
     // (or a new `snapshot_version`) prevents.
     assert_eq!((stale.balance, stale.folded), (20 + 500, 5));
 }
+
+/// A stored snapshot is only reused while the fingerprint of the code that wrote it keeps
+/// its value, so the text the macros hash and the hash itself must not change between
+/// releases: these are the values of the released code above.
+#[test]
+fn fingerprints_keep_their_values_between_releases() {
+    use es_core::Apply;
+    assert_eq!(
+        format!(
+            "{:#018x}",
+            <released::Account as Apply<events::Deposited>>::FINGERPRINT
+        ),
+        "0x668473047b269591"
+    );
+    assert_eq!(
+        format!("{:#018x}", released::Account::snapshot_fingerprint()),
+        "0xc990a41006ea5e85"
+    );
+}
