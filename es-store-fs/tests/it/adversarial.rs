@@ -4,8 +4,7 @@
 //! temporary ones, a refused open that would leave files behind, damage around segment
 //! boundaries, a read-only open racing a roll.
 
-mod common;
-
+use crate::common;
 use es_core::{EventStore, ExpectedVersion, RecordedEvent};
 use es_store_fs::vfs::Vfs;
 use es_store_fs::vfs::sim::{SimFs, SimOp, SimOptions};

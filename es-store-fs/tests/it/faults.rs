@@ -5,9 +5,7 @@
 //!
 //! Runs on the simulated disk (`vfs::sim`). `ES_RELIABILITY_FULL=1` runs many more cases.
 
-mod common;
-
-use common::{Attempt, Ledger, Outcome, event, figure, next_append_works, scale, verify};
+use crate::common::{Attempt, Ledger, Outcome, event, figure, next_append_works, scale, verify};
 use es_core::{EventStore, ExpectedVersion, StoreError};
 use es_store_fs::vfs::sim::{SimFs, SimOp, SimOptions};
 use es_store_fs::{FileStore, FileStoreOptions};

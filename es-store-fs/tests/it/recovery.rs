@@ -2,8 +2,7 @@
 //! and offset, the index is rebuilt when missing or damaged, and the directory is private
 //! and single-writer.
 
-mod common;
-
+use crate::common;
 use es_core::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use es_store_fs::vfs::sim::{SimFs, SimOp};
 use es_store_fs::{FileStore, FileStoreOptions, OpenError, TornTail};
