@@ -4,8 +4,7 @@
 //! temporary ones, a refused open that would leave files behind, damage around segment
 //! boundaries, a read-only open racing a roll.
 
-mod common;
-
+use crate::common;
 use es_core::{EventStore, ExpectedVersion, RecordedEvent};
 use es_store_fs::vfs::Vfs;
 use es_store_fs::vfs::sim::{SimFs, SimOp, SimOptions};
@@ -505,8 +504,10 @@ fn refused_open_writes_marker() {
     let before = image.files();
     let r = FileStore::open_with(DIR, opts(&image));
     assert!(
-        r.is_err(),
-        "opened a store whose PUBLISHED proves 5 events with none"
+        matches!(&r, Err(OpenError::Corrupted { segment: 0, offset: 0, reason, .. })
+            if reason.contains("no segment file is left")),
+        "a store whose PUBLISHED proves 5 events, with none left, must be refused as damaged: {:?}",
+        r.as_ref().err()
     );
     let after = image.files();
     assert_eq!(

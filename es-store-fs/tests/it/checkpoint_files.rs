@@ -119,7 +119,11 @@ fn damaged_checkpoint_files_are_refused_naming_the_file() {
     }
     for cut in 0..good.len() {
         std::fs::write(&path, &good[..cut]).unwrap();
-        assert!(checkpoints.load("sales").is_err(), "cut at {cut}");
+        let err = checkpoints.load("sales").unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()),
+            "cut at {cut}: {err}"
+        );
     }
 }
 

@@ -6,9 +6,8 @@
 //!
 //! Runs on the simulated disk (`vfs::sim`). `ES_RELIABILITY_FULL=1` runs many more cases.
 
-mod common;
-
-use common::{
+use crate::common;
+use crate::common::{
     Attempt, Ledger, Outcome, event, figure, next_append_works, scale, segment_number, verify,
 };
 use es_core::{EventStore, ExpectedVersion, StoreError};

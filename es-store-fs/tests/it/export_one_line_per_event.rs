@@ -4,9 +4,7 @@
 //!
 //! `ES_RELIABILITY_FULL=1` runs many more cases.
 
-mod common;
-
-use common::scale;
+use crate::common::scale;
 use es_core::{
     EventStore, ExpectedVersion, Limits, Metadata, NewEvent, RecordedEvent, chrono, uuid::Uuid,
 };

@@ -4,9 +4,7 @@
 //!
 //! `ES_RELIABILITY_FULL=1` runs many more cases.
 
-mod common;
-
-use common::{event, figure, scale};
+use crate::common::{event, figure, scale};
 use es_core::{EventStore, ExpectedVersion, RecordedEvent};
 use es_store_fs::format::{self, Frame, SegmentHeader};
 use es_store_fs::vfs::sim::SimFs;

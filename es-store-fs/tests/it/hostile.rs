@@ -4,9 +4,7 @@
 //! and leaves every byte on disk unchanged; path-like ids and type names are plain data
 //! and never touch the file system. Runs on the real and the simulated disk.
 
-mod common;
-
-use common::event;
+use crate::common::event;
 use es_core::{EventStore, ExpectedVersion, Limits, Metadata, NewEvent, StoreError};
 use es_store_fs::vfs::sim::SimFs;
 use es_store_fs::{FileStore, FileStoreOptions};

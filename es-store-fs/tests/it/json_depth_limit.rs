@@ -2,7 +2,7 @@
 //! `max_json_depth` deeper than it can read back, and JSON at the largest accepted depth
 //! is stored and read back, also after reopening.
 
-use es_core::{EventStore, ExpectedVersion, Limits, Metadata, NewEvent, RecordedEvent};
+use es_core::{EventStore, ExpectedVersion, Limits, Metadata, NewEvent, RecordedEvent, StoreError};
 use es_store_fs::{FileStore, FileStoreOptions, OpenError};
 
 fn nested_arrays(depth: usize) -> Vec<u8> {
@@ -66,10 +66,10 @@ fn at_the_largest_depth_an_append_is_accepted_and_read_back() {
             .append("deep-1", ExpectedVersion::NoStream, vec![event])
             .unwrap();
         let too_deep = NewEvent::new("Deep", 1, nested_arrays(max + 1));
+        let refused = store.append("deep-2", ExpectedVersion::NoStream, vec![too_deep]);
         assert!(
-            store
-                .append("deep-2", ExpectedVersion::NoStream, vec![too_deep])
-                .is_err()
+            matches!(&refused, Err(StoreError::InvalidEvent { stream_id, index: 0, .. }) if stream_id == "deep-2"),
+            "{refused:?}"
         );
     }
     let store = FileStore::open_with(dir.path(), options(max)).unwrap();

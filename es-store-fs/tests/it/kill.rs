@@ -8,9 +8,7 @@
 //! ordinary tests, so any runner (`cargo test`, `cargo nextest`) runs them.
 //! `ES_RELIABILITY_FULL=1` runs hundreds of rounds instead of a few.
 
-mod common;
-
-use common::{Attempt, Outcome, event, figure, next_append_works, scale, verify};
+use crate::common::{Attempt, Outcome, event, figure, next_append_works, scale, verify};
 use es_core::{AppendResult, EventStore, ExpectedVersion, NewEvent};
 use es_store_fs::{Durability, FileStore, FileStoreOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -122,7 +120,7 @@ fn round(seed: u64) -> Result<(u64, u64), String> {
     let mode = rng.below(12);
     let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
         .args([
-            "process_kill_child",
+            child_test_name().as_str(),
             "--exact",
             "--nocapture",
             "--test-threads=1",
@@ -197,6 +195,17 @@ fn round(seed: u64) -> Result<(u64, u64), String> {
     .map_err(|e| format!("mode {mode}: {e}; recovery: {:?}", store.recovery_report()))?;
     next_append_works(&store)?;
     Ok((acks, found.appends - found.required))
+}
+
+/// The name the test harness gives `process_kill_child`: its module path inside the
+/// test binary, without the binary's own name.
+fn child_test_name() -> String {
+    let module = module_path!().split_once("::").map_or("", |(_, path)| path);
+    if module.is_empty() {
+        "process_kill_child".to_owned()
+    } else {
+        format!("{module}::process_kill_child")
+    }
 }
 
 /// The child's role: only when the parent started it (`ES_KILL_CHILD` set); otherwise a

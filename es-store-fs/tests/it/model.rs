@@ -6,9 +6,7 @@
 //!
 //! `ES_RELIABILITY_FULL=1` runs many more cases.
 
-mod common;
-
-use common::{Attempt, Outcome, event, figure, scale, verify};
+use crate::common::{Attempt, Outcome, event, figure, scale, verify};
 use es_core::{AppendResult, EventStore, ExpectedVersion, NewEvent, StoreError};
 use es_store_fs::vfs::sim::SimFs;
 use es_store_fs::{FileStore, FileStoreOptions};

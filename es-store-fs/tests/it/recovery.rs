@@ -2,8 +2,7 @@
 //! and offset, the index is rebuilt when missing or damaged, and the directory is private
 //! and single-writer.
 
-mod common;
-
+use crate::common;
 use es_core::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use es_store_fs::vfs::sim::{SimFs, SimOp};
 use es_store_fs::{FileStore, FileStoreOptions, OpenError, TornTail};
@@ -298,12 +297,14 @@ fn a_damaged_segment_that_is_not_the_last_is_reported() {
         }
         other => panic!("expected corruption, got {other:?}"),
     }
-    // a missing middle segment is reported by number
-    fs::remove_file(dir.path().join(format!("{:020}.seg", 1))).unwrap();
+    // a missing middle segment is reported by number, at the start of the missing file
+    let seg1 = dir.path().join(format!("{:020}.seg", 1));
+    fs::remove_file(&seg1).unwrap();
     let err = FileStore::open_with(dir.path(), options()).unwrap_err();
     assert!(
-        err.to_string().contains("segment file 1 is missing"),
-        "{err}"
+        matches!(&err, OpenError::Corrupted { file, segment: 1, offset: 0, reason }
+            if *file == seg1 && reason.contains("segment file 1 is missing")),
+        "{err:?}"
     );
 }
 

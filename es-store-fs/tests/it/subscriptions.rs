@@ -2,7 +2,7 @@
 //! `fdatasync` is still running, and never when the sync fails.
 
 use es_core::subscription::Subscription;
-use es_core::{EventStore, ExpectedVersion, NewEvent};
+use es_core::{EventStore, ExpectedVersion, NewEvent, StoreError};
 use es_store_fs::vfs::sim::{SimFs, SimOp};
 use es_store_fs::vfs::{OpenMode, StdFs, Vfs, VfsFile};
 use es_store_fs::{FileStore, FileStoreOptions};
@@ -162,10 +162,10 @@ fn an_event_whose_sync_fails_is_never_delivered() {
     let mut sub = Subscription::new(&store, 1);
     assert!(sub.try_next().unwrap().is_some());
     sim.fail(SimOp::SyncData, 0, io::ErrorKind::Other, Some(".seg"));
+    let failed = store.append("s-1", ExpectedVersion::Any, vec![event(2)]);
     assert!(
-        store
-            .append("s-1", ExpectedVersion::Any, vec![event(2)])
-            .is_err()
+        matches!(&failed, Err(StoreError::Io(e)) if e.to_string().contains("fdatasync failed")),
+        "{failed:?}"
     );
     assert!(
         sub.next_timeout(Duration::from_millis(200))

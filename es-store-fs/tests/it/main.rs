@@ -1,0 +1,23 @@
+//! The integration tests of the file store, in one test binary: one module per subject,
+//! and `common`, the ledger and checks the reliability tests share.
+//!
+//! One binary links the store and its dependencies once instead of once per file, and
+//! every test in it runs under `cargo test` and `cargo nextest` alike.
+
+mod common;
+
+mod adversarial;
+mod checkpoint_files;
+mod cli;
+mod conformance;
+mod crash;
+mod export_one_line_per_event;
+mod faults;
+mod fuzz;
+mod hostile;
+mod json_depth_limit;
+mod kill;
+mod model;
+mod recovery;
+mod subscriptions;
+mod tracing_spans;
