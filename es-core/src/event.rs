@@ -79,7 +79,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn from_value(version: u32, payload: Value) -> Result<Self, DecodeError> {
         check_version::<Self>(version)?;
         if version == Self::VERSION {
-            serde_json::from_value(payload).map_err(|e| payload_error::<Self>(version, &e))
+            serde_json::from_value(payload).map_err(|e| payload_error::<Self>(version, e))
         } else {
             Self::upcast(version, payload).map_err(|source| DecodeError::Upcast {
                 event_type: Self::NAME.to_owned(),
@@ -110,10 +110,10 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn decode_stored(version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         check_version::<Self>(version)?;
         if version == Self::VERSION {
-            serde_json::from_slice(payload).map_err(|e| payload_error::<Self>(version, &e))
+            serde_json::from_slice(payload).map_err(|e| payload_error::<Self>(version, e))
         } else {
             let value: Value =
-                serde_json::from_slice(payload).map_err(|e| payload_error::<Self>(version, &e))?;
+                serde_json::from_slice(payload).map_err(|e| payload_error::<Self>(version, e))?;
             Self::from_value(version, value)
         }
     }
@@ -136,11 +136,11 @@ fn check_version<E: Event>(version: u32) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn payload_error<E: Event>(version: u32, e: &serde_json::Error) -> DecodeError {
+fn payload_error<E: Event>(version: u32, e: serde_json::Error) -> DecodeError {
     DecodeError::Payload {
         event_type: E::NAME.to_owned(),
         version,
-        message: e.to_string(),
+        source: e.into(),
     }
 }
 
@@ -223,13 +223,55 @@ pub trait EventSet: Sized + Send + Sync + 'static {
 
 /// Why an event could not be serialized.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot encode event `{event_type}`: {message}")]
+#[error("cannot encode event `{event_type}`: {source}")]
 pub struct EncodeError {
     /// The event's type name.
     pub event_type: &'static str,
     /// What serde reported.
-    pub message: String,
+    #[source]
+    pub source: JsonError,
 }
+
+/// An error of serde_json, kept whole as the source of [`DecodeError::Payload`] and
+/// [`EncodeError`] (cheap to clone; equal when serde reported the same thing at the same
+/// place).
+#[derive(Debug, Clone)]
+pub struct JsonError(std::sync::Arc<serde_json::Error>);
+
+impl JsonError {
+    /// serde_json's error.
+    pub fn inner(&self) -> &serde_json::Error {
+        &self.0
+    }
+}
+
+impl From<serde_json::Error> for JsonError {
+    fn from(e: serde_json::Error) -> Self {
+        JsonError(std::sync::Arc::new(e))
+    }
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for JsonError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl PartialEq for JsonError {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&*self.0, &*other.0);
+        (a.classify(), a.line(), a.column()) == (b.classify(), b.line(), b.column())
+            && a.to_string() == b.to_string()
+    }
+}
+
+impl Eq for JsonError {}
 
 impl EncodeError {
     /// Serializes `event` to JSON, naming the event type on failure.
@@ -242,7 +284,7 @@ impl EncodeError {
             })
             .map_err(|e| EncodeError {
                 event_type: E::NAME,
-                message: e.to_string(),
+                source: e.into(),
             })
     }
 }
@@ -293,14 +335,15 @@ pub enum DecodeError {
         source: UpcastError,
     },
     /// The payload is not valid JSON or does not fit the type.
-    #[error("payload of `{event_type}` version {version} does not fit the type: {message}")]
+    #[error("payload of `{event_type}` version {version} does not fit the type: {source}")]
     Payload {
         /// Type name.
         event_type: String,
         /// Schema version the payload was read at.
         version: u32,
         /// What serde reported.
-        message: String,
+        #[source]
+        source: JsonError,
     },
 }
 

@@ -52,7 +52,8 @@ pub use aggregate::{Aggregate, Apply, SnapshotPolicy};
 pub use cache::{CacheOptions, CacheStats};
 pub use envelope::{Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, stream_kind};
 pub use event::{
-    DecodeError, EncodeError, EncodedEvent, Event, EventSet, IntoEvents, MigrationFn, UpcastError,
+    DecodeError, EncodeError, EncodedEvent, Event, EventSet, IntoEvents, JsonError, MigrationFn,
+    UpcastError,
 };
 pub use memory::MemoryStore;
 pub use projection::{

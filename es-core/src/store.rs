@@ -501,7 +501,7 @@ pub enum DataLocation {
         offset: u64,
     },
     /// An event, as far as it could be read (a row of a database table).
-    Event {
+    StoredEvent {
         /// Its stream, when known.
         stream_id: Option<String>,
         /// Its stream version, when known.
@@ -522,7 +522,7 @@ impl std::fmt::Display for DataLocation {
             DataLocation::File { path, offset } => {
                 write!(f, "`{}` at offset {offset}", path.display())
             }
-            DataLocation::Event {
+            DataLocation::StoredEvent {
                 stream_id,
                 stream_version,
                 position,

@@ -7,7 +7,7 @@
 //! durability, only synced events).
 
 use crate::aggregate::Aggregate;
-use crate::envelope::{Envelope, EventDecodeError, RecordedEvent, stream_kind};
+use crate::envelope::{Envelope, RecordedEvent, stream_kind};
 use crate::event::EventSet;
 use crate::store::{EventStore, StoreError};
 use std::collections::{HashSet, VecDeque};
@@ -181,16 +181,10 @@ pub struct TypedSubscription<'a, S: EventStore + ?Sized, E: EventSet> {
     _set: std::marker::PhantomData<fn() -> E>,
 }
 
-/// Why a typed subscription could not deliver.
-#[derive(Debug, thiserror::Error)]
-pub enum SubscriptionError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// An event could not be decoded.
-    #[error(transparent)]
-    Decode(#[from] EventDecodeError),
-}
+/// Why a typed subscription could not deliver: the store failed, or an event could not be
+/// decoded. The same errors as a load ([`LoadError`](crate::LoadError)), so code that
+/// handles one handles both.
+pub type SubscriptionError = crate::LoadError;
 
 impl<S: EventStore + ?Sized, E: EventSet> TypedSubscription<'_, S, E> {
     /// The position of the next event it will look at.

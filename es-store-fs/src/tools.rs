@@ -247,7 +247,16 @@ pub struct ImportReport {
     /// Events imported.
     pub events_imported: u64,
     /// Streams refused, with why (nothing of them was written).
-    pub streams_refused: Vec<(String, String)>,
+    pub streams_refused: Vec<RefusedStream>,
+}
+
+/// A stream [`import_jsonl`] did not write, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedStream {
+    /// The stream.
+    pub stream_id: String,
+    /// What the store answered to its append.
+    pub reason: String,
 }
 
 /// Why an import could not start.
@@ -334,7 +343,10 @@ pub fn import_jsonl<S: EventStore + ?Sized>(
                 report.streams_imported += 1;
                 report.events_imported += count;
             }
-            Err(e) => report.streams_refused.push((stream, e.to_string())),
+            Err(e) => report.streams_refused.push(RefusedStream {
+                stream_id: stream,
+                reason: e.to_string(),
+            }),
         }
     }
     Ok(report)

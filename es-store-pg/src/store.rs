@@ -505,7 +505,7 @@ impl<'a> Pages<'a> {
                 Cursor::All { next_position } => {
                     if event.position != *next_position {
                         return Err(StoreError::Corrupted(Corruption::new(
-                            DataLocation::Event {
+                            DataLocation::StoredEvent {
                                 stream_id: Some(event.stream_id.clone()),
                                 stream_version: Some(event.stream_version),
                                 position: Some(event.position),
@@ -549,7 +549,7 @@ impl Iterator for Pages<'_> {
 
 /// Reads one event row (the columns of `conn::EVENT_COLUMNS`).
 fn decode_row(row: &postgres::Row) -> Result<RecordedEvent, StoreError> {
-    let unknown = DataLocation::Event {
+    let unknown = DataLocation::StoredEvent {
         stream_id: None,
         stream_version: None,
         position: None,
@@ -566,7 +566,7 @@ fn decode_row(row: &postgres::Row) -> Result<RecordedEvent, StoreError> {
     let position = nonnegative(get(2)?, "position")?;
     let at = |reason: String| {
         StoreError::Corrupted(Corruption::new(
-            DataLocation::Event {
+            DataLocation::StoredEvent {
                 stream_id: Some(stream_id.clone()),
                 stream_version: Some(stream_version),
                 position: Some(position),
@@ -603,7 +603,7 @@ fn decode_row(row: &postgres::Row) -> Result<RecordedEvent, StoreError> {
 pub(crate) fn nonnegative(v: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| {
         StoreError::Corrupted(Corruption::new(
-            DataLocation::Event {
+            DataLocation::StoredEvent {
                 stream_id: None,
                 stream_version: None,
                 position: None,

@@ -228,7 +228,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 let refused: Vec<_> = report
                     .streams_refused
                     .iter()
-                    .map(|(s, why)| serde_json::json!({"stream": s, "reason": why}))
+                    .map(|r| serde_json::json!({"stream": r.stream_id, "reason": r.reason}))
                     .collect();
                 w(
                     &mut out,
@@ -247,8 +247,11 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                         report.events_imported, report.streams_imported
                     ),
                 )?;
-                for (stream, why) in &report.streams_refused {
-                    w(&mut out, format!("refused stream `{stream}`: {why}"))?;
+                for r in &report.streams_refused {
+                    w(
+                        &mut out,
+                        format!("refused stream `{}`: {}", r.stream_id, r.reason),
+                    )?;
                 }
             }
             if !report.streams_refused.is_empty() {
