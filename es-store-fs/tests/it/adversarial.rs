@@ -5,7 +5,8 @@
 //! boundaries, a read-only open racing a roll.
 
 use crate::common;
-use es_core::{EventStore, ExpectedVersion, RecordedEvent};
+use crate::common::all_events;
+use es_core::{EventStore, ExpectedVersion};
 use es_store_fs::vfs::Vfs;
 use es_store_fs::vfs::sim::{SimFs, SimOp, SimOptions};
 use es_store_fs::{FileStore, FileStoreOptions, OpenError};
@@ -23,14 +24,6 @@ fn opts(fs: &SimFs) -> FileStoreOptions {
         vfs: Arc::new(fs.clone()),
         ..FileStoreOptions::default()
     }
-}
-
-fn all(store: &FileStore) -> Vec<RecordedEvent> {
-    store
-        .read_all(1)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
 }
 
 /// Appends `n` one-event appends; returns the store (still open).
@@ -78,15 +71,15 @@ fn must_not_lose(fs: &SimFs, o: impl Fn(&SimFs) -> FileStoreOptions, acked: usiz
     );
     if let Ok(s) = &ro {
         assert!(
-            all(s).len() >= acked,
+            all_events(s).len() >= acked,
             "{what}: read-only open shows {} of {acked}",
-            all(s).len()
+            all_events(s).len()
         );
     }
     drop(ro);
     match FileStore::open_with(DIR, o(fs)) {
         Ok(s) => {
-            let n = all(&s).len();
+            let n = all_events(&s).len();
             assert!(
                 n >= acked,
                 "{what}: opened with {n} of {acked} acknowledged events: {:?}",
@@ -314,7 +307,7 @@ fn power_loss_with_torn_pages_opens() {
                     },
                 );
                 match ro {
-                    Ok(s) => assert!(all(&s).len() >= required, "{what}: read-only lost"),
+                    Ok(s) => assert!(all_events(&s).len() >= required, "{what}: read-only lost"),
                     Err(OpenError::NotAStore { .. }) if required == 0 => {}
                     Err(e) => {
                         if let OpenError::Corrupted { offset, file, .. } = &e {
@@ -364,7 +357,7 @@ fn power_loss_with_torn_pages_opens() {
                             },
                         );
                         match repaired {
-                            Ok(s) if all(&s).len() >= required => {
+                            Ok(s) if all_events(&s).len() >= required => {
                                 refused_then_repaired += 1;
                             }
                             _ => failures.push(format!("{what}: refused, repair lost: {e}")),
@@ -379,7 +372,7 @@ fn power_loss_with_torn_pages_opens() {
                     panic!("{what}: verify refused: {e}");
                 }
                 match FileStore::open_with(DIR, o(&image.fs)) {
-                    Ok(s) => assert!(all(&s).len() >= required, "{what}: lost acked"),
+                    Ok(s) => assert!(all_events(&s).len() >= required, "{what}: lost acked"),
                     Err(e) => panic!("{what}: refused: {e}"),
                 }
             }
@@ -434,7 +427,7 @@ fn read_only_open_racing_a_roll() {
         },
     );
     match ro {
-        Ok(r) => assert!(all(&r).len() >= 3),
+        Ok(r) => assert!(all_events(&r).len() >= 3),
         Err(e) => panic!("read-only open beside a live writer refused: {e}"),
     }
     drop(store);
@@ -462,7 +455,7 @@ fn failed_read_of_published_drops_its_proof() {
     match FileStore::open_with(DIR, o(&image)) {
         Ok(s) => panic!(
             "opened with {} of 20 acknowledged events; report {:?}",
-            all(&s).len(),
+            all_events(&s).len(),
             s.recovery_report()
         ),
         Err(OpenError::Io { path, .. }) => assert!(path.ends_with("PUBLISHED")),

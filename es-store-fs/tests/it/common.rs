@@ -17,6 +17,25 @@ pub fn scale(ci: u32, full_run: u32) -> u32 {
     if full() { full_run } else { ci }
 }
 
+/// proptest's settings for a test of `ci` cases in the default run and `full_run` in the
+/// long one; a failing case is printed, not saved to a file beside the sources.
+pub fn proptest_config(ci: u32, full_run: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: scale(ci, full_run),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// Every event of the store in log order; a read error fails the test.
+pub fn all_events(store: &FileStore) -> Vec<RecordedEvent> {
+    store
+        .read_all(1)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 /// Prints a figure for RELIABILITY.md (visible with `--nocapture`).
 pub fn figure(test: &str, what: &str, n: u64) {
     println!("[figure] {test}: {what} = {n}");

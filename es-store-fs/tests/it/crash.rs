@@ -8,7 +8,8 @@
 
 use crate::common;
 use crate::common::{
-    Attempt, Ledger, Outcome, event, figure, next_append_works, scale, segment_number, verify,
+    Attempt, Ledger, Outcome, event, figure, next_append_works, proptest_config, scale,
+    segment_number, verify,
 };
 use es_core::{EventStore, ExpectedVersion, StoreError};
 use es_store_fs::vfs::sim::{CrashImage, SimFs, SimOptions};
@@ -306,14 +307,6 @@ fn check_always(
     Ok(())
 }
 
-fn config(ci: u32, full_run: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases: scale(ci, full_run),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// Unsynced writes kept whole, torn at any byte, or lost: what a crash does. Every image
 /// opens as it is.
 fn lost_or_torn() -> SimOptions {
@@ -326,7 +319,7 @@ fn lost_or_torn() -> SimOptions {
 #[test]
 fn crash_at_every_sync_point_loses_nothing_acknowledged() {
     let tally = RefCell::new(Tally::default());
-    proptest!(config(24, 400), |(w in workload(12))| {
+    proptest!(proptest_config(24, 400), |(w in workload(12))| {
         check_always(&w, lost_or_torn(), Open::Plain, &mut tally.borrow_mut())?;
     });
     tally.borrow().report("always");
@@ -338,7 +331,7 @@ fn crash_at_every_sync_point_loses_nothing_acknowledged() {
 #[test]
 fn crash_with_garbage_for_unsynced_writes_is_refused_and_repair_loses_nothing() {
     let tally = RefCell::new(Tally::default());
-    proptest!(config(12, 200), |(w in workload(12))| {
+    proptest!(proptest_config(12, 200), |(w in workload(12))| {
         check_always(&w, SimOptions::default(), Open::RepairAllowed, &mut tally.borrow_mut())?;
     });
     tally.borrow().report("always, garbage for unsynced writes");
@@ -355,7 +348,7 @@ fn crash_with_pages_persisted_out_of_order_loses_nothing_acknowledged() {
         torn_percent: 0,
         ..SimOptions::default()
     };
-    proptest!(config(12, 200), |(w in workload(12))| {
+    proptest!(proptest_config(12, 200), |(w in workload(12))| {
         check_always(&w, sim, Open::Plain, &mut tally.borrow_mut())?;
     });
     tally.borrow().report("always, pages out of order");
@@ -371,7 +364,7 @@ fn crash_with_torn_and_garbled_pages_loses_nothing_acknowledged() {
         page_size: Some(512),
         ..SimOptions::default()
     };
-    proptest!(config(12, 200), |(w in workload(12))| {
+    proptest!(proptest_config(12, 200), |(w in workload(12))| {
         check_always(&w, sim, Open::RepairAllowed, &mut tally.borrow_mut())?;
     });
     tally.borrow().report("always, pages torn and garbled");
@@ -389,7 +382,7 @@ fn crash_with_reopens_and_checkpoints_in_the_workload() {
         w.threads = vec![ops];
         w
     });
-    proptest!(config(8, 150), |(w in with_reopens)| {
+    proptest!(proptest_config(8, 150), |(w in with_reopens)| {
         check_always(&w, lost_or_torn(), Open::Plain, &mut tally.borrow_mut())?;
     });
     tally.borrow().report("always, with reopens");
@@ -401,7 +394,7 @@ fn crash_with_reopens_and_checkpoints_in_the_workload() {
 fn check_weaker(durability: Durability, sim: SimOptions, how: Open, test: &str) {
     let tally = RefCell::new(Tally::default());
     let process_images = Cell::new(0u64);
-    proptest!(config(10, 150), |(w in workload(12))| {
+    proptest!(proptest_config(10, 150), |(w in workload(12))| {
         let fs = SimFs::with_options(w.seed, sim);
         fs.capture_crash_images(1);
         let extra = std::sync::Mutex::new(Vec::new());

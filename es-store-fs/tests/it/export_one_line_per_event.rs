@@ -4,7 +4,7 @@
 //!
 //! `ES_RELIABILITY_FULL=1` runs many more cases.
 
-use crate::common::scale;
+use crate::common::{all_events, scale};
 use es_core::{
     EventStore, ExpectedVersion, Limits, Metadata, NewEvent, RecordedEvent, chrono, uuid::Uuid,
 };
@@ -27,19 +27,11 @@ fn open(dir: &Path, limits: Limits) -> FileStore {
     .unwrap()
 }
 
-fn read_all(store: &FileStore) -> Vec<RecordedEvent> {
-    store
-        .read_all(1)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 /// Exports `from`, checks the export has one line per event, imports it into `into`,
 /// and checks `into` holds the same events: ids, streams, versions, types, schema
 /// versions, times, metadata, and payloads equal as JSON values.
 fn export_import_and_compare(from: &FileStore, into: &FileStore) -> Result<(), TestCaseError> {
-    let originals = read_all(from);
+    let originals = all_events(from);
     let mut export = Vec::new();
     let exported = export_jsonl(from, 1, &mut export).unwrap();
     prop_assert_eq!(exported, originals.len() as u64);
@@ -64,7 +56,7 @@ fn export_import_and_compare(from: &FileStore, into: &FileStore) -> Result<(), T
     prop_assert!(report.streams_refused.is_empty(), "{:?}", report);
     prop_assert_eq!(report.events_imported, originals.len() as u64);
 
-    let imported: BTreeMap<Uuid, RecordedEvent> = read_all(into)
+    let imported: BTreeMap<Uuid, RecordedEvent> = all_events(into)
         .into_iter()
         .map(|e| (e.event_id, e))
         .collect();

@@ -4,7 +4,7 @@
 //!
 //! `ES_RELIABILITY_FULL=1` runs many more cases.
 
-use crate::common::{event, figure, scale};
+use crate::common::{event, figure, proptest_config};
 use es_core::{EventStore, ExpectedVersion, RecordedEvent};
 use es_store_fs::format::{self, Frame, SegmentHeader};
 use es_store_fs::vfs::sim::SimFs;
@@ -102,14 +102,6 @@ fn parse_body(body: &[u8]) {
     }
 }
 
-fn config(ci: u32, full_run: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases: scale(ci, full_run),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// A valid frame, to mutate.
 fn valid_frame(events: usize, payload: usize) -> Vec<u8> {
     let prepared: Vec<format::PreparedEvent> = (0..events)
@@ -187,7 +179,7 @@ fn mutate(bytes: &mut Vec<u8>, m: &Mutation) {
 #[test]
 fn frame_decoders_survive_arbitrary_bytes() {
     let largest = AtomicU64::new(0);
-    proptest!(config(3000, 200_000), |(bytes in prop::collection::vec(any::<u8>(), 0..4096))| {
+    proptest!(proptest_config(3000, 200_000), |(bytes in prop::collection::vec(any::<u8>(), 0..4096))| {
         let n = largest_allocation(|| decode_everything(&bytes));
         prop_assert!(n <= 16 * bytes.len() + 4096, "{n} bytes allocated for {} input bytes", bytes.len());
         largest.fetch_max(n as u64, Ordering::Relaxed);
@@ -203,7 +195,7 @@ fn frame_decoders_survive_arbitrary_bytes() {
 #[test]
 fn frame_decoders_survive_mutated_frames() {
     let frames = [valid_frame(1, 10), valid_frame(3, 200), valid_frame(12, 50)];
-    proptest!(config(3000, 200_000), |(
+    proptest!(proptest_config(3000, 200_000), |(
         which in 0usize..3,
         mutations in prop::collection::vec(mutation(), 1..6),
         recompute in any::<bool>(),
@@ -296,7 +288,7 @@ fn store_directories_with_mutated_files_never_panic() {
     assert!(files.len() >= 4, "several segments and an index");
     let opened = AtomicU64::new(0);
     let largest = AtomicU64::new(0);
-    proptest!(config(300, 20_000), |(
+    proptest!(proptest_config(300, 20_000), |(
         target in any::<prop::sample::Index>(),
         mutations in prop::collection::vec(mutation(), 1..5),
         drop_index in any::<bool>(),
@@ -342,7 +334,7 @@ fn store_directories_with_mutated_files_never_panic() {
 
 #[test]
 fn store_directories_of_arbitrary_bytes_never_panic() {
-    proptest!(config(300, 20_000), |(
+    proptest!(proptest_config(300, 20_000), |(
         segments in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..3000), 1..4),
         index in prop::option::of(prop::collection::vec(any::<u8>(), 0..600)),
         header in any::<bool>(),
@@ -472,7 +464,7 @@ fn absurd_lengths_at_the_tail_are_refused_and_repaired_without_allocating() {
 #[test]
 fn mutated_directories_on_the_real_disk_never_panic() {
     let files = valid_store();
-    let mut runner = proptest::test_runner::TestRunner::new(config(40, 2000));
+    let mut runner = proptest::test_runner::TestRunner::new(proptest_config(40, 2000));
     runner
         .run(
             &(

@@ -3,6 +3,7 @@
 //! and single-writer.
 
 use crate::common;
+use crate::common::all_events;
 use es_core::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use es_store_fs::vfs::sim::{SimFs, SimOp};
 use es_store_fs::{FileStore, FileStoreOptions, OpenError, TornTail};
@@ -20,14 +21,6 @@ fn event(n: u64) -> NewEvent {
         1,
         format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(40)).into_bytes(),
     )
-}
-
-fn all(store: &FileStore) -> Vec<RecordedEvent> {
-    store
-        .read_all(1)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
 }
 
 /// Writes `frames` appends (two events each, alternating streams) and returns the segment
@@ -109,7 +102,7 @@ fn torn_tail_cut_at_every_byte_offset_of_the_last_frame() {
             );
         }
         assert_eq!(
-            all(&store).len(),
+            all_events(&store).len(),
             4,
             "cut at {cut}: the first two appends survive"
         );
@@ -124,7 +117,7 @@ fn torn_tail_cut_at_every_byte_offset_of_the_last_frame() {
             None,
             "reopens clean after cut at {cut}"
         );
-        assert_eq!(all(&store).len(), 5);
+        assert_eq!(all_events(&store).len(), 5);
     }
 }
 
@@ -181,11 +174,11 @@ fn zeros_after_the_tail_are_room_and_garbage_is_refused_until_repaired() {
                 store
             }
         };
-        assert_eq!(all(&store).len(), 4, "{what}");
+        assert_eq!(all_events(&store).len(), 4, "{what}");
         store
             .append("s-9", ExpectedVersion::NoStream, vec![event(1)])
             .unwrap();
-        assert_eq!(all(&store).len(), 5, "{what}");
+        assert_eq!(all_events(&store).len(), 5, "{what}");
     }
 }
 
@@ -257,7 +250,7 @@ fn a_flipped_bit_in_any_byte_of_an_acknowledged_frame_is_reported() {
             .expect("a repair report");
         assert_eq!((repair.segment, repair.offset), (0, start));
         assert_eq!(repair.bytes_dropped, ends[3] - start);
-        assert_eq!(all(&store).len(), 2);
+        assert_eq!(all_events(&store).len(), 2);
     }
 }
 
@@ -319,7 +312,7 @@ fn index_missing_or_damaged_is_rebuilt_with_identical_reads() {
         0,
         "the index covers the log"
     );
-    let reference = all(&store);
+    let reference = all_events(&store);
     let s1: Vec<_> = store
         .read_stream("s-1", 1)
         .unwrap()
@@ -345,7 +338,7 @@ fn index_missing_or_damaged_is_rebuilt_with_identical_reads() {
         let store = FileStore::open(dir.path()).unwrap();
         assert!(store.recovery_report().index_rebuilt, "{what}");
         assert_eq!(store.recovery_report().frames_scanned, 20, "{what}");
-        assert_eq!(all(&store), reference, "{what}");
+        assert_eq!(all_events(&store), reference, "{what}");
         let again: Vec<_> = store
             .read_stream("s-1", 1)
             .unwrap()
@@ -388,12 +381,15 @@ fn preallocated_room_survives_a_crash_and_is_trimmed_at_close() {
     let _ = fs::remove_file(crashed.path().join("index.dat"));
     let reopened = FileStore::open(crashed.path()).unwrap();
     assert_eq!(reopened.recovery_report().torn_tail, None);
-    assert_eq!(all(&reopened).len(), 10);
+    assert_eq!(all_events(&reopened).len(), 10);
     reopened
         .append("s-1", ExpectedVersion::Exact(10), vec![event(10)])
         .unwrap();
     drop(reopened);
-    assert_eq!(all(&FileStore::open(crashed.path()).unwrap()).len(), 11);
+    assert_eq!(
+        all_events(&FileStore::open(crashed.path()).unwrap()).len(),
+        11
+    );
     drop(store);
     let closed_len = fs::metadata(segment0(dir.path())).unwrap().len();
     assert!(closed_len < open_len, "a clean close trims the room");
@@ -417,7 +413,7 @@ fn events_after_the_index_are_scanned_on_open() {
     assert!(!store.recovery_report().index_rebuilt);
     assert_eq!(store.recovery_report().frames_scanned, 3);
     assert_eq!(store.stream_version("late-1").unwrap(), 3);
-    assert_eq!(all(&store).len(), 13);
+    assert_eq!(all_events(&store).len(), 13);
 }
 
 #[test]
@@ -493,7 +489,7 @@ fn a_stale_frame_after_the_tail_is_not_mistaken_for_data() {
     forget_durable_records(dir.path());
     let store = FileStore::open(dir.path()).unwrap();
     assert!(store.recovery_report().torn_tail.is_some());
-    assert_eq!(all(&store).len(), 7);
+    assert_eq!(all_events(&store).len(), 7);
 }
 
 #[test]
@@ -505,7 +501,7 @@ fn commit_times_never_go_backwards_across_a_reopen() {
     store
         .append("s-1", ExpectedVersion::Any, vec![event(1)])
         .unwrap();
-    let first = all(&store)[0].timestamp;
+    let first = all_events(&store)[0].timestamp;
     drop(store);
     // move the stored commit time a day ahead by rewriting the frame with a later time
     let future = first + chrono::Duration::days(1);
@@ -524,11 +520,14 @@ fn commit_times_never_go_backwards_across_a_reopen() {
     data[frame_start..frame_start + frame.len()].copy_from_slice(&frame);
     fs::write(&segment, &data).unwrap();
     let store = FileStore::open(dir.path()).unwrap();
-    assert_eq!(all(&store)[0].timestamp.timestamp(), future.timestamp());
+    assert_eq!(
+        all_events(&store)[0].timestamp.timestamp(),
+        future.timestamp()
+    );
     store
         .append("s-1", ExpectedVersion::Any, vec![event(2)])
         .unwrap();
-    let events = all(&store);
+    let events = all_events(&store);
     assert!(
         events[1].timestamp >= events[0].timestamp,
         "{} < {}",
@@ -564,7 +563,7 @@ fn a_long_garbage_tail_is_refused_and_repaired() {
         store.recovery_report().repaired.as_ref().map(|r| r.offset),
         Some(ends[2])
     );
-    assert_eq!(all(&store).len(), 4);
+    assert_eq!(all_events(&store).len(), 4);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1133,7 +1132,7 @@ fn the_tool_verifies_like_an_open_and_repairs_on_request() {
         String::from_utf8_lossy(&after.stdout)
     );
     let store = FileStore::open(dir.path()).unwrap();
-    assert_eq!(all(&store).len(), 8);
+    assert_eq!(all_events(&store).len(), 8);
 }
 
 /// A small deterministic generator for the damage campaign.
