@@ -13,6 +13,10 @@
 //! so that the machine's drift hits them alike; the figure is the median slice, and the
 //! ratio the median of the rounds' ratios. Streams grow by 2 events per round.
 //!
+//! `ES_BENCH_INSTANCES` and `ES_BENCH_PRELOAD` change the number of instances and the
+//! events each is given first (short streams: `ES_BENCH_INSTANCES=100000
+//! ES_BENCH_PRELOAD=1`).
+//!
 //! cqrs-es's `MemStore` prints two lines per command on stdout; this bench points its
 //! stdout at /dev/null (writes there are cheap, a terminal is not) and reports on stderr.
 //!
@@ -263,12 +267,19 @@ fn silence_stdout() {
 }
 
 fn commands(quick: bool, root: &Path) {
-    let instances: u64 = 10_000;
+    let setting = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let instances = setting("ES_BENCH_INSTANCES", 10_000);
     let (preload, slice, rounds) = if quick {
         (2, 2_000, 2)
     } else {
         (10, 20_000, 7)
     };
+    let preload = setting("ES_BENCH_PRELOAD", preload);
     let sample = CartState::default().decide("cart-00001234", 1234).unwrap();
     let payload_len = serde_json::to_vec(&sample).unwrap().len();
     let cache = CacheOptions::default().max_entries(instances as usize);
