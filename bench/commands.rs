@@ -393,13 +393,12 @@ fn reactions(quick: bool, root: &Path) {
         let r = store
             .append(&format!("order-{n}"), ExpectedVersion::NoStream, vec![e])
             .unwrap();
-        let cause = store
+        store
             .read_all(r.first_position)
             .unwrap()
             .next()
             .unwrap()
-            .unwrap();
-        cause
+            .unwrap()
     };
     let cached = Repository::<SnapshotCart, _>::new(&store).with_cache(CacheOptions::default());
     let cold = Repository::<SnapshotCart, _>::new(&store);
@@ -416,7 +415,7 @@ fn reactions(quick: bool, root: &Path) {
         "reaction as before: fold of the whole stream",
     ];
     for round in 0..rounds {
-        for which in 0..4 {
+        for (which, rate) in rates.iter_mut().enumerate() {
             let n = if which == 3 {
                 before_per_slice
             } else {
@@ -454,7 +453,7 @@ fn reactions(quick: bool, root: &Path) {
                     }
                 }
             }
-            rates[which].push(n as f64 / start.elapsed().as_secs_f64());
+            rate.push(n as f64 / start.elapsed().as_secs_f64());
         }
     }
     let command = median(rates[0].clone());
