@@ -13,7 +13,7 @@
 //! bound is passed, the entries not used since the clock hand last passed them go first
 //! (the CLOCK approximation of least-recently-used).
 
-use std::collections::hash_map::RandomState;
+use foldhash::fast::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Mutex;
@@ -89,7 +89,8 @@ pub(crate) struct Cached<A> {
 }
 
 struct Entry<A> {
-    state: A,
+    /// `None` while a command has it out.
+    state: Option<A>,
     version: u64,
     position: u64,
     weight: usize,
@@ -100,7 +101,7 @@ struct Entry<A> {
 }
 
 struct Shard<A> {
-    map: HashMap<String, Entry<A>>,
+    map: HashMap<String, Entry<A>, RandomState>,
     /// The clock: streams in insertion order, each with the insertion it names.
     clock: VecDeque<(String, u64)>,
     bytes: usize,
@@ -135,14 +136,14 @@ impl<A> StateCache<A> {
             shards: (0..shards)
                 .map(|_| {
                     Mutex::new(Shard {
-                        map: HashMap::new(),
+                        map: HashMap::default(),
                         clock: VecDeque::new(),
                         bytes: 0,
                         next_insertion: 0,
                     })
                 })
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             entries: options.entries.div_ceil(shards),
             bytes: options.bytes.div_ceil(shards),
             copy,
@@ -162,32 +163,32 @@ impl<A> StateCache<A> {
     }
 
     /// Takes the state of `stream_id` out of the cache, for a command that will put back
-    /// the state it ends with.
+    /// the state it ends with (the entry stays, so that putting it back allocates nothing).
     pub(crate) fn take(&self, stream_id: &str) -> Option<Cached<A>> {
         let mut shard = self.shard(stream_id);
-        let entry = shard.map.remove(stream_id);
-        if let Some(e) = &entry {
-            shard.bytes -= e.weight;
-        }
+        let taken = shard.map.get_mut(stream_id).and_then(|e| {
+            e.referenced = true;
+            Some(Cached {
+                state: e.state.take()?,
+                version: e.version,
+                position: e.position,
+            })
+        });
         drop(shard);
-        self.count(entry.is_some());
-        entry.map(|e| Cached {
-            state: e.state,
-            version: e.version,
-            position: e.position,
-        })
+        self.count(taken.is_some());
+        taken
     }
 
     /// A copy of the state of `stream_id`, left in the cache.
     pub(crate) fn get(&self, stream_id: &str) -> Option<Cached<A>> {
         let mut shard = self.shard(stream_id);
-        let found = shard.map.get_mut(stream_id).map(|e| {
+        let found = shard.map.get_mut(stream_id).and_then(|e| {
             e.referenced = true;
-            Cached {
-                state: (self.copy)(&e.state),
+            Some(Cached {
+                state: (self.copy)(e.state.as_ref()?),
                 version: e.version,
                 position: e.position,
-            }
+            })
         });
         drop(shard);
         self.count(found.is_some());
@@ -218,11 +219,11 @@ impl<A> StateCache<A> {
         }
         let mut shard = self.shard(stream_id);
         if let Some(existing) = shard.map.get_mut(stream_id) {
-            if existing.version > version {
+            if existing.state.is_some() && existing.version > version {
                 return;
             }
             let old = std::mem::replace(&mut existing.weight, weight);
-            existing.state = state;
+            existing.state = Some(state);
             existing.version = version;
             existing.position = position;
             existing.referenced = true;
@@ -233,7 +234,7 @@ impl<A> StateCache<A> {
             shard.map.insert(
                 stream_id.to_owned(),
                 Entry {
-                    state,
+                    state: Some(state),
                     version,
                     position,
                     weight,
@@ -264,7 +265,7 @@ impl<A> StateCache<A> {
             if entry.insertion != insertion {
                 continue;
             }
-            if entry.referenced {
+            if entry.referenced && entry.state.is_some() {
                 entry.referenced = false;
                 shard.clock.push_back((stream_id, insertion));
                 continue;

@@ -9,6 +9,8 @@ use crate::store::{
     StoreError, check_idempotent_retry,
 };
 use chrono::Utc;
+// seeded per process, so crafted ids cannot force collisions; much cheaper than SipHash
+use foldhash::fast::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -38,9 +40,9 @@ struct Inner {
     /// The global log; `log[p - 1]` is position `p`.
     log: Vec<Arc<RecordedEvent>>,
     /// Each stream's positions; `streams[s][v - 1]` is version `v`.
-    streams: HashMap<String, Vec<u64>>,
+    streams: HashMap<String, Vec<u64>, RandomState>,
     /// Event id to global position.
-    ids: HashMap<Uuid, u64>,
+    ids: HashMap<Uuid, u64, RandomState>,
     /// For each position, the first position and length of the append that wrote it.
     appends: Vec<(u64, u64)>,
     /// The newest commit time stamped, so that commit times never go backwards (events
@@ -144,11 +146,12 @@ impl EventStore for MemoryStore {
                 payload: e.payload,
             }));
         }
-        inner
-            .streams
-            .entry(stream_id.to_owned())
-            .or_default()
-            .extend(positions);
+        match inner.streams.get_mut(stream_id) {
+            Some(stream) => stream.extend(positions),
+            None => {
+                inner.streams.insert(stream_id.to_owned(), positions);
+            }
+        }
         let head = inner.log.len() as u64;
         drop(inner);
         self.head.publish(head);

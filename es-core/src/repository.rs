@@ -656,7 +656,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             first_position = tracing::field::Empty,
         );
         let _entered = span.enter();
-        let result = self.run_in_span(&stream_id, metadata, cause, expected_version, &mut command);
+        let result = self.run_in_span(stream_id, metadata, cause, expected_version, &mut command);
         match &result {
             Ok(done) => {
                 span.record("attempts", done.attempts);
@@ -676,7 +676,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
 
     fn run_in_span<T, E>(
         &self,
-        stream_id: &str,
+        stream_id: String,
         metadata: Metadata,
         cause: Option<uuid::Uuid>,
         expected_version: Option<u64>,
@@ -685,7 +685,6 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     where
         T: IntoEvents<A::Events>,
     {
-        let stream_id = stream_id.to_owned();
         let mut attempts = 0;
         loop {
             attempts += 1;

@@ -190,6 +190,8 @@ impl Limits {
                 stream_id.len(),
                 self.max_stream_id_len
             ))
+        } else if stream_id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            None // printable ASCII, the usual case, checked without decoding characters
         } else {
             stream_id
                 .chars()
@@ -298,7 +300,7 @@ impl Limits {
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload) {
             return Err(invalid(format!("the payload is not valid JSON: {e}")));
         }
-        if json_depth(&event.payload) > self.max_json_depth {
+        if exceeds_depth(&event.payload, self.max_json_depth) {
             return Err(invalid(format!(
                 "the payload nests deeper than {} levels",
                 self.max_json_depth
@@ -306,6 +308,19 @@ impl Limits {
         }
         Ok(size)
     }
+}
+
+/// Whether a JSON text (assumed well-formed) nests arrays and objects deeper than `max`.
+///
+/// Nesting `d` levels deep takes at least `d` opening brackets, so a text with at most
+/// `max` of them passes without the scan; counting them is a branch-free loop over the
+/// bytes, which the ordinary payload (a flat object) never goes past.
+fn exceeds_depth(json: &[u8], max: usize) -> bool {
+    let openings = json
+        .iter()
+        .map(|&b| usize::from(b == b'{' || b == b'['))
+        .sum::<usize>();
+    openings > max && json_depth(json) > max
 }
 
 /// The deepest nesting of arrays and objects in a JSON text (assumed well-formed).

@@ -1,5 +1,5 @@
 //! The store conformance suite: one public function per behaviour of the
-//! [`EventStore`](crate::EventStore) contract. Each takes a fresh, empty store and panics
+//! [`EventStore`] contract. Each takes a fresh, empty store and panics
 //! when the store breaks the contract. Run them all with
 //! [`store_conformance_tests!`](crate::store_conformance_tests).
 
