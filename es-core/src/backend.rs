@@ -146,6 +146,7 @@ pub fn check_idempotent_retry(
         last_version: first.stream_version + n - 1,
         first_position: first.position,
         last_position: first.position + n - 1,
+        retried: true,
     }))
 }
 

@@ -160,6 +160,7 @@ impl EventStore for MemoryStore {
             last_version: current + n,
             first_position,
             last_position: first_position + n - 1,
+            retried: false,
         })
     }
 

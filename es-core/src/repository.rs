@@ -609,9 +609,11 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// The new events carry the cause's correlation id and its event id as causation id,
     /// and event ids derived from the cause and the target stream. If the stream already
     /// holds the first of those ids (the reaction ran before, say before a crash), the
-    /// command does not run again and `Executed::already_applied` is set; an append that
-    /// races with another run of the same reaction is refused by the store as a duplicate,
-    /// with the same outcome. This is what makes a process manager safe to re-run from an
+    /// command does not run again and `Executed::already_applied` is set. When two runs of
+    /// the same reaction race (two instances of a service), the store keeps the first
+    /// run's events and recognises the second run's append as a retry of it: the second
+    /// run also reports `already_applied`, returns no events, and keeps nothing it decided
+    /// (what it decided may differ from what was stored). This is what makes a process manager safe to re-run from an
     /// older checkpoint.
     ///
     /// Telling whether the reaction ran costs one look-up in the store's event-id index
@@ -753,6 +755,14 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 ExpectedVersion::Exact(version)
             };
             match self.store.append(&stream_id, expected, batch) {
+                Ok(appended) if appended.retried => {
+                    // another run of the same reaction stored these events first (their ids
+                    // are derived from the cause): the stored events are that run's, which
+                    // may differ from what this run decided, so neither this run's events
+                    // nor a state folded from them may be kept
+                    self.drop_cached(&stream_id);
+                    return Ok(done(state, Vec::new(), None, true));
+                }
                 Ok(appended) => {
                     for e in &events {
                         state.apply_event(e);

@@ -53,6 +53,11 @@ pub struct AppendResult {
     pub first_position: u64,
     /// Global position of the last event.
     pub last_position: u64,
+    /// Whether these events were already stored by an earlier append with the same event
+    /// ids, so that this append was recognised as its retry and wrote nothing. The
+    /// versions and positions are the earlier append's. (When two writers race to append
+    /// the same events, one of them learns here that the stored events are the other's.)
+    pub retried: bool,
 }
 
 impl AppendResult {
@@ -603,7 +608,7 @@ pub trait EventStore: Send + Sync {
     ///
     /// Re-sending an append whose event ids are already stored as one append to this
     /// stream, with an expectation that held for the original, returns the original
-    /// result and writes nothing.
+    /// result with [`AppendResult::retried`] set, and writes nothing.
     fn append(
         &self,
         stream_id: &str,

@@ -533,3 +533,44 @@ fn a_reaction_reads_no_history() {
     assert_eq!(cached.load("1").unwrap().total, 1000 + 4 * 5);
     assert_eq!(tallies.load("1").unwrap().total, 1000 + 4 * 5);
 }
+
+/// Two runs of one reaction race, and decide differently (as two service instances may:
+/// each records its own name, or reads a clock). The store keeps the first; the second run
+/// learns that its append was a retry of the first, reports the reaction as already
+/// applied, and keeps neither its own events nor a state folded from them: its cache
+/// holds what was stored.
+#[test]
+fn the_loser_of_a_reaction_race_keeps_the_stored_events_not_its_own() {
+    let store = MemoryStore::new();
+    let cause = causes(&store).remove(0);
+    let winner = Repository::<Plain, _>::new(&store).with_cache(CacheOptions::default());
+    let loser = Repository::<Plain, _>::new(&store).with_cache(CacheOptions::default());
+    let mut raced = false;
+    let lost = loser
+        .execute_caused_by("1", &cause, |_| {
+            if !raced {
+                raced = true;
+                // while this run decides, the other run stores its decision
+                let won = winner
+                    .execute_caused_by("1", &cause, |_| Ok::<_, NotEnough>(Added { n: 7 }))
+                    .unwrap();
+                assert!(!won.already_applied);
+            }
+            Ok::<_, NotEnough>(Added { n: 3 })
+        })
+        .unwrap();
+    assert!(lost.already_applied, "{lost:?}");
+    assert!(lost.events.is_empty() && lost.appended.is_none());
+    // both repositories, and a cold one, see the stored event: 7, not 3
+    assert_eq!(loser.load("1").unwrap().total, 7);
+    assert_eq!(winner.load("1").unwrap().total, 7);
+    assert_eq!(
+        Repository::<Plain, _>::new(&store).load("1").unwrap().total,
+        7
+    );
+    // and the next command of the loser starts from the stored state
+    let next = loser
+        .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+        .unwrap();
+    assert_eq!((next.state.total, next.version), (8, 2));
+}

@@ -531,6 +531,7 @@ fn decide(
             last_version: current + n,
             first_position,
             last_position: first_position + n - 1,
+            retried: false,
         },
         true,
     ))

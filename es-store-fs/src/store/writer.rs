@@ -501,6 +501,7 @@ impl FileStore {
                 last_version: current + n,
                 first_position: place.first_position,
                 last_position: place.first_position + n - 1,
+                retried: false,
             },
         ))
     }

@@ -231,6 +231,7 @@ pub fn verify(
                 last_version: first_version + n as u64 - 1,
                 first_position: i as u64 + 1,
                 last_position: (i + n) as u64,
+                retried: false,
             };
             if stored != result {
                 return Err(format!(

@@ -172,6 +172,7 @@ fn round(seed: u64) -> Result<(u64, u64), String> {
                 last_version: r[1],
                 first_position: r[2],
                 last_position: r[3],
+                retried: false,
             };
             attempts[by_key[key]].outcome = Outcome::Acked { result, at: 0 };
             acks += 1;

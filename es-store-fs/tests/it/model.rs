@@ -153,6 +153,7 @@ fn check(calls: &[Call]) -> Result<(u64, u64, u64), String> {
             last_version: version + n,
             first_position: head + 1,
             last_position: head + n,
+            retried: false,
         };
         if *r != want {
             return Err(format!("append got {r:?}, the model says {want:?}"));
@@ -168,7 +169,11 @@ fn check(calls: &[Call]) -> Result<(u64, u64, u64), String> {
         match (&c.result, c.retry_of) {
             (Ok(r), Some(original)) => {
                 retries += 1;
-                if *r != original {
+                let want = AppendResult {
+                    retried: true,
+                    ..original
+                };
+                if *r != want {
                     return Err(format!(
                         "retry returned {r:?}, the original was {original:?}"
                     ));
