@@ -863,7 +863,7 @@ fn snapshot_load(b: &mut Bench) {
             version: at,
             position: at,
             last_event_at: chrono::Utc::now(),
-            schema_version: 1,
+            snapshot_version: 1,
             fingerprint: 0,
             state,
         })

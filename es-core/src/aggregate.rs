@@ -112,8 +112,9 @@ pub trait Aggregate: Default + Send + Sync + 'static {
 pub struct SnapshotPolicy {
     /// Write a snapshot each time a command crosses a multiple of this many events.
     pub every: u64,
-    /// The snapshot schema version; snapshots written under another version are ignored.
-    pub version: u32,
+    /// The snapshot schema version (the `snapshot_version` attribute); snapshots written
+    /// under another version are ignored.
+    pub snapshot_version: u32,
 }
 
 /// The handler for one event type.

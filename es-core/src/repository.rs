@@ -446,16 +446,16 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 return (None, false);
             }
         };
-        if snapshot.schema_version != policy.version
+        if snapshot.snapshot_version != policy.snapshot_version
             || snapshot.fingerprint != A::snapshot_fingerprint()
         {
             tracing::warn!(
                 stream_id,
                 version = snapshot.version,
                 "ignoring a snapshot written for snapshot version {} (fingerprint {:#x}), the code is at {} ({:#x}); it is replaced once rebuilt",
-                snapshot.schema_version,
+                snapshot.snapshot_version,
                 snapshot.fingerprint,
-                policy.version,
+                policy.snapshot_version,
                 A::snapshot_fingerprint()
             );
             return (None, true);
@@ -538,7 +538,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             version: loaded.version,
             position: last.position,
             last_event_at: last.timestamp,
-            schema_version: policy.version,
+            snapshot_version: policy.snapshot_version,
             fingerprint: A::snapshot_fingerprint(),
             state,
         };

@@ -20,8 +20,11 @@ pub struct Snapshot {
     /// Timestamp of the event at `version`, so that as-of loads can tell whether the
     /// snapshot lies before the wanted time.
     pub last_event_at: DateTime<Utc>,
-    /// The aggregate's snapshot schema version (`snapshot_version`).
-    pub schema_version: u32,
+    /// The aggregate's snapshot schema version ([`SnapshotPolicy::snapshot_version`],
+    /// the `snapshot_version` attribute).
+    ///
+    /// [`SnapshotPolicy::snapshot_version`]: crate::SnapshotPolicy::snapshot_version
+    pub snapshot_version: u32,
     /// A fingerprint of the state type and its handlers; a snapshot with another one is
     /// ignored (0 when the aggregate declares none).
     pub fingerprint: u64,

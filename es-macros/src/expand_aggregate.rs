@@ -70,7 +70,7 @@ fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStre
         fn snapshot_policy() -> ::core::option::Option<::es_core::SnapshotPolicy> {
             ::core::option::Option::Some(::es_core::SnapshotPolicy {
                 every: #every_lit,
-                version: #version,
+                snapshot_version: #version,
             })
         }
 

@@ -330,7 +330,7 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// }
 ///
 /// assert_eq!(Account::stream_id("7"), "account-7");
-/// assert_eq!(Account::snapshot_policy(), Some(es_core::SnapshotPolicy { every: 100, version: 1 }));
+/// assert_eq!(Account::snapshot_policy(), Some(es_core::SnapshotPolicy { every: 100, snapshot_version: 1 }));
 /// let account = AggregateTest::<Account>::given(Deposited { amount: 50 })
 ///     .when(|a| a.withdraw(20))
 ///     .then_expect_events(Withdrawn { amount: 20 });

@@ -199,14 +199,14 @@ fn snapshot_settings_become_a_policy() {
         SnapshottedCart::snapshot_policy(),
         Some(SnapshotPolicy {
             every: 50,
-            version: 3
+            snapshot_version: 3
         })
     );
     assert_eq!(
         DefaultSnapshotVersion::snapshot_policy(),
         Some(SnapshotPolicy {
             every: 1,
-            version: 1
+            snapshot_version: 1
         })
     );
 }
@@ -274,7 +274,7 @@ fn the_repository_loads_from_a_derived_snapshot() {
         .unwrap()
         .unwrap();
     assert_eq!(snapshot.version, 100);
-    assert_eq!(snapshot.schema_version, 3);
+    assert_eq!(snapshot.snapshot_version, 3);
     assert_eq!(
         snapshot.fingerprint,
         SnapshottedCart::snapshot_fingerprint()

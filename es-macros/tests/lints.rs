@@ -136,7 +136,10 @@ fn every_feature_compiles_quietly_and_works() {
         .unwrap();
     accounts.execute("1", |a| a.deposit(5)).unwrap();
     assert_eq!(accounts.load("1").unwrap().balance, 5);
-    assert_eq!(Account::snapshot_policy().map(|p| p.version), Some(2));
+    assert_eq!(
+        Account::snapshot_policy().map(|p| p.snapshot_version),
+        Some(2)
+    );
     let old = AccountEvent::decode("MoneyIn", 1, br#"{"amount":2}"#).unwrap();
     assert_eq!(
         old,

@@ -118,7 +118,7 @@ fn encode(list: &[Snapshot]) -> Vec<u8> {
         out.extend_from_slice(&s.position.to_le_bytes());
         out.extend_from_slice(&s.last_event_at.timestamp().to_le_bytes());
         out.extend_from_slice(&s.last_event_at.timestamp_subsec_nanos().to_le_bytes());
-        out.extend_from_slice(&s.schema_version.to_le_bytes());
+        out.extend_from_slice(&s.snapshot_version.to_le_bytes());
         out.extend_from_slice(&s.fingerprint.to_le_bytes());
         out.extend_from_slice(&(s.stream_id.len() as u32).to_le_bytes());
         out.extend_from_slice(s.stream_id.as_bytes());
@@ -153,7 +153,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<Snapshot>> {
         let position = u64_of(take(8)?);
         let secs = u64_of(take(8)?) as i64;
         let nanos = u32_of(take(4)?);
-        let schema_version = u32_of(take(4)?);
+        let snapshot_version = u32_of(take(4)?);
         let fingerprint = u64_of(take(8)?);
         let id_len = u32_of(take(4)?) as usize;
         let stream_id = std::str::from_utf8(take(id_len)?).ok()?.to_owned();
@@ -164,7 +164,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<Snapshot>> {
             version,
             position,
             last_event_at: DateTime::from_timestamp(secs, nanos)?,
-            schema_version,
+            snapshot_version,
             fingerprint,
             state,
         });
@@ -410,7 +410,7 @@ mod tests {
             version: 7,
             position: 12,
             last_event_at: DateTime::from_timestamp(1000, 5).unwrap(),
-            schema_version: 2,
+            snapshot_version: 2,
             fingerprint: 99,
             state: br#"{"items":3}"#.to_vec(),
         };

@@ -41,7 +41,7 @@ impl SnapshotStore for PgStore {
         })?;
         let position = snapshot.position as i64;
         let fingerprint = snapshot.fingerprint as i64;
-        let schema_version = i64::from(snapshot.schema_version);
+        let snapshot_version = i64::from(snapshot.snapshot_version);
         let kept = SNAPSHOTS_KEPT as i64;
         shared.with_conn("saving a snapshot", |sql, conn| {
             let save = conn.statement(sql, Query::SaveSnapshot)?;
@@ -56,7 +56,7 @@ impl SnapshotStore for PgStore {
                         &position,
                         &at,
                         &at_ns,
-                        &schema_version,
+                        &snapshot_version,
                         &fingerprint,
                         &snapshot.state,
                     ],
@@ -102,7 +102,7 @@ impl SnapshotStore for PgStore {
             version: nonnegative(version, "snapshot version")?,
             position: position as u64,
             last_event_at: join_time(at, at_ns).ok_or_else(|| bad(&"invalid time"))?,
-            schema_version: u32::try_from(schema_version).map_err(|e| bad(&e))?,
+            snapshot_version: u32::try_from(schema_version).map_err(|e| bad(&e))?,
             fingerprint: fingerprint as u64,
             state: row.try_get(6).map_err(|e| bad(&e))?,
         }))

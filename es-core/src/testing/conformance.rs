@@ -780,7 +780,7 @@ fn snapshot(stream: &str, version: u64, state: &[u8]) -> Snapshot {
         version,
         position: 0,
         last_event_at: chrono::Utc::now(),
-        schema_version: 1,
+        snapshot_version: 1,
         fingerprint: 0,
         state: state.to_vec(),
     }

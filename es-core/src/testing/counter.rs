@@ -104,10 +104,10 @@ counter!(
 counter!(
     /// A counter snapshotted every 10 events, snapshot schema version 1.
     SnapCounter,
-    Some(SnapshotPolicy { every: 10, version: 1 })
+    Some(SnapshotPolicy { every: 10, snapshot_version: 1 })
 );
 counter!(
     /// The same counter at snapshot schema version 2: snapshots of version 1 are ignored.
     SnapCounterV2,
-    Some(SnapshotPolicy { every: 10, version: 2 })
+    Some(SnapshotPolicy { every: 10, snapshot_version: 2 })
 );

@@ -182,7 +182,7 @@ fn a_stale_snapshot_warns_once_and_is_replaced_by_the_next_load() {
                 version: 1,
                 position: last.position,
                 last_event_at: last.timestamp,
-                schema_version: 1,
+                snapshot_version: 1,
                 fingerprint: 0xdead_beef,
                 state: br#"{"total":999}"#.to_vec(),
             })
