@@ -83,7 +83,27 @@ where
     A::Events: Send,
     S: EventStore + 'static,
 {
-    /// Wraps a repository.
+    /// Wraps a repository, with its settings: a repository built with a
+    /// [state cache](Repository#the-state-cache) keeps it, shared by every clone of the
+    /// wrapper.
+    ///
+    /// ```
+    /// use es_core::asynchronous::AsyncRepository;
+    /// use es_core::{CacheOptions, MemoryStore, Repository};
+    /// # use es_core::doc_support::Account;
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let accounts = AsyncRepository::new(
+    ///     Repository::<Account, _>::new(Arc::new(MemoryStore::new()))
+    ///         .with_cache(CacheOptions::default()),
+    /// );
+    /// accounts.execute("7", |a| a.deposit(100)).await.unwrap();
+    /// accounts.clone().execute("7", |a| a.deposit(1)).await.unwrap();
+    /// assert_eq!(accounts.repository().cache_stats().unwrap().hits, 1);
+    /// # }
+    /// ```
     pub fn new(repository: Repository<A, S>) -> Self {
         AsyncRepository {
             inner: Arc::new(repository),

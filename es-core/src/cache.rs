@@ -227,7 +227,7 @@ impl<A> StateCache<A> {
             existing.version = version;
             existing.position = position;
             existing.referenced = true;
-            shard.bytes = shard.bytes - old + weight;
+            shard.bytes = shard.bytes.saturating_sub(old).saturating_add(weight);
         } else {
             let insertion = shard.next_insertion;
             shard.next_insertion += 1;
@@ -243,7 +243,7 @@ impl<A> StateCache<A> {
                 },
             );
             shard.clock.push_back((stream_id.to_owned(), insertion));
-            shard.bytes += weight;
+            shard.bytes = shard.bytes.saturating_add(weight);
         }
         let evicted = self.evict(&mut shard);
         drop(shard);
@@ -271,7 +271,7 @@ impl<A> StateCache<A> {
                 continue;
             }
             if let Some(gone) = shard.map.remove(&stream_id) {
-                shard.bytes -= gone.weight;
+                shard.bytes = shard.bytes.saturating_sub(gone.weight);
                 evicted += 1;
             }
         }
@@ -289,7 +289,7 @@ impl<A> StateCache<A> {
     pub(crate) fn invalidate(&self, stream_id: &str) {
         let mut shard = self.shard(stream_id);
         if let Some(gone) = shard.map.remove(stream_id) {
-            shard.bytes -= gone.weight;
+            shard.bytes = shard.bytes.saturating_sub(gone.weight);
         }
         drop(shard);
         self.invalidations.fetch_add(1, Ordering::Relaxed);
@@ -300,7 +300,7 @@ impl<A> StateCache<A> {
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             entries += shard.map.len();
-            bytes += shard.bytes;
+            bytes = shard.bytes.saturating_add(bytes);
         }
         CacheStats {
             entries,
@@ -379,6 +379,23 @@ mod tests {
             c.put("s-a", 1, 1, 1);
             assert_eq!(c.stats().entries, 0);
         }
+    }
+
+    #[test]
+    fn huge_weights_do_not_overflow() {
+        let c = StateCache::new(
+            CacheOptions {
+                entries: 10,
+                bytes: usize::MAX,
+            },
+            |s: &u64| *s,
+            |_| usize::MAX,
+        );
+        for i in 0..3u64 {
+            c.put(&format!("s-{i}"), i, 1, 1);
+        }
+        c.invalidate("s-0");
+        assert!(c.stats().entries <= 3);
     }
 
     #[test]
