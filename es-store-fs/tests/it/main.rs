@@ -11,6 +11,7 @@ mod checkpoint_files;
 mod cli;
 mod conformance;
 mod crash;
+mod event_ids;
 mod export_one_line_per_event;
 mod faults;
 mod fuzz;
