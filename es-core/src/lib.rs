@@ -48,7 +48,9 @@ pub mod doc_support;
 mod macro_support;
 
 pub use aggregate::{Aggregate, Apply, SnapshotPolicy};
-pub use envelope::{Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, stream_kind};
+pub use envelope::{
+    Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, RecordedEventRef, stream_kind,
+};
 pub use event::{
     DecodeError, EncodeError, EncodedEvent, Event, EventSet, IntoEvents, MigrationFn, UpcastError,
 };

@@ -18,11 +18,14 @@ use crate::snapshot::SnapshotFiles;
 use crate::vfs::{OpenMode, VfsFile};
 use es_core::snapshot::{Snapshot, SnapshotStore};
 use es_core::store::HeadSignal;
-use es_core::{AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, StoreError};
+use es_core::{
+    AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEventRef, StoreError,
+};
 use open::WriterLock;
 use readers::{Buffered, LogReader, StreamReader};
 use std::collections::VecDeque;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -329,6 +332,27 @@ impl EventStore for FileStore {
             &self.shared,
             from_position,
         ))))
+    }
+
+    fn visit_all(
+        &self,
+        from_position: u64,
+        visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        readers::visit(LogReader::new(&self.shared, from_position), visit)
+    }
+
+    fn visit_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.shared.options.limits.check_stream_id(stream_id)?;
+        readers::visit(
+            StreamReader::new(&self.shared, stream_id, from_version),
+            visit,
+        )
     }
 
     fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
