@@ -170,6 +170,22 @@ impl RecordedEvent {
         stream_kind(&self.stream_id)
     }
 
+    /// The event borrowed, as [`EventStore::visit_all`](crate::EventStore::visit_all)
+    /// hands it out.
+    pub fn borrowed(&self) -> RecordedEventRef<'_> {
+        RecordedEventRef {
+            stream_id: &self.stream_id,
+            stream_version: self.stream_version,
+            position: self.position,
+            event_id: self.event_id,
+            timestamp: self.timestamp,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            metadata: &self.metadata,
+            payload: &self.payload,
+        }
+    }
+
     /// Decodes the payload into `S`, upcasting old versions. `Ok(None)` is a declared
     /// ignored type. Errors name the stream, version and position.
     pub fn decode<S: crate::EventSet>(&self) -> Result<Option<Envelope<S>>, EventDecodeError> {
@@ -186,6 +202,96 @@ impl RecordedEvent {
             Ok(None) => Ok(None),
             Err(error) => Err(EventDecodeError {
                 stream_id: self.stream_id.clone(),
+                stream_version: self.stream_version,
+                position: self.position,
+                error,
+            }),
+        }
+    }
+}
+
+/// An event as the store recorded it, borrowed from the store's read buffer for the
+/// length of one call of the visitor given to
+/// [`EventStore::visit_all`](crate::EventStore::visit_all) or
+/// [`EventStore::visit_stream`](crate::EventStore::visit_stream). The same fields as
+/// [`RecordedEvent`]; [`to_recorded`](RecordedEventRef::to_recorded) makes the owned
+/// copy when the event is to be kept.
+///
+/// ```
+/// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent};
+/// use std::ops::ControlFlow;
+/// let store = MemoryStore::new();
+/// let e = NewEvent::new("Deposited", 1, br#"{"amount":5}"#.to_vec());
+/// store.append("account-1", ExpectedVersion::NoStream, vec![e]).unwrap();
+/// let mut total = 0;
+/// store
+///     .visit_all(1, &mut |e| {
+///         let v: serde_json::Value = serde_json::from_slice(e.payload).unwrap();
+///         total += v["amount"].as_u64().unwrap();
+///         ControlFlow::Continue(())
+///     })
+///     .unwrap();
+/// assert_eq!(total, 5);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecordedEventRef<'a> {
+    /// The stream it belongs to.
+    pub stream_id: &'a str,
+    /// Its version in the stream: dense, from 1.
+    pub stream_version: u64,
+    /// Its position in the global log: dense, from 1, in commit order.
+    pub position: u64,
+    /// Unique id.
+    pub event_id: Uuid,
+    /// When it happened.
+    pub timestamp: DateTime<Utc>,
+    /// Stable type name.
+    pub event_type: &'a str,
+    /// Schema version of the payload as stored.
+    pub schema_version: u32,
+    /// Who/why.
+    pub metadata: &'a Metadata,
+    /// UTF-8 JSON payload as stored.
+    pub payload: &'a [u8],
+}
+
+impl RecordedEventRef<'_> {
+    /// The owned event.
+    pub fn to_recorded(&self) -> RecordedEvent {
+        RecordedEvent {
+            stream_id: self.stream_id.to_owned(),
+            stream_version: self.stream_version,
+            position: self.position,
+            event_id: self.event_id,
+            timestamp: self.timestamp,
+            event_type: self.event_type.to_owned(),
+            schema_version: self.schema_version,
+            metadata: self.metadata.clone(),
+            payload: self.payload.to_vec(),
+        }
+    }
+
+    /// The aggregate kind: the part of the stream id before the first `-`.
+    pub fn kind(&self) -> &str {
+        stream_kind(self.stream_id)
+    }
+
+    /// Decodes the payload into `S`, upcasting old versions, as
+    /// [`RecordedEvent::decode`] does.
+    pub fn decode<S: crate::EventSet>(&self) -> Result<Option<Envelope<S>>, EventDecodeError> {
+        match S::decode(self.event_type, self.schema_version, self.payload) {
+            Ok(Some(event)) => Ok(Some(Envelope {
+                stream_id: self.stream_id.to_owned(),
+                stream_version: self.stream_version,
+                position: self.position,
+                event_id: self.event_id,
+                timestamp: self.timestamp,
+                metadata: self.metadata.clone(),
+                event,
+            })),
+            Ok(None) => Ok(None),
+            Err(error) => Err(EventDecodeError {
+                stream_id: self.stream_id.to_owned(),
                 stream_version: self.stream_version,
                 position: self.position,
                 error,

@@ -50,7 +50,9 @@ mod macro_support;
 
 pub use aggregate::{Aggregate, Apply, SnapshotPolicy};
 pub use cache::{CacheOptions, CacheStats};
-pub use envelope::{Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, stream_kind};
+pub use envelope::{
+    Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, RecordedEventRef, stream_kind,
+};
 pub use event::{
     DecodeError, EncodeError, EncodedEvent, Event, EventSet, IntoEvents, JsonError, MigrationFn,
     UpcastError,

@@ -8,7 +8,7 @@ use crate::snapshot::Snapshot;
 use crate::store::{AppendResult, EventStore, ExpectedVersion, StoreError};
 use chrono::{DateTime, Utc};
 use std::marker::PhantomData;
-use std::ops::Deref;
+use std::ops::{ControlFlow, Deref};
 use std::sync::Arc;
 
 /// An aggregate's state and the stream version it reflects.
@@ -394,30 +394,48 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Option<(Loaded<A>, u64)>, LoadError> {
         let start_version = loaded.version;
-        let mut events = self.store.read_stream(stream_id, start_version.max(1))?;
-        if start_version > 0 {
-            match events.next().transpose()? {
-                Some(e)
+        // the events are lent by the store and only the event itself is decoded: a fold
+        // keeps nothing of an event but what it changes in the state
+        let mut anchored = start_version == 0;
+        let mut failure = None;
+        self.store
+            .visit_stream(stream_id, start_version.max(1), &mut |e| {
+                if !anchored {
+                    // the first event read must be the one the state was folded up to
                     if e.stream_version == start_version
-                        && (position == 0 || e.position == position) =>
-                {
-                    position = e.position;
+                        && (position == 0 || e.position == position)
+                    {
+                        anchored = true;
+                        position = e.position;
+                        return ControlFlow::Continue(());
+                    }
+                    return ControlFlow::Break(());
                 }
-                _ => return Ok(None),
-            }
+                if e.stream_version > max_version || as_of.is_some_and(|t| e.timestamp > t) {
+                    return ControlFlow::Break(());
+                }
+                match <A::Events as EventSet>::decode(e.event_type, e.schema_version, e.payload) {
+                    Ok(Some(event)) => loaded.state.apply_event(&event),
+                    Ok(None) => {}
+                    Err(error) => {
+                        failure = Some(EventDecodeError {
+                            stream_id: e.stream_id.to_owned(),
+                            stream_version: e.stream_version,
+                            position: e.position,
+                            error,
+                        });
+                        return ControlFlow::Break(());
+                    }
+                }
+                loaded.version = e.stream_version;
+                position = e.position;
+                ControlFlow::Continue(())
+            })?;
+        if let Some(e) = failure {
+            return Err(e.into());
         }
-        for recorded in events {
-            let recorded = recorded?;
-            if recorded.stream_version > max_version
-                || as_of.is_some_and(|t| recorded.timestamp > t)
-            {
-                break;
-            }
-            if let Some(envelope) = recorded.decode::<A::Events>()? {
-                loaded.state.apply_event(&envelope.event);
-            }
-            loaded.version = recorded.stream_version;
-            position = recorded.position;
+        if !anchored {
+            return Ok(None);
         }
         Ok(Some((loaded, position)))
     }

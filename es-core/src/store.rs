@@ -1,8 +1,9 @@
 //! The event store contract every backend implements, with its errors and limits.
 
-use crate::envelope::{NewEvent, RecordedEvent};
+use crate::envelope::{NewEvent, RecordedEvent, RecordedEventRef};
 use crate::snapshot::SnapshotStore;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -299,13 +300,15 @@ impl Limits {
                 max: self.max_event_size,
             });
         }
-        if let Err(e) = std::str::from_utf8(&event.payload) {
-            return Err(invalid(format!("the payload is not UTF-8: {e}")));
-        }
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload) {
+        let text = match std::str::from_utf8(&event.payload) {
+            Ok(text) => text,
+            Err(e) => return Err(invalid(format!("the payload is not UTF-8: {e}"))),
+        };
+        // parsed as checked text, so that the parser does not check the UTF-8 again
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
             return Err(invalid(format!("the payload is not valid JSON: {e}")));
         }
-        if exceeds_depth(&event.payload, self.max_json_depth) {
+        if nests_deeper_than(&event.payload, self.max_json_depth) {
             return Err(invalid(format!(
                 "the payload nests deeper than {} levels",
                 self.max_json_depth
@@ -316,16 +319,12 @@ impl Limits {
 }
 
 /// Whether a JSON text (assumed well-formed) nests arrays and objects deeper than `max`.
-///
-/// Nesting `d` levels deep takes at least `d` opening brackets, so a text with at most
-/// `max` of them passes without the scan; counting them is a branch-free loop over the
-/// bytes, which the ordinary payload (a flat object) never goes past.
-fn exceeds_depth(json: &[u8], max: usize) -> bool {
-    let openings = json
-        .iter()
-        .map(|&b| usize::from(b == b'{' || b == b'['))
-        .sum::<usize>();
-    openings > max && json_depth(json) > max
+fn nests_deeper_than(json: &[u8], max: usize) -> bool {
+    // every level opens with a bracket, so no more brackets than the limit (an ordinary
+    // payload) keep within it; counting them is a loop the compiler vectorises, unlike
+    // the walk that tracks strings
+    let brackets = json.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    brackets > max && json_depth(json) > max
 }
 
 /// The deepest nesting of arrays and objects in a JSON text (assumed well-formed).
@@ -626,6 +625,75 @@ pub trait EventStore: Send + Sync {
     /// Reads the global log from `from_position` (1 for all of it), in position order.
     fn read_all(&self, from_position: u64) -> Result<EventStream<'_>, StoreError>;
 
+    /// Hands the global log from `from_position` to `visit`, in position order, each
+    /// event borrowed, until `visit` breaks or the log ends: [`read_all`](Self::read_all)
+    /// without an owned copy of every event, for replays that keep only what they build
+    /// from the events. The default borrows the events of `read_all`; a store that reads
+    /// into buffers of its own lends from them.
+    ///
+    /// ```
+    /// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent};
+    /// use std::ops::ControlFlow;
+    /// let store = MemoryStore::new();
+    /// let e = NewEvent::new("Opened", 1, b"{}".to_vec());
+    /// store.append("account-1", ExpectedVersion::NoStream, vec![e]).unwrap();
+    /// let mut types = Vec::new();
+    /// store
+    ///     .visit_all(1, &mut |e| {
+    ///         types.push(e.event_type.to_owned());
+    ///         ControlFlow::Continue(())
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(types, ["Opened"]);
+    /// ```
+    fn visit_all(
+        &self,
+        from_position: u64,
+        visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        for event in self.read_all(from_position)? {
+            if visit(event?.borrowed()).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands one stream from `from_version` to `visit`, in version order, each event
+    /// borrowed, until `visit` breaks or the stream ends: [`read_stream`](Self::read_stream)
+    /// without an owned copy of every event (see [`visit_all`](Self::visit_all)).
+    ///
+    /// ```
+    /// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent};
+    /// use std::ops::ControlFlow;
+    /// let store = MemoryStore::new();
+    /// let events = (1..=3)
+    ///     .map(|n| NewEvent::new("Deposited", 1, format!(r#"{{"amount":{n}}}"#).into_bytes()))
+    ///     .collect();
+    /// store.append("account-1", ExpectedVersion::NoStream, events).unwrap();
+    /// let mut versions = Vec::new();
+    /// store
+    ///     .visit_stream("account-1", 2, &mut |e| {
+    ///         versions.push(e.stream_version);
+    ///         ControlFlow::Continue(())
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(versions, [2, 3]);
+    /// ```
+    fn visit_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        for event in self.read_stream(stream_id, from_version)? {
+            if visit(event?.borrowed()).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The current version of a stream (0 when it does not exist).
     fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError>;
 
@@ -706,6 +774,21 @@ macro_rules! forward_event_store {
             }
             fn read_all(&self, from_position: u64) -> Result<EventStream<'_>, StoreError> {
                 (**self).read_all(from_position)
+            }
+            fn visit_all(
+                &self,
+                from_position: u64,
+                visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+            ) -> Result<(), StoreError> {
+                (**self).visit_all(from_position, visit)
+            }
+            fn visit_stream(
+                &self,
+                stream_id: &str,
+                from_version: u64,
+                visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+            ) -> Result<(), StoreError> {
+                (**self).visit_stream(stream_id, from_version, visit)
             }
             fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
                 (**self).stream_version(stream_id)

@@ -46,7 +46,7 @@
 //! before that point is damage, never a write that a crash cut short.
 
 use chrono::{DateTime, Utc};
-use es_core::{Metadata, NewEvent, RecordedEvent};
+use es_core::{Metadata, NewEvent, RecordedEvent, RecordedEventRef};
 use integer_encoding::VarInt;
 use uuid::Uuid;
 
@@ -353,8 +353,37 @@ pub struct Frame<'a> {
     pub stream_id: &'a str,
     /// Number of events.
     pub count: u64,
-    types: Vec<&'a str>,
+    types: Types<'a>,
     rest: Reader<'a>,
+}
+
+/// A frame's type table: the first few names inline, so that decoding a frame of few
+/// event types allocates nothing.
+#[derive(Debug, Default)]
+struct Types<'a> {
+    first: [&'a str; 4],
+    more: Vec<&'a str>,
+    len: usize,
+}
+
+impl<'a> Types<'a> {
+    fn push(&mut self, name: &'a str) {
+        match self.first.get_mut(self.len) {
+            Some(slot) => *slot = name,
+            None => self.more.push(name),
+        }
+        self.len += 1;
+    }
+
+    fn get(&self, index: usize) -> Option<&'a str> {
+        if index >= self.len {
+            return None;
+        }
+        match self.first.get(index) {
+            Some(name) => Some(*name),
+            None => self.more.get(index - self.first.len()).copied(),
+        }
+    }
 }
 
 /// A bounds-checked cursor.
@@ -385,6 +414,13 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self, what: &'static str) -> Result<u64> {
+        // most varints (lengths, versions, counts) fit one byte
+        if let Some(&b) = self.buf.get(self.at)
+            && b < 0x80
+        {
+            self.at += 1;
+            return Ok(u64::from(b));
+        }
         let (v, n) = u64::decode_var(&self.buf[self.at..])
             .ok_or_else(|| FormatError::Malformed(format!("bad varint in {what}")))?;
         self.at += n;
@@ -432,7 +468,7 @@ impl<'a> Frame<'a> {
                 "type count exceeds the frame".into(),
             ));
         }
-        let mut types = Vec::with_capacity(type_count as usize);
+        let mut types = Types::default();
         for _ in 0..type_count {
             types.push(r.str("event type")?);
         }
@@ -491,9 +527,12 @@ impl<'a> Frame<'a> {
             self.place.timestamp
         };
         let type_index = type_and_flags >> 1;
-        let event_type = *self.types.get(type_index as usize).ok_or_else(|| {
-            FormatError::Malformed(format!("type index {type_index} out of range"))
-        })?;
+        let event_type = usize::try_from(type_index)
+            .ok()
+            .and_then(|i| self.types.get(i))
+            .ok_or_else(|| {
+                FormatError::Malformed(format!("type index {type_index} out of range"))
+            })?;
         let schema_version = u32::try_from(r.varint("schema version")?)
             .ok()
             .filter(|&v| v > 0)
@@ -544,7 +583,50 @@ pub struct RawEvent<'a> {
     pub payload: &'a [u8],
 }
 
-impl RawEvent<'_> {
+/// The metadata of events that have none, lent by borrowed events.
+static NO_METADATA: Metadata = Metadata {
+    correlation_id: None,
+    causation_id: None,
+    actor: None,
+    extra: std::collections::BTreeMap::new(),
+};
+
+impl<'a> RawEvent<'a> {
+    /// Decodes the metadata; `None` when the event has none.
+    pub fn metadata(&self) -> Result<Option<Metadata>> {
+        if self.metadata.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(self.metadata)
+            .map(Some)
+            .map_err(|e| FormatError::Malformed(format!("metadata: {e}")))
+    }
+
+    /// The borrowed event at `index` of a frame, with its decoded metadata (`None` for
+    /// none).
+    pub fn borrowed<'m>(
+        &self,
+        stream_id: &'a str,
+        place: FramePlace,
+        index: u64,
+        metadata: Option<&'m Metadata>,
+    ) -> RecordedEventRef<'m>
+    where
+        'a: 'm,
+    {
+        RecordedEventRef {
+            stream_id,
+            stream_version: place.first_version + index,
+            position: place.first_position + index,
+            event_id: self.event_id,
+            timestamp: self.timestamp,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            metadata: metadata.unwrap_or(&NO_METADATA),
+            payload: self.payload,
+        }
+    }
+
     /// Builds the owned event at `index` of a frame.
     pub fn to_recorded(
         &self,
@@ -552,12 +634,7 @@ impl RawEvent<'_> {
         place: FramePlace,
         index: u64,
     ) -> Result<RecordedEvent> {
-        let metadata = if self.metadata.is_empty() {
-            Metadata::default()
-        } else {
-            serde_json::from_slice(self.metadata)
-                .map_err(|e| FormatError::Malformed(format!("metadata: {e}")))?
-        };
+        let metadata = self.metadata()?.unwrap_or_default();
         Ok(RecordedEvent {
             stream_id: stream_id.to_owned(),
             stream_version: place.first_version + index,

@@ -36,6 +36,79 @@ fn read_all<S: EventStore>(store: &S, from: u64) -> Vec<RecordedEvent> {
         .expect("read_all item")
 }
 
+/// `visit_all` and `visit_stream` lend exactly the events `read_all` and `read_stream`
+/// return, from any starting point (also inside a multi-event append), with metadata, and
+/// stop when the visitor breaks.
+pub fn visits_lend_what_reads_return<S: EventStore>(store: &S) {
+    use std::ops::ControlFlow;
+    let meta = Metadata::new().with_actor("alice").with("reason", "test");
+    store
+        .append("v-1", ExpectedVersion::NoStream, events(1, 3))
+        .unwrap();
+    store
+        .append(
+            "v-2",
+            ExpectedVersion::NoStream,
+            vec![event(4).with_metadata(meta.clone())],
+        )
+        .unwrap();
+    store
+        .append("v-1", ExpectedVersion::Exact(3), events(5, 2))
+        .unwrap();
+    for from in 1..=7 {
+        let mut lent = Vec::new();
+        store
+            .visit_all(from, &mut |e| {
+                lent.push(e.to_recorded());
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(lent, read_all(store, from), "visit_all from {from}");
+    }
+    for from in 1..=6 {
+        let mut lent = Vec::new();
+        store
+            .visit_stream("v-1", from, &mut |e| {
+                lent.push(e.to_recorded());
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(
+            lent,
+            read_stream(store, "v-1", from),
+            "visit_stream from {from}"
+        );
+    }
+    let mut seen = Vec::new();
+    store
+        .visit_all(1, &mut |e| {
+            seen.push(e.position);
+            if e.position == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!(seen, [1, 2], "visit_all goes on after a break");
+    let mut metadata = Vec::new();
+    store
+        .visit_stream("v-2", 1, &mut |e| {
+            metadata.push(e.metadata.clone());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(metadata, [meta]);
+    let mut none = 0;
+    store
+        .visit_stream("v-none", 1, &mut |_| {
+            none += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(none, 0);
+}
+
 fn numbers(events: &[RecordedEvent]) -> Vec<u64> {
     events
         .iter()

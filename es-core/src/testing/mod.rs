@@ -49,6 +49,7 @@ macro_rules! store_conformance_tests {
             read_stream_from_version,
             read_all_in_commit_order,
             read_all_from_position,
+            visits_lend_what_reads_return,
             unknown_stream_is_empty,
             expected_any,
             expected_no_stream,

@@ -18,13 +18,16 @@ use crate::snapshot::SnapshotFiles;
 use crate::vfs::{OpenMode, VfsFile};
 use es_core::snapshot::{Snapshot, SnapshotStore};
 use es_core::store::HeadSignal;
-use es_core::{AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, StoreError};
+use es_core::{
+    AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEventRef, StoreError,
+};
 use open::WriterLock;
 use readers::{Buffered, LogReader, StreamReader};
 use std::collections::VecDeque;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use writer::Writer;
@@ -58,6 +61,8 @@ pub struct FileStore {
     /// The periodic sync thread, joined at close so that the lock is released when
     /// `close` returns.
     sync_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The committer thread (writable stores), joined at close likewise.
+    commit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -85,10 +90,16 @@ struct Shared {
     /// Segment files: the active one always open, sealed ones on demand.
     segments: Mutex<SegmentFiles>,
     writer: Mutex<Writer>,
-    /// Appends between entry and return: a group-commit leader waits for them to queue.
+    /// Appends between entry and return: the committer waits a little for those on
+    /// their way to queue.
     appending: AtomicU64,
-    /// Signalled when a flush ends.
+    /// Set while the committer waits for appends on their way: an append returning
+    /// then wakes it, since it may have been the one waited for.
+    gathering: AtomicBool,
+    /// Signalled when a flush ends, if anyone waits for that.
     flushed: Condvar,
+    /// Wakes the committer thread when appends were queued during a write.
+    commit_wake: Condvar,
     /// The published head, for live subscribers.
     head: HeadSignal,
     snapshots: SnapshotFiles,
@@ -163,11 +174,7 @@ impl FileStore {
         }
         let mut w = lock(&self.shared.writer);
         while w.flushing {
-            w = self
-                .shared
-                .flushed
-                .wait(w)
-                .unwrap_or_else(|e| e.into_inner());
+            w = self.shared.wait_for_flush(w);
         }
         if let Some(reason) = &w.poisoned {
             return Err(StoreError::ReadOnly(reason.clone()));
@@ -206,6 +213,11 @@ impl FileStore {
         *lock(stop) = true;
         wake.notify_all();
         if let Some(thread) = lock(&self.sync_thread).take() {
+            let _ = thread.join();
+        }
+        // `closed` is set: the committer ends once woken
+        self.shared.commit_wake.notify_all();
+        if let Some(thread) = lock(&self.commit_thread).take() {
             let _ = thread.join();
         }
     }
@@ -329,6 +341,27 @@ impl EventStore for FileStore {
             &self.shared,
             from_position,
         ))))
+    }
+
+    fn visit_all(
+        &self,
+        from_position: u64,
+        visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        readers::visit(LogReader::new(&self.shared, from_position), visit)
+    }
+
+    fn visit_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.shared.options.limits.check_stream_id(stream_id)?;
+        readers::visit(
+            StreamReader::new(&self.shared, stream_id, from_version),
+            visit,
+        )
     }
 
     fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {

@@ -1,7 +1,7 @@
 //! Options and opening: checking the options, taking the directory's write lock,
 //! recovering the log and starting the store's threads.
 
-use super::writer::{Writer, periodic_sync};
+use super::writer::{Writer, commit_queued, periodic_sync};
 use super::{FileStore, SegmentFiles, Shared, lock};
 use crate::error::OpenError;
 use crate::format::{self, Frame};
@@ -16,7 +16,7 @@ use es_core::store::HeadSignal;
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
@@ -213,32 +213,52 @@ impl FileStore {
                 last_timestamp,
             )),
             appending: AtomicU64::new(0),
+            gathering: AtomicBool::new(false),
             flushed: Condvar::new(),
+            commit_wake: Condvar::new(),
             head: HeadSignal::new(next_position - 1),
             snapshots: SnapshotFiles::new(&dir, Arc::clone(&vfs), options.read_only),
             report: rec.report,
             options,
         });
-        if let Durability::Periodic(interval) = shared.options.durability
-            && !shared.options.read_only
-        {
-            let weak = Arc::downgrade(&shared);
-            let thread = std::thread::Builder::new()
-                .name("es-store-fs-sync".into())
-                .spawn(move || periodic_sync(weak, interval))
-                .map_err(|source| OpenError::Io {
-                    path: shared.dir.clone(),
-                    source,
-                })?;
-            return Ok(FileStore {
-                shared,
-                sync_thread: Mutex::new(Some(thread)),
-            });
-        }
-        Ok(FileStore {
+        let mut store = FileStore {
             shared,
             sync_thread: Mutex::new(None),
-        })
+            commit_thread: Mutex::new(None),
+        };
+        if store.shared.options.read_only {
+            return Ok(store);
+        }
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(run)
+                .map_err(|source| OpenError::Io {
+                    path: store.shared.dir.clone(),
+                    source,
+                })
+        };
+        let shared = Arc::clone(&store.shared);
+        let committer = spawn(
+            "es-store-fs-commit",
+            Box::new(move || commit_queued(shared)),
+        )?;
+        *store
+            .commit_thread
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()) = Some(committer);
+        if let Durability::Periodic(interval) = store.shared.options.durability {
+            let weak = Arc::downgrade(&store.shared);
+            let syncer = spawn(
+                "es-store-fs-sync",
+                Box::new(move || periodic_sync(weak, interval)),
+            )?;
+            *store
+                .sync_thread
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner()) = Some(syncer);
+        }
+        Ok(store)
     }
 }
 

@@ -1,12 +1,14 @@
 //! The readers: one stream's frames found through the index, and the global log read in
-//! order through a read-ahead window; both decode a frame at a time.
+//! order through a read-ahead window; both hand out a frame at a time from a buffer they
+//! reuse, decoded into owned events ([`Buffered`]) or lent to a visitor ([`visit`]).
 
 use super::{Shared, corrupted, read};
 use crate::format::{self, Frame};
 use crate::index::FrameEntry;
 use crate::read_ahead::ReadAhead;
-use es_core::{RecordedEvent, StoreError};
+use es_core::{RecordedEvent, RecordedEventRef, StoreError};
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 
 /// Frames fetched from the index per lock acquisition.
 const FRAMES_PER_FETCH: usize = 64;
@@ -34,9 +36,44 @@ impl<S> Buffered<S> {
 }
 
 /// Frames in reading order.
-trait FrameSource {
-    /// Decodes the next frame's wanted events into `out`; `false` when there is none.
-    fn next_frame(&mut self, out: &mut VecDeque<RecordedEvent>) -> Result<bool, StoreError>;
+pub(super) trait FrameSource {
+    /// The next frame, checked; `None` after the last.
+    fn next_frame(&mut self) -> Result<Option<NextFrame<'_>>, StoreError>;
+}
+
+/// A checked frame, lent from the reader's buffer.
+pub(super) struct NextFrame<'b> {
+    bytes: &'b [u8],
+    /// What the index says of it.
+    entry: FrameEntry,
+    /// Its events before this many are not wanted.
+    skip: u64,
+    /// The stream it must belong to, in a read of one stream.
+    stream_id: Option<&'b str>,
+}
+
+impl NextFrame<'_> {
+    /// Parses the frame's header, and checks that it is the frame the index describes.
+    fn parse(&self) -> Result<Frame<'_>, StoreError> {
+        let (bytes, entry) = (self.bytes, &self.entry);
+        let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
+        let frame = Frame::parse(body).map_err(|e| corrupted(entry.at, &e.to_string()))?;
+        if frame.place.first_position != entry.first_position
+            || frame.place.first_version != entry.first_version
+            || frame.count != entry.count
+            || self.stream_id.is_some_and(|s| s != frame.stream_id)
+        {
+            return Err(corrupted(entry.at, "the frame does not match the index"));
+        }
+        Ok(frame)
+    }
+
+    /// Decodes the wanted events into owned events.
+    fn decode_into(&self, out: &mut VecDeque<RecordedEvent>) -> Result<(), StoreError> {
+        self.parse()?
+            .into_recorded(self.skip, out)
+            .map_err(|e| corrupted(self.entry.at, &e.to_string()))
+    }
 }
 
 impl<S: FrameSource> Iterator for Buffered<S> {
@@ -46,40 +83,45 @@ impl<S: FrameSource> Iterator for Buffered<S> {
             return None;
         }
         while self.events.is_empty() {
-            match self.source.next_frame(&mut self.events) {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
+            let decoded = match self.source.next_frame() {
+                Ok(Some(frame)) => frame.decode_into(&mut self.events),
+                Ok(None) => return None,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = decoded {
+                self.failed = true;
+                return Some(Err(e));
             }
         }
         self.events.pop_front().map(Ok)
     }
 }
 
-/// Decodes a checked frame's events from index `skip` on into `out`, after checking that
-/// the frame is the one the index describes.
-fn decode_frame(
-    bytes: &[u8],
-    entry: &FrameEntry,
-    stream_id: Option<&str>,
-    skip: u64,
-    out: &mut VecDeque<RecordedEvent>,
+/// Lends the events of `source`'s frames to `visit`, borrowed from the reader's buffer,
+/// until `visit` breaks or the frames end: nothing is allocated per event but the
+/// metadata of events that have some.
+pub(super) fn visit(
+    mut source: impl FrameSource,
+    visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
 ) -> Result<(), StoreError> {
-    let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
-    let frame = Frame::parse(body).map_err(|e| corrupted(entry.at, &e.to_string()))?;
-    if frame.place.first_position != entry.first_position
-        || frame.place.first_version != entry.first_version
-        || frame.count != entry.count
-        || stream_id.is_some_and(|s| s != frame.stream_id)
-    {
-        return Err(corrupted(entry.at, "the frame does not match the index"));
+    while let Some(next) = source.next_frame()? {
+        let frame = next.parse()?;
+        let (stream_id, place) = (frame.stream_id, frame.place);
+        let mut flow = ControlFlow::Continue(());
+        frame
+            .for_each_event(|i, raw| {
+                if i >= next.skip && flow.is_continue() {
+                    let metadata = raw.metadata()?;
+                    flow = visit(raw.borrowed(stream_id, place, i, metadata.as_ref()));
+                }
+                Ok(())
+            })
+            .map_err(|e| corrupted(next.entry.at, &e.to_string()))?;
+        if flow.is_break() {
+            break;
+        }
     }
-    frame
-        .into_recorded(skip, out)
-        .map_err(|e| corrupted(entry.at, &e.to_string()))
+    Ok(())
 }
 
 /// One stream's frames, found through the index.
@@ -105,7 +147,7 @@ impl<'a> StreamReader<'a> {
 }
 
 impl FrameSource for StreamReader<'_> {
-    fn next_frame(&mut self, out: &mut VecDeque<RecordedEvent>) -> Result<bool, StoreError> {
+    fn next_frame(&mut self) -> Result<Option<NextFrame<'_>>, StoreError> {
         if self.frames.is_empty() {
             let index = read(&self.shared.published);
             self.frames.extend(index.stream_frames(
@@ -115,13 +157,17 @@ impl FrameSource for StreamReader<'_> {
             ));
         }
         let Some(entry) = self.frames.pop_front() else {
-            return Ok(false);
+            return Ok(None);
         };
         self.shared.read_frame(entry.at, &mut self.buf)?;
         let skip = self.next_version.saturating_sub(entry.first_version);
-        decode_frame(&self.buf, &entry, Some(&self.stream_id), skip, out)?;
         self.next_version = entry.first_version + entry.count;
-        Ok(true)
+        Ok(Some(NextFrame {
+            bytes: &self.buf,
+            entry,
+            skip,
+            stream_id: Some(&self.stream_id),
+        }))
     }
 }
 
@@ -168,7 +214,7 @@ impl<'a> LogReader<'a> {
 }
 
 impl FrameSource for LogReader<'_> {
-    fn next_frame(&mut self, out: &mut VecDeque<RecordedEvent>) -> Result<bool, StoreError> {
+    fn next_frame(&mut self) -> Result<Option<NextFrame<'_>>, StoreError> {
         if self.frames.is_empty() {
             let index = read(&self.shared.published);
             if let Some(first) = index.frame_of_position(self.next_position) {
@@ -177,7 +223,7 @@ impl FrameSource for LogReader<'_> {
             }
         }
         let Some(entry) = self.frames.pop_front() else {
-            return Ok(false);
+            return Ok(None);
         };
         let known_end = self
             .frames
@@ -186,9 +232,13 @@ impl FrameSource for LogReader<'_> {
             .find(|f| f.at.segment == entry.at.segment)
             .map_or(0, |f| f.at.offset + u64::from(f.at.len));
         let skip = self.next_position.saturating_sub(entry.first_position);
-        let bytes = self.frame(&entry, known_end)?;
-        decode_frame(bytes, &entry, None, skip, out)?;
         self.next_position = entry.first_position + entry.count;
-        Ok(true)
+        let bytes = self.frame(&entry, known_end)?;
+        Ok(Some(NextFrame {
+            bytes,
+            entry,
+            skip,
+            stream_id: None,
+        }))
     }
 }

@@ -1,6 +1,21 @@
 //! The group-commit writer: deciding an append against the stream's version and the
 //! event ids already stored, queueing its frame, writing and syncing a group of appends
 //! at once, rolling back a failed group, and the periodic sync.
+//!
+//! Whoever finds the writer idle writes the queue in its own thread (one appender alone
+//! never waits for another thread). Appends queued while a group is being written are
+//! taken over by the committer thread, which writes group after group until the queue
+//! is empty. Each append waits on a slot of its own, and a group's completion wakes only
+//! the appenders it carried.
+//!
+//! Before each group the committer waits for the appends already on their way (their
+//! appenders are inside `append` but have not queued yet: most were just woken by the
+//! previous group and are preparing the next append), until all of them have queued,
+//! and never longer than the previous write and sync took. Without that wait the
+//! appenders of one group would always queue during the next group's sync and settle
+//! into two alternating halves, each sync carrying half of them; with it, one sync
+//! carries them all whenever they come back faster than a sync, and when they do not,
+//! the wait ends after a sync's time.
 
 use super::{FileStore, Shared, lock, read};
 use crate::format::{self, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN};
@@ -14,9 +29,10 @@ use es_core::store::{IdLocation, check_idempotent_retry};
 use es_core::{AppendResult, ExpectedVersion, NewEvent, StoreError};
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, MutexGuard, Weak};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard, OnceLock, Weak};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The writer's state, behind one mutex.
@@ -42,12 +58,19 @@ pub(super) struct Writer {
     ids_on_disk: Option<Vec<Uuid>>,
     /// Ids of unpublished events, to forget if their flush fails.
     pending_ids: Vec<Uuid>,
-    /// Tickets: each append takes one; `done` is the last acknowledged.
-    next_ticket: u64,
-    done: u64,
-    /// Tickets that failed and whose appenders have not yet seen it.
-    failed: Vec<FailedTickets>,
+    /// The completion slots of the queued appends, in queue order.
+    waiters: Vec<Arc<Slot>>,
     pub(super) flushing: bool,
+    /// Set while the committer thread owns the queue (woken, or writing group after
+    /// group); appenders then leave the writing to it.
+    committer_awake: bool,
+    /// Threads waiting on `Shared::flushed` for a flush to end (a conflict or retry
+    /// waiting for the outcome of an append in flight, a checkpoint): the end of a flush
+    /// signals that condition variable only when someone waits on it.
+    watchers: usize,
+    /// How long the last group's write and sync took: the longest the committer waits
+    /// for appends on their way.
+    last_io: Duration,
     /// Bytes of the active segment that exist on disk (data plus zero-filled room).
     pub(super) allocated: u64,
     pub(super) stats: WriteStats,
@@ -60,15 +83,77 @@ pub(super) struct Writer {
     pub(super) closed: bool,
 }
 
-/// Appends of one failed flush: tickets `first..=last`, with the reason.
-struct FailedTickets {
-    first: u64,
-    last: u64,
-    /// Appenders of the range that have not returned yet: the entry goes with the last.
-    waiting: u64,
-    kind: io::ErrorKind,
-    message: String,
+/// Where one queued append learns its outcome: set once by the thread that wrote its
+/// group, then its appender is woken.
+struct Slot {
+    appender: Thread,
+    /// Appenders of the same group that this one wakes once it is awake, so that the
+    /// thread that completes a group wakes a few appenders, not all of them (a tree:
+    /// each woken appender wakes two more). Set before `outcome`.
+    wakes: OnceLock<[Option<Arc<Slot>>; 2]>,
+    outcome: OnceLock<Outcome>,
 }
+
+/// How a queued append ended.
+#[derive(Clone)]
+enum Outcome {
+    /// Written and, as the durability mode asks, synced.
+    Acknowledged,
+    /// Its group (or one before it) failed to write or sync, and was rolled back.
+    Failed {
+        kind: io::ErrorKind,
+        message: String,
+    },
+}
+
+impl Slot {
+    fn new() -> Arc<Slot> {
+        Arc::new(Slot {
+            appender: std::thread::current(),
+            wakes: OnceLock::new(),
+            outcome: OnceLock::new(),
+        })
+    }
+
+    /// Waits for the outcome, then wakes the appenders this one is to wake.
+    fn wait(&self) -> &Outcome {
+        loop {
+            if let Some(outcome) = self.outcome.get() {
+                for next in self.wakes.get().into_iter().flatten().flatten() {
+                    next.appender.unpark();
+                }
+                return outcome;
+            }
+            std::thread::park();
+        }
+    }
+}
+
+/// Completes the slots of a group with one outcome and wakes its first
+/// [`WOKEN_BY_THE_WRITER`] appenders; each appender woken wakes two more.
+fn complete(slots: &[Arc<Slot>], outcome: &Outcome) {
+    let first = WOKEN_BY_THE_WRITER;
+    for (i, slot) in slots.iter().enumerate() {
+        let wakes = [
+            slots.get(first + 2 * i).cloned(),
+            slots.get(first + 2 * i + 1).cloned(),
+        ];
+        // each slot is in exactly one group, and completed once
+        let _ = slot.wakes.set(wakes);
+        let _ = slot.outcome.set(outcome.clone());
+    }
+    let me = std::thread::current().id();
+    for slot in slots.iter().take(first) {
+        if slot.appender.id() != me {
+            slot.appender.unpark();
+        }
+    }
+}
+
+/// Appenders of a completed group that the writing thread wakes itself: a small group is
+/// woken at once rather than one appender after the other; in a larger one each woken
+/// appender wakes two more, so that the writer does not pay one wake per append.
+const WOKEN_BY_THE_WRITER: usize = 4;
 
 /// Queued bytes of one segment, written with one `pwrite`.
 struct Chunk {
@@ -119,7 +204,83 @@ pub(super) fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
     }
 }
 
+/// The committer thread: writes group after group while appends are queued behind the
+/// one being written, then sleeps until an appender finds the queue growing during a
+/// write again. Ends when the store closes.
+pub(super) fn commit_queued(shared: Arc<Shared>) {
+    let gather = shared.options.durability == Durability::Always;
+    let mut w = lock(&shared.writer);
+    loop {
+        if w.closed {
+            return;
+        }
+        if !w.committer_awake || w.flushing {
+            w = shared
+                .commit_wake
+                .wait(w)
+                .unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        if gather && shared.on_their_way(&w) > 0 {
+            let deadline = Instant::now() + w.last_io;
+            shared.gathering.store(true, Ordering::SeqCst);
+            while !w.closed && shared.on_their_way(&w) > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                w = shared
+                    .commit_wake
+                    .wait_timeout(w, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            shared.gathering.store(false, Ordering::SeqCst);
+        }
+        if w.queue.is_empty() {
+            // nothing came: appenders lead their own writes again until the next group
+            // grows behind one
+            w.committer_awake = false;
+            continue;
+        }
+        shared.flush(w);
+        w = lock(&shared.writer);
+    }
+}
+
+/// Counts an append in flight until it returns, and wakes a committer that may be
+/// waiting for it.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        shared.appending.fetch_add(1, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let shared = self.0;
+        shared.appending.fetch_sub(1, Ordering::SeqCst);
+        if shared.gathering.load(Ordering::SeqCst) {
+            // under the mutex, so that the wake cannot fall between the committer's
+            // check and its wait
+            let _w = lock(&shared.writer);
+            shared.commit_wake.notify_one();
+        }
+    }
+}
+
 impl Shared {
+    /// Appends inside `append` that have not queued yet, not counting those waiting for
+    /// the outcome of another append.
+    fn on_their_way(&self, w: &Writer) -> u64 {
+        self.appending
+            .load(Ordering::SeqCst)
+            .saturating_sub(w.waiters.len() as u64 + w.watchers as u64)
+    }
+
     /// Records the acknowledged and durable ends for readers and for recovery.
     fn publish(&self, end: LogOffset, head: u64, durable: LogOffset) {
         if let Some(file) = &self.published_file {
@@ -270,8 +431,7 @@ impl FileStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         let shared = &*self.shared;
-        shared.appending.fetch_add(1, Ordering::SeqCst);
-        let _in_flight = InFlight(&shared.appending);
+        let _in_flight = InFlight::enter(shared);
         if shared.options.read_only {
             return Err(StoreError::ReadOnly(format!(
                 "{} was opened read-only",
@@ -295,7 +455,7 @@ impl FileStore {
         let event_ids: Vec<Uuid> = prepared.iter().map(|p| p.event_id).collect();
         let mut w = lock(&shared.writer);
         w.hash_ids();
-        let (ticket, result) = loop {
+        let (slot, result) = loop {
             if let Some(reason) = &w.poisoned {
                 return Err(StoreError::ReadOnly(reason.clone()));
             }
@@ -345,7 +505,7 @@ impl FileStore {
                     return Ok(original);
                 }
                 // the original is still being written: wait for its outcome, then decide again
-                w = shared.flushed.wait(w).unwrap_or_else(|e| e.into_inner());
+                w = shared.wait_for_flush(w);
                 continue;
             }
             if !expected.accepts(current) {
@@ -354,7 +514,7 @@ impl FileStore {
                     // reported now would name a version no reader can see yet, and a
                     // caller retrying on what it reads would spin until that write
                     // lands. Wait for its outcome, then decide again.
-                    w = shared.flushed.wait(w).unwrap_or_else(|e| e.into_inner());
+                    w = shared.wait_for_flush(w);
                     continue;
                 }
                 return Err(StoreError::Conflict {
@@ -365,46 +525,18 @@ impl FileStore {
             }
             break self.enqueue(&mut w, stream_id, current, &prepared)?;
         };
-        let mut gathered = false;
-        loop {
-            // failures first: after a failed flush, a later one may complete (and move
-            // `done` past this ticket) before this appender wakes up
-            if let Some(i) = w
-                .failed
-                .iter()
-                .position(|f| (f.first..=f.last).contains(&ticket))
-            {
-                let f = &mut w.failed[i];
-                let error = StoreError::Io(io::Error::new(f.kind, f.message.clone()));
-                f.waiting -= 1;
-                if f.waiting == 0 {
-                    w.failed.swap_remove(i);
-                }
-                return Err(error);
+        if !w.flushing && !w.committer_awake {
+            // nobody is writing: write the queue (this append and whatever is queued
+            // with it) in this thread, without a hand-off
+            shared.flush(w);
+        } else {
+            drop(w);
+        }
+        match slot.wait() {
+            Outcome::Acknowledged => Ok(result),
+            Outcome::Failed { kind, message } => {
+                Err(StoreError::Io(io::Error::new(*kind, message.clone())))
             }
-            if w.done >= ticket {
-                return Ok(result);
-            }
-            if !w.flushing && !w.queue.is_empty() {
-                let queued = w.next_ticket - 1 - w.done;
-                let appending = shared.appending.load(Ordering::SeqCst);
-                if queued < appending
-                    && !gathered
-                    && shared.options.durability == Durability::Always
-                {
-                    // other appends are on their way: give them a moment to join this sync
-                    gathered = true;
-                    w = shared
-                        .flushed
-                        .wait_timeout(w, GATHER_WAIT)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                    continue;
-                }
-                w = self.flush(w);
-                continue;
-            }
-            w = shared.flushed.wait(w).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -415,7 +547,7 @@ impl FileStore {
         stream_id: &str,
         current: u64,
         prepared: &[PreparedEvent],
-    ) -> Result<(u64, AppendResult), StoreError> {
+    ) -> Result<(Arc<Slot>, AppendResult), StoreError> {
         let shared = &*self.shared;
         let now = Utc::now().max(w.last_timestamp);
         w.last_timestamp = now;
@@ -488,14 +620,14 @@ impl FileStore {
             w.pending_ids.push(e.event_id);
         }
         w.next_position += n;
-        let ticket = w.next_ticket;
-        w.next_ticket += 1;
-        if !w.flushing && ticket - w.done >= shared.appending.load(Ordering::SeqCst) {
-            // a leader may be gathering: every appender in flight has now queued
-            shared.flushed.notify_all();
+        let slot = Slot::new();
+        w.waiters.push(Arc::clone(&slot));
+        if shared.gathering.load(Ordering::SeqCst) && shared.on_their_way(w) == 0 {
+            // the committer waits for the appends on their way: this was the last
+            shared.commit_wake.notify_one();
         }
         Ok((
-            ticket,
+            slot,
             AppendResult {
                 first_version: current + 1,
                 last_version: current + n,
@@ -505,26 +637,32 @@ impl FileStore {
             },
         ))
     }
+}
 
-    /// Leads one group commit: writes everything queued, syncs, publishes, and wakes the
-    /// appenders whose tickets it covered.
-    fn flush<'a>(&'a self, mut w: MutexGuard<'a, Writer>) -> MutexGuard<'a, Writer> {
-        let shared = &*self.shared;
+impl Shared {
+    /// One group commit: writes everything queued, syncs, publishes, hands appends queued
+    /// meanwhile to the committer thread, and wakes the appenders it carried.
+    fn flush(&self, mut w: MutexGuard<'_, Writer>) {
+        let shared = self;
         let chunks = std::mem::take(&mut w.queue);
-        let last_ticket = w.next_ticket - 1;
+        let mut carried = std::mem::take(&mut w.waiters);
         let frames = w.unpublished.len();
         let tail = w.tail;
         let (durable_tail, allocated) = (w.durable_tail, w.allocated);
         w.flushing = true;
         drop(w);
+        let started = Instant::now();
         let result = shared.write_chunks(&chunks, durable_tail, allocated);
+        let io_time = started.elapsed();
         let mut w = lock(&shared.writer);
         w.flushing = false;
         w.stats.flushes += 1;
-        match result {
+        w.stats.io_time += io_time;
+        w.last_io = io_time;
+        let outcome = match result {
             Ok((created, allocated)) => {
                 w.allocated = allocated;
-                w.stats.appends += last_ticket - w.done;
+                w.stats.appends += carried.len() as u64;
                 if let Some(newest) = created.last() {
                     let mut files = lock(&shared.segments);
                     files.count += created.len() as u64;
@@ -556,7 +694,6 @@ impl FileStore {
                 }
                 let published_events: u64 = published.iter().map(|(_, e)| e.count).sum();
                 w.pending_ids.drain(..published_events as usize);
-                w.done = last_ticket;
                 w.durable_tail = tail;
                 w.dirty = shared.options.durability != Durability::Always;
                 if !chunks.iter().all(|c| c.new_segment.is_none())
@@ -564,35 +701,47 @@ impl FileStore {
                 {
                     tracing::warn!("writing the index after a segment roll: {e}");
                 }
+                Outcome::Acknowledged
             }
             Err(e) => {
-                let first = w.done + 1;
-                let last = w.next_ticket - 1;
                 let message = shared.io_error("append failed", &e);
-                // kept until every appender of the range has seen it: a waiter of a
-                // failed ticket may wake late, and must never mistake its append for an
-                // acknowledged one
-                w.failed.push(FailedTickets {
-                    first,
-                    last,
-                    waiting: last + 1 - first,
+                // the appends queued behind the failed ones fail with them: the roll-back
+                // forgets everything not acknowledged
+                carried.append(&mut w.waiters);
+                shared.roll_back(&mut w, &e, message.clone());
+                Outcome::Failed {
                     kind: e.kind(),
-                    message: message.clone(),
-                });
-                // every ticket up to `last` is now decided; the failed ones are found in
-                // `failed` before `done` is looked at
-                w.done = last;
-                self.roll_back(&mut w, &e, message);
+                    message,
+                }
             }
+        };
+        if !w.queue.is_empty() && !w.committer_awake {
+            // appends queued during the write: the committer thread writes them next
+            w.committer_awake = true;
+            shared.commit_wake.notify_one();
         }
-        shared.flushed.notify_all();
+        if w.watchers > 0 {
+            shared.flushed.notify_all();
+        }
+        drop(w);
+        complete(&carried, &outcome);
+    }
+
+    /// Waits until a flush ends (the writer's mutex is released meanwhile).
+    pub(super) fn wait_for_flush<'a>(
+        &'a self,
+        mut w: MutexGuard<'a, Writer>,
+    ) -> MutexGuard<'a, Writer> {
+        w.watchers += 1;
+        let mut w = self.flushed.wait(w).unwrap_or_else(|e| e.into_inner());
+        w.watchers -= 1;
         w
     }
 
     /// Forgets everything not acknowledged after a failed flush. A full disk is survivable
     /// when the partial write can be cut off; anything else refuses writes until reopened.
     fn roll_back(&self, w: &mut Writer, e: &io::Error, message: String) {
-        let shared = &*self.shared;
+        let shared = self;
         let pending: Vec<Uuid> = std::mem::take(&mut w.pending_ids);
         for id in pending {
             w.ids.remove(&id);
@@ -638,9 +787,10 @@ impl FileStore {
 }
 
 impl Writer {
-    /// Failed flushes whose appenders have not all returned yet.
+    /// Failed flushes whose appenders have not all returned yet: none, since a failure
+    /// is handed to each appender's own slot, which goes with the appender.
     pub(super) fn failures_held(&self) -> usize {
-        self.failed.len()
+        0
     }
 
     /// The writer of a log that ends at `end`, with the ids of its events in position
@@ -663,10 +813,11 @@ impl Writer {
             ids: IdMap::default(),
             ids_on_disk: Some(ids),
             pending_ids: Vec::new(),
-            next_ticket: 1,
-            done: 0,
-            failed: Vec::new(),
+            waiters: Vec::new(),
             flushing: false,
+            committer_awake: false,
+            watchers: 0,
+            last_io: Duration::ZERO,
             allocated,
             stats: WriteStats::default(),
             poisoned: None,
@@ -700,15 +851,6 @@ impl Writer {
 /// collisions; faster than the default hasher on this hot path (three lookups per event).
 type IdMap = HashMap<Uuid, u64, foldhash::fast::RandomState>;
 
-/// Counts an append in flight until it returns.
-struct InFlight<'a>(&'a AtomicU64);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// Counters of the writer, for tuning and the CLI.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
@@ -716,7 +858,7 @@ pub struct WriteStats {
     pub appends: u64,
     /// Group commits (writes followed by one sync) since open.
     pub flushes: u64,
+    /// Time spent in the writes and syncs of the group commits since open: the rest of
+    /// the time between commits goes to queueing and waking.
+    pub io_time: Duration,
 }
-
-/// How long a new group-commit leader waits for the appenders of the previous group.
-const GATHER_WAIT: Duration = Duration::from_micros(100);
