@@ -169,6 +169,14 @@ impl std::fmt::Debug for Sealed {
     }
 }
 
+/// Where a stream table is read from.
+pub enum TableSource<'a> {
+    /// A copy in memory (what [`Sealed::read`] returned).
+    Memory(&'a [u8]),
+    /// The index file itself.
+    File(&'a dyn VfsFile),
+}
+
 /// What [`Sealed::read`] returns.
 pub struct ReadSealed {
     /// The summary kept in memory.
@@ -428,48 +436,78 @@ impl Sealed {
         })
     }
 
-    /// The streams, names and frames by stream of section A, read in one piece (for
-    /// [`Sealed::find_stream`] and [`Sealed::stream_frames`], and kept in a cache).
-    pub fn stream_table(&self, file: &dyn VfsFile) -> Result<Vec<u8>, SealedError> {
-        let mut table = vec![0u8; (self.filter_at() - self.streams_at()) as usize];
-        file.read_exact_at(&mut table, self.streams_at())?;
-        Ok(table)
+    /// `len` bytes of the stream table at file offset `at`, from `src`.
+    fn table_bytes<'t>(
+        &self,
+        src: &TableSource<'t>,
+        at: u64,
+        len: usize,
+    ) -> Result<std::borrow::Cow<'t, [u8]>, SealedError> {
+        match src {
+            TableSource::Memory(table) => {
+                if table.len() as u64 != self.filter_at() - self.streams_at() {
+                    return Err(damaged(
+                        self.streams_at(),
+                        "a stream table of the wrong length",
+                    ));
+                }
+                let from = (at - self.streams_at()) as usize;
+                table
+                    .get(from..from + len)
+                    .map(std::borrow::Cow::Borrowed)
+                    .ok_or_else(|| damaged(at, "an entry outside the stream table"))
+            }
+            TableSource::File(file) => {
+                if at + len as u64 > self.filter_at() {
+                    return Err(damaged(at, "an entry outside the stream table"));
+                }
+                let mut b = vec![0u8; len];
+                file.read_exact_at(&mut b, at)?;
+                Ok(std::borrow::Cow::Owned(b))
+            }
+        }
     }
 
-    /// The run of `stream_id` in this segment, found by binary search in `table` (what
-    /// [`Sealed::stream_table`] read).
+    /// The run of `stream_id` in this segment, found by binary search in the stream
+    /// table (a cached copy, or the file: a few small reads).
     pub fn find_stream(
         &self,
-        table: &[u8],
+        src: &TableSource<'_>,
         stream_id: &str,
     ) -> Result<Option<StreamRun>, SealedError> {
-        if table.len() as u64 != self.filter_at() - self.streams_at() {
-            return Err(damaged(
-                self.streams_at(),
-                "a stream table of the wrong length",
-            ));
-        }
-        let (streams, rest) = table.split_at(STREAM_LEN as usize * self.streams as usize);
-        let names = &rest[..self.names_len as usize];
         let hash = stream_hash(stream_id);
-        let entry = |i: usize| &streams[i * STREAM_LEN as usize..(i + 1) * STREAM_LEN as usize];
+        let entry =
+            |i: u64| self.table_bytes(src, self.streams_at() + i * STREAM_LEN, STREAM_LEN as usize);
         let hash_of = |b: &[u8]| u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
-        let (mut lo, mut hi) = (0usize, self.streams as usize);
+        let (mut lo, mut hi) = (0u64, u64::from(self.streams));
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if hash_of(entry(mid)) < hash {
+            if hash_of(&entry(mid)?) < hash {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
         let mut i = lo;
-        while i < self.streams as usize && hash_of(entry(i)) == hash {
-            let at = self.streams_at() + i as u64 * STREAM_LEN;
-            let run = parse_run(entry(i), names, self)
-                .ok_or_else(|| damaged(at, "a stream entry outside the file's bounds"))?;
-            if run.stream_id == stream_id {
-                return Ok(Some(run));
+        while i < u64::from(self.streams) {
+            let b = entry(i)?;
+            if hash_of(&b) != hash {
+                break;
+            }
+            let at = self.streams_at() + i * STREAM_LEN;
+            let bad = || damaged(at, "a stream entry outside the file's bounds");
+            let run = parse_run(&b, &[], self).ok_or_else(bad)?;
+            let name_at = u64::from(u32::from_le_bytes(b[32..36].try_into().unwrap_or([0; 4])));
+            let name_len = u32::from_le_bytes(b[36..40].try_into().unwrap_or([0; 4]));
+            if name_at + u64::from(name_len) > u64::from(self.names_len) {
+                return Err(bad());
+            }
+            let name = self.table_bytes(src, self.names_at() + name_at, name_len as usize)?;
+            if *name == *stream_id.as_bytes() {
+                return Ok(Some(StreamRun {
+                    stream_id: stream_id.to_owned(),
+                    ..run
+                }));
             }
             i += 1;
         }
@@ -514,15 +552,12 @@ impl Sealed {
     /// The frames of `run`, from the first one holding `from_version` on.
     pub fn stream_frames(
         &self,
-        table: &[u8],
+        src: &TableSource<'_>,
         run: &StreamRun,
         from_version: u64,
     ) -> Result<Vec<FrameEntry>, SealedError> {
         let at = self.slots_at() + u64::from(run.first_slot) * SLOT_LEN;
-        let from = (at - self.streams_at()) as usize;
-        let bytes = table
-            .get(from..from + run.frame_count as usize * SLOT_LEN as usize)
-            .ok_or_else(|| damaged(at, "a stream's frames outside the stream table"))?;
+        let bytes = self.table_bytes(src, at, run.frame_count as usize * SLOT_LEN as usize)?;
         let mut frames: Vec<FrameEntry> = Vec::with_capacity(run.frame_count as usize);
         let mut previous: Option<FrameEntry> = None;
         for (i, b) in bytes.chunks_exact(SLOT_LEN as usize).enumerate() {

@@ -221,11 +221,12 @@ fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
             let Some(stream) = log.stream_of_recent(f.first_position) else {
                 continue;
             };
+            let src = crate::seal::TableSource::Memory(&table);
             let listed = sealed
-                .find_stream(&table, stream)
+                .find_stream(&src, stream)
                 .ok()
                 .flatten()
-                .and_then(|run| sealed.stream_frames(&table, &run, 1).ok());
+                .and_then(|run| sealed.stream_frames(&src, &run, 1).ok());
             if !listed.is_some_and(|l| l.contains(f)) {
                 return Some((
                     segment,

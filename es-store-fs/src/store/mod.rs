@@ -14,7 +14,7 @@ use crate::error::RecoveryReport;
 use crate::format;
 use crate::index::{FrameRef, Index};
 use crate::layout::{sealed_index_path, segment_path};
-use crate::seal::{Sealed, SealedError};
+use crate::seal::{Sealed, SealedError, TableSource};
 use crate::snapshot::SnapshotFiles;
 use crate::vfs::{OpenMode, VfsFile};
 use es_core::snapshot::{Snapshot, SnapshotStore};
@@ -62,8 +62,9 @@ impl TableCache {
 
     fn put(&mut self, segment: u64, table: Arc<[u8]>) {
         self.bytes += table.len();
-        if self.tables.insert(segment, table).is_none() {
-            self.order.push_back(segment);
+        match self.tables.insert(segment, table) {
+            Some(old) => self.bytes -= old.len(),
+            None => self.order.push_back(segment),
         }
         while self.bytes > TABLE_CACHE_BYTES
             && let Some(old) = self.order.pop_front()
@@ -335,18 +336,23 @@ impl Shared {
             .get(&*self.options.vfs, no, &path)?)
     }
 
-    /// The stream table of sealed segment `sealed`, from the cache or read.
-    fn stream_table(&self, sealed: &Sealed) -> Result<Arc<[u8]>, StoreError> {
-        if let Some(table) = lock(&self.stream_tables).get(sealed.segment) {
-            return Ok(table);
+    /// Runs `f` on the stream table of sealed segment `sealed`: the cached copy (the
+    /// newest segments' tables, read at open), or the index file, read in small pieces.
+    fn with_stream_table<T>(
+        &self,
+        sealed: &Sealed,
+        f: impl FnOnce(&TableSource<'_>) -> Result<T, SealedError>,
+    ) -> Result<T, SealedError> {
+        let cached = lock(&self.stream_tables).get(sealed.segment);
+        match cached {
+            Some(table) => f(&TableSource::Memory(&table)),
+            None => {
+                let file = self
+                    .sealed_index(sealed.segment)
+                    .map_err(|e| SealedError::Io(io::Error::other(e.to_string())))?;
+                f(&TableSource::File(&*file))
+            }
         }
-        let file = self.sealed_index(sealed.segment)?;
-        let table: Arc<[u8]> = sealed
-            .stream_table(&*file)
-            .map_err(|e| self.sealed_failed(sealed.segment, e))?
-            .into();
-        lock(&self.stream_tables).put(sealed.segment, Arc::clone(&table));
-        Ok(table)
     }
 
     /// A sealed index that cannot be used while the store runs: damage names the file and

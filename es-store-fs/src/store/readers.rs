@@ -89,6 +89,9 @@ pub(super) struct StreamReader<'a> {
     shared: &'a Shared,
     /// Sealed segments still to read, oldest first, with the stream's run in each.
     sealed: VecDeque<(Arc<Sealed>, StreamRun)>,
+    /// The version the last walk back through sealed segments started from: a second
+    /// walk from the same version would find nothing new.
+    walked_from: Option<u64>,
     stream_id: String,
     next_version: u64,
     frames: VecDeque<FrameEntry>,
@@ -104,6 +107,7 @@ impl<'a> StreamReader<'a> {
             next_version: from_version.max(1),
             frames: VecDeque::new(),
             sealed: VecDeque::new(),
+            walked_from: None,
             buf: Vec::new(),
         }
     }
@@ -118,9 +122,11 @@ impl StreamReader<'_> {
     fn fetch(&mut self) -> Result<(), StoreError> {
         loop {
             if let Some((sealed, run)) = self.sealed.pop_front() {
-                let table = self.shared.stream_table(&sealed)?;
-                let frames = sealed
-                    .stream_frames(&table, &run, self.next_version)
+                let frames = self
+                    .shared
+                    .with_stream_table(&sealed, |src| {
+                        sealed.stream_frames(src, &run, self.next_version)
+                    })
                     .map_err(|e| self.shared.sealed_failed(sealed.segment, e))?;
                 self.frames.extend(frames);
                 if self.frames.is_empty() {
@@ -147,7 +153,11 @@ impl StreamReader<'_> {
                 }
                 stream.last_sealed
             };
-            self.walk_back(last_sealed)?;
+            let again = self.walked_from == Some(self.next_version);
+            self.walked_from = Some(self.next_version);
+            if !again {
+                self.walk_back(last_sealed)?;
+            }
             if self.sealed.is_empty() {
                 return Err(StoreError::Corrupted(format!(
                     "stream `{}`: no segment holds version {}",
@@ -173,9 +183,9 @@ impl StreamReader<'_> {
                     self.stream_id
                 )));
             };
-            let table = self.shared.stream_table(&sealed)?;
-            let run = sealed
-                .find_stream(&table, &self.stream_id)
+            let run = self
+                .shared
+                .with_stream_table(&sealed, |src| sealed.find_stream(src, &self.stream_id))
                 .map_err(|e| self.shared.sealed_failed(segment, e))?
                 .ok_or_else(|| {
                     self.shared.sealed_failed(
@@ -209,6 +219,12 @@ impl FrameSource for StreamReader<'_> {
         let Some(entry) = self.frames.pop_front() else {
             return Ok(false);
         };
+        if entry.first_version + entry.count <= self.next_version {
+            return Err(corrupted(
+                entry.at,
+                "the index lists a frame before the version being read",
+            ));
+        }
         self.shared.read_frame(entry.at, &mut self.buf)?;
         let skip = self.next_version.saturating_sub(entry.first_version);
         decode_frame(&self.buf, &entry, Some(&self.stream_id), skip, out)?;
@@ -292,6 +308,13 @@ impl FrameSource for LogReader<'_> {
             .rev()
             .find(|f| f.at.segment == entry.at.segment)
             .map_or(0, |f| f.at.offset + u64::from(f.at.len));
+        if entry.first_position + entry.count <= self.next_position {
+            // an index that lists a frame behind the reader would make it go round
+            return Err(corrupted(
+                entry.at,
+                "the index lists a frame before the position being read",
+            ));
+        }
         let skip = self.next_position.saturating_sub(entry.first_position);
         let bytes = self.frame(&entry, known_end)?;
         decode_frame(bytes, &entry, None, skip, out)?;
