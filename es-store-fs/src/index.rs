@@ -262,13 +262,21 @@ impl<H: BuildHasher + Default> Index<H> {
         let events: u64 = self.recent.iter().take(n).map(|f| f.count).sum();
         let mut frames = Vec::with_capacity(n);
         let mut previous = HashMap::new();
+        // one copy of each stream id, shared by its frames: this runs under the index's
+        // read lock, which the writer's publish waits for
+        let mut names: HashMap<u32, Arc<str>> = HashMap::new();
         for (f, &ordinal) in self.recent.iter().zip(&self.recent_streams).take(n) {
-            let id = self.stream_ids.get(ordinal as usize)?;
-            if !previous.contains_key(id) {
-                let last = self.streams.get(id)?.last_sealed;
-                previous.insert(id.clone(), last);
-            }
-            frames.push((id.clone(), *f));
+            let name = match names.get(&ordinal) {
+                Some(name) => Arc::clone(name),
+                None => {
+                    let id = self.stream_ids.get(ordinal as usize)?;
+                    let name: Arc<str> = Arc::from(id.as_str());
+                    previous.insert(Arc::clone(&name), self.streams.get(id)?.last_sealed);
+                    names.insert(ordinal, Arc::clone(&name));
+                    name
+                }
+            };
+            frames.push((name, *f));
         }
         Some(SegmentFrames {
             segment,
@@ -298,17 +306,18 @@ impl<H: BuildHasher + Default> Index<H> {
             .take_while(|f| f.at.segment == segment)
             .count();
         let base = self.recent_base + n as u64;
-        for _ in 0..n {
-            let (Some(f), Some(ordinal)) =
-                (self.recent.pop_front(), self.recent_streams.pop_front())
-            else {
-                break;
-            };
-            for _ in 0..f.count {
-                if let Some(id) = self.recent_ids.pop_front() {
-                    self.id_map.remove(&id);
-                }
-            }
+        let events: u64 = self.recent.drain(..n).map(|f| f.count).sum();
+        // each stream of the segment once
+        let mut seen = vec![false; self.stream_ids.len()];
+        let ordinals: Vec<u32> = self
+            .recent_streams
+            .drain(..n)
+            .filter(|&o| {
+                seen.get_mut(o as usize)
+                    .is_some_and(|s| !std::mem::replace(s, true))
+            })
+            .collect();
+        for ordinal in ordinals {
             if let Some(s) = self
                 .stream_ids
                 .get(ordinal as usize)
@@ -320,6 +329,22 @@ impl<H: BuildHasher + Default> Index<H> {
                 if s.recent.capacity() > 4 * s.recent.len().max(4) {
                     s.recent.shrink_to_fit();
                 }
+            }
+        }
+        let sealed_ids = events.min(self.recent_ids.len() as u64) as usize;
+        if sealed_ids > self.recent_ids.len() / 2 {
+            // most ids leave: build the map of the rest instead of removing each
+            self.recent_ids.drain(..sealed_ids);
+            let first = sealed.end_position();
+            self.id_map = self
+                .recent_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (*id, first + i as u64))
+                .collect();
+        } else {
+            for id in self.recent_ids.drain(..sealed_ids) {
+                self.id_map.remove(&id);
             }
         }
         self.recent_base = base;

@@ -210,11 +210,11 @@ pub struct SegmentFrames {
     /// Segment number.
     pub segment: u64,
     /// Frames with their stream ids.
-    pub frames: Vec<(String, FrameEntry)>,
+    pub frames: Vec<(std::sync::Arc<str>, FrameEntry)>,
     /// Event ids in position order.
     pub ids: Vec<Uuid>,
     /// Per stream of the segment, the previous sealed segment holding it.
-    pub previous: HashMap<String, Option<u64>>,
+    pub previous: HashMap<std::sync::Arc<str>, Option<u64>>,
 }
 
 impl Sealed {
@@ -260,9 +260,9 @@ impl Sealed {
         let mut slots_of: HashMap<&str, Vec<u32>> = HashMap::new();
         for (i, (s, _)) in seg.frames.iter().enumerate() {
             slots_of
-                .entry(s.as_str())
+                .entry(&**s)
                 .or_insert_with(|| {
-                    order.push(s.as_str());
+                    order.push(&**s);
                     Vec::new()
                 })
                 .push(i as u32);
@@ -312,7 +312,7 @@ impl Sealed {
         let filter = filter.unwrap_or_default();
         let mut frames = Vec::with_capacity(seg.frames.len() * FRAME_LEN as usize);
         for (s, f) in &seg.frames {
-            encode_frame_entry(&mut frames, f, stream_no[s.as_str()]);
+            encode_frame_entry(&mut frames, f, stream_no[&**s]);
         }
         let mut ids: Vec<(Uuid, u64)> = seg
             .ids
