@@ -8,6 +8,7 @@
 //!   index.dat             the persisted stream index (derived data)
 //!   index.dat.tmp         an index being written
 //!   <n:020>.seg           log segments 0, 1, 2, … with no gaps
+//!   <n:020>.idx           the sealed index of segment n, written once it is sealed
 //!   snapshots/<h:016x>.snap  the newest snapshots of one stream
 //! ```
 //!
@@ -60,6 +61,17 @@ pub fn segment_number(name: &str) -> Option<u64> {
         return None;
     }
     stem.parse().ok()
+}
+
+/// Suffix of sealed segment index files.
+pub const SEALED_INDEX_SUFFIX: &str = ".idx";
+
+/// The path of segment `no`'s sealed index.
+pub fn sealed_index_path(dir: &Path, no: u64) -> PathBuf {
+    dir.join(format!(
+        "{no:0width$}{SEALED_INDEX_SUFFIX}",
+        width = SEGMENT_DIGITS
+    ))
 }
 
 /// The snapshot directory of the store in `dir`.

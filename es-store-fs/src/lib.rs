@@ -18,6 +18,7 @@ mod marker;
 mod published;
 mod read_ahead;
 mod recovery;
+mod seal;
 mod snapshot;
 mod store;
 pub mod tools;

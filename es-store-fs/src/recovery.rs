@@ -6,17 +6,17 @@ use crate::format::{
     self, FRAME_OVERHEAD, FRAME_PREFIX_LEN, FRAME_SUFFIX_LEN, Frame, SEGMENT_HEADER_LEN,
     SegmentHeader,
 };
-use crate::index::{FrameEntry, FrameRef, Index};
+use crate::index::{FrameEntry, FrameRef, Index, IndexFile};
 use crate::layout::{
-    INDEX_FILE, LogOffset, PUBLISHED_FILE, create_segment, segment_number, segment_path,
-    write_header,
+    INDEX_FILE, LogOffset, PUBLISHED_FILE, create_segment, sealed_index_path, segment_number,
+    segment_path, write_header,
 };
 use crate::published::Published;
 use crate::read_ahead::{READ_AHEAD, ReadAhead};
+use crate::seal::{ReadSealed, Sealed, SealedError, SegmentFrames};
 use crate::vfs::{OpenMode, Vfs, VfsFile};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use uuid::Uuid;
 
 /// What recovery hands to the store.
 pub struct Recovered {
@@ -24,8 +24,6 @@ pub struct Recovered {
     pub dir: PathBuf,
     /// The index of every valid frame.
     pub index: Index,
-    /// Event ids in position order.
-    pub ids: Vec<Uuid>,
     /// Number of segment files (0, 1, … count − 1).
     pub segment_count: u64,
     /// The last segment, open (for writing unless read-only).
@@ -36,6 +34,8 @@ pub struct Recovered {
     pub allocated: u64,
     /// What was found and done.
     pub report: RecoveryReport,
+    /// Stream tables of the newest sealed segments, read at open.
+    pub stream_tables: Vec<(u64, Vec<u8>)>,
 }
 
 /// How to recover.
@@ -54,6 +54,8 @@ pub struct RecoverOptions<'a> {
     pub limit: Option<LogOffset>,
     /// Called with the byte length of each frame scanned.
     pub progress: Option<&'a dyn Fn(u64)>,
+    /// Bytes of sealed segments' stream tables to hand to the store's cache.
+    pub table_budget: usize,
 }
 
 impl RecoverOptions<'_> {
@@ -67,6 +69,7 @@ impl RecoverOptions<'_> {
             ignore_index: repair,
             limit: None,
             progress: None,
+            table_budget: 0,
         }
     }
 }
@@ -99,20 +102,20 @@ pub fn recover(vfs: &dyn Vfs, dir: &Path, o: RecoverOptions<'_>) -> Result<Recov
 }
 
 /// What `index.dat` holds.
-enum IndexFile {
+enum IndexState {
     /// Absent, or failing its checksum: derived data to rebuild.
     Unusable,
     /// Intact, but describing frames that cannot be (lengths out of range, out of order):
     /// not trusted, rebuilt.
     Implausible,
     /// Intact and plausible.
-    Intact(Index, Vec<Uuid>),
+    Intact(IndexFile),
 }
 
 /// Reads and decodes `index.dat`, if present and intact.
 /// `None` when it is absent or not intact; a failed read is an error (the file may be the
 /// only proof of what the log held).
-pub fn read_index_file(vfs: &dyn Vfs, dir: &Path) -> Result<Option<(Index, Vec<Uuid>)>, OpenError> {
+pub fn read_index_file(vfs: &dyn Vfs, dir: &Path) -> Result<Option<IndexFile>, OpenError> {
     let path = dir.join(INDEX_FILE);
     let file = match vfs.open(&path, OpenMode::Read) {
         Ok(file) => file,
@@ -125,7 +128,7 @@ pub fn read_index_file(vfs: &dyn Vfs, dir: &Path) -> Result<Option<(Index, Vec<U
     };
     let mut bytes = vec![0u8; len];
     match file.read_exact_at(&mut bytes, 0) {
-        Ok(()) => Ok(Index::decode(&bytes)),
+        Ok(()) => Ok(IndexFile::decode(&bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(read_err(&path, 0)(e)),
     }
@@ -170,7 +173,7 @@ impl Scan<'_> {
         }
         if numbers.is_empty() {
             // a store whose records prove it held events has lost its log, it is not new
-            let index_head = read_index_file(self.vfs, self.dir)?.map_or(0, |(i, _)| i.head);
+            let index_head = read_index_file(self.vfs, self.dir)?.map_or(0, |i| i.head);
             let published = self.published_record()?;
             if index_head > 0 || published.is_some_and(|p| p.durable > LogOffset::segment_start(0))
             {
@@ -187,12 +190,12 @@ impl Scan<'_> {
                 return Ok(Recovered {
                     dir: self.dir.to_owned(),
                     index: Index::new(LogOffset::segment_start(0)),
-                    ids: Vec::new(),
                     segment_count: 0,
                     last_segment: None,
                     end: LogOffset::segment_start(0),
                     allocated: SEGMENT_HEADER_LEN as u64,
                     report,
+                    stream_tables: Vec::new(),
                 });
             }
             create_segment(self.vfs, self.dir, 0, 1).map_err(|e| OpenError::Io {
@@ -225,7 +228,7 @@ impl Scan<'_> {
         let mut proven: Option<(LogOffset, String)> = None;
         let mut index_lost = None;
         let loaded = match self.load_index()? {
-            IndexFile::Intact(index, ids) => {
+            IndexState::Intact(index) => {
                 let covered = index.covered;
                 let claim = format!("{INDEX_FILE} records {} events up to {covered}", index.head);
                 let unfit = first_unfit(&index, &lens);
@@ -235,10 +238,10 @@ impl Scan<'_> {
                     index_lost = proven.clone().filter(|_| unfit.is_some());
                     None
                 } else {
-                    Some((index, ids))
+                    Some(index)
                 }
             }
-            IndexFile::Implausible | IndexFile::Unusable => None,
+            IndexState::Implausible | IndexState::Unusable => None,
         };
         // the durable end the writer recorded after its last sync proves as much
         if self.o.limit.is_none()
@@ -289,13 +292,87 @@ impl Scan<'_> {
             };
             return Err(self.corrupted(at_seg, at, reason));
         }
-        let (mut index, mut ids) = match loaded {
-            Some(loaded) => loaded,
-            None => {
-                report.index_rebuilt = true;
-                (Index::new(LogOffset::segment_start(0)), Vec::new())
+        // Sealed segments whose index is intact and fits: their frames are not read.
+        let mut index = Index::new(LogOffset::segment_start(0));
+        let mut upto = segment_count - 1;
+        let mut seg = 0;
+        let mut stream_tables = std::collections::VecDeque::new();
+        let mut tables_len = 0usize;
+        while seg < upto {
+            let Some(ReadSealed {
+                sealed,
+                runs,
+                table,
+            }) = self.read_sealed(seg)?
+            else {
+                break;
+            };
+            let recorded = LogOffset::new(seg, sealed.len);
+            if lens[seg as usize] < sealed.len {
+                let claim = format!(
+                    "the sealed index of segment {seg} records it as durable up to offset {}",
+                    sealed.len
+                );
+                if !self.o.repair {
+                    return Err(self.corrupted(
+                        seg,
+                        lens[seg as usize],
+                        format!(
+                            "{claim}, but the segment, which is not the last, is {} bytes long",
+                            lens[seg as usize]
+                        ),
+                    ));
+                }
+                if proven.as_ref().is_none_or(|(p, _)| recorded > *p) {
+                    proven = Some((recorded, claim));
+                }
+                break;
             }
-        };
+            if self.o.ignore_index || lens[seg as usize] != sealed.len {
+                // scanned instead: a repair or a verification checks every frame, and a
+                // segment longer than its index records is checked as unsealed
+                break;
+            }
+            let table_len = table.len();
+            if let Err(reason) = index.push_sealed(sealed, runs) {
+                tracing::warn!(
+                    "the sealed index of segment {seg} does not continue the log ({reason}); \
+                     it is rebuilt from the segment"
+                );
+                // start again, stopping before it
+                index = Index::new(LogOffset::segment_start(0));
+                stream_tables.clear();
+                tables_len = 0;
+                upto = seg;
+                seg = 0;
+                continue;
+            }
+            // the newest tables are kept for the store's cache: open has read them anyway
+            tables_len += table_len;
+            stream_tables.push_back((seg, table));
+            while tables_len > self.o.table_budget
+                && let Some((_, old)) = stream_tables.pop_front()
+            {
+                tables_len -= old.len();
+            }
+            seg += 1;
+        }
+        let first_unsealed = index.sealed.len() as u64;
+        // `index.dat` lists the frames of the segments after the sealed ones
+        let mut fresh = true;
+        match loaded {
+            Some(file) => {
+                if self.load_recent(&mut index, &file, first_unsealed) {
+                    fresh = false;
+                } else if file.covered.segment >= first_unsealed {
+                    report.index_rebuilt = true;
+                }
+            }
+            None => report.index_rebuilt = true,
+        }
+        if fresh {
+            index.covered = LogOffset::segment_start(first_unsealed);
+        }
         let mut end = index.covered;
         let mut seg = index.covered.segment;
         while seg < segment_count {
@@ -309,7 +386,7 @@ impl Scan<'_> {
             {
                 len = len.min(limit.offset);
             }
-            let need_header = seg != index.covered.segment || report.index_rebuilt;
+            let need_header = seg != index.covered.segment || fresh;
             let mut offset = index.covered.offset;
             if need_header {
                 match self.check_header(&*file, seg, index.head + 1) {
@@ -358,8 +435,7 @@ impl Scan<'_> {
                     }
                 }
             }
-            let stop =
-                self.scan_frames(&*file, seg, offset, len, &mut index, &mut ids, &mut report)?;
+            let stop = self.scan_frames(&*file, seg, offset, len, &mut index, &mut report)?;
             end = LogOffset::new(seg, stop);
             if is_last && stop > offset && !self.o.read_only {
                 // Frames past the index may sit only in the page cache: after a failed
@@ -425,6 +501,16 @@ impl Scan<'_> {
                                 let path = segment_path(self.dir, r);
                                 self.vfs.remove_file(&path).map_err(io_err(&path))?;
                             }
+                            // sealed indexes of what was cut describe frames no longer there
+                            for r in seg..seg + 1 + removed.len() as u64 {
+                                let path = sealed_index_path(self.dir, r);
+                                match self.vfs.remove_file(&path) {
+                                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                        return Err(io_err(&path)(e));
+                                    }
+                                    _ => {}
+                                }
+                            }
                             self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
                         }
                         segment_count = seg + 1;
@@ -487,12 +573,12 @@ impl Scan<'_> {
         Ok(Recovered {
             dir: self.dir.to_owned(),
             index,
-            ids,
             segment_count,
             last_segment,
             end,
             allocated: allocated.max(end.offset),
             report,
+            stream_tables: stream_tables.into_iter().collect(),
         })
     }
 
@@ -518,34 +604,117 @@ impl Scan<'_> {
     }
 
     /// Reads `index.dat` and checks that what it says about frames is plausible.
-    fn load_index(&self) -> Result<IndexFile, OpenError> {
-        let Some((index, ids)) = read_index_file(self.vfs, self.dir)? else {
-            return Ok(IndexFile::Unusable);
+    fn load_index(&self) -> Result<IndexState, OpenError> {
+        let Some(file) = read_index_file(self.vfs, self.dir)? else {
+            return Ok(IndexState::Unusable);
         };
-        if index.covered.offset < SEGMENT_HEADER_LEN as u64 {
-            return Ok(IndexFile::Implausible);
+        if file.covered.offset < SEGMENT_HEADER_LEN as u64 {
+            return Ok(IndexState::Implausible);
         }
-        if let Some(last) = index.frames.last()
-            && LogOffset::new(last.at.segment, last.at.offset + u64::from(last.at.len))
-                > index.covered
+        if let Some((_, _, last)) = file.frames.last()
+            && last.end() > file.covered
         {
-            return Ok(IndexFile::Implausible);
+            return Ok(IndexState::Implausible);
         }
         // readers allocate what the index says a frame is long: every frame must be a
         // plausible length and in log order
         let min_len = (FRAME_OVERHEAD + format::MIN_BODY_LEN) as u64;
         let mut previous_end = LogOffset::default();
-        for f in &index.frames {
-            let len = u64::from(f.at.len);
+        for (_, _, at) in &file.frames {
+            let len = u64::from(at.len);
             let plausible = (min_len..=self.o.frame_cap as u64).contains(&len)
-                && f.at.offset >= SEGMENT_HEADER_LEN as u64
-                && LogOffset::new(f.at.segment, f.at.offset) >= previous_end;
+                && at.offset >= SEGMENT_HEADER_LEN as u64
+                && LogOffset::new(at.segment, at.offset) >= previous_end;
             if !plausible {
-                return Ok(IndexFile::Implausible);
+                return Ok(IndexState::Implausible);
             }
-            previous_end = LogOffset::new(f.at.segment, f.at.offset + len);
+            previous_end = at.end();
         }
-        Ok(IndexFile::Intact(index, ids))
+        Ok(IndexState::Intact(file))
+    }
+
+    /// Adds the frames `index.dat` lists in segments from `first_unsealed` on; `false`
+    /// when it does not continue the sealed segments (it is older or newer than they
+    /// are), and then nothing was added.
+    fn load_recent(&self, index: &mut Index, file: &IndexFile, first_unsealed: u64) -> bool {
+        if file.covered.segment < first_unsealed {
+            return false;
+        }
+        let mut position = file.first_position();
+        let mut id_at = 0usize;
+        let mut from = 0;
+        for (i, (_, count, at)) in file.frames.iter().enumerate() {
+            if at.segment >= first_unsealed {
+                from = i;
+                break;
+            }
+            position += count;
+            id_at += *count as usize;
+            from = i + 1;
+        }
+        let frames = &file.frames[from..];
+        let continues = position == index.head + 1
+            && frames
+                .first()
+                .is_none_or(|(_, _, at)| at.segment == first_unsealed)
+            && (!frames.is_empty() || file.covered.segment == first_unsealed);
+        if !continues {
+            return false;
+        }
+        let mut versions: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        let mut entries = Vec::with_capacity(frames.len());
+        for &(ordinal, count, at) in frames {
+            let Some(stream) = file.stream_ids.get(ordinal as usize) else {
+                return false;
+            };
+            let version = versions
+                .entry(stream.as_str())
+                .or_insert_with(|| index.version(stream));
+            entries.push((
+                stream,
+                FrameEntry {
+                    first_position: position,
+                    first_version: *version + 1,
+                    count,
+                    at,
+                },
+                id_at,
+            ));
+            *version += count;
+            position += count;
+            id_at += count as usize;
+        }
+        for (stream, entry, id_at) in entries {
+            let ids = &file.ids[id_at..id_at + entry.count as usize];
+            if let Err(e) = index.push(stream, entry, ids) {
+                // cannot happen: positions and versions were just computed in order
+                tracing::error!("index out of step: {e}");
+            }
+        }
+        index.covered = file.covered;
+        true
+    }
+
+    /// The sealed index of segment `seg`: `None` when it is missing or damaged (it is then
+    /// rebuilt from the segment); a failed read is an error.
+    fn read_sealed(&self, seg: u64) -> Result<Option<ReadSealed>, OpenError> {
+        let path = sealed_index_path(self.dir, seg);
+        let file = match self.vfs.open(&path, OpenMode::Read) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        match Sealed::read(&*file, seg) {
+            Ok(read) => Ok(Some(read)),
+            Err(SealedError::Io(e)) => Err(read_err(&path, 0)(e)),
+            Err(SealedError::Damaged { offset, reason }) => {
+                tracing::warn!(
+                    "{} at offset {offset}: {reason}; it is rebuilt from the segment",
+                    path.display()
+                );
+                Ok(None)
+            }
+        }
     }
 
     fn check_header(
@@ -595,7 +764,6 @@ impl Scan<'_> {
         mut offset: u64,
         len: u64,
         index: &mut Index,
-        ids: &mut Vec<Uuid>,
         report: &mut RecoveryReport,
     ) -> Result<u64, OpenError> {
         let path = segment_path(self.dir, seg);
@@ -638,10 +806,9 @@ impl Scan<'_> {
             {
                 return Ok(offset);
             }
-            if index.push(&stream_id, entry).is_err() {
+            if index.push(&stream_id, entry, &frame_ids).is_err() {
                 return Ok(offset);
             }
-            ids.extend(frame_ids);
             report.frames_scanned += 1;
             if let Some(progress) = self.o.progress {
                 progress(frame_len);
@@ -721,7 +888,7 @@ impl Scan<'_> {
 /// The first place where the segments present do not hold what an intact index lists:
 /// its covered segment missing or shorter than the covered end, or a listed frame past
 /// the end of its segment.
-fn first_unfit(index: &Index, lens: &[u64]) -> Option<LogOffset> {
+fn first_unfit(index: &IndexFile, lens: &[u64]) -> Option<LogOffset> {
     let LogOffset {
         segment: seg,
         offset,
@@ -731,9 +898,9 @@ fn first_unfit(index: &Index, lens: &[u64]) -> Option<LogOffset> {
         Some(&len) if len < offset => return Some(LogOffset::new(seg, len)),
         _ => {}
     }
-    index.frames.iter().find_map(|f| {
-        let len = *lens.get(f.at.segment as usize)?;
-        (f.at.offset + u64::from(f.at.len) > len).then_some(LogOffset::new(f.at.segment, len))
+    index.frames.iter().find_map(|(_, _, at)| {
+        let len = *lens.get(at.segment as usize)?;
+        (at.offset + u64::from(at.len) > len).then_some(LogOffset::new(at.segment, len))
     })
 }
 
@@ -932,4 +1099,27 @@ fn describe_bad_frame(
             }
         }
     })
+}
+
+/// Writes the sealed index of a segment (atomically, synced) and reads its summary back.
+pub fn write_sealed(vfs: &dyn Vfs, dir: &Path, frames: &SegmentFrames) -> std::io::Result<Sealed> {
+    let segment = frames.segment;
+    let len = frames
+        .frames
+        .last()
+        .map_or(SEGMENT_HEADER_LEN as u64, |(_, f)| f.at.end().offset);
+    let bytes = Sealed::encode(frames, len)
+        .ok_or_else(|| std::io::Error::other(format!("segment {segment} holds no frame")))?;
+    let path = sealed_index_path(dir, segment);
+    crate::vfs::write_atomically(vfs, dir, &path, &bytes)?;
+    let file = vfs.open(&path, OpenMode::Read)?;
+    Sealed::read(&*file, segment)
+        .map(|read| read.sealed)
+        .map_err(|e| match e {
+            SealedError::Io(e) => e,
+            SealedError::Damaged { offset, reason } => std::io::Error::other(format!(
+                "{} reads back damaged at offset {offset}: {reason}",
+                path.display()
+            )),
+        })
 }

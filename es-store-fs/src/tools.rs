@@ -2,9 +2,10 @@
 
 use crate::error::OpenError;
 use crate::format::MAX_FRAME_LEN;
-use crate::index::Index;
-use crate::layout::{INDEX_FILE, segment_number};
+use crate::index::{Index, IndexFile};
+use crate::layout::{INDEX_FILE, sealed_index_path, segment_number};
 use crate::recovery;
+use crate::seal::Sealed;
 use crate::vfs::{StdFs, Vfs};
 use es_core::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use std::collections::BTreeMap;
@@ -85,8 +86,19 @@ pub fn verify_on(
     let index = match recovery::read_index_file(vfs, dir)? {
         None if !index_exists => IndexStatus::Missing,
         None => IndexStatus::Unusable("damaged (checksum or structure)".into()),
-        Some((file, ids)) => compare_index(log, &scanned.ids, &file, &ids),
+        Some(file) => compare_index(log, &file),
     };
+    if let Some((segment, why)) = compare_sealed(vfs, dir, log) {
+        return Err(OpenError::Corrupted {
+            file: sealed_index_path(dir, segment),
+            segment,
+            offset: 0,
+            reason: format!(
+                "the sealed index's stream table is intact but {why}; remove it to rebuild it \
+                 from the segment"
+            ),
+        });
+    }
     if let IndexStatus::Disagrees(why) = &index {
         return Err(OpenError::Corrupted {
             file: dir.join(INDEX_FILE),
@@ -97,10 +109,10 @@ pub fn verify_on(
             ),
         });
     }
-    let bytes = log.frames.iter().map(|f| u64::from(f.at.len)).sum();
+    let bytes = log.recent.iter().map(|f| u64::from(f.at.len)).sum();
     Ok(VerifyReport {
         segments: scanned.segment_count,
-        frames: log.frames.len() as u64,
+        frames: log.recent.len() as u64,
         events: log.head,
         streams: log.streams.len() as u64,
         bytes,
@@ -138,31 +150,99 @@ pub fn repair(dir: &Path, dry_run: bool) -> Result<crate::RecoveryReport, OpenEr
     Ok(report)
 }
 
-fn compare_index(
-    log: &Index,
-    log_ids: &[uuid::Uuid],
-    file: &Index,
-    ids: &[uuid::Uuid],
-) -> IndexStatus {
-    let n = file.frames.len();
-    if n > log.frames.len() || file.frames[..] != log.frames[..n] {
+/// Compares `index.dat` with the log, scanned whole into `log`.
+fn compare_index(log: &Index, file: &IndexFile) -> IndexStatus {
+    let first = file.first_position();
+    let start = log.recent.partition_point(|f| f.first_position < first);
+    let listed = log.recent.iter().skip(start);
+    if file.frames.len() > log.recent.len() - start
+        || (!file.frames.is_empty()
+            && log
+                .recent
+                .get(start)
+                .is_none_or(|f| f.first_position != first))
+    {
         return IndexStatus::Disagrees("its frames differ from the log".into());
     }
-    if ids.len() > log_ids.len() || ids[..] != log_ids[..ids.len()] {
-        return IndexStatus::Disagrees("its event ids differ from the log".into());
-    }
-    for (stream, entry) in &file.streams {
-        let matches = log.streams.get(stream).is_some_and(|l| {
-            l.frames.len() >= entry.frames.len()
-                && l.frames[..entry.frames.len()] == entry.frames[..]
-        });
-        if !matches {
+    for ((ordinal, count, at), f) in file.frames.iter().zip(listed) {
+        if *count != f.count || *at != f.at {
+            return IndexStatus::Disagrees("its frames differ from the log".into());
+        }
+        let stream = file
+            .stream_ids
+            .get(*ordinal as usize)
+            .map_or("", String::as_str);
+        if log.stream_of_recent(f.first_position) != Some(stream) {
             return IndexStatus::Disagrees(format!("stream `{stream}` differs from the log"));
         }
     }
-    IndexStatus::Consistent {
-        covered_frames: n as u64,
+    let ids = log.recent_ids_from(first);
+    if file.ids.len() > ids.len() || file.ids[..] != ids[..file.ids.len()] {
+        return IndexStatus::Disagrees("its event ids differ from the log".into());
     }
+    IndexStatus::Consistent {
+        covered_frames: file.frames.len() as u64,
+    }
+}
+
+/// Compares each intact sealed index with its segment, scanned whole into `log`: the
+/// first that disagrees, with what differs. A damaged one is rebuilt at the next open.
+fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String)> {
+    let last = log.recent.back()?.at.segment;
+    for segment in 0..last {
+        let Ok(file) = vfs.open(&sealed_index_path(dir, segment), crate::vfs::OpenMode::Read)
+        else {
+            continue;
+        };
+        let Ok(read) = Sealed::read(&*file, segment) else {
+            continue;
+        };
+        let (sealed, table) = (read.sealed, read.table);
+        // an intact stream table is trusted at open: the rest must be intact too
+        let frames = match sealed.check_all(&*file) {
+            Ok(frames) => frames,
+            Err(crate::seal::SealedError::Io(e)) => {
+                return Some((segment, format!("it cannot be read: {e}")));
+            }
+            Err(crate::seal::SealedError::Damaged { offset, reason }) => {
+                return Some((segment, format!("damaged at offset {offset}: {reason}")));
+            }
+        };
+        let of_segment: Vec<_> = log
+            .recent
+            .iter()
+            .filter(|f| f.at.segment == segment)
+            .copied()
+            .collect();
+        if frames != of_segment {
+            return Some((segment, "its frames differ from the segment".into()));
+        }
+        for f in &of_segment {
+            let Some(stream) = log.stream_of_recent(f.first_position) else {
+                continue;
+            };
+            let src = crate::seal::TableSource::Memory(&table);
+            let listed = sealed
+                .find_stream(&src, stream)
+                .ok()
+                .flatten()
+                .and_then(|run| sealed.stream_frames(&src, &run, 1).ok());
+            if !listed.is_some_and(|l| l.contains(f)) {
+                return Some((
+                    segment,
+                    format!("stream `{stream}` differs from the segment"),
+                ));
+            }
+        }
+        let ids = log.recent_ids_from(sealed.first_position);
+        for (i, id) in ids.iter().take(sealed.events as usize).enumerate() {
+            let found = sealed.find_id(&*file, id).ok().flatten();
+            if found.map(|(p, _, _)| p) != Some(sealed.first_position + i as u64) {
+                return Some((segment, "its event ids differ from the segment".into()));
+            }
+        }
+    }
+    None
 }
 
 /// Bytes of all segment files in `dir`, for progress bars.

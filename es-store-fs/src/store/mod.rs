@@ -13,7 +13,8 @@ pub use writer::WriteStats;
 use crate::error::RecoveryReport;
 use crate::format;
 use crate::index::{FrameRef, Index};
-use crate::layout::segment_path;
+use crate::layout::{sealed_index_path, segment_path};
+use crate::seal::{Sealed, SealedError, TableSource};
 use crate::snapshot::SnapshotFiles;
 use crate::vfs::{OpenMode, VfsFile};
 use es_core::snapshot::{Snapshot, SnapshotStore};
@@ -36,12 +37,77 @@ use writer::Writer;
 /// well under the common limit of 1,024 open files.
 const MAX_OPEN_SEALED: usize = 32;
 
-/// The segment files: how many there are, the active (last) one, and a bounded set of
-/// sealed ones open for reading, least recently used first.
+/// The segment files: how many there are, the active (last) one, and bounded sets of
+/// sealed segments and of their indexes open for reading, least recently used first.
 struct SegmentFiles {
     count: u64,
     active: Option<Arc<dyn VfsFile>>,
-    sealed: VecDeque<(u64, Arc<dyn VfsFile>)>,
+    sealed: OpenFiles,
+    indexes: OpenFiles,
+}
+
+/// Stream tables of sealed segments (immutable once written), kept up to a budget of
+/// bytes, the oldest put in dropped first.
+#[derive(Default)]
+struct TableCache {
+    tables: std::collections::HashMap<u64, Arc<[u8]>>,
+    order: VecDeque<u64>,
+    bytes: usize,
+}
+
+/// What the stream table cache may hold.
+const TABLE_CACHE_BYTES: usize = 16 << 20;
+
+impl TableCache {
+    fn get(&self, segment: u64) -> Option<Arc<[u8]>> {
+        self.tables.get(&segment).cloned()
+    }
+
+    fn put(&mut self, segment: u64, table: Arc<[u8]>) {
+        self.bytes += table.len();
+        match self.tables.insert(segment, table) {
+            Some(old) => self.bytes -= old.len(),
+            None => self.order.push_back(segment),
+        }
+        while self.bytes > TABLE_CACHE_BYTES
+            && let Some(old) = self.order.pop_front()
+        {
+            if let Some(t) = self.tables.remove(&old) {
+                self.bytes -= t.len();
+            }
+        }
+    }
+}
+
+/// Files open for reading, by number, least recently used first, at most
+/// [`MAX_OPEN_SEALED`].
+#[derive(Default)]
+struct OpenFiles(VecDeque<(u64, Arc<dyn VfsFile>)>);
+
+impl OpenFiles {
+    /// File `no`, opened at `path` unless it is open already.
+    fn get(
+        &mut self,
+        vfs: &dyn crate::vfs::Vfs,
+        no: u64,
+        path: &Path,
+    ) -> io::Result<Arc<dyn VfsFile>> {
+        if let Some(i) = self.0.iter().position(|(n, _)| *n == no)
+            && let Some(entry) = self.0.remove(i)
+        {
+            let file = Arc::clone(&entry.1);
+            self.0.push_back(entry);
+            return Ok(file);
+        }
+        let file = vfs
+            .open(path, OpenMode::Read)
+            .map_err(|e| io::Error::new(e.kind(), format!("opening `{}`: {e}", path.display())))?;
+        if self.0.len() >= MAX_OPEN_SEALED {
+            self.0.pop_front();
+        }
+        self.0.push_back((no, Arc::clone(&file)));
+        Ok(file)
+    }
 }
 
 /// A durable, file-based, append-only event store in one directory.
@@ -63,6 +129,8 @@ pub struct FileStore {
     sync_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The committer thread (writable stores), joined at close likewise.
     commit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The thread that writes the indexes of sealed segments, joined at close.
+    seal_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -85,6 +153,12 @@ struct Shared {
     published_file: Option<Arc<dyn VfsFile>>,
     /// Set to stop the periodic sync thread.
     stop_sync: (Mutex<bool>, Condvar),
+    /// What the sealing thread is asked to do.
+    sealing: (Mutex<writer::SealRequest>, Condvar),
+    /// Held while sealed indexes are written.
+    seal_lock: Mutex<()>,
+    /// Stream tables of sealed segments read lately.
+    stream_tables: Mutex<TableCache>,
     /// What readers see: only frames whose append was acknowledged.
     published: RwLock<Index>,
     /// Segment files: the active one always open, sealed ones on demand.
@@ -172,6 +246,9 @@ impl FileStore {
         if self.shared.options.read_only {
             return Ok(());
         }
+        // sealed segments get their own indexes first: `index.dat` then lists the active
+        // segment's frames only
+        self.shared.seal_ready()?;
         let mut w = lock(&self.shared.writer);
         while w.flushing {
             w = self.shared.wait_for_flush(w);
@@ -220,6 +297,12 @@ impl FileStore {
         if let Some(thread) = lock(&self.commit_thread).take() {
             let _ = thread.join();
         }
+        let (request, wake) = &self.shared.sealing;
+        lock(request).stop = true;
+        wake.notify_all();
+        if let Some(thread) = lock(&self.seal_thread).take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -259,24 +342,59 @@ impl Shared {
                 ),
             )));
         }
-        if let Some(i) = files.sealed.iter().position(|(n, _)| *n == no) {
-            let entry = files.sealed.remove(i).unwrap_or_else(|| unreachable!());
-            let file = Arc::clone(&entry.1);
-            files.sealed.push_back(entry);
-            return Ok(file);
-        }
         let path = segment_path(&self.dir, no);
-        let file = self.options.vfs.open(&path, OpenMode::Read).map_err(|e| {
-            StoreError::Io(io::Error::new(
-                e.kind(),
-                format!("opening `{}`: {e}", path.display()),
-            ))
-        })?;
-        if files.sealed.len() >= MAX_OPEN_SEALED {
-            files.sealed.pop_front();
+        Ok(files.sealed.get(&*self.options.vfs, no, &path)?)
+    }
+
+    /// The sealed index of segment `no`, from the bounded set of open files.
+    fn sealed_index(&self, no: u64) -> Result<Arc<dyn VfsFile>, StoreError> {
+        let path = sealed_index_path(&self.dir, no);
+        Ok(lock(&self.segments)
+            .indexes
+            .get(&*self.options.vfs, no, &path)?)
+    }
+
+    /// Runs `f` on the stream table of sealed segment `sealed`: the cached copy (the
+    /// newest segments' tables, read at open), or the index file, read in small pieces.
+    fn with_stream_table<T>(
+        &self,
+        sealed: &Sealed,
+        f: impl FnOnce(&TableSource<'_>) -> Result<T, SealedError>,
+    ) -> Result<T, SealedError> {
+        let cached = lock(&self.stream_tables).get(sealed.segment);
+        match cached {
+            Some(table) => f(&TableSource::Memory(&table)),
+            None => {
+                let file = self
+                    .sealed_index(sealed.segment)
+                    .map_err(|e| SealedError::Io(io::Error::other(e.to_string())))?;
+                f(&TableSource::File(&*file))
+            }
         }
-        files.sealed.push_back((no, Arc::clone(&file)));
-        Ok(file)
+    }
+
+    /// A sealed index that cannot be used while the store runs: damage names the file and
+    /// offset; the index is rebuilt from its segment when the store is opened again.
+    fn sealed_failed(&self, no: u64, e: SealedError) -> StoreError {
+        let path = sealed_index_path(&self.dir, no);
+        match e {
+            SealedError::Io(e) => StoreError::Io(io::Error::new(
+                e.kind(),
+                format!("reading `{}`: {e}", path.display()),
+            )),
+            SealedError::Damaged { offset, reason } => {
+                StoreError::Corrupted(es_core::store::Corruption::new(
+                    es_core::store::DataLocation::File {
+                        path: path.file_name().map(Into::into).unwrap_or_default(),
+                        offset,
+                    },
+                    format!(
+                        "{reason}; remove this sealed index and reopen the store to rebuild it \
+                         from its segment"
+                    ),
+                ))
+            }
+        }
     }
 
     /// A failed read of a published frame: an I/O error naming the file and offset. A
@@ -400,23 +518,13 @@ impl EventStore for FileStore {
             }
             return Ok(None);
         }
-        let position = lock(&shared.writer).position_of(&event_id);
-        let Some(position) = position else {
-            return Ok(None);
-        };
+        // published events only: the recent ids in memory, then the sealed segments'
+        // filters and id tables
         let index = read(&shared.published);
-        let Some(frame_no) = index.frame_of_position(position) else {
-            return Ok(None);
-        };
-        let in_stream = index
-            .streams
-            .get(stream_id)
-            .is_some_and(|s| s.frames.binary_search(&(frame_no as u32)).is_ok());
-        Ok(index
-            .frames
-            .get(frame_no)
-            .filter(|_| in_stream)
-            .map(|f| f.first_version + (position - f.first_position)))
+        Ok(shared
+            .find_id(&index, stream_id, &event_id)?
+            .filter(|found| found.same_stream)
+            .map(|found| found.stream_version))
     }
 }
 

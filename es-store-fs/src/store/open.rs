@@ -1,19 +1,20 @@
 //! Options and opening: checking the options, taking the directory's write lock,
 //! recovering the log and starting the store's threads.
 
+use super::writer::{SealRequest, seal_segments};
 use super::writer::{Writer, commit_queued, periodic_sync};
-use super::{FileStore, SegmentFiles, Shared, lock};
+use super::{FileStore, OpenFiles, SegmentFiles, Shared, TableCache, lock};
 use crate::error::OpenError;
 use crate::format::{self, Frame};
-use crate::layout::{LOCK_FILE, PUBLISHED_FILE, segment_path};
+use crate::layout::{LOCK_FILE, PUBLISHED_FILE, sealed_index_path, segment_path};
 use crate::published::Published;
 use crate::recovery::{self, RecoverOptions};
+use crate::seal::SealedError;
 use crate::snapshot::SnapshotFiles;
 use crate::vfs::{DirLock, OpenMode, StdFs, Vfs, VfsFile};
 use chrono::{DateTime, Utc};
 use es_core::Limits;
 use es_core::store::HeadSignal;
-use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -154,6 +155,7 @@ impl FileStore {
             &dir,
             RecoverOptions {
                 limit: limit.map(|p| p.end),
+                table_budget: super::TABLE_CACHE_BYTES,
                 ..RecoverOptions::open(frame_cap, options.read_only, options.repair)
             },
         );
@@ -193,22 +195,29 @@ impl FileStore {
             tracing::warn!("reading the last commit time: {e}");
             DateTime::<Utc>::MIN_UTC
         });
+        let mut tables = TableCache::default();
+        for (segment, table) in rec.stream_tables {
+            tables.put(segment, table.into());
+        }
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             frame_cap,
             _lock: lock,
             published_file,
             stop_sync: (Mutex::new(false), Condvar::new()),
+            sealing: (Mutex::new(SealRequest::default()), Condvar::new()),
+            seal_lock: Mutex::new(()),
+            stream_tables: Mutex::new(tables),
             published: RwLock::new(rec.index),
             segments: Mutex::new(SegmentFiles {
                 count: rec.segment_count,
                 active: rec.last_segment,
-                sealed: VecDeque::new(),
+                sealed: OpenFiles::default(),
+                indexes: OpenFiles::default(),
             }),
             writer: Mutex::new(Writer::new(
                 rec.end,
                 next_position,
-                rec.ids,
                 rec.allocated,
                 last_timestamp,
             )),
@@ -221,10 +230,19 @@ impl FileStore {
             report: rec.report,
             options,
         });
+        // frames of complete segments that recovery read are sealed in the background:
+        // a refused open must leave the directory as it found it, so recovery writes none
+        *super::lock(&shared.sealing.0) = SealRequest {
+            pending: true,
+            stop: false,
+        };
+        // the store exists before its threads, so that a failure to start one drops the
+        // store, which stops those already started
         let mut store = FileStore {
             shared,
             sync_thread: Mutex::new(None),
             commit_thread: Mutex::new(None),
+            seal_thread: Mutex::new(None),
         };
         if store.shared.options.read_only {
             return Ok(store);
@@ -247,6 +265,12 @@ impl FileStore {
             .commit_thread
             .get_mut()
             .unwrap_or_else(|e| e.into_inner()) = Some(committer);
+        let weak = Arc::downgrade(&store.shared);
+        let sealer = spawn("es-store-fs-seal", Box::new(move || seal_segments(weak)))?;
+        *store
+            .seal_thread
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()) = Some(sealer);
         if let Durability::Periodic(interval) = store.shared.options.durability {
             let weak = Arc::downgrade(&store.shared);
             let syncer = spawn(
@@ -265,8 +289,32 @@ impl FileStore {
 /// The commit time of the last frame, so that commit times never go backwards across a
 /// reopen, even when the clock does.
 fn last_commit_time(vfs: &dyn Vfs, rec: &recovery::Recovered) -> Result<DateTime<Utc>, OpenError> {
-    let Some(last) = rec.index.frames.last() else {
-        return Ok(DateTime::<Utc>::MIN_UTC);
+    let last = match (rec.index.last_recent(), rec.index.sealed.last()) {
+        (Some(last), _) => last,
+        (None, None) => return Ok(DateTime::<Utc>::MIN_UTC),
+        (None, Some(sealed)) => {
+            let path = sealed_index_path(&rec.dir, sealed.segment);
+            let io = |source| OpenError::Io {
+                path: path.clone(),
+                source,
+            };
+            let file = vfs.open(&path, OpenMode::Read).map_err(io)?;
+            let frames = sealed
+                .frames_from(&*file, sealed.end_position() - 1, 1)
+                .map_err(|e| match e {
+                    SealedError::Io(e) => io(e),
+                    SealedError::Damaged { offset, reason } => OpenError::Corrupted {
+                        file: path.clone(),
+                        segment: sealed.segment,
+                        offset,
+                        reason,
+                    },
+                })?;
+            match frames.first() {
+                Some(f) => *f,
+                None => return Ok(DateTime::<Utc>::MIN_UTC),
+            }
+        }
     };
     let path = segment_path(&rec.dir, last.at.segment);
     let corrupted = |reason: String| OpenError::Corrupted {

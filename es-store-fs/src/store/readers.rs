@@ -4,11 +4,13 @@
 
 use super::{Shared, corrupted, read};
 use crate::format::{self, Frame};
-use crate::index::FrameEntry;
+use crate::index::{FrameEntry, Located};
 use crate::read_ahead::ReadAhead;
+use crate::seal::{Sealed, SealedError, StreamRun};
 use es_core::{RecordedEvent, RecordedEventRef, StoreError};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 /// Frames fetched from the index per lock acquisition.
 const FRAMES_PER_FETCH: usize = 64;
@@ -127,6 +129,11 @@ pub(super) fn visit(
 /// One stream's frames, found through the index.
 pub(super) struct StreamReader<'a> {
     shared: &'a Shared,
+    /// Sealed segments still to read, oldest first, with the stream's run in each.
+    sealed: VecDeque<(Arc<Sealed>, StreamRun)>,
+    /// The version the last walk back through sealed segments started from: a second
+    /// walk from the same version would find nothing new.
+    walked_from: Option<u64>,
     stream_id: String,
     next_version: u64,
     frames: VecDeque<FrameEntry>,
@@ -141,24 +148,135 @@ impl<'a> StreamReader<'a> {
             stream_id: stream_id.to_owned(),
             next_version: from_version.max(1),
             frames: VecDeque::new(),
+            sealed: VecDeque::new(),
+            walked_from: None,
             buf: Vec::new(),
         }
+    }
+}
+
+impl StreamReader<'_> {
+    /// Fills `frames` with the next frames of the stream: from the next sealed segment
+    /// that holds it, or from the recent frames in memory. When versions from
+    /// `next_version` on are no longer recent (they were sealed), the sealed segments
+    /// holding them are found by following the stream's chain of segments back from the
+    /// newest one.
+    fn fetch(&mut self) -> Result<(), StoreError> {
+        loop {
+            if let Some((sealed, run)) = self.sealed.pop_front() {
+                let frames = self
+                    .shared
+                    .with_stream_table(&sealed, |src| {
+                        sealed.stream_frames(src, &run, self.next_version)
+                    })
+                    .map_err(|e| self.shared.sealed_failed(sealed.segment, e))?;
+                self.frames.extend(frames);
+                if self.frames.is_empty() {
+                    continue;
+                }
+                return Ok(());
+            }
+            let last_sealed = {
+                let index = read(&self.shared.published);
+                let Some(stream) = index.streams.get(&self.stream_id) else {
+                    return Ok(());
+                };
+                if stream.version < self.next_version {
+                    return Ok(());
+                }
+                let recent =
+                    index.stream_frames(&self.stream_id, self.next_version, FRAMES_PER_FETCH);
+                if recent
+                    .first()
+                    .is_some_and(|f| f.first_version <= self.next_version)
+                {
+                    self.frames.extend(recent);
+                    return Ok(());
+                }
+                stream.last_sealed
+            };
+            let again = self.walked_from == Some(self.next_version);
+            self.walked_from = Some(self.next_version);
+            if !again {
+                self.walk_back(last_sealed)?;
+            }
+            if self.sealed.is_empty() {
+                return Err(StoreError::Corrupted(es_core::store::Corruption::new(
+                    es_core::store::DataLocation::StoredEvent {
+                        stream_id: Some(self.stream_id.to_string()),
+                        stream_version: Some(self.next_version),
+                        position: None,
+                    },
+                    "the index lists it, but no segment holds it",
+                )));
+            }
+        }
+    }
+
+    /// Collects the sealed segments holding versions from `next_version` on, following
+    /// the chain back from `newest`.
+    fn walk_back(&mut self, newest: Option<u64>) -> Result<(), StoreError> {
+        let mut chain = Vec::new();
+        let mut at = newest;
+        while let Some(segment) = at {
+            let sealed = read(&self.shared.published)
+                .sealed
+                .get(segment as usize)
+                .cloned();
+            let Some(sealed) = sealed else {
+                return Err(StoreError::Corrupted(es_core::store::Corruption::new(
+                    es_core::store::DataLocation::StoredEvent {
+                        stream_id: Some(self.stream_id.to_string()),
+                        stream_version: Some(self.next_version),
+                        position: None,
+                    },
+                    format!(
+                        "the stream's index names segment {segment} as sealed, which it is not"
+                    ),
+                )));
+            };
+            let run = self
+                .shared
+                .with_stream_table(&sealed, |src| sealed.find_stream(src, &self.stream_id))
+                .map_err(|e| self.shared.sealed_failed(segment, e))?
+                .ok_or_else(|| {
+                    self.shared.sealed_failed(
+                        segment,
+                        SealedError::Damaged {
+                            offset: 0,
+                            reason: format!("stream `{}` is missing from it", self.stream_id),
+                        },
+                    )
+                })?;
+            if run.last_version < self.next_version {
+                break;
+            }
+            at = run.previous.filter(|&p| p < segment);
+            let reached = run.first_version <= self.next_version;
+            chain.push((sealed, run));
+            if reached {
+                break;
+            }
+        }
+        self.sealed.extend(chain.into_iter().rev());
+        Ok(())
     }
 }
 
 impl FrameSource for StreamReader<'_> {
     fn next_frame(&mut self) -> Result<Option<NextFrame<'_>>, StoreError> {
         if self.frames.is_empty() {
-            let index = read(&self.shared.published);
-            self.frames.extend(index.stream_frames(
-                &self.stream_id,
-                self.next_version,
-                FRAMES_PER_FETCH,
-            ));
+            self.fetch()?;
         }
         let Some(entry) = self.frames.pop_front() else {
             return Ok(None);
         };
+        if entry.first_version + entry.count <= self.next_version {
+            return Err(corrupted(
+                entry.at,
+                "the index lists a frame before the version being read",
+            ));
+        }
         self.shared.read_frame(entry.at, &mut self.buf)?;
         let skip = self.next_version.saturating_sub(entry.first_version);
         self.next_version = entry.first_version + entry.count;
@@ -216,10 +334,25 @@ impl<'a> LogReader<'a> {
 impl FrameSource for LogReader<'_> {
     fn next_frame(&mut self) -> Result<Option<NextFrame<'_>>, StoreError> {
         if self.frames.is_empty() {
-            let index = read(&self.shared.published);
-            if let Some(first) = index.frame_of_position(self.next_position) {
-                let end = (first + LOG_FRAMES_PER_FETCH).min(index.frames.len());
-                self.frames.extend(index.frames[first..end].iter().copied());
+            let sealed = {
+                let index = read(&self.shared.published);
+                match index.locate(self.next_position) {
+                    None => None,
+                    Some(Located::Recent(..)) => {
+                        self.frames.extend(
+                            index.recent_frames_from(self.next_position, LOG_FRAMES_PER_FETCH),
+                        );
+                        None
+                    }
+                    Some(Located::Sealed(sealed)) => Some(Arc::clone(sealed)),
+                }
+            };
+            if let Some(sealed) = sealed {
+                let file = self.shared.sealed_index(sealed.segment)?;
+                let frames = sealed
+                    .frames_from(&*file, self.next_position, LOG_FRAMES_PER_FETCH)
+                    .map_err(|e| self.shared.sealed_failed(sealed.segment, e))?;
+                self.frames.extend(frames);
             }
         }
         let Some(entry) = self.frames.pop_front() else {
@@ -231,6 +364,13 @@ impl FrameSource for LogReader<'_> {
             .rev()
             .find(|f| f.at.segment == entry.at.segment)
             .map_or(0, |f| f.at.offset + u64::from(f.at.len));
+        if entry.first_position + entry.count <= self.next_position {
+            // an index that lists a frame behind the reader would make it go round
+            return Err(corrupted(
+                entry.at,
+                "the index lists a frame before the position being read",
+            ));
+        }
         let skip = self.next_position.saturating_sub(entry.first_position);
         self.next_position = entry.first_position + entry.count;
         let bytes = self.frame(&entry, known_end)?;

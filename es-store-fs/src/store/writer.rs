@@ -19,7 +19,7 @@
 
 use super::{FileStore, Shared, lock, read};
 use crate::format::{self, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN};
-use crate::index::{FrameEntry, FrameRef};
+use crate::index::{FrameEntry, FrameRef, IdMap, Index, Located};
 use crate::layout::{CreateSegmentError, INDEX_FILE, LogOffset, create_segment, segment_path};
 use crate::published::Published;
 use crate::store::Durability;
@@ -51,12 +51,9 @@ pub(super) struct Writer {
     unpublished: Vec<(String, FrameEntry)>,
     /// Queued bytes per segment, not yet written.
     queue: Vec<Chunk>,
-    /// Every stored or queued event id, with its position.
+    /// Ids of unpublished events with their positions (published ones are in the index).
     ids: IdMap,
-    /// Ids read at open, hashed into `ids` on the first append (reads never need them,
-    /// so opening a large store does not pay for the map).
-    ids_on_disk: Option<Vec<Uuid>>,
-    /// Ids of unpublished events, to forget if their flush fails.
+    /// The same ids in position order.
     pending_ids: Vec<Uuid>,
     /// The completion slots of the queued appends, in queue order.
     waiters: Vec<Arc<Slot>>,
@@ -308,18 +305,7 @@ impl Shared {
         w.synced_end = w.synced_end.max(w.durable_tail);
         let index = read(&self.published);
         self.publish(w.durable_tail, index.head, w.synced_end);
-        let bytes = match &w.ids_on_disk {
-            Some(ids) => index.encode(&ids[..(index.head as usize).min(ids.len())]),
-            None => {
-                let mut ids = vec![Uuid::nil(); index.head as usize];
-                for (id, &p) in &w.ids {
-                    if p <= index.head {
-                        ids[p as usize - 1] = *id;
-                    }
-                }
-                index.encode(&ids)
-            }
-        };
+        let bytes = index.encode();
         drop(index);
         let path = self.dir.join(INDEX_FILE);
         write_atomically(&*self.options.vfs, &self.dir, &path, &bytes)?;
@@ -454,7 +440,6 @@ impl FileStore {
             .collect::<Result<Vec<_>, _>>()?;
         let event_ids: Vec<Uuid> = prepared.iter().map(|p| p.event_id).collect();
         let mut w = lock(&shared.writer);
-        w.hash_ids();
         let (slot, result) = loop {
             if let Some(reason) = &w.poisoned {
                 return Err(StoreError::ReadOnly(reason.clone()));
@@ -470,35 +455,35 @@ impl FileStore {
             let retry = {
                 let index = read(&shared.published);
                 let w_ref = &*w;
-                check_idempotent_retry(stream_id, expected, &event_ids, current, |id| {
-                    let position = *w_ref.ids.get(id)?;
-                    if position > index.head {
-                        pending_original = true;
-                        let (s, f) = w_ref.unpublished.iter().find(|(_, f)| {
-                            position >= f.first_position && position < f.first_position + f.count
-                        })?;
-                        return Some(IdLocation {
-                            same_stream: s == stream_id,
-                            stream_version: f.first_version + (position - f.first_position),
-                            position,
-                            append_first_position: f.first_position,
-                            append_len: f.count,
-                        });
-                    }
-                    let frame_no = index.frame_of_position(position)?;
-                    let f = index.frames[frame_no];
-                    let same_stream = index
-                        .streams
-                        .get(stream_id)
-                        .is_some_and(|s| s.frames.binary_search(&(frame_no as u32)).is_ok());
-                    Some(IdLocation {
-                        same_stream,
-                        stream_version: f.first_version + (position - f.first_position),
-                        position,
-                        append_first_position: f.first_position,
-                        append_len: f.count,
-                    })
-                })?
+                let mut failed = None;
+                let checked =
+                    check_idempotent_retry(stream_id, expected, &event_ids, current, |id| {
+                        if let Some(&position) = w_ref.ids.get(id) {
+                            pending_original = true;
+                            let (s, f) = w_ref.unpublished.iter().find(|(_, f)| {
+                                position >= f.first_position
+                                    && position < f.first_position + f.count
+                            })?;
+                            return Some(IdLocation {
+                                same_stream: s == stream_id,
+                                stream_version: f.first_version + (position - f.first_position),
+                                position,
+                                append_first_position: f.first_position,
+                                append_len: f.count,
+                            });
+                        }
+                        match shared.find_id(&index, stream_id, id) {
+                            Ok(found) => found,
+                            Err(e) => {
+                                failed.get_or_insert(e);
+                                None
+                            }
+                        }
+                    });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                checked?
             };
             if let Some(original) = retry {
                 if !pending_original {
@@ -671,8 +656,11 @@ impl Shared {
                 let published: Vec<(String, FrameEntry)> = w.unpublished.drain(..frames).collect();
                 let head = {
                     let mut index = shared.published.write().unwrap_or_else(|e| e.into_inner());
+                    let mut ids = w.pending_ids.iter();
                     for (stream, entry) in &published {
-                        if let Err(e) = index.push(stream, *entry) {
+                        let frame_ids: Vec<Uuid> =
+                            ids.by_ref().take(entry.count as usize).copied().collect();
+                        if let Err(e) = index.push(stream, *entry, &frame_ids) {
                             // cannot happen: frames were checked against the same versions
                             tracing::error!("index out of step: {e}");
                         }
@@ -693,13 +681,20 @@ impl Shared {
                     }
                 }
                 let published_events: u64 = published.iter().map(|(_, e)| e.count).sum();
-                w.pending_ids.drain(..published_events as usize);
+                // published ids are found in the index from now on
+                let published_ids: Vec<Uuid> =
+                    w.pending_ids.drain(..published_events as usize).collect();
+                for id in &published_ids {
+                    w.ids.remove(id);
+                }
                 w.durable_tail = tail;
                 w.dirty = shared.options.durability != Durability::Always;
-                if !chunks.iter().all(|c| c.new_segment.is_none())
-                    && let Err(e) = shared.save_index(&mut w)
-                {
-                    tracing::warn!("writing the index after a segment roll: {e}");
+                if chunks.iter().any(|c| c.new_segment.is_some()) {
+                    // the segments before the new one are sealed: their indexes are
+                    // written by the sealing thread, outside this lock
+                    let (request, wake) = &shared.sealing;
+                    lock(request).pending = true;
+                    wake.notify_all();
                 }
                 Outcome::Acknowledged
             }
@@ -793,12 +788,10 @@ impl Writer {
         0
     }
 
-    /// The writer of a log that ends at `end`, with the ids of its events in position
-    /// order.
+    /// The writer of a log that ends at `end`.
     pub(super) fn new(
         end: LogOffset,
         next_position: u64,
-        ids: Vec<Uuid>,
         allocated: u64,
         last_timestamp: DateTime<Utc>,
     ) -> Self {
@@ -811,7 +804,6 @@ impl Writer {
             unpublished: Vec::new(),
             queue: Vec::new(),
             ids: IdMap::default(),
-            ids_on_disk: Some(ids),
             pending_ids: Vec::new(),
             waiters: Vec::new(),
             flushing: false,
@@ -827,29 +819,7 @@ impl Writer {
             closed: false,
         }
     }
-
-    /// The global position of the acknowledged or pending event `id`, if stored.
-    pub(super) fn position_of(&mut self, id: &Uuid) -> Option<u64> {
-        self.hash_ids();
-        self.ids.get(id).copied()
-    }
-
-    /// Builds the id map from the ids read at open, once.
-    fn hash_ids(&mut self) {
-        if let Some(list) = self.ids_on_disk.take() {
-            self.ids.reserve(list.len());
-            self.ids.extend(
-                list.into_iter()
-                    .enumerate()
-                    .map(|(i, id)| (id, i as u64 + 1)),
-            );
-        }
-    }
 }
-
-/// Event id to global position. Seeded per process, so crafted ids cannot force
-/// collisions; faster than the default hasher on this hot path (three lookups per event).
-type IdMap = HashMap<Uuid, u64, foldhash::fast::RandomState>;
 
 /// Counters of the writer, for tuning and the CLI.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -861,4 +831,116 @@ pub struct WriteStats {
     /// Time spent in the writes and syncs of the group commits since open: the rest of
     /// the time between commits goes to queueing and waking.
     pub io_time: Duration,
+}
+
+/// What the sealing thread is asked to do.
+#[derive(Default)]
+pub(super) struct SealRequest {
+    /// A segment was sealed: write the indexes of sealed segments.
+    pub(super) pending: bool,
+    /// The store is closing.
+    pub(super) stop: bool,
+}
+
+/// The sealing thread: writes the index of each sealed segment (synced, renamed into
+/// place, the directory synced), then lets the in-memory index drop the segment's frames
+/// and ids. A failure leaves them in memory; the next roll, or the next open, retries.
+pub(super) fn seal_segments(shared: Weak<Shared>) {
+    loop {
+        {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let (request, wake) = &shared.sealing;
+            let mut r = lock(request);
+            while !r.pending && !r.stop {
+                r = wake.wait(r).unwrap_or_else(|e| e.into_inner());
+            }
+            if r.stop {
+                return;
+            }
+            r.pending = false;
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Err(e) = shared.seal_ready() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+impl Shared {
+    /// Writes the sealed index of every complete segment whose frames are still in
+    /// memory, then drops those frames and ids from memory. One caller at a time.
+    pub(super) fn seal_ready(&self) -> Result<(), StoreError> {
+        if self.options.read_only {
+            return Ok(());
+        }
+        let _one_at_a_time = lock(&self.seal_lock);
+        loop {
+            let active = lock(&self.segments).count.saturating_sub(1);
+            let Some(frames) = read(&self.published).segment_to_seal(active) else {
+                return Ok(());
+            };
+            let segment = frames.segment;
+            let sealed = crate::recovery::write_sealed(&*self.options.vfs, &self.dir, &frames)
+                .map_err(|e| {
+                    StoreError::Io(io::Error::new(
+                        e.kind(),
+                        format!("writing the index of sealed segment {segment}: {e}"),
+                    ))
+                })?;
+            let mut index = self.published.write().unwrap_or_else(|e| e.into_inner());
+            index.install_sealed(sealed).map_err(|e| {
+                StoreError::Corrupted(es_core::store::Corruption::new(
+                    es_core::store::DataLocation::File {
+                        path: crate::layout::segment_name(segment).into(),
+                        offset: 0,
+                    },
+                    format!("its sealed index does not fit the index in memory: {e}"),
+                ))
+            })?;
+        }
+    }
+}
+
+impl Shared {
+    /// Where event `id` is stored among the published events: a recent frame, or a sealed
+    /// segment whose filter lets it through and whose id table holds it.
+    pub(super) fn find_id(
+        &self,
+        index: &Index,
+        stream_id: &str,
+        id: &Uuid,
+    ) -> Result<Option<IdLocation>, StoreError> {
+        let location = |same_stream: bool, position: u64, f: &FrameEntry| IdLocation {
+            same_stream,
+            stream_version: f.first_version + (position - f.first_position),
+            position,
+            append_first_position: f.first_position,
+            append_len: f.count,
+        };
+        if let Some(position) = index.recent_id(id) {
+            return Ok(match index.locate(position) {
+                Some(Located::Recent(f, no)) => {
+                    Some(location(index.recent_frame_of(stream_id, no), position, &f))
+                }
+                _ => None,
+            });
+        }
+        for sealed in index.sealed.iter().rev() {
+            if !sealed.may_hold(id) {
+                continue;
+            }
+            let file = self.sealed_index(sealed.segment)?;
+            let found = sealed
+                .find_id(&*file, id)
+                .map_err(|e| self.sealed_failed(sealed.segment, e))?;
+            if let Some((position, f, stream)) = found {
+                return Ok(Some(location(stream == stream_id, position, &f)));
+            }
+        }
+        Ok(None)
+    }
 }

@@ -1,0 +1,758 @@
+//! Sealed segment indexes: one immutable file per sealed segment, written once when the
+//! segment is sealed, that lets the store find a stream's frames, a position's frame and
+//! an event id's position without holding them in memory.
+//!
+//! All integers are little-endian.
+//!
+//! ```text
+//! <n:020>.idx
+//! header (64 bytes)
+//!   0..8    magic b"ESSEGIX1"
+//!   8..16   segment number u64
+//!   16..24  sealed length u64: the segment's length, the end of its last frame
+//!   24..32  global position of the segment's first event u64
+//!   32..40  event count u64
+//!   40..44  frame count F u32
+//!   44..48  stream count S u32
+//!   48..52  names length N u32
+//!   52..56  filter length L u32 (0: no filter)
+//!   56..60  CRC32C of section A
+//!   60..64  CRC32C of bytes 0..60
+//! section A (read when the store opens; all but the filter is the "stream table")
+//!   streams  S × 56 bytes, sorted by (stream hash, id):
+//!            hash u64, previous segment holding the stream u64 (u64::MAX: none),
+//!            first version u64, last version u64, name offset u32, name length u32,
+//!            first entry in `by stream` u32, frame count u32, first frame u32, reserved u32
+//!   names    N bytes: the stream ids, UTF-8
+//!   by stream  F × 40 bytes: the frame entries (as below) grouped by stream, in the
+//!            order of the streams, each group in log order
+//!   filter   L bytes: a binary fuse filter of the event ids with 16-bit fingerprints
+//!            (20-byte descriptor, then the fingerprints, u16 each)
+//! section B (read in pieces, on demand)
+//!   frames   F × 40 bytes in log order: offset u64, first position u64, first version
+//!            u64, event count u32, length u32, stream (index in streams) u32, reserved u32
+//!   ids      E × 24 bytes sorted by id: event id (16 bytes), position u64
+//!   CRC32C of section B u32
+//! ```
+//!
+//! The file is written to a temporary name, synced, renamed and the directory synced,
+//! only after its segment was cut to its last frame and synced: an intact sealed index
+//! proves that its segment was durable up to its sealed length. Section B is read in
+//! small pieces; what it says is checked against the frame it leads to (whose checksum,
+//! position, version, count and stream are checked on every read), so a damaged entry
+//! is reported as damage naming the file and offset, never trusted.
+
+use crate::format::{FRAME_OVERHEAD, MIN_BODY_LEN, SEGMENT_HEADER_LEN};
+use crate::index::{FrameEntry, FrameRef};
+use crate::vfs::VfsFile;
+use std::collections::HashMap;
+use std::io;
+use uuid::Uuid;
+use xorf::{BinaryFuse16, BinaryFuse16Ref, DmaSerializable, Filter, FilterRef};
+
+const MAGIC: &[u8; 8] = b"ESSEGIX1";
+/// Length of the header.
+pub const HEADER_LEN: u64 = 64;
+const STREAM_LEN: u64 = 56;
+const FRAME_LEN: u64 = 40;
+const ID_LEN: u64 = 24;
+const SLOT_LEN: u64 = FRAME_LEN;
+const FILTER_DESCRIPTOR_LEN: usize = 20;
+const NO_SEGMENT: u64 = u64::MAX;
+
+/// A stable 64-bit hash of a stream id, for file formats (the same in every build).
+pub fn stream_hash(stream_id: &str) -> u64 {
+    let low = crc32c::crc32c(stream_id.as_bytes());
+    let high = crc32c::crc32c_append(0x9e37_79b9, stream_id.as_bytes());
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// The filter key of an event id.
+fn id_key(id: &Uuid) -> u64 {
+    let (a, b) = id.as_u64_pair();
+    a ^ b.rotate_left(29)
+}
+
+/// Why a sealed index file cannot be used.
+#[derive(Debug)]
+pub enum SealedError {
+    /// A read failed.
+    Io(io::Error),
+    /// It is not an intact sealed index of this segment.
+    Damaged {
+        /// Byte offset in the index file.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl From<io::Error> for SealedError {
+    fn from(e: io::Error) -> Self {
+        SealedError::Io(e)
+    }
+}
+
+fn damaged(offset: u64, reason: impl Into<String>) -> SealedError {
+    SealedError::Damaged {
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// The filter in front of a segment's id table: 16-bit fingerprints, so that a lookup
+/// in a store of a thousand segments still rarely reads an id table in vain.
+struct IdFilter {
+    descriptor: [u8; FILTER_DESCRIPTOR_LEN],
+    fingerprints: Box<[u16]>,
+}
+
+impl IdFilter {
+    /// Checks the descriptor against the fingerprints, so that no probe can index out of
+    /// them: the segment length a power of two with its mask, the segment count length a
+    /// multiple of it, and the fingerprints exactly that long plus two segments.
+    fn parse(bytes: &[u8]) -> Option<IdFilter> {
+        let (descriptor, fingerprints) = bytes.split_at_checked(FILTER_DESCRIPTOR_LEN)?;
+        let u32_at = |i: usize| {
+            u64::from(u32::from_le_bytes(
+                descriptor[i..i + 4].try_into().unwrap_or([0; 4]),
+            ))
+        };
+        let (length, mask, count_length) = (u32_at(8), u32_at(12), u32_at(16));
+        let fits = length.is_power_of_two()
+            && mask == length - 1
+            && count_length.is_multiple_of(length)
+            && (count_length + 2 * length) * 2 == fingerprints.len() as u64
+            && count_length + 2 * length <= u64::from(u32::MAX);
+        fits.then(|| IdFilter {
+            descriptor: descriptor.try_into().unwrap_or([0; FILTER_DESCRIPTOR_LEN]),
+            fingerprints: fingerprints
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        })
+    }
+
+    fn may_hold(&self, key: u64) -> bool {
+        // a slice of `u16` is aligned as the filter needs
+        let fingerprints: &[u8] = bytemuck::cast_slice(&self.fingerprints);
+        BinaryFuse16Ref::from_dma(&self.descriptor, fingerprints).contains(&key)
+    }
+}
+
+/// What the store keeps in memory of a sealed segment: where its sections are, and the
+/// filter of its event ids.
+pub struct Sealed {
+    /// Segment number.
+    pub segment: u64,
+    /// Its length: the end of its last frame.
+    pub len: u64,
+    /// Position of its first event.
+    pub first_position: u64,
+    /// Events in it.
+    pub events: u64,
+    /// Frames in it.
+    pub frames: u32,
+    streams: u32,
+    names_len: u32,
+    filter_len: u32,
+    filter: Option<IdFilter>,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed")
+            .field("segment", &self.segment)
+            .field("first_position", &self.first_position)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a stream table is read from.
+pub enum TableSource<'a> {
+    /// A copy in memory (what [`Sealed::read`] returned).
+    Memory(&'a [u8]),
+    /// The index file itself.
+    File(&'a dyn VfsFile),
+}
+
+/// What [`Sealed::read`] returns.
+pub struct ReadSealed {
+    /// The summary kept in memory.
+    pub sealed: Sealed,
+    /// The stream runs, in order of their first frame.
+    pub runs: Vec<StreamRun>,
+    /// The stream table (for [`Sealed::find_stream`]), worth caching.
+    pub table: Vec<u8>,
+}
+
+/// One stream's frames in a sealed segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRun {
+    /// The stream id.
+    pub stream_id: String,
+    /// The previous sealed segment holding frames of the stream.
+    pub previous: Option<u64>,
+    /// Version of its first event in the segment.
+    pub first_version: u64,
+    /// Version of its last event in the segment.
+    pub last_version: u64,
+    first_slot: u32,
+    frame_count: u32,
+    /// Number (in the segment) of its first frame.
+    pub first_frame: u32,
+}
+
+/// Everything a sealed index is built from: the frames of one segment in log order with
+/// their streams, and the ids of its events in position order.
+pub struct SegmentFrames {
+    /// Segment number.
+    pub segment: u64,
+    /// Frames with their stream ids.
+    pub frames: Vec<(std::sync::Arc<str>, FrameEntry)>,
+    /// Event ids in position order.
+    pub ids: Vec<Uuid>,
+    /// Per stream of the segment, the previous sealed segment holding it.
+    pub previous: HashMap<std::sync::Arc<str>, Option<u64>>,
+}
+
+impl Sealed {
+    fn streams_at(&self) -> u64 {
+        HEADER_LEN
+    }
+    fn names_at(&self) -> u64 {
+        self.streams_at() + STREAM_LEN * u64::from(self.streams)
+    }
+    fn slots_at(&self) -> u64 {
+        self.names_at() + u64::from(self.names_len)
+    }
+    fn filter_at(&self) -> u64 {
+        self.slots_at() + SLOT_LEN * u64::from(self.frames)
+    }
+    fn frames_at(&self) -> u64 {
+        self.filter_at() + u64::from(self.filter_len)
+    }
+    fn ids_at(&self) -> u64 {
+        self.frames_at() + FRAME_LEN * u64::from(self.frames)
+    }
+    fn file_len(&self) -> u64 {
+        self.ids_at() + ID_LEN * self.events + 4
+    }
+
+    /// Position after its last event.
+    pub fn end_position(&self) -> u64 {
+        self.first_position + self.events
+    }
+
+    /// Whether the segment may hold event `id` (no false negatives).
+    pub fn may_hold(&self, id: &Uuid) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.may_hold(id_key(id)))
+    }
+
+    /// Encodes the sealed index of `seg`, whose segment ends at `len`. `None` when the
+    /// segment holds no frame.
+    pub fn encode(seg: &SegmentFrames, len: u64) -> Option<Vec<u8>> {
+        let first = seg.frames.first()?.1;
+        let events: u64 = seg.frames.iter().map(|(_, f)| f.count).sum();
+        // streams in order of their first frame, then sorted by hash for lookups
+        let mut order: Vec<&str> = Vec::new();
+        let mut slots_of: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (i, (s, _)) in seg.frames.iter().enumerate() {
+            slots_of
+                .entry(&**s)
+                .or_insert_with(|| {
+                    order.push(&**s);
+                    Vec::new()
+                })
+                .push(i as u32);
+        }
+        let mut sorted: Vec<&str> = order.clone();
+        sorted.sort_by(|a, b| (stream_hash(a), *a).cmp(&(stream_hash(b), *b)));
+        let stream_no: HashMap<&str, u32> = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (*s, i as u32))
+            .collect();
+        let mut streams = Vec::new();
+        let mut names = Vec::new();
+        let mut slots = Vec::new();
+        for s in &sorted {
+            let frame_nos = &slots_of[s];
+            let first_frame = &seg.frames[frame_nos[0] as usize].1;
+            let last_frame = &seg.frames[frame_nos[frame_nos.len() - 1] as usize].1;
+            streams.extend_from_slice(&stream_hash(s).to_le_bytes());
+            let previous = seg.previous.get(*s).copied().flatten();
+            streams.extend_from_slice(&previous.unwrap_or(NO_SEGMENT).to_le_bytes());
+            streams.extend_from_slice(&first_frame.first_version.to_le_bytes());
+            let last_version = last_frame.first_version + last_frame.count - 1;
+            streams.extend_from_slice(&last_version.to_le_bytes());
+            streams.extend_from_slice(&(names.len() as u32).to_le_bytes());
+            streams.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            streams.extend_from_slice(&((slots.len() / SLOT_LEN as usize) as u32).to_le_bytes());
+            streams.extend_from_slice(&(frame_nos.len() as u32).to_le_bytes());
+            streams.extend_from_slice(&frame_nos[0].to_le_bytes());
+            streams.extend_from_slice(&0u32.to_le_bytes());
+            names.extend_from_slice(s.as_bytes());
+            for no in frame_nos {
+                encode_frame_entry(&mut slots, &seg.frames[*no as usize].1, stream_no[s]);
+            }
+        }
+        let mut keys: Vec<u64> = seg.ids.iter().map(id_key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let filter = BinaryFuse16::try_from(&keys).ok().map(|f| {
+            let mut bytes = vec![0u8; FILTER_DESCRIPTOR_LEN];
+            f.dma_copy_descriptor_to(&mut bytes);
+            for fingerprint in f.fingerprints.iter() {
+                bytes.extend_from_slice(&fingerprint.to_le_bytes());
+            }
+            bytes
+        });
+        let filter = filter.unwrap_or_default();
+        let mut frames = Vec::with_capacity(seg.frames.len() * FRAME_LEN as usize);
+        for (s, f) in &seg.frames {
+            encode_frame_entry(&mut frames, f, stream_no[&**s]);
+        }
+        let mut ids: Vec<(Uuid, u64)> = seg
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, first.first_position + i as u64))
+            .collect();
+        ids.sort_unstable();
+        let mut section_a = streams;
+        section_a.extend_from_slice(&names);
+        section_a.extend_from_slice(&slots);
+        section_a.extend_from_slice(&filter);
+        let mut section_b = frames;
+        for (id, position) in &ids {
+            section_b.extend_from_slice(id.as_bytes());
+            section_b.extend_from_slice(&position.to_le_bytes());
+        }
+        let mut out = Vec::with_capacity(64 + section_a.len() + section_b.len() + 4);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&seg.segment.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&first.first_position.to_le_bytes());
+        out.extend_from_slice(&events.to_le_bytes());
+        out.extend_from_slice(&(seg.frames.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(sorted.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(names.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(filter.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&section_a).to_le_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&section_a);
+        out.extend_from_slice(&section_b);
+        out.extend_from_slice(&crc32c::crc32c(&section_b).to_le_bytes());
+        Some(out)
+    }
+
+    /// Reads the header and section A of segment `segment`'s sealed index: the summary
+    /// kept in memory and the stream runs (in order of their first frame).
+    pub fn read(file: &dyn VfsFile, segment: u64) -> Result<ReadSealed, SealedError> {
+        let file_len = file.len()?;
+        let mut h = [0u8; HEADER_LEN as usize];
+        match file.read_exact_at(&mut h, 0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(damaged(0, "shorter than a header"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if &h[0..8] != MAGIC {
+            return Err(damaged(0, "not a sealed segment index (bad magic)"));
+        }
+        if crc32c::crc32c(&h[..60]).to_le_bytes() != h[60..64] {
+            return Err(damaged(60, "header checksum mismatch"));
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap_or([0; 8]));
+        let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().unwrap_or([0; 4]));
+        let sealed = Sealed {
+            segment: u64_at(8),
+            len: u64_at(16),
+            first_position: u64_at(24),
+            events: u64_at(32),
+            frames: u32_at(40),
+            streams: u32_at(44),
+            names_len: u32_at(48),
+            filter_len: u32_at(52),
+            filter: None,
+        };
+        if sealed.segment != segment {
+            return Err(damaged(8, format!("names segment {}", sealed.segment)));
+        }
+        let min_frame = (FRAME_OVERHEAD + MIN_BODY_LEN) as u64;
+        let plausible = sealed.frames > 0
+            && sealed.streams > 0
+            && sealed.streams <= sealed.frames
+            && u64::from(sealed.frames) <= sealed.events
+            && sealed.first_position > 0
+            && sealed.first_position.checked_add(sealed.events).is_some()
+            && sealed.len >= SEGMENT_HEADER_LEN as u64 + u64::from(sealed.frames) * min_frame
+            && sealed.events <= sealed.len
+            && sealed.file_len() == file_len;
+        if !plausible {
+            return Err(damaged(
+                0,
+                format!("its counts do not fit its length of {file_len} bytes"),
+            ));
+        }
+        let a_len = sealed.frames_at() - HEADER_LEN;
+        let mut a = vec![0u8; a_len as usize];
+        file.read_exact_at(&mut a, HEADER_LEN)?;
+        if crc32c::crc32c(&a).to_le_bytes() != h[56..60] {
+            return Err(damaged(HEADER_LEN, "checksum mismatch in the stream table"));
+        }
+        let names_from = (sealed.names_at() - HEADER_LEN) as usize;
+        let filter_from = (sealed.filter_at() - HEADER_LEN) as usize;
+        let names = &a[names_from..(sealed.slots_at() - HEADER_LEN) as usize];
+        let mut runs = Vec::with_capacity(sealed.streams as usize);
+        for i in 0..sealed.streams as usize {
+            let at = HEADER_LEN + i as u64 * STREAM_LEN;
+            let run = parse_run(
+                &a[i * STREAM_LEN as usize..(i + 1) * STREAM_LEN as usize],
+                names,
+                &sealed,
+            )
+            .ok_or_else(|| damaged(at, "a stream entry outside the file's bounds"))?;
+            runs.push(run);
+        }
+        runs.sort_by_key(|r| r.first_frame);
+        let filter = if sealed.filter_len == 0 {
+            None
+        } else {
+            Some(
+                IdFilter::parse(&a[filter_from..])
+                    .ok_or_else(|| damaged(sealed.filter_at(), "an unusable id filter"))?,
+            )
+        };
+        a.truncate(filter_from);
+        Ok(ReadSealed {
+            sealed: Sealed { filter, ..sealed },
+            runs,
+            table: a,
+        })
+    }
+
+    /// `len` bytes of the stream table at file offset `at`, from `src`.
+    fn table_bytes<'t>(
+        &self,
+        src: &TableSource<'t>,
+        at: u64,
+        len: usize,
+    ) -> Result<std::borrow::Cow<'t, [u8]>, SealedError> {
+        match src {
+            TableSource::Memory(table) => {
+                if table.len() as u64 != self.filter_at() - self.streams_at() {
+                    return Err(damaged(
+                        self.streams_at(),
+                        "a stream table of the wrong length",
+                    ));
+                }
+                let from = (at - self.streams_at()) as usize;
+                table
+                    .get(from..from + len)
+                    .map(std::borrow::Cow::Borrowed)
+                    .ok_or_else(|| damaged(at, "an entry outside the stream table"))
+            }
+            TableSource::File(file) => {
+                if at + len as u64 > self.filter_at() {
+                    return Err(damaged(at, "an entry outside the stream table"));
+                }
+                let mut b = vec![0u8; len];
+                file.read_exact_at(&mut b, at)?;
+                Ok(std::borrow::Cow::Owned(b))
+            }
+        }
+    }
+
+    /// The run of `stream_id` in this segment, found by binary search in the stream
+    /// table (a cached copy, or the file: a few small reads).
+    pub fn find_stream(
+        &self,
+        src: &TableSource<'_>,
+        stream_id: &str,
+    ) -> Result<Option<StreamRun>, SealedError> {
+        let hash = stream_hash(stream_id);
+        let entry =
+            |i: u64| self.table_bytes(src, self.streams_at() + i * STREAM_LEN, STREAM_LEN as usize);
+        let hash_of = |b: &[u8]| u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
+        let (mut lo, mut hi) = (0u64, u64::from(self.streams));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if hash_of(&entry(mid)?) < hash {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut i = lo;
+        while i < u64::from(self.streams) {
+            let b = entry(i)?;
+            if hash_of(&b) != hash {
+                break;
+            }
+            let at = self.streams_at() + i * STREAM_LEN;
+            let bad = || damaged(at, "a stream entry outside the file's bounds");
+            let run = parse_run(&b, &[], self).ok_or_else(bad)?;
+            let name_at = u64::from(u32::from_le_bytes(b[32..36].try_into().unwrap_or([0; 4])));
+            let name_len = u32::from_le_bytes(b[36..40].try_into().unwrap_or([0; 4]));
+            if name_at + u64::from(name_len) > u64::from(self.names_len) {
+                return Err(bad());
+            }
+            let name = self.table_bytes(src, self.names_at() + name_at, name_len as usize)?;
+            if *name == *stream_id.as_bytes() {
+                return Ok(Some(StreamRun {
+                    stream_id: stream_id.to_owned(),
+                    ..run
+                }));
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    /// Frame `no` of the segment, with the index (in the streams) of its stream.
+    fn frame(&self, file: &dyn VfsFile, no: u32) -> Result<(FrameEntry, u32), SealedError> {
+        let at = self.frames_at() + u64::from(no) * FRAME_LEN;
+        let mut b = [0u8; FRAME_LEN as usize];
+        file.read_exact_at(&mut b, at)?;
+        self.parse_frame(&b)
+            .ok_or_else(|| damaged(at, "a frame entry outside the segment's bounds"))
+    }
+
+    fn parse_frame(&self, b: &[u8]) -> Option<(FrameEntry, u32)> {
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
+        let entry = FrameEntry {
+            first_position: u64_at(8),
+            first_version: u64_at(16),
+            count: u64::from(u32_at(24)),
+            at: FrameRef {
+                segment: self.segment,
+                offset: u64_at(0),
+                len: u32_at(28),
+            },
+        };
+        let stream = u32_at(32);
+        let min_frame = (FRAME_OVERHEAD + MIN_BODY_LEN) as u32;
+        let ok = entry.count > 0
+            && entry.first_version > 0
+            && entry.first_position >= self.first_position
+            && entry.first_position + entry.count <= self.end_position()
+            && entry.at.len >= min_frame
+            && entry.at.offset >= SEGMENT_HEADER_LEN as u64
+            && entry.at.offset + u64::from(entry.at.len) <= self.len
+            && stream < self.streams;
+        ok.then_some((entry, stream))
+    }
+
+    /// The frames of `run`, from the first one holding `from_version` on.
+    pub fn stream_frames(
+        &self,
+        src: &TableSource<'_>,
+        run: &StreamRun,
+        from_version: u64,
+    ) -> Result<Vec<FrameEntry>, SealedError> {
+        let at = self.slots_at() + u64::from(run.first_slot) * SLOT_LEN;
+        let bytes = self.table_bytes(src, at, run.frame_count as usize * SLOT_LEN as usize)?;
+        let mut frames: Vec<FrameEntry> = Vec::with_capacity(run.frame_count as usize);
+        let mut previous: Option<FrameEntry> = None;
+        for (i, b) in bytes.chunks_exact(SLOT_LEN as usize).enumerate() {
+            let in_order = |f: &FrameEntry| {
+                previous.is_none_or(|p| {
+                    f.first_position >= p.first_position + p.count
+                        && f.first_version == p.first_version + p.count
+                })
+            };
+            let frame = self
+                .parse_frame(b)
+                .map(|(f, _)| f)
+                .filter(in_order)
+                .ok_or_else(|| {
+                    damaged(
+                        at + i as u64 * SLOT_LEN,
+                        "a frame entry of a stream outside the segment's bounds or out of order",
+                    )
+                })?;
+            previous = Some(frame);
+            if frame.first_version + frame.count > from_version {
+                frames.push(frame);
+            }
+        }
+        Ok(frames)
+    }
+
+    /// Up to `max` frames from the one holding `position` on.
+    pub fn frames_from(
+        &self,
+        file: &dyn VfsFile,
+        position: u64,
+        max: usize,
+    ) -> Result<Vec<FrameEntry>, SealedError> {
+        // the frame holding `position`: the last one starting at or before it
+        let (mut lo, mut hi) = (0u32, self.frames);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.frame(file, mid)?.0.first_position <= position {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let first = lo.saturating_sub(1);
+        let n = (self.frames - first).min(max as u32);
+        let at = self.frames_at() + u64::from(first) * FRAME_LEN;
+        let mut bytes = vec![0u8; n as usize * FRAME_LEN as usize];
+        file.read_exact_at(&mut bytes, at)?;
+        bytes
+            .chunks_exact(FRAME_LEN as usize)
+            .enumerate()
+            .map(|(i, b)| {
+                self.parse_frame(b).map(|(f, _)| f).ok_or_else(|| {
+                    damaged(
+                        at + i as u64 * FRAME_LEN,
+                        "a frame entry outside the segment's bounds",
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Where event `id` is in this segment: its position, its frame and the frame's
+    /// stream id.
+    pub fn find_id(
+        &self,
+        file: &dyn VfsFile,
+        id: &Uuid,
+    ) -> Result<Option<(u64, FrameEntry, String)>, SealedError> {
+        if !self.may_hold(id) {
+            return Ok(None);
+        }
+        let entry = |i: u64| -> Result<(Uuid, u64), SealedError> {
+            let mut b = [0u8; ID_LEN as usize];
+            file.read_exact_at(&mut b, self.ids_at() + i * ID_LEN)?;
+            let id = Uuid::from_slice(&b[..16]).unwrap_or_default();
+            Ok((
+                id,
+                u64::from_le_bytes(b[16..24].try_into().unwrap_or([0; 8])),
+            ))
+        };
+        let (mut lo, mut hi) = (0u64, self.events);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if entry(mid)?.0 < *id {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == self.events {
+            return Ok(None);
+        }
+        let (found, position) = entry(lo)?;
+        if found != *id {
+            return Ok(None);
+        }
+        let at = self.ids_at() + lo * ID_LEN;
+        if position < self.first_position || position >= self.end_position() {
+            return Err(damaged(at, "an event id at a position outside the segment"));
+        }
+        let frame = self
+            .frames_from(file, position, 1)?
+            .into_iter()
+            .next()
+            .filter(|f| f.first_position <= position && position < f.first_position + f.count)
+            .ok_or_else(|| damaged(at, "no frame holds the position of an event id"))?;
+        let frame_no = self.frame_number(file, frame.first_position)?;
+        let (_, stream) = self.frame(file, frame_no)?;
+        let stream_at = self.streams_at() + u64::from(stream) * STREAM_LEN;
+        let mut b = [0u8; STREAM_LEN as usize];
+        file.read_exact_at(&mut b, stream_at)?;
+        let name_at = u64::from(u32::from_le_bytes(b[32..36].try_into().unwrap_or([0; 4])));
+        let name_len = u32::from_le_bytes(b[36..40].try_into().unwrap_or([0; 4]));
+        if name_at + u64::from(name_len) > u64::from(self.names_len) {
+            return Err(damaged(stream_at, "a stream name outside the names"));
+        }
+        let mut name = vec![0u8; name_len as usize];
+        file.read_exact_at(&mut name, self.names_at() + name_at)?;
+        let name = String::from_utf8(name)
+            .map_err(|_| damaged(stream_at, "a stream name that is not UTF-8"))?;
+        Ok(Some((position, frame, name)))
+    }
+
+    /// The number of the frame starting at `first_position`.
+    fn frame_number(&self, file: &dyn VfsFile, first_position: u64) -> Result<u32, SealedError> {
+        let (mut lo, mut hi) = (0u32, self.frames);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.frame(file, mid)?.0.first_position < first_position {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo.min(self.frames.saturating_sub(1)))
+    }
+
+    /// Reads section B whole and checks its checksum (for verification).
+    pub fn check_all(&self, file: &dyn VfsFile) -> Result<Vec<FrameEntry>, SealedError> {
+        let at = self.frames_at();
+        let mut b = vec![0u8; (self.file_len() - 4 - at) as usize];
+        file.read_exact_at(&mut b, at)?;
+        let mut crc = [0u8; 4];
+        file.read_exact_at(&mut crc, self.file_len() - 4)?;
+        if crc32c::crc32c(&b).to_le_bytes() != crc {
+            return Err(damaged(at, "checksum mismatch in the frame and id tables"));
+        }
+        self.frames_from(file, self.first_position, self.frames as usize)
+    }
+}
+
+/// Parses a stream entry; `names` (section A's names) fills in the id when given.
+fn parse_run(b: &[u8], names: &[u8], sealed: &Sealed) -> Option<StreamRun> {
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
+    let previous = match u64_at(8) {
+        NO_SEGMENT => None,
+        s if s < sealed.segment => Some(s),
+        _ => return None,
+    };
+    let (name_at, name_len) = (u32_at(32) as usize, u32_at(36) as usize);
+    let stream_id = if names.is_empty() {
+        String::new()
+    } else {
+        std::str::from_utf8(names.get(name_at..name_at.checked_add(name_len)?)?)
+            .ok()?
+            .to_owned()
+    };
+    let run = StreamRun {
+        stream_id,
+        previous,
+        first_version: u64_at(16),
+        last_version: u64_at(24),
+        first_slot: u32_at(40),
+        frame_count: u32_at(44),
+        first_frame: u32_at(48),
+    };
+    let ok = run.first_version > 0
+        && run.last_version >= run.first_version
+        && run.last_version - run.first_version < sealed.events
+        && run.frame_count > 0
+        && u64::from(run.first_slot) + u64::from(run.frame_count) <= u64::from(sealed.frames)
+        && run.first_frame < sealed.frames;
+    ok.then_some(run)
+}
+
+/// Appends a 40-byte frame entry.
+fn encode_frame_entry(out: &mut Vec<u8>, f: &FrameEntry, stream: u32) {
+    out.extend_from_slice(&f.at.offset.to_le_bytes());
+    out.extend_from_slice(&f.first_position.to_le_bytes());
+    out.extend_from_slice(&f.first_version.to_le_bytes());
+    out.extend_from_slice(&(f.count as u32).to_le_bytes());
+    out.extend_from_slice(&f.at.len.to_le_bytes());
+    out.extend_from_slice(&stream.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+}
