@@ -36,13 +36,6 @@ pub(crate) struct SnapshotFiles {
     write: Mutex<()>,
 }
 
-/// A stable 64-bit hash of a stream id, for file names.
-fn stream_hash(stream_id: &str) -> u64 {
-    let low = crc32c::crc32c(stream_id.as_bytes());
-    let high = crc32c::crc32c_append(0x9e37_79b9, stream_id.as_bytes());
-    (u64::from(high) << 32) | u64::from(low)
-}
-
 impl SnapshotFiles {
     pub(crate) fn new(store_dir: &Path, vfs: Arc<dyn Vfs>, read_only: bool) -> Self {
         SnapshotFiles {
@@ -55,7 +48,9 @@ impl SnapshotFiles {
 
     fn path(&self, stream_id: &str) -> PathBuf {
         self.dir
-            .join(crate::layout::snapshot_name(stream_hash(stream_id)))
+            .join(crate::layout::snapshot_name(crate::seal::stream_hash(
+                stream_id,
+            )))
     }
 
     /// The snapshots in the stream's file, or none when the file is missing or unusable.
