@@ -222,7 +222,7 @@ fn a_flipped_bit_in_any_byte_of_an_acknowledged_frame_is_reported() {
             matches!(
                 &corruption.location,
                 es_core::DataLocation::File { path, offset }
-                    if *path == segment0(Path::new("")) && *offset == start as u64
+                    if *path == segment0(Path::new("")) && *offset == start
             ),
             "flip at {at}: {corruption:?}"
         );
