@@ -15,6 +15,7 @@
 #[allow(dead_code)] // the tests' restart is not needed here
 #[path = "../es-store-pg/tests/common/server.rs"]
 mod server;
+mod support;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent, EventStore as _};
@@ -23,13 +24,14 @@ use es_core::{EventStore, ExpectedVersion, NewEvent};
 use es_store_fs::{Durability, FileStore, FileStoreOptions};
 use es_store_pg::{PgStore, PgStoreOptions};
 use postgres_es::PostgresEventRepository;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{Sqlite, fdatasync_time};
 
 // ---------------------------------------------------------------------------------------
 // The events
@@ -178,76 +180,6 @@ fn serialized_events(stream: u64, before: u64, n: u64) -> Vec<SerializedEvent> {
     (before + 1..=before + n)
         .map(|v| serialized_event(stream, v))
         .collect()
-}
-
-/// SQLite as a user would write the events table: WAL, `synchronous=FULL`, each append an
-/// `IMMEDIATE` transaction that checks the stream's version, inserts and commits.
-struct Sqlite {
-    conn: Connection,
-}
-
-impl Sqlite {
-    fn open(path: &Path, durable: bool) -> Sqlite {
-        let conn = Connection::open(path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })
-            .unwrap();
-        conn.busy_timeout(Duration::from_secs(60)).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS events (
-                position INTEGER PRIMARY KEY,
-                stream_id TEXT NOT NULL,
-                version INTEGER NOT NULL,
-                event_id BLOB NOT NULL,
-                event_type TEXT NOT NULL,
-                schema_version INTEGER NOT NULL,
-                recorded_at INTEGER NOT NULL,
-                metadata TEXT,
-                payload TEXT NOT NULL,
-                UNIQUE(stream_id, version)
-            );",
-        )
-        .unwrap();
-        Sqlite { conn }
-    }
-
-    fn append(&mut self, stream: &str, expected: u64, events: &[NewEvent]) {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .unwrap();
-        let current: u64 = tx
-            .prepare_cached("SELECT max(version) FROM events WHERE stream_id = ?1")
-            .unwrap()
-            .query_row(params![stream], |r| r.get::<_, Option<u64>>(0))
-            .optional()
-            .unwrap()
-            .flatten()
-            .unwrap_or(0);
-        assert_eq!(current, expected, "sqlite conflict");
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, recorded_at, metadata, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)",
-                )
-                .unwrap();
-            for (i, e) in events.iter().enumerate() {
-                insert
-                    .execute(params![
-                        stream,
-                        current + 1 + i as u64,
-                        &e.event_id.as_bytes()[..],
-                        e.event_type,
-                        e.schema_version,
-                        1_700_000_000_000_000i64,
-                        std::str::from_utf8(&e.payload).unwrap()
-                    ])
-                    .unwrap();
-            }
-        }
-        tx.commit().unwrap();
-    }
 }
 
 fn fs_store(dir: &Path, durability: Durability) -> FileStore {
@@ -506,25 +438,6 @@ impl Bench {
         }
         results.map(|r| (!r.is_empty()).then(|| median(&r)))
     }
-}
-
-/// The raw time of one `fdatasync` of a 200-byte write in `dir`, median of 50.
-fn fdatasync_time(dir: &Path) -> Duration {
-    use std::io::Write;
-    let path = dir.join("sync-probe");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let mut times: Vec<Duration> = (0..50)
-        .map(|_| {
-            f.write_all(&[7u8; 200]).unwrap();
-            let start = Instant::now();
-            f.sync_data().unwrap();
-            start.elapsed()
-        })
-        .collect();
-    drop(f);
-    let _ = std::fs::remove_file(path);
-    times.sort();
-    times[times.len() / 2]
 }
 
 // ---------------------------------------------------------------------------------------

@@ -189,24 +189,7 @@ impl RecordedEvent {
     /// Decodes the payload into `S`, upcasting old versions. `Ok(None)` is a declared
     /// ignored type. Errors name the stream, version and position.
     pub fn decode<S: crate::EventSet>(&self) -> Result<Option<Envelope<S>>, EventDecodeError> {
-        match S::decode(&self.event_type, self.schema_version, &self.payload) {
-            Ok(Some(event)) => Ok(Some(Envelope {
-                stream_id: self.stream_id.clone(),
-                stream_version: self.stream_version,
-                position: self.position,
-                event_id: self.event_id,
-                timestamp: self.timestamp,
-                metadata: self.metadata.clone(),
-                event,
-            })),
-            Ok(None) => Ok(None),
-            Err(error) => Err(EventDecodeError {
-                stream_id: self.stream_id.clone(),
-                stream_version: self.stream_version,
-                position: self.position,
-                error,
-            }),
-        }
+        self.borrowed().decode()
     }
 }
 

@@ -1,0 +1,98 @@
+//! What the benchmarks of this package share: SQLite as a user would write an events
+//! table, and the raw time of the disk's `fdatasync`.
+
+use es_core::NewEvent;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// SQLite as a user would write the events table: WAL, `synchronous=FULL` (or `OFF`), each
+/// append an `IMMEDIATE` transaction that checks the stream's version, inserts and commits.
+pub struct Sqlite {
+    pub conn: Connection,
+}
+
+impl Sqlite {
+    pub fn open(path: &Path, durable: bool) -> Sqlite {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })
+            .unwrap();
+        conn.busy_timeout(Duration::from_secs(60)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS events (
+                position INTEGER PRIMARY KEY,
+                stream_id TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                event_id BLOB NOT NULL,
+                event_type TEXT NOT NULL,
+                schema_version INTEGER NOT NULL,
+                recorded_at INTEGER NOT NULL,
+                metadata TEXT,
+                payload TEXT NOT NULL,
+                UNIQUE(stream_id, version)
+            );",
+        )
+        .unwrap();
+        Sqlite { conn }
+    }
+
+    /// An append as a user would write it: check the expected version, insert, commit.
+    pub fn append(&mut self, stream: &str, expected: u64, events: &[NewEvent]) {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        let current: u64 = tx
+            .prepare_cached("SELECT max(version) FROM events WHERE stream_id = ?1")
+            .unwrap()
+            .query_row(params![stream], |r| r.get::<_, Option<u64>>(0))
+            .optional()
+            .unwrap()
+            .flatten()
+            .unwrap_or(0);
+        assert_eq!(current, expected, "sqlite conflict");
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, recorded_at, metadata, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)",
+                )
+                .unwrap();
+            let now = 1_700_000_000_000_000i64;
+            for (i, e) in events.iter().enumerate() {
+                insert
+                    .execute(params![
+                        stream,
+                        current + 1 + i as u64,
+                        &e.event_id.as_bytes()[..],
+                        e.event_type,
+                        e.schema_version,
+                        now,
+                        std::str::from_utf8(&e.payload).unwrap()
+                    ])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+}
+
+/// The raw time of one `fdatasync` of a 200-byte write in `dir`, median of 50.
+pub fn fdatasync_time(dir: &Path) -> Duration {
+    use std::io::Write;
+    let path = dir.join("sync-probe");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut times: Vec<Duration> = (0..50)
+        .map(|_| {
+            f.write_all(&[7u8; 200]).unwrap();
+            let start = Instant::now();
+            f.sync_data().unwrap();
+            start.elapsed()
+        })
+        .collect();
+    drop(f);
+    let _ = std::fs::remove_file(path);
+    times.sort();
+    times[times.len() / 2]
+}
