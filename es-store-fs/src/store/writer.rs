@@ -379,8 +379,31 @@ impl Shared {
 /// Marks an error of a sync (or of cutting a sealed segment) so that the store stops
 /// writing: after a failed `fdatasync` the kernel may have dropped the pages, whatever
 /// the error's kind, so even a "disk full" from a sync is not survivable.
+/// The error keeps its kind (a full disk stays `StorageFull`, a failed device `Other` or
+/// whatever the system said), so that callers can tell what happened.
 fn not_survivable(e: io::Error) -> io::Error {
-    io::Error::other(format!("fdatasync failed: {e}"))
+    io::Error::new(e.kind(), SyncFailed(e))
+}
+
+/// Whether `e` is the error of a sync (see [`not_survivable`]).
+fn is_sync_failure(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<SyncFailed>())
+}
+
+/// A failed `fdatasync` (or a failed cut of a sealed segment): never survivable.
+#[derive(Debug)]
+struct SyncFailed(io::Error);
+
+impl std::fmt::Display for SyncFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fdatasync failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for SyncFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 impl FileStore {
@@ -767,6 +790,7 @@ impl Shared {
             stray_removed &= vfs.sync_dir(&shared.dir).is_ok();
         }
         let recoverable = e.kind() == io::ErrorKind::StorageFull
+            && !is_sync_failure(e)
             && stray_removed
             && shared
                 .segment(seg)

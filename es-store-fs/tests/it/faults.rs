@@ -333,9 +333,10 @@ fn enospc_from_a_sync_refuses_writes_like_eio() {
                     refused = true;
                     break;
                 }
-                // the append whose sync failed (the store reports the failed call, not the
-                // disk's error kind)
-                Err(StoreError::Io(e)) if e.to_string().contains("fdatasync failed") => {}
+                // the append whose sync failed: the disk's error kind, and the failed call
+                Err(StoreError::Io(e))
+                    if e.kind() == ErrorKind::StorageFull
+                        && e.to_string().contains("fdatasync failed") => {}
                 Err(e) => panic!("{durability:?}: append {n} failed with {e:?}"),
             }
         }
