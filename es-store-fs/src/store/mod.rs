@@ -499,8 +499,8 @@ impl EventStore for FileStore {
         Some(self)
     }
 
-    /// One look-up in the id map the writer keeps for idempotent retries, then one in the
-    /// index; ids of appends not yet acknowledged do not count.
+    /// One look-up among the recent ids kept in memory, then in the sealed segments whose
+    /// filter lets the id through; ids of appends not yet acknowledged do not count.
     fn version_of_event(
         &self,
         stream_id: &str,
