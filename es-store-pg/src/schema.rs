@@ -68,8 +68,17 @@ const STEPS: [&str; CURRENT as usize] = [
 ];
 
 /// Checks a schema name: lowercase ASCII letters, digits and `_`, starting with a letter
-/// or `_`, at most 48 bytes (so that derived names stay under PostgreSQL's 63).
-pub(crate) fn check_schema_name(name: &str) -> Result<(), ConnectError> {
+/// or `_`, at most 48 bytes (so that derived names stay under PostgreSQL's 63). The rule
+/// of [`PgStoreOptions::schema`](crate::PgStoreOptions::schema); a read model that
+/// names its tables in the store's schema can check a name with it before writing it
+/// into SQL.
+///
+/// ```
+/// use es_store_pg::schema::check_schema_name;
+/// assert!(check_schema_name("orders_2").is_ok());
+/// assert!(check_schema_name("Orders; DROP TABLE x").is_err());
+/// ```
+pub fn check_schema_name(name: &str) -> Result<(), ConnectError> {
     let ok = !name.is_empty()
         && name.len() <= 48
         && name

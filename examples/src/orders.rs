@@ -442,13 +442,7 @@ impl PgOrderSummaries {
         client: &mut es_store_pg::postgres::Client,
         schema: &str,
     ) -> Result<Self, BoxError> {
-        if schema.is_empty()
-            || !schema
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(format!("`{schema}` is not a schema name (lowercase, digits, `_`)").into());
-        }
+        es_store_pg::schema::check_schema_name(schema)?;
         let table = format!("\"{schema}\".order_summary");
         client.batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {table} (

@@ -210,12 +210,7 @@ impl ExampleStore {
 
 /// Drops the example's schema and everything in it.
 fn drop_schema(url: &str, schema: &str) -> Result<(), BoxError> {
-    if !schema
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return Err(format!("`{schema}` is not a schema name this example creates").into());
-    }
+    es_store_pg::schema::check_schema_name(schema)?;
     let mut client = es_store_pg::postgres::Client::connect(url, es_store_pg::postgres::NoTls)?;
     client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))?;
     Ok(())
