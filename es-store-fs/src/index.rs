@@ -7,24 +7,33 @@
 //! segment indexes on disk, so memory grows with the number of streams, not with the
 //! length of the history.
 //!
-//! `index.dat` persists the recent part, so that opening a store does not rescan its
-//! active segment. The file records the log position it covers; on open, frames after
-//! that point are scanned and added. A missing, stale or damaged index file is rebuilt
-//! from the log.
+//! `index.dat` persists the stream table as it stood after the sealed segments (the
+//! *base*) and the recent part, so that opening a store neither reads the stream tables
+//! of the sealed segments it covers nor rescans the active segment. The file records the
+//! log position it covers; on open, frames after that point are scanned and added, and
+//! segments sealed after it was written are read from their sealed indexes. A missing,
+//! stale or damaged index file is rebuilt from the log.
 //!
 //! ```text
 //! index.dat
-//!   magic b"ESINDEX2"   (b"ESINDEX1": the same layout, every frame from the log's start)
+//!   magic b"ESINDEX3"
 //!   covered end: segment u64, offset u64   (the log up to here is indexed)
 //!   head position: u64
-//!   stream count: varint, then per stream: varint length + UTF-8 id
-//!   frame count: varint, then per frame in log order, the frames of every segment
-//!   that has no sealed index:
+//!   base: number of sealed segments B, varint
+//!   stream count: varint, then per stream in first-append order: varint length + UTF-8
+//!     id, its version after the B sealed segments (varint, 0: it starts later), the
+//!     newest of those segments holding it (varint, 0: none, else segment + 1)
+//!   frame count: varint, then per frame in log order, the frames after the B sealed
+//!   segments:
 //!     stream ordinal varint, event count varint, segment varint, offset varint,
 //!     frame length varint
 //!   event ids: 16 bytes per event of those frames, in position order
 //!   CRC32C of everything before it: u32
 //! ```
+//!
+//! The previous layouts are still read: b"ESINDEX2" has no base and lists, per stream,
+//! the id only (the streams of the recent frames); b"ESINDEX1" is that layout with every
+//! frame from the log's start.
 
 use crate::layout::LogOffset;
 use crate::seal::{Sealed, SegmentFrames, StreamRun};
@@ -34,7 +43,8 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use uuid::Uuid;
 
-const INDEX_MAGIC: &[u8; 8] = b"ESINDEX2";
+const INDEX_MAGIC: &[u8; 8] = b"ESINDEX3";
+const INDEX_MAGIC_V2: &[u8; 8] = b"ESINDEX2";
 const INDEX_MAGIC_V1: &[u8; 8] = b"ESINDEX1";
 
 /// Where a frame sits: segment, offset and total length.
@@ -72,8 +82,6 @@ pub struct FrameEntry {
 /// recent frames.
 #[derive(Debug, Clone, Default)]
 pub struct StreamEntry {
-    /// Ordinal in first-append order.
-    pub ordinal: u32,
     /// Current version.
     pub version: u64,
     /// The newest sealed segment holding frames of the stream.
@@ -86,11 +94,16 @@ pub struct StreamEntry {
 /// collisions.
 pub type IdMap = HashMap<Uuid, u64, foldhash::fast::RandomState>;
 
-/// The in-memory index. `H` is the stream map's hasher (tests force collisions with it).
+/// The in-memory index. `H` is the stream table's hasher (tests force collisions with it).
 #[derive(Debug)]
 pub struct Index<H = foldhash::fast::RandomState> {
-    /// Streams by id.
-    pub streams: HashMap<String, StreamEntry, H>,
+    /// Hashes stream ids for `ordinals`.
+    hasher: H,
+    /// Stream ordinals (first-append order), found by the hash of their id: each id is
+    /// held once, in `stream_ids`.
+    ordinals: hashbrown::HashTable<u32>,
+    /// The streams, by ordinal.
+    entries: Vec<StreamEntry>,
     /// Stream ids by ordinal.
     pub stream_ids: Vec<String>,
     /// Sealed segments 0, 1, … in order: their frames are found through their indexes.
@@ -123,7 +136,9 @@ impl<H: BuildHasher + Default> Index<H> {
     /// An empty index covering nothing.
     pub fn new(first_segment_end: LogOffset) -> Self {
         Index {
-            streams: HashMap::default(),
+            hasher: H::default(),
+            ordinals: hashbrown::HashTable::new(),
+            entries: Vec::new(),
             stream_ids: Vec::new(),
             sealed: Vec::new(),
             recent: VecDeque::new(),
@@ -136,40 +151,76 @@ impl<H: BuildHasher + Default> Index<H> {
         }
     }
 
-    /// The version of a stream (0 when unknown).
-    pub fn version(&self, stream_id: &str) -> u64 {
-        self.streams.get(stream_id).map_or(0, |s| s.version)
+    /// The ordinal of a stream.
+    fn ordinal(&self, stream_id: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(stream_id);
+        let ids = &self.stream_ids;
+        self.ordinals
+            .find(hash, |&o| {
+                ids.get(o as usize).is_some_and(|s| s == stream_id)
+            })
+            .copied()
     }
 
-    /// The stream entry of `stream_id`, created (with the next ordinal) when new.
-    fn stream_mut(&mut self, stream_id: &str) -> Result<&mut StreamEntry, String> {
-        // one lookup for a known stream (the common case)
-        if self.streams.contains_key(stream_id) {
-            return self
-                .streams
-                .get_mut(stream_id)
-                .ok_or_else(|| "stream table out of step".to_owned());
+    /// A stream's entry.
+    pub fn stream(&self, stream_id: &str) -> Option<&StreamEntry> {
+        self.entries.get(self.ordinal(stream_id)? as usize)
+    }
+
+    /// Number of streams.
+    pub fn stream_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The version of a stream (0 when unknown).
+    pub fn version(&self, stream_id: &str) -> u64 {
+        self.stream(stream_id).map_or(0, |s| s.version)
+    }
+
+    /// The ordinal of `stream_id`, a new one (the next) when the stream is new.
+    fn ordinal_or_add(&mut self, stream_id: &str) -> Result<u32, String> {
+        if let Some(o) = self.ordinal(stream_id) {
+            return Ok(o);
         }
-        {
-            let ordinal = u32::try_from(self.stream_ids.len())
-                .map_err(|_| "more than 4 billion streams".to_owned())?;
-            self.stream_ids.push(stream_id.to_owned());
-            self.streams.insert(
-                stream_id.to_owned(),
-                StreamEntry {
-                    ordinal,
-                    ..StreamEntry::default()
-                },
-            );
-        }
-        self.streams
-            .get_mut(stream_id)
+        let ordinal = u32::try_from(self.stream_ids.len())
+            .map_err(|_| "more than 4 billion streams".to_owned())?;
+        let Index {
+            hasher,
+            ordinals,
+            stream_ids,
+            entries,
+            ..
+        } = self;
+        stream_ids.push(stream_id.to_owned());
+        entries.push(StreamEntry::default());
+        let hash = hasher.hash_one(stream_id);
+        ordinals.insert_unique(hash, ordinal, |&o| {
+            hasher.hash_one(stream_ids.get(o as usize).map_or("", String::as_str))
+        });
+        Ok(ordinal)
+    }
+
+    /// The entry of stream `ordinal`.
+    fn entry_mut(&mut self, ordinal: u32) -> Result<&mut StreamEntry, String> {
+        self.entries
+            .get_mut(ordinal as usize)
             .ok_or_else(|| "stream table out of step".to_owned())
     }
 
     /// Adds a recent frame with the ids of its events, after checking it continues the
     /// log and its stream.
     pub fn push(&mut self, stream_id: &str, entry: FrameEntry, ids: &[Uuid]) -> Result<(), String> {
+        let ordinal = self.ordinal_or_add(stream_id)?;
+        self.push_ordinal(ordinal, entry, ids)
+    }
+
+    /// [`Index::push`] for the stream numbered `ordinal`.
+    fn push_ordinal(
+        &mut self,
+        ordinal: u32,
+        entry: FrameEntry,
+        ids: &[Uuid],
+    ) -> Result<(), String> {
         if entry.first_position != self.head + 1 {
             return Err(format!(
                 "frame starts at position {}, expected {}",
@@ -181,17 +232,16 @@ impl<H: BuildHasher + Default> Index<H> {
             return Err(format!("{} ids for {} events", ids.len(), entry.count));
         }
         let frame_no = self.recent_base + self.recent.len() as u64;
-        let stream = self.stream_mut(stream_id)?;
+        let stream = self.entry_mut(ordinal)?;
         if entry.first_version != stream.version + 1 {
             return Err(format!(
-                "frame of stream `{stream_id}` starts at version {}, expected {}",
+                "frame of stream {ordinal} starts at version {}, expected {}",
                 entry.first_version,
                 stream.version + 1
             ));
         }
         stream.version += entry.count;
         stream.recent.push(frame_no);
-        let ordinal = stream.ordinal;
         self.head += entry.count;
         self.covered = entry.at.end();
         self.recent.push_back(entry);
@@ -201,6 +251,150 @@ impl<H: BuildHasher + Default> Index<H> {
             self.id_map.insert(*id, entry.first_position + i as u64);
         }
         Ok(())
+    }
+
+    /// Adds the frames `file` lists from its frame `from` on (they must continue the log
+    /// at `first_position`), in one pass: each stream of the file is looked up once.
+    /// `known` holds the ordinals [`Index::install_base`] gave the file's streams.
+    pub fn push_listed(
+        &mut self,
+        file: &IndexFile,
+        from: usize,
+        first_position: u64,
+        known: Option<Vec<Option<u32>>>,
+    ) -> Result<(), String> {
+        let mut ordinals = known
+            .filter(|k| k.len() == file.stream_ids.len())
+            .unwrap_or_else(|| vec![None; file.stream_ids.len()]);
+        let ids_left = (file.ids.len() as u64)
+            .saturating_sub(first_position.saturating_sub(file.first_position()));
+        self.id_map.reserve(ids_left as usize);
+        let mut position = first_position;
+        let mut id_at = usize::try_from(first_position - file.first_position())
+            .map_err(|_| "too many ids".to_owned())?;
+        for &(listed, count, at) in file.frames.get(from..).unwrap_or_default() {
+            let slot = ordinals
+                .get_mut(listed as usize)
+                .ok_or_else(|| format!("stream {listed} is not listed"))?;
+            let ordinal = match *slot {
+                Some(o) => o,
+                None => {
+                    let id = file
+                        .stream_ids
+                        .get(listed as usize)
+                        .ok_or_else(|| format!("stream {listed} is not listed"))?;
+                    let o = self.ordinal_or_add(id)?;
+                    *slot = Some(o);
+                    o
+                }
+            };
+            let first_version = self.entry_mut(ordinal)?.version + 1;
+            let end = id_at + count as usize;
+            let ids = file
+                .ids
+                .get(id_at..end)
+                .ok_or_else(|| "fewer ids than events".to_owned())?;
+            let entry = FrameEntry {
+                first_position: position,
+                first_version,
+                count,
+                at,
+            };
+            self.push_ordinal(ordinal, entry, ids)?;
+            position += count;
+            id_at = end;
+        }
+        Ok(())
+    }
+
+    /// Sets up an empty index from a base: the stream table `file` recorded as it stood
+    /// after its sealed segments, and those segments' summaries. Checks that the segments
+    /// continue one another, that the versions add up to their events and that every
+    /// stream names one of them as its newest. Returns the ordinal given to each stream
+    /// the file lists (none for those that start later). After an error the index is
+    /// partly filled: the caller starts again from an empty one.
+    pub fn install_base(
+        &mut self,
+        file: &IndexFile,
+        sealed: Vec<Sealed>,
+    ) -> Result<Vec<Option<u32>>, String> {
+        let Some(base) = &file.base else {
+            return Err("the index file records no base".into());
+        };
+        if !self.sealed.is_empty() || self.head != 0 || !self.stream_ids.is_empty() {
+            return Err("a base for an index that is not empty".into());
+        }
+        if sealed.len() as u64 != base.sealed {
+            return Err(format!(
+                "a base of {} sealed segments for {} segments",
+                base.sealed,
+                sealed.len()
+            ));
+        }
+        let mut next = 1u64;
+        for (i, s) in sealed.iter().enumerate() {
+            if s.segment != i as u64 || s.first_position != next {
+                return Err(format!(
+                    "sealed segment {} starts at position {}, expected {next}",
+                    s.segment, s.first_position
+                ));
+            }
+            next = s.end_position();
+        }
+        let mut events = 0u64;
+        let n = file.stream_ids.len();
+        self.stream_ids.reserve(n);
+        self.entries.reserve(n);
+        {
+            let Index {
+                hasher,
+                ordinals,
+                stream_ids,
+                ..
+            } = self;
+            ordinals.reserve(n, |&o| {
+                hasher.hash_one(stream_ids.get(o as usize).map_or("", String::as_str))
+            });
+        }
+        let mut given = vec![None; n];
+        for ((id, &(version, last_sealed)), given) in
+            file.stream_ids.iter().zip(&base.streams).zip(&mut given)
+        {
+            if (version == 0) != last_sealed.is_none()
+                || last_sealed.is_some_and(|l| l >= base.sealed)
+            {
+                return Err(format!(
+                    "stream `{id}` at version {version} in segment {last_sealed:?}"
+                ));
+            }
+            if version == 0 {
+                continue;
+            }
+            events = events
+                .checked_add(version)
+                .ok_or_else(|| "versions overflow".to_owned())?;
+            let known = self.stream_ids.len();
+            let ordinal = self.ordinal_or_add(id)?;
+            if (ordinal as usize) < known {
+                return Err(format!("stream `{id}` is listed twice"));
+            }
+            let entry = self.entry_mut(ordinal)?;
+            entry.version = version;
+            entry.last_sealed = last_sealed;
+            *given = Some(ordinal);
+        }
+        if events != next - 1 {
+            return Err(format!(
+                "its streams hold {events} events, its segments {}",
+                next - 1
+            ));
+        }
+        self.head = events;
+        if let Some(last) = sealed.last() {
+            self.covered = LogOffset::new(last.segment, last.len);
+        }
+        self.sealed = sealed.into_iter().map(Arc::new).collect();
+        Ok(given)
     }
 
     /// Adds a sealed segment read from its index at open, with its stream runs (in order
@@ -219,7 +413,8 @@ impl<H: BuildHasher + Default> Index<H> {
         let mut events = 0u64;
         for run in &runs {
             let segment = sealed.segment;
-            let stream = self.stream_mut(&run.stream_id)?;
+            let ordinal = self.ordinal_or_add(&run.stream_id)?;
+            let stream = self.entry_mut(ordinal)?;
             if run.first_version != stream.version + 1 || run.previous != stream.last_sealed {
                 return Err(format!(
                     "stream `{}` continues at version {} (expected {}) after segment {:?} \
@@ -271,7 +466,8 @@ impl<H: BuildHasher + Default> Index<H> {
                 None => {
                     let id = self.stream_ids.get(ordinal as usize)?;
                     let name: Arc<str> = Arc::from(id.as_str());
-                    previous.insert(Arc::clone(&name), self.streams.get(id)?.last_sealed);
+                    let entry = self.entries.get(ordinal as usize)?;
+                    previous.insert(Arc::clone(&name), entry.last_sealed);
                     names.insert(ordinal, Arc::clone(&name));
                     name
                 }
@@ -318,11 +514,7 @@ impl<H: BuildHasher + Default> Index<H> {
             })
             .collect();
         for ordinal in ordinals {
-            if let Some(s) = self
-                .stream_ids
-                .get(ordinal as usize)
-                .and_then(|id| self.streams.get_mut(id))
-            {
+            if let Some(s) = self.entries.get_mut(ordinal as usize) {
                 s.last_sealed = Some(segment);
                 let keep = s.recent.partition_point(|&no| no < base);
                 s.recent.drain(..keep);
@@ -386,7 +578,7 @@ impl<H: BuildHasher + Default> Index<H> {
     /// Up to `max` recent frames of a stream holding versions from `from_version` on,
     /// starting with the one that holds `from_version`.
     pub fn stream_frames(&self, stream_id: &str, from_version: u64, max: usize) -> Vec<FrameEntry> {
-        let Some(stream) = self.streams.get(stream_id) else {
+        let Some(stream) = self.stream(stream_id) else {
             return Vec::new();
         };
         let frame = |no: u64| self.recent.get((no - self.recent_base) as usize).copied();
@@ -402,8 +594,7 @@ impl<H: BuildHasher + Default> Index<H> {
 
     /// Whether recent frame number `no` belongs to `stream_id`.
     pub fn recent_frame_of(&self, stream_id: &str, no: u64) -> bool {
-        self.streams
-            .get(stream_id)
+        self.stream(stream_id)
             .is_some_and(|s| s.recent.binary_search(&no).is_ok())
     }
 
@@ -436,10 +627,13 @@ impl<H: BuildHasher + Default> Index<H> {
         self.recent.back().copied()
     }
 
-    /// Serializes the recent part: the frames after the sealed segments with the ids of
-    /// their events.
+    /// Serializes the base (the stream table as it stood after the sealed segments) and
+    /// the recent part: the frames after the sealed segments with the ids of their
+    /// events.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.recent.len() * 12 + self.recent_ids.len() * 16);
+        let names: usize = self.stream_ids.iter().map(|s| s.len() + 12).sum();
+        let mut out =
+            Vec::with_capacity(64 + names + self.recent.len() * 12 + self.recent_ids.len() * 16);
         out.extend_from_slice(INDEX_MAGIC);
         out.extend_from_slice(&self.covered.segment.to_le_bytes());
         out.extend_from_slice(&self.covered.offset.to_le_bytes());
@@ -449,27 +643,24 @@ impl<H: BuildHasher + Default> Index<H> {
             let n = v.encode_var(&mut buf);
             out.extend_from_slice(&buf[..n]);
         };
-        // only the streams of recent frames, numbered in order of appearance
-        let mut local: HashMap<u32, u64> = HashMap::new();
-        let mut names: Vec<&str> = Vec::new();
-        for &ordinal in &self.recent_streams {
-            local.entry(ordinal).or_insert_with(|| {
-                names.push(
-                    self.stream_ids
-                        .get(ordinal as usize)
-                        .map_or("", String::as_str),
-                );
-                names.len() as u64 - 1
-            });
+        var(&mut out, self.sealed.len() as u64);
+        // each stream's version before its recent frames
+        let mut base: Vec<u64> = self.entries.iter().map(|e| e.version).collect();
+        for (f, &o) in self.recent.iter().zip(&self.recent_streams) {
+            if let Some(v) = base.get_mut(o as usize) {
+                *v = v.saturating_sub(f.count);
+            }
         }
-        var(&mut out, names.len() as u64);
-        for id in &names {
+        var(&mut out, self.stream_ids.len() as u64);
+        for ((id, entry), version) in self.stream_ids.iter().zip(&self.entries).zip(base) {
             var(&mut out, id.len() as u64);
             out.extend_from_slice(id.as_bytes());
+            var(&mut out, version);
+            var(&mut out, entry.last_sealed.map_or(0, |s| s + 1));
         }
         var(&mut out, self.recent.len() as u64);
-        for (f, o) in self.recent.iter().zip(&self.recent_streams) {
-            var(&mut out, local[o]);
+        for (f, &o) in self.recent.iter().zip(&self.recent_streams) {
+            var(&mut out, u64::from(o));
             var(&mut out, f.count);
             var(&mut out, f.at.segment);
             var(&mut out, f.at.offset);
@@ -482,6 +673,21 @@ impl<H: BuildHasher + Default> Index<H> {
         out.extend_from_slice(&crc.to_le_bytes());
         out
     }
+
+    /// The recent frames with the ordinals of their streams, in log order.
+    pub fn recent_with_streams(&self) -> impl Iterator<Item = (&FrameEntry, u32)> {
+        self.recent.iter().zip(self.recent_streams.iter().copied())
+    }
+}
+
+/// The stream table `index.dat` recorded as it stood after the sealed segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    /// Number of sealed segments it covers.
+    pub sealed: u64,
+    /// Per stream listed (in the order of [`IndexFile::stream_ids`]): its version after
+    /// those segments (0: it starts later) and the newest of them holding it.
+    pub streams: Vec<(u64, Option<u64>)>,
 }
 
 /// What `index.dat` holds.
@@ -498,8 +704,10 @@ pub struct IndexFile {
     pub frames: Vec<(u32, u64, FrameRef)>,
     /// The ids of their events, in position order.
     pub ids: Vec<Uuid>,
-    /// Written by the previous format, listing every frame from the log's start.
+    /// Written by the first format, listing every frame from the log's start.
     pub from_start: bool,
+    /// The stream table after the sealed segments (not in the older formats).
+    pub base: Option<Base>,
 }
 
 impl IndexFile {
@@ -521,9 +729,10 @@ impl IndexFile {
             *at += n;
             Some(s)
         };
-        let from_start = match take(&mut at, 8)? {
-            m if m == INDEX_MAGIC => false,
-            m if m == INDEX_MAGIC_V1 => true,
+        let (from_start, with_base) = match take(&mut at, 8)? {
+            m if m == INDEX_MAGIC => (false, true),
+            m if m == INDEX_MAGIC_V2 => (false, false),
+            m if m == INDEX_MAGIC_V1 => (true, false),
             _ => return None,
         };
         let u64_le = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
@@ -534,15 +743,27 @@ impl IndexFile {
             *at += n;
             Some(v)
         };
+        let base_sealed = if with_base { Some(var(&mut at)?) } else { None };
         let stream_count = var(&mut at)?;
         if stream_count > body.len() as u64 {
             return None;
         }
         let mut stream_ids = Vec::with_capacity(stream_count as usize);
+        let mut base_streams =
+            Vec::with_capacity(if with_base { stream_count as usize } else { 0 });
         for _ in 0..stream_count {
             let len = usize::try_from(var(&mut at)?).ok()?;
             let id = std::str::from_utf8(take(&mut at, len)?).ok()?;
             stream_ids.push(id.to_owned());
+            if let Some(sealed) = base_sealed {
+                let version = var(&mut at)?;
+                let last_sealed = match var(&mut at)? {
+                    0 => None,
+                    n if n <= sealed => Some(n - 1),
+                    _ => return None,
+                };
+                base_streams.push((version, last_sealed));
+            }
         }
         let frame_count = var(&mut at)?;
         if frame_count > body.len() as u64 {
@@ -581,9 +802,12 @@ impl IndexFile {
             .chunks_exact(16)
             .map(|c| Uuid::from_slice(c).unwrap_or_default())
             .collect();
-        let mut seen = std::collections::HashSet::new();
-        if !stream_ids.iter().all(|s| seen.insert(s.as_str())) {
-            return None;
+        // with a base, the ids are checked once, as the stream table is built
+        if base_sealed.is_none() {
+            let mut seen = std::collections::HashSet::new();
+            if !stream_ids.iter().all(|s| seen.insert(s.as_str())) {
+                return None;
+            }
         }
         Some(IndexFile {
             covered,
@@ -592,6 +816,10 @@ impl IndexFile {
             frames,
             ids,
             from_start,
+            base: base_sealed.map(|sealed| Base {
+                sealed,
+                streams: base_streams,
+            }),
         })
     }
 }

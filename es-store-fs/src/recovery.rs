@@ -292,19 +292,53 @@ impl Scan<'_> {
             };
             return Err(self.corrupted(at_seg, at, reason));
         }
-        // Sealed segments whose index is intact and fits: their frames are not read.
+        // Sealed segments whose index is intact and fits: their frames are not read. Those
+        // that `index.dat`'s base covers are not even parsed: the base holds their stream
+        // table.
         let mut index = Index::new(LogOffset::segment_start(0));
         let mut upto = segment_count - 1;
         let mut seg = 0;
         let mut stream_tables = std::collections::VecDeque::new();
         let mut tables_len = 0usize;
+        let mut base = loaded
+            .as_ref()
+            .filter(|f| f.base.as_ref().is_some_and(|b| b.sealed > 0))
+            .filter(|_| !self.o.ignore_index);
+        let mut for_base = Vec::new();
+        // the ordinals the base gave the streams `index.dat` lists
+        let mut base_ordinals = None;
         while seg < upto {
+            let base_sealed = base.and_then(|f| f.base.as_ref()).map_or(0, |b| b.sealed);
+            if base_sealed > upto {
+                base = None;
+                continue;
+            }
+            let by_base = seg < base_sealed;
+            // a base that cannot be installed: every segment's stream runs are read
+            // instead, up to `$stop`
+            macro_rules! drop_base {
+                ($stop:expr, $why:expr) => {{
+                    tracing::warn!("{INDEX_FILE}'s stream table is not used: {}", $why);
+                    upto = $stop;
+                    base = None;
+                    for_base.clear();
+                    index = Index::new(LogOffset::segment_start(0));
+                    base_ordinals = None;
+                    stream_tables.clear();
+                    tables_len = 0;
+                    seg = 0;
+                    continue;
+                }};
+            }
             let Some(ReadSealed {
                 sealed,
                 runs,
                 table,
-            }) = self.read_sealed(seg)?
+            }) = self.read_sealed(seg, !by_base)?
             else {
+                if by_base {
+                    drop_base!(seg, "a sealed index it covers is missing or damaged");
+                }
                 break;
             };
             let recorded = LogOffset::new(seg, sealed.len);
@@ -326,21 +360,38 @@ impl Scan<'_> {
                 if proven.as_ref().is_none_or(|(p, _)| recorded > *p) {
                     proven = Some((recorded, claim));
                 }
+                if by_base {
+                    drop_base!(seg, "a segment it covers is shorter than sealed");
+                }
                 break;
             }
             if self.o.ignore_index || lens[seg as usize] != sealed.len {
                 // scanned instead: a repair or a verification checks every frame, and a
                 // segment longer than its index records is checked as unsealed
+                if by_base {
+                    drop_base!(seg, "a segment it covers is longer than sealed");
+                }
                 break;
             }
             let table_len = table.len();
-            if let Err(reason) = index.push_sealed(sealed, runs) {
+            if by_base {
+                for_base.push(sealed);
+                if seg + 1 == base_sealed
+                    && let Some(file) = base
+                {
+                    match index.install_base(file, std::mem::take(&mut for_base)) {
+                        Ok(given) => base_ordinals = Some(given),
+                        Err(reason) => drop_base!(upto, reason),
+                    }
+                }
+            } else if let Err(reason) = index.push_sealed(sealed, runs) {
                 tracing::warn!(
                     "the sealed index of segment {seg} does not continue the log ({reason}); \
                      it is rebuilt from the segment"
                 );
                 // start again, stopping before it
                 index = Index::new(LogOffset::segment_start(0));
+                base_ordinals = None;
                 stream_tables.clear();
                 tables_len = 0;
                 upto = seg;
@@ -348,8 +399,10 @@ impl Scan<'_> {
                 continue;
             }
             // the newest tables are kept for the store's cache: open has read them anyway
-            tables_len += table_len;
-            stream_tables.push_back((seg, table));
+            if table_len > 0 {
+                tables_len += table_len;
+                stream_tables.push_back((seg, table));
+            }
             while tables_len > self.o.table_budget
                 && let Some((_, old)) = stream_tables.pop_front()
             {
@@ -362,7 +415,7 @@ impl Scan<'_> {
         let mut fresh = true;
         match loaded {
             Some(file) => {
-                if self.load_recent(&mut index, &file, first_unsealed) {
+                if self.load_recent(&mut index, &file, first_unsealed, base_ordinals) {
                     fresh = false;
                 } else if file.covered.segment >= first_unsealed {
                     report.index_rebuilt = true;
@@ -636,12 +689,17 @@ impl Scan<'_> {
     /// Adds the frames `index.dat` lists in segments from `first_unsealed` on; `false`
     /// when it does not continue the sealed segments (it is older or newer than they
     /// are), and then nothing was added.
-    fn load_recent(&self, index: &mut Index, file: &IndexFile, first_unsealed: u64) -> bool {
+    fn load_recent(
+        &self,
+        index: &mut Index,
+        file: &IndexFile,
+        first_unsealed: u64,
+        base_ordinals: Option<Vec<Option<u32>>>,
+    ) -> bool {
         if file.covered.segment < first_unsealed {
             return false;
         }
         let mut position = file.first_position();
-        let mut id_at = 0usize;
         let mut from = 0;
         for (i, (_, count, at)) in file.frames.iter().enumerate() {
             if at.segment >= first_unsealed {
@@ -649,7 +707,6 @@ impl Scan<'_> {
                 break;
             }
             position += count;
-            id_at += *count as usize;
             from = i + 1;
         }
         let frames = &file.frames[from..];
@@ -661,35 +718,9 @@ impl Scan<'_> {
         if !continues {
             return false;
         }
-        let mut versions: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-        let mut entries = Vec::with_capacity(frames.len());
-        for &(ordinal, count, at) in frames {
-            let Some(stream) = file.stream_ids.get(ordinal as usize) else {
-                return false;
-            };
-            let version = versions
-                .entry(stream.as_str())
-                .or_insert_with(|| index.version(stream));
-            entries.push((
-                stream,
-                FrameEntry {
-                    first_position: position,
-                    first_version: *version + 1,
-                    count,
-                    at,
-                },
-                id_at,
-            ));
-            *version += count;
-            position += count;
-            id_at += count as usize;
-        }
-        for (stream, entry, id_at) in entries {
-            let ids = &file.ids[id_at..id_at + entry.count as usize];
-            if let Err(e) = index.push(stream, entry, ids) {
-                // cannot happen: positions and versions were just computed in order
-                tracing::error!("index out of step: {e}");
-            }
+        if let Err(e) = index.push_listed(file, from, position, base_ordinals) {
+            // cannot happen: the frames continue the log, and versions are computed in order
+            tracing::error!("index out of step: {e}");
         }
         index.covered = file.covered;
         true
@@ -697,14 +728,19 @@ impl Scan<'_> {
 
     /// The sealed index of segment `seg`: `None` when it is missing or damaged (it is then
     /// rebuilt from the segment); a failed read is an error.
-    fn read_sealed(&self, seg: u64) -> Result<Option<ReadSealed>, OpenError> {
+    fn read_sealed(&self, seg: u64, with_runs: bool) -> Result<Option<ReadSealed>, OpenError> {
         let path = sealed_index_path(self.dir, seg);
         let file = match self.vfs.open(&path, OpenMode::Read) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        match Sealed::read(&*file, seg) {
+        let read = if with_runs {
+            Sealed::read(&*file, seg)
+        } else {
+            Sealed::read_summary(&*file, seg)
+        };
+        match read {
             Ok(read) => Ok(Some(read)),
             Err(SealedError::Io(e)) => Err(read_err(&path, 0)(e)),
             Err(SealedError::Damaged { offset, reason }) => {

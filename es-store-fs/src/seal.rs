@@ -7,7 +7,7 @@
 //! ```text
 //! <n:020>.idx
 //! header (64 bytes)
-//!   0..8    magic b"ESSEGIX1"
+//!   0..8    magic b"ESSEGIX2"
 //!   8..16   segment number u64
 //!   16..24  sealed length u64: the segment's length, the end of its last frame
 //!   24..32  global position of the segment's first event u64
@@ -16,7 +16,7 @@
 //!   44..48  stream count S u32
 //!   48..52  names length N u32
 //!   52..56  filter length L u32 (0: no filter)
-//!   56..60  CRC32C of section A
+//!   56..60  CRC32C of section A but the filter
 //!   60..64  CRC32C of bytes 0..60
 //! section A (read when the store opens; all but the filter is the "stream table")
 //!   streams  S × 56 bytes, sorted by (stream hash, id):
@@ -27,13 +27,17 @@
 //!   by stream  F × 40 bytes: the frame entries (as below) grouped by stream, in the
 //!            order of the streams, each group in log order
 //!   filter   L bytes: a binary fuse filter of the event ids with 16-bit fingerprints
-//!            (20-byte descriptor, then the fingerprints, u16 each)
+//!            (20-byte descriptor, then the fingerprints, u16 each), then the CRC32C of
+//!            those, so that an open that knows the stream table reads the filter alone
 //! section B (read in pieces, on demand)
 //!   frames   F × 40 bytes in log order: offset u64, first position u64, first version
 //!            u64, event count u32, length u32, stream (index in streams) u32, reserved u32
 //!   ids      E × 24 bytes sorted by id: event id (16 bytes), position u64
 //!   CRC32C of section B u32
 //! ```
+//!
+//! Files of the first layout (b"ESSEGIX1": the filter has no checksum of its own and
+//! the CRC32C at 56..60 covers the whole of section A) are still read.
 //!
 //! The file is written to a temporary name, synced, renamed and the directory synced,
 //! only after its segment was cut to its last frame and synced: an intact sealed index
@@ -50,7 +54,8 @@ use std::io;
 use uuid::Uuid;
 use xorf::{BinaryFuse16, BinaryFuse16Ref, DmaSerializable, Filter, FilterRef};
 
-const MAGIC: &[u8; 8] = b"ESSEGIX1";
+const MAGIC: &[u8; 8] = b"ESSEGIX2";
+const MAGIC_V1: &[u8; 8] = b"ESSEGIX1";
 /// Length of the header.
 pub const HEADER_LEN: u64 = 64;
 const STREAM_LEN: u64 = 56;
@@ -307,6 +312,8 @@ impl Sealed {
             for fingerprint in f.fingerprints.iter() {
                 bytes.extend_from_slice(&fingerprint.to_le_bytes());
             }
+            let crc = crc32c::crc32c(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
             bytes
         });
         let filter = filter.unwrap_or_default();
@@ -324,6 +331,7 @@ impl Sealed {
         let mut section_a = streams;
         section_a.extend_from_slice(&names);
         section_a.extend_from_slice(&slots);
+        let table_crc = crc32c::crc32c(&section_a);
         section_a.extend_from_slice(&filter);
         let mut section_b = frames;
         for (id, position) in &ids {
@@ -340,7 +348,7 @@ impl Sealed {
         out.extend_from_slice(&(sorted.len() as u32).to_le_bytes());
         out.extend_from_slice(&(names.len() as u32).to_le_bytes());
         out.extend_from_slice(&(filter.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&section_a).to_le_bytes());
+        out.extend_from_slice(&table_crc.to_le_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&section_a);
@@ -352,6 +360,21 @@ impl Sealed {
     /// Reads the header and section A of segment `segment`'s sealed index: the summary
     /// kept in memory and the stream runs (in order of their first frame).
     pub fn read(file: &dyn VfsFile, segment: u64) -> Result<ReadSealed, SealedError> {
+        Self::read_with(file, segment, true)
+    }
+
+    /// [`Sealed::read`] without the stream runs (left empty), for a store that knows its
+    /// stream table from a base: in this layout the stream table is checked in pieces but
+    /// not kept (the table returned is empty).
+    pub fn read_summary(file: &dyn VfsFile, segment: u64) -> Result<ReadSealed, SealedError> {
+        Self::read_with(file, segment, false)
+    }
+
+    fn read_with(
+        file: &dyn VfsFile,
+        segment: u64,
+        with_runs: bool,
+    ) -> Result<ReadSealed, SealedError> {
         let file_len = file.len()?;
         let mut h = [0u8; HEADER_LEN as usize];
         match file.read_exact_at(&mut h, 0) {
@@ -361,9 +384,11 @@ impl Sealed {
             }
             Err(e) => return Err(e.into()),
         }
-        if &h[0..8] != MAGIC {
-            return Err(damaged(0, "not a sealed segment index (bad magic)"));
-        }
+        let first_layout = match &h[0..8] {
+            m if m == MAGIC => false,
+            m if m == MAGIC_V1 => true,
+            _ => return Err(damaged(0, "not a sealed segment index (bad magic)")),
+        };
         if crc32c::crc32c(&h[..60]).to_le_bytes() != h[60..64] {
             return Err(damaged(60, "header checksum mismatch"));
         }
@@ -399,17 +424,72 @@ impl Sealed {
                 format!("its counts do not fit its length of {file_len} bytes"),
             ));
         }
+        let filter_from = (sealed.filter_at() - HEADER_LEN) as usize;
+        // the filter, with its own checksum in this layout
+        let parse_filter = |bytes: &[u8]| -> Result<Option<IdFilter>, SealedError> {
+            if sealed.filter_len == 0 {
+                return Ok(None);
+            }
+            let unusable = || damaged(sealed.filter_at(), "an unusable id filter");
+            let bytes = if first_layout {
+                bytes
+            } else {
+                let (body, crc) = bytes
+                    .split_at_checked(bytes.len().wrapping_sub(4))
+                    .ok_or_else(unusable)?;
+                if crc32c::crc32c(body).to_le_bytes() != crc {
+                    return Err(damaged(
+                        sealed.filter_at(),
+                        "checksum mismatch in the id filter",
+                    ));
+                }
+                body
+            };
+            IdFilter::parse(bytes).map(Some).ok_or_else(unusable)
+        };
+        if !with_runs && !first_layout {
+            // the stream table is checked, as at every open, but not kept
+            let mut crc = 0u32;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut at = HEADER_LEN;
+            while at < sealed.filter_at() {
+                let n = buf.len().min((sealed.filter_at() - at) as usize);
+                file.read_exact_at(&mut buf[..n], at)?;
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+                at += n as u64;
+            }
+            if crc.to_le_bytes() != h[56..60] {
+                return Err(damaged(HEADER_LEN, "checksum mismatch in the stream table"));
+            }
+            let mut f = vec![0u8; sealed.filter_len as usize];
+            file.read_exact_at(&mut f, sealed.filter_at())?;
+            let filter = parse_filter(&f)?;
+            return Ok(ReadSealed {
+                sealed: Sealed { filter, ..sealed },
+                runs: Vec::new(),
+                table: Vec::new(),
+            });
+        }
         let a_len = sealed.frames_at() - HEADER_LEN;
         let mut a = vec![0u8; a_len as usize];
         file.read_exact_at(&mut a, HEADER_LEN)?;
-        if crc32c::crc32c(&a).to_le_bytes() != h[56..60] {
+        let covered = if first_layout {
+            &a[..]
+        } else {
+            &a[..filter_from]
+        };
+        if crc32c::crc32c(covered).to_le_bytes() != h[56..60] {
             return Err(damaged(HEADER_LEN, "checksum mismatch in the stream table"));
         }
         let names_from = (sealed.names_at() - HEADER_LEN) as usize;
-        let filter_from = (sealed.filter_at() - HEADER_LEN) as usize;
         let names = &a[names_from..(sealed.slots_at() - HEADER_LEN) as usize];
-        let mut runs = Vec::with_capacity(sealed.streams as usize);
-        for i in 0..sealed.streams as usize {
+        let n = if with_runs {
+            sealed.streams as usize
+        } else {
+            0
+        };
+        let mut runs = Vec::with_capacity(n);
+        for i in 0..n {
             let at = HEADER_LEN + i as u64 * STREAM_LEN;
             let run = parse_run(
                 &a[i * STREAM_LEN as usize..(i + 1) * STREAM_LEN as usize],
@@ -420,14 +500,7 @@ impl Sealed {
             runs.push(run);
         }
         runs.sort_by_key(|r| r.first_frame);
-        let filter = if sealed.filter_len == 0 {
-            None
-        } else {
-            Some(
-                IdFilter::parse(&a[filter_from..])
-                    .ok_or_else(|| damaged(sealed.filter_at(), "an unusable id filter"))?,
-            )
-        };
+        let filter = parse_filter(&a[filter_from..])?;
         a.truncate(filter_from);
         Ok(ReadSealed {
             sealed: Sealed { filter, ..sealed },

@@ -2,13 +2,14 @@
 
 use crate::error::OpenError;
 use crate::format::MAX_FRAME_LEN;
-use crate::index::{Index, IndexFile};
+use crate::index::{Base, Index, IndexFile};
 use crate::layout::{INDEX_FILE, sealed_index_path, segment_number};
 use crate::recovery;
 use crate::seal::Sealed;
 use crate::vfs::{StdFs, Vfs};
 use es_core::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
@@ -114,7 +115,7 @@ pub fn verify_on(
         segments: scanned.segment_count,
         frames: log.recent.len() as u64,
         events: log.head,
-        streams: log.streams.len() as u64,
+        streams: log.stream_count() as u64,
         bytes,
         torn_tail: scanned.report.torn_tail,
         index,
@@ -180,8 +181,58 @@ fn compare_index(log: &Index, file: &IndexFile) -> IndexStatus {
     if file.ids.len() > ids.len() || file.ids[..] != ids[..file.ids.len()] {
         return IndexStatus::Disagrees("its event ids differ from the log".into());
     }
+    if let Some(base) = &file.base
+        && let Err(why) = compare_base(log, file, base)
+    {
+        return IndexStatus::Disagrees(why);
+    }
     IndexStatus::Consistent {
         covered_frames: file.frames.len() as u64,
+    }
+}
+
+/// Compares the stream table `index.dat` records after its sealed segments with the
+/// log's first `base.sealed` segments.
+fn compare_base(log: &Index, file: &IndexFile, base: &Base) -> Result<(), String> {
+    let mut streams: HashMap<&str, (u64, Option<u64>)> = HashMap::new();
+    let mut events = 0u64;
+    for (f, ordinal) in log.recent_with_streams() {
+        if f.at.segment >= base.sealed {
+            break;
+        }
+        events += f.count;
+        let id = log
+            .stream_ids
+            .get(ordinal as usize)
+            .map_or("", String::as_str);
+        let s = streams.entry(id).or_default();
+        s.0 += f.count;
+        s.1 = Some(f.at.segment);
+    }
+    if events + 1 != file.first_position() {
+        return Err(format!(
+            "its stream table covers {} events, the log's first {} segments hold {events}",
+            file.first_position() - 1,
+            base.sealed
+        ));
+    }
+    for (id, &recorded) in file.stream_ids.iter().zip(&base.streams) {
+        let found = streams.remove(id.as_str()).unwrap_or_default();
+        if recorded != found {
+            return Err(format!(
+                "its stream table has stream `{id}` at version {} (newest segment {:?}) \
+                 after segment {}, the log at version {} (newest segment {:?})",
+                recorded.0,
+                recorded.1,
+                base.sealed - 1,
+                found.0,
+                found.1
+            ));
+        }
+    }
+    match streams.keys().next() {
+        Some(id) => Err(format!("its stream table lacks stream `{id}`")),
+        None => Ok(()),
     }
 }
 

@@ -201,7 +201,7 @@ impl FileStore {
 
     /// Number of streams.
     pub fn stream_count(&self) -> usize {
-        read(&self.shared.published).streams.len()
+        read(&self.shared.published).stream_count()
     }
 
     /// The ids of every stream with its version, in first-append order.

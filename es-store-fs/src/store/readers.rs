@@ -178,7 +178,7 @@ impl StreamReader<'_> {
             }
             let last_sealed = {
                 let index = read(&self.shared.published);
-                let Some(stream) = index.streams.get(&self.stream_id) else {
+                let Some(stream) = index.stream(&self.stream_id) else {
                     return Ok(());
                 };
                 if stream.version < self.next_version {

@@ -534,8 +534,9 @@ fn an_index_claiming_absurd_frame_lengths_is_not_trusted() {
     store.close().unwrap();
     let path = PathBuf::from(DIR).join("index.dat");
     let index = fs.read_file(&path).unwrap();
-    // magic, covered end, head; one stream "s"; two frames; the first frame's fields
-    let first_frame = 32 + 1 + 1 + 1 + 1;
+    // magic, covered end, head; no sealed segment; one stream "s" (length, id, version
+    // and newest segment before the recent frames); two frames; the first frame's fields
+    let first_frame = 32 + 1 + 1 + 1 + 1 + 1 + 1 + 1;
     assert_eq!(&index[first_frame..first_frame + 4], &[0, 1, 0, 32]);
     let len_at = first_frame + 4;
     let len_end = len_at + index[len_at..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;

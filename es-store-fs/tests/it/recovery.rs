@@ -1294,10 +1294,10 @@ fn damage_anywhere_is_refused_or_reported_and_never_silently_cut() {
                         assert!(events == reference, "{what}: events differ after the open");
                         intact += 1;
                     }
-                    Err(StoreError::Corrupted(_)) => {
+                    Err(StoreError::Corrupted(c)) => {
                         assert!(
                             verified.is_err(),
-                            "{what}: verify passed damage a read found"
+                            "{what}: verify passed damage a read found: {c}"
                         );
                         reported += 1;
                     }
@@ -1482,6 +1482,98 @@ fn sealed_segments_are_found_through_their_own_indexes() {
         "{err:?}"
     );
     assert_eq!(all_events(&store).len(), expected);
+}
+
+/// The stream table `index.dat` records at close (as it stood after the sealed segments)
+/// spares the next open the sealed stream tables; an old copy of the file, segments
+/// sealed after it was written, or a table that does not add up to the segments' events
+/// fall back to the sealed indexes with the same result.
+#[test]
+fn the_stream_table_recorded_at_close_is_used_only_when_it_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segments(dir.path(), 300);
+    let index_path = dir.path().join("index.dat");
+    let old_index = fs::read(&index_path).unwrap();
+    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    assert_eq!(store.recovery_report().frames_scanned, 0);
+    assert!(!store.recovery_report().index_rebuilt);
+    for i in 300..400u64 {
+        let stream = format!("s-{}", i % 11);
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event(10 * i)])
+            .unwrap();
+    }
+    store.close().unwrap();
+    let reference = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let events = all_events(&reference);
+    let versions = reference.streams();
+    assert_eq!(versions.len(), 11);
+    drop(reference);
+    let report = es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
+    assert!(
+        matches!(
+            report.index,
+            es_store_fs::tools::IndexStatus::Consistent { .. }
+        ),
+        "{:?}",
+        report.index
+    );
+    let check = |what: &str| {
+        let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+        assert_eq!(all_events(&store), events, "{what}");
+        assert_eq!(store.streams(), versions, "{what}");
+        for (id, version) in &versions {
+            assert_eq!(stream(&store, id).len() as u64, *version, "{what}: {id}");
+        }
+        // the next append to each stream continues it
+        for (id, version) in &versions {
+            let r = store
+                .append(id, ExpectedVersion::Exact(*version), vec![event(1)])
+                .unwrap();
+            assert_eq!(r.first_version, version + 1, "{what}: {id}");
+        }
+        drop(store);
+    };
+    let saved: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    let restore = || {
+        for e in fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                fs::remove_file(p).unwrap();
+            }
+        }
+        for (p, bytes) in &saved {
+            fs::write(p, bytes).unwrap();
+        }
+    };
+    check("the current index file");
+    restore();
+    // an older copy: written before the last 100 appends sealed more segments
+    fs::write(&index_path, &old_index).unwrap();
+    check("an older index file");
+    restore();
+    // a table whose versions do not add up to the segments' events (checksum made right)
+    let mut bad = fs::read(&index_path).unwrap();
+    // magic, covered end, head, the number of sealed segments (one byte), the number of
+    // streams (one byte), then "s-0": its length, its id, its version
+    assert_eq!(&bad[34..38], b"\x03s-0");
+    assert!(bad[38] < 0x7f, "a one-byte version");
+    bad[38] += 1;
+    let n = bad.len() - 4;
+    let crc = crc32c::crc32c(&bad[..n]);
+    bad[n..].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&index_path, &bad).unwrap();
+    let err = es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("stream `s-0`"), "{err}");
+    check("a table that does not add up");
 }
 
 /// A sealed index that is missing or whose stream table is damaged is rebuilt from its
