@@ -162,7 +162,13 @@ pub struct Sealed {
     names_len: u32,
     filter_len: u32,
     filter: Option<IdFilter>,
+    /// The hash of every `FENCE`th stream entry: a lookup in the file reads one block of
+    /// entries instead of searching it entry by entry.
+    fences: Box<[u64]>,
 }
+
+/// Stream entries per block of [`Sealed::find_stream`]'s reads from the file.
+const FENCE: u64 = 64;
 
 impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -404,6 +410,7 @@ impl Sealed {
             names_len: u32_at(48),
             filter_len: u32_at(52),
             filter: None,
+            fences: Box::default(),
         };
         if sealed.segment != segment {
             return Err(damaged(8, format!("names segment {}", sealed.segment)));
@@ -449,13 +456,21 @@ impl Sealed {
         };
         if !with_runs && !first_layout {
             // the stream table is checked, as at every open, but not kept
+            // pieces of whole blocks of entries, so that each block starts in its piece
             let mut crc = 0u32;
-            let mut buf = vec![0u8; 1 << 20];
+            let mut buf = vec![0u8; (STREAM_LEN * FENCE * 256) as usize];
             let mut at = HEADER_LEN;
+            let mut fences = Vec::with_capacity(sealed.streams.div_ceil(FENCE as u32) as usize);
             while at < sealed.filter_at() {
                 let n = buf.len().min((sealed.filter_at() - at) as usize);
                 file.read_exact_at(&mut buf[..n], at)?;
                 crc = crc32c::crc32c_append(crc, &buf[..n]);
+                let piece = &buf[..n.min(sealed.names_at().saturating_sub(at) as usize)];
+                fences.extend(
+                    piece
+                        .chunks((STREAM_LEN * FENCE) as usize)
+                        .filter_map(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?))),
+                );
                 at += n as u64;
             }
             if crc.to_le_bytes() != h[56..60] {
@@ -465,7 +480,11 @@ impl Sealed {
             file.read_exact_at(&mut f, sealed.filter_at())?;
             let filter = parse_filter(&f)?;
             return Ok(ReadSealed {
-                sealed: Sealed { filter, ..sealed },
+                sealed: Sealed {
+                    filter,
+                    fences: fences.into(),
+                    ..sealed
+                },
                 runs: Vec::new(),
                 table: Vec::new(),
             });
@@ -501,9 +520,17 @@ impl Sealed {
         }
         runs.sort_by_key(|r| r.first_frame);
         let filter = parse_filter(&a[filter_from..])?;
+        let fences = a[..names_from]
+            .chunks((STREAM_LEN * FENCE) as usize)
+            .filter_map(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
+            .collect();
         a.truncate(filter_from);
         Ok(ReadSealed {
-            sealed: Sealed { filter, ..sealed },
+            sealed: Sealed {
+                filter,
+                fences,
+                ..sealed
+            },
             runs,
             table: a,
         })
@@ -549,6 +576,11 @@ impl Sealed {
         stream_id: &str,
     ) -> Result<Option<StreamRun>, SealedError> {
         let hash = stream_hash(stream_id);
+        if let TableSource::File(_) = src
+            && self.fences.len() as u64 == u64::from(self.streams).div_ceil(FENCE)
+        {
+            return self.find_stream_by_blocks(src, stream_id, hash);
+        }
         let entry =
             |i: u64| self.table_bytes(src, self.streams_at() + i * STREAM_LEN, STREAM_LEN as usize);
         let hash_of = |b: &[u8]| u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
@@ -583,6 +615,54 @@ impl Sealed {
                 }));
             }
             i += 1;
+        }
+        Ok(None)
+    }
+
+    /// [`Sealed::find_stream`] in the file: the fences name the block where entries of
+    /// `hash` start, read whole (one read, and one for each block they run into).
+    fn find_stream_by_blocks(
+        &self,
+        src: &TableSource<'_>,
+        stream_id: &str,
+        hash: u64,
+    ) -> Result<Option<StreamRun>, SealedError> {
+        let streams = u64::from(self.streams);
+        let mut block = (self.fences.partition_point(|&f| f < hash) as u64).saturating_sub(1);
+        let hash_of = |b: &[u8]| u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
+        while block * FENCE < streams {
+            let first = block * FENCE;
+            let n = FENCE.min(streams - first);
+            let bytes = self.table_bytes(
+                src,
+                self.streams_at() + first * STREAM_LEN,
+                (n * STREAM_LEN) as usize,
+            )?;
+            for (k, b) in bytes.chunks_exact(STREAM_LEN as usize).enumerate() {
+                let entry_hash = hash_of(b);
+                if entry_hash < hash {
+                    continue;
+                }
+                if entry_hash > hash {
+                    return Ok(None);
+                }
+                let at = self.streams_at() + (first + k as u64) * STREAM_LEN;
+                let bad = || damaged(at, "a stream entry outside the file's bounds");
+                let run = parse_run(b, &[], self).ok_or_else(bad)?;
+                let name_at = u64::from(u32::from_le_bytes(b[32..36].try_into().unwrap_or([0; 4])));
+                let name_len = u32::from_le_bytes(b[36..40].try_into().unwrap_or([0; 4]));
+                if name_at + u64::from(name_len) > u64::from(self.names_len) {
+                    return Err(bad());
+                }
+                let name = self.table_bytes(src, self.names_at() + name_at, name_len as usize)?;
+                if *name == *stream_id.as_bytes() {
+                    return Ok(Some(StreamRun {
+                        stream_id: stream_id.to_owned(),
+                        ..run
+                    }));
+                }
+            }
+            block += 1;
         }
         Ok(None)
     }

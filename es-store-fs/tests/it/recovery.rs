@@ -1576,6 +1576,60 @@ fn the_stream_table_recorded_at_close_is_used_only_when_it_fits() {
     check("a table that does not add up");
 }
 
+/// Streams of segments that hold thousands of them are found in the sealed indexes on
+/// disk (one block of the stream table per lookup) exactly as in a table held in memory.
+#[test]
+fn streams_among_thousands_per_segment_are_found_on_disk_and_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || FileStoreOptions {
+        segment_size: 256 * 1024,
+        preallocate: 0,
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with(dir.path(), options()).unwrap();
+    let streams = 3000u64;
+    for round in 0..4u64 {
+        for s in 0..streams {
+            // a shuffled order per round, so that streams interleave in the log
+            let s = (s * 7919 + round * 104_729) % streams;
+            store
+                .append(
+                    &format!("stream-{s}"),
+                    ExpectedVersion::Any,
+                    vec![event(round)],
+                )
+                .unwrap();
+        }
+    }
+    store.close().unwrap();
+    assert!(segment_count(dir.path()) > 2);
+    let check = |what: &str| {
+        let store = FileStore::open_with(dir.path(), options()).unwrap();
+        let events = all_events(&store);
+        assert_eq!(events.len() as u64, 4 * streams);
+        let mut by_stream: std::collections::HashMap<&str, Vec<&RecordedEvent>> =
+            std::collections::HashMap::new();
+        for e in &events {
+            by_stream.entry(e.stream_id.as_str()).or_default().push(e);
+        }
+        for s in 0..streams {
+            let id = format!("stream-{s}");
+            let read = stream(&store, &id);
+            let expected: Vec<RecordedEvent> = by_stream[id.as_str()]
+                .iter()
+                .map(|e| (*e).clone())
+                .collect();
+            assert_eq!(read, expected, "{what}: {id}");
+        }
+        assert!(stream(&store, "stream-absent").is_empty(), "{what}");
+    };
+    // the stream tables are read from disk: open used the table index.dat recorded
+    check("tables on disk");
+    // without index.dat, open reads the stream tables and keeps them in memory
+    fs::remove_file(dir.path().join("index.dat")).unwrap();
+    check("tables in memory");
+}
+
 /// A sealed index that is missing or whose stream table is damaged is rebuilt from its
 /// segment, with identical reads.
 #[test]
