@@ -85,12 +85,13 @@ impl TableCache {
 struct OpenFiles(VecDeque<(u64, Arc<dyn VfsFile>)>);
 
 impl OpenFiles {
-    /// File `no`, opened at `path` unless it is open already.
+    /// File `no`, opened at `path()` unless it is open already (a path is named only to
+    /// open it).
     fn get(
         &mut self,
         vfs: &dyn crate::vfs::Vfs,
         no: u64,
-        path: &Path,
+        path: impl FnOnce() -> PathBuf,
     ) -> io::Result<Arc<dyn VfsFile>> {
         if let Some(i) = self.0.iter().position(|(n, _)| *n == no)
             && let Some(entry) = self.0.remove(i)
@@ -99,8 +100,9 @@ impl OpenFiles {
             self.0.push_back(entry);
             return Ok(file);
         }
+        let path = path();
         let file = vfs
-            .open(path, OpenMode::Read)
+            .open(&path, OpenMode::Read)
             .map_err(|e| io::Error::new(e.kind(), format!("opening `{}`: {e}", path.display())))?;
         if self.0.len() >= MAX_OPEN_SEALED {
             self.0.pop_front();
@@ -342,16 +344,16 @@ impl Shared {
                 ),
             )));
         }
-        let path = segment_path(&self.dir, no);
-        Ok(files.sealed.get(&*self.options.vfs, no, &path)?)
+        Ok(files
+            .sealed
+            .get(&*self.options.vfs, no, || segment_path(&self.dir, no))?)
     }
 
     /// The sealed index of segment `no`, from the bounded set of open files.
     fn sealed_index(&self, no: u64) -> Result<Arc<dyn VfsFile>, StoreError> {
-        let path = sealed_index_path(&self.dir, no);
         Ok(lock(&self.segments)
             .indexes
-            .get(&*self.options.vfs, no, &path)?)
+            .get(&*self.options.vfs, no, || sealed_index_path(&self.dir, no))?)
     }
 
     /// Runs `f` on the stream table of sealed segment `sealed`: the cached copy (the
