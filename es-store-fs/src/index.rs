@@ -627,17 +627,36 @@ impl<H: BuildHasher + Default> Index<H> {
         self.recent.back().copied()
     }
 
+    /// Serializes the base alone, as an index of the sealed segments: what the next open
+    /// needs not to read their stream tables, written without syncing the active
+    /// segment (sealed segments are durable).
+    pub fn encode_base(&self) -> Vec<u8> {
+        self.encode_with(false)
+    }
+
     /// Serializes the base (the stream table as it stood after the sealed segments) and
     /// the recent part: the frames after the sealed segments with the ids of their
     /// events.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(true)
+    }
+
+    fn encode_with(&self, recent: bool) -> Vec<u8> {
+        let (covered, head) = match (recent, self.sealed.last()) {
+            (true, _) | (false, None) => (self.covered, self.head),
+            (false, Some(last)) => (
+                LogOffset::new(last.segment, last.len),
+                last.end_position() - 1,
+            ),
+        };
+        let frames = if recent { self.recent.len() } else { 0 };
         let names: usize = self.stream_ids.iter().map(|s| s.len() + 12).sum();
         let mut out =
             Vec::with_capacity(64 + names + self.recent.len() * 12 + self.recent_ids.len() * 16);
         out.extend_from_slice(INDEX_MAGIC);
-        out.extend_from_slice(&self.covered.segment.to_le_bytes());
-        out.extend_from_slice(&self.covered.offset.to_le_bytes());
-        out.extend_from_slice(&self.head.to_le_bytes());
+        out.extend_from_slice(&covered.segment.to_le_bytes());
+        out.extend_from_slice(&covered.offset.to_le_bytes());
+        out.extend_from_slice(&head.to_le_bytes());
         let mut buf = [0u8; 10];
         let mut var = |out: &mut Vec<u8>, v: u64| {
             let n = v.encode_var(&mut buf);
@@ -658,15 +677,19 @@ impl<H: BuildHasher + Default> Index<H> {
             var(&mut out, version);
             var(&mut out, entry.last_sealed.map_or(0, |s| s + 1));
         }
-        var(&mut out, self.recent.len() as u64);
-        for (f, &o) in self.recent.iter().zip(&self.recent_streams) {
+        var(&mut out, frames as u64);
+        for (f, &o) in self.recent.iter().zip(&self.recent_streams).take(frames) {
             var(&mut out, u64::from(o));
             var(&mut out, f.count);
             var(&mut out, f.at.segment);
             var(&mut out, f.at.offset);
             var(&mut out, u64::from(f.at.len));
         }
-        for id in &self.recent_ids {
+        for id in self
+            .recent_ids
+            .iter()
+            .take(if recent { usize::MAX } else { 0 })
+        {
             out.extend_from_slice(id.as_bytes());
         }
         let crc = crc32c::crc32c(&out);

@@ -308,6 +308,8 @@ impl Shared {
         let bytes = index.encode();
         drop(index);
         let path = self.dir.join(INDEX_FILE);
+        // the sealing thread writes it too
+        let _one_at_a_time = lock(&self.seal_lock);
         write_atomically(&*self.options.vfs, &self.dir, &path, &bytes)?;
         Ok(())
     }
@@ -902,10 +904,11 @@ impl Shared {
             return Ok(());
         }
         let _one_at_a_time = lock(&self.seal_lock);
+        let mut sealed_any = false;
         loop {
             let active = lock(&self.segments).count.saturating_sub(1);
             let Some(frames) = read(&self.published).segment_to_seal(active) else {
-                return Ok(());
+                break;
             };
             let segment = frames.segment;
             let sealed = crate::recovery::write_sealed(&*self.options.vfs, &self.dir, &frames)
@@ -925,7 +928,26 @@ impl Shared {
                     format!("its sealed index does not fit the index in memory: {e}"),
                 ))
             })?;
+            sealed_any = true;
         }
+        if sealed_any {
+            // the stream table after the sealed segments, so that an open after a crash
+            // need not read their stream tables (a clean close writes the whole index)
+            let bytes = read(&self.published).encode_base();
+            write_atomically(
+                &*self.options.vfs,
+                &self.dir,
+                &self.dir.join(INDEX_FILE),
+                &bytes,
+            )
+            .map_err(|e| {
+                StoreError::Io(io::Error::new(
+                    e.kind(),
+                    format!("writing {INDEX_FILE}: {e}"),
+                ))
+            })?;
+        }
+        Ok(())
     }
 }
 
