@@ -35,6 +35,7 @@
 //! the id only (the streams of the recent frames); b"ESINDEX1" is that layout with every
 //! frame from the log's start.
 
+use crate::group::{GROUP_SEGMENTS, IdGroup};
 use crate::layout::LogOffset;
 use crate::seal::{Sealed, SegmentFrames, StreamRun};
 use integer_encoding::VarInt;
@@ -108,6 +109,10 @@ pub struct Index<H = foldhash::fast::RandomState> {
     pub stream_ids: Vec<String>,
     /// Sealed segments 0, 1, … in order: their frames are found through their indexes.
     pub sealed: Vec<Arc<Sealed>>,
+    /// The id filters of groups of sealed segments, by window (see [`crate::group`]).
+    pub groups: Vec<Option<Arc<IdGroup>>>,
+    /// Windows whose group filter could not be built while the store runs.
+    pub groups_refused: std::collections::BTreeSet<u64>,
     /// The frames after the sealed segments, in log order.
     pub recent: VecDeque<FrameEntry>,
     /// The stream ordinal of each recent frame.
@@ -141,6 +146,8 @@ impl<H: BuildHasher + Default> Index<H> {
             entries: Vec::new(),
             stream_ids: Vec::new(),
             sealed: Vec::new(),
+            groups: Vec::new(),
+            groups_refused: std::collections::BTreeSet::new(),
             recent: VecDeque::new(),
             recent_streams: VecDeque::new(),
             recent_base: 0,
@@ -541,6 +548,25 @@ impl<H: BuildHasher + Default> Index<H> {
         }
         self.recent_base = base;
         self.sealed.push(Arc::new(sealed));
+        Ok(())
+    }
+
+    /// Installs the id filter of a group of sealed segments: its segments' own filters
+    /// are dropped from memory.
+    pub fn install_group(&mut self, group: IdGroup) -> Result<(), String> {
+        let w = group.window;
+        let first = (w * GROUP_SEGMENTS) as usize;
+        let members = self
+            .sealed
+            .get_mut(first..first + GROUP_SEGMENTS as usize)
+            .ok_or_else(|| format!("group {w} covers segments not sealed"))?;
+        for s in members {
+            *s = Arc::new(s.without_filter());
+        }
+        if self.groups.len() <= w as usize {
+            self.groups.resize(w as usize + 1, None);
+        }
+        self.groups[w as usize] = Some(Arc::new(group));
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 //!   index.dat.tmp         an index being written
 //!   <n:020>.seg           log segments 0, 1, 2, … with no gaps
 //!   <n:020>.idx           the sealed index of segment n, written once it is sealed
+//!   <n:020>.flt           the id filter of sealed segments n … n + 63 (n a multiple of 64)
 //!   snapshots/<h:016x>.snap  the newest snapshots of one stream
 //! ```
 //!
@@ -70,6 +71,15 @@ pub const SEALED_INDEX_SUFFIX: &str = ".idx";
 pub fn sealed_index_path(dir: &Path, no: u64) -> PathBuf {
     dir.join(format!(
         "{no:0width$}{SEALED_INDEX_SUFFIX}",
+        width = SEGMENT_DIGITS
+    ))
+}
+
+/// The path of the id filter of the group of sealed segments `window`.
+pub fn group_filter_path(dir: &Path, window: u64) -> PathBuf {
+    dir.join(format!(
+        "{:0width$}.flt",
+        window * crate::group::GROUP_SEGMENTS,
         width = SEGMENT_DIGITS
     ))
 }

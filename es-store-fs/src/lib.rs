@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod format;
+mod group;
 mod index;
 mod layout;
 mod marker;

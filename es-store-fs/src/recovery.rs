@@ -6,10 +6,11 @@ use crate::format::{
     self, FRAME_OVERHEAD, FRAME_PREFIX_LEN, FRAME_SUFFIX_LEN, Frame, SEGMENT_HEADER_LEN,
     SegmentHeader,
 };
+use crate::group::{GROUP_SEGMENTS, IdGroup};
 use crate::index::{FrameEntry, FrameRef, Index, IndexFile};
 use crate::layout::{
-    INDEX_FILE, LogOffset, PUBLISHED_FILE, create_segment, sealed_index_path, segment_number,
-    segment_path, write_header,
+    INDEX_FILE, LogOffset, PUBLISHED_FILE, create_segment, group_filter_path, sealed_index_path,
+    segment_number, segment_path, write_header,
 };
 use crate::published::Published;
 use crate::read_ahead::{READ_AHEAD, ReadAhead};
@@ -613,6 +614,9 @@ impl Scan<'_> {
                 segments_removed: Vec::new(),
             });
         }
+        if !self.o.ignore_index {
+            self.load_groups(&mut index)?;
+        }
         let last_segment = match segment_count {
             0 => None,
             n => Some(open(n - 1)?),
@@ -724,6 +728,37 @@ impl Scan<'_> {
         }
         index.covered = file.covered;
         true
+    }
+
+    /// Installs the id filter of each complete window of sealed segments whose group file
+    /// is intact and was built for those segments (others are written again once the
+    /// store runs). A failed read is an error.
+    fn load_groups(&self, index: &mut Index) -> Result<(), OpenError> {
+        let windows = index.sealed.len() as u64 / GROUP_SEGMENTS;
+        for w in 0..windows {
+            let path = group_filter_path(self.dir, w);
+            let file = match self.vfs.open(&path, OpenMode::Read) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&path)(e)),
+            };
+            let first = (w * GROUP_SEGMENTS) as usize;
+            let Some(members) = index.sealed.get(first..first + GROUP_SEGMENTS as usize) else {
+                continue;
+            };
+            match IdGroup::read(&*file, w, members) {
+                Ok(Ok(group)) => {
+                    if let Err(reason) = index.install_group(group) {
+                        tracing::warn!("{}: {reason}", path.display());
+                    }
+                }
+                Ok(Err(reason)) => {
+                    tracing::warn!("{}: {reason}; it is written again", path.display());
+                }
+                Err(e) => return Err(read_err(&path, 0)(e)),
+            }
+        }
+        Ok(())
     }
 
     /// The sealed index of segment `seg`: `None` when it is missing or damaged (it is then

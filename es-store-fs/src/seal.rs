@@ -73,7 +73,7 @@ pub fn stream_hash(stream_id: &str) -> u64 {
 }
 
 /// The filter key of an event id.
-fn id_key(id: &Uuid) -> u64 {
+pub(crate) fn id_key(id: &Uuid) -> u64 {
     let (a, b) = id.as_u64_pair();
     a ^ b.rotate_left(29)
 }
@@ -107,16 +107,31 @@ fn damaged(offset: u64, reason: impl Into<String>) -> SealedError {
 
 /// The filter in front of a segment's id table: 16-bit fingerprints, so that a lookup
 /// in a store of a thousand segments still rarely reads an id table in vain.
-struct IdFilter {
+pub(crate) struct IdFilter {
     descriptor: [u8; FILTER_DESCRIPTOR_LEN],
     fingerprints: Box<[u16]>,
 }
 
 impl IdFilter {
+    /// The filter of `keys` (sorted and deduplicated here) as bytes: its descriptor, then
+    /// its fingerprints. `None` when the filter cannot be built (no key).
+    pub(crate) fn build(keys: &mut Vec<u64>) -> Option<Vec<u8>> {
+        keys.sort_unstable();
+        keys.dedup();
+        let f = BinaryFuse16::try_from(&*keys).ok()?;
+        let mut bytes = vec![0u8; FILTER_DESCRIPTOR_LEN];
+        f.dma_copy_descriptor_to(&mut bytes);
+        bytes.reserve(f.fingerprints.len() * 2);
+        for fingerprint in f.fingerprints.iter() {
+            bytes.extend_from_slice(&fingerprint.to_le_bytes());
+        }
+        Some(bytes)
+    }
+
     /// Checks the descriptor against the fingerprints, so that no probe can index out of
     /// them: the segment length a power of two with its mask, the segment count length a
     /// multiple of it, and the fingerprints exactly that long plus two segments.
-    fn parse(bytes: &[u8]) -> Option<IdFilter> {
+    pub(crate) fn parse(bytes: &[u8]) -> Option<IdFilter> {
         let (descriptor, fingerprints) = bytes.split_at_checked(FILTER_DESCRIPTOR_LEN)?;
         let u32_at = |i: usize| {
             u64::from(u32::from_le_bytes(
@@ -138,7 +153,7 @@ impl IdFilter {
         })
     }
 
-    fn may_hold(&self, key: u64) -> bool {
+    pub(crate) fn may_hold(&self, key: u64) -> bool {
         // a slice of `u16` is aligned as the filter needs
         let fingerprints: &[u8] = bytemuck::cast_slice(&self.fingerprints);
         BinaryFuse16Ref::from_dma(&self.descriptor, fingerprints).contains(&key)
@@ -256,9 +271,47 @@ impl Sealed {
         self.first_position + self.events
     }
 
-    /// Whether the segment may hold event `id` (no false negatives).
+    /// Whether the segment may hold event `id` (no false negatives). Without a filter
+    /// (its group's filter answers for it), it may.
     pub fn may_hold(&self, id: &Uuid) -> bool {
         self.filter.as_ref().is_none_or(|f| f.may_hold(id_key(id)))
+    }
+
+    /// The same summary without the id filter, for a segment whose group filter answers
+    /// for it.
+    pub fn without_filter(&self) -> Sealed {
+        Sealed {
+            segment: self.segment,
+            len: self.len,
+            first_position: self.first_position,
+            events: self.events,
+            frames: self.frames,
+            streams: self.streams,
+            names_len: self.names_len,
+            filter_len: self.filter_len,
+            filter: None,
+            fences: self.fences.clone(),
+        }
+    }
+
+    /// The filter keys of every event id of the segment, from its id table, after checking
+    /// the checksum of the frame and id tables (a group filter built from a damaged table
+    /// would let a stored id through as new).
+    pub fn id_keys(&self, file: &dyn VfsFile, keys: &mut Vec<u64>) -> Result<(), SealedError> {
+        let at = self.frames_at();
+        let mut b = vec![0u8; (self.file_len() - 4 - at) as usize];
+        file.read_exact_at(&mut b, at)?;
+        let mut crc = [0u8; 4];
+        file.read_exact_at(&mut crc, self.file_len() - 4)?;
+        if crc32c::crc32c(&b).to_le_bytes() != crc {
+            return Err(damaged(at, "checksum mismatch in the frame and id tables"));
+        }
+        let ids = &b[(self.ids_at() - at) as usize..];
+        keys.extend(
+            ids.chunks_exact(ID_LEN as usize)
+                .map(|e| id_key(&Uuid::from_slice(&e[..16]).unwrap_or_default())),
+        );
+        Ok(())
     }
 
     /// Encodes the sealed index of `seg`, whose segment ends at `len`. `None` when the
@@ -310,14 +363,7 @@ impl Sealed {
             }
         }
         let mut keys: Vec<u64> = seg.ids.iter().map(id_key).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let filter = BinaryFuse16::try_from(&keys).ok().map(|f| {
-            let mut bytes = vec![0u8; FILTER_DESCRIPTOR_LEN];
-            f.dma_copy_descriptor_to(&mut bytes);
-            for fingerprint in f.fingerprints.iter() {
-                bytes.extend_from_slice(&fingerprint.to_le_bytes());
-            }
+        let filter = IdFilter::build(&mut keys).map(|mut bytes| {
             let crc = crc32c::crc32c(&bytes);
             bytes.extend_from_slice(&crc.to_le_bytes());
             bytes

@@ -100,6 +100,18 @@ pub fn verify_on(
             ),
         });
     }
+    if let Some((window, why)) = compare_groups(vfs, dir, log) {
+        let path = crate::layout::group_filter_path(dir, window);
+        return Err(OpenError::Corrupted {
+            file: path,
+            segment: window * crate::group::GROUP_SEGMENTS,
+            offset: 0,
+            reason: format!(
+                "the group id filter is intact and fits its segments but {why}; remove it to \
+                 rebuild it from their indexes"
+            ),
+        });
+    }
     if let IndexStatus::Disagrees(why) = &index {
         return Err(OpenError::Corrupted {
             file: dir.join(INDEX_FILE),
@@ -234,6 +246,45 @@ fn compare_base(log: &Index, file: &IndexFile, base: &Base) -> Result<(), String
         Some(id) => Err(format!("its stream table lacks stream `{id}`")),
         None => Ok(()),
     }
+}
+
+/// Checks each group id filter that an open would use (intact, built for the sealed
+/// segments present) against the event ids of its segments, scanned whole into `log`:
+/// the first window whose filter lacks an id.
+fn compare_groups(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String)> {
+    use crate::group::{GROUP_SEGMENTS, IdGroup};
+    let last = log.recent.back()?.at.segment;
+    let base = log.first_recent_position();
+    let mut ids: Option<Vec<uuid::Uuid>> = None;
+    for window in 0..last / GROUP_SEGMENTS {
+        let open = |path: &Path| vfs.open(path, crate::vfs::OpenMode::Read).ok();
+        let Some(file) = open(&crate::layout::group_filter_path(dir, window)) else {
+            continue;
+        };
+        let mut members = Vec::new();
+        for segment in window * GROUP_SEGMENTS..(window + 1) * GROUP_SEGMENTS {
+            let read = open(&sealed_index_path(dir, segment))
+                .and_then(|f| Sealed::read_summary(&*f, segment).ok());
+            match read {
+                Some(read) => members.push(std::sync::Arc::new(read.sealed)),
+                None => break,
+            }
+        }
+        let Ok(Ok(group)) = IdGroup::read(&*file, window, &members) else {
+            continue;
+        };
+        let (Some(first), Some(last)) = (members.first(), members.last()) else {
+            continue;
+        };
+        let ids = ids.get_or_insert_with(|| log.recent_ids_from(base));
+        let from = first.first_position.saturating_sub(base) as usize;
+        let count = (last.end_position() - first.first_position) as usize;
+        let of_window = ids.iter().skip(from).take(count);
+        if let Some(id) = of_window.into_iter().find(|id| !group.may_hold(id)) {
+            return Some((window, format!("lacks event id {id}")));
+        }
+    }
+    None
 }
 
 /// Compares each intact sealed index with its segment, scanned whole into `log`: the

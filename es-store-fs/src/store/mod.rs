@@ -250,7 +250,7 @@ impl FileStore {
         }
         // sealed segments get their own indexes first: `index.dat` then lists the active
         // segment's frames only
-        self.shared.seal_ready()?;
+        self.shared.seal_ready(false)?;
         let mut w = lock(&self.shared.writer);
         while w.flushing {
             w = self.shared.wait_for_flush(w);

@@ -19,9 +19,11 @@
 
 use super::{FileStore, Shared, lock, read};
 use crate::format::{self, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN};
+use crate::group::{GROUP_MAX_EVENTS, GROUP_SEGMENTS, IdGroup};
 use crate::index::{FrameEntry, FrameRef, IdMap, Index, Located};
 use crate::layout::{CreateSegmentError, INDEX_FILE, LogOffset, create_segment, segment_path};
 use crate::published::Published;
+use crate::seal::SealedError;
 use crate::store::Durability;
 use crate::vfs::{VfsFile, write_atomically};
 use chrono::{DateTime, Utc};
@@ -890,7 +892,7 @@ pub(super) fn seal_segments(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if let Err(e) = shared.seal_ready() {
+        if let Err(e) = shared.seal_ready(true) {
             tracing::warn!("{e}");
         }
     }
@@ -899,7 +901,9 @@ pub(super) fn seal_segments(shared: Weak<Shared>) {
 impl Shared {
     /// Writes the sealed index of every complete segment whose frames are still in
     /// memory, then drops those frames and ids from memory. One caller at a time.
-    pub(super) fn seal_ready(&self) -> Result<(), StoreError> {
+    /// With `groups`, also builds the id filters of complete windows of segments (the
+    /// sealing thread does; `checkpoint` does not wait for them).
+    pub(super) fn seal_ready(&self, groups: bool) -> Result<(), StoreError> {
         if self.options.read_only {
             return Ok(());
         }
@@ -930,6 +934,8 @@ impl Shared {
             })?;
             sealed_any = true;
         }
+        // the stream table is recorded even when a group filter fails
+        let grouped = if groups { self.build_groups() } else { Ok(()) };
         if sealed_any {
             // the stream table after the sealed segments, so that an open after a crash
             // need not read their stream tables (a clean close writes the whole index)
@@ -947,11 +953,71 @@ impl Shared {
                 ))
             })?;
         }
-        Ok(())
+        grouped
     }
 }
 
 impl Shared {
+    /// Writes and installs the id filter of every complete window of sealed segments that
+    /// has none (and holds no more than [`GROUP_MAX_EVENTS`] events). Called by the
+    /// sealing thread, under the sealing lock.
+    fn build_groups(&self) -> Result<(), StoreError> {
+        loop {
+            let todo = {
+                let index = read(&self.published);
+                let windows = index.sealed.len() as u64 / GROUP_SEGMENTS;
+                (0..windows).find_map(|w| {
+                    let first = (w * GROUP_SEGMENTS) as usize;
+                    let members = &index.sealed[first..first + GROUP_SEGMENTS as usize];
+                    let events: u64 = members.iter().map(|m| m.events).sum();
+                    let missing = index.groups.get(w as usize).is_none_or(Option::is_none)
+                        && !index.groups_refused.contains(&w);
+                    (missing && events <= GROUP_MAX_EVENTS).then(|| (w, members.to_vec()))
+                })
+            };
+            let Some((w, members)) = todo else {
+                return Ok(());
+            };
+            let path = crate::layout::group_filter_path(&self.dir, w);
+            // a window that failed once is not tried again while the store runs
+            self.published
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .groups_refused
+                .insert(w);
+            let keys = IdGroup::keys(&members, |no| {
+                self.sealed_index(no)
+                    .map_err(|e| SealedError::Io(io::Error::other(e.to_string())))
+            })
+            .map_err(|(no, e)| self.sealed_failed(no, e))?;
+            let group = IdGroup::encode(w, &members, keys)
+                .ok_or_else(|| {
+                    StoreError::Io(io::Error::other(format!(
+                        "no id filter can be built for {}",
+                        path.display()
+                    )))
+                })
+                .and_then(|bytes| {
+                    write_atomically(&*self.options.vfs, &self.dir, &path, &bytes).map_err(
+                        |e| {
+                            StoreError::Io(io::Error::new(
+                                e.kind(),
+                                format!("writing {}: {e}", path.display()),
+                            ))
+                        },
+                    )?;
+                    IdGroup::parse(&bytes, w, &members).map_err(|reason| {
+                        StoreError::Io(io::Error::other(format!("{}: {reason}", path.display())))
+                    })
+                })?;
+            let mut index = self.published.write().unwrap_or_else(|e| e.into_inner());
+            index.groups_refused.remove(&w);
+            index.install_group(group).map_err(|reason| {
+                StoreError::Io(io::Error::other(format!("{}: {reason}", path.display())))
+            })?;
+        }
+    }
+
     /// Where event `id` is stored among the published events: a recent frame, or a sealed
     /// segment whose filter lets it through and whose id table holds it.
     pub(super) fn find_id(
@@ -975,16 +1041,25 @@ impl Shared {
                 _ => None,
             });
         }
-        for sealed in index.sealed.iter().rev() {
-            if !sealed.may_hold(id) {
+        // newest first, a window of segments at a time: its group filter answers for all
+        // its segments when it has one, else each segment's own filter
+        let windows = (index.sealed.len() as u64).div_ceil(GROUP_SEGMENTS);
+        for w in (0..windows).rev() {
+            let first = (w * GROUP_SEGMENTS) as usize;
+            let last = (first + GROUP_SEGMENTS as usize).min(index.sealed.len());
+            let group = index.groups.get(w as usize).and_then(Option::as_ref);
+            if group.is_some_and(|g| !g.may_hold(id)) {
                 continue;
             }
-            let file = self.sealed_index(sealed.segment)?;
-            let found = sealed
-                .find_id(&*file, id)
-                .map_err(|e| self.sealed_failed(sealed.segment, e))?;
-            if let Some((position, f, stream)) = found {
-                return Ok(Some(location(stream == stream_id, position, &f)));
+            for sealed in index.sealed[first..last].iter().rev() {
+                // `find_id` asks the segment's filter first, when it has one
+                let file = self.sealed_index(sealed.segment)?;
+                let found = sealed
+                    .find_id(&*file, id)
+                    .map_err(|e| self.sealed_failed(sealed.segment, e))?;
+                if let Some((position, f, stream)) = found {
+                    return Ok(Some(location(stream == stream_id, position, &f)));
+                }
             }
         }
         Ok(None)

@@ -1709,6 +1709,78 @@ fn streams_among_thousands_per_segment_are_found_on_disk_and_in_memory() {
     check("tables in memory");
 }
 
+/// Once 64 segments are sealed, one id filter answers for all of them: idempotent
+/// retries and duplicate ids of events in those segments are still recognised, before
+/// and after a reopen, and with the group's file damaged (then it is written again).
+#[test]
+fn a_group_filter_answers_for_sixty_four_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = dir.path().join(format!("{:020}.flt", 0));
+    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let mut written = Vec::new();
+    let mut i = 0u64;
+    while segment_count(dir.path()) < 70 {
+        let stream = format!("s-{}", i % 13);
+        let e = event(i);
+        let id = e.event_id;
+        let r = store
+            .append(&stream, ExpectedVersion::Any, vec![e])
+            .unwrap();
+        written.push((stream, id, r));
+        i += 1;
+    }
+    let started = std::time::Instant::now();
+    while !group.exists() {
+        assert!(started.elapsed().as_secs() < 60, "no group filter written");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let check = |store: &FileStore, what: &str| {
+        // every 97th append again, from the group's segments and after them
+        for (stream, id, r) in written.iter().step_by(97) {
+            let again = store
+                .append(stream, ExpectedVersion::Any, vec![event(0).with_id(*id)])
+                .unwrap();
+            assert!(again.retried, "{what}: a retry of {id}");
+            assert_eq!(again.first_position, r.first_position, "{what}");
+            let err = store
+                .append(
+                    "elsewhere",
+                    ExpectedVersion::Any,
+                    vec![event(0).with_id(*id)],
+                )
+                .unwrap_err();
+            assert!(
+                matches!(err, StoreError::DuplicateEventId { .. }),
+                "{what}: {err:?}"
+            );
+        }
+        let fresh = store
+            .append("fresh", ExpectedVersion::Any, vec![event(1)])
+            .unwrap();
+        assert!(!fresh.retried, "{what}");
+    };
+    check(&store, "while running");
+    store.close().unwrap();
+    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    check(&store, "after a reopen");
+    store.close().unwrap();
+    let intact = fs::read(&group).unwrap();
+    let mut bytes = intact.clone();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    fs::write(&group, &bytes).unwrap();
+    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    check(&store, "with the group's file damaged");
+    // the sealing thread writes it again in the background
+    let started = std::time::Instant::now();
+    while fs::read(&group).unwrap() != intact {
+        assert!(started.elapsed().as_secs() < 60, "not written again");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    store.close().unwrap();
+    es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
+}
+
 /// A sealed index that is missing or whose stream table is damaged is rebuilt from its
 /// segment, with identical reads.
 #[test]
