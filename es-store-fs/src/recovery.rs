@@ -459,16 +459,55 @@ impl Scan<'_> {
                             && self.o.limit.is_none()
                             && unfinished_segment(&*file, lens[seg as usize], seg, index.head + 1)
                                 .map_err(read_err(&path, 0))?;
+                        let why = format!(
+                            "segment header: {reason}; the file is not a segment this store \
+                             finished creating, and it is not the leftover of a crash while \
+                             creating one"
+                        );
+                        if !leftover && !(self.o.repair && is_last && self.o.limit.is_none()) {
+                            return Err(self.corrupted(seg, 0, why));
+                        }
                         if !leftover {
-                            return Err(self.corrupted(
-                                seg,
-                                0,
-                                format!(
-                                    "segment header: {reason}; the file is not a segment this store \
-                                     finished creating, and it is not the leftover of a crash while \
-                                     creating one"
-                                ),
-                            ));
+                            // the user asked for the cut: the last segment goes whole (what a
+                            // crash leaves when the new segment's header was never synced and
+                            // reads back as garbage, or damage)
+                            let bytes_dropped = lens[seg as usize];
+                            if !self.o.read_only {
+                                match self.vfs.remove_file(&self.dir.join(INDEX_FILE)) {
+                                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                        return Err(io_err(&self.dir.join(INDEX_FILE))(e));
+                                    }
+                                    _ => {}
+                                }
+                                if seg == 0 {
+                                    file.set_len(0).map_err(io_err(&path))?;
+                                    write_header(&*file, 0, 1)
+                                        .map_err(|e| io_err(&path)(e.into_io()))?;
+                                } else {
+                                    self.vfs.remove_file(&path).map_err(io_err(&path))?;
+                                }
+                                self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
+                            }
+                            if seg == 0 {
+                                end = LogOffset::segment_start(0);
+                            } else {
+                                segment_count -= 1;
+                            }
+                            let lost = proven
+                                .as_ref()
+                                .filter(|(p, _)| *p > LogOffset::segment_start(seg))
+                                .map_or(String::new(), |(_, claim)| {
+                                    format!("; {claim}: events there are lost")
+                                });
+                            report.repaired = Some(Repair {
+                                segment: seg,
+                                offset: 0,
+                                reason: format!("{why}{lost}"),
+                                bytes_dropped,
+                                segments_removed: if seg == 0 { Vec::new() } else { vec![seg] },
+                            });
+                            report.index_rebuilt = true;
+                            break;
                         }
                         // the newest segment's header never became durable: it holds no event
                         if self.o.read_only {

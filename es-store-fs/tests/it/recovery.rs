@@ -1781,6 +1781,51 @@ fn a_group_filter_answers_for_sixty_four_sealed_segments() {
     es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
 }
 
+/// A last segment whose header reads back as garbage (a crash before the new segment's
+/// header was synced, on a disk that returns garbage for unsynced writes, or damage) is
+/// refused naming it, and a repair removes it, keeping every event before it.
+#[test]
+fn a_garbled_header_of_the_last_segment_is_refused_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segments(dir.path(), 120);
+    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    let n = segment_count(dir.path());
+    let garbled = dir.path().join(format!("{n:020}.seg"));
+    let garbage: Vec<u8> = (0..32u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(&garbled, &garbage).unwrap();
+    let err = FileStore::open_with(dir.path(), small_segments())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(&err, OpenError::Corrupted { file, segment, offset: 0, .. }
+            if *file == garbled && *segment == n),
+        "{err}"
+    );
+    assert_eq!(fs::read(&garbled).unwrap(), garbage, "nothing changed");
+    assert!(es_store_fs::tools::verify(dir.path(), &|_| {}).is_err());
+    let store = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions {
+            repair: true,
+            ..small_segments()
+        },
+    )
+    .unwrap();
+    let repair = store.recovery_report().repaired.clone().unwrap();
+    assert_eq!((repair.segment, repair.offset), (n, 0));
+    assert_eq!(repair.segments_removed, vec![n]);
+    assert_eq!(repair.bytes_dropped, 32);
+    assert_eq!(all_events(&store), reference);
+    store
+        .append("after", ExpectedVersion::NoStream, vec![event(1)])
+        .unwrap();
+    store.close().unwrap();
+    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    assert_eq!(all_events(&store).len(), reference.len() + 1);
+}
+
 /// A sealed index that is missing or whose stream table is damaged is rebuilt from its
 /// segment, with identical reads.
 #[test]
