@@ -464,7 +464,8 @@ impl Scan<'_> {
                              finished creating, and it is not the leftover of a crash while \
                              creating one"
                         );
-                        if !leftover && !(self.o.repair && is_last && self.o.limit.is_none()) {
+                        let repairable = self.o.repair && is_last && self.o.limit.is_none();
+                        if !(leftover || repairable) {
                             return Err(self.corrupted(seg, 0, why));
                         }
                         if !leftover {
