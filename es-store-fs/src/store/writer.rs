@@ -1052,7 +1052,10 @@ impl Shared {
                 continue;
             }
             for sealed in index.sealed[first..last].iter().rev() {
-                // `find_id` asks the segment's filter first, when it has one
+                // a segment whose group answers for it has no filter of its own: it may
+                if !sealed.may_hold(id) {
+                    continue;
+                }
                 let file = self.sealed_index(sealed.segment)?;
                 let found = sealed
                     .find_id(&*file, id)
