@@ -67,6 +67,11 @@ pub struct RecoveryReport {
     pub index_rebuilt: bool,
     /// Frames read from the log beyond what the index file covered.
     pub frames_scanned: u64,
+    /// Sealed segments whose stream tables were parsed: those after the stream table
+    /// that `index.dat` recorded (all of them when it recorded none or could not be used).
+    pub sealed_tables_read: u64,
+    /// Group id filters loaded, each answering for 64 sealed segments.
+    pub group_filters_loaded: u64,
     /// What a crash left after the last acknowledged frame of the last segment: cut
     /// (read-only opens and verification only report it).
     pub torn_tail: Option<TornTail>,

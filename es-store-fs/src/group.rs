@@ -12,7 +12,8 @@
 //!   first segment u64
 //!   segment count u32 (64)
 //!   filter length L u32
-//!   per segment: sealed length u64, first position u64, event count u64
+//!   per segment: sealed length u64, first position u64, event count u64, the CRC32C
+//!                of its sealed index's frame and id tables u64 (as that file records it)
 //!   filter: L bytes (a binary fuse filter with 16-bit fingerprints of the ids' keys:
 //!           20-byte descriptor, then the fingerprints, u16 each)
 //!   CRC32C of everything before it u32
@@ -21,8 +22,10 @@
 //! The file is derived data: the sealing thread writes it (temporary name, synced,
 //! renamed, directory synced) once every segment of its window is sealed, from the
 //! segments' id tables after checking their checksums. It is used only when intact and
-//! when each segment it lists matches the sealed segment of that number; otherwise it is
-//! ignored (the segments' own filters answer) and written again. Windows holding more
+//! when each segment it lists matches the sealed segment of that number (length,
+//! positions, and the checksum of the id table it was built from); otherwise it is
+//! ignored (the segments' own filters answer) and written again. A repair that cuts the
+//! log removes the group files of the windows it touches. Windows holding more
 //! than [`GROUP_MAX_EVENTS`] events get no group filter: their segments are large, so
 //! there are few of them, and building one would need memory in proportion.
 
@@ -39,7 +42,7 @@ pub const GROUP_MAX_EVENTS: u64 = 2_000_000;
 
 const MAGIC: &[u8; 8] = b"ESIDGRP1";
 const HEADER_LEN: usize = 24;
-const MEMBER_LEN: usize = 24;
+const MEMBER_LEN: usize = 32;
 
 /// The id filter of one window of sealed segments.
 pub struct IdGroup {
@@ -56,9 +59,10 @@ impl std::fmt::Debug for IdGroup {
     }
 }
 
-/// What a group's file records of a member: sealed length, first position, events.
-fn member_record(s: &Sealed) -> [u64; 3] {
-    [s.len, s.first_position, s.events]
+/// What a group's file records of a member: sealed length, first position, events, the
+/// checksum of its frame and id tables.
+fn member_record(s: &Sealed) -> [u64; 4] {
+    [s.len, s.first_position, s.events, u64::from(s.tables_crc)]
 }
 
 /// Whether `members` are exactly the segments of window `window`, all sealed.
@@ -131,7 +135,7 @@ impl IdGroup {
         }
         for (i, m) in members.iter().enumerate() {
             let at = HEADER_LEN + i * MEMBER_LEN;
-            let recorded = [u64_at(at), u64_at(at + 8), u64_at(at + 16)];
+            let recorded = [u64_at(at), u64_at(at + 8), u64_at(at + 16), u64_at(at + 24)];
             if recorded != member_record(m).map(Some) {
                 return Err(format!(
                     "segment {} is not the one it was built for",

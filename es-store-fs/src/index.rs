@@ -669,7 +669,9 @@ impl<H: BuildHasher + Default> Index<H> {
 
     fn encode_with(&self, recent: bool) -> Vec<u8> {
         let (covered, head) = match (recent, self.sealed.last()) {
-            (true, _) | (false, None) => (self.covered, self.head),
+            (true, _) => (self.covered, self.head),
+            // no sealed segment: a base of nothing
+            (false, None) => (LogOffset::segment_start(0), 0),
             (false, Some(last)) => (
                 LogOffset::new(last.segment, last.len),
                 last.end_position() - 1,
@@ -787,6 +789,9 @@ impl IndexFile {
         let u64_le = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
         let covered = LogOffset::new(u64_le(take(&mut at, 8)?), u64_le(take(&mut at, 8)?));
         let head = u64_le(take(&mut at, 8)?);
+        if head == u64::MAX {
+            return None;
+        }
         let var = |at: &mut usize| -> Option<u64> {
             let (v, n) = u64::decode_var(body.get(*at..)?)?;
             *at += n;

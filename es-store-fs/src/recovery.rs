@@ -335,7 +335,9 @@ impl Scan<'_> {
                 sealed,
                 runs,
                 table,
-            }) = self.read_sealed(seg, !by_base)?
+            }) = self
+                .read_sealed(seg, !by_base)?
+                .inspect(|_| report.sealed_tables_read += u64::from(!by_base))
             else {
                 if by_base {
                     drop_base!(seg, "a sealed index it covers is missing or damaged");
@@ -595,7 +597,8 @@ impl Scan<'_> {
                                 let path = segment_path(self.dir, r);
                                 self.vfs.remove_file(&path).map_err(io_err(&path))?;
                             }
-                            // sealed indexes of what was cut describe frames no longer there
+                            // sealed indexes of what was cut describe frames no longer there,
+                            // and so do the group filters of the windows they are in
                             for r in seg..seg + 1 + removed.len() as u64 {
                                 let path = sealed_index_path(self.dir, r);
                                 match self.vfs.remove_file(&path) {
@@ -603,6 +606,15 @@ impl Scan<'_> {
                                         return Err(io_err(&path)(e));
                                     }
                                     _ => {}
+                                }
+                                if r % GROUP_SEGMENTS == 0 || r == seg {
+                                    let path = group_filter_path(self.dir, r / GROUP_SEGMENTS);
+                                    match self.vfs.remove_file(&path) {
+                                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                            return Err(io_err(&path)(e));
+                                        }
+                                        _ => {}
+                                    }
                                 }
                             }
                             self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
@@ -655,7 +667,7 @@ impl Scan<'_> {
             });
         }
         if !self.o.ignore_index {
-            self.load_groups(&mut index)?;
+            self.load_groups(&mut index, &mut report)?;
         }
         let last_segment = match segment_count {
             0 => None,
@@ -773,7 +785,7 @@ impl Scan<'_> {
     /// Installs the id filter of each complete window of sealed segments whose group file
     /// is intact and was built for those segments (others are written again once the
     /// store runs). A failed read is an error.
-    fn load_groups(&self, index: &mut Index) -> Result<(), OpenError> {
+    fn load_groups(&self, index: &mut Index, report: &mut RecoveryReport) -> Result<(), OpenError> {
         let windows = index.sealed.len() as u64 / GROUP_SEGMENTS;
         for w in 0..windows {
             let path = group_filter_path(self.dir, w);
@@ -787,11 +799,10 @@ impl Scan<'_> {
                 continue;
             };
             match IdGroup::read(&*file, w, members) {
-                Ok(Ok(group)) => {
-                    if let Err(reason) = index.install_group(group) {
-                        tracing::warn!("{}: {reason}", path.display());
-                    }
-                }
+                Ok(Ok(group)) => match index.install_group(group) {
+                    Ok(()) => report.group_filters_loaded += 1,
+                    Err(reason) => tracing::warn!("{}: {reason}", path.display()),
+                },
                 Ok(Err(reason)) => {
                     tracing::warn!("{}: {reason}; it is written again", path.display());
                 }

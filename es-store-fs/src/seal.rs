@@ -180,6 +180,8 @@ pub struct Sealed {
     /// The hash of every `FENCE`th stream entry: a lookup in the file reads one block of
     /// entries instead of searching it entry by entry.
     fences: Box<[u64]>,
+    /// The checksum of section B (its frame and id tables), as the file records it.
+    pub tables_crc: u32,
 }
 
 /// Stream entries per block of [`Sealed::find_stream`]'s reads from the file.
@@ -291,6 +293,7 @@ impl Sealed {
             filter_len: self.filter_len,
             filter: None,
             fences: self.fences.clone(),
+            tables_crc: self.tables_crc,
         }
     }
 
@@ -457,6 +460,7 @@ impl Sealed {
             filter_len: u32_at(52),
             filter: None,
             fences: Box::default(),
+            tables_crc: 0,
         };
         if sealed.segment != segment {
             return Err(damaged(8, format!("names segment {}", sealed.segment)));
@@ -477,6 +481,12 @@ impl Sealed {
                 format!("its counts do not fit its length of {file_len} bytes"),
             ));
         }
+        let mut crc_b = [0u8; 4];
+        file.read_exact_at(&mut crc_b, sealed.file_len() - 4)?;
+        let sealed = Sealed {
+            tables_crc: u32::from_le_bytes(crc_b),
+            ..sealed
+        };
         let filter_from = (sealed.filter_at() - HEADER_LEN) as usize;
         // the filter, with its own checksum in this layout
         let parse_filter = |bytes: &[u8]| -> Result<Option<IdFilter>, SealedError> {
@@ -504,7 +514,8 @@ impl Sealed {
             // the stream table is checked, as at every open, but not kept
             // pieces of whole blocks of entries, so that each block starts in its piece
             let mut crc = 0u32;
-            let mut buf = vec![0u8; (STREAM_LEN * FENCE * 256) as usize];
+            let piece = (STREAM_LEN * FENCE * 256).min(sealed.filter_at() - HEADER_LEN);
+            let mut buf = vec![0u8; piece as usize];
             let mut at = HEADER_LEN;
             let mut fences = Vec::with_capacity(sealed.streams.div_ceil(FENCE as u32) as usize);
             while at < sealed.filter_at() {

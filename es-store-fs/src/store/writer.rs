@@ -958,11 +958,12 @@ impl Shared {
 }
 
 impl Shared {
-    /// Writes and installs the id filter of every complete window of sealed segments that
-    /// has none (and holds no more than [`GROUP_MAX_EVENTS`] events). Called by the
-    /// sealing thread, under the sealing lock.
+    /// Writes and installs the id filter of one complete window of sealed segments that
+    /// has none (and holds no more than [`GROUP_MAX_EVENTS`] events); asks the sealing
+    /// thread to come back for the next one, so that the sealing lock is released between
+    /// windows. Called by the sealing thread, under the sealing lock.
     fn build_groups(&self) -> Result<(), StoreError> {
-        loop {
+        {
             let todo = {
                 let index = read(&self.published);
                 let windows = index.sealed.len() as u64 / GROUP_SEGMENTS;
@@ -978,6 +979,8 @@ impl Shared {
             let Some((w, members)) = todo else {
                 return Ok(());
             };
+            // the next window, if any, on the sealing thread's next round
+            lock(&self.sealing.0).pending = true;
             let path = crate::layout::group_filter_path(&self.dir, w);
             // a window that failed once is not tried again while the store runs
             self.published
@@ -1014,7 +1017,7 @@ impl Shared {
             index.groups_refused.remove(&w);
             index.install_group(group).map_err(|reason| {
                 StoreError::Io(io::Error::other(format!("{}: {reason}", path.display())))
-            })?;
+            })
         }
     }
 

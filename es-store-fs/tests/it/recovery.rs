@@ -661,6 +661,7 @@ fn after_a_crash_the_stream_table_recorded_at_the_last_seal_is_used() {
     )
     .unwrap();
     assert!(!reopened.recovery_report().index_rebuilt);
+    assert_eq!(reopened.recovery_report().sealed_tables_read, 0);
     assert!(
         reopened.recovery_report().frames_scanned <= frames_in_active,
         "{} frames scanned, {frames_in_active} in the unsealed segment",
@@ -1597,8 +1598,12 @@ fn the_stream_table_recorded_at_close_is_used_only_when_it_fits() {
         "{:?}",
         report.index
     );
-    let check = |what: &str| {
+    let sealed = segment_count(dir.path()) - 1;
+    // `tables_read` says how many sealed stream tables the open may parse
+    let check = |what: &str, tables_read: &dyn Fn(u64) -> bool| {
         let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+        let read = store.recovery_report().sealed_tables_read;
+        assert!(tables_read(read), "{what}: {read} of {sealed} tables read");
         assert_eq!(all_events(&store), events, "{what}");
         assert_eq!(store.streams(), versions, "{what}");
         for (id, version) in &versions {
@@ -1633,11 +1638,11 @@ fn the_stream_table_recorded_at_close_is_used_only_when_it_fits() {
             fs::write(p, bytes).unwrap();
         }
     };
-    check("the current index file");
+    check("the current index file", &|read| read == 0);
     restore();
     // an older copy: written before the last 100 appends sealed more segments
     fs::write(&index_path, &old_index).unwrap();
-    check("an older index file");
+    check("an older index file", &|read| read > 0 && read < sealed);
     restore();
     // a table whose versions do not add up to the segments' events (checksum made right)
     let mut bad = fs::read(&index_path).unwrap();
@@ -1652,7 +1657,7 @@ fn the_stream_table_recorded_at_close_is_used_only_when_it_fits() {
     fs::write(&index_path, &bad).unwrap();
     let err = es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap_err();
     assert!(err.to_string().contains("stream `s-0`"), "{err}");
-    check("a table that does not add up");
+    check("a table that does not add up", &|read| read == sealed);
 }
 
 /// Streams of segments that hold thousands of them are found in the sealed indexes on
@@ -1762,6 +1767,7 @@ fn a_group_filter_answers_for_sixty_four_sealed_segments() {
     check(&store, "while running");
     store.close().unwrap();
     let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    assert_eq!(store.recovery_report().group_filters_loaded, 1);
     check(&store, "after a reopen");
     store.close().unwrap();
     let intact = fs::read(&group).unwrap();
@@ -1770,6 +1776,7 @@ fn a_group_filter_answers_for_sixty_four_sealed_segments() {
     bytes[at] ^= 0x20;
     fs::write(&group, &bytes).unwrap();
     let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    assert_eq!(store.recovery_report().group_filters_loaded, 0);
     check(&store, "with the group's file damaged");
     // the sealing thread writes it again in the background
     let started = std::time::Instant::now();
@@ -1824,6 +1831,60 @@ fn a_garbled_header_of_the_last_segment_is_refused_and_repaired() {
     store.close().unwrap();
     let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
     assert_eq!(all_events(&store).len(), reference.len() + 1);
+}
+
+/// A repair that cuts the log inside a window of segments removes that window's group
+/// filter, which describes ids no longer there.
+#[test]
+fn a_repair_removes_the_group_filter_of_the_window_it_cuts() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = dir.path().join(format!("{:020}.flt", 0));
+    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let mut i = 0u64;
+    while segment_count(dir.path()) < 70 {
+        store
+            .append(
+                &format!("s-{}", i % 13),
+                ExpectedVersion::Any,
+                vec![event(i)],
+            )
+            .unwrap();
+        i += 1;
+    }
+    let started = std::time::Instant::now();
+    while !group.exists() {
+        assert!(started.elapsed().as_secs() < 60, "no group filter written");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    store.close().unwrap();
+    // a frame of segment 10 damaged, and its sealed index gone: the segment is scanned
+    let seg10 = dir.path().join(format!("{:020}.seg", 10));
+    let mut bytes = fs::read(&seg10).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x04;
+    fs::write(&seg10, bytes).unwrap();
+    fs::remove_file(sealed_index(dir.path(), 10)).unwrap();
+    let err = FileStore::open_with(dir.path(), small_segments())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(err, OpenError::Corrupted { segment: 10, .. }),
+        "{err}"
+    );
+    let store = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions {
+            repair: true,
+            ..small_segments()
+        },
+    )
+    .unwrap();
+    let repair = store.recovery_report().repaired.clone().unwrap();
+    assert_eq!(repair.segment, 10);
+    assert!(!group.exists(), "the cut window's group filter is removed");
+    assert_eq!(store.recovery_report().group_filters_loaded, 0);
+    drop(store);
+    es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
 }
 
 /// A sealed index that is missing or whose stream table is damaged is rebuilt from its
