@@ -336,7 +336,7 @@ impl Scan<'_> {
                 runs,
                 table,
             }) = self
-                .read_sealed(seg, !by_base)?
+                .read_sealed(seg, !by_base, upto - seg)?
                 .inspect(|_| report.sealed_tables_read += u64::from(!by_base))
             else {
                 if by_base {
@@ -814,7 +814,14 @@ impl Scan<'_> {
 
     /// The sealed index of segment `seg`: `None` when it is missing or damaged (it is then
     /// rebuilt from the segment); a failed read is an error.
-    fn read_sealed(&self, seg: u64, with_runs: bool) -> Result<Option<ReadSealed>, OpenError> {
+    /// Without runs, the segment's stream table is kept when it and as many more as the
+    /// `left` segments still to read (the newest ones, kept in the end) fit the cache.
+    fn read_sealed(
+        &self,
+        seg: u64,
+        with_runs: bool,
+        left: u64,
+    ) -> Result<Option<ReadSealed>, OpenError> {
         let path = sealed_index_path(self.dir, seg);
         let file = match self.vfs.open(&path, OpenMode::Read) {
             Ok(file) => file,
@@ -824,7 +831,8 @@ impl Scan<'_> {
         let read = if with_runs {
             Sealed::read(&*file, seg)
         } else {
-            Sealed::read_summary(&*file, seg)
+            let keep = self.o.table_budget / usize::try_from(left.max(1)).unwrap_or(usize::MAX);
+            Sealed::read_summary(&*file, seg, keep)
         };
         match read {
             Ok(read) => Ok(Some(read)),

@@ -415,20 +415,25 @@ impl Sealed {
     /// Reads the header and section A of segment `segment`'s sealed index: the summary
     /// kept in memory and the stream runs (in order of their first frame).
     pub fn read(file: &dyn VfsFile, segment: u64) -> Result<ReadSealed, SealedError> {
-        Self::read_with(file, segment, true)
+        Self::read_with(file, segment, true, usize::MAX)
     }
 
     /// [`Sealed::read`] without the stream runs (left empty), for a store that knows its
-    /// stream table from a base: in this layout the stream table is checked in pieces but
-    /// not kept (the table returned is empty).
-    pub fn read_summary(file: &dyn VfsFile, segment: u64) -> Result<ReadSealed, SealedError> {
-        Self::read_with(file, segment, false)
+    /// stream table from a base. A stream table longer than `keep_up_to` bytes is checked
+    /// in pieces but not kept (the table returned is empty).
+    pub fn read_summary(
+        file: &dyn VfsFile,
+        segment: u64,
+        keep_up_to: usize,
+    ) -> Result<ReadSealed, SealedError> {
+        Self::read_with(file, segment, false, keep_up_to)
     }
 
     fn read_with(
         file: &dyn VfsFile,
         segment: u64,
         with_runs: bool,
+        keep_up_to: usize,
     ) -> Result<ReadSealed, SealedError> {
         let file_len = file.len()?;
         let mut h = [0u8; HEADER_LEN as usize];
@@ -510,7 +515,7 @@ impl Sealed {
             };
             IdFilter::parse(bytes).map(Some).ok_or_else(unusable)
         };
-        if !with_runs && !first_layout {
+        if !with_runs && !first_layout && sealed.filter_at() - HEADER_LEN > keep_up_to as u64 {
             // the stream table is checked, as at every open, but not kept
             // pieces of whole blocks of entries, so that each block starts in its piece
             let mut crc = 0u32;

@@ -53,12 +53,20 @@ struct TableCache {
     tables: std::collections::HashMap<u64, Arc<[u8]>>,
     order: VecDeque<u64>,
     bytes: usize,
+    budget: usize,
 }
 
-/// What the stream table cache may hold.
+/// What the stream table cache holds by default.
 const TABLE_CACHE_BYTES: usize = 16 << 20;
 
 impl TableCache {
+    fn with_budget(budget: usize) -> Self {
+        TableCache {
+            budget,
+            ..TableCache::default()
+        }
+    }
+
     fn get(&self, segment: u64) -> Option<Arc<[u8]>> {
         self.tables.get(&segment).cloned()
     }
@@ -69,7 +77,7 @@ impl TableCache {
             Some(old) => self.bytes -= old.len(),
             None => self.order.push_back(segment),
         }
-        while self.bytes > TABLE_CACHE_BYTES
+        while self.bytes > self.budget
             && let Some(old) = self.order.pop_front()
         {
             if let Some(t) = self.tables.remove(&old) {

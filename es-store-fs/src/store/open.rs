@@ -53,6 +53,10 @@ pub struct FileStoreOptions {
     /// The active segment grows in zero-filled steps of this many bytes, so that most
     /// syncs persist data only, not a new file size (0 grows it frame by frame).
     pub preallocate: u64,
+    /// Memory for the stream tables of the newest sealed segments, read at open and
+    /// searched in memory by stream loads (16 MiB by default). Other segments' tables
+    /// are searched on disk, three small reads per segment a stream spans; 0 keeps none.
+    pub stream_table_cache: usize,
     /// The file system (the real one unless a test swaps it).
     pub vfs: Arc<dyn Vfs>,
 }
@@ -66,6 +70,7 @@ impl Default for FileStoreOptions {
             repair: false,
             read_only: false,
             preallocate: 1024 * 1024,
+            stream_table_cache: super::TABLE_CACHE_BYTES,
             vfs: Arc::new(StdFs),
         }
     }
@@ -155,7 +160,7 @@ impl FileStore {
             &dir,
             RecoverOptions {
                 limit: limit.map(|p| p.end),
-                table_budget: super::TABLE_CACHE_BYTES,
+                table_budget: options.stream_table_cache,
                 ..RecoverOptions::open(frame_cap, options.read_only, options.repair)
             },
         );
@@ -195,7 +200,7 @@ impl FileStore {
             tracing::warn!("reading the last commit time: {e}");
             DateTime::<Utc>::MIN_UTC
         });
-        let mut tables = TableCache::default();
+        let mut tables = TableCache::with_budget(options.stream_table_cache);
         for (segment, table) in rec.stream_tables {
             tables.put(segment, table.into());
         }

@@ -1665,12 +1665,13 @@ fn the_stream_table_recorded_at_close_is_used_only_when_it_fits() {
 #[test]
 fn streams_among_thousands_per_segment_are_found_on_disk_and_in_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let options = || FileStoreOptions {
+    let options = |cache: usize| FileStoreOptions {
         segment_size: 256 * 1024,
         preallocate: 0,
+        stream_table_cache: cache,
         ..FileStoreOptions::default()
     };
-    let store = FileStore::open_with(dir.path(), options()).unwrap();
+    let store = FileStore::open_with(dir.path(), options(0)).unwrap();
     let streams = 3000u64;
     for round in 0..4u64 {
         for s in 0..streams {
@@ -1687,8 +1688,8 @@ fn streams_among_thousands_per_segment_are_found_on_disk_and_in_memory() {
     }
     store.close().unwrap();
     assert!(segment_count(dir.path()) > 2);
-    let check = |what: &str| {
-        let store = FileStore::open_with(dir.path(), options()).unwrap();
+    let check = |what: &str, cache: usize| {
+        let store = FileStore::open_with(dir.path(), options(cache)).unwrap();
         let events = all_events(&store);
         assert_eq!(events.len() as u64, 4 * streams);
         let mut by_stream: std::collections::HashMap<&str, Vec<&RecordedEvent>> =
@@ -1707,11 +1708,16 @@ fn streams_among_thousands_per_segment_are_found_on_disk_and_in_memory() {
         }
         assert!(stream(&store, "stream-absent").is_empty(), "{what}");
     };
-    // the stream tables are read from disk: open used the table index.dat recorded
-    check("tables on disk");
-    // without index.dat, open reads the stream tables and keeps them in memory
+    // no memory for stream tables: they are searched on disk
+    check("tables on disk", 0);
+    // the default cache: open keeps the tables, whether it parses them or not
+    check(
+        "tables in memory, from the table index.dat recorded",
+        16 << 20,
+    );
     fs::remove_file(dir.path().join("index.dat")).unwrap();
-    check("tables in memory");
+    check("tables in memory, parsed", 16 << 20);
+    check("tables on disk, parsed", 0);
 }
 
 /// Once 64 segments are sealed, one id filter answers for all of them: idempotent
