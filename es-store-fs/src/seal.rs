@@ -301,15 +301,8 @@ impl Sealed {
     /// the checksum of the frame and id tables (a group filter built from a damaged table
     /// would let a stored id through as new).
     pub fn id_keys(&self, file: &dyn VfsFile, keys: &mut Vec<u64>) -> Result<(), SealedError> {
-        let at = self.frames_at();
-        let mut b = vec![0u8; (self.file_len() - 4 - at) as usize];
-        file.read_exact_at(&mut b, at)?;
-        let mut crc = [0u8; 4];
-        file.read_exact_at(&mut crc, self.file_len() - 4)?;
-        if crc32c::crc32c(&b).to_le_bytes() != crc {
-            return Err(damaged(at, "checksum mismatch in the frame and id tables"));
-        }
-        let ids = &b[(self.ids_at() - at) as usize..];
+        let b = self.checked_tables(file)?;
+        let ids = &b[(self.ids_at() - self.frames_at()) as usize..];
         keys.extend(
             ids.chunks_exact(ID_LEN as usize)
                 .map(|e| id_key(&Uuid::from_slice(&e[..16]).unwrap_or_default())),
@@ -661,24 +654,35 @@ impl Sealed {
             if hash_of(&b) != hash {
                 break;
             }
-            let at = self.streams_at() + i * STREAM_LEN;
-            let bad = || damaged(at, "a stream entry outside the file's bounds");
-            let run = parse_run(&b, &[], self).ok_or_else(bad)?;
-            let name_at = u64::from(u32::from_le_bytes(b[32..36].try_into().unwrap_or([0; 4])));
-            let name_len = u32::from_le_bytes(b[36..40].try_into().unwrap_or([0; 4]));
-            if name_at + u64::from(name_len) > u64::from(self.names_len) {
-                return Err(bad());
-            }
-            let name = self.table_bytes(src, self.names_at() + name_at, name_len as usize)?;
-            if *name == *stream_id.as_bytes() {
-                return Ok(Some(StreamRun {
-                    stream_id: stream_id.to_owned(),
-                    ..run
-                }));
+            if let Some(run) = self.run_if_named(src, &b, i, stream_id)? {
+                return Ok(Some(run));
             }
             i += 1;
         }
         Ok(None)
+    }
+
+    /// The run of stream entry `i` (its bytes `b`) if the entry names `stream_id`.
+    fn run_if_named(
+        &self,
+        src: &TableSource<'_>,
+        b: &[u8],
+        i: u64,
+        stream_id: &str,
+    ) -> Result<Option<StreamRun>, SealedError> {
+        let at = self.streams_at() + i * STREAM_LEN;
+        let bad = || damaged(at, "a stream entry outside the file's bounds");
+        let run = parse_run(b, &[], self).ok_or_else(bad)?;
+        let name_at = u64::from(u32::from_le_bytes(b[32..36].try_into().unwrap_or([0; 4])));
+        let name_len = u32::from_le_bytes(b[36..40].try_into().unwrap_or([0; 4]));
+        if name_at + u64::from(name_len) > u64::from(self.names_len) {
+            return Err(bad());
+        }
+        let name = self.table_bytes(src, self.names_at() + name_at, name_len as usize)?;
+        Ok((*name == *stream_id.as_bytes()).then(|| StreamRun {
+            stream_id: stream_id.to_owned(),
+            ..run
+        }))
     }
 
     /// [`Sealed::find_stream`] in the file: the fences name the block where entries of
@@ -708,20 +712,8 @@ impl Sealed {
                 if entry_hash > hash {
                     return Ok(None);
                 }
-                let at = self.streams_at() + (first + k as u64) * STREAM_LEN;
-                let bad = || damaged(at, "a stream entry outside the file's bounds");
-                let run = parse_run(b, &[], self).ok_or_else(bad)?;
-                let name_at = u64::from(u32::from_le_bytes(b[32..36].try_into().unwrap_or([0; 4])));
-                let name_len = u32::from_le_bytes(b[36..40].try_into().unwrap_or([0; 4]));
-                if name_at + u64::from(name_len) > u64::from(self.names_len) {
-                    return Err(bad());
-                }
-                let name = self.table_bytes(src, self.names_at() + name_at, name_len as usize)?;
-                if *name == *stream_id.as_bytes() {
-                    return Ok(Some(StreamRun {
-                        stream_id: stream_id.to_owned(),
-                        ..run
-                    }));
+                if let Some(run) = self.run_if_named(src, b, first + k as u64, stream_id)? {
+                    return Ok(Some(run));
                 }
             }
             block += 1;
@@ -914,6 +906,12 @@ impl Sealed {
 
     /// Reads section B whole and checks its checksum (for verification).
     pub fn check_all(&self, file: &dyn VfsFile) -> Result<Vec<FrameEntry>, SealedError> {
+        self.checked_tables(file)?;
+        self.frames_from(file, self.first_position, self.frames as usize)
+    }
+
+    /// Section B (the frame and id tables), read whole, after checking its checksum.
+    fn checked_tables(&self, file: &dyn VfsFile) -> Result<Vec<u8>, SealedError> {
         let at = self.frames_at();
         let mut b = vec![0u8; (self.file_len() - 4 - at) as usize];
         file.read_exact_at(&mut b, at)?;
@@ -922,7 +920,7 @@ impl Sealed {
         if crc32c::crc32c(&b).to_le_bytes() != crc {
             return Err(damaged(at, "checksum mismatch in the frame and id tables"));
         }
-        self.frames_from(file, self.first_position, self.frames as usize)
+        Ok(b)
     }
 }
 

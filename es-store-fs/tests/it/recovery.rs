@@ -1720,17 +1720,26 @@ fn streams_among_thousands_per_segment_are_found_on_disk_and_in_memory() {
     check("tables on disk, parsed", 0);
 }
 
-/// Once 64 segments are sealed, one id filter answers for all of them: idempotent
-/// retries and duplicate ids of events in those segments are still recognised, before
-/// and after a reopen, and with the group's file damaged (then it is written again).
-#[test]
-fn a_group_filter_answers_for_sixty_four_sealed_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let group = dir.path().join(format!("{:020}.flt", 0));
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+/// Polls `done` until it holds, failing after a minute.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "{what}: not within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A store of 4 KiB segments with single-event appends to 13 streams until 70 segments
+/// exist, once the sealing thread has written the group filter of segments 0–63; each
+/// append's stream, event id and result.
+fn build_grouped(dir: &Path) -> (FileStore, Vec<(String, uuid::Uuid, es_core::AppendResult)>) {
+    let store = FileStore::open_with(dir, small_segments()).unwrap();
     let mut written = Vec::new();
     let mut i = 0u64;
-    while segment_count(dir.path()) < 70 {
+    while segment_count(dir) < 70 {
         let stream = format!("s-{}", i % 13);
         let e = event(i);
         let id = e.event_id;
@@ -1740,11 +1749,19 @@ fn a_group_filter_answers_for_sixty_four_sealed_segments() {
         written.push((stream, id, r));
         i += 1;
     }
-    let started = std::time::Instant::now();
-    while !group.exists() {
-        assert!(started.elapsed().as_secs() < 60, "no group filter written");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let group = dir.join(format!("{:020}.flt", 0));
+    wait_until("the group filter written", || group.exists());
+    (store, written)
+}
+
+/// Once 64 segments are sealed, one id filter answers for all of them: idempotent
+/// retries and duplicate ids of events in those segments are still recognised, before
+/// and after a reopen, and with the group's file damaged (then it is written again).
+#[test]
+fn a_group_filter_answers_for_sixty_four_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = dir.path().join(format!("{:020}.flt", 0));
+    let (store, written) = build_grouped(dir.path());
     let check = |store: &FileStore, what: &str| {
         // every 97th append again, from the group's segments and after them
         for (stream, id, r) in written.iter().step_by(97) {
@@ -1785,11 +1802,9 @@ fn a_group_filter_answers_for_sixty_four_sealed_segments() {
     assert_eq!(store.recovery_report().group_filters_loaded, 0);
     check(&store, "with the group's file damaged");
     // the sealing thread writes it again in the background
-    let started = std::time::Instant::now();
-    while fs::read(&group).unwrap() != intact {
-        assert!(started.elapsed().as_secs() < 60, "not written again");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until("the group filter written again", || {
+        fs::read(&group).unwrap() == intact
+    });
     store.close().unwrap();
     es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
 }
@@ -1845,23 +1860,7 @@ fn a_garbled_header_of_the_last_segment_is_refused_and_repaired() {
 fn a_repair_removes_the_group_filter_of_the_window_it_cuts() {
     let dir = tempfile::tempdir().unwrap();
     let group = dir.path().join(format!("{:020}.flt", 0));
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
-    let mut i = 0u64;
-    while segment_count(dir.path()) < 70 {
-        store
-            .append(
-                &format!("s-{}", i % 13),
-                ExpectedVersion::Any,
-                vec![event(i)],
-            )
-            .unwrap();
-        i += 1;
-    }
-    let started = std::time::Instant::now();
-    while !group.exists() {
-        assert!(started.elapsed().as_secs() < 60, "no group filter written");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let (store, _) = build_grouped(dir.path());
     store.close().unwrap();
     // a frame of segment 10 damaged, and its sealed index gone: the segment is scanned
     let seg10 = dir.path().join(format!("{:020}.seg", 10));
