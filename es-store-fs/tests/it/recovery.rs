@@ -56,11 +56,16 @@ fn forget_durable_records(dir: &Path) {
 
 /// Opens with repair: damage is cut (the user's explicit choice).
 fn open_repairing(dir: &Path) -> Result<FileStore, OpenError> {
+    open_repairing_with(dir, FileStoreOptions::default())
+}
+
+/// [`open_repairing`] with other options.
+fn open_repairing_with(dir: &Path, options: FileStoreOptions) -> Result<FileStore, OpenError> {
     FileStore::open_with(
         dir,
         FileStoreOptions {
             repair: true,
-            ..FileStoreOptions::default()
+            ..options
         },
     )
 }
@@ -622,35 +627,27 @@ fn after_a_crash_the_stream_table_recorded_at_the_last_seal_is_used() {
         appended.push((stream, r.first_version));
     }
     // the last roll's sealing runs in the background
+    let files = |image: &SimFs, ext: &str| {
+        image
+            .files()
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .count() as u64
+    };
     let started = std::time::Instant::now();
     let image = loop {
         let image = fs.process_crash_image();
-        let sealed = image
-            .files()
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "idx"))
-            .count();
-        let segments = image
-            .files()
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .count();
-        if sealed + 1 == segments && image.read_file(&index).is_some() {
+        if files(&image, "idx") + 1 == files(&image, "seg") && image.read_file(&index).is_some() {
             break image;
         }
         assert!(started.elapsed().as_secs() < 30, "sealing never finished");
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
     drop(store);
-    let frames_in_active = {
-        let segments = image
-            .files()
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .count();
-        let last = image.read_file(sim_segment(segments as u64 - 1)).unwrap();
-        common::frame_starts(&last).len() as u64 - 1
-    };
+    let last = image
+        .read_file(sim_segment(files(&image, "seg") - 1))
+        .unwrap();
+    let frames_in_active = common::frame_starts(&last).len() as u64 - 1;
     let reopened = FileStore::open_with(
         SIM_DIR,
         FileStoreOptions {
@@ -1833,14 +1830,7 @@ fn a_garbled_header_of_the_last_segment_is_refused_and_repaired() {
     );
     assert_eq!(fs::read(&garbled).unwrap(), garbage, "nothing changed");
     assert!(es_store_fs::tools::verify(dir.path(), &|_| {}).is_err());
-    let store = FileStore::open_with(
-        dir.path(),
-        FileStoreOptions {
-            repair: true,
-            ..small_segments()
-        },
-    )
-    .unwrap();
+    let store = open_repairing_with(dir.path(), small_segments()).unwrap();
     let repair = store.recovery_report().repaired.clone().unwrap();
     assert_eq!((repair.segment, repair.offset), (n, 0));
     assert_eq!(repair.segments_removed, vec![n]);
@@ -1876,14 +1866,7 @@ fn a_repair_removes_the_group_filter_of_the_window_it_cuts() {
         matches!(err, OpenError::Corrupted { segment: 10, .. }),
         "{err}"
     );
-    let store = FileStore::open_with(
-        dir.path(),
-        FileStoreOptions {
-            repair: true,
-            ..small_segments()
-        },
-    )
-    .unwrap();
+    let store = open_repairing_with(dir.path(), small_segments()).unwrap();
     let repair = store.recovery_report().repaired.clone().unwrap();
     assert_eq!(repair.segment, 10);
     assert!(!group.exists(), "the cut window's group filter is removed");
