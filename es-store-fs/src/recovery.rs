@@ -1231,8 +1231,13 @@ fn describe_bad_frame(
     })
 }
 
-/// Writes the sealed index of a segment (atomically, synced) and reads its summary back.
-pub fn write_sealed(vfs: &dyn Vfs, dir: &Path, frames: &SegmentFrames) -> std::io::Result<Sealed> {
+/// Writes the sealed index of a segment (atomically, synced) and reads back its summary and
+/// its stream table (entries and names).
+pub fn write_sealed(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    frames: &SegmentFrames,
+) -> std::io::Result<(Sealed, Vec<u8>)> {
     let segment = frames.segment;
     let len = frames
         .frames
@@ -1244,7 +1249,7 @@ pub fn write_sealed(vfs: &dyn Vfs, dir: &Path, frames: &SegmentFrames) -> std::i
     crate::vfs::write_atomically(vfs, dir, &path, &bytes)?;
     let file = vfs.open(&path, OpenMode::Read)?;
     Sealed::read(&*file, segment)
-        .map(|read| read.sealed)
+        .map(|read| (read.sealed, read.table))
         .map_err(|e| match e {
             SealedError::Io(e) => e,
             SealedError::Damaged { offset, reason } => std::io::Error::other(format!(

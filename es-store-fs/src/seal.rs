@@ -199,8 +199,10 @@ impl std::fmt::Debug for Sealed {
 
 /// Where a stream table is read from.
 pub enum TableSource<'a> {
-    /// A copy in memory (what [`Sealed::read`] returned).
-    Memory(&'a [u8]),
+    /// A copy in memory of the stream entries and their names (what [`Sealed::read`]
+    /// returned), with the index file for each stream's list of frames, when that is to
+    /// be read too.
+    Memory(&'a [u8], Option<&'a dyn VfsFile>),
     /// The index file itself.
     File(&'a dyn VfsFile),
 }
@@ -508,7 +510,7 @@ impl Sealed {
             };
             IdFilter::parse(bytes).map(Some).ok_or_else(unusable)
         };
-        if !with_runs && !first_layout && sealed.filter_at() - HEADER_LEN > keep_up_to as u64 {
+        if !with_runs && !first_layout && sealed.slots_at() - HEADER_LEN > keep_up_to as u64 {
             // the stream table is checked, as at every open, but not kept
             // pieces of whole blocks of entries, so that each block starts in its piece
             let mut crc = 0u32;
@@ -579,7 +581,8 @@ impl Sealed {
             .chunks((STREAM_LEN * FENCE) as usize)
             .filter_map(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
             .collect();
-        a.truncate(filter_from);
+        // the stream entries and their names: each stream's frames are read from the file
+        a.truncate((sealed.slots_at() - HEADER_LEN) as usize);
         Ok(ReadSealed {
             sealed: Sealed {
                 filter,
@@ -599,18 +602,22 @@ impl Sealed {
         len: usize,
     ) -> Result<std::borrow::Cow<'t, [u8]>, SealedError> {
         match src {
-            TableSource::Memory(table) => {
-                if table.len() as u64 != self.filter_at() - self.streams_at() {
+            TableSource::Memory(table, file) => {
+                if table.len() as u64 != self.slots_at() - self.streams_at() {
                     return Err(damaged(
                         self.streams_at(),
                         "a stream table of the wrong length",
                     ));
                 }
                 let from = (at - self.streams_at()) as usize;
-                table
-                    .get(from..from + len)
-                    .map(std::borrow::Cow::Borrowed)
-                    .ok_or_else(|| damaged(at, "an entry outside the stream table"))
+                match (table.get(from..from + len), file) {
+                    (Some(b), _) => Ok(std::borrow::Cow::Borrowed(b)),
+                    // a stream's frames, which the copy does not hold
+                    (None, Some(file)) if at >= self.slots_at() => {
+                        self.table_bytes(&TableSource::File(*file), at, len)
+                    }
+                    (None, _) => Err(damaged(at, "an entry outside the stream table")),
+                }
             }
             TableSource::File(file) => {
                 if at + len as u64 > self.filter_at() {
@@ -620,6 +627,33 @@ impl Sealed {
                 file.read_exact_at(&mut b, at)?;
                 Ok(std::borrow::Cow::Owned(b))
             }
+        }
+    }
+
+    /// [`Sealed::table_bytes`] into `scratch` when read from the file, so that a search
+    /// of the file allocates nothing; `None` when `scratch` is too short for them.
+    fn table_bytes_in<'a>(
+        &self,
+        src: &TableSource<'a>,
+        at: u64,
+        len: usize,
+        scratch: &'a mut [u8],
+    ) -> Result<Option<&'a [u8]>, SealedError> {
+        match src {
+            TableSource::File(file) => {
+                if at + len as u64 > self.filter_at() {
+                    return Err(damaged(at, "an entry outside the stream table"));
+                }
+                let Some(b) = scratch.get_mut(..len) else {
+                    return Ok(None);
+                };
+                file.read_exact_at(b, at)?;
+                Ok(Some(b))
+            }
+            TableSource::Memory(..) => match self.table_bytes(src, at, len)? {
+                std::borrow::Cow::Borrowed(b) => Ok(Some(b)),
+                std::borrow::Cow::Owned(_) => Ok(None),
+            },
         }
     }
 
@@ -678,8 +712,13 @@ impl Sealed {
         if name_at + u64::from(name_len) > u64::from(self.names_len) {
             return Err(bad());
         }
-        let name = self.table_bytes(src, self.names_at() + name_at, name_len as usize)?;
-        Ok((*name == *stream_id.as_bytes()).then(|| StreamRun {
+        let mut scratch = [0u8; 256];
+        let at = self.names_at() + name_at;
+        let named = match self.table_bytes_in(src, at, name_len as usize, &mut scratch)? {
+            Some(name) => name == stream_id.as_bytes(),
+            None => *self.table_bytes(src, at, name_len as usize)? == *stream_id.as_bytes(),
+        };
+        Ok(named.then(|| StreamRun {
             stream_id: stream_id.to_owned(),
             ..run
         }))
@@ -699,11 +738,14 @@ impl Sealed {
         while block * FENCE < streams {
             let first = block * FENCE;
             let n = FENCE.min(streams - first);
-            let bytes = self.table_bytes(
-                src,
+            let mut scratch = [0u8; (FENCE * STREAM_LEN) as usize];
+            let (at, len) = (
                 self.streams_at() + first * STREAM_LEN,
                 (n * STREAM_LEN) as usize,
-            )?;
+            );
+            let bytes = self
+                .table_bytes_in(src, at, len, &mut scratch)?
+                .ok_or_else(|| damaged(at, "a block of stream entries longer than a block"))?;
             for (k, b) in bytes.chunks_exact(STREAM_LEN as usize).enumerate() {
                 let entry_hash = hash_of(b);
                 if entry_hash < hash {

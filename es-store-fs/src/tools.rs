@@ -323,7 +323,7 @@ fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
             let Some(stream) = log.stream_of_recent(f.first_position) else {
                 continue;
             };
-            let src = crate::seal::TableSource::Memory(&table);
+            let src = crate::seal::TableSource::Memory(&table, Some(&*file));
             let listed = sealed
                 .find_stream(&src, stream)
                 .ok()

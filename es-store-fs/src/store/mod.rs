@@ -4,6 +4,7 @@
 
 mod open;
 mod readers;
+mod recent;
 mod writer;
 
 pub(crate) use open::published_end;
@@ -24,6 +25,7 @@ use es_core::{
 };
 use open::WriterLock;
 use readers::{Buffered, LogReader, StreamReader};
+use recent::RecentBytes;
 use std::collections::VecDeque;
 use std::io;
 use std::ops::ControlFlow;
@@ -58,6 +60,9 @@ struct TableCache {
 
 /// What the stream table cache holds by default.
 const TABLE_CACHE_BYTES: usize = 16 << 20;
+
+/// The newest bytes of the log kept in memory by default.
+const RECENT_CACHE_BYTES: usize = 8 << 20;
 
 impl TableCache {
     fn with_budget(budget: usize) -> Self {
@@ -169,6 +174,8 @@ struct Shared {
     seal_lock: Mutex<()>,
     /// Stream tables of sealed segments read lately.
     stream_tables: Mutex<TableCache>,
+    /// The newest bytes of the log, as written.
+    recent: RwLock<RecentBytes>,
     /// What readers see: only frames whose append was acknowledged.
     published: RwLock<Index>,
     /// Segment files: the active one always open, sealed ones on demand.
@@ -372,14 +379,12 @@ impl Shared {
         f: impl FnOnce(&TableSource<'_>) -> Result<T, SealedError>,
     ) -> Result<T, SealedError> {
         let cached = lock(&self.stream_tables).get(sealed.segment);
+        let file = self
+            .sealed_index(sealed.segment)
+            .map_err(|e| SealedError::Io(io::Error::other(e.to_string())))?;
         match cached {
-            Some(table) => f(&TableSource::Memory(&table)),
-            None => {
-                let file = self
-                    .sealed_index(sealed.segment)
-                    .map_err(|e| SealedError::Io(io::Error::other(e.to_string())))?;
-                f(&TableSource::File(&*file))
-            }
+            Some(table) => f(&TableSource::Memory(&table, Some(&*file))),
+            None => f(&TableSource::File(&*file)),
         }
     }
 
@@ -422,10 +427,12 @@ impl Shared {
 
     /// Reads and checks the frame at `at`.
     fn read_frame(&self, at: FrameRef, buf: &mut Vec<u8>) -> Result<(), StoreError> {
-        buf.resize(at.len as usize, 0);
-        let file = self.segment(at.segment)?;
-        file.read_exact_at(buf, at.offset)
-            .map_err(|e| self.read_failed(at, e))?;
+        if !read(&self.recent).copy(at, buf) {
+            buf.resize(at.len as usize, 0);
+            let file = self.segment(at.segment)?;
+            file.read_exact_at(buf, at.offset)
+                .map_err(|e| self.read_failed(at, e))?;
+        }
         format::check_frame(buf).map_err(|e| corrupted(at, &e.to_string()))?;
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use super::writer::{SealRequest, seal_segments};
 use super::writer::{Writer, commit_queued, periodic_sync};
-use super::{FileStore, OpenFiles, SegmentFiles, Shared, TableCache, lock};
+use super::{FileStore, OpenFiles, RecentBytes, SegmentFiles, Shared, TableCache, lock};
 use crate::error::OpenError;
 use crate::format::{self, Frame};
 use crate::layout::{LOCK_FILE, PUBLISHED_FILE, sealed_index_path, segment_path};
@@ -53,10 +53,16 @@ pub struct FileStoreOptions {
     /// The active segment grows in zero-filled steps of this many bytes, so that most
     /// syncs persist data only, not a new file size (0 grows it frame by frame).
     pub preallocate: u64,
-    /// Memory for the stream tables of the newest sealed segments, read at open and
-    /// searched in memory by stream loads (16 MiB by default). Other segments' tables
-    /// are searched on disk, three small reads per segment a stream spans; 0 keeps none.
+    /// Memory for the stream tables (entries and names) of the newest sealed segments,
+    /// read at open or kept when a segment is sealed, and searched in memory by stream
+    /// loads (16 MiB by default): a stream's frames in such a segment then cost one small
+    /// read of its index. Other segments' tables are searched on disk, three small reads
+    /// per segment a stream spans; 0 keeps none.
     pub stream_table_cache: usize,
+    /// Memory for the newest bytes of the log, kept as they were written, so that reads
+    /// of recent events (a stream load after a command, a subscriber following the log)
+    /// copy them instead of reading the file (8 MiB by default; 0 keeps none).
+    pub recent_cache: usize,
     /// The file system (the real one unless a test swaps it).
     pub vfs: Arc<dyn Vfs>,
 }
@@ -71,6 +77,7 @@ impl Default for FileStoreOptions {
             read_only: false,
             preallocate: 1024 * 1024,
             stream_table_cache: super::TABLE_CACHE_BYTES,
+            recent_cache: super::RECENT_CACHE_BYTES,
             vfs: Arc::new(StdFs),
         }
     }
@@ -200,6 +207,7 @@ impl FileStore {
             tracing::warn!("reading the last commit time: {e}");
             DateTime::<Utc>::MIN_UTC
         });
+        let recent = newest_bytes(&rec, &options);
         let mut tables = TableCache::with_budget(options.stream_table_cache);
         for (segment, table) in rec.stream_tables {
             tables.put(segment, table.into());
@@ -213,6 +221,7 @@ impl FileStore {
             sealing: (Mutex::new(SealRequest::default()), Condvar::new()),
             seal_lock: Mutex::new(()),
             stream_tables: Mutex::new(tables),
+            recent: RwLock::new(recent),
             published: RwLock::new(rec.index),
             segments: Mutex::new(SegmentFiles {
                 count: rec.segment_count,
@@ -457,4 +466,31 @@ pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Publishe
         return Ok(None);
     }
     recovery::read_published(vfs, dir)
+}
+
+/// The newest bytes of the log up to the recovered end, read at open so that the events
+/// appended last before a restart are read from memory too. A failed read leaves them to
+/// be read from the file, where the reader meets the error itself.
+fn newest_bytes(rec: &recovery::Recovered, options: &FileStoreOptions) -> RecentBytes {
+    let mut recent = RecentBytes::with_capacity(options.recent_cache);
+    let end = rec.end;
+    let Some(file) = rec
+        .last_segment
+        .as_ref()
+        .filter(|_| !options.read_only && end.segment + 1 == rec.segment_count)
+    else {
+        return recent;
+    };
+    let from = end
+        .offset
+        .saturating_sub(options.recent_cache as u64)
+        .max(format::SEGMENT_HEADER_LEN as u64);
+    if from < end.offset {
+        let mut bytes = vec![0u8; (end.offset - from) as usize];
+        match file.read_exact_at(&mut bytes, from) {
+            Ok(()) => recent.push(end.segment, from, &bytes),
+            Err(e) => tracing::warn!("reading the newest frames into memory: {e}"),
+        }
+    }
+    recent
 }

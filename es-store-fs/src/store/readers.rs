@@ -295,6 +295,8 @@ pub(super) struct LogReader<'a> {
     next_position: u64,
     frames: VecDeque<FrameEntry>,
     window: ReadAhead,
+    /// A frame copied from the newest bytes in memory.
+    recent: Vec<u8>,
 }
 
 impl<'a> LogReader<'a> {
@@ -305,6 +307,7 @@ impl<'a> LogReader<'a> {
             next_position: from_position.max(1),
             frames: VecDeque::new(),
             window: ReadAhead::default(),
+            recent: Vec::new(),
         }
     }
 
@@ -314,6 +317,12 @@ impl<'a> LogReader<'a> {
     fn frame(&mut self, entry: &FrameEntry, known_end: u64) -> Result<&[u8], StoreError> {
         let at = entry.at;
         let len = at.len as usize;
+        if !self.window.holds(at.segment, at.offset, len)
+            && read(&self.shared.recent).copy(at, &mut self.recent)
+        {
+            format::check_frame(&self.recent).map_err(|e| corrupted(at, &e.to_string()))?;
+            return Ok(&self.recent);
+        }
         if !self.window.holds(at.segment, at.offset, len) {
             let file = self.shared.segment(at.segment)?;
             let limit = known_end.max(at.offset + u64::from(at.len));

@@ -673,6 +673,12 @@ impl Shared {
         w.last_io = io_time;
         let outcome = match result {
             Ok((created, allocated)) => {
+                {
+                    let mut recent = shared.recent.write().unwrap_or_else(|e| e.into_inner());
+                    for chunk in &chunks {
+                        recent.push(chunk.at.segment, chunk.at.offset, &chunk.bytes);
+                    }
+                }
                 w.allocated = allocated;
                 w.stats.appends += carried.len() as u64;
                 if let Some(newest) = created.last() {
@@ -915,13 +921,15 @@ impl Shared {
                 break;
             };
             let segment = frames.segment;
-            let sealed = crate::recovery::write_sealed(&*self.options.vfs, &self.dir, &frames)
-                .map_err(|e| {
-                    StoreError::Io(io::Error::new(
-                        e.kind(),
-                        format!("writing the index of sealed segment {segment}: {e}"),
-                    ))
-                })?;
+            let (sealed, table) =
+                crate::recovery::write_sealed(&*self.options.vfs, &self.dir, &frames).map_err(
+                    |e| {
+                        StoreError::Io(io::Error::new(
+                            e.kind(),
+                            format!("writing the index of sealed segment {segment}: {e}"),
+                        ))
+                    },
+                )?;
             let mut index = self.published.write().unwrap_or_else(|e| e.into_inner());
             index.install_sealed(sealed).map_err(|e| {
                 StoreError::Corrupted(es_core::store::Corruption::new(
@@ -932,6 +940,9 @@ impl Shared {
                     format!("its sealed index does not fit the index in memory: {e}"),
                 ))
             })?;
+            drop(index);
+            // the newest table is the likeliest to be searched
+            lock(&self.stream_tables).put(segment, table.into());
             sealed_any = true;
         }
         // the stream table is recorded even when a group filter fails

@@ -806,7 +806,12 @@ fn a_failed_read_during_recovery_cuts_nothing() {
 #[test]
 fn a_failed_read_is_an_io_error_not_corruption() {
     let fs = SimFs::new(5);
-    let store = FileStore::open_with(SIM_DIR, sim_options(&fs)).unwrap();
+    // nothing kept in memory: every read goes to the file
+    let options = FileStoreOptions {
+        recent_cache: 0,
+        ..sim_options(&fs)
+    };
+    let store = FileStore::open_with(SIM_DIR, options).unwrap();
     for i in 0..10 {
         store
             .append("s-1", ExpectedVersion::Any, vec![event(i)])
@@ -822,6 +827,85 @@ fn a_failed_read_is_an_io_error_not_corruption() {
     assert!(matches!(err, Err(StoreError::Io(_))), "{err:?}");
     fs.clear_faults();
     assert_eq!(store.read_all(1).unwrap().count(), 10);
+}
+
+/// The newest bytes of the log are kept in memory as written, and read back into memory
+/// at open: reads of recent events do not touch the file, older ones still do (and report
+/// its failures), and a frame damaged on disk before the open is found damaged in memory
+/// too.
+#[test]
+fn recent_events_are_read_from_memory_and_older_ones_from_the_file() {
+    let fs = SimFs::new(6);
+    let options = || FileStoreOptions {
+        recent_cache: 1024,
+        ..sim_options(&fs)
+    };
+    let store = FileStore::open_with(SIM_DIR, options()).unwrap();
+    for i in 0..20 {
+        store
+            .append(
+                &format!("s-{}", i % 2),
+                ExpectedVersion::Any,
+                vec![event(i)],
+            )
+            .unwrap();
+    }
+    let check = |store: &FileStore| {
+        fs.fail_persistently(SimOp::Read, std::io::ErrorKind::Other, Some(".seg"));
+        // the newest events of each stream come from memory
+        let newest: Vec<_> = store
+            .read_stream("s-1", 10)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].payload, event(19).payload);
+        let tail: Vec<_> = store
+            .read_all(20)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(tail.len(), 1);
+        // the first ones no longer fit in 1 KiB: read from the file, which fails
+        let err = store.read_stream("s-0", 1).unwrap().next().unwrap();
+        assert!(matches!(err, Err(StoreError::Io(_))), "{err:?}");
+        let err = store.read_all(1).unwrap().next().unwrap();
+        assert!(matches!(err, Err(StoreError::Io(_))), "{err:?}");
+        fs.clear_faults();
+        let all: Vec<_> = store
+            .read_all(1)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(all.len(), 20);
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.payload, event(i as u64).payload);
+        }
+    };
+    check(&store);
+    store.close().unwrap();
+    // read back at open
+    let store = FileStore::open_with(SIM_DIR, options()).unwrap();
+    check(&store);
+    let last = store.read_all(20).unwrap().next().unwrap().unwrap();
+    store.close().unwrap();
+    // a byte of the last frame flipped on disk: the copy read at open fails its checksum
+    let path = sim_segment(0);
+    let mut bytes = fs.read_file(&path).unwrap();
+    let at = bytes.windows(7).position(|w| w == br#""n":19,"#).unwrap();
+    bytes[at + 5] ^= 0x01;
+    fs.write_file(&path, &bytes);
+    let store = FileStore::open_with(SIM_DIR, options());
+    match store {
+        Err(e) => assert!(e.to_string().contains("00000000000000000000.seg"), "{e}"),
+        Ok(store) => {
+            let read = store.read_all(20).unwrap().next().unwrap();
+            assert!(
+                matches!(read, Err(StoreError::Corrupted(_))),
+                "{read:?} (was {last:?})"
+            );
+        }
+    }
 }
 
 /// When an intact index file proves the log held more than is left (the last segment
