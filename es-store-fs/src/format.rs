@@ -231,6 +231,10 @@ pub struct FramePlace {
 }
 
 fn put_varint(out: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
+    }
     let mut buf = [0u8; 10];
     let n = v.encode_var(&mut buf);
     out.extend_from_slice(&buf[..n]);

@@ -414,8 +414,9 @@ impl Sealed {
     }
 
     /// [`Sealed::read`] without the stream runs (left empty), for a store that knows its
-    /// stream table from a base. A stream table longer than `keep_up_to` bytes is checked
-    /// in pieces but not kept (the table returned is empty).
+    /// stream table from a base. The stream table is checked in pieces; its entries and
+    /// names are returned when they take no more than `keep_up_to` bytes (the table
+    /// returned is empty otherwise).
     pub fn read_summary(
         file: &dyn VfsFile,
         segment: u64,
@@ -510,9 +511,15 @@ impl Sealed {
             };
             IdFilter::parse(bytes).map(Some).ok_or_else(unusable)
         };
-        if !with_runs && !first_layout && sealed.slots_at() - HEADER_LEN > keep_up_to as u64 {
-            // the stream table is checked, as at every open, but not kept
-            // pieces of whole blocks of entries, so that each block starts in its piece
+        if !with_runs && !first_layout {
+            // the stream table is checked, as at every open, in pieces of whole blocks of
+            // entries, so that each block starts in its piece; its entries and names are
+            // kept when they fit
+            let kept_len = sealed.slots_at() - HEADER_LEN;
+            let mut table = Vec::new();
+            if kept_len <= keep_up_to as u64 {
+                table.reserve_exact(kept_len as usize);
+            }
             let mut crc = 0u32;
             let piece = (STREAM_LEN * FENCE * 256).min(sealed.filter_at() - HEADER_LEN);
             let mut buf = vec![0u8; piece as usize];
@@ -522,6 +529,11 @@ impl Sealed {
                 let n = buf.len().min((sealed.filter_at() - at) as usize);
                 file.read_exact_at(&mut buf[..n], at)?;
                 crc = crc32c::crc32c_append(crc, &buf[..n]);
+                if table.capacity() > 0 {
+                    table.extend_from_slice(
+                        &buf[..n.min(sealed.slots_at().saturating_sub(at) as usize)],
+                    );
+                }
                 let piece = &buf[..n.min(sealed.names_at().saturating_sub(at) as usize)];
                 fences.extend(
                     piece
@@ -543,7 +555,7 @@ impl Sealed {
                     ..sealed
                 },
                 runs: Vec::new(),
-                table: Vec::new(),
+                table,
             });
         }
         let a_len = sealed.frames_at() - HEADER_LEN;
@@ -583,6 +595,7 @@ impl Sealed {
             .collect();
         // the stream entries and their names: each stream's frames are read from the file
         a.truncate((sealed.slots_at() - HEADER_LEN) as usize);
+        a.shrink_to_fit();
         Ok(ReadSealed {
             sealed: Sealed {
                 filter,

@@ -52,7 +52,7 @@ struct SegmentFiles {
 /// bytes, the oldest put in dropped first.
 #[derive(Default)]
 struct TableCache {
-    tables: std::collections::HashMap<u64, Arc<[u8]>>,
+    tables: std::collections::HashMap<u64, Arc<Vec<u8>>>,
     order: VecDeque<u64>,
     bytes: usize,
     budget: usize,
@@ -72,11 +72,11 @@ impl TableCache {
         }
     }
 
-    fn get(&self, segment: u64) -> Option<Arc<[u8]>> {
+    fn get(&self, segment: u64) -> Option<Arc<Vec<u8>>> {
         self.tables.get(&segment).cloned()
     }
 
-    fn put(&mut self, segment: u64, table: Arc<[u8]>) {
+    fn put(&mut self, segment: u64, table: Arc<Vec<u8>>) {
         self.bytes += table.len();
         match self.tables.insert(segment, table) {
             Some(old) => self.bytes -= old.len(),
@@ -383,7 +383,7 @@ impl Shared {
             .sealed_index(sealed.segment)
             .map_err(|e| SealedError::Io(io::Error::other(e.to_string())))?;
         match cached {
-            Some(table) => f(&TableSource::Memory(&table, Some(&*file))),
+            Some(table) => f(&TableSource::Memory(&table[..], Some(&*file))),
             None => f(&TableSource::File(&*file)),
         }
     }
