@@ -6,7 +6,9 @@
 //!
 //! 1. lock the rows of the group's streams (creating missing ones at version 0), in
 //!    sorted order;
-//! 2. look up the group's event ids (idempotent retries, ids stored elsewhere);
+//! 2. look up the group's event ids (idempotent retries, ids stored elsewhere), only
+//!    when it can change an outcome: after step 4 refused an append (a retry looks like a
+//!    conflict), or in a second run after the insert met an id stored already;
 //! 3. lock the head row: the global position and the commit time, which never goes
 //!    backwards (it is at least the previous commit's);
 //! 4. decide each append in queue order against the locked versions: a conflict, a
@@ -282,7 +284,7 @@ fn run_with_retries(shared: &Shared, group: &[Request]) -> Result<Vec<Outcome>, 
                     .collect());
             }
         };
-        match run_group(shared, &mut conn, group) {
+        match run_group(shared, &mut conn, group, violated) {
             Ok(outcomes) => return Ok(outcomes),
             Err(failure) => {
                 conn.note(&failure.error);
@@ -328,7 +330,17 @@ struct Columns<'a> {
     append_len: Vec<i32>,
 }
 
-fn run_group(shared: &Shared, conn: &mut Conn, group: &[Request]) -> Result<Vec<Outcome>, Failure> {
+/// One transaction of a group. The group's event ids are looked up only when `look_up`
+/// is set (a second run after an insert met a stored id) or when an append would be
+/// refused without them (a retry of a stored append looks like a conflict): an id stored
+/// already that no decision looked up makes the insert fail on its unique key, and the
+/// group runs again with the look-up. So a group of fresh appends takes five round trips.
+fn run_group(
+    shared: &Shared,
+    conn: &mut Conn,
+    group: &[Request],
+    look_up: bool,
+) -> Result<Vec<Outcome>, Failure> {
     let fail = |during: &'static str| {
         move |error| Failure {
             error,
@@ -370,24 +382,32 @@ fn run_group(shared: &Shared, conn: &mut Conn, group: &[Request]) -> Result<Vec<
         let version: i64 = row.get(1);
         versions.insert(row.get(0), version.max(0) as u64);
     }
-    let mut stored: HashMap<Uuid, Stored> = HashMap::new();
-    for row in tx
-        .query(&find_ids, &[&all_ids])
-        .map_err(fail("looking up event ids"))?
-    {
-        let position = row.get::<_, i64>(3).max(0) as u64;
-        let index = row.get::<_, i32>(4).max(0) as u64;
-        stored.insert(
-            row.get(0),
-            Stored {
-                stream_id: row.get(1),
-                version: row.get::<_, i64>(2).max(0) as u64,
-                position,
-                append_first_position: position.saturating_sub(index),
-                append_len: row.get::<_, i32>(5).max(0) as u64,
-            },
-        );
-    }
+    let find = |tx: &mut postgres::Transaction<'_>| -> Result<HashMap<Uuid, Stored>, Failure> {
+        let mut stored = HashMap::new();
+        for row in tx
+            .query(&find_ids, &[&all_ids])
+            .map_err(fail("looking up event ids"))?
+        {
+            let position = row.get::<_, i64>(3).max(0) as u64;
+            let index = row.get::<_, i32>(4).max(0) as u64;
+            stored.insert(
+                row.get(0),
+                Stored {
+                    stream_id: row.get(1),
+                    version: row.get::<_, i64>(2).max(0) as u64,
+                    position,
+                    append_first_position: position.saturating_sub(index),
+                    append_len: row.get::<_, i32>(5).max(0) as u64,
+                },
+            );
+        }
+        Ok(stored)
+    };
+    let mut stored = if look_up {
+        find(&mut tx)?
+    } else {
+        HashMap::new()
+    };
     let head_row = tx
         .query_one(&lock_head, &[])
         .map_err(fail("locking the head"))?;
@@ -395,15 +415,28 @@ fn run_group(shared: &Shared, conn: &mut Conn, group: &[Request]) -> Result<Vec<
     let now: DateTime<Utc> = head_row.get(1);
 
     let locked = versions.clone();
-    let mut outcomes = Vec::with_capacity(group.len());
-    let mut columns = Columns::default();
-    let mut next_position = head.max(0) as u64 + 1;
-    for request in group {
-        let outcome = decide(request, &mut versions, &mut stored, &mut next_position);
-        if let Ok((result, true)) = &outcome {
-            push_columns(&mut columns, request, result, now);
+    let (mut outcomes, mut columns, mut next_position);
+    let mut looked_up = look_up;
+    loop {
+        outcomes = Vec::with_capacity(group.len());
+        columns = Columns::default();
+        next_position = head.max(0) as u64 + 1;
+        versions.clone_from(&locked);
+        let mut known = stored.clone();
+        for request in group {
+            let outcome = decide(request, &mut versions, &mut known, &mut next_position);
+            if let Ok((result, true)) = &outcome {
+                push_columns(&mut columns, request, result, now);
+            }
+            outcomes.push(outcome.map(|(result, _)| result));
         }
-        outcomes.push(outcome.map(|(result, _)| result));
+        if looked_up || outcomes.iter().all(Result::is_ok) {
+            break;
+        }
+        // a refusal may be a retry of an append stored already: decide again knowing
+        // where the group's ids are stored
+        stored = find(&mut tx)?;
+        looked_up = true;
     }
     if columns.positions.is_empty() {
         // nothing to write: the rollback also removes the rows made for new streams
