@@ -200,8 +200,8 @@ impl std::fmt::Debug for Sealed {
 /// Where a stream table is read from.
 pub enum TableSource<'a> {
     /// A copy in memory of the stream entries and their names (what [`Sealed::read`]
-    /// returned), with the index file for each stream's list of frames, when that is to
-    /// be read too.
+    /// returned), possibly followed by every stream's list of frames, with the index file
+    /// for those lists when the copy does not hold them.
     Memory(&'a [u8], Option<&'a dyn VfsFile>),
     /// The index file itself.
     File(&'a dyn VfsFile),
@@ -607,6 +607,14 @@ impl Sealed {
         })
     }
 
+    /// Every stream's list of frames, read whole: what follows the entries and names
+    /// returned by [`Sealed::read`] when a caller searches every stream of the segment.
+    pub fn read_frame_lists(&self, file: &dyn VfsFile) -> Result<Vec<u8>, SealedError> {
+        let mut b = vec![0u8; (self.filter_at() - self.slots_at()) as usize];
+        file.read_exact_at(&mut b, self.slots_at())?;
+        Ok(b)
+    }
+
     /// `len` bytes of the stream table at file offset `at`, from `src`.
     fn table_bytes<'t>(
         &self,
@@ -616,7 +624,10 @@ impl Sealed {
     ) -> Result<std::borrow::Cow<'t, [u8]>, SealedError> {
         match src {
             TableSource::Memory(table, file) => {
-                if table.len() as u64 != self.slots_at() - self.streams_at() {
+                // entries and names, or those and every stream's frame list
+                let len_ok = [self.slots_at(), self.filter_at()]
+                    .contains(&(self.streams_at() + table.len() as u64));
+                if !len_ok {
                     return Err(damaged(
                         self.streams_at(),
                         "a stream table of the wrong length",
