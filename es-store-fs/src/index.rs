@@ -611,11 +611,10 @@ impl<H: BuildHasher + Default> Index<H> {
         let start = stream.recent.partition_point(|&no| {
             frame(no).is_some_and(|e| e.first_version + e.count <= from_version)
         });
-        stream.recent[start.min(stream.recent.len())..]
-            .iter()
-            .take(max)
-            .filter_map(|&no| frame(no))
-            .collect()
+        let numbers = &stream.recent[start.min(stream.recent.len())..];
+        let mut frames = Vec::with_capacity(numbers.len().min(max));
+        frames.extend(numbers.iter().take(max).filter_map(|&no| frame(no)));
+        frames
     }
 
     /// Whether recent frame number `no` belongs to `stream_id`.

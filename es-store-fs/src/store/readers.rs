@@ -150,7 +150,9 @@ impl<'a> StreamReader<'a> {
             frames: VecDeque::new(),
             sealed: VecDeque::new(),
             walked_from: None,
-            buf: Vec::new(),
+            // room for the usual frame, so that frames of a few hundred bytes are read
+            // into one allocation
+            buf: Vec::with_capacity(1024),
         }
     }
 }
