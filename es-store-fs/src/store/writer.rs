@@ -689,11 +689,11 @@ impl Shared {
                 let published: Vec<(String, FrameEntry)> = w.unpublished.drain(..frames).collect();
                 let head = {
                     let mut index = shared.published.write().unwrap_or_else(|e| e.into_inner());
-                    let mut ids = w.pending_ids.iter();
+                    let mut ids = w.pending_ids.as_slice();
                     for (stream, entry) in &published {
-                        let frame_ids: Vec<Uuid> =
-                            ids.by_ref().take(entry.count as usize).copied().collect();
-                        if let Err(e) = index.push(stream, *entry, &frame_ids) {
+                        let (frame_ids, rest) = ids.split_at(ids.len().min(entry.count as usize));
+                        ids = rest;
+                        if let Err(e) = index.push(stream, *entry, frame_ids) {
                             // cannot happen: frames were checked against the same versions
                             tracing::error!("index out of step: {e}");
                         }
@@ -715,10 +715,9 @@ impl Shared {
                 }
                 let published_events: u64 = published.iter().map(|(_, e)| e.count).sum();
                 // published ids are found in the index from now on
-                let published_ids: Vec<Uuid> =
-                    w.pending_ids.drain(..published_events as usize).collect();
-                for id in &published_ids {
-                    w.ids.remove(id);
+                let w = &mut *w;
+                for id in w.pending_ids.drain(..published_events as usize) {
+                    w.ids.remove(&id);
                 }
                 w.durable_tail = tail;
                 w.dirty = shared.options.durability != Durability::Always;
