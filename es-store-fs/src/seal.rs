@@ -654,30 +654,21 @@ impl Sealed {
         }
     }
 
-    /// [`Sealed::table_bytes`] into `scratch` when read from the file, so that a search
-    /// of the file allocates nothing; `None` when `scratch` is too short for them.
+    /// [`Sealed::table_bytes`], read into `scratch` when they come from the file and fit
+    /// it, so that a search of the file allocates nothing.
     fn table_bytes_in<'a>(
         &self,
         src: &TableSource<'a>,
         at: u64,
         len: usize,
         scratch: &'a mut [u8],
-    ) -> Result<Option<&'a [u8]>, SealedError> {
-        match src {
-            TableSource::File(file) => {
-                if at + len as u64 > self.filter_at() {
-                    return Err(damaged(at, "an entry outside the stream table"));
-                }
-                let Some(b) = scratch.get_mut(..len) else {
-                    return Ok(None);
-                };
+    ) -> Result<std::borrow::Cow<'a, [u8]>, SealedError> {
+        match (src, scratch.get_mut(..len)) {
+            (TableSource::File(file), Some(b)) if at + len as u64 <= self.filter_at() => {
                 file.read_exact_at(b, at)?;
-                Ok(Some(b))
+                Ok(std::borrow::Cow::Borrowed(b))
             }
-            TableSource::Memory(..) => match self.table_bytes(src, at, len)? {
-                std::borrow::Cow::Borrowed(b) => Ok(Some(b)),
-                std::borrow::Cow::Owned(_) => Ok(None),
-            },
+            _ => self.table_bytes(src, at, len),
         }
     }
 
@@ -738,10 +729,8 @@ impl Sealed {
         }
         let mut scratch = [0u8; 256];
         let at = self.names_at() + name_at;
-        let named = match self.table_bytes_in(src, at, name_len as usize, &mut scratch)? {
-            Some(name) => name == stream_id.as_bytes(),
-            None => *self.table_bytes(src, at, name_len as usize)? == *stream_id.as_bytes(),
-        };
+        let named = *self.table_bytes_in(src, at, name_len as usize, &mut scratch)?
+            == *stream_id.as_bytes();
         Ok(named.then(|| StreamRun {
             stream_id: stream_id.to_owned(),
             ..run
@@ -767,9 +756,7 @@ impl Sealed {
                 self.streams_at() + first * STREAM_LEN,
                 (n * STREAM_LEN) as usize,
             );
-            let bytes = self
-                .table_bytes_in(src, at, len, &mut scratch)?
-                .ok_or_else(|| damaged(at, "a block of stream entries longer than a block"))?;
+            let bytes = self.table_bytes_in(src, at, len, &mut scratch)?;
             for (k, b) in bytes.chunks_exact(STREAM_LEN as usize).enumerate() {
                 let entry_hash = hash_of(b);
                 if entry_hash < hash {

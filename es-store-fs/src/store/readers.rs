@@ -319,13 +319,11 @@ impl<'a> LogReader<'a> {
     fn frame(&mut self, entry: &FrameEntry, known_end: u64) -> Result<&[u8], StoreError> {
         let at = entry.at;
         let len = at.len as usize;
-        if !self.window.holds(at.segment, at.offset, len)
-            && read(&self.shared.recent).copy(at, &mut self.recent)
-        {
-            format::check_frame(&self.recent).map_err(|e| corrupted(at, &e.to_string()))?;
-            return Ok(&self.recent);
-        }
         if !self.window.holds(at.segment, at.offset, len) {
+            if read(&self.shared.recent).copy(at, &mut self.recent) {
+                format::check_frame(&self.recent).map_err(|e| corrupted(at, &e.to_string()))?;
+                return Ok(&self.recent);
+            }
             let file = self.shared.segment(at.segment)?;
             let limit = known_end.max(at.offset + u64::from(at.len));
             self.window
