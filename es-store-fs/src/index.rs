@@ -643,8 +643,17 @@ impl<H: BuildHasher + Default> Index<H> {
 
     /// The ids of recent events from `position` on.
     pub fn recent_ids_from(&self, position: u64) -> Vec<Uuid> {
+        self.recent_ids_in(position, usize::MAX)
+    }
+
+    /// The ids of at most `count` recent events from `position` on.
+    pub fn recent_ids_in(&self, position: u64, count: usize) -> Vec<Uuid> {
         let skip = position.saturating_sub(self.first_recent_position()) as usize;
-        self.recent_ids.iter().skip(skip).copied().collect()
+        self.recent_ids
+            .range(skip.min(self.recent_ids.len())..)
+            .take(count)
+            .copied()
+            .collect()
     }
 
     /// The last frame of the log, if it is recent.

@@ -173,7 +173,8 @@ pub struct Sealed {
     pub events: u64,
     /// Frames in it.
     pub frames: u32,
-    streams: u32,
+    /// Streams with frames in it.
+    pub streams: u32,
     names_len: u32,
     filter_len: u32,
     filter: Option<IdFilter>,
@@ -963,6 +964,24 @@ impl Sealed {
         self.frames_from(file, self.first_position, self.frames as usize)
     }
 
+    /// Every event id of the segment with its position, in the id table's order, read
+    /// whole: for `verify`, which compares them all with the segment.
+    pub fn read_ids(&self, file: &dyn VfsFile) -> Result<Vec<(Uuid, u64)>, SealedError> {
+        let len = usize::try_from(self.events * ID_LEN)
+            .map_err(|_| damaged(self.ids_at(), "an id table too large to read"))?;
+        let mut b = vec![0u8; len];
+        file.read_exact_at(&mut b, self.ids_at())?;
+        Ok(b.chunks_exact(ID_LEN as usize)
+            .map(|e| {
+                let id = Uuid::from_slice(&e[..16]).unwrap_or_default();
+                (
+                    id,
+                    u64::from_le_bytes(e[16..24].try_into().unwrap_or([0; 8])),
+                )
+            })
+            .collect())
+    }
+
     /// Section B (the frame and id tables), read whole, after checking its checksum.
     fn checked_tables(&self, file: &dyn VfsFile) -> Result<Vec<u8>, SealedError> {
         let at = self.frames_at();
@@ -1021,4 +1040,130 @@ fn encode_frame_entry(out: &mut Vec<u8>, f: &FrameEntry, stream: u32) {
     out.extend_from_slice(&f.at.len.to_le_bytes());
     out.extend_from_slice(&stream.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::OpenError;
+    use crate::layout::sealed_index_path;
+    use crate::vfs::Vfs;
+    use crate::{Durability, FileStore, FileStoreOptions};
+    use es_core::{EventStore, ExpectedVersion, NewEvent};
+    use std::path::Path;
+
+    /// A store of several sealed segments: streams of one event per append, interleaved.
+    fn store_of_sealed_segments(dir: &Path) {
+        let options = FileStoreOptions {
+            segment_size: 4096,
+            durability: Durability::None,
+            ..Default::default()
+        };
+        let store = FileStore::open_with(dir, options).unwrap();
+        for i in 0..200u64 {
+            let stream = format!("cart-{}", i % 7);
+            let payload = format!(r#"{{"n":{i}}}"#).into_bytes();
+            store
+                .append(
+                    &stream,
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new("Added", 1, payload)],
+                )
+                .unwrap();
+        }
+        drop(store);
+        assert!(sealed_index_path(dir, 1).exists(), "segments were sealed");
+    }
+
+    /// Rewrites sealed index `no` with `forge` applied to its bytes, then makes its
+    /// checksums agree again: damage that only a comparison with the segment finds.
+    fn forge(dir: &Path, no: u64, forge: impl FnOnce(&Sealed, &mut Vec<u8>)) {
+        let path = sealed_index_path(dir, no);
+        let file = crate::vfs::StdFs
+            .open(&path, crate::vfs::OpenMode::Read)
+            .unwrap();
+        let sealed = Sealed::read(&*file, no).unwrap().sealed;
+        drop(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        forge(&sealed, &mut bytes);
+        let (table_from, table_to) = (HEADER_LEN as usize, sealed.filter_at() as usize);
+        let table_crc = crc32c::crc32c(&bytes[table_from..table_to]);
+        bytes[56..60].copy_from_slice(&table_crc.to_le_bytes());
+        let header_crc = crc32c::crc32c(&bytes[..60]);
+        bytes[60..64].copy_from_slice(&header_crc.to_le_bytes());
+        let end = bytes.len() - 4;
+        let tables_crc = crc32c::crc32c(&bytes[sealed.frames_at() as usize..end]);
+        bytes[end..].copy_from_slice(&tables_crc.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        // the open trusts an intact index: the forgery is not caught there
+        let file = crate::vfs::StdFs
+            .open(&path, crate::vfs::OpenMode::Read)
+            .unwrap();
+        assert!(
+            Sealed::read(&*file, no).is_ok(),
+            "the forgery passes the checksums"
+        );
+    }
+
+    fn verify_refuses(dir: &Path, no: u64, why: &str) {
+        match crate::tools::verify(dir, &|_| {}) {
+            Err(OpenError::Corrupted {
+                file,
+                segment,
+                reason,
+                ..
+            }) => {
+                assert_eq!(file, sealed_index_path(dir, no));
+                assert_eq!(segment, no);
+                assert!(reason.contains(why), "{reason}");
+            }
+            other => panic!("verify passes a forged index: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn verify_finds_a_sealed_index_whose_ids_name_the_wrong_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        store_of_sealed_segments(dir.path());
+        crate::tools::verify(dir.path(), &|_| {}).unwrap();
+        // two ids swap positions: still in id order, each position still in the segment
+        forge(dir.path(), 1, |sealed, bytes| {
+            let at = sealed.ids_at() as usize;
+            let (first, second) = (at + 16, at + ID_LEN as usize + 16);
+            let a: [u8; 8] = bytes[first..first + 8].try_into().unwrap();
+            let b: [u8; 8] = bytes[second..second + 8].try_into().unwrap();
+            assert_ne!(a, b);
+            bytes[first..first + 8].copy_from_slice(&b);
+            bytes[second..second + 8].copy_from_slice(&a);
+        });
+        verify_refuses(dir.path(), 1, "event ids differ");
+    }
+
+    #[test]
+    fn verify_finds_a_sealed_index_whose_stream_lists_a_wrong_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        store_of_sealed_segments(dir.path());
+        // a stream's frame listed one byte longer than it is, still inside the segment
+        forge(dir.path(), 2, |sealed, bytes| {
+            let at = sealed.slots_at() as usize + 28;
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+            bytes[at..at + 4].copy_from_slice(&(len + 1).to_le_bytes());
+        });
+        verify_refuses(dir.path(), 2, "differs from the segment");
+    }
+
+    #[test]
+    fn verify_finds_a_sealed_index_out_of_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        store_of_sealed_segments(dir.path());
+        // the first two entries swapped whole: the same pairs, but a search misses them
+        forge(dir.path(), 1, |sealed, bytes| {
+            let at = sealed.ids_at() as usize;
+            let n = ID_LEN as usize;
+            let first: Vec<u8> = bytes[at..at + n].to_vec();
+            bytes.copy_within(at + n..at + 2 * n, at);
+            bytes[at + n..at + 2 * n].copy_from_slice(&first);
+        });
+        verify_refuses(dir.path(), 1, "out of order");
+    }
 }

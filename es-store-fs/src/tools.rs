@@ -2,7 +2,7 @@
 
 use crate::error::OpenError;
 use crate::format::MAX_FRAME_LEN;
-use crate::index::{Base, Index, IndexFile};
+use crate::index::{Base, FrameEntry, Index, IndexFile};
 use crate::layout::{INDEX_FILE, sealed_index_path, segment_number};
 use crate::recovery;
 use crate::seal::Sealed;
@@ -320,38 +320,67 @@ fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
                 return Some((segment, format!("damaged at offset {offset}: {reason}")));
             }
         };
-        let of_segment: Vec<_> = log
-            .recent
-            .iter()
-            .filter(|f| f.at.segment == segment)
-            .copied()
-            .collect();
+        // the segment's frames: the log's recent frames are in log order
+        let from = log.recent.partition_point(|f| f.at.segment < segment);
+        let to = log.recent.partition_point(|f| f.at.segment <= segment);
+        let of_segment: Vec<_> = log.recent.range(from..to).copied().collect();
         if frames != of_segment {
             return Some((segment, "its frames differ from the segment".into()));
         }
+        // each stream's list of frames, searched once per stream
+        let mut by_stream: HashMap<&str, Vec<FrameEntry>> = HashMap::new();
         for f in &of_segment {
-            let Some(stream) = log.stream_of_recent(f.first_position) else {
-                continue;
-            };
-            let src = crate::seal::TableSource::Memory(&table, Some(&*file));
+            if let Some(stream) = log.stream_of_recent(f.first_position) {
+                by_stream.entry(stream).or_default().push(*f);
+            }
+        }
+        if by_stream.len() != sealed.streams as usize {
+            return Some((
+                segment,
+                format!(
+                    "it lists {} streams, the segment holds {}",
+                    sealed.streams,
+                    by_stream.len()
+                ),
+            ));
+        }
+        let src = crate::seal::TableSource::Memory(&table, Some(&*file));
+        for (stream, expected) in &by_stream {
             let listed = sealed
                 .find_stream(&src, stream)
                 .ok()
                 .flatten()
                 .and_then(|run| sealed.stream_frames(&src, &run, 1).ok());
-            if !listed.is_some_and(|l| l.contains(f)) {
+            if listed.as_ref() != Some(expected) {
                 return Some((
                     segment,
                     format!("stream `{stream}` differs from the segment"),
                 ));
             }
         }
-        let ids = log.recent_ids_from(sealed.first_position);
-        for (i, id) in ids.iter().take(sealed.events as usize).enumerate() {
-            let found = sealed.find_id(&*file, id).ok().flatten();
-            if found.map(|(p, _, _)| p) != Some(sealed.first_position + i as u64) {
-                return Some((segment, "its event ids differ from the segment".into()));
+        // the id table, read whole: in id order (what a look-up searches), and the
+        // segment's ids with their positions, no more and no fewer
+        let mut listed = match sealed.read_ids(&*file) {
+            Ok(ids) => ids,
+            Err(crate::seal::SealedError::Io(e)) => {
+                return Some((segment, format!("it cannot be read: {e}")));
             }
+            Err(crate::seal::SealedError::Damaged { offset, reason }) => {
+                return Some((segment, format!("damaged at offset {offset}: {reason}")));
+            }
+        };
+        if !listed.is_sorted_by_key(|(id, _)| *id) {
+            return Some((segment, "its event id table is out of order".into()));
+        }
+        let mut expected: Vec<(uuid::Uuid, u64)> = log
+            .recent_ids_in(sealed.first_position, sealed.events as usize)
+            .into_iter()
+            .zip(sealed.first_position..)
+            .collect();
+        listed.sort_unstable();
+        expected.sort_unstable();
+        if listed != expected {
+            return Some((segment, "its event ids differ from the segment".into()));
         }
     }
     None
