@@ -361,31 +361,31 @@ pub struct Frame<'a> {
     rest: Reader<'a>,
 }
 
-/// A frame's type table: the first few names inline, so that decoding a frame of few
-/// event types allocates nothing.
+/// A frame's type table: the first name inline, so that decoding a frame of one event
+/// type (the usual frame) allocates nothing and the header stays small to move.
 #[derive(Debug, Default)]
 struct Types<'a> {
-    first: [&'a str; 4],
+    first: &'a str,
     more: Vec<&'a str>,
     len: usize,
 }
 
 impl<'a> Types<'a> {
     fn push(&mut self, name: &'a str) {
-        match self.first.get_mut(self.len) {
-            Some(slot) => *slot = name,
-            None => self.more.push(name),
+        if self.len == 0 {
+            self.first = name;
+        } else {
+            self.more.push(name);
         }
         self.len += 1;
     }
 
+    #[inline]
     fn get(&self, index: usize) -> Option<&'a str> {
-        if index >= self.len {
-            return None;
-        }
-        match self.first.get(index) {
-            Some(name) => Some(*name),
-            None => self.more.get(index - self.first.len()).copied(),
+        match index {
+            0 if self.len > 0 => Some(self.first),
+            0 => None,
+            _ => self.more.get(index - 1).copied(),
         }
     }
 }
@@ -439,7 +439,14 @@ impl<'a> Reader<'a> {
                 self.at += 2;
                 Ok(u64::from(lo & 0x7f) | (u64::from(hi) << 7))
             }
-            _ => self.long_varint(what),
+            _ => match self.buf.get(self.at..self.at + 3) {
+                // a distance back to the last sync often takes three
+                Some(&[lo, mid, hi]) if hi < 0x80 => {
+                    self.at += 3;
+                    Ok(u64::from(lo & 0x7f) | (u64::from(mid & 0x7f) << 7) | (u64::from(hi) << 14))
+                }
+                _ => self.long_varint(what),
+            },
         }
     }
 
@@ -625,13 +632,21 @@ impl<'a> Frame<'a> {
             let e = self.next_event()?;
             f(i, e)?;
         }
+        self.finish()
+    }
+
+    /// After the last event: checks that nothing follows it.
+    pub fn finish(&self) -> Result<()> {
         if self.rest.at != self.rest.buf.len() {
             return Err(FormatError::Malformed("bytes after the last event".into()));
         }
         Ok(())
     }
 
-    fn next_event(&mut self) -> Result<RawEvent<'a>> {
+    /// The next of the frame's `count` events; call it `count` times, then
+    /// [`Frame::finish`].
+    #[inline]
+    pub fn next_event(&mut self) -> Result<RawEvent<'a>> {
         let r = &mut self.rest;
         let id = Uuid::from_bytes(r.array("event id")?);
         let type_and_flags = r.varint("event type")?;
@@ -855,6 +870,35 @@ mod tests {
                 let err = Frame::parse(&bad).unwrap_err().to_string();
                 assert!(err.contains("not UTF-8"), "{err}");
             }
+        }
+    }
+
+    #[test]
+    fn varints_decode_as_the_general_decoder_decodes_them() {
+        let mut values: Vec<u64> = vec![0, 1, 0x7f, 0x80, 0x3fff, 0x4000, 0x1f_ffff, 0x20_0000];
+        values.extend((0..64).map(|bit| 1u64 << bit));
+        values.extend((0..64).map(|bit| (1u64 << bit) - 1));
+        values.push(u64::MAX);
+        for v in values {
+            let mut bytes = Vec::new();
+            put_varint(&mut bytes, v);
+            // as written, with bytes after it, and cut short
+            for tail in [&[][..], &[0x05, 0x81][..]] {
+                let mut buf = bytes.clone();
+                buf.extend_from_slice(tail);
+                let mut r = Reader { buf: &buf, at: 0 };
+                assert_eq!(r.varint("v").unwrap(), v);
+                assert_eq!(r.at, bytes.len());
+            }
+            let cut = &bytes[..bytes.len() - 1];
+            assert!(Reader { buf: cut, at: 0 }.varint("v").is_err() || cut.is_empty());
+        }
+        // an encoding that is not the shortest decodes as the general decoder decodes it
+        for buf in [[0x80u8, 0x00, 0x00], [0xff, 0x80, 0x00], [0x81, 0x81, 0x01]] {
+            let expected = u64::decode_var(&buf[..]).unwrap();
+            let mut r = Reader { buf: &buf, at: 0 };
+            assert_eq!(r.varint("v").unwrap(), expected.0);
+            assert_eq!(r.at, expected.1);
         }
     }
 

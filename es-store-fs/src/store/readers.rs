@@ -56,6 +56,7 @@ pub(super) struct NextFrame<'b> {
 
 impl NextFrame<'_> {
     /// Parses the frame's header, and checks that it is the frame the index describes.
+    #[inline]
     fn parse(&self) -> Result<Frame<'_>, StoreError> {
         let (bytes, entry) = (self.bytes, &self.entry);
         let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
@@ -107,21 +108,22 @@ pub(super) fn visit(
     visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
 ) -> Result<(), StoreError> {
     while let Some(next) = source.next_frame()? {
-        let frame = next.parse()?;
-        let (stream_id, place) = (frame.stream_id, frame.place);
-        let mut flow = ControlFlow::Continue(());
-        frame
-            .for_each_event(|i, raw| {
-                if i >= next.skip && flow.is_continue() {
-                    let metadata = raw.metadata()?;
-                    flow = visit(raw.borrowed(stream_id, place, i, metadata.as_ref()));
-                }
-                Ok(())
-            })
-            .map_err(|e| corrupted(next.entry.at, &e.to_string()))?;
-        if flow.is_break() {
-            break;
+        let mut frame = next.parse()?;
+        let at = next.entry.at;
+        for i in 0..frame.count {
+            let raw = frame
+                .next_event()
+                .map_err(|e| corrupted(at, &e.to_string()))?;
+            if i < next.skip {
+                continue;
+            }
+            let metadata = raw.metadata().map_err(|e| corrupted(at, &e.to_string()))?;
+            let event = raw.borrowed(frame.stream_id, frame.place, i, metadata.as_ref());
+            if visit(event).is_break() {
+                return Ok(());
+            }
         }
+        frame.finish().map_err(|e| corrupted(at, &e.to_string()))?;
     }
     Ok(())
 }
