@@ -23,7 +23,11 @@
 //! 6. **Keep snapshots** if the store can: [`retain_newest`] and [`newest_at_or_below`]
 //!    give the rules ([`SNAPSHOTS_KEPT`] per stream), and [`EventStore::snapshots`]
 //!    returns the store.
-//! 7. **Run the conformance suite**: `es_core::store_conformance_tests!(make_store)` in a
+//! 7. **Answer the cheap questions from an index** if the store keeps one:
+//!    [`EventStore::version_of_event`] (a reaction's idempotency) and
+//!    [`EventStore::stream_end`] (a cached command with nothing new to read) have
+//!    defaults that read the stream or say nothing.
+//! 8. **Run the conformance suite**: `es_core::store_conformance_tests!(make_store)` in a
 //!    test of the store's crate (feature `testing`) generates one test per behaviour.
 //!
 //! ```

@@ -6,7 +6,7 @@ use crate::snapshot::{Snapshot, SnapshotStore, newest_at_or_below, retain_newest
 use crate::store::HeadSignal;
 use crate::store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, IdLocation, Limits, LimitsError,
-    StoreError, check_idempotent_retry,
+    StoreError, StreamEnd, check_idempotent_retry,
 };
 use chrono::Utc;
 // seeded per process, so crafted ids cannot force collisions; much cheaper than SipHash
@@ -207,6 +207,16 @@ impl EventStore for MemoryStore {
             .streams
             .get(stream_id)
             .map_or(0, |s| s.len() as u64))
+    }
+
+    fn stream_end(&self, stream_id: &str) -> Result<Option<StreamEnd>, StoreError> {
+        self.limits.check_stream_id(stream_id)?;
+        Ok(self.read().streams.get(stream_id).and_then(|s| {
+            Some(StreamEnd {
+                version: s.len() as u64,
+                position: *s.last()?,
+            })
+        }))
     }
 
     fn head_position(&self) -> Result<u64, StoreError> {

@@ -394,6 +394,16 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Option<(Loaded<A>, u64)>, LoadError> {
         let start_version = loaded.version;
+        // a stream that still ends at the event the state was folded up to has nothing
+        // more to fold: no read (an error here is met again by the read below)
+        if start_version > 0
+            && position != 0
+            && let Ok(Some(end)) = self.store.stream_end(stream_id)
+            && end.version == start_version
+            && end.position == position
+        {
+            return Ok(Some((loaded, position)));
+        }
         // the events are lent by the store and only the event itself is decoded: a fold
         // keeps nothing of an event but what it changes in the state
         let mut anchored = start_version == 0;

@@ -61,6 +61,15 @@ pub struct AppendResult {
     pub retried: bool,
 }
 
+/// Where a stream ends: its version and the global position of its last event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamEnd {
+    /// The stream's version: its last event's.
+    pub version: u64,
+    /// The global position of its last event.
+    pub position: u64,
+}
+
 impl AppendResult {
     /// Number of events appended.
     pub fn len(&self) -> u64 {
@@ -710,6 +719,29 @@ pub trait EventStore: Send + Sync {
     /// The position of the last event in the global log (0 when empty).
     fn head_position(&self) -> Result<u64, StoreError>;
 
+    /// Where `stream_id` ends, when the store can tell without reading an event;
+    /// `Ok(None)` when it cannot (the default) or the stream does not exist. Only events
+    /// visible to readers count.
+    ///
+    /// The repository asks it before reading what was appended after a cached state:
+    /// when the stream still ends at the event the state was folded up to (same version,
+    /// same global position), there is nothing to read. Any other answer sends it to the
+    /// stream, as without this method.
+    ///
+    /// ```
+    /// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamEnd};
+    /// let store = MemoryStore::new();
+    /// let e = NewEvent::new("Deposited", 1, br#"{"amount":5}"#.to_vec());
+    /// store.append("account-1", ExpectedVersion::NoStream, vec![e]).unwrap();
+    /// let end = StreamEnd { version: 1, position: 1 };
+    /// assert_eq!(store.stream_end("account-1").unwrap(), Some(end));
+    /// assert_eq!(store.stream_end("account-2").unwrap(), None);
+    /// ```
+    fn stream_end(&self, stream_id: &str) -> Result<Option<StreamEnd>, StoreError> {
+        let _ = stream_id;
+        Ok(None)
+    }
+
     /// Blocks until the head position is past `position` or `timeout` passes, and
     /// returns the head. Live subscriptions wait here.
     ///
@@ -805,6 +837,9 @@ macro_rules! forward_event_store {
             }
             fn head_position(&self) -> Result<u64, StoreError> {
                 (**self).head_position()
+            }
+            fn stream_end(&self, stream_id: &str) -> Result<Option<StreamEnd>, StoreError> {
+                (**self).stream_end(stream_id)
             }
             fn wait_for_head(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
                 (**self).wait_for_head(position, timeout)

@@ -370,6 +370,9 @@ fn a_cached_state_of_a_replaced_history_is_not_used() {
         fn head_position(&self) -> Result<u64, StoreError> {
             self.store().head_position()
         }
+        fn stream_end(&self, stream_id: &str) -> Result<Option<es_core::StreamEnd>, StoreError> {
+            self.store().stream_end(stream_id)
+        }
     }
     let switch = Switch {
         stores: [MemoryStore::new(), MemoryStore::new()],
@@ -399,11 +402,13 @@ fn a_cached_state_of_a_replaced_history_is_not_used() {
     assert_eq!(repository.cache_stats().unwrap().invalidations, 1);
 }
 
-/// Counts the events read by stream through it and the id look-ups.
+/// Counts the events read by stream through it and the id look-ups; tells where a
+/// stream ends only when made with [`Counting::telling_ends`].
 struct Counting<S> {
     inner: S,
     events_read: AtomicU64,
     lookups: AtomicU64,
+    ends: bool,
 }
 
 impl<S> Counting<S> {
@@ -412,6 +417,13 @@ impl<S> Counting<S> {
             inner,
             events_read: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
+            ends: false,
+        }
+    }
+    fn telling_ends(inner: S) -> Self {
+        Counting {
+            ends: true,
+            ..Counting::new(inner)
         }
     }
     fn take_reads(&self) -> u64 {
@@ -444,6 +456,12 @@ impl<S: EventStore> EventStore for Counting<S> {
     }
     fn head_position(&self) -> Result<u64, StoreError> {
         self.inner.head_position()
+    }
+    fn stream_end(&self, stream_id: &str) -> Result<Option<es_core::StreamEnd>, StoreError> {
+        if !self.ends {
+            return Ok(None);
+        }
+        self.inner.stream_end(stream_id)
     }
     fn snapshots(&self) -> Option<&dyn SnapshotStore> {
         self.inner.snapshots()
@@ -484,6 +502,55 @@ fn a_cached_command_reads_only_the_event_it_starts_from() {
         .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
         .unwrap();
     assert_eq!(store.take_reads(), 103);
+}
+
+/// A store that tells where a stream ends spares a cached command every read while
+/// nobody else appends; another writer's events are read as before, and a state of
+/// another history is still not used.
+#[test]
+fn a_cached_command_reads_nothing_while_its_stream_ends_at_the_cached_event() {
+    for inner in [MemoryStore::new(), {
+        // positions that differ from the versions
+        let other = MemoryStore::new();
+        other
+            .append(
+                "other-1",
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("X", 1, b"{}".to_vec())],
+            )
+            .unwrap();
+        other
+    }] {
+        let store = Counting::telling_ends(inner);
+        let cached = Repository::<Plain, _>::new(&store).with_cache(CacheOptions::default());
+        let plain = Repository::<Plain, _>::new(&store);
+        for _ in 0..100 {
+            cached
+                .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+                .unwrap();
+        }
+        store.take_reads();
+        let done = cached
+            .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+            .unwrap();
+        assert_eq!(store.take_reads(), 0, "nothing to read");
+        assert_eq!((done.state.total, done.version), (101, 101));
+        // another writer's event: the anchoring event and it are read
+        plain
+            .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+            .unwrap();
+        store.take_reads();
+        let done = cached
+            .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+            .unwrap();
+        assert_eq!(store.take_reads(), 2);
+        assert_eq!((done.state.total, done.version), (103, 103));
+        assert_eq!(cached.cache_stats().unwrap().invalidations, 0);
+        assert_eq!(
+            cached.load("1").unwrap().state,
+            plain.load("1").unwrap().state
+        );
+    }
 }
 
 #[test]

@@ -617,6 +617,19 @@ impl<H: BuildHasher + Default> Index<H> {
         frames
     }
 
+    /// A stream's version and the global position of its last event, when its last
+    /// frame is recent.
+    pub fn stream_end(&self, stream_id: &str) -> Option<(u64, u64)> {
+        let stream = self.stream(stream_id)?;
+        let no = *stream.recent.last()?;
+        let f = self
+            .recent
+            .get(usize::try_from(no.checked_sub(self.recent_base)?).ok()?)?;
+        let last = f.count.checked_sub(1)?;
+        (f.first_version + last == stream.version)
+            .then_some((stream.version, f.first_position + last))
+    }
+
     /// Whether recent frame number `no` belongs to `stream_id`.
     pub fn recent_frame_of(&self, stream_id: &str, no: u64) -> bool {
         self.stream(stream_id)

@@ -1299,6 +1299,47 @@ pub fn event_ids_are_found_in_their_stream<S: EventStore>(store: &S) {
     );
 }
 
+/// `stream_end`, when a store answers it, names the stream's last event as a read
+/// finds it: its version and global position, after single and batched appends, with
+/// other streams between; `None` for a stream that does not exist.
+pub fn stream_ends_name_the_last_event<S: EventStore>(store: &S) {
+    assert_eq!(store.stream_end("ends-never").unwrap(), None);
+    let check = |stream: &str| {
+        let Some(end) = store.stream_end(stream).unwrap() else {
+            return; // a store that cannot tell
+        };
+        let last = read_stream(store, stream, 1).pop().expect("a stream with an end");
+        assert_eq!(
+            (end.version, end.position),
+            (last.stream_version, last.position),
+            "{stream}"
+        );
+        assert_eq!(end.version, store.stream_version(stream).unwrap());
+    };
+    store
+        .append("ends-1", ExpectedVersion::NoStream, events(1, 1))
+        .unwrap();
+    check("ends-1");
+    store
+        .append("ends-2", ExpectedVersion::NoStream, events(2, 3))
+        .unwrap();
+    check("ends-1");
+    check("ends-2");
+    store
+        .append("ends-1", ExpectedVersion::Exact(1), events(5, 4))
+        .unwrap();
+    check("ends-1");
+    check("ends-2");
+    // a refused append changes no end
+    let before = store.stream_end("ends-2").unwrap();
+    assert!(
+        store
+            .append("ends-2", ExpectedVersion::Exact(1), events(9, 1))
+            .is_err()
+    );
+    assert_eq!(store.stream_end("ends-2").unwrap(), before);
+}
+
 /// A repository with a state cache sees what another repository (without one) appends
 /// to the same streams, and both agree with a full replay.
 pub fn cached_repository_sees_other_writers<S: EventStore>(store: &S) {

@@ -82,6 +82,7 @@ macro_rules! store_conformance_tests {
             process_manager_rerun_issues_no_duplicates,
             reaction_covered_by_a_snapshot_is_not_repeated,
             event_ids_are_found_in_their_stream,
+            stream_ends_name_the_last_event,
             cached_repository_sees_other_writers,
             cached_reaction_is_not_repeated
         );

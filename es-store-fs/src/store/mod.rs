@@ -22,6 +22,7 @@ use es_core::snapshot::{Snapshot, SnapshotStore};
 use es_core::store::HeadSignal;
 use es_core::{
     AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEventRef, StoreError,
+    StreamEnd,
 };
 use open::WriterLock;
 use readers::{Buffered, LogReader, StreamReader};
@@ -506,6 +507,15 @@ impl EventStore for FileStore {
 
     fn head_position(&self) -> Result<u64, StoreError> {
         Ok(read(&self.shared.published).head)
+    }
+
+    /// Answered from the index in memory when the stream's last frame is among the
+    /// recent ones (those of the active segment); `None` otherwise.
+    fn stream_end(&self, stream_id: &str) -> Result<Option<StreamEnd>, StoreError> {
+        self.shared.options.limits.check_stream_id(stream_id)?;
+        Ok(read(&self.shared.published)
+            .stream_end(stream_id)
+            .map(|(version, position)| StreamEnd { version, position }))
     }
 
     fn wait_for_head(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
