@@ -4,7 +4,9 @@
 //! A cached state is the fold of the first `version` events of its stream, anchored to
 //! the global position of the event at `version` (as snapshots are). A command takes the
 //! state out, reads the events after it, checking first that the stream still holds the
-//! anchoring event, decides, appends, and puts the new state back. A conflict or any
+//! anchoring event, decides, appends, and puts the new state back. When the store tells
+//! that the stream still ends at the anchoring event ([`EventStore::stream_end`](crate::EventStore::stream_end)), there
+//! is nothing to read. A conflict or any
 //! error drops the entry: the next command rebuilds the state from the snapshot and the
 //! events, as without a cache. The state a command sees is therefore always the one a
 //! full replay gives.
