@@ -427,7 +427,7 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self, what: &'static str) -> Result<u64> {
         // most varints (lengths, versions, counts) fit one byte
         match self.buf.get(self.at..self.at + 2) {
@@ -439,14 +439,27 @@ impl<'a> Reader<'a> {
                 self.at += 2;
                 Ok(u64::from(lo & 0x7f) | (u64::from(hi) << 7))
             }
-            _ => match self.buf.get(self.at..self.at + 3) {
-                // a distance back to the last sync often takes three
-                Some(&[lo, mid, hi]) if hi < 0x80 => {
-                    self.at += 3;
-                    Ok(u64::from(lo & 0x7f) | (u64::from(mid & 0x7f) << 7) | (u64::from(hi) << 14))
-                }
-                _ => self.long_varint(what),
-            },
+            _ => self.longer_varint(what),
+        }
+    }
+
+    /// A varint of three bytes or more, or one at the end of the buffer.
+    #[inline(never)]
+    fn longer_varint(&mut self, what: &'static str) -> Result<u64> {
+        // a distance back to the last sync often takes three or four bytes
+        match self.buf.get(self.at..self.at + 4) {
+            Some(&[b0, b1, b2, _]) if b2 < 0x80 => {
+                self.at += 3;
+                Ok(u64::from(b0 & 0x7f) | (u64::from(b1 & 0x7f) << 7) | (u64::from(b2) << 14))
+            }
+            Some(&[b0, b1, b2, b3]) if b3 < 0x80 => {
+                self.at += 4;
+                Ok(u64::from(b0 & 0x7f)
+                    | (u64::from(b1 & 0x7f) << 7)
+                    | (u64::from(b2 & 0x7f) << 14)
+                    | (u64::from(b3) << 21))
+            }
+            _ => self.long_varint(what),
         }
     }
 
@@ -461,7 +474,7 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
-    #[inline]
+    #[inline(always)]
     fn len_prefixed(&mut self, what: &'static str) -> Result<&'a [u8]> {
         let len = self.varint(what)?;
         match usize::try_from(len) {
@@ -475,7 +488,7 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.len_prefixed(what)?).map_err(|_| not_utf8(what))
     }
 
-    #[inline]
+    #[inline(always)]
     fn time(&mut self, what: &'static str) -> Result<DateTime<Utc>> {
         let secs = self.u64(what)? as i64;
         let nanos = u32::from_le_bytes(self.array(what)?);
@@ -526,6 +539,7 @@ fn out_of_range(what: &str) -> FormatError {
 
 impl<'a> Frame<'a> {
     /// Decodes the header of a checked body (see [`check_frame`]).
+    #[inline]
     pub fn parse(body: &'a [u8]) -> Result<Frame<'a>> {
         let mut r = Reader { buf: body, at: 0 };
         let kind = r.u8("frame kind")?;
@@ -645,7 +659,7 @@ impl<'a> Frame<'a> {
 
     /// The next of the frame's `count` events; call it `count` times, then
     /// [`Frame::finish`].
-    #[inline]
+    #[inline(always)]
     pub fn next_event(&mut self) -> Result<RawEvent<'a>> {
         let r = &mut self.rest;
         let id = Uuid::from_bytes(r.array("event id")?);
@@ -722,13 +736,16 @@ static NO_METADATA: Metadata = Metadata {
 
 impl<'a> RawEvent<'a> {
     /// Decodes the metadata; `None` when the event has none.
+    #[inline]
     pub fn metadata(&self) -> Result<Option<Metadata>> {
         if self.metadata.is_empty() {
             return Ok(None);
         }
-        serde_json::from_slice(self.metadata)
-            .map(Some)
-            .map_err(|e| FormatError::Malformed(format!("metadata: {e}")))
+        Self::parse_metadata(self.metadata).map(Some)
+    }
+
+    fn parse_metadata(bytes: &[u8]) -> Result<Metadata> {
+        serde_json::from_slice(bytes).map_err(|e| FormatError::Malformed(format!("metadata: {e}")))
     }
 
     /// The borrowed event at `index` of a frame, with its decoded metadata (`None` for
@@ -894,9 +911,17 @@ mod tests {
             assert!(Reader { buf: cut, at: 0 }.varint("v").is_err() || cut.is_empty());
         }
         // an encoding that is not the shortest decodes as the general decoder decodes it
-        for buf in [[0x80u8, 0x00, 0x00], [0xff, 0x80, 0x00], [0x81, 0x81, 0x01]] {
-            let expected = u64::decode_var(&buf[..]).unwrap();
-            let mut r = Reader { buf: &buf, at: 0 };
+        let cases: [&[u8]; 6] = [
+            &[0x80, 0x00, 0x00],
+            &[0xff, 0x80, 0x00],
+            &[0x81, 0x81, 0x01],
+            &[0x80, 0x00, 0x00, 0x05],
+            &[0x80, 0x80, 0x80, 0x00, 0x05],
+            &[0xff, 0xff, 0xff, 0x7f, 0x05],
+        ];
+        for buf in cases {
+            let expected = u64::decode_var(buf).unwrap();
+            let mut r = Reader { buf, at: 0 };
             assert_eq!(r.varint("v").unwrap(), expected.0);
             assert_eq!(r.at, expected.1);
         }
