@@ -264,9 +264,13 @@ impl Drop for InFlight<'_> {
         shared.appending.fetch_sub(1, Ordering::SeqCst);
         if shared.gathering.load(Ordering::SeqCst) {
             // under the mutex, so that the wake cannot fall between the committer's
-            // check and its wait
-            let _w = lock(&shared.writer);
-            shared.commit_wake.notify_one();
+            // check and its wait; only when nothing else is on its way, which is all the
+            // committer waits for (a wake for each returning appender would cost the
+            // committer a context switch each)
+            let w = lock(&shared.writer);
+            if shared.on_their_way(&w) == 0 {
+                shared.commit_wake.notify_one();
+            }
         }
     }
 }
