@@ -14,8 +14,11 @@
 //! and never longer than the previous write and sync took. Without that wait the
 //! appenders of one group would always queue during the next group's sync and settle
 //! into two alternating halves, each sync carrying half of them; with it, one sync
-//! carries them all whenever they come back faster than a sync, and when they do not,
-//! the wait ends after a sync's time.
+//! carries them all whenever they come back faster than a sync. When they do not (the
+//! wait runs out), the halves are the better choice: each half comes back while the
+//! other's sync runs, instead of the disk waiting for all of them. So after a wait runs
+//! out the committer writes the next [`GATHER_PAUSE`] groups without waiting, then tries
+//! again.
 
 use super::{FileStore, Shared, lock, read};
 use crate::format::{self, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN};
@@ -70,6 +73,9 @@ pub(super) struct Writer {
     /// How long the last group's write and sync took: the longest the committer waits
     /// for appends on their way.
     last_io: Duration,
+    /// Groups still to write without waiting for appends on their way, after a wait that
+    /// ran out (see [`GATHER_PAUSE`]).
+    gathers_paused: u32,
     /// Bytes of the active segment that exist on disk (data plus zero-filled room).
     pub(super) allocated: u64,
     pub(super) stats: WriteStats,
@@ -220,12 +226,17 @@ pub(super) fn commit_queued(shared: Arc<Shared>) {
                 .unwrap_or_else(|e| e.into_inner());
             continue;
         }
-        if gather && shared.on_their_way(&w) > 0 {
+        if gather && w.gathers_paused > 0 {
+            w.gathers_paused -= 1;
+        } else if gather && shared.on_their_way(&w) > 0 {
             let deadline = Instant::now() + w.last_io;
             shared.gathering.store(true, Ordering::SeqCst);
             while !w.closed && shared.on_their_way(&w) > 0 {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
+                    // they come back slower than a sync: the next groups go without
+                    // waiting, so that appenders return during the other groups' syncs
+                    w.gathers_paused = GATHER_PAUSE;
                     break;
                 }
                 w = shared
@@ -246,6 +257,15 @@ pub(super) fn commit_queued(shared: Arc<Shared>) {
         w = lock(&shared.writer);
     }
 }
+
+/// Groups the committer writes without waiting for the appends on their way after a wait
+/// for them ran out. A wait that runs out means the appenders take longer to come back
+/// than a write and sync take (many appenders, few cores, a fast disk): then waiting
+/// leaves the disk idle while they come back, and writing whatever is queued lets those
+/// of one group come back during the next group's sync instead. Every so many groups the
+/// committer waits again, to find out whether they come back in time now (a slower disk,
+/// fewer appenders).
+const GATHER_PAUSE: u32 = 16;
 
 /// Counts an append in flight until it returns, and wakes a committer that may be
 /// waiting for it.
@@ -847,6 +867,7 @@ impl Writer {
             committer_awake: false,
             watchers: 0,
             last_io: Duration::ZERO,
+            gathers_paused: 0,
             allocated,
             stats: WriteStats::default(),
             poisoned: None,

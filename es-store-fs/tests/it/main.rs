@@ -15,6 +15,7 @@ mod event_ids;
 mod export_one_line_per_event;
 mod faults;
 mod fuzz;
+mod group_commit;
 mod hostile;
 mod json_depth_limit;
 mod kill;
