@@ -4,8 +4,11 @@
 
 use es_core::{AppendResult, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
 use es_store_fs::FileStore;
+use es_store_fs::vfs::{OpenMode, StdFs, Vfs, VfsFile};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// Whether the long run was asked for (`ES_RELIABILITY_FULL=1`).
 pub fn full() -> bool {
@@ -326,4 +329,78 @@ pub fn frame_starts(bytes: &[u8]) -> Vec<usize> {
     }
     starts.push(at);
     starts
+}
+
+/// The real file system, calling `before_sync` before every sync of a segment file (a
+/// slow disk, a sync held until the test lets it go).
+pub struct SegmentSyncHook {
+    pub before_sync: Arc<dyn Fn() + Send + Sync>,
+}
+
+struct HookedFile {
+    inner: Arc<dyn VfsFile>,
+    before_sync: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SegmentSyncHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SegmentSyncHook")
+    }
+}
+
+impl std::fmt::Debug for HookedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookedFile")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl VfsFile for HookedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if let Some(hook) = &self.before_sync {
+            hook();
+        }
+        self.inner.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn try_lock(&self) -> io::Result<bool> {
+        self.inner.try_lock()
+    }
+}
+
+impl Vfs for SegmentSyncHook {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
+        let segment = path.extension().is_some_and(|e| e == "seg");
+        Ok(Arc::new(HookedFile {
+            inner: StdFs.open(path, mode)?,
+            before_sync: segment.then(|| Arc::clone(&self.before_sync)),
+        }))
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        StdFs.list(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        StdFs.sync_dir(dir)
+    }
 }

@@ -1,13 +1,12 @@
 //! Subscribers and readers never see an event before it is durable: not while its
 //! `fdatasync` is still running, and never when the sync fails.
 
+use crate::common::SegmentSyncHook;
 use es_core::subscription::Subscription;
 use es_core::{EventStore, ExpectedVersion, NewEvent, StoreError};
 use es_store_fs::vfs::sim::{SimFs, SimOp};
-use es_store_fs::vfs::{OpenMode, StdFs, Vfs, VfsFile};
 use es_store_fs::{FileStore, FileStoreOptions};
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -23,88 +22,26 @@ struct Gate {
     opened: Condvar,
 }
 
-/// The real file system, with syncs of segment files held at the gate while `slow` is
-/// set.
-#[derive(Debug)]
-struct SlowSyncFs {
-    slow: Arc<AtomicBool>,
-    syncing: Arc<AtomicBool>,
-    gate: Arc<Gate>,
-}
-
-#[derive(Debug)]
-struct SlowFile {
-    inner: Arc<dyn VfsFile>,
-    segment: bool,
-    slow: Arc<AtomicBool>,
-    syncing: Arc<AtomicBool>,
-    gate: Arc<Gate>,
-}
-
-impl VfsFile for SlowFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        if self.segment && self.slow.load(Ordering::SeqCst) {
-            self.syncing.store(true, Ordering::SeqCst);
-            let open = self.gate.open.lock().unwrap();
-            drop(self.gate.opened.wait_while(open, |open| !*open).unwrap());
-            self.syncing.store(false, Ordering::SeqCst);
-        }
-        self.inner.sync_data()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn try_lock(&self) -> io::Result<bool> {
-        self.inner.try_lock()
-    }
-}
-
-impl Vfs for SlowSyncFs {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(path)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
-        Ok(Arc::new(SlowFile {
-            inner: StdFs.open(path, mode)?,
-            segment: path.extension().is_some_and(|e| e == "seg"),
-            slow: Arc::clone(&self.slow),
-            syncing: Arc::clone(&self.syncing),
-            gate: Arc::clone(&self.gate),
-        }))
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        StdFs.list(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdFs.sync_dir(dir)
-    }
-}
-
 #[test]
 fn an_event_is_invisible_while_its_sync_runs() {
     let dir = tempfile::tempdir().unwrap();
     let slow = Arc::new(AtomicBool::new(false));
     let syncing = Arc::new(AtomicBool::new(false));
     let gate = Arc::new(Gate::default());
-    let vfs = SlowSyncFs {
-        slow: Arc::clone(&slow),
-        syncing: Arc::clone(&syncing),
-        gate: Arc::clone(&gate),
+    // syncs of segment files are held at the gate while `slow` is set
+    let hook = {
+        let (slow, syncing, gate) = (Arc::clone(&slow), Arc::clone(&syncing), Arc::clone(&gate));
+        move || {
+            if slow.load(Ordering::SeqCst) {
+                syncing.store(true, Ordering::SeqCst);
+                let open = gate.open.lock().unwrap();
+                drop(gate.opened.wait_while(open, |open| !*open).unwrap());
+                syncing.store(false, Ordering::SeqCst);
+            }
+        }
+    };
+    let vfs = SegmentSyncHook {
+        before_sync: Arc::new(hook),
     };
     let options = FileStoreOptions {
         vfs: Arc::new(vfs),
