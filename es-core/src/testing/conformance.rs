@@ -1308,7 +1308,9 @@ pub fn stream_ends_name_the_last_event<S: EventStore>(store: &S) {
         let Some(end) = store.stream_end(stream).unwrap() else {
             return; // a store that cannot tell
         };
-        let last = read_stream(store, stream, 1).pop().expect("a stream with an end");
+        let last = read_stream(store, stream, 1)
+            .pop()
+            .expect("a stream with an end");
         assert_eq!(
             (end.version, end.position),
             (last.stream_version, last.position),

@@ -65,5 +65,8 @@ fn stream_ends_come_from_the_index_while_recent() {
     let store = FileStore::open_with(dir.path(), options()).unwrap();
     assert_eq!(store.stream_end("busy").unwrap(), Some(busy));
     assert_eq!(store.stream_end("old").unwrap(), None);
-    assert!(store.stream_end("bad\0id").is_err(), "an invalid id is refused");
+    assert!(
+        store.stream_end("bad\0id").is_err(),
+        "an invalid id is refused"
+    );
 }
