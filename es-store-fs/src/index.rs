@@ -60,9 +60,14 @@ pub struct FrameRef {
 }
 
 impl FrameRef {
-    /// Where the frame ends (the next frame's place).
+    /// Where the frame ends (the next frame's place). Saturates for an offset no segment
+    /// can have (read from a damaged index), which every check against a file's length
+    /// then refuses.
     pub fn end(&self) -> LogOffset {
-        LogOffset::new(self.segment, self.offset + u64::from(self.len))
+        LogOffset::new(
+            self.segment,
+            self.offset.saturating_add(u64::from(self.len)),
+        )
     }
 }
 

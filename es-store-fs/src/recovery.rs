@@ -1030,7 +1030,7 @@ fn first_unfit(index: &IndexFile, lens: &[u64]) -> Option<LogOffset> {
     }
     index.frames.iter().find_map(|(_, _, at)| {
         let len = *lens.get(at.segment as usize)?;
-        (at.offset + u64::from(at.len) > len).then_some(LogOffset::new(at.segment, len))
+        (at.end().offset > len).then_some(LogOffset::new(at.segment, len))
     })
 }
 

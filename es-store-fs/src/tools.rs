@@ -236,7 +236,7 @@ fn compare_base(log: &Index, file: &IndexFile, base: &Base) -> Result<(), String
                  after segment {}, the log at version {} (newest segment {:?})",
                 recorded.0,
                 recorded.1,
-                base.sealed - 1,
+                base.sealed.saturating_sub(1),
                 found.0,
                 found.1
             ));
@@ -278,7 +278,7 @@ fn compare_groups(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
         };
         let ids = ids.get_or_insert_with(|| log.recent_ids_from(base));
         let from = first.first_position.saturating_sub(base) as usize;
-        let count = (last.end_position() - first.first_position) as usize;
+        let count = last.end_position().saturating_sub(first.first_position) as usize;
         let of_window = ids.iter().skip(from).take(count);
         if let Some(id) = of_window.into_iter().find(|id| !group.may_hold(id)) {
             return Some((window, format!("lacks event id {id}")));

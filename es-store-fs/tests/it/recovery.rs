@@ -2009,6 +2009,15 @@ fn a_damaged_frame_table_in_a_sealed_index_is_reported() {
 
 /// Writes `index.dat` as the previous format did: every frame from the log's start.
 fn write_single_index_file(dir: &Path) {
+    write_single_index_file_with(dir, |_| {});
+}
+
+/// [`write_single_index_file`], with `change` applied to the frames it lists (stream
+/// ordinal, event count, segment, offset, length) before they are encoded.
+fn write_single_index_file_with(
+    dir: &Path,
+    change: impl FnOnce(&mut Vec<(u64, u64, u64, u64, u64)>),
+) {
     use es_store_fs::format::{self, Frame, SEGMENT_HEADER_LEN};
     let mut streams: Vec<String> = Vec::new();
     let mut frames = Vec::new();
@@ -2066,6 +2075,7 @@ fn write_single_index_file(dir: &Path) {
         var(&mut out, s.len() as u64);
         out.extend_from_slice(s.as_bytes());
     }
+    change(&mut frames);
     var(&mut out, frames.len() as u64);
     for (o, c, s, at, n) in frames {
         for v in [o, c, s, at, n] {
@@ -2078,6 +2088,59 @@ fn write_single_index_file(dir: &Path) {
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     fs::write(dir.join("index.dat"), out).unwrap();
+}
+
+/// An `index.dat` whose checksum holds but whose last frame lies at the largest offset
+/// (its end overflows): not used, the log is read instead, no panic.
+#[test]
+fn an_index_file_with_a_frame_at_the_largest_offset_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segments(dir.path(), 200);
+    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    for at in [u64::MAX, u64::MAX - 100] {
+        write_single_index_file_with(dir.path(), |frames| {
+            if let Some(last) = frames.last_mut() {
+                last.3 = at;
+            }
+        });
+        if at == u64::MAX - 100 {
+            // and the index says it covers the log up to the largest offset too
+            let path = dir.path().join("index.dat");
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+            let n = bytes.len() - 4;
+            let crc = crc32c::crc32c(&bytes[..n]);
+            bytes[n..].copy_from_slice(&crc.to_le_bytes());
+            fs::write(&path, bytes).unwrap();
+        }
+        // verify says the index is not the log's (unusable, or intact and disagreeing)
+        match es_store_fs::tools::verify(dir.path(), &|_| {}) {
+            Ok(report) => assert!(
+                !matches!(
+                    report.index,
+                    es_store_fs::tools::IndexStatus::Consistent { .. }
+                ),
+                "{:?}",
+                report.index
+            ),
+            Err(e) => assert!(e.to_string().contains("index"), "{e}"),
+        }
+        match FileStore::open_with(dir.path(), small_segments()) {
+            Ok(store) => {
+                assert!(store.recovery_report().index_rebuilt);
+                assert_eq!(all_events(&store), reference);
+            }
+            // an index that says the log reaches past its end is a record of a loss:
+            // refused, naming the segment
+            Err(e) => {
+                assert!(at != u64::MAX, "{e}");
+                assert!(
+                    matches!(&e, es_store_fs::OpenError::Corrupted { segment, .. } if *segment == segment_count(dir.path()) - 1),
+                    "{e:?}"
+                );
+            }
+        }
+    }
 }
 
 /// A store written before segments had their own indexes (one `index.dat` listing every
