@@ -572,3 +572,31 @@ pub fn import_jsonl<S: EventStore + ?Sized>(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::LogOffset;
+
+    /// A base of no sealed segment that still lists a stream at some version (its
+    /// checksum recomputed): a disagreement named in words, not a panic.
+    #[test]
+    fn a_base_of_no_segment_listing_a_stream_disagrees() {
+        let log = Index::new(LogOffset::segment_start(0));
+        let base = Base {
+            sealed: 0,
+            streams: vec![(5, None)],
+        };
+        let file = IndexFile {
+            covered: LogOffset::segment_start(0),
+            head: 0,
+            stream_ids: vec!["cart-1".into()],
+            frames: Vec::new(),
+            ids: Vec::new(),
+            from_start: false,
+            base: Some(base.clone()),
+        };
+        let why = compare_base(&log, &file, &base).unwrap_err();
+        assert!(why.contains("`cart-1` at version 5"), "{why}");
+    }
+}
