@@ -267,8 +267,9 @@ impl Sealed {
     fn ids_at(&self) -> u64 {
         self.frames_at() + FRAME_LEN * u64::from(self.frames)
     }
+    /// The index file's length (a header read checks that this is its file's length).
     fn file_len(&self) -> u64 {
-        self.ids_at() + ID_LEN * self.events + 4
+        self.checked_file_len().unwrap_or(u64::MAX)
     }
     /// [`Sealed::file_len`] of a header not yet known to fit its file: `None` when the
     /// counts overflow.
