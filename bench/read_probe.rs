@@ -1,0 +1,158 @@
+//! The file store's read path alone, for profilers: opens a store (building it first when
+//! the directory does not exist), loads random 10-event streams and replays the whole log,
+//! lending every event without decoding its payload. The instruction counts and the
+//! `perf` samples in BENCHMARKS.md come from this program under
+//! `valgrind --tool=callgrind --toggle-collect='*visit_stream*'` (loads) or
+//! `--toggle-collect='*visit_all*'` (replay).
+//!
+//! `cargo bench -p es-bench --bench read_probe` with, all optional:
+//! - `PROBE_DIR`: the store (default: a new temporary directory, built and removed);
+//! - `PROBE_EVENTS`: events of a store it builds (default 100,000; ten per stream);
+//! - `PROBE_SHAPE`: `commands` (one event per append, streams drawn in a shuffled order
+//!   each round, the default) or `batched` (each stream one 10-event append);
+//! - `PROBE_LOADS`: random stream loads after the open (default 20,000);
+//! - `PROBE_REPLAYS`: full replays after them (default 1).
+//!
+//! It prints the open time and the memory after it, the mean load time and each replay's
+//! time.
+
+use es_core::{EventStore, ExpectedVersion, NewEvent};
+use es_store_fs::{Durability, FileStore, FileStoreOptions};
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::Instant;
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The bench's ~160-byte event of stream `s`, `round`-th of it.
+fn payload(s: u64, round: u64) -> Vec<u8> {
+    let i = s * 10 + round;
+    format!(
+        r#"{{"cart_id":"cart-{s:08}","product_id":"product-{:06}","quantity":{},"unit_price_cents":{},"currency":"EUR","note":"gift wrap please, leave at door"}}"#,
+        i % 997,
+        1 + i % 5,
+        199 + i % 5000
+    )
+    .into_bytes()
+}
+
+/// A small deterministic generator (splitmix64).
+struct Draw(u64);
+
+impl Draw {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+fn build(dir: &Path, streams: u64, batched: bool) {
+    let options = FileStoreOptions {
+        durability: Durability::None,
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with(dir, options).expect("open the store to build");
+    let stream = |s: u64| format!("cart-{s:08}");
+    let event = |s: u64, round: u64| NewEvent::new("ProductAdded", 1, payload(s, round));
+    if batched {
+        for s in 0..streams {
+            let events = (0..10).map(|round| event(s, round)).collect();
+            store
+                .append(&stream(s), ExpectedVersion::NoStream, events)
+                .expect("append");
+        }
+        return;
+    }
+    let mut draw = Draw(7);
+    for round in 0..10 {
+        let mut order: Vec<u64> = (0..streams).collect();
+        for k in (1..order.len()).rev() {
+            order.swap(k, draw.below(k as u64 + 1) as usize);
+        }
+        for s in order {
+            store
+                .append(
+                    &stream(s),
+                    ExpectedVersion::Exact(round),
+                    vec![event(s, round)],
+                )
+                .expect("append");
+        }
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` smoke-runs nothing here
+    }
+    let temporary = tempfile::tempdir().expect("a temporary directory");
+    let dir =
+        std::env::var_os("PROBE_DIR").map_or_else(|| temporary.path().join("store"), Into::into);
+    let streams = (setting("PROBE_EVENTS", 100_000) / 10).max(1);
+    if !dir.exists() {
+        let batched = std::env::var("PROBE_SHAPE").is_ok_and(|s| s == "batched");
+        let start = Instant::now();
+        build(&dir, streams, batched);
+        eprintln!(
+            "built {} events in {:.1} s",
+            streams * 10,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let start = Instant::now();
+    let store = FileStore::open(&dir).expect("open the store");
+    let memory = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "open: {:.1} ms; {memory}",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    let loads = setting("PROBE_LOADS", 20_000);
+    let mut draw = Draw(9);
+    let start = Instant::now();
+    for _ in 0..loads {
+        let stream = format!("cart-{:08}", draw.below(streams));
+        let mut events = 0;
+        store
+            .visit_stream(&stream, 1, &mut |_| {
+                events += 1;
+                ControlFlow::Continue(())
+            })
+            .expect("load a stream");
+        assert_eq!(events, 10, "{stream}");
+    }
+    if loads > 0 {
+        eprintln!(
+            "load: {:.1} us per 10-event stream",
+            start.elapsed().as_secs_f64() * 1e6 / loads as f64
+        );
+    }
+    for _ in 0..setting("PROBE_REPLAYS", 1) {
+        let start = Instant::now();
+        let mut events = 0u64;
+        store
+            .visit_all(1, &mut |e| {
+                events += u64::from(!e.payload.is_empty());
+                ControlFlow::Continue(())
+            })
+            .expect("replay");
+        eprintln!(
+            "replay: {events} events in {:.1} ms",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
