@@ -522,6 +522,29 @@ fn time_of(secs: i64, nanos: u32) -> Option<DateTime<Utc>> {
     Some(chrono::NaiveDateTime::new(date, time).and_utc())
 }
 
+/// Whether every byte is below 0x80, eight at a time: the last eight bytes (overlapping
+/// the ones before) once at least eight are there, so that a name of 8 to 16 bytes takes
+/// two loads. The standard library's check goes byte by byte below 16 bytes.
+#[inline(always)]
+fn is_ascii(bytes: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let (chunks, rest) = bytes.as_chunks::<8>();
+    let mut any = chunks.iter().fold(0, |any, c| any | u64::from_le_bytes(*c));
+    match bytes.last_chunk::<8>() {
+        Some(last) => any |= u64::from_le_bytes(*last),
+        None => any |= rest.iter().fold(0, |any, &b| any | u64::from(b)),
+    }
+    any & HIGH == 0
+}
+
+/// Bytes known to be ASCII, as text.
+#[inline(always)]
+fn ascii_unchecked(bytes: &[u8]) -> &str {
+    debug_assert!(is_ascii(bytes));
+    // SAFETY: callers pass only bytes checked to be below 0x80, and ASCII is valid UTF-8.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
+}
+
 #[cold]
 fn runs_past(what: &str) -> FormatError {
     FormatError::Malformed(format!("{what} runs past the frame"))
@@ -551,7 +574,7 @@ impl<'a> Frame<'a> {
         let first_position = r.u64("first position")?;
         let first_version = r.varint("first version")?;
         let timestamp = r.time("commit time")?;
-        let (stream_id, types) = match Self::names_in_one_text(&mut r.clone()) {
+        let (stream_id, types) = match Self::ascii_names(&r) {
             Some((stream_id, types, end)) => {
                 r.at = end;
                 (stream_id, types)
@@ -599,37 +622,38 @@ impl<'a> Frame<'a> {
         Ok((stream_id, types))
     }
 
-    /// [`Frame::names`] with one UTF-8 check for them all, for the usual frame: the
-    /// stream id, then up to four type names, every length and the count in one byte.
-    /// Those bytes are ASCII, and a UTF-8 sequence never holds an ASCII byte, so the
-    /// names are valid each on its own exactly when the text from the first to the end
-    /// of the last is valid. `None` when the frame is not of that shape, or any check
-    /// fails: [`Frame::names`] then reads it and names what is wrong.
-    fn names_in_one_text(r: &mut Reader<'a>) -> Option<(&'a str, Types<'a>, usize)> {
-        let short = |r: &mut Reader<'a>| -> Option<usize> {
-            let b = *r.buf.get(r.at)?;
-            r.at += 1;
-            (b < 0x80).then_some(usize::from(b))
+    /// [`Frame::names`] for the usual frame: the stream id, then up to four type names,
+    /// every byte of them ASCII, so every length and the count in one byte. ASCII is valid
+    /// UTF-8, and one check that every byte from the stream id's length to the end of
+    /// the last name is below 0x80 takes a few word-wide instructions, where `from_utf8`
+    /// walks byte by byte up to its first aligned word. `None` when the frame is not of
+    /// that shape or runs short: [`Frame::names`] then reads it and names what is wrong.
+    fn ascii_names(r: &Reader<'a>) -> Option<(&'a str, Types<'a>, usize)> {
+        let (buf, start) = (r.buf, r.at);
+        let mut at = start;
+        // a name's span after its one-byte length; checked to be ASCII below
+        let name = |at: &mut usize| -> Option<(usize, usize)> {
+            let from = *at + 1;
+            *at = from + usize::from(*buf.get(*at)?);
+            Some((from, *at))
         };
-        let id_len = short(r)?;
-        let start = r.at;
-        r.at += id_len;
-        let type_count = short(r)?;
-        if type_count > 4 {
+        let id = name(&mut at)?;
+        let type_count = usize::from(*buf.get(at)?);
+        at += 1;
+        let mut spans = [(0, 0); 4];
+        for span in spans.get_mut(..type_count)? {
+            *span = name(&mut at)?;
+        }
+        if !is_ascii(buf.get(start..at)?) {
             return None;
         }
-        let mut spans = [(0usize, 0usize); 4];
-        for span in spans.iter_mut().take(type_count) {
-            let len = short(r)?;
-            *span = (r.at - start, r.at - start + len);
-            r.at += len;
-        }
-        let text = std::str::from_utf8(r.buf.get(start..r.at)?).ok()?;
+        // every span lies inside the ASCII bytes just checked
+        let text = |(from, to): (usize, usize)| buf.get(from..to).map(ascii_unchecked);
         let mut types = Types::default();
-        for &(from, to) in spans.iter().take(type_count) {
-            types.push(text.get(from..to)?);
+        for &span in &spans[..type_count] {
+            types.push(text(span)?);
         }
-        Some((text.get(..id_len)?, types, r.at))
+        Some((text(id)?, types, at))
     }
 
     /// Position after the last event.
@@ -830,7 +854,7 @@ mod tests {
     }
 
     #[test]
-    fn names_read_in_one_text_are_the_names_read_one_by_one() {
+    fn names_read_as_ascii_are_the_names_read_one_by_one() {
         let long = "t".repeat(200);
         let cases: Vec<(String, Vec<String>)> = vec![
             ("s-1".into(), vec!["A".into()]),
@@ -840,6 +864,9 @@ mod tests {
             ("s".into(), (0..5).map(|i| format!("T{i}")).collect()),
             (long.clone(), vec!["A".into()]),
             ("s".into(), vec![long.clone(), "B".into()]),
+            ("t".repeat(127), vec!["t".repeat(127)]),
+            ("t".repeat(128), vec!["t".repeat(128)]),
+            ("s-1".into(), vec!["A".into(), "Bé".into()]),
         ];
         for (stream, types) in cases {
             let events: Vec<PreparedEvent> = types
@@ -886,6 +913,21 @@ mod tests {
                 bad[name_at(name)] = 0xff;
                 let err = Frame::parse(&bad).unwrap_err().to_string();
                 assert!(err.contains("not UTF-8"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_ascii_check_finds_a_high_byte_anywhere() {
+        for len in 0..40 {
+            let clean = vec![b'a'; len];
+            assert!(is_ascii(&clean));
+            for at in 0..len {
+                for high in [0x80, 0xc3, 0xff] {
+                    let mut bytes = clean.clone();
+                    bytes[at] = high;
+                    assert!(!is_ascii(&bytes), "{len} bytes, {high:#x} at {at}");
+                }
             }
         }
     }

@@ -598,12 +598,13 @@ impl<H: BuildHasher + Default> Index<H> {
         Some(Located::Recent(f, self.recent_base + i as u64))
     }
 
-    /// Up to `max` recent frames from the one holding `position` on.
-    pub fn recent_frames_from(&self, position: u64, max: usize) -> Vec<FrameEntry> {
-        let i = self
-            .recent
-            .partition_point(|f| f.first_position + f.count <= position);
-        self.recent.iter().skip(i).take(max).copied().collect()
+    /// The end of the newest recent frame in `segment` (0 when none is there).
+    pub fn recent_end_in(&self, segment: u64) -> u64 {
+        let after = self.recent.partition_point(|f| f.at.segment <= segment);
+        match after.checked_sub(1).and_then(|i| self.recent.get(i)) {
+            Some(f) if f.at.segment == segment => f.at.end().offset,
+            _ => 0,
+        }
     }
 
     /// Up to `max` recent frames of a stream holding versions from `from_version` on,

@@ -4,7 +4,7 @@
 
 use super::{Shared, corrupted, read};
 use crate::format::{self, Frame};
-use crate::index::{FrameEntry, Located};
+use crate::index::{FrameEntry, FrameRef, Located};
 use crate::read_ahead::ReadAhead;
 use crate::seal::{Sealed, SealedError, StreamRun};
 use es_core::{RecordedEvent, RecordedEventRef, StoreError};
@@ -14,10 +14,6 @@ use std::sync::Arc;
 
 /// Frames fetched from the index per lock acquisition.
 const FRAMES_PER_FETCH: usize = 64;
-
-/// Frames a log-order read takes from the index at once: enough to let its read-ahead
-/// window span a megabyte of small frames.
-const LOG_FRAMES_PER_FETCH: usize = 1024;
 
 /// Yields the events of frames that a [`FrameSource`] decodes one frame at a time, and
 /// stops for good after an error.
@@ -43,40 +39,30 @@ pub(super) trait FrameSource {
     fn next_frame(&mut self) -> Result<Option<NextFrame<'_>>, StoreError>;
 }
 
-/// A checked frame, lent from the reader's buffer.
+/// A checked frame, lent from the reader's buffer, its header decoded.
 pub(super) struct NextFrame<'b> {
-    bytes: &'b [u8],
-    /// What the index says of it.
-    entry: FrameEntry,
+    /// Its header; its events are still to decode.
+    frame: Frame<'b>,
+    /// Where it is.
+    at: FrameRef,
     /// Its events before this many are not wanted.
     skip: u64,
-    /// The stream it must belong to, in a read of one stream.
-    stream_id: Option<&'b str>,
 }
 
 impl NextFrame<'_> {
-    /// Parses the frame's header, and checks that it is the frame the index describes.
-    #[inline]
-    fn parse(&self) -> Result<Frame<'_>, StoreError> {
-        let (bytes, entry) = (self.bytes, &self.entry);
-        let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
-        let frame = Frame::parse(body).map_err(|e| corrupted(entry.at, &e.to_string()))?;
-        if frame.place.first_position != entry.first_position
-            || frame.place.first_version != entry.first_version
-            || frame.count != entry.count
-            || self.stream_id.is_some_and(|s| s != frame.stream_id)
-        {
-            return Err(corrupted(entry.at, "the frame does not match the index"));
-        }
-        Ok(frame)
-    }
-
     /// Decodes the wanted events into owned events.
-    fn decode_into(&self, out: &mut VecDeque<RecordedEvent>) -> Result<(), StoreError> {
-        self.parse()?
+    fn decode_into(self, out: &mut VecDeque<RecordedEvent>) -> Result<(), StoreError> {
+        let at = self.at;
+        self.frame
             .into_recorded(self.skip, out)
-            .map_err(|e| corrupted(self.entry.at, &e.to_string()))
+            .map_err(|e| corrupted(at, &e.to_string()))
     }
+}
+
+/// Decodes the header of the checked frame `bytes` at `at`.
+fn parse(bytes: &[u8], at: FrameRef) -> Result<Frame<'_>, StoreError> {
+    let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
+    Frame::parse(body).map_err(|e| corrupted(at, &e.to_string()))
 }
 
 impl<S: FrameSource> Iterator for Buffered<S> {
@@ -108,13 +94,16 @@ pub(super) fn visit(
     visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
 ) -> Result<(), StoreError> {
     while let Some(next) = source.next_frame()? {
-        let mut frame = next.parse()?;
-        let at = next.entry.at;
+        let NextFrame {
+            mut frame,
+            at,
+            skip,
+        } = next;
         for i in 0..frame.count {
             let raw = frame
                 .next_event()
                 .map_err(|e| corrupted(at, &e.to_string()))?;
-            if i < next.skip {
+            if i < skip {
                 continue;
             }
             let metadata = raw.metadata().map_err(|e| corrupted(at, &e.to_string()))?;
@@ -282,25 +271,50 @@ impl FrameSource for StreamReader<'_> {
             ));
         }
         self.shared.read_frame(entry.at, &mut self.buf)?;
+        let frame = parse(&self.buf, entry.at)?;
+        if frame.place.first_position != entry.first_position
+            || frame.place.first_version != entry.first_version
+            || frame.count != entry.count
+            || frame.stream_id != self.stream_id
+        {
+            return Err(corrupted(entry.at, "the frame does not match the index"));
+        }
         let skip = self.next_version.saturating_sub(entry.first_version);
         self.next_version = entry.first_version + entry.count;
         Ok(Some(NextFrame {
-            bytes: &self.buf,
-            entry,
+            frame,
+            at: entry.at,
             skip,
-            stream_id: Some(&self.stream_id),
         }))
     }
 }
 
-/// The global log's frames, read sequentially through a read-ahead window.
+/// The global log's frames, read sequentially through a read-ahead window. The index
+/// gives where a read starts and how far each segment's published frames go; within a
+/// segment, each frame is found by the length of the one before it, and must continue
+/// the positions of the one before it.
 pub(super) struct LogReader<'a> {
     shared: &'a Shared,
     next_position: u64,
-    frames: VecDeque<FrameEntry>,
+    run: Option<Run>,
     window: ReadAhead,
     /// A frame copied from the newest bytes in memory.
     recent: Vec<u8>,
+}
+
+/// Frames back to back in one segment, read one after the other.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    segment: u64,
+    /// The next frame's offset.
+    offset: u64,
+    /// Where the frames the run may read end: the segment's sealed length, or the end of
+    /// its newest published frame. Bytes beyond may still change (zero room being
+    /// filled) or vanish (room cut off when a segment is sealed).
+    end: u64,
+    /// Whether the next frame is the first of the run, found through the index: it may
+    /// start before the position read. Every later one starts where the one before ended.
+    first: bool,
 }
 
 impl<'a> LogReader<'a> {
@@ -309,87 +323,152 @@ impl<'a> LogReader<'a> {
         LogReader {
             shared,
             next_position: from_position.max(1),
-            frames: VecDeque::new(),
+            run: None,
             window: ReadAhead::default(),
             recent: Vec::new(),
         }
     }
 
-    /// The checked frame at `entry`. The window reads ahead, but never past
-    /// `known_end`: the end of frames already published, since bytes beyond may still
-    /// change (zero room being filled) or vanish (room cut off when a segment is sealed).
-    fn frame(&mut self, entry: &FrameEntry, known_end: u64) -> Result<&[u8], StoreError> {
-        let at = entry.at;
-        let len = at.len as usize;
-        if !self.window.holds(at.segment, at.offset, len) {
-            if read(&self.shared.recent).copy(at, &mut self.recent) {
-                format::check_frame(&self.recent).map_err(|e| corrupted(at, &e.to_string()))?;
-                return Ok(&self.recent);
+    /// Finds the frame holding `next_position` through the index, and how far the
+    /// published frames of its segment go; `None` past the log's head.
+    fn locate(&self) -> Result<Option<Run>, StoreError> {
+        let sealed = {
+            let index = read(&self.shared.published);
+            match index.locate(self.next_position) {
+                None => return Ok(None),
+                Some(Located::Recent(entry, _)) => {
+                    return Ok(Some(Run {
+                        segment: entry.at.segment,
+                        offset: entry.at.offset,
+                        end: index.recent_end_in(entry.at.segment),
+                        first: true,
+                    }));
+                }
+                Some(Located::Sealed(sealed)) => Arc::clone(sealed),
             }
-            let file = self.shared.segment(at.segment)?;
-            let limit = known_end.max(at.offset + u64::from(at.len));
-            self.window
-                .slice(&*file, at.segment, at.offset, len, limit)
-                .map_err(|e| self.shared.read_failed(at, e))?;
-        }
-        let bytes = self
-            .window
-            .held(at.segment, at.offset, len)
-            // cannot happen: the limit covers the frame
-            .ok_or_else(|| corrupted(at, "the frame lies past the log's end"))?;
-        format::check_frame(bytes).map_err(|e| corrupted(at, &e.to_string()))?;
-        Ok(bytes)
+        };
+        let file = self.shared.sealed_index(sealed.segment)?;
+        let entry = sealed
+            .frames_from(&*file, self.next_position, 1)
+            .map_err(|e| self.shared.sealed_failed(sealed.segment, e))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                self.shared.sealed_failed(
+                    sealed.segment,
+                    SealedError::Damaged {
+                        offset: 0,
+                        reason: format!("no frame holds position {}", self.next_position),
+                    },
+                )
+            })?;
+        Ok(Some(Run {
+            segment: sealed.segment,
+            offset: entry.at.offset,
+            end: sealed.len,
+            first: true,
+        }))
     }
+}
+
+/// The checked frame at `run`'s offset, its length taken from its prefix: through the
+/// window, which reads ahead but never past the run's end, or copied from the newest
+/// bytes in memory when the window does not hold it.
+fn walk<'w>(
+    shared: &Shared,
+    window: &'w mut ReadAhead,
+    recent: &'w mut Vec<u8>,
+    run: &Run,
+) -> Result<(&'w [u8], FrameRef), StoreError> {
+    let (segment, offset) = (run.segment, run.offset);
+    let mut at = FrameRef {
+        segment,
+        offset,
+        len: 0,
+    };
+    let prefix = match window.held(segment, offset, format::FRAME_PREFIX_LEN) {
+        Some(prefix) => format::frame_len(prefix, format::MAX_FRAME_LEN),
+        None => {
+            let newest = read(&shared.recent).prefix(segment, offset);
+            match newest {
+                Some(prefix) => format::frame_len(&prefix, format::MAX_FRAME_LEN),
+                None => {
+                    let file = shared.segment(segment)?;
+                    let prefix = window
+                        .slice(&*file, segment, offset, format::FRAME_PREFIX_LEN, run.end)
+                        .map_err(|e| shared.read_failed(at, e))?
+                        .ok_or_else(|| corrupted(at, "a frame runs past the log's end"))?;
+                    format::frame_len(prefix, format::MAX_FRAME_LEN)
+                }
+            }
+        }
+    };
+    let len = prefix.map_err(|e| corrupted(at, &e.to_string()))?;
+    at.len = u32::try_from(len).map_err(|_| corrupted(at, "the frame is too long"))?;
+    if offset
+        .checked_add(len as u64)
+        .is_none_or(|end| end > run.end)
+    {
+        return Err(corrupted(at, "a frame runs past the log's end"));
+    }
+    if !window.holds(segment, offset, len) {
+        if read(&shared.recent).copy(at, recent) {
+            format::check_frame(recent).map_err(|e| corrupted(at, &e.to_string()))?;
+            return Ok((recent, at));
+        }
+        let file = shared.segment(segment)?;
+        window
+            .slice(&*file, segment, offset, len, run.end)
+            .map_err(|e| shared.read_failed(at, e))?;
+    }
+    let bytes = window
+        .held(segment, offset, len)
+        // cannot happen: the run's end covers the frame
+        .ok_or_else(|| corrupted(at, "a frame runs past the log's end"))?;
+    format::check_frame(bytes).map_err(|e| corrupted(at, &e.to_string()))?;
+    Ok((bytes, at))
 }
 
 impl FrameSource for LogReader<'_> {
     fn next_frame(&mut self) -> Result<Option<NextFrame<'_>>, StoreError> {
-        if self.frames.is_empty() {
-            let sealed = {
-                let index = read(&self.shared.published);
-                match index.locate(self.next_position) {
-                    None => None,
-                    Some(Located::Recent(..)) => {
-                        self.frames.extend(
-                            index.recent_frames_from(self.next_position, LOG_FRAMES_PER_FETCH),
-                        );
-                        None
-                    }
-                    Some(Located::Sealed(sealed)) => Some(Arc::clone(sealed)),
+        let run = match self.run {
+            Some(run) if run.offset < run.end => run,
+            _ => match self.locate()? {
+                Some(run) => run,
+                None => {
+                    self.run = None;
+                    return Ok(None);
                 }
-            };
-            if let Some(sealed) = sealed {
-                let file = self.shared.sealed_index(sealed.segment)?;
-                let frames = sealed
-                    .frames_from(&*file, self.next_position, LOG_FRAMES_PER_FETCH)
-                    .map_err(|e| self.shared.sealed_failed(sealed.segment, e))?;
-                self.frames.extend(frames);
-            }
-        }
-        let Some(entry) = self.frames.pop_front() else {
-            return Ok(None);
+            },
         };
-        let known_end = self
-            .frames
-            .iter()
-            .rev()
-            .find(|f| f.at.segment == entry.at.segment)
-            .map_or(0, |f| f.at.offset + u64::from(f.at.len));
-        if entry.first_position + entry.count <= self.next_position {
-            // an index that lists a frame behind the reader would make it go round
+        let (bytes, at) = walk(self.shared, &mut self.window, &mut self.recent, &run)?;
+        let frame = parse(bytes, at)?;
+        let (first, expected) = (frame.place.first_position, self.next_position);
+        let continues = if run.first {
+            first <= expected
+        } else {
+            first == expected
+        };
+        if !continues || frame.end_position() <= expected {
             return Err(corrupted(
-                entry.at,
-                "the index lists a frame before the position being read",
+                at,
+                &format!(
+                    "the frame holds positions {first} to {}, where the log continues at \
+                     position {expected}",
+                    frame.end_position() - 1
+                ),
             ));
         }
-        let skip = self.next_position.saturating_sub(entry.first_position);
-        self.next_position = entry.first_position + entry.count;
-        let bytes = self.frame(&entry, known_end)?;
+        self.next_position = frame.end_position();
+        self.run = Some(Run {
+            offset: run.offset + u64::from(at.len),
+            first: false,
+            ..run
+        });
         Ok(Some(NextFrame {
-            bytes,
-            entry,
-            skip,
-            stream_id: None,
+            frame,
+            at,
+            skip: expected - first,
         }))
     }
 }

@@ -7,6 +7,7 @@
 //! room after the last frame). A frame read from here is checked like one read from the
 //! file: its checksum, and that it is the frame the index describes.
 
+use crate::format::FRAME_PREFIX_LEN;
 use crate::index::FrameRef;
 
 /// A window of the active segment's newest bytes, at most `cap` long.
@@ -53,6 +54,19 @@ impl RecentBytes {
         self.bytes.extend_from_slice(data);
     }
 
+    /// The prefix of the frame at `offset` of `segment` (its length and checksum), when
+    /// the window holds it.
+    pub(super) fn prefix(&self, segment: u64, offset: u64) -> Option<[u8; FRAME_PREFIX_LEN]> {
+        if segment != self.segment || offset < self.start {
+            return None;
+        }
+        let from = usize::try_from(offset - self.start).ok()?;
+        self.bytes
+            .get(from..)?
+            .first_chunk::<FRAME_PREFIX_LEN>()
+            .copied()
+    }
+
     /// Copies the bytes of `at` into `buf` when the window holds all of them.
     pub(super) fn copy(&self, at: FrameRef, buf: &mut Vec<u8>) -> bool {
         if at.segment != self.segment || at.offset < self.start {
@@ -89,6 +103,10 @@ mod tests {
         r.push(0, 32, b"abcdefgh");
         assert!(r.copy(at(0, 34, 3), &mut buf));
         assert_eq!(buf, b"cde");
+        assert_eq!(r.prefix(0, 32), Some(*b"abcdefgh"));
+        assert_eq!(r.prefix(0, 33), None, "past the end");
+        assert_eq!(r.prefix(0, 31), None, "before the start");
+        assert_eq!(r.prefix(1, 32), None, "another segment");
         assert!(!r.copy(at(0, 38, 3), &mut buf), "past the end");
         assert!(!r.copy(at(1, 34, 3), &mut buf), "another segment");
         r.push(0, 40, b"ijklmnop");
