@@ -180,16 +180,7 @@ fn damage_inside_a_sealed_segment_stops_a_log_read_at_the_damaged_frame() {
     let name = "00000000000000000001.seg";
     let path = dir.path().join(name);
     let mut data = std::fs::read(&path).unwrap();
-    let mut frames = Vec::new();
-    let mut at = 32;
-    while at + 4 <= data.len() {
-        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-        if len == 0 {
-            break;
-        }
-        frames.push(at);
-        at += 12 + len;
-    }
+    let frames = frame_offsets(&data);
     assert!(frames.len() > 4, "{} frames", frames.len());
     let damaged = frames[frames.len() / 2];
     data[damaged + 20] ^= 0x01;
@@ -218,20 +209,23 @@ fn damage_inside_a_sealed_segment_stops_a_log_read_at_the_damaged_frame() {
     );
     // every frame before the damaged one is read, one event each
     let segment0 = std::fs::read(dir.path().join("00000000000000000000.seg")).unwrap();
-    let frames_before = {
-        let mut count = 0;
-        let mut at = 32;
-        while at + 4 <= segment0.len() {
-            let len = u32::from_le_bytes(segment0[at..at + 4].try_into().unwrap()) as usize;
-            if len == 0 {
-                break;
-            }
-            count += 1;
-            at += 12 + len;
+    assert_eq!(read, frame_offsets(&segment0).len() + frames.len() / 2);
+}
+
+/// The offsets of a segment's frames, from each frame's length after the 32-byte header,
+/// up to the zero-filled room after the last.
+fn frame_offsets(segment: &[u8]) -> Vec<usize> {
+    let mut frames = Vec::new();
+    let mut at = 32;
+    while let Some(len) = segment.get(at..at + 4) {
+        let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
         }
-        count + frames.len() / 2
-    };
-    assert_eq!(read, frames_before);
+        frames.push(at);
+        at += 12 + len;
+    }
+    frames
 }
 
 /// Reads of the log racing appends that fill and seal segment after segment each see a
