@@ -455,10 +455,15 @@ impl<H: BuildHasher + Default> Index<H> {
     }
 
     /// The recent frames of the oldest unsealed segment, if it lies before `active`
-    /// (it is complete): what its sealed index is built from.
+    /// and a frame of a later segment is published (it is complete): what its sealed
+    /// index is built from. The writer counts a new segment before it publishes the
+    /// frames of the group that rolled over to it, the last frames of the segment before
+    /// among them; published frames are in log order, so the segment's frames are all
+    /// here once a later one is.
     pub fn segment_to_seal(&self, active: u64) -> Option<SegmentFrames> {
         let segment = self.recent.front()?.at.segment;
-        if segment >= active {
+        let newest = self.recent.back()?.at.segment;
+        if segment >= active.min(newest) {
             return None;
         }
         let n = self
@@ -932,6 +937,26 @@ mod tests {
                 len: 100,
             },
         }
+    }
+
+    #[test]
+    fn a_segment_is_sealed_only_once_a_later_one_has_a_published_frame() {
+        let mut index: Index = Index::new(LogOffset::new(0, 32));
+        for p in 1..=3 {
+            index.push("s", entry(p, p, 1), &ids(1)).unwrap();
+        }
+        // the writer has counted segment 1, but published none of its frames yet: the
+        // last frames of segment 0 may still be on their way
+        assert!(index.segment_to_seal(1).is_none());
+        let mut next = entry(4, 4, 1);
+        next.at = FrameRef {
+            segment: 1,
+            offset: 32,
+            len: 100,
+        };
+        index.push("s", next, &ids(1)).unwrap();
+        let frames = index.segment_to_seal(1).unwrap();
+        assert_eq!((frames.segment, frames.frames.len()), (0, 3));
     }
 
     #[test]
