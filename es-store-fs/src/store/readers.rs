@@ -312,9 +312,10 @@ struct Run {
     /// its newest published frame. Bytes beyond may still change (zero room being
     /// filled) or vanish (room cut off when a segment is sealed).
     end: u64,
-    /// Whether the next frame is the first of the run, found through the index: it may
-    /// start before the position read. Every later one starts where the one before ended.
-    first: bool,
+    /// What the index says of the run's first frame while it is still to read: it may
+    /// start before the position read, and must be the frame the index describes. Every
+    /// later one starts where the one before ended.
+    listed: Option<FrameEntry>,
 }
 
 impl<'a> LogReader<'a> {
@@ -341,7 +342,7 @@ impl<'a> LogReader<'a> {
                         segment: entry.at.segment,
                         offset: entry.at.offset,
                         end: index.recent_end_in(entry.at.segment),
-                        first: true,
+                        listed: Some(entry),
                     }));
                 }
                 Some(Located::Sealed(sealed)) => Arc::clone(sealed),
@@ -366,7 +367,7 @@ impl<'a> LogReader<'a> {
             segment: sealed.segment,
             offset: entry.at.offset,
             end: sealed.len,
-            first: true,
+            listed: Some(entry),
         }))
     }
 }
@@ -387,18 +388,18 @@ fn walk<'w>(
         len: 0,
     };
     let prefix = match window.held(segment, offset, format::FRAME_PREFIX_LEN) {
-        Some(prefix) => format::frame_len(prefix, format::MAX_FRAME_LEN),
+        Some(prefix) => format::frame_len(prefix, shared.frame_cap),
         None => {
             let newest = read(&shared.recent).prefix(segment, offset);
             match newest {
-                Some(prefix) => format::frame_len(&prefix, format::MAX_FRAME_LEN),
+                Some(prefix) => format::frame_len(&prefix, shared.frame_cap),
                 None => {
                     let file = shared.segment(segment)?;
                     let prefix = window
                         .slice(&*file, segment, offset, format::FRAME_PREFIX_LEN, run.end)
                         .map_err(|e| shared.read_failed(at, e))?
                         .ok_or_else(|| corrupted(at, "a frame runs past the log's end"))?;
-                    format::frame_len(prefix, format::MAX_FRAME_LEN)
+                    format::frame_len(prefix, shared.frame_cap)
                 }
             }
         }
@@ -444,10 +445,18 @@ impl FrameSource for LogReader<'_> {
         let (bytes, at) = walk(self.shared, &mut self.window, &mut self.recent, &run)?;
         let frame = parse(bytes, at)?;
         let (first, expected) = (frame.place.first_position, self.next_position);
-        let continues = if run.first {
-            first <= expected
-        } else {
-            first == expected
+        let continues = match run.listed {
+            Some(entry) => {
+                if first != entry.first_position
+                    || frame.place.first_version != entry.first_version
+                    || frame.count != entry.count
+                    || at.len != entry.at.len
+                {
+                    return Err(corrupted(at, "the frame does not match the index"));
+                }
+                first <= expected
+            }
+            None => first == expected,
         };
         if !continues || frame.end_position() <= expected {
             return Err(corrupted(
@@ -462,7 +471,7 @@ impl FrameSource for LogReader<'_> {
         self.next_position = frame.end_position();
         self.run = Some(Run {
             offset: run.offset + u64::from(at.len),
-            first: false,
+            listed: None,
             ..run
         });
         Ok(Some(NextFrame {
