@@ -537,6 +537,10 @@ fn is_ascii(bytes: &[u8]) -> bool {
     any & HIGH == 0
 }
 
+/// The fewest bytes an event takes in a frame: its id, then one byte each for its type,
+/// schema version, metadata length and payload length.
+const MIN_EVENT_LEN: usize = 16 + 4;
+
 /// Bytes known to be ASCII, as text.
 #[inline(always)]
 fn ascii_unchecked(bytes: &[u8]) -> &str {
@@ -582,6 +586,13 @@ impl<'a> Frame<'a> {
             None => Self::names(&mut r)?,
         };
         let count = r.varint("event count")?;
+        // every event takes its 16-byte id and four bytes at least: a count the frame
+        // cannot hold is damage, before anything is sized by it
+        if count > ((r.buf.len() - r.at) / MIN_EVENT_LEN) as u64 {
+            return Err(FormatError::Malformed(format!(
+                "an event count of {count} exceeds what the frame can hold"
+            )));
+        }
         if count == 0 || first_position == 0 || first_version == 0 {
             return Err(FormatError::Malformed(
                 "event count, first position and first version must be at least 1".into(),
@@ -851,6 +862,24 @@ mod tests {
         };
         encode_frame(&mut out, place, "s-1", &events);
         out
+    }
+
+    #[test]
+    fn an_event_count_the_frame_cannot_hold_is_damage() {
+        let out = sample();
+        let body = check_frame(&out).unwrap().to_vec();
+        let at = Frame::parse(&body).unwrap().rest.at;
+        assert_eq!(body[at - 1], 2, "the count's one byte");
+        for count in [1u64 << 62, u64::MAX, 1 << 20, 1 + body.len() as u64 / 20] {
+            let mut forged = body[..at - 1].to_vec();
+            put_varint(&mut forged, count);
+            forged.extend_from_slice(&body[at..]);
+            let err = Frame::parse(&forged).unwrap_err().to_string();
+            assert!(
+                err.contains("exceeds what the frame can hold"),
+                "{count}: {err}"
+            );
+        }
     }
 
     #[test]

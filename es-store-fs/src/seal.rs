@@ -817,6 +817,7 @@ impl Sealed {
                 .checked_add(entry.count)
                 .is_some_and(|end| end <= self.end_position())
             && entry.at.len >= min_frame
+            && entry.at.len as usize <= crate::format::MAX_FRAME_LEN + FRAME_OVERHEAD
             && entry.at.offset >= SEGMENT_HEADER_LEN as u64
             && entry
                 .at
@@ -1136,6 +1137,38 @@ mod tests {
             }
             other => panic!("verify passes a forged index: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_stream_list_that_drops_a_frame_is_reported_by_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        store_of_sealed_segments(dir.path());
+        // every stream of segment 1 with two frames or more loses its first frame from
+        // its list: the list starts one entry later and counts one fewer
+        forge(dir.path(), 1, |sealed, bytes| {
+            for i in 0..sealed.streams as usize {
+                let entry = HEADER_LEN as usize + i * 56;
+                let count = u32::from_le_bytes(bytes[entry + 44..entry + 48].try_into().unwrap());
+                if count >= 2 {
+                    let first =
+                        u32::from_le_bytes(bytes[entry + 40..entry + 44].try_into().unwrap());
+                    bytes[entry + 40..entry + 44].copy_from_slice(&(first + 1).to_le_bytes());
+                    bytes[entry + 44..entry + 48].copy_from_slice(&(count - 1).to_le_bytes());
+                }
+            }
+        });
+        let store = FileStore::open(dir.path()).unwrap();
+        for s in 0..7 {
+            let read: Result<Vec<_>, _> = store
+                .read_stream(&format!("cart-{s}"), 1)
+                .unwrap()
+                .collect();
+            match read {
+                Err(es_core::StoreError::Corrupted(_)) => {}
+                other => panic!("cart-{s}: a frame went missing silently: {other:?}"),
+            }
+        }
+        verify_refuses(dir.path(), 1, "");
     }
 
     #[test]

@@ -270,6 +270,18 @@ impl FrameSource for StreamReader<'_> {
                 "the index lists a frame before the version being read",
             ));
         }
+        if entry.first_version > self.next_version {
+            // a stream's frames follow each other without a gap: an index that lists one
+            // after a gap has lost the frames between
+            return Err(corrupted(
+                entry.at,
+                &format!(
+                    "the index lists a frame from version {} where the stream continues at \
+                     version {}",
+                    entry.first_version, self.next_version
+                ),
+            ));
+        }
         self.shared.read_frame(entry.at, &mut self.buf)?;
         let frame = parse(&self.buf, entry.at)?;
         if frame.place.first_position != entry.first_position
