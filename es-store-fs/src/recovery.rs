@@ -726,18 +726,32 @@ impl Scan<'_> {
             return Ok(IndexState::Implausible);
         }
         // readers allocate what the index says a frame is long: every frame must be a
-        // plausible length and in log order
+        // plausible length. The frames follow each other without a gap (a segment's first
+        // frame right after its header) and the last ends where the index says the log is
+        // covered, or the covered end is the start of a later segment (rolled over to,
+        // nothing in it yet): the scan starts at the covered end, so frames left out of
+        // the list before it would never be read.
         let min_len = (FRAME_OVERHEAD + format::MIN_BODY_LEN) as u64;
-        let mut previous_end = LogOffset::default();
+        let segment_start = SEGMENT_HEADER_LEN as u64;
+        let mut previous_end: Option<LogOffset> = None;
         for (_, _, at) in &file.frames {
             let len = u64::from(at.len);
-            let plausible = (min_len..=self.o.frame_cap as u64).contains(&len)
-                && at.offset >= SEGMENT_HEADER_LEN as u64
-                && LogOffset::new(at.segment, at.offset) >= previous_end;
-            if !plausible {
+            let start = LogOffset::new(at.segment, at.offset);
+            let follows = match previous_end {
+                None => at.offset >= segment_start,
+                Some(end) if end.segment == at.segment => start == end,
+                Some(end) => at.segment == end.segment + 1 && at.offset == segment_start,
+            };
+            if !(min_len..=self.o.frame_cap as u64).contains(&len) || !follows {
                 return Ok(IndexState::Implausible);
             }
-            previous_end = at.end();
+            previous_end = Some(at.end());
+        }
+        if let Some(end) = previous_end
+            && end != file.covered
+            && !(file.covered.segment > end.segment && file.covered.offset == segment_start)
+        {
+            return Ok(IndexState::Implausible);
         }
         Ok(IndexState::Intact(file))
     }

@@ -2066,6 +2066,9 @@ fn write_single_index_file_with(
         }
         out.push(b | 0x80);
     };
+    // a change that drops frames from the end drops their ids and events too
+    change(&mut frames);
+    ids.truncate(frames.iter().map(|f| f.1 as usize).sum());
     let mut out = b"ESINDEX1".to_vec();
     out.extend_from_slice(&covered.0.to_le_bytes());
     out.extend_from_slice(&covered.1.to_le_bytes());
@@ -2075,7 +2078,6 @@ fn write_single_index_file_with(
         var(&mut out, s.len() as u64);
         out.extend_from_slice(s.as_bytes());
     }
-    change(&mut frames);
     var(&mut out, frames.len() as u64);
     for (o, c, s, at, n) in frames {
         for v in [o, c, s, at, n] {
@@ -2088,6 +2090,28 @@ fn write_single_index_file_with(
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     fs::write(dir.join("index.dat"), out).unwrap();
+}
+
+/// An `index.dat` whose checksum holds but that leaves out the newest frames, its covered
+/// end unchanged (so that a scan from there would never read them), or a frame in the
+/// middle: not used, the log is read instead, and every acknowledged event is there.
+#[test]
+fn an_index_file_that_leaves_out_frames_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segments(dir.path(), 200);
+    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    for drop in ["the last three", "one in the middle"] {
+        write_single_index_file_with(dir.path(), |frames| match drop {
+            "the last three" => frames.truncate(frames.len() - 3),
+            _ => {
+                let middle = frames.len() / 2;
+                frames.remove(middle);
+            }
+        });
+        let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+        assert!(store.recovery_report().index_rebuilt, "{drop}");
+        assert_eq!(all_events(&store), reference, "{drop}");
+    }
 }
 
 /// An `index.dat` whose checksum holds but whose last frame lies at the largest offset
