@@ -218,7 +218,25 @@ impl Vfs for StdFs {
                 o.write(true).create(true).truncate(true);
             }
         }
-        Ok(Arc::new(StdFile(o.open(path)?)))
+        // every file of a store is one the store created: a symbolic link in its place
+        // is refused (`ELOOP`) rather than followed, so that nothing the store writes or
+        // truncates (its lock file, its records, a temporary file) lands on another file
+        o.custom_flags(libc::O_NOFOLLOW);
+        o.open(path)
+            .map(|f| Arc::new(StdFile(f)) as Arc<dyn VfsFile>)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{} is a symbolic link, which the store never creates: refused",
+                            path.display()
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {

@@ -541,3 +541,73 @@ fn io_errors_during_open_name_file_and_offset() {
     }
     assert!(missing.is_empty(), "{missing:#?}");
 }
+
+/// A symbolic link put in place of a file of a closed store (its lock file, its record of
+/// what was acknowledged, a temporary file, a segment) is refused: the open fails naming
+/// the link, and neither the file it points at nor any file of the store is changed.
+#[test]
+fn symbolic_links_in_place_of_store_files_are_refused_never_followed() {
+    use std::os::unix::fs::symlink;
+    for name in [
+        "LOCK",
+        "PUBLISHED",
+        "index.dat.tmp",
+        "PUBLISHED.tmp",
+        "00000000000000000000.seg",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, b"not the store's").unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        for n in 0..5u64 {
+            store
+                .append(
+                    "s-1",
+                    ExpectedVersion::Any,
+                    vec![common::event("s-1", n, 40)],
+                )
+                .unwrap();
+        }
+        drop(store);
+        let segment0 = dir.path().join("00000000000000000000.seg");
+        let target = if name.ends_with(".seg") {
+            // the segment moved out of the store, a link left in its place
+            std::fs::rename(&segment0, &victim).unwrap();
+            victim.clone()
+        } else {
+            victim.clone()
+        };
+        let link = dir.path().join(name);
+        let _ = std::fs::remove_file(&link);
+        symlink(&target, &link).unwrap();
+        let before = std::fs::read(&target).unwrap();
+        let err = match FileStore::open(dir.path()) {
+            Ok(store) => {
+                // an open that succeeds must not have written through the link, and the
+                // store must still refuse to write through it
+                let _ = store.append(
+                    "s-1",
+                    ExpectedVersion::Any,
+                    vec![common::event("s-1", 9, 40)],
+                );
+                let _ = store.checkpoint();
+                drop(store);
+                assert_eq!(
+                    std::fs::read(&target).unwrap(),
+                    before,
+                    "{name}: written through"
+                );
+                continue;
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("symbolic link"), "{name}: {err}");
+        assert!(err.contains(name), "{name}: {err}");
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            before,
+            "{name}: written through"
+        );
+    }
+}
