@@ -457,6 +457,9 @@ fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
 
 /// For a read-only open: the end a live writer published, or `None` when no writer holds
 /// the directory (then the log is read as recovery would, without cutting anything).
+/// Beside a live writer whose record is missing or unreadable, the open is refused: the
+/// log past what the writer acknowledged may hold frames whose appends are still
+/// syncing, or will fail.
 pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Published>, OpenError> {
     let io = |source| OpenError::Io {
         path: dir.to_owned(),
@@ -465,7 +468,19 @@ pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Publishe
     if vfs.lock_dir(dir).map_err(io)?.is_some() {
         return Ok(None);
     }
-    recovery::read_published(vfs, dir)
+    match recovery::read_published(vfs, dir)? {
+        Some(published) => Ok(Some(published)),
+        None => Err(OpenError::Io {
+            path: dir.join(crate::layout::PUBLISHED_FILE),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "a writer holds the store, but its record of what it acknowledged is \
+                 missing or damaged: a read-only open cannot tell acknowledged frames from \
+                 frames still being written, and is refused (try again once the writer \
+                 has closed)",
+            ),
+        }),
+    }
 }
 
 /// The newest bytes of the log up to the recovered end, read at open so that the events

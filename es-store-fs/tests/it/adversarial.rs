@@ -611,3 +611,54 @@ fn symbolic_links_in_place_of_store_files_are_refused_never_followed() {
         );
     }
 }
+
+/// A read-only open beside a live writer whose record of what it acknowledged is gone or
+/// damaged is refused, naming the record: it cannot tell acknowledged frames from frames
+/// still being written. Once the writer has closed, the open reads the whole log.
+#[test]
+fn read_only_open_beside_a_writer_without_its_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = FileStore::open(dir.path()).unwrap();
+    writer
+        .append(
+            "s-1",
+            ExpectedVersion::Any,
+            vec![common::event("s-1", 0, 40)],
+        )
+        .unwrap();
+    let read_only = || {
+        FileStore::open_with(
+            dir.path(),
+            FileStoreOptions {
+                read_only: true,
+                ..FileStoreOptions::default()
+            },
+        )
+    };
+    assert_eq!(all_events(&read_only().unwrap()).len(), 1);
+    let record = dir.path().join("PUBLISHED");
+    for damage in ["deleted", "garbled"] {
+        if damage == "deleted" {
+            std::fs::remove_file(&record).unwrap();
+        } else {
+            std::fs::write(&record, [0xa5u8; 52]).unwrap();
+        }
+        match read_only() {
+            Err(OpenError::Io { path, source }) => {
+                assert_eq!(path, record, "{damage}");
+                assert!(source.to_string().contains("refused"), "{damage}: {source}");
+            }
+            Err(other) => panic!("{damage}: {other}"),
+            Ok(_) => panic!("{damage}: a read-only open without the writer's record"),
+        }
+    }
+    writer
+        .append(
+            "s-1",
+            ExpectedVersion::Any,
+            vec![common::event("s-1", 1, 40)],
+        )
+        .unwrap();
+    drop(writer);
+    assert_eq!(all_events(&read_only().unwrap()).len(), 2);
+}
