@@ -318,9 +318,10 @@ impl Shared {
     /// Writes the index file atomically: log synced first, so that it covers only durable
     /// frames.
     pub(super) fn save_index(&self, w: &mut Writer) -> Result<(), StoreError> {
-        if let Ok(active) = self.segment(w.durable_tail.segment)
-            && let Err(e) = active.sync_data()
-        {
+        // a segment that cannot be opened is an error too: nothing is recorded as durable
+        // that was not synced
+        let active = self.segment(w.durable_tail.segment)?;
+        if let Err(e) = active.sync_data() {
             // as after a failed flush: the dirty pages may be gone, a retry could lie
             let message = self.io_error("fsync of the log failed", &e);
             w.poisoned = Some(format!(
@@ -682,6 +683,27 @@ impl Shared {
         let shared = self;
         let chunks = std::mem::take(&mut w.queue);
         let mut carried = std::mem::take(&mut w.waiters);
+        if let Some(reason) = w.poisoned.clone() {
+            // a sync failed since these appends were queued (the periodic one): a later
+            // sync of the same file could report success over pages the kernel dropped,
+            // so nothing more is written or acknowledged
+            carried.append(&mut w.waiters);
+            let e = io::Error::other(reason.clone());
+            shared.roll_back(&mut w, &e, reason.clone());
+            w.poisoned = Some(reason.clone());
+            if w.watchers > 0 {
+                shared.flushed.notify_all();
+            }
+            drop(w);
+            complete(
+                &carried,
+                &Outcome::Failed {
+                    kind: e.kind(),
+                    message: reason,
+                },
+            );
+            return;
+        }
         let frames = w.unpublished.len();
         let tail = w.tail;
         let (durable_tail, allocated) = (w.durable_tail, w.allocated);
@@ -745,9 +767,15 @@ impl Shared {
                 }
                 w.durable_tail = tail;
                 w.dirty = shared.options.durability != Durability::Always;
-                if chunks.iter().any(|c| c.new_segment.is_some()) {
-                    // the segments before the new one are sealed: their indexes are
-                    // written by the sealing thread, outside this lock
+                if chunks.iter().any(|c| c.new_segment.is_some())
+                    || published
+                        .iter()
+                        .any(|(_, e)| e.at.offset == SEGMENT_HEADER_LEN as u64)
+                {
+                    // the segments before the new one are sealed (a segment is sealed once
+                    // a later one has a published frame, which may come after the roll
+                    // when a crash left the new segment empty): their indexes are written
+                    // by the sealing thread, outside this lock
                     let (request, wake) = &shared.sealing;
                     lock(request).pending = true;
                     wake.notify_all();
@@ -828,7 +856,9 @@ impl Shared {
             && shared
                 .segment(seg)
                 .ok()
-                .is_some_and(|f| f.set_len(offset).is_ok());
+                // the cut is synced: the failed group's frames, synced by a roll, must not
+                // come back after a crash at positions later appends reuse
+                .is_some_and(|f| f.set_len(offset).and_then(|()| f.sync_data()).is_ok());
         w.allocated = offset;
         if !recoverable {
             w.poisoned = Some(format!(
