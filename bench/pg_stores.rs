@@ -31,21 +31,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{Sqlite, fdatasync_time};
+use support::{ProductAdded, Sqlite, fdatasync_time};
 
 // ---------------------------------------------------------------------------------------
 // The events
-
-/// The event every store writes: about 160 bytes of JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ProductAdded {
-    cart_id: String,
-    product_id: String,
-    quantity: u32,
-    unit_price_cents: u64,
-    currency: String,
-    note: String,
-}
 
 fn product_added(stream: u64, version: u64) -> ProductAdded {
     let i = stream * 10 + version;

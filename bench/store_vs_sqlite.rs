@@ -17,34 +17,10 @@ mod support;
 use es_core::{EventStore, ExpectedVersion, NewEvent};
 use es_store_fs::{Durability, FileStore, FileStoreOptions};
 use rusqlite::{Connection, params};
-use serde::Deserialize;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{Sqlite, fdatasync_time};
-
-#[derive(Debug, Deserialize)]
-#[allow(dead_code)]
-struct ProductAdded {
-    cart_id: String,
-    product_id: String,
-    quantity: u32,
-    unit_price_cents: u64,
-    currency: String,
-    note: String,
-}
-
-fn payload(i: u64) -> Vec<u8> {
-    let p = format!(
-        r#"{{"cart_id":"cart-{:08}","product_id":"product-{:06}","quantity":{},"unit_price_cents":{},"currency":"EUR","note":"{}"}}"#,
-        i / 10,
-        i % 997,
-        1 + i % 5,
-        199 + i % 5000,
-        "gift wrap please, leave at door"
-    );
-    p.into_bytes()
-}
+use support::{ProductAdded, Sqlite, fdatasync_time, payload};
 
 fn event(i: u64) -> NewEvent {
     NewEvent::new("ProductAdded", 1, payload(i))

@@ -1,8 +1,11 @@
 //! What the benchmarks of this package share: SQLite as a user would write an events
-//! table, and the raw time of the disk's `fdatasync`.
+//! table, the raw time of the disk's `fdatasync`, and the event they write. Each bench
+//! uses part of it.
+#![allow(dead_code)]
 
 use es_core::NewEvent;
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -95,4 +98,28 @@ pub fn fdatasync_time(dir: &Path) -> Duration {
     let _ = std::fs::remove_file(path);
     times.sort();
     times[times.len() / 2]
+}
+
+/// The event every bench writes and decodes: about 150 to 160 bytes of JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductAdded {
+    pub cart_id: String,
+    pub product_id: String,
+    pub quantity: u32,
+    pub unit_price_cents: u64,
+    pub currency: String,
+    pub note: String,
+}
+
+/// The JSON payload of event `i` (of stream `i / 10`): about 150 bytes.
+pub fn payload(i: u64) -> Vec<u8> {
+    let p = format!(
+        r#"{{"cart_id":"cart-{:08}","product_id":"product-{:06}","quantity":{},"unit_price_cents":{},"currency":"EUR","note":"{}"}}"#,
+        i / 10,
+        i % 997,
+        1 + i % 5,
+        199 + i % 5000,
+        "gift wrap please, leave at door"
+    );
+    p.into_bytes()
 }
