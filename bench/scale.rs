@@ -11,26 +11,17 @@
 //! append k (10,000 streams, round robin). Open, memory and recovery are measured in
 //! fresh child processes (the bench runs itself again).
 
+mod support;
+
 use es_core::{EventStore, ExpectedVersion, NewEvent};
 use es_store_fs::{Durability, FileStore, FileStoreOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::payload;
 
 const STREAMS: u64 = 10_000;
 const BATCH: u64 = 10;
-
-fn payload(i: u64) -> Vec<u8> {
-    format!(
-        r#"{{"cart_id":"cart-{:08}","product_id":"product-{:06}","quantity":{},"unit_price_cents":{},"currency":"EUR","note":"{}"}}"#,
-        i / 10,
-        i % 997,
-        1 + i % 5,
-        199 + i % 5000,
-        "gift wrap please, leave at door"
-    )
-    .into_bytes()
-}
 
 fn batch(first: u64) -> Vec<NewEvent> {
     (first..first + BATCH)
