@@ -399,24 +399,25 @@ fn walk<'w>(
         offset,
         len: 0,
     };
-    let prefix = match window.held(segment, offset, format::FRAME_PREFIX_LEN) {
-        Some(prefix) => format::frame_len(prefix, shared.frame_cap),
+    // the frame's length: from the window, the newest bytes in memory, or the file
+    let held = |window: &ReadAhead| {
+        window
+            .held(segment, offset, format::FRAME_PREFIX_LEN)
+            .and_then(|p| p.first_chunk::<{ format::FRAME_PREFIX_LEN }>().copied())
+    };
+    let newest = || read(&shared.recent).prefix(segment, offset);
+    let prefix = match held(window).or_else(newest) {
+        Some(prefix) => prefix,
         None => {
-            let newest = read(&shared.recent).prefix(segment, offset);
-            match newest {
-                Some(prefix) => format::frame_len(&prefix, shared.frame_cap),
-                None => {
-                    let file = shared.segment(segment)?;
-                    let prefix = window
-                        .slice(&*file, segment, offset, format::FRAME_PREFIX_LEN, run.end)
-                        .map_err(|e| shared.read_failed(at, e))?
-                        .ok_or_else(|| corrupted(at, "a frame runs past the log's end"))?;
-                    format::frame_len(prefix, shared.frame_cap)
-                }
-            }
+            let file = shared.segment(segment)?;
+            window
+                .slice(&*file, segment, offset, format::FRAME_PREFIX_LEN, run.end)
+                .map_err(|e| shared.read_failed(at, e))?;
+            held(window).ok_or_else(|| corrupted(at, "a frame runs past the log's end"))?
         }
     };
-    let len = prefix.map_err(|e| corrupted(at, &e.to_string()))?;
+    let len =
+        format::frame_len(&prefix, shared.frame_cap).map_err(|e| corrupted(at, &e.to_string()))?;
     at.len = u32::try_from(len).map_err(|_| corrupted(at, "the frame is too long"))?;
     if offset
         .checked_add(len as u64)
