@@ -327,6 +327,30 @@ pub fn frame_len(prefix: &[u8], cap: usize) -> Result<usize> {
 
 /// Checks a whole frame (`bytes` is exactly one frame) and returns its body.
 pub fn check_frame(bytes: &[u8]) -> Result<&[u8]> {
+    let len = frame_shape(bytes)?;
+    let stored = u32_at(bytes, 4);
+    let computed = crc32c::crc32c(&bytes[FRAME_PREFIX_LEN..]);
+    if stored != computed {
+        return Err(FormatError::Checksum { stored, computed });
+    }
+    Ok(&bytes[FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + len])
+}
+
+/// Whether each of three frames passes [`check_frame`], their checksums computed side
+/// by side (see [`crate::crc`]). An empty slot fails. Callers learn what is wrong with a
+/// failing frame from [`check_frame`].
+pub fn frames_intact(frames: [&[u8]; 3]) -> [bool; 3] {
+    let computed = crate::crc::crc32c_3(frames.map(|f| f.get(FRAME_PREFIX_LEN..).unwrap_or(&[])));
+    let mut intact = [false; 3];
+    for ((ok, frame), computed) in intact.iter_mut().zip(frames).zip(computed) {
+        *ok = frame_shape(frame).is_ok() && u32_at(frame, 4) == computed;
+    }
+    intact
+}
+
+/// A frame's body length, when `bytes` is long enough for a frame and its two lengths
+/// agree with each other and with `bytes`.
+fn frame_shape(bytes: &[u8]) -> Result<usize> {
     if bytes.len() < FRAME_OVERHEAD + MIN_BODY_LEN {
         return Err(FormatError::Truncated("frame"));
     }
@@ -340,12 +364,7 @@ pub fn check_frame(bytes: &[u8]) -> Result<&[u8]> {
             "trailing length {trailing} differs from leading length {len}"
         )));
     }
-    let stored = u32_at(bytes, 4);
-    let computed = crc32c::crc32c(&bytes[FRAME_PREFIX_LEN..]);
-    if stored != computed {
-        return Err(FormatError::Checksum { stored, computed });
-    }
-    Ok(&bytes[FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + len])
+    Ok(len)
 }
 
 /// A decoded frame header with a cursor over its events.
@@ -641,6 +660,20 @@ impl<'a> Frame<'a> {
     /// that shape or runs short: [`Frame::names`] then reads it and names what is wrong.
     fn ascii_names(r: &Reader<'a>) -> Option<(&'a str, Types<'a>, usize)> {
         let (buf, start) = (r.buf, r.at);
+        // the usual frame: one event type
+        let id_end = start + 1 + usize::from(*buf.get(start)?);
+        if let Some(&[1, type_len]) = buf.get(id_end..id_end + 2) {
+            let end = id_end + 2 + usize::from(type_len);
+            if !is_ascii(buf.get(start..end)?) {
+                return None;
+            }
+            let types = Types {
+                first: ascii_unchecked(&buf[id_end + 2..end]),
+                more: Vec::new(),
+                len: 1,
+            };
+            return Some((ascii_unchecked(&buf[start + 1..id_end]), types, end));
+        }
         let mut at = start;
         // a name's span after its one-byte length; checked to be ASCII below
         let name = |at: &mut usize| -> Option<(usize, usize)> {

@@ -10,6 +10,7 @@
 //! `docs/storage-format.md`.
 #![warn(missing_docs)]
 
+mod crc;
 pub mod error;
 pub mod format;
 mod group;

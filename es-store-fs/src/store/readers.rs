@@ -312,6 +312,8 @@ pub(super) struct LogReader<'a> {
     window: ReadAhead,
     /// A frame copied from the newest bytes in memory.
     recent: Vec<u8>,
+    /// Frames of the window checked ahead of the read.
+    checked: Checked,
 }
 
 /// Frames back to back in one segment, read one after the other.
@@ -339,6 +341,7 @@ impl<'a> LogReader<'a> {
             run: None,
             window: ReadAhead::default(),
             recent: Vec::new(),
+            checked: Checked::default(),
         }
     }
 
@@ -391,6 +394,7 @@ fn walk<'w>(
     shared: &Shared,
     window: &'w mut ReadAhead,
     recent: &'w mut Vec<u8>,
+    checked: &mut Checked,
     run: &Run,
 ) -> Result<(&'w [u8], FrameRef), StoreError> {
     let (segment, offset) = (run.segment, run.offset);
@@ -410,6 +414,7 @@ fn walk<'w>(
         Some(prefix) => prefix,
         None => {
             let file = shared.segment(segment)?;
+            *checked = Checked::default();
             window
                 .slice(&*file, segment, offset, format::FRAME_PREFIX_LEN, run.end)
                 .map_err(|e| shared.read_failed(at, e))?;
@@ -426,6 +431,7 @@ fn walk<'w>(
         return Err(corrupted(at, "a frame runs past the log's end"));
     }
     if !window.holds(segment, offset, len) {
+        *checked = Checked::default();
         if read(&shared.recent).copy(at, recent) {
             format::check_frame(recent).map_err(|e| corrupted(at, &e.to_string()))?;
             return Ok((recent, at));
@@ -435,12 +441,77 @@ fn walk<'w>(
             .slice(&*file, segment, offset, len, run.end)
             .map_err(|e| shared.read_failed(at, e))?;
     }
+    let window = &*window;
     let bytes = window
         .held(segment, offset, len)
         // cannot happen: the run's end covers the frame
         .ok_or_else(|| corrupted(at, "a frame runs past the log's end"))?;
-    format::check_frame(bytes).map_err(|e| corrupted(at, &e.to_string()))?;
+    if !checked.covers(segment, offset + len as u64) {
+        *checked = check_ahead(shared, window, run, bytes, at)?;
+    }
     Ok((bytes, at))
+}
+
+/// Frames of the window already checked: those of `segment` that end by `end`. Valid only
+/// while the window holds what it held when they were checked, so emptied whenever it
+/// reads again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Checked {
+    segment: u64,
+    end: u64,
+}
+
+impl Checked {
+    fn covers(&self, segment: u64, frame_end: u64) -> bool {
+        self.segment == segment && frame_end <= self.end
+    }
+}
+
+/// Checks `first` (the frame at `at`, in the window) and the two frames after it when
+/// the window holds them whole inside the run, their checksums computed side by side.
+/// `Err` names what is wrong with `first`; a later frame that fails is left unchecked, to
+/// be checked, and reported, on its own when the read reaches it.
+fn check_ahead(
+    shared: &Shared,
+    window: &ReadAhead,
+    run: &Run,
+    first: &[u8],
+    at: FrameRef,
+) -> Result<Checked, StoreError> {
+    let mut frames = [first, &[][..], &[][..]];
+    let mut next = at.offset + u64::from(at.len);
+    for slot in &mut frames[1..] {
+        let Some(len) = window
+            .held(at.segment, next, format::FRAME_PREFIX_LEN)
+            .and_then(|p| format::frame_len(p, shared.frame_cap).ok())
+        else {
+            break;
+        };
+        let Some(frame) = next
+            .checked_add(len as u64)
+            .filter(|&end| end <= run.end)
+            .and_then(|_| window.held(at.segment, next, len))
+        else {
+            break;
+        };
+        *slot = frame;
+        next += len as u64;
+    }
+    let intact = format::frames_intact(frames);
+    if !intact[0] {
+        format::check_frame(first).map_err(|e| corrupted(at, &e.to_string()))?;
+        // cannot happen: both checks read the same bytes
+        return Err(corrupted(at, "the frame does not match its checksum"));
+    }
+    let end = frames
+        .iter()
+        .zip(intact)
+        .take_while(|&(_, ok)| ok)
+        .fold(at.offset, |end, (frame, _)| end + frame.len() as u64);
+    Ok(Checked {
+        segment: at.segment,
+        end,
+    })
 }
 
 impl FrameSource for LogReader<'_> {
@@ -455,7 +526,13 @@ impl FrameSource for LogReader<'_> {
                 }
             },
         };
-        let (bytes, at) = walk(self.shared, &mut self.window, &mut self.recent, &run)?;
+        let (bytes, at) = walk(
+            self.shared,
+            &mut self.window,
+            &mut self.recent,
+            &mut self.checked,
+            &run,
+        )?;
         let frame = parse(bytes, at)?;
         let (first, expected) = (frame.place.first_position, self.next_position);
         let continues = match run.listed {

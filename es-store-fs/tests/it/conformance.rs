@@ -179,37 +179,46 @@ fn damage_inside_a_sealed_segment_stops_a_log_read_at_the_damaged_frame() {
     // the frames of segment 1 (sealed: later segments exist), from their lengths
     let name = "00000000000000000001.seg";
     let path = dir.path().join(name);
-    let mut data = std::fs::read(&path).unwrap();
-    let frames = frame_offsets(&data);
+    let clean = std::fs::read(&path).unwrap();
+    let frames = frame_offsets(&clean);
     assert!(frames.len() > 4, "{} frames", frames.len());
-    let damaged = frames[frames.len() / 2];
-    data[damaged + 20] ^= 0x01;
-    std::fs::write(&path, &data).unwrap();
-    let store = FileStore::open_with(dir.path(), options).unwrap();
-    let mut read = 0;
-    let mut events = store.read_all(1).unwrap();
-    let err = loop {
-        match events.next() {
-            Some(Ok(_)) => read += 1,
-            Some(Err(e)) => break e,
-            None => panic!("the damage went unnoticed"),
-        }
-    };
-    assert!(events.next().is_none(), "the read stops at the damage");
-    let StoreError::Corrupted(corruption) = &err else {
-        panic!("{err:?}")
-    };
-    assert!(
-        matches!(
-            &corruption.location,
-            DataLocation::File { path, offset }
-                if path.ends_with(name) && *offset == damaged as u64
-        ),
-        "{corruption:?}"
-    );
-    // every frame before the damaged one is read, one event each
     let segment0 = std::fs::read(dir.path().join("00000000000000000000.seg")).unwrap();
-    assert_eq!(read, frame_offsets(&segment0).len() + frames.len() / 2);
+    let before = frame_offsets(&segment0).len();
+    // every frame, damaged in its length, its checksum, its body and its trailing length:
+    // reads check frames a few at a time, so the damaged frame may be the first, the
+    // second or the third of those checked together
+    for (k, &damaged) in frames.iter().enumerate() {
+        let len = u32::from_le_bytes(clean[damaged..damaged + 4].try_into().unwrap()) as usize;
+        for byte in [1, 5, 20, len + 8] {
+            let mut data = clean.clone();
+            data[damaged + byte] ^= 0x01;
+            std::fs::write(&path, &data).unwrap();
+            let store = FileStore::open_with(dir.path(), options.clone()).unwrap();
+            let mut read = 0;
+            let mut events = store.read_all(1).unwrap();
+            let err = loop {
+                match events.next() {
+                    Some(Ok(_)) => read += 1,
+                    Some(Err(e)) => break e,
+                    None => panic!("damage to byte {byte} of frame {k} went unnoticed"),
+                }
+            };
+            assert!(events.next().is_none(), "the read stops at the damage");
+            let StoreError::Corrupted(corruption) = &err else {
+                panic!("{err:?}")
+            };
+            assert!(
+                matches!(
+                    &corruption.location,
+                    DataLocation::File { path, offset }
+                        if path.ends_with(name) && *offset == damaged as u64
+                ),
+                "byte {byte} of frame {k}: {corruption:?}"
+            );
+            // every frame before the damaged one is read, one event each
+            assert_eq!(read, before + k, "byte {byte} of frame {k}");
+        }
+    }
 }
 
 /// The offsets of a segment's frames, from each frame's length after the 32-byte header,
