@@ -446,24 +446,33 @@ fn walk<'w>(
         .held(segment, offset, len)
         // cannot happen: the run's end covers the frame
         .ok_or_else(|| corrupted(at, "a frame runs past the log's end"))?;
-    if !checked.covers(segment, offset + len as u64) {
+    if !checked.take(segment, offset, len) {
         *checked = check_ahead(shared, window, run, bytes, at)?;
     }
     Ok((bytes, at))
 }
 
-/// Frames of the window already checked: those of `segment` that end by `end`. Valid only
-/// while the window holds what it held when they were checked, so emptied whenever it
-/// reads again.
+/// Frames of the window checked ahead of the read: the next ones it will reach, each
+/// by its segment, offset and length. Valid only while the window holds what it held
+/// when they were checked, so emptied whenever it reads again.
 #[derive(Debug, Default, Clone, Copy)]
 struct Checked {
     segment: u64,
-    end: u64,
+    /// `(offset, len)` of each, in the order the read reaches them.
+    frames: [(u64, usize); 2],
+    count: usize,
 }
 
 impl Checked {
-    fn covers(&self, segment: u64, frame_end: u64) -> bool {
-        self.segment == segment && frame_end <= self.end
+    /// Whether the frame of `len` bytes at `offset` of `segment` is exactly the next one
+    /// checked; if so, it is no longer ahead.
+    fn take(&mut self, segment: u64, offset: u64, len: usize) -> bool {
+        if self.count == 0 || self.segment != segment || self.frames[0] != (offset, len) {
+            return false;
+        }
+        self.frames[0] = self.frames[1];
+        self.count -= 1;
+        true
     }
 }
 
@@ -503,15 +512,25 @@ fn check_ahead(
         // cannot happen: both checks read the same bytes
         return Err(corrupted(at, "the frame does not match its checksum"));
     }
-    let end = frames
-        .iter()
-        .zip(intact)
-        .take_while(|&(_, ok)| ok)
-        .fold(at.offset, |end, (frame, _)| end + frame.len() as u64);
-    Ok(Checked {
+    let mut checked = Checked {
         segment: at.segment,
-        end,
-    })
+        ..Checked::default()
+    };
+    let mut offset = at.offset + u64::from(at.len);
+    let ahead = checked
+        .frames
+        .iter_mut()
+        .zip(&frames[1..])
+        .zip(&intact[1..]);
+    for ((slot, frame), &ok) in ahead {
+        if !ok {
+            break;
+        }
+        *slot = (offset, frame.len());
+        checked.count += 1;
+        offset += frame.len() as u64;
+    }
+    Ok(checked)
 }
 
 impl FrameSource for LogReader<'_> {
