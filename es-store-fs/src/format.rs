@@ -337,7 +337,7 @@ pub fn check_frame(bytes: &[u8]) -> Result<&[u8]> {
 }
 
 /// Whether each of three frames passes [`check_frame`], their checksums computed side
-/// by side (see [`crate::crc`]). An empty slot fails. Callers learn what is wrong with a
+/// by side in three lanes. An empty slot fails. Callers learn what is wrong with a
 /// failing frame from [`check_frame`].
 pub fn frames_intact(frames: [&[u8]; 3]) -> [bool; 3] {
     let computed = crate::crc::crc32c_3(frames.map(|f| f.get(FRAME_PREFIX_LEN..).unwrap_or(&[])));
