@@ -384,26 +384,24 @@ pub struct Frame<'a> {
 /// type (the usual frame) allocates nothing and the header stays small to move.
 #[derive(Debug, Default)]
 struct Types<'a> {
-    first: &'a str,
-    more: Vec<&'a str>,
-    len: usize,
+    first: Option<&'a str>,
+    more: Box<[&'a str]>,
 }
 
 impl<'a> Types<'a> {
-    fn push(&mut self, name: &'a str) {
-        if self.len == 0 {
-            self.first = name;
-        } else {
-            self.more.push(name);
+    /// A table of `names`, in order.
+    fn of(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut names = names.into_iter();
+        Types {
+            first: names.next(),
+            more: names.collect(),
         }
-        self.len += 1;
     }
 
     #[inline]
     fn get(&self, index: usize) -> Option<&'a str> {
         match index {
-            0 if self.len > 0 => Some(self.first),
-            0 => None,
+            0 => self.first,
             _ => self.more.get(index - 1).copied(),
         }
     }
@@ -645,11 +643,10 @@ impl<'a> Frame<'a> {
                 "type count exceeds the frame".into(),
             ));
         }
-        let mut types = Types::default();
-        for _ in 0..type_count {
-            types.push(r.str("event type")?);
-        }
-        Ok((stream_id, types))
+        let names = (0..type_count)
+            .map(|_| r.str("event type"))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((stream_id, Types::of(names)))
     }
 
     /// [`Frame::names`] for the usual frame: the stream id, then up to four type names,
@@ -668,9 +665,8 @@ impl<'a> Frame<'a> {
                 return None;
             }
             let types = Types {
-                first: ascii_unchecked(&buf[id_end + 2..end]),
-                more: Vec::new(),
-                len: 1,
+                first: Some(ascii_unchecked(&buf[id_end + 2..end])),
+                more: Box::default(),
             };
             return Some((ascii_unchecked(&buf[start + 1..id_end]), types, end));
         }
@@ -693,11 +689,11 @@ impl<'a> Frame<'a> {
         }
         // every span lies inside the ASCII bytes just checked
         let text = |(from, to): (usize, usize)| buf.get(from..to).map(ascii_unchecked);
-        let mut types = Types::default();
-        for &span in &spans[..type_count] {
-            types.push(text(span)?);
-        }
-        Some((text(id)?, types, at))
+        let names = spans[..type_count]
+            .iter()
+            .map(|&span| text(span))
+            .collect::<Option<Vec<_>>>()?;
+        Some((text(id)?, Types::of(names), at))
     }
 
     /// Position after the last event.
