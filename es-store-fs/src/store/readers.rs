@@ -488,8 +488,12 @@ fn check_ahead(
     at: FrameRef,
 ) -> Result<Checked, StoreError> {
     let mut frames = [first, &[][..], &[][..]];
+    let mut checked = Checked {
+        segment: at.segment,
+        ..Checked::default()
+    };
     let mut next = at.offset + u64::from(at.len);
-    for slot in &mut frames[1..] {
+    for (slot, place) in frames[1..].iter_mut().zip(&mut checked.frames) {
         let Some(len) = window
             .held(at.segment, next, format::FRAME_PREFIX_LEN)
             .and_then(|p| format::frame_len(p, shared.frame_cap).ok())
@@ -504,6 +508,7 @@ fn check_ahead(
             break;
         };
         *slot = frame;
+        *place = (next, len);
         next += len as u64;
     }
     let intact = format::frames_intact(frames);
@@ -512,24 +517,9 @@ fn check_ahead(
         // cannot happen: both checks read the same bytes
         return Err(corrupted(at, "the frame does not match its checksum"));
     }
-    let mut checked = Checked {
-        segment: at.segment,
-        ..Checked::default()
-    };
-    let mut offset = at.offset + u64::from(at.len);
-    let ahead = checked
-        .frames
-        .iter_mut()
-        .zip(&frames[1..])
-        .zip(&intact[1..]);
-    for ((slot, frame), &ok) in ahead {
-        if !ok {
-            break;
-        }
-        *slot = (offset, frame.len());
-        checked.count += 1;
-        offset += frame.len() as u64;
-    }
+    // the frames after the first that passed, up to the first that did not (an empty
+    // slot never passes)
+    checked.count = intact[1..].iter().take_while(|&&ok| ok).count();
     Ok(checked)
 }
 
