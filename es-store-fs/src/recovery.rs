@@ -376,6 +376,8 @@ impl Scan<'_> {
                 }
                 break;
             }
+            let mut table = table;
+            sealed.fit_table(&mut table, self.o.table_budget);
             let table_len = table.len();
             if by_base {
                 for_base.push(sealed);

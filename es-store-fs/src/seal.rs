@@ -214,7 +214,9 @@ pub struct ReadSealed {
     pub sealed: Sealed,
     /// The stream runs, in order of their first frame.
     pub runs: Vec<StreamRun>,
-    /// The stream table (for [`Sealed::find_stream`]), worth caching.
+    /// The stream table (for [`Sealed::find_stream`] and [`Sealed::stream_frames`]), worth
+    /// caching: the stream entries, their names and every stream's list of frames, or the
+    /// entries and names alone, or nothing, as what was asked for allowed.
     pub table: Vec<u8>,
 }
 
@@ -523,9 +525,15 @@ impl Sealed {
         };
         if !with_runs && !first_layout {
             // the stream table is checked, as at every open, in pieces of whole blocks of
-            // entries, so that each block starts in its piece; its entries and names are
-            // kept when they fit
-            let kept_len = sealed.slots_at() - HEADER_LEN;
+            // entries, so that each block starts in its piece; its entries, names and
+            // frame lists are kept when they fit, else its entries and names when those do
+            let whole_len = sealed.filter_at() - HEADER_LEN;
+            let core_len = sealed.slots_at() - HEADER_LEN;
+            let kept_len = if whole_len <= keep_up_to as u64 {
+                whole_len
+            } else {
+                core_len
+            };
             let mut table = Vec::new();
             if kept_len <= keep_up_to as u64 {
                 table.reserve_exact(kept_len as usize);
@@ -540,9 +548,8 @@ impl Sealed {
                 file.read_exact_at(&mut buf[..n], at)?;
                 crc = crc32c::crc32c_append(crc, &buf[..n]);
                 if table.capacity() > 0 {
-                    table.extend_from_slice(
-                        &buf[..n.min(sealed.slots_at().saturating_sub(at) as usize)],
-                    );
+                    let kept_end = HEADER_LEN + kept_len;
+                    table.extend_from_slice(&buf[..n.min(kept_end.saturating_sub(at) as usize)]);
                 }
                 let piece = &buf[..n.min(sealed.names_at().saturating_sub(at) as usize)];
                 fences.extend(
@@ -603,8 +610,9 @@ impl Sealed {
             .chunks((STREAM_LEN * FENCE) as usize)
             .filter_map(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
             .collect();
-        // the stream entries and their names: each stream's frames are read from the file
-        a.truncate((sealed.slots_at() - HEADER_LEN) as usize);
+        // the stream entries, their names and every stream's list of frames: the caller
+        // fits them to its cache with `fit_table`
+        a.truncate(filter_from);
         a.shrink_to_fit();
         Ok(ReadSealed {
             sealed: Sealed {
@@ -617,12 +625,19 @@ impl Sealed {
         })
     }
 
-    /// Every stream's list of frames, read whole: what follows the entries and names
-    /// returned by [`Sealed::read`] when a caller searches every stream of the segment.
-    pub fn read_frame_lists(&self, file: &dyn VfsFile) -> Result<Vec<u8>, SealedError> {
-        let mut b = vec![0u8; (self.filter_at() - self.slots_at()) as usize];
-        file.read_exact_at(&mut b, self.slots_at())?;
-        Ok(b)
+    /// Fits `table` (entries, names and frame lists, or entries and names) to `budget`
+    /// bytes: the frame lists go first, then the whole table.
+    pub fn fit_table(&self, table: &mut Vec<u8>, budget: usize) {
+        if table.len() <= budget {
+            return;
+        }
+        let core = (self.slots_at() - HEADER_LEN) as usize;
+        if core <= budget && table.len() >= core {
+            table.truncate(core);
+        } else {
+            table.clear();
+        }
+        table.shrink_to_fit();
     }
 
     /// `len` bytes of the stream table at file offset `at`, from `src`.
@@ -690,15 +705,24 @@ impl Sealed {
         stream_id: &str,
     ) -> Result<Option<StreamRun>, SealedError> {
         let hash = stream_hash(stream_id);
+        let streams = u64::from(self.streams);
+        let fenced = self.fences.len() as u64 == streams.div_ceil(FENCE);
         if let TableSource::File(_) = src
-            && self.fences.len() as u64 == u64::from(self.streams).div_ceil(FENCE)
+            && fenced
         {
             return self.find_stream_by_blocks(src, stream_id, hash);
         }
         let entry =
             |i: u64| self.table_bytes(src, self.streams_at() + i * STREAM_LEN, STREAM_LEN as usize);
         let hash_of = |b: &[u8]| u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
-        let (mut lo, mut hi) = (0u64, u64::from(self.streams));
+        let (mut lo, mut hi) = (0u64, streams);
+        if fenced {
+            // the first entry of `hash` or above lies between the last fence below it and
+            // the first fence at or above it: the search starts in one block
+            let above = self.fences.partition_point(|&f| f < hash) as u64;
+            lo = above.saturating_sub(1) * FENCE;
+            hi = (above * FENCE).min(streams);
+        }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if hash_of(&entry(mid)?) < hash {

@@ -299,17 +299,9 @@ fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
         let Ok(read) = Sealed::read(&*file, segment) else {
             continue;
         };
-        let (sealed, mut table) = (read.sealed, read.table);
-        // every stream is searched: the frame lists in memory too
-        match sealed.read_frame_lists(&*file) {
-            Ok(lists) => table.extend_from_slice(&lists),
-            Err(crate::seal::SealedError::Io(e)) => {
-                return Some((segment, format!("it cannot be read: {e}")));
-            }
-            Err(crate::seal::SealedError::Damaged { offset, reason }) => {
-                return Some((segment, format!("damaged at offset {offset}: {reason}")));
-            }
-        }
+        // every stream's frame list comes with the table, so every stream is searched in
+        // memory
+        let (sealed, table) = (read.sealed, read.table);
         // an intact stream table is trusted at open: the rest must be intact too
         let frames = match sealed.check_all(&*file) {
             Ok(frames) => frames,

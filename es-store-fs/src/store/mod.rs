@@ -60,7 +60,7 @@ struct TableCache {
 }
 
 /// What the stream table cache holds by default.
-const TABLE_CACHE_BYTES: usize = 16 << 20;
+const TABLE_CACHE_BYTES: usize = 64 << 20;
 
 /// The newest bytes of the log kept in memory by default.
 const RECENT_CACHE_BYTES: usize = 8 << 20;

@@ -975,7 +975,7 @@ impl Shared {
                 break;
             };
             let segment = frames.segment;
-            let (sealed, table) =
+            let (sealed, mut table) =
                 crate::recovery::write_sealed(&*self.options.vfs, &self.dir, &frames).map_err(
                     |e| {
                         StoreError::Io(io::Error::new(
@@ -984,6 +984,7 @@ impl Shared {
                         ))
                     },
                 )?;
+            sealed.fit_table(&mut table, self.options.stream_table_cache);
             let mut index = self.published.write().unwrap_or_else(|e| e.into_inner());
             index.install_sealed(sealed).map_err(|e| {
                 StoreError::Corrupted(es_core::store::Corruption::new(
