@@ -1,6 +1,6 @@
-//! Failed writes and syncs: after `EIO` from `fdatasync` (or a write) the pending appends
-//! fail, the store refuses writes until reopened and keeps every earlier acknowledged
-//! append; a full disk (`ENOSPC`) in the middle of a batch exposes no part of it, and
+//! Failed writes and syncs: after `EIO` from `fdatasync` (or a write, or the background
+//! sync of `Durability::Periodic`) the pending appends fail, the store refuses writes
+//! until reopened and keeps every earlier acknowledged append; a full disk (`ENOSPC`) in the middle of a batch exposes no part of it, and
 //! writing resumes once space is back. No failed append is ever reported as acknowledged.
 //!
 //! Runs on the simulated disk (`vfs::sim`). `ES_RELIABILITY_FULL=1` runs many more cases.
@@ -8,10 +8,11 @@
 use crate::common::{Attempt, Ledger, Outcome, event, figure, next_append_works, scale, verify};
 use es_core::{EventStore, ExpectedVersion, StoreError};
 use es_store_fs::vfs::sim::{SimFs, SimOp, SimOptions};
-use es_store_fs::{FileStore, FileStoreOptions};
+use es_store_fs::{Durability, FileStore, FileStoreOptions};
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 const DIR: &str = "/db";
 
@@ -124,6 +125,94 @@ fn eio_on_fsync_refuses_writes_until_reopened() {
 #[test]
 fn eio_on_write_refuses_writes_until_reopened() {
     io_error_poisons_until_reopen(SimOp::Write, "EIO on write");
+}
+
+/// `EIO` from the sync of the background thread of `Durability::Periodic`, while three
+/// threads keep appending, so that the failure lands between flushes, during one, or
+/// while appends wait in the queue: from then on appends fail or are refused, reads serve
+/// every
+/// acknowledged append and nothing partial, a reopen on the same machine keeps every
+/// acknowledged append, and a machine crash keeps every append a successful sync
+/// covered (the weaker promise of periodic syncs: the last interval's appends may go).
+#[test]
+fn a_failed_periodic_sync_stops_writes_and_keeps_what_was_synced() {
+    let (mut failed, mut refused) = (0u64, 0u64);
+    let mut required_after_crash = 0u64;
+    let rounds = u64::from(scale(16, 200));
+    for seed in 0..rounds {
+        let fs = disk(seed);
+        let options = |fs: &SimFs| FileStoreOptions {
+            durability: Durability::Periodic(Duration::from_micros(200 + 300 * (seed % 4))),
+            ..options(fs, 1 << 20, 4096)
+        };
+        let store = FileStore::open_with(DIR, options(&fs)).unwrap();
+        let ledger = Ledger::default();
+        load(&store, &fs, &ledger, 1, 2 + seed % 3, 0);
+        fs.fail(SimOp::SyncData, seed % 3, ErrorKind::Other, Some(".seg"));
+        // appends go on until the failure reaches one
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut tag = 1;
+        while ledger.snapshot().iter().all(acked) {
+            assert!(
+                Instant::now() < deadline,
+                "seed {seed}: no append failed after the periodic sync was made to fail"
+            );
+            load(&store, &fs, &ledger, 3, 4, tag);
+            tag += 1;
+        }
+        // the store knows: everything after is refused, with the reason
+        let err = store
+            .append("s-0", ExpectedVersion::Any, vec![event("s-0", 1, 10)])
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::ReadOnly(why) if why.contains("fsync")),
+            "seed {seed}: {err:?}"
+        );
+        let attempts = ledger.snapshot();
+        failed += attempts
+            .iter()
+            .filter(|a| a.outcome == Outcome::Failed)
+            .count() as u64;
+        refused += attempts
+            .iter()
+            .filter(|a| a.outcome == Outcome::Refused)
+            .count() as u64;
+        // the machine crashes now: what a successful sync covered is there
+        let machine = fs.crash_image();
+        let syncs = fs.sync_log();
+        let synced = |a: &Attempt| match a.outcome {
+            Outcome::Acked { at, .. } => syncs
+                .iter()
+                .any(|s| s.path.to_string_lossy().ends_with(".seg") && s.started > at),
+            _ => false,
+        };
+        required_after_crash += attempts.iter().filter(|a| synced(a)).count() as u64;
+        verify(&store, &attempts, acked).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        drop(store);
+        let store = FileStore::open_with(DIR, options(&fs)).unwrap();
+        verify(&store, &attempts, acked).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        next_append_works(&store).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        drop(store);
+        let store = FileStore::open_with(DIR, options(&machine)).unwrap();
+        verify(&store, &attempts, synced).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        next_append_works(&store).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+    figure("periodic fsync failure", "faults injected", rounds);
+    figure(
+        "periodic fsync failure",
+        "queued appends failed by it",
+        failed,
+    );
+    figure(
+        "periodic fsync failure",
+        "appends refused after it",
+        refused,
+    );
+    figure(
+        "periodic fsync failure",
+        "synced appends required after a crash",
+        required_after_crash,
+    );
 }
 
 /// After a failed `fdatasync` the kernel may have dropped the dirty pages while the cache
