@@ -334,7 +334,7 @@ impl Scan<'_> {
             let Some(ReadSealed {
                 sealed,
                 runs,
-                table,
+                mut table,
             }) = self
                 .read_sealed(seg, !by_base, upto - seg)?
                 .inspect(|_| report.sealed_tables_read += u64::from(!by_base))
@@ -376,7 +376,6 @@ impl Scan<'_> {
                 }
                 break;
             }
-            let mut table = table;
             sealed.fit_table(&mut table, self.o.table_budget);
             let table_len = table.len();
             if by_base {
