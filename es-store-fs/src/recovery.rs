@@ -846,7 +846,10 @@ impl Scan<'_> {
         let read = if with_runs {
             Sealed::read(&*file, seg)
         } else {
-            let keep = self.o.table_budget / usize::try_from(left.max(1)).unwrap_or(usize::MAX);
+            let keep = crate::seal::Keep {
+                budget: self.o.table_budget,
+                share: self.o.table_budget / usize::try_from(left.max(1)).unwrap_or(usize::MAX),
+            };
             Sealed::read_summary(&*file, seg, keep)
         };
         match read {

@@ -185,6 +185,35 @@ pub struct Sealed {
     pub tables_crc: u32,
 }
 
+/// How much of a stream table an open keeps for the cache, read oldest segment first
+/// while the cache keeps the newest tables.
+#[derive(Debug, Clone, Copy)]
+pub struct Keep {
+    /// The cache's budget in bytes.
+    pub budget: usize,
+    /// This table's share of it: the budget over the tables still to read, this one
+    /// included.
+    pub share: usize,
+}
+
+impl Keep {
+    /// The bytes kept of a table of `whole` bytes, `core` of them its entries and names:
+    /// the whole table when it fits the share. A table that fits the budget is kept whole
+    /// or not at all, since the newer tables read after it are kept whole and push out
+    /// what came before. Only a table larger than the whole budget is kept as its entries
+    /// and names, when those fit the share. 0: nothing.
+    fn of(self, whole: u64, core: u64) -> u64 {
+        let fits = |n: u64, limit: usize| n <= limit as u64;
+        if fits(whole, self.share) {
+            whole
+        } else if !fits(whole, self.budget) && fits(core, self.share) {
+            core
+        } else {
+            0
+        }
+    }
+}
+
 /// Stream entries per block of [`Sealed::find_stream`]'s reads from the file.
 const FENCE: u64 = 64;
 
@@ -422,26 +451,29 @@ impl Sealed {
     /// Reads the header and section A of segment `segment`'s sealed index: the summary
     /// kept in memory and the stream runs (in order of their first frame).
     pub fn read(file: &dyn VfsFile, segment: u64) -> Result<ReadSealed, SealedError> {
-        Self::read_with(file, segment, true, usize::MAX)
+        let all = Keep {
+            budget: usize::MAX,
+            share: usize::MAX,
+        };
+        Self::read_with(file, segment, true, all)
     }
 
     /// [`Sealed::read`] without the stream runs (left empty), for a store that knows its
-    /// stream table from a base. The stream table is checked in pieces; its entries and
-    /// names are returned when they take no more than `keep_up_to` bytes (the table
-    /// returned is empty otherwise).
+    /// stream table from a base. The stream table is checked in pieces; what of it is
+    /// returned to be cached is what `keep` allows (see [`Keep`]).
     pub fn read_summary(
         file: &dyn VfsFile,
         segment: u64,
-        keep_up_to: usize,
+        keep: Keep,
     ) -> Result<ReadSealed, SealedError> {
-        Self::read_with(file, segment, false, keep_up_to)
+        Self::read_with(file, segment, false, keep)
     }
 
     fn read_with(
         file: &dyn VfsFile,
         segment: u64,
         with_runs: bool,
-        keep_up_to: usize,
+        keep: Keep,
     ) -> Result<ReadSealed, SealedError> {
         let file_len = file.len()?;
         let mut h = [0u8; HEADER_LEN as usize];
@@ -525,35 +557,42 @@ impl Sealed {
         };
         if !with_runs && !first_layout {
             // the stream table is checked, as at every open, in pieces of whole blocks of
-            // entries, so that each block starts in its piece; its entries, names and
-            // frame lists are kept when they fit, else its entries and names when those do
-            let whole_len = sealed.filter_at() - HEADER_LEN;
-            let core_len = sealed.slots_at() - HEADER_LEN;
-            let kept_len = if whole_len <= keep_up_to as u64 {
-                whole_len
-            } else {
-                core_len
-            };
-            let mut table = Vec::new();
-            if kept_len <= keep_up_to as u64 {
-                table.reserve_exact(kept_len as usize);
-            }
+            // entries, so that each block starts in its piece; what `keep` allows of it
+            // is kept
+            let kept_len = keep.of(
+                sealed.filter_at() - HEADER_LEN,
+                sealed.slots_at() - HEADER_LEN,
+            );
+            // the kept part is read straight into the table (zeroed pages from the
+            // allocator, not a copy), the rest through a buffer; no read spans both
+            let mut table = vec![0u8; kept_len as usize];
+            let kept_end = HEADER_LEN + kept_len;
             let mut crc = 0u32;
             let piece = (STREAM_LEN * FENCE * 256).min(sealed.filter_at() - HEADER_LEN);
-            let mut buf = vec![0u8; piece as usize];
+            let mut buf = Vec::new();
             let mut at = HEADER_LEN;
             let mut fences = Vec::with_capacity(sealed.streams.div_ceil(FENCE as u32) as usize);
             while at < sealed.filter_at() {
-                let n = buf.len().min((sealed.filter_at() - at) as usize);
-                file.read_exact_at(&mut buf[..n], at)?;
-                crc = crc32c::crc32c_append(crc, &buf[..n]);
-                if table.capacity() > 0 {
-                    let kept_end = HEADER_LEN + kept_len;
-                    table.extend_from_slice(&buf[..n.min(kept_end.saturating_sub(at) as usize)]);
-                }
-                let piece = &buf[..n.min(sealed.names_at().saturating_sub(at) as usize)];
+                let until = if at < kept_end {
+                    kept_end
+                } else {
+                    sealed.filter_at()
+                };
+                let n = piece.min(until - at) as usize;
+                let bytes = if at < kept_end {
+                    let from = (at - HEADER_LEN) as usize;
+                    let into = &mut table[from..from + n];
+                    file.read_exact_at(into, at)?;
+                    &*into
+                } else {
+                    buf.resize(n, 0);
+                    file.read_exact_at(&mut buf, at)?;
+                    &buf[..]
+                };
+                crc = crc32c::crc32c_append(crc, bytes);
+                let entries = &bytes[..n.min(sealed.names_at().saturating_sub(at) as usize)];
                 fences.extend(
-                    piece
+                    entries
                         .chunks((STREAM_LEN * FENCE) as usize)
                         .filter_map(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?))),
                 );
