@@ -56,9 +56,10 @@ pub struct FileStoreOptions {
     /// Memory for the stream tables of the newest sealed segments (64 MiB by default),
     /// read at open or kept when a segment is sealed, the oldest dropped first, and
     /// searched in memory by stream loads. A table is kept whole (its stream entries, their
-    /// names and every stream's list of frames) when it fits: a stream's frames in such a
-    /// segment are then found without a read. One that does not fit is kept as entries
-    /// and names, which cost one small read of the stream's list of frames per load.
+    /// names and every stream's list of frames): a stream's frames in such a segment are
+    /// then found without a read. Only a table larger than the whole budget is kept as
+    /// entries and names, which cost one small read of the stream's list of frames per
+    /// load.
     /// Other segments' tables are searched on disk, three small reads per segment a
     /// stream spans; 0 keeps none. A 64 MiB segment of single-event frames has a table
     /// of about 18 MB, 7 MB of it entries and names, when every stream has a frame in it.
