@@ -197,6 +197,17 @@ pub struct Keep {
 }
 
 impl Keep {
+    /// Keep every table whole.
+    pub const ALL: Keep = Keep {
+        budget: usize::MAX,
+        share: usize::MAX,
+    };
+    /// Keep nothing.
+    pub const NOTHING: Keep = Keep {
+        budget: 0,
+        share: 0,
+    };
+
     /// The bytes kept of a table of `whole` bytes, `core` of them its entries and names:
     /// the whole table when it fits the share. A table that fits the budget is kept whole
     /// or not at all, since the newer tables read after it are kept whole and push out
@@ -451,11 +462,7 @@ impl Sealed {
     /// Reads the header and section A of segment `segment`'s sealed index: the summary
     /// kept in memory and the stream runs (in order of their first frame).
     pub fn read(file: &dyn VfsFile, segment: u64) -> Result<ReadSealed, SealedError> {
-        let all = Keep {
-            budget: usize::MAX,
-            share: usize::MAX,
-        };
-        Self::read_with(file, segment, true, all)
+        Self::read_with(file, segment, true, Keep::ALL)
     }
 
     /// [`Sealed::read`] without the stream runs (left empty), for a store that knows its
@@ -664,19 +671,21 @@ impl Sealed {
         })
     }
 
-    /// Fits `table` (entries, names and frame lists, or entries and names) to `budget`
-    /// bytes: the frame lists go first, then the whole table.
+    /// Fits `table` (entries, names and frame lists, or entries and names) to a cache of
+    /// `budget` bytes by the rule of [`Keep`]: whole when it fits, else its entries and
+    /// names when those fit, else nothing.
     pub fn fit_table(&self, table: &mut Vec<u8>, budget: usize) {
-        if table.len() <= budget {
-            return;
+        let core = self.slots_at() - HEADER_LEN;
+        let whole = (table.len() as u64).max(core);
+        let keep = Keep {
+            budget,
+            share: budget,
+        };
+        let kept = usize::try_from(keep.of(whole, core)).unwrap_or(0);
+        if kept < table.len() {
+            table.truncate(kept);
+            table.shrink_to_fit();
         }
-        let core = (self.slots_at() - HEADER_LEN) as usize;
-        if core <= budget && table.len() >= core {
-            table.truncate(core);
-        } else {
-            table.clear();
-        }
-        table.shrink_to_fit();
     }
 
     /// `len` bytes of the stream table at file offset `at`, from `src`.

@@ -263,17 +263,8 @@ fn compare_groups(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
         };
         let mut members = Vec::new();
         for segment in window * GROUP_SEGMENTS..(window + 1) * GROUP_SEGMENTS {
-            let read = open(&sealed_index_path(dir, segment)).and_then(|f| {
-                Sealed::read_summary(
-                    &*f,
-                    segment,
-                    crate::seal::Keep {
-                        budget: 0,
-                        share: 0,
-                    },
-                )
-                .ok()
-            });
+            let read = open(&sealed_index_path(dir, segment))
+                .and_then(|f| Sealed::read_summary(&*f, segment, crate::seal::Keep::NOTHING).ok());
             match read {
                 Some(read) => members.push(std::sync::Arc::new(read.sealed)),
                 None => break,

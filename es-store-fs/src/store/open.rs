@@ -59,10 +59,9 @@ pub struct FileStoreOptions {
     /// names and every stream's list of frames): a stream's frames in such a segment are
     /// then found without a read. Only a table larger than the whole budget is kept as
     /// entries and names, which cost one small read of the stream's list of frames per
-    /// load.
-    /// Other segments' tables are searched on disk, three small reads per segment a
-    /// stream spans; 0 keeps none. A 64 MiB segment of single-event frames has a table
-    /// of about 18 MB, 7 MB of it entries and names, when every stream has a frame in it.
+    /// load. Other segments' tables are searched on disk, three small reads per segment a
+    /// stream spans; 0 keeps none. A 64 MiB segment of single-event frames has a table of
+    /// about 18 MB, 7 MB of it entries and names, when every stream has a frame in it.
     pub stream_table_cache: usize,
     /// Memory for the newest bytes of the log, kept as they were written, so that reads
     /// of recent events (a stream load after a command, a subscriber following the log)
