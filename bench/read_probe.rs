@@ -11,7 +11,9 @@
 //! - `PROBE_SHAPE`: `commands` (one event per append, streams drawn in a shuffled order
 //!   each round, the default) or `batched` (each stream one 10-event append);
 //! - `PROBE_LOADS`: random stream loads after the open (default 20,000);
-//! - `PROBE_REPLAYS`: full replays after them (default 1).
+//! - `PROBE_REPLAYS`: full replays after them (default 1);
+//! - `PROBE_DECODE=1`: each replay also decodes every payload into a typed event, as the
+//!   replay rows of `store_vs_sqlite` do.
 //!
 //! It prints the open time and the memory after it, the mean load time and each replay's
 //! time.
@@ -39,6 +41,18 @@ fn payload(s: u64, round: u64) -> Vec<u8> {
         199 + i % 5000
     )
     .into_bytes()
+}
+
+/// The typed event a replay decodes with `PROBE_DECODE=1`.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // decoded, not read
+struct ProductAdded {
+    cart_id: String,
+    product_id: String,
+    quantity: u32,
+    unit_price_cents: u64,
+    currency: String,
+    note: String,
 }
 
 /// A small deterministic generator (splitmix64).
@@ -141,12 +155,19 @@ fn main() {
             start.elapsed().as_secs_f64() * 1e6 / loads as f64
         );
     }
+    let decode = setting("PROBE_DECODE", 0) == 1;
     for _ in 0..setting("PROBE_REPLAYS", 1) {
         let start = Instant::now();
         let mut events = 0u64;
         store
             .visit_all(1, &mut |e| {
-                events += u64::from(!e.payload.is_empty());
+                events += u64::from(if decode {
+                    let text = std::str::from_utf8(e.payload).expect("UTF-8");
+                    let typed: ProductAdded = serde_json::from_str(text).expect("decode");
+                    typed.quantity > 0
+                } else {
+                    !e.payload.is_empty()
+                });
                 ControlFlow::Continue(())
             })
             .expect("replay");

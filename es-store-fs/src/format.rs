@@ -521,6 +521,7 @@ std::thread_local! {
 }
 
 /// `DateTime::from_timestamp(secs, nanos)`, the date of the day remembered.
+#[inline(always)]
 fn time_of(secs: i64, nanos: u32) -> Option<DateTime<Utc>> {
     let days = secs.div_euclid(86_400);
     let secs_of_day = u32::try_from(secs.rem_euclid(86_400)).ok()?;
@@ -554,6 +555,34 @@ fn is_ascii(bytes: &[u8]) -> bool {
     any & HIGH == 0
 }
 
+/// A varint of one to four bytes at the start of `bytes`, and the bytes after it; `None`
+/// for a longer one or one that runs past the end.
+#[inline(always)]
+fn short_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    match bytes {
+        [b, rest @ ..] if *b < 0x80 => Some((u64::from(*b), rest)),
+        [_, _, _, _, ..] => {
+            // the four bytes as one word: the varint ends at the first byte below 0x80
+            let word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            let len = (!word & 0x8080_8080).trailing_zeros() as usize / 8 + 1;
+            if len > 4 {
+                return None;
+            }
+            let value = (word & 0x7f)
+                | ((word >> 1) & (0x7f << 7))
+                | ((word >> 2) & (0x7f << 14))
+                | ((word >> 3) & (0x7f << 21));
+            let keep = if len == 4 {
+                u32::MAX
+            } else {
+                (1 << (7 * len)) - 1
+            };
+            Some((u64::from(value & keep), &bytes[len..]))
+        }
+        _ => None,
+    }
+}
+
 /// The fewest bytes an event takes in a frame: its id, then one byte each for its type,
 /// schema version, metadata length and payload length.
 const MIN_EVENT_LEN: usize = 16 + 4;
@@ -585,6 +614,71 @@ impl<'a> Frame<'a> {
     /// Decodes the header of a checked body (see [`check_frame`]).
     #[inline]
     pub fn parse(body: &'a [u8]) -> Result<Frame<'a>> {
+        match Self::parse_usual(body) {
+            Some(frame) => Ok(frame),
+            None => Self::parse_any(body),
+        }
+    }
+
+    /// [`Frame::parse`] of the usual frame, in one pass over the bytes: format 2, one
+    /// event type, the stream id and the type name ASCII, each of them and the event count
+    /// shorter than 128 bytes, the varints at most four bytes long. `None` for any other
+    /// frame, and for one that breaks a rule of the format: [`Frame::parse_any`] then
+    /// decodes it, or names what is wrong.
+    #[inline(always)]
+    pub fn parse_usual(body: &'a [u8]) -> Option<Frame<'a>> {
+        let [KIND_APPEND, rest @ ..] = body else {
+            return None;
+        };
+        let (synced_back, rest) = short_varint(rest)?;
+        let (first_position, rest) = rest.split_first_chunk::<8>()?;
+        let first_position = u64::from_le_bytes(*first_position);
+        let (first_version, rest) = short_varint(rest)?;
+        let (secs, rest) = rest.split_first_chunk::<8>()?;
+        let (nanos, names) = rest.split_first_chunk::<4>()?;
+        let timestamp = time_of(i64::from_le_bytes(*secs), u32::from_le_bytes(*nanos))?;
+        // the stream id and the type table: lengths, count and names, all ASCII
+        let id_end = 1 + usize::from(*names.first()?);
+        let [1, type_len, ..] = *names.get(id_end..)? else {
+            return None;
+        };
+        let names_end = id_end + 2 + usize::from(type_len);
+        let (&count, events) = names.get(names_end..)?.split_first()?;
+        if !is_ascii(names.get(..names_end)?) || count == 0 || count >= 0x80 {
+            return None;
+        }
+        let count = u64::from(count);
+        if count > (events.len() / MIN_EVENT_LEN) as u64
+            || first_position == 0
+            || first_version == 0
+            || first_position.checked_add(count).is_none()
+            || first_version.checked_add(count).is_none()
+        {
+            return None;
+        }
+        Some(Frame {
+            place: FramePlace {
+                first_position,
+                first_version,
+                timestamp,
+                synced_back: Some(synced_back),
+            },
+            stream_id: ascii_unchecked(&names[1..id_end]),
+            count,
+            types: Types {
+                first: Some(ascii_unchecked(&names[id_end + 2..names_end])),
+                more: Box::default(),
+            },
+            rest: Reader {
+                buf: body,
+                at: body.len() - events.len(),
+            },
+        })
+    }
+
+    /// [`Frame::parse`] of any frame.
+    #[inline(never)]
+    fn parse_any(body: &'a [u8]) -> Result<Frame<'a>> {
         let mut r = Reader { buf: body, at: 0 };
         let kind = r.u8("frame kind")?;
         let synced_back = match kind {
@@ -988,6 +1082,124 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn short_varints_decode_as_the_general_decoder_or_not_at_all() {
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for v in (0..64).flat_map(|bit| [1u64 << bit, (1u64 << bit) - 1]) {
+            let mut bytes = Vec::new();
+            put_varint(&mut bytes, v);
+            cases.push(bytes);
+        }
+        // encodings that are not the shortest, and every one- and two-byte prefix
+        cases.extend(
+            [
+                &[0x80, 0x00][..],
+                &[0xff, 0x80, 0x00],
+                &[0x80, 0x80, 0x80, 0x00],
+            ]
+            .map(<[u8]>::to_vec),
+        );
+        cases.extend((0..=255u8).flat_map(|a| (0..=255u8).map(move |b| vec![a, b])));
+        for bytes in cases {
+            for tail in [&[][..], &[0x05][..], &[0x81, 0x81, 0x81][..]] {
+                let mut buf = bytes.clone();
+                buf.extend_from_slice(tail);
+                let general = u64::decode_var(&buf[..]);
+                match short_varint(&buf) {
+                    Some((v, rest)) => {
+                        assert_eq!(general, Some((v, buf.len() - rest.len())), "{buf:02x?}");
+                        assert!(rest.len() + 4 >= buf.len(), "{buf:02x?}");
+                    }
+                    // only a varint longer than four bytes, or one in fewer than four bytes
+                    // that is not a single byte, is left to the general decoder
+                    None => assert!(
+                        buf.len() < 4 || buf[..4].iter().all(|b| b & 0x80 != 0),
+                        "{buf:02x?}"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The usual frame's parse gives what the general parse gives, or leaves the frame to
+    /// it: for frames of every shape, and for each of them with every byte changed.
+    #[test]
+    fn the_usual_frame_parses_as_any_frame_parses() {
+        let event = |t: &str, own_time: bool, metadata: &[u8]| PreparedEvent {
+            event_id: Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0),
+            timestamp: own_time.then(|| DateTime::from_timestamp(5, 6).unwrap()),
+            event_type: t.into(),
+            schema_version: 3,
+            metadata: metadata.to_vec(),
+            payload: br#"{"a":1}"#.to_vec(),
+        };
+        let shapes: Vec<(&str, Vec<PreparedEvent>, Option<u64>, u64)> = vec![
+            ("cart-1", vec![event("Added", false, b"")], Some(0), 1),
+            (
+                "cart-1",
+                vec![event("Added", false, b"")],
+                Some(300),
+                1 << 40,
+            ),
+            (
+                "cart-1",
+                vec![event("Added", true, br#"{"actor":"x"}"#)],
+                Some(1 << 21),
+                7,
+            ),
+            (
+                "cart-1",
+                vec![event("Added", false, b""), event("Added", false, b"")],
+                Some(1 << 27),
+                9,
+            ),
+            (
+                "cart-1",
+                vec![event("A", false, b""), event("B", false, b"")],
+                Some(5),
+                1,
+            ),
+            ("köln", vec![event("Added", false, b"")], Some(5), 1),
+            ("cart-1", vec![event("Added", false, b"")], None, 1),
+            ("", vec![event("", false, b"")], Some(1 << 28), 1 << 14),
+        ];
+        let mut usual = 0;
+        for (stream, events, synced_back, first_version) in shapes {
+            let place = FramePlace {
+                first_position: 1 << 20,
+                first_version,
+                timestamp: DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+                synced_back,
+            };
+            let mut out = Vec::new();
+            encode_frame(&mut out, place, stream, &events);
+            let body = check_frame(&out).unwrap().to_vec();
+            let mut bodies = vec![body.clone()];
+            for at in 0..body.len() {
+                for byte in [0x00, 0x01, 0x02, 0x7f, 0x80, 0xff] {
+                    let mut changed = body.clone();
+                    changed[at] = byte;
+                    bodies.push(changed);
+                }
+            }
+            for body in &bodies {
+                let any = Frame::parse_any(body);
+                let Some(fast) = Frame::parse_usual(body) else {
+                    continue;
+                };
+                usual += 1;
+                let any = any.unwrap_or_else(|e| panic!("{e}: {body:02x?}"));
+                assert_eq!(fast.place, any.place);
+                assert_eq!(fast.stream_id, any.stream_id);
+                assert_eq!(fast.count, any.count);
+                assert_eq!(fast.types.first, any.types.first);
+                assert_eq!(fast.types.more, any.types.more);
+                assert_eq!(fast.rest.at, any.rest.at);
+            }
+        }
+        assert!(usual > 1000, "{usual} frames took the usual path");
     }
 
     #[test]

@@ -70,6 +70,19 @@ impl ReadAhead {
                 .is_some_and(|end| end <= self.start + self.buf.len() as u64)
     }
 
+    /// The bytes the window holds of file `file_no` from `offset` up to `limit`; `None`
+    /// when it holds none of them.
+    pub fn held_before(&self, file_no: u64, offset: u64, limit: u64) -> Option<&[u8]> {
+        if self.file_no != file_no || offset < self.start {
+            return None;
+        }
+        let from = usize::try_from(offset - self.start).ok()?;
+        let to = usize::try_from(limit.saturating_sub(self.start))
+            .unwrap_or(usize::MAX)
+            .min(self.buf.len());
+        self.buf.get(from..to).filter(|held| !held.is_empty())
+    }
+
     /// The `n` bytes at `offset` of file `file_no`, if the window holds them.
     pub fn held(&self, file_no: u64, offset: u64, n: usize) -> Option<&[u8]> {
         if !self.holds(file_no, offset, n) {

@@ -484,7 +484,7 @@ impl EventStore for FileStore {
         from_position: u64,
         visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        readers::visit(LogReader::new(&self.shared, from_position), visit)
+        readers::visit_log(LogReader::new(&self.shared, from_position), visit)
     }
 
     fn visit_stream(

@@ -60,6 +60,7 @@ impl NextFrame<'_> {
 }
 
 /// Decodes the header of the checked frame `bytes` at `at`.
+#[inline(always)]
 fn parse(bytes: &[u8], at: FrameRef) -> Result<Frame<'_>, StoreError> {
     let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
     Frame::parse(body).map_err(|e| corrupted(at, &e.to_string()))
@@ -94,27 +95,64 @@ pub(super) fn visit(
     visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
 ) -> Result<(), StoreError> {
     while let Some(next) = source.next_frame()? {
-        let NextFrame {
-            mut frame,
-            at,
-            skip,
-        } = next;
-        for i in 0..frame.count {
-            let raw = frame
-                .next_event()
-                .map_err(|e| corrupted(at, &e.to_string()))?;
-            if i < skip {
-                continue;
-            }
-            let metadata = raw.metadata().map_err(|e| corrupted(at, &e.to_string()))?;
-            let event = raw.borrowed(frame.stream_id, frame.place, i, metadata.as_ref());
-            if visit(event).is_break() {
-                return Ok(());
-            }
+        let NextFrame { frame, at, skip } = next;
+        if lend(frame, at, skip, visit)?.is_break() {
+            return Ok(());
         }
-        frame.finish().map_err(|e| corrupted(at, &e.to_string()))?;
     }
     Ok(())
+}
+
+/// [`visit`] for the global log: the frames the read-ahead window holds go through
+/// [`LogReader::lend_held`], the rest (a run's first frame, a frame across the window's
+/// end, a frame that fails its check) through [`LogReader::next_frame`].
+pub(super) fn visit_log(
+    mut reader: LogReader<'_>,
+    visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+) -> Result<(), StoreError> {
+    loop {
+        if reader.lend_held(visit)?.is_break() {
+            return Ok(());
+        }
+        let Some(next) = reader.next_frame()? else {
+            return Ok(());
+        };
+        let NextFrame { frame, at, skip } = next;
+        if lend(frame, at, skip, visit)?.is_break() {
+            return Ok(());
+        }
+    }
+}
+
+/// Lends the events of `frame` (at `at`) from the `skip`-th on to `visit`.
+#[inline(always)]
+fn lend(
+    mut frame: Frame<'_>,
+    at: FrameRef,
+    skip: u64,
+    visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, StoreError> {
+    for i in 0..frame.count {
+        let raw = frame
+            .next_event()
+            .map_err(|e| corrupted(at, &e.to_string()))?;
+        if i < skip {
+            continue;
+        }
+        let parsed;
+        let metadata = if raw.metadata.is_empty() {
+            None
+        } else {
+            parsed = raw.metadata().map_err(|e| corrupted(at, &e.to_string()))?;
+            parsed.as_ref()
+        };
+        let event = raw.borrowed(frame.stream_id, frame.place, i, metadata);
+        if visit(event).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+    }
+    frame.finish().map_err(|e| corrupted(at, &e.to_string()))?;
+    Ok(ControlFlow::Continue(()))
 }
 
 /// One stream's frames, found through the index.
@@ -523,6 +561,105 @@ fn check_ahead(
     Ok(checked)
 }
 
+impl LogReader<'_> {
+    /// Lends the events of the frames that continue the current run inside the window,
+    /// checked three at a time, without a trip through [`FrameSource::next_frame`] per
+    /// frame: the loop a replay spends its time in. It stops before a run's first frame
+    /// (which must match the index), a frame the window does not hold whole, and a frame
+    /// that fails its check, all left to `next_frame`, which reads, checks and reports
+    /// them.
+    fn lend_held(
+        &mut self,
+        visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, StoreError> {
+        let LogReader {
+            shared,
+            next_position,
+            run,
+            window,
+            checked,
+            ..
+        } = self;
+        let Some(run) = run.as_mut().filter(|run| run.listed.is_none()) else {
+            return Ok(ControlFlow::Continue(()));
+        };
+        let Some(held) = window.held_before(run.segment, run.offset, run.end) else {
+            return Ok(ControlFlow::Continue(()));
+        };
+        // frames checked ahead by `next_frame` are checked again here
+        *checked = Checked::default();
+        let mut from = 0;
+        loop {
+            let (frames, count) = whole_frames(&held[from..], shared.frame_cap);
+            if count == 0 {
+                return Ok(ControlFlow::Continue(()));
+            }
+            let intact = format::frames_intact(frames);
+            for (bytes, intact) in frames[..count].iter().zip(intact) {
+                if !intact {
+                    return Ok(ControlFlow::Continue(()));
+                }
+                let at = FrameRef {
+                    segment: run.segment,
+                    offset: run.offset,
+                    // at most the frame cap and the framing: far below u32::MAX
+                    len: bytes.len() as u32,
+                };
+                let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
+                let frame = match Frame::parse_usual(body) {
+                    Some(frame) => frame,
+                    None => parse(bytes, at)?,
+                };
+                let first = frame.place.first_position;
+                if first != *next_position {
+                    return Err(discontinuous(at, &frame, *next_position));
+                }
+                *next_position = frame.end_position();
+                run.offset += bytes.len() as u64;
+                from += bytes.len();
+                if lend(frame, at, 0, visit)?.is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+        }
+    }
+}
+
+/// Up to three frames at the start of `bytes`, each whole in it and of a length the
+/// prefix allows, and how many there are; empty slots after them.
+#[inline(always)]
+fn whole_frames(bytes: &[u8], cap: usize) -> ([&[u8]; 3], usize) {
+    let mut frames = [&[][..]; 3];
+    let mut rest = bytes;
+    for (k, slot) in frames.iter_mut().enumerate() {
+        let Some(len) = rest
+            .get(..format::FRAME_PREFIX_LEN)
+            .and_then(|prefix| format::frame_len(prefix, cap).ok())
+        else {
+            return (frames, k);
+        };
+        let Some((frame, after)) = rest.split_at_checked(len) else {
+            return (frames, k);
+        };
+        *slot = frame;
+        rest = after;
+    }
+    (frames, 3)
+}
+
+/// The error of a frame at `at` that does not continue the log at `expected`.
+fn discontinuous(at: FrameRef, frame: &Frame<'_>, expected: u64) -> StoreError {
+    corrupted(
+        at,
+        &format!(
+            "the frame holds positions {} to {}, where the log continues at position \
+             {expected}",
+            frame.place.first_position,
+            frame.end_position() - 1
+        ),
+    )
+}
+
 impl FrameSource for LogReader<'_> {
     fn next_frame(&mut self) -> Result<Option<NextFrame<'_>>, StoreError> {
         let run = match self.run {
@@ -558,14 +695,7 @@ impl FrameSource for LogReader<'_> {
             None => first == expected,
         };
         if !continues || frame.end_position() <= expected {
-            return Err(corrupted(
-                at,
-                &format!(
-                    "the frame holds positions {first} to {}, where the log continues at \
-                     position {expected}",
-                    frame.end_position() - 1
-                ),
-            ));
+            return Err(discontinuous(at, &frame, expected));
         }
         self.next_position = frame.end_position();
         self.run = Some(Run {

@@ -217,6 +217,20 @@ fn damage_inside_a_sealed_segment_stops_a_log_read_at_the_damaged_frame() {
             );
             // every frame before the damaged one is read, one event each
             assert_eq!(read, before + k, "byte {byte} of frame {k}");
+            // the events lent by `visit_all` stop at the same frame, with the same error
+            let mut lent = 0;
+            let lent_err = store
+                .visit_all(1, &mut |_| {
+                    lent += 1;
+                    std::ops::ControlFlow::Continue(())
+                })
+                .unwrap_err();
+            assert_eq!(
+                lent_err.to_string(),
+                err.to_string(),
+                "byte {byte} of frame {k}"
+            );
+            assert_eq!(lent, before + k, "byte {byte} of frame {k}");
         }
     }
 }
