@@ -561,25 +561,22 @@ fn is_ascii(bytes: &[u8]) -> bool {
 fn short_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
     match bytes {
         [b, rest @ ..] if *b < 0x80 => Some((u64::from(*b), rest)),
-        [_, _, _, _, ..] => {
-            // the four bytes as one word: the varint ends at the first byte below 0x80
-            let word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            let len = (!word & 0x8080_8080).trailing_zeros() as usize / 8 + 1;
-            if len > 4 {
+        _ => {
+            // the first four bytes as one word: the varint ends at the first byte below 0x80
+            let word = u32::from_le_bytes(*bytes.first_chunk::<4>()?);
+            let ends = !word & 0x8080_8080;
+            if ends == 0 {
                 return None;
             }
+            let len = ends.trailing_zeros() / 8 + 1;
             let value = (word & 0x7f)
                 | ((word >> 1) & (0x7f << 7))
                 | ((word >> 2) & (0x7f << 14))
                 | ((word >> 3) & (0x7f << 21));
-            let keep = if len == 4 {
-                u32::MAX
-            } else {
-                (1 << (7 * len)) - 1
-            };
-            Some((u64::from(value & keep), &bytes[len..]))
+            // the 7 * len bits of the varint's own bytes (at most 28)
+            let keep = (1 << (7 * len)) - 1;
+            Some((u64::from(value & keep), bytes.get(len as usize..)?))
         }
-        _ => None,
     }
 }
 
@@ -813,6 +810,38 @@ impl<'a> Frame<'a> {
             return Err(FormatError::Malformed("bytes after the last event".into()));
         }
         Ok(())
+    }
+
+    /// The only event of a frame of one event, in the usual shape (the frame's one event
+    /// type, no timestamp of its own, lengths of at most four bytes, nothing after it),
+    /// decoded in one pass without moving the cursor: what [`Frame::next_event`] then
+    /// [`Frame::finish`] give for it. `None` for any other frame, which those two then
+    /// decode, or name what is wrong with.
+    #[inline(always)]
+    pub fn only_event(&self) -> Option<RawEvent<'a>> {
+        if self.count != 1 {
+            return None;
+        }
+        let bytes = self.rest.buf.get(self.rest.at..)?;
+        let (id, rest) = bytes.split_first_chunk::<16>()?;
+        // type 0 and no timestamp of its own, a schema version of one byte
+        let [0, schema_version @ 1..0x80, rest @ ..] = rest else {
+            return None;
+        };
+        let (metadata_len, rest) = short_varint(rest)?;
+        let (metadata, rest) = rest.split_at_checked(usize::try_from(metadata_len).ok()?)?;
+        let (payload_len, payload) = short_varint(rest)?;
+        if usize::try_from(payload_len).ok()? != payload.len() {
+            return None;
+        }
+        Some(RawEvent {
+            event_id: Uuid::from_bytes(*id),
+            timestamp: self.place.timestamp,
+            event_type: self.types.first?,
+            schema_version: u32::from(*schema_version),
+            metadata,
+            payload,
+        })
     }
 
     /// The next of the frame's `count` events; call it `count` times, then
@@ -1135,6 +1164,14 @@ mod tests {
             metadata: metadata.to_vec(),
             payload: br#"{"a":1}"#.to_vec(),
         };
+        let big = |len: usize, schema_version: u32| PreparedEvent {
+            event_id: Uuid::from_u128(7),
+            timestamp: None,
+            event_type: "Big".into(),
+            schema_version,
+            metadata: Vec::new(),
+            payload: vec![b'1'; len],
+        };
         let shapes: Vec<(&str, Vec<PreparedEvent>, Option<u64>, u64)> = vec![
             ("cart-1", vec![event("Added", false, b"")], Some(0), 1),
             (
@@ -1164,8 +1201,11 @@ mod tests {
             ("köln", vec![event("Added", false, b"")], Some(5), 1),
             ("cart-1", vec![event("Added", false, b"")], None, 1),
             ("", vec![event("", false, b"")], Some(1 << 28), 1 << 14),
+            ("cart-1", vec![big(200, 1)], Some(5), 1),
+            ("cart-1", vec![big(20_000, 1)], Some(5), 1),
+            ("cart-1", vec![big(3, 128)], Some(5), 1),
         ];
-        let mut usual = 0;
+        let (mut usual, mut only_events) = (0, 0);
         for (stream, events, synced_back, first_version) in shapes {
             let place = FramePlace {
                 first_position: 1 << 20,
@@ -1177,7 +1217,9 @@ mod tests {
             encode_frame(&mut out, place, stream, &events);
             let body = check_frame(&out).unwrap().to_vec();
             let mut bodies = vec![body.clone()];
-            for at in 0..body.len() {
+            // every byte of the header and of the event's fields, and the payload's last
+            let changed = (0..body.len()).filter(|&at| at < 128 || at + 16 >= body.len());
+            for at in changed {
                 for byte in [0x00, 0x01, 0x02, 0x7f, 0x80, 0xff] {
                     let mut changed = body.clone();
                     changed[at] = byte;
@@ -1186,6 +1228,33 @@ mod tests {
             }
             for body in &bodies {
                 let any = Frame::parse_any(body);
+                // the only event decoded in one pass is the one the cursor decodes
+                if let Ok(frame) = &any
+                    && let Some(only) = frame.only_event()
+                {
+                    only_events += 1;
+                    let mut cursor = Frame::parse_any(body).unwrap();
+                    let event = cursor.next_event().unwrap();
+                    cursor.finish().unwrap();
+                    assert_eq!(
+                        (
+                            only.event_id,
+                            only.timestamp,
+                            only.event_type,
+                            only.schema_version
+                        ),
+                        (
+                            event.event_id,
+                            event.timestamp,
+                            event.event_type,
+                            event.schema_version
+                        )
+                    );
+                    assert_eq!(
+                        (only.metadata, only.payload),
+                        (event.metadata, event.payload)
+                    );
+                }
                 let Some(fast) = Frame::parse_usual(body) else {
                     continue;
                 };
@@ -1200,6 +1269,10 @@ mod tests {
             }
         }
         assert!(usual > 1000, "{usual} frames took the usual path");
+        assert!(
+            only_events > 1000,
+            "{only_events} frames had their only event read at once"
+        );
     }
 
     #[test]

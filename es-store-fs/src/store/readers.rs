@@ -3,7 +3,7 @@
 //! reuse, decoded into owned events ([`Buffered`]) or lent to a visitor ([`visit`]).
 
 use super::{Shared, corrupted, read};
-use crate::format::{self, Frame};
+use crate::format::{self, Frame, RawEvent};
 use crate::index::{FrameEntry, FrameRef, Located};
 use crate::read_ahead::ReadAhead;
 use crate::seal::{Sealed, SealedError, StreamRun};
@@ -139,20 +139,36 @@ fn lend(
         if i < skip {
             continue;
         }
-        let parsed;
-        let metadata = if raw.metadata.is_empty() {
-            None
-        } else {
-            parsed = raw.metadata().map_err(|e| corrupted(at, &e.to_string()))?;
-            parsed.as_ref()
-        };
-        let event = raw.borrowed(frame.stream_id, frame.place, i, metadata);
-        if visit(event).is_break() {
+        if lend_event(raw, &frame, i, at, visit)?.is_break() {
             return Ok(ControlFlow::Break(()));
         }
     }
     frame.finish().map_err(|e| corrupted(at, &e.to_string()))?;
     Ok(ControlFlow::Continue(()))
+}
+
+/// Lends event `i` of `frame` (at `at`), whose fields are `raw`, to `visit`.
+#[inline(always)]
+fn lend_event(
+    raw: RawEvent<'_>,
+    frame: &Frame<'_>,
+    i: u64,
+    at: FrameRef,
+    visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, StoreError> {
+    let parsed;
+    let metadata = if raw.metadata.is_empty() {
+        None
+    } else {
+        parsed = raw.metadata().map_err(|e| corrupted(at, &e.to_string()))?;
+        parsed.as_ref()
+    };
+    Ok(visit(raw.borrowed(
+        frame.stream_id,
+        frame.place,
+        i,
+        metadata,
+    )))
 }
 
 /// One stream's frames, found through the index.
@@ -606,22 +622,37 @@ impl LogReader<'_> {
                     len: bytes.len() as u32,
                 };
                 let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
-                let frame = match Frame::parse_usual(body) {
-                    Some(frame) => frame,
-                    None => parse(bytes, at)?,
+                // each arm lends its own frame, so that the decoded header is not moved
+                let lent = match Frame::parse_usual(body) {
+                    Some(frame) => lend_next(frame, at, next_position, visit)?,
+                    None => lend_next(parse(bytes, at)?, at, next_position, visit)?,
                 };
-                let first = frame.place.first_position;
-                if first != *next_position {
-                    return Err(discontinuous(at, &frame, *next_position));
-                }
-                *next_position = frame.end_position();
                 run.offset += bytes.len() as u64;
                 from += bytes.len();
-                if lend(frame, at, 0, visit)?.is_break() {
+                if lent.is_break() {
                     return Ok(ControlFlow::Break(()));
                 }
             }
         }
+    }
+}
+
+/// Lends the events of `frame` (at `at`), which must hold the log's events from
+/// `next_position` on, and moves `next_position` past them.
+#[inline(always)]
+fn lend_next(
+    frame: Frame<'_>,
+    at: FrameRef,
+    next_position: &mut u64,
+    visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, StoreError> {
+    if frame.place.first_position != *next_position {
+        return Err(discontinuous(at, &frame, *next_position));
+    }
+    *next_position = frame.end_position();
+    match frame.only_event() {
+        Some(raw) => lend_event(raw, &frame, 0, at, visit),
+        None => lend(frame, at, 0, visit),
     }
 }
 

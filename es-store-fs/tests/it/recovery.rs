@@ -1449,7 +1449,31 @@ fn damage_anywhere_is_refused_or_reported_and_never_silently_cut() {
                     "{what}: the open lost acknowledged events: {:?}",
                     store.recovery_report()
                 );
-                let read: Result<Vec<RecordedEvent>, _> = store.read_all(1).unwrap().collect();
+                // the events lent by `visit_all` are those `read_all` yields, up to the
+                // same error
+                let mut yielded = Vec::new();
+                let mut read = Ok(());
+                for e in store.read_all(1).unwrap() {
+                    match e {
+                        Ok(e) => yielded.push(e),
+                        Err(e) => {
+                            read = Err(e);
+                            break;
+                        }
+                    }
+                }
+                let mut lent = Vec::new();
+                let visited = store.visit_all(1, &mut |e| {
+                    lent.push(e.to_recorded());
+                    std::ops::ControlFlow::Continue(())
+                });
+                assert!(lent == yielded, "{what}: visit_all lent other events");
+                assert_eq!(
+                    visited.as_ref().map_err(ToString::to_string),
+                    read.as_ref().map_err(ToString::to_string),
+                    "{what}: visit_all and read_all end differently"
+                );
+                let read = read.map(|()| yielded);
                 match read {
                     Ok(events) => {
                         assert!(events == reference, "{what}: events differ after the open");
