@@ -91,7 +91,12 @@ fn plan(prefix: &str, appends: u64, per_append: u64, streams: Streams, seed: u64
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+    let n = v.len();
+    if n.is_multiple_of(2) {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    }
 }
 
 struct Row {
@@ -114,9 +119,11 @@ struct Bench {
 
 impl Bench {
     /// Rounds of the replay and load scenarios, whose ratios are medians of per-round
-    /// ratios: more than `runs`, because a round is short and the machine drifts.
+    /// ratios: more than `runs`, because a round is short and the machine drifts; an
+    /// even number, so that each of the two orders a round runs its systems in (see
+    /// `replay_and_loads`) counts as often.
     fn rounds(&self) -> usize {
-        if self.runs == 1 { 1 } else { 7 }
+        if self.runs == 1 { 1 } else { 8 }
     }
 
     /// Whether scenario `name` runs; if so, measures the disk's sync time first.
@@ -757,12 +764,21 @@ fn replay_and_loads(b: &mut Bench) {
         let conn_small = Connection::open(sq_small.join("events.db")).unwrap();
         let (mut ol, mut os, mut tl, mut ts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut dec = Vec::new();
-        for _ in 0..b.rounds() {
-            ol.push(load_fs(&store, n / 10));
-            tl.push(load_sqlite(&conn, n / 10));
-            os.push(load_fs(&store_small, small / 10));
-            ts.push(load_sqlite(&conn_small, small / 10));
-            dec.push(decode_ten());
+        for round in 0..b.rounds() {
+            // the same two orders as the replays'
+            let mut order = [0, 1, 2, 3, 4];
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for k in order {
+                match k {
+                    0 => ol.push(load_fs(&store, n / 10)),
+                    1 => tl.push(load_sqlite(&conn, n / 10)),
+                    2 => os.push(load_fs(&store_small, small / 10)),
+                    3 => ts.push(load_sqlite(&conn_small, small / 10)),
+                    _ => dec.push(decode_ten()),
+                }
+            }
         }
         let (large_ratio, small_ratio) = (ratio(&tl, &ol), ratio(&ts, &os));
         let (ol, os, tl, ts) = (median(ol), median(os), median(tl), median(ts));
