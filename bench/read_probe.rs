@@ -13,7 +13,10 @@
 //! - `PROBE_LOADS`: random stream loads after the open (default 20,000);
 //! - `PROBE_REPLAYS`: full replays after them (default 1);
 //! - `PROBE_DECODE=1`: each replay also decodes every payload into a typed event, as the
-//!   replay rows of `store_vs_sqlite` do.
+//!   replay rows of `store_vs_sqlite` do;
+//! - `PROBE_RAW=1`: after the replays, writes the payloads as a raw log (length, CRC-32C,
+//!   payload, as `store_vs_sqlite`'s limit) and replays that as often, decoding as the
+//!   replays do (`--toggle-collect='*raw_replay*'` counts it alone).
 //!
 //! It prints the open time and the memory after it, the mean load time and each replay's
 //! time.
@@ -175,5 +178,66 @@ fn main() {
             "replay: {events} events in {:.1} ms",
             start.elapsed().as_secs_f64() * 1e3
         );
+    }
+    if setting("PROBE_RAW", 0) == 1 {
+        let path = temporary.path().join("raw.log");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("raw log"));
+        store
+            .visit_all(1, &mut |e| {
+                use std::io::Write;
+                out.write_all(&(e.payload.len() as u32).to_le_bytes())
+                    .and_then(|()| out.write_all(&crc32c::crc32c(e.payload).to_le_bytes()))
+                    .and_then(|()| out.write_all(e.payload))
+                    .expect("write the raw log");
+                ControlFlow::Continue(())
+            })
+            .expect("replay");
+        drop(out);
+        for _ in 0..setting("PROBE_REPLAYS", 1) {
+            let start = Instant::now();
+            let events = raw_replay(&path, decode);
+            eprintln!(
+                "raw replay: {events} events in {:.1} ms",
+                start.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+}
+
+/// Reads the raw log at `path` through a 1 MiB buffer, checking each record's CRC and,
+/// with `decode`, decoding its payload; returns the records.
+#[inline(never)]
+fn raw_replay(path: &Path, decode: bool) -> u64 {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).expect("open the raw log");
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut start, mut end, mut count) = (0usize, 0usize, 0u64);
+    loop {
+        let len = buf[start..end]
+            .first_chunk::<4>()
+            .map(|l| u32::from_le_bytes(*l) as usize);
+        if len.is_none_or(|len| end - start < 8 + len) {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            let got = file.read(&mut buf[end..]).expect("read the raw log");
+            if got == 0 {
+                return count;
+            }
+            end += got;
+            continue;
+        }
+        let len = len.unwrap_or(0);
+        let crc = u32::from_le_bytes(buf[start + 4..start + 8].try_into().expect("4 bytes"));
+        let body = &buf[start + 8..start + 8 + len];
+        assert_eq!(crc32c::crc32c(body), crc, "raw log damaged");
+        count += u64::from(if decode {
+            let text = std::str::from_utf8(body).expect("UTF-8");
+            let typed: ProductAdded = serde_json::from_str(text).expect("decode");
+            typed.quantity > 0
+        } else {
+            !body.is_empty()
+        });
+        start += 8 + len;
     }
 }

@@ -620,8 +620,8 @@ impl<'a> Frame<'a> {
     /// [`Frame::parse`] of the usual frame, in one pass over the bytes: format 2, one
     /// event type, the stream id and the type name ASCII, each of them and the event count
     /// shorter than 128 bytes, the varints at most four bytes long. `None` for any other
-    /// frame, and for one that breaks a rule of the format: [`Frame::parse_any`] then
-    /// decodes it, or names what is wrong.
+    /// frame, and for one that breaks a rule of the format: [`Frame::parse`] then decodes
+    /// it by the general path, or names what is wrong.
     #[inline(always)]
     pub fn parse_usual(body: &'a [u8]) -> Option<Frame<'a>> {
         let [KIND_APPEND, rest @ ..] = body else {
