@@ -61,6 +61,15 @@ impl ReadAhead {
         Ok(self.held(file_no, offset, n))
     }
 
+    /// Holds `bytes` as the bytes at `offset` of file `file_no`, which they must be: bytes
+    /// the caller already has in memory, copied instead of read.
+    pub fn hold(&mut self, file_no: u64, offset: u64, bytes: &[u8]) {
+        self.buf.clear();
+        self.buf.extend_from_slice(bytes);
+        self.file_no = file_no;
+        self.start = offset;
+    }
+
     /// Whether the window already holds the `n` bytes at `offset` of file `file_no`.
     pub fn holds(&self, file_no: u64, offset: u64, n: usize) -> bool {
         self.file_no == file_no

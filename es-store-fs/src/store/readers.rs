@@ -364,8 +364,6 @@ pub(super) struct LogReader<'a> {
     next_position: u64,
     run: Option<Run>,
     window: ReadAhead,
-    /// A frame copied from the newest bytes in memory.
-    recent: Vec<u8>,
     /// Frames of the window checked ahead of the read.
     checked: Checked,
 }
@@ -394,7 +392,6 @@ impl<'a> LogReader<'a> {
             next_position: from_position.max(1),
             run: None,
             window: ReadAhead::default(),
-            recent: Vec::new(),
             checked: Checked::default(),
         }
     }
@@ -441,13 +438,12 @@ impl<'a> LogReader<'a> {
     }
 }
 
-/// The checked frame at `run`'s offset, its length taken from its prefix: through the
-/// window, which reads ahead but never past the run's end, or copied from the newest
-/// bytes in memory when the window does not hold it.
+/// The checked frame at `run`'s offset, its length taken from its prefix, through the
+/// window, which reads ahead but never past the run's end: from the newest bytes in
+/// memory when they hold the frame, else from the file.
 fn walk<'w>(
     shared: &Shared,
     window: &'w mut ReadAhead,
-    recent: &'w mut Vec<u8>,
     checked: &mut Checked,
     run: &Run,
 ) -> Result<(&'w [u8], FrameRef), StoreError> {
@@ -457,26 +453,27 @@ fn walk<'w>(
         offset,
         len: 0,
     };
-    // the frame's length: from the window, the newest bytes in memory, or the file
-    let held = |window: &ReadAhead| {
-        window
-            .held(segment, offset, format::FRAME_PREFIX_LEN)
-            .and_then(|p| p.first_chunk::<{ format::FRAME_PREFIX_LEN }>().copied())
-    };
-    let newest = || read(&shared.recent).prefix(segment, offset);
-    let prefix = match held(window).or_else(newest) {
-        Some(prefix) => prefix,
-        None => {
-            let file = shared.segment(segment)?;
-            *checked = Checked::default();
-            window
-                .slice(&*file, segment, offset, format::FRAME_PREFIX_LEN, run.end)
-                .map_err(|e| shared.read_failed(at, e))?;
-            held(window).ok_or_else(|| corrupted(at, "a frame runs past the log's end"))?
+    // the window, filled from the newest bytes in memory or from the file unless it holds
+    // the `want` bytes at `offset` already
+    let mut fill = |window: &mut ReadAhead, at: FrameRef, want: usize| -> Result<(), StoreError> {
+        if window.holds(segment, offset, want) {
+            return Ok(());
         }
+        *checked = Checked::default();
+        if !read(&shared.recent).lend_to(segment, offset, run.end, want, window) {
+            let file = shared.segment(segment)?;
+            window
+                .slice(&*file, segment, offset, want, run.end)
+                .map_err(|e| shared.read_failed(at, e))?;
+        }
+        Ok(())
     };
+    fill(window, at, format::FRAME_PREFIX_LEN)?;
+    let prefix = window
+        .held(segment, offset, format::FRAME_PREFIX_LEN)
+        .ok_or_else(|| corrupted(at, "a frame runs past the log's end"))?;
     let len =
-        format::frame_len(&prefix, shared.frame_cap).map_err(|e| corrupted(at, &e.to_string()))?;
+        format::frame_len(prefix, shared.frame_cap).map_err(|e| corrupted(at, &e.to_string()))?;
     at.len = u32::try_from(len).map_err(|_| corrupted(at, "the frame is too long"))?;
     if offset
         .checked_add(len as u64)
@@ -484,17 +481,7 @@ fn walk<'w>(
     {
         return Err(corrupted(at, "a frame runs past the log's end"));
     }
-    if !window.holds(segment, offset, len) {
-        *checked = Checked::default();
-        if read(&shared.recent).copy(at, recent) {
-            format::check_frame(recent).map_err(|e| corrupted(at, &e.to_string()))?;
-            return Ok((recent, at));
-        }
-        let file = shared.segment(segment)?;
-        window
-            .slice(&*file, segment, offset, len, run.end)
-            .map_err(|e| shared.read_failed(at, e))?;
-    }
+    fill(window, at, len)?;
     let window = &*window;
     let bytes = window
         .held(segment, offset, len)
@@ -703,13 +690,7 @@ impl FrameSource for LogReader<'_> {
                 }
             },
         };
-        let (bytes, at) = walk(
-            self.shared,
-            &mut self.window,
-            &mut self.recent,
-            &mut self.checked,
-            &run,
-        )?;
+        let (bytes, at) = walk(self.shared, &mut self.window, &mut self.checked, &run)?;
         let frame = parse(bytes, at)?;
         let (first, expected) = (frame.place.first_position, self.next_position);
         let continues = match run.listed {

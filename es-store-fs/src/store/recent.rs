@@ -7,8 +7,12 @@
 //! room after the last frame). A frame read from here is checked like one read from the
 //! file: its checksum, and that it is the frame the index describes.
 
-use crate::format::FRAME_PREFIX_LEN;
 use crate::index::FrameRef;
+use crate::read_ahead::ReadAhead;
+
+/// The most a log read copies into its window at once: a quarter of the read-ahead, so
+/// that a writer waits for the copy no longer than for a few frames' checksums.
+const LEND_MAX: usize = crate::read_ahead::READ_AHEAD / 4;
 
 /// A window of the active segment's newest bytes, at most `cap` long.
 #[derive(Debug, Default)]
@@ -54,17 +58,34 @@ impl RecentBytes {
         self.bytes.extend_from_slice(data);
     }
 
-    /// The prefix of the frame at `offset` of `segment` (its length and checksum), when
-    /// the window holds it.
-    pub(super) fn prefix(&self, segment: u64, offset: u64) -> Option<[u8; FRAME_PREFIX_LEN]> {
-        if segment != self.segment || offset < self.start {
-            return None;
+    /// Puts the bytes from `offset` of `segment` up to `end` (at most [`LEND_MAX`] of them)
+    /// into `window`, as if it had read them from the file, when the held bytes cover at
+    /// least `want` of them; `false`, the window untouched, otherwise.
+    pub(super) fn lend_to(
+        &self,
+        segment: u64,
+        offset: u64,
+        end: u64,
+        want: usize,
+        window: &mut ReadAhead,
+    ) -> bool {
+        if segment != self.segment || offset < self.start || end < offset {
+            return false;
         }
-        let from = usize::try_from(offset - self.start).ok()?;
-        self.bytes
-            .get(from..)?
-            .first_chunk::<FRAME_PREFIX_LEN>()
-            .copied()
+        let (Ok(from), Ok(to)) = (
+            usize::try_from(offset - self.start),
+            usize::try_from(end - self.start),
+        ) else {
+            return false;
+        };
+        let to = to.min(self.bytes.len()).min(from.saturating_add(LEND_MAX));
+        match self.bytes.get(from..to) {
+            Some(bytes) if bytes.len() >= want => {
+                window.hold(segment, offset, bytes);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Copies the bytes of `at` into `buf` when the window holds all of them.
@@ -103,10 +124,6 @@ mod tests {
         r.push(0, 32, b"abcdefgh");
         assert!(r.copy(at(0, 34, 3), &mut buf));
         assert_eq!(buf, b"cde");
-        assert_eq!(r.prefix(0, 32), Some(*b"abcdefgh"));
-        assert_eq!(r.prefix(0, 33), None, "past the end");
-        assert_eq!(r.prefix(0, 31), None, "before the start");
-        assert_eq!(r.prefix(1, 32), None, "another segment");
         assert!(!r.copy(at(0, 38, 3), &mut buf), "past the end");
         assert!(!r.copy(at(1, 34, 3), &mut buf), "another segment");
         r.push(0, 40, b"ijklmnop");
@@ -130,6 +147,38 @@ mod tests {
         assert!(!r.copy(at(1, 34, 20), &mut buf));
         r.push(1, 54, b"ok");
         assert!(r.copy(at(1, 54, 2), &mut buf));
+    }
+
+    #[test]
+    fn lends_what_it_holds_up_to_the_end_given_and_no_more() {
+        let mut r = RecentBytes::with_capacity(16);
+        r.push(0, 32, b"abcdefgh");
+        let mut window = ReadAhead::default();
+        assert!(r.lend_to(0, 34, 38, 2, &mut window));
+        assert_eq!(window.held(0, 34, 4), Some(&b"cdef"[..]));
+        assert!(!window.holds(0, 34, 5), "nothing past the end given");
+        assert!(r.lend_to(0, 32, 100, 8, &mut window));
+        assert_eq!(window.held(0, 32, 8), Some(&b"abcdefgh"[..]));
+        assert!(!window.holds(0, 32, 9), "nothing past what is held");
+        // refusals leave the window as it was
+        assert!(
+            !r.lend_to(0, 34, 38, 5, &mut window),
+            "fewer bytes than wanted"
+        );
+        assert!(!r.lend_to(0, 31, 38, 1, &mut window), "before the start");
+        assert!(!r.lend_to(1, 32, 38, 1, &mut window), "another segment");
+        assert!(
+            !r.lend_to(0, 36, 35, 0, &mut window),
+            "an end before the offset"
+        );
+        assert!(!r.lend_to(0, 41, 50, 1, &mut window), "past the end");
+        assert_eq!(window.held(0, 32, 8), Some(&b"abcdefgh"[..]));
+        // a long run is lent a part at a time
+        let mut r = RecentBytes::with_capacity(2 * LEND_MAX);
+        r.push(3, 0, &vec![7u8; 2 * LEND_MAX]);
+        assert!(r.lend_to(3, 10, u64::MAX, 1, &mut window));
+        assert!(window.holds(3, 10, LEND_MAX));
+        assert!(!window.holds(3, 10, LEND_MAX + 1));
     }
 
     #[test]
