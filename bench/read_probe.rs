@@ -14,6 +14,8 @@
 //! - `PROBE_REPLAYS`: full replays after them (default 1);
 //! - `PROBE_DECODE=1`: each replay also decodes every payload into a typed event, as the
 //!   replay rows of `store_vs_sqlite` do;
+//! - `PROBE_OWNED=1`: each replay reads owned events (`read_all`) instead of borrowed
+//!   ones (`visit_all`; `--toggle-collect='*owned_replay*'` counts it);
 //! - `PROBE_RAW=1`: after the replays, writes the payloads as a raw log (length, CRC-32C,
 //!   payload, as `store_vs_sqlite`'s limit) and replays that as often, decoding as the
 //!   replays do (`--toggle-collect='*raw_replay*'` counts it alone).
@@ -159,21 +161,29 @@ fn main() {
         );
     }
     let decode = setting("PROBE_DECODE", 0) == 1;
+    let owned = setting("PROBE_OWNED", 0) == 1;
     for _ in 0..setting("PROBE_REPLAYS", 1) {
         let start = Instant::now();
         let mut events = 0u64;
-        store
-            .visit_all(1, &mut |e| {
-                events += u64::from(if decode {
-                    let text = std::str::from_utf8(e.payload).expect("UTF-8");
-                    let typed: ProductAdded = serde_json::from_str(text).expect("decode");
-                    typed.quantity > 0
-                } else {
-                    !e.payload.is_empty()
-                });
-                ControlFlow::Continue(())
-            })
-            .expect("replay");
+        let mut count = |payload: &[u8]| {
+            events += u64::from(if decode {
+                let text = std::str::from_utf8(payload).expect("UTF-8");
+                let typed: ProductAdded = serde_json::from_str(text).expect("decode");
+                typed.quantity > 0
+            } else {
+                !payload.is_empty()
+            });
+        };
+        if owned {
+            owned_replay(&store, &mut count);
+        } else {
+            store
+                .visit_all(1, &mut |e| {
+                    count(e.payload);
+                    ControlFlow::Continue(())
+                })
+                .expect("replay");
+        }
         eprintln!(
             "replay: {events} events in {:.1} ms",
             start.elapsed().as_secs_f64() * 1e3
@@ -239,5 +249,13 @@ fn raw_replay(path: &Path, decode: bool) -> u64 {
             !body.is_empty()
         });
         start += 8 + len;
+    }
+}
+
+/// A replay through owned events, each handed to `count`.
+#[inline(never)]
+fn owned_replay(store: &FileStore, count: &mut dyn FnMut(&[u8])) {
+    for event in store.read_all(1).expect("replay") {
+        count(&event.expect("event").payload);
     }
 }

@@ -15,11 +15,14 @@ use std::sync::Arc;
 /// Frames fetched from the index per lock acquisition.
 const FRAMES_PER_FETCH: usize = 64;
 
-/// Yields the events of frames that a [`FrameSource`] decodes one frame at a time, and
-/// stops for good after an error.
+/// Yields the events of frames that a [`FrameSource`] decodes, the events of each frame
+/// all or none, and stops for good after an error, which comes after every event decoded
+/// before it.
 pub(super) struct Buffered<S> {
     source: S,
     events: VecDeque<RecordedEvent>,
+    /// The error that ends the read, once the events before it are yielded.
+    error: Option<StoreError>,
     failed: bool,
 }
 
@@ -28,6 +31,7 @@ impl<S> Buffered<S> {
         Buffered {
             source,
             events: VecDeque::new(),
+            error: None,
             failed: false,
         }
     }
@@ -37,7 +41,21 @@ impl<S> Buffered<S> {
 pub(super) trait FrameSource {
     /// The next frame, checked; `None` after the last.
     fn next_frame(&mut self) -> Result<Option<NextFrame<'_>>, StoreError>;
+
+    /// Decodes into `out` the frames the source already holds and can hand over without
+    /// a trip through [`FrameSource::next_frame`] each (none by default), until `out`
+    /// holds at least [`EVENTS_PER_FILL`] events.
+    fn own_held(&mut self, _out: &mut VecDeque<RecordedEvent>) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
+
+/// Events an owned read decodes ahead of its caller, beside those of the last frame
+/// decoded: the frames checked together. More would cost more than they save, as the
+/// allocator's per-thread cache (seven blocks of a size) then no longer holds the strings
+/// of the events freed, each owning three: with 256, a replay through owned events took
+/// 17 % more instructions than one frame at a time, where with 3 it takes 17 % fewer.
+const EVENTS_PER_FILL: usize = 3;
 
 /// A checked frame, lent from the reader's buffer, its header decoded.
 pub(super) struct NextFrame<'b> {
@@ -50,13 +68,26 @@ pub(super) struct NextFrame<'b> {
 }
 
 impl NextFrame<'_> {
-    /// Decodes the wanted events into owned events.
+    /// Decodes the wanted events into owned events, all of them or, on error, none.
     fn decode_into(self, out: &mut VecDeque<RecordedEvent>) -> Result<(), StoreError> {
-        let at = self.at;
-        self.frame
-            .into_recorded(self.skip, out)
-            .map_err(|e| corrupted(at, &e.to_string()))
+        decode_frame(self.frame, self.at, self.skip, out)
     }
+}
+
+/// Decodes the events of `frame` (at `at`) from the `skip`-th on into `out`: all of them
+/// or, on error, none.
+#[inline(always)]
+fn decode_frame(
+    frame: Frame<'_>,
+    at: FrameRef,
+    skip: u64,
+    out: &mut VecDeque<RecordedEvent>,
+) -> Result<(), StoreError> {
+    let before = out.len();
+    frame.into_recorded(skip, out).map_err(|e| {
+        out.truncate(before);
+        corrupted(at, &e.to_string())
+    })
 }
 
 /// Decodes the header of the checked frame `bytes` at `at`.
@@ -69,21 +100,34 @@ fn parse(bytes: &[u8], at: FrameRef) -> Result<Frame<'_>, StoreError> {
 impl<S: FrameSource> Iterator for Buffered<S> {
     type Item = Result<RecordedEvent, StoreError>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        while self.events.is_empty() {
-            let decoded = match self.source.next_frame() {
-                Ok(Some(frame)) => frame.decode_into(&mut self.events),
-                Ok(None) => return None,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = decoded {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(Ok(event));
+            }
+            if self.failed {
+                return None;
+            }
+            if let Some(e) = self.error.take() {
                 self.failed = true;
                 return Some(Err(e));
             }
+            if let Err(e) = self.source.own_held(&mut self.events) {
+                self.error = Some(e);
+                continue;
+            }
+            if !self.events.is_empty() {
+                continue;
+            }
+            match self.source.next_frame() {
+                Ok(Some(frame)) => {
+                    if let Err(e) = frame.decode_into(&mut self.events) {
+                        self.error = Some(e);
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => self.error = Some(e),
+            }
         }
-        self.events.pop_front().map(Ok)
     }
 }
 
@@ -575,6 +619,18 @@ impl LogReader<'_> {
         &mut self,
         visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, StoreError> {
+        self.each_held(|frame, at, next_position| lend_next(frame, at, next_position, visit))
+    }
+
+    /// Hands each frame that continues the current run inside the window, checked and its
+    /// header decoded, to `each` with its place and the position the log continues at,
+    /// which `each` must check and move past the frame; stops where `each` breaks, after
+    /// the frame it broke on. See [`LogReader::lend_held`] for the frames it leaves.
+    #[inline(always)]
+    fn each_held(
+        &mut self,
+        mut each: impl FnMut(Frame<'_>, FrameRef, &mut u64) -> Result<ControlFlow<()>, StoreError>,
+    ) -> Result<ControlFlow<()>, StoreError> {
         let LogReader {
             shared,
             next_position,
@@ -609,18 +665,40 @@ impl LogReader<'_> {
                     len: bytes.len() as u32,
                 };
                 let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
-                // each arm lends its own frame, so that the decoded header is not moved
-                let lent = match Frame::parse_usual(body) {
-                    Some(frame) => lend_next(frame, at, next_position, visit)?,
-                    None => lend_next(parse(bytes, at)?, at, next_position, visit)?,
+                // each arm hands over its own frame, so that the decoded header is not moved
+                let handed = match Frame::parse_usual(body) {
+                    Some(frame) => each(frame, at, next_position)?,
+                    None => each(parse(bytes, at)?, at, next_position)?,
                 };
                 run.offset += bytes.len() as u64;
                 from += bytes.len();
-                if lent.is_break() {
+                if handed.is_break() {
                     return Ok(ControlFlow::Break(()));
                 }
             }
         }
+    }
+
+    /// Decodes the frames [`LogReader::lend_held`] would lend into owned events in `out`,
+    /// until `out` holds at least `max` events.
+    fn own_held(
+        &mut self,
+        out: &mut VecDeque<RecordedEvent>,
+        max: usize,
+    ) -> Result<(), StoreError> {
+        let _full_or_all_held = self.each_held(|frame, at, next_position| {
+            if frame.place.first_position != *next_position {
+                return Err(discontinuous(at, &frame, *next_position));
+            }
+            *next_position = frame.end_position();
+            decode_frame(frame, at, 0, out)?;
+            Ok(if out.len() >= max {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+        Ok(())
     }
 }
 
@@ -679,6 +757,10 @@ fn discontinuous(at: FrameRef, frame: &Frame<'_>, expected: u64) -> StoreError {
 }
 
 impl FrameSource for LogReader<'_> {
+    fn own_held(&mut self, out: &mut VecDeque<RecordedEvent>) -> Result<(), StoreError> {
+        LogReader::own_held(self, out, EVENTS_PER_FILL)
+    }
+
     fn next_frame(&mut self) -> Result<Option<NextFrame<'_>>, StoreError> {
         let run = match self.run {
             Some(run) if run.offset < run.end => run,

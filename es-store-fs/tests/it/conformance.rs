@@ -235,6 +235,85 @@ fn damage_inside_a_sealed_segment_stops_a_log_read_at_the_damaged_frame() {
     }
 }
 
+/// A whole frame with a valid checksum in the place of the next one (a frame written
+/// twice, or copied by something other than the store) is reported by a read of the log,
+/// owned or lent, naming the segment file and the offset of the frame out of place; the
+/// frames before it are read and the copy is never yielded.
+#[test]
+fn a_valid_frame_out_of_place_stops_a_log_read_at_it() {
+    use es_core::{DataLocation, EventStore, ExpectedVersion, NewEvent, StoreError};
+    use es_store_fs::FileStoreOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions {
+        segment_size: 4096,
+        ..FileStoreOptions::default()
+    };
+    // payloads of one length, so that every frame can take the place of the next
+    let event = |n: u64| NewEvent::new("Added", 1, format!(r#"{{"n":"{n:04}"}}"#).into_bytes());
+    let store = FileStore::open_with(dir.path(), options.clone()).unwrap();
+    for n in 1..=200 {
+        store
+            .append(
+                &format!("s-{}", n % 5),
+                ExpectedVersion::Any,
+                vec![event(n)],
+            )
+            .unwrap();
+    }
+    drop(store);
+    let name = "00000000000000000001.seg";
+    let path = dir.path().join(name);
+    let clean = std::fs::read(&path).unwrap();
+    let frames = frame_offsets(&clean);
+    assert!(frames.len() > 4, "{} frames", frames.len());
+    let segment0 = std::fs::read(dir.path().join("00000000000000000000.seg")).unwrap();
+    let before = frame_offsets(&segment0).len();
+    for k in 1..frames.len() {
+        let (from, to) = (frames[k - 1], frames[k]);
+        let len = to - from;
+        assert!(
+            frames.get(k + 1).is_none_or(|next| next - to == len),
+            "frames of one length"
+        );
+        let mut data = clean.clone();
+        data.copy_within(from..to, to);
+        std::fs::write(&path, &data).unwrap();
+        let store = FileStore::open_with(dir.path(), options.clone()).unwrap();
+        let mut positions = Vec::new();
+        let mut events = store.read_all(1).unwrap();
+        let err = loop {
+            match events.next() {
+                Some(Ok(e)) => positions.push(e.position),
+                Some(Err(e)) => break e,
+                None => panic!("frame {k} out of place went unnoticed"),
+            }
+        };
+        assert!(events.next().is_none(), "the read stops at the frame");
+        let StoreError::Corrupted(corruption) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            matches!(
+                &corruption.location,
+                DataLocation::File { path, offset }
+                    if path.ends_with(name) && *offset == to as u64
+            ),
+            "frame {k}: {corruption:?}"
+        );
+        let expected: Vec<u64> = (1..=(before + k) as u64).collect();
+        assert_eq!(positions, expected, "frame {k}: each event once, in order");
+        let mut lent = Vec::new();
+        let lent_err = store
+            .visit_all(1, &mut |e| {
+                lent.push(e.position);
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap_err();
+        assert_eq!(lent_err.to_string(), err.to_string(), "frame {k}");
+        assert_eq!(lent, expected, "frame {k}");
+    }
+}
+
 /// The offsets of a segment's frames, from each frame's length after the 32-byte header,
 /// up to the zero-filled room after the last.
 fn frame_offsets(segment: &[u8]) -> Vec<usize> {
