@@ -157,80 +157,22 @@ fn log_reads_from_every_position_yield_exactly_the_events_after_it() {
 /// read.
 #[test]
 fn damage_inside_a_sealed_segment_stops_a_log_read_at_the_damaged_frame() {
-    use es_core::{DataLocation, EventStore, ExpectedVersion, NewEvent, StoreError};
-    use es_store_fs::FileStoreOptions;
     let dir = tempfile::tempdir().unwrap();
-    let options = FileStoreOptions {
-        segment_size: 4096,
-        ..FileStoreOptions::default()
-    };
-    let event = |n: u64| NewEvent::new("Added", 1, format!(r#"{{"n":{n}}}"#).into_bytes());
-    let store = FileStore::open_with(dir.path(), options.clone()).unwrap();
-    for n in 1..=200 {
-        store
-            .append(
-                &format!("s-{}", n % 5),
-                ExpectedVersion::Any,
-                vec![event(n)],
-            )
-            .unwrap();
-    }
-    drop(store);
-    // the frames of segment 1 (sealed: later segments exist), from their lengths
-    let name = "00000000000000000001.seg";
-    let path = dir.path().join(name);
-    let clean = std::fs::read(&path).unwrap();
-    let frames = frame_offsets(&clean);
-    assert!(frames.len() > 4, "{} frames", frames.len());
-    let segment0 = std::fs::read(dir.path().join("00000000000000000000.seg")).unwrap();
-    let before = frame_offsets(&segment0).len();
+    let sealed = sealed_frames(dir.path(), |n| format!(r#"{{"n":{n}}}"#));
+    let (clean, name) = (&sealed.clean, sealed.name);
     // every frame, damaged in its length, its checksum, its body and its trailing length:
     // reads check frames a few at a time, so the damaged frame may be the first, the
     // second or the third of those checked together
-    for (k, &damaged) in frames.iter().enumerate() {
+    for (k, &damaged) in sealed.frames.iter().enumerate() {
         let len = u32::from_le_bytes(clean[damaged..damaged + 4].try_into().unwrap()) as usize;
         for byte in [1, 5, 20, len + 8] {
             let mut data = clean.clone();
             data[damaged + byte] ^= 0x01;
-            std::fs::write(&path, &data).unwrap();
-            let store = FileStore::open_with(dir.path(), options.clone()).unwrap();
-            let mut read = 0;
-            let mut events = store.read_all(1).unwrap();
-            let err = loop {
-                match events.next() {
-                    Some(Ok(_)) => read += 1,
-                    Some(Err(e)) => break e,
-                    None => panic!("damage to byte {byte} of frame {k} went unnoticed"),
-                }
-            };
-            assert!(events.next().is_none(), "the read stops at the damage");
-            let StoreError::Corrupted(corruption) = &err else {
-                panic!("{err:?}")
-            };
-            assert!(
-                matches!(
-                    &corruption.location,
-                    DataLocation::File { path, offset }
-                        if path.ends_with(name) && *offset == damaged as u64
-                ),
-                "byte {byte} of frame {k}: {corruption:?}"
-            );
+            let store = sealed.open_with(&data);
+            let what = format!("byte {byte} of frame {k}");
+            let read = log_read_stops_at(&store, name, damaged, &what);
             // every frame before the damaged one is read, one event each
-            assert_eq!(read, before + k, "byte {byte} of frame {k}");
-            // the events lent by `visit_all` stop at the same frame, with the same error
-            let mut lent = 0;
-            let lent_err = store
-                .visit_all(1, &mut |_| {
-                    lent += 1;
-                    std::ops::ControlFlow::Continue(())
-                })
-                .unwrap_err();
-            assert_eq!(
-                lent_err.to_string(),
-                err.to_string(),
-                "byte {byte} of frame {k}"
-            );
-            assert_eq!(lent, before + k, "byte {byte} of frame {k}");
+            assert_eq!(read.len(), sealed.before + k, "{what}");
         }
     }
 }
@@ -241,33 +183,10 @@ fn damage_inside_a_sealed_segment_stops_a_log_read_at_the_damaged_frame() {
 /// frames before it are read and the copy is never yielded.
 #[test]
 fn a_valid_frame_out_of_place_stops_a_log_read_at_it() {
-    use es_core::{DataLocation, EventStore, ExpectedVersion, NewEvent, StoreError};
-    use es_store_fs::FileStoreOptions;
     let dir = tempfile::tempdir().unwrap();
-    let options = FileStoreOptions {
-        segment_size: 4096,
-        ..FileStoreOptions::default()
-    };
     // payloads of one length, so that every frame can take the place of the next
-    let event = |n: u64| NewEvent::new("Added", 1, format!(r#"{{"n":"{n:04}"}}"#).into_bytes());
-    let store = FileStore::open_with(dir.path(), options.clone()).unwrap();
-    for n in 1..=200 {
-        store
-            .append(
-                &format!("s-{}", n % 5),
-                ExpectedVersion::Any,
-                vec![event(n)],
-            )
-            .unwrap();
-    }
-    drop(store);
-    let name = "00000000000000000001.seg";
-    let path = dir.path().join(name);
-    let clean = std::fs::read(&path).unwrap();
-    let frames = frame_offsets(&clean);
-    assert!(frames.len() > 4, "{} frames", frames.len());
-    let segment0 = std::fs::read(dir.path().join("00000000000000000000.seg")).unwrap();
-    let before = frame_offsets(&segment0).len();
+    let sealed = sealed_frames(dir.path(), |n| format!(r#"{{"n":"{n:04}"}}"#));
+    let (clean, frames, name) = (&sealed.clean, &sealed.frames, sealed.name);
     for k in 1..frames.len() {
         let (from, to) = (frames[k - 1], frames[k]);
         let len = to - from;
@@ -277,40 +196,107 @@ fn a_valid_frame_out_of_place_stops_a_log_read_at_it() {
         );
         let mut data = clean.clone();
         data.copy_within(from..to, to);
-        std::fs::write(&path, &data).unwrap();
-        let store = FileStore::open_with(dir.path(), options.clone()).unwrap();
-        let mut positions = Vec::new();
-        let mut events = store.read_all(1).unwrap();
-        let err = loop {
-            match events.next() {
-                Some(Ok(e)) => positions.push(e.position),
-                Some(Err(e)) => break e,
-                None => panic!("frame {k} out of place went unnoticed"),
-            }
-        };
-        assert!(events.next().is_none(), "the read stops at the frame");
-        let StoreError::Corrupted(corruption) = &err else {
-            panic!("{err:?}")
-        };
-        assert!(
-            matches!(
-                &corruption.location,
-                DataLocation::File { path, offset }
-                    if path.ends_with(name) && *offset == to as u64
-            ),
-            "frame {k}: {corruption:?}"
-        );
-        let expected: Vec<u64> = (1..=(before + k) as u64).collect();
-        assert_eq!(positions, expected, "frame {k}: each event once, in order");
-        let mut lent = Vec::new();
-        let lent_err = store
-            .visit_all(1, &mut |e| {
-                lent.push(e.position);
-                std::ops::ControlFlow::Continue(())
-            })
-            .unwrap_err();
-        assert_eq!(lent_err.to_string(), err.to_string(), "frame {k}");
-        assert_eq!(lent, expected, "frame {k}");
+        let store = sealed.open_with(&data);
+        let read = log_read_stops_at(&store, name, to, &format!("frame {k}"));
+        let expected: Vec<u64> = (1..=(sealed.before + k) as u64).collect();
+        assert_eq!(read, expected, "frame {k}: each event once, in order");
+    }
+}
+
+/// Reads the log from its start, owned (`read_all`) and lent (`visit_all`): both must stop
+/// with the same error, reported as damage at `offset` of segment file `name`, after the
+/// same events, whose positions it returns.
+fn log_read_stops_at(store: &FileStore, name: &str, offset: usize, what: &str) -> Vec<u64> {
+    use es_core::{DataLocation, EventStore, StoreError};
+    let mut read = Vec::new();
+    let mut events = store.read_all(1).unwrap();
+    let err = loop {
+        match events.next() {
+            Some(Ok(e)) => read.push(e.position),
+            Some(Err(e)) => break e,
+            None => panic!("{what}: went unnoticed"),
+        }
+    };
+    assert!(
+        events.next().is_none(),
+        "{what}: the read goes on after the error"
+    );
+    let StoreError::Corrupted(corruption) = &err else {
+        panic!("{what}: {err:?}")
+    };
+    assert!(
+        matches!(
+            &corruption.location,
+            DataLocation::File { path, offset: at }
+                if path.ends_with(name) && *at == offset as u64
+        ),
+        "{what}: {corruption:?}"
+    );
+    let mut lent = Vec::new();
+    let lent_err = store
+        .visit_all(1, &mut |e| {
+            lent.push(e.position);
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap_err();
+    assert_eq!(lent_err.to_string(), err.to_string(), "{what}");
+    assert_eq!(lent, read, "{what}: lent and owned reads differ");
+    read
+}
+
+/// A store of 200 single-event appends to five streams in 4 KiB segments, and what the
+/// damage tests need of its segment 1 (sealed: later segments exist).
+struct SealedFrames {
+    dir: std::path::PathBuf,
+    options: es_store_fs::FileStoreOptions,
+    /// The segment file's name, and its path.
+    name: &'static str,
+    path: std::path::PathBuf,
+    /// Its bytes as written.
+    clean: Vec<u8>,
+    /// Its frames' offsets, from their lengths.
+    frames: Vec<usize>,
+    /// How many frames (one event each) segment 0 holds.
+    before: usize,
+}
+
+impl SealedFrames {
+    /// Opens the store with `data` in place of segment 1's bytes.
+    fn open_with(&self, data: &[u8]) -> FileStore {
+        std::fs::write(&self.path, data).unwrap();
+        FileStore::open_with(&self.dir, self.options.clone()).unwrap()
+    }
+}
+
+/// Writes [`SealedFrames`]'s store into `dir`, the `n`-th event's payload `payload(n)`.
+fn sealed_frames(dir: &std::path::Path, payload: impl Fn(u64) -> String) -> SealedFrames {
+    use es_core::{EventStore, ExpectedVersion, NewEvent};
+    let options = es_store_fs::FileStoreOptions {
+        segment_size: 4096,
+        ..es_store_fs::FileStoreOptions::default()
+    };
+    let store = FileStore::open_with(dir, options.clone()).unwrap();
+    for n in 1..=200 {
+        let event = NewEvent::new("Added", 1, payload(n).into_bytes());
+        store
+            .append(&format!("s-{}", n % 5), ExpectedVersion::Any, vec![event])
+            .unwrap();
+    }
+    drop(store);
+    let name = "00000000000000000001.seg";
+    let path = dir.join(name);
+    let clean = std::fs::read(&path).unwrap();
+    let frames = frame_offsets(&clean);
+    assert!(frames.len() > 4, "{} frames", frames.len());
+    let segment0 = std::fs::read(dir.join("00000000000000000000.seg")).unwrap();
+    SealedFrames {
+        dir: dir.to_owned(),
+        options,
+        name,
+        path,
+        clean,
+        frames,
+        before: frame_offsets(&segment0).len(),
     }
 }
 
