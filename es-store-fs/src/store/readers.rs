@@ -619,18 +619,14 @@ impl LogReader<'_> {
         &mut self,
         visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, StoreError> {
-        self.each_held(|frame, at, next_position| lend_next(frame, at, next_position, visit))
+        self.each_held(&mut Lend(visit))
     }
 
     /// Hands each frame that continues the current run inside the window, checked and its
-    /// header decoded, to `each` with its place and the position the log continues at,
-    /// which `each` must check and move past the frame; stops where `each` breaks, after
-    /// the frame it broke on. See [`LogReader::lend_held`] for the frames it leaves.
+    /// header decoded, to `each`; stops where `each` breaks, after the frame it broke on.
+    /// See [`LogReader::lend_held`] for the frames it leaves.
     #[inline(always)]
-    fn each_held(
-        &mut self,
-        mut each: impl FnMut(Frame<'_>, FrameRef, &mut u64) -> Result<ControlFlow<()>, StoreError>,
-    ) -> Result<ControlFlow<()>, StoreError> {
+    fn each_held(&mut self, each: &mut impl HeldFrame) -> Result<ControlFlow<()>, StoreError> {
         let LogReader {
             shared,
             next_position,
@@ -667,8 +663,8 @@ impl LogReader<'_> {
                 let body = &bytes[format::FRAME_PREFIX_LEN..bytes.len() - format::FRAME_SUFFIX_LEN];
                 // each arm hands over its own frame, so that the decoded header is not moved
                 let handed = match Frame::parse_usual(body) {
-                    Some(frame) => each(frame, at, next_position)?,
-                    None => each(parse(bytes, at)?, at, next_position)?,
+                    Some(frame) => each.take(frame, at, next_position)?,
+                    None => each.take(parse(bytes, at)?, at, next_position)?,
                 };
                 run.offset += bytes.len() as u64;
                 from += bytes.len();
@@ -686,19 +682,64 @@ impl LogReader<'_> {
         out: &mut VecDeque<RecordedEvent>,
         max: usize,
     ) -> Result<(), StoreError> {
-        let _full_or_all_held = self.each_held(|frame, at, next_position| {
-            if frame.place.first_position != *next_position {
-                return Err(discontinuous(at, &frame, *next_position));
-            }
-            *next_position = frame.end_position();
-            decode_frame(frame, at, 0, out)?;
-            Ok(if out.len() >= max {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            })
-        })?;
+        let _full_or_all_held = self.each_held(&mut Own { out, max })?;
         Ok(())
+    }
+}
+
+/// What [`LogReader::each_held`] does with each frame, a trait rather than a closure so
+/// that it is inlined into both arms of the loop (as a closure it was called, its
+/// 176-byte header moved into the call: 7 % more instructions per replayed event).
+trait HeldFrame {
+    /// Takes `frame` (at `at`), which must hold the log's events from `next_position` on,
+    /// and moves `next_position` past it.
+    fn take(
+        &mut self,
+        frame: Frame<'_>,
+        at: FrameRef,
+        next_position: &mut u64,
+    ) -> Result<ControlFlow<()>, StoreError>;
+}
+
+/// Lends each frame's events to a visitor.
+struct Lend<'v, 'f>(&'v mut (dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()> + 'f));
+
+impl HeldFrame for Lend<'_, '_> {
+    #[inline(always)]
+    fn take(
+        &mut self,
+        frame: Frame<'_>,
+        at: FrameRef,
+        next_position: &mut u64,
+    ) -> Result<ControlFlow<()>, StoreError> {
+        lend_next(frame, at, next_position, self.0)
+    }
+}
+
+/// Decodes each frame's events into owned events, until `out` holds at least `max`.
+struct Own<'o> {
+    out: &'o mut VecDeque<RecordedEvent>,
+    max: usize,
+}
+
+impl HeldFrame for Own<'_> {
+    #[inline(always)]
+    fn take(
+        &mut self,
+        frame: Frame<'_>,
+        at: FrameRef,
+        next_position: &mut u64,
+    ) -> Result<ControlFlow<()>, StoreError> {
+        if frame.place.first_position != *next_position {
+            return Err(discontinuous(at, &frame, *next_position));
+        }
+        *next_position = frame.end_position();
+        decode_frame(frame, at, 0, self.out)?;
+        Ok(if self.out.len() >= self.max {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
     }
 }
 
