@@ -23,54 +23,20 @@
 //! It prints the open time and the memory after it, the mean load time and each replay's
 //! time.
 
+mod support;
+
 use es_core::{EventStore, ExpectedVersion, NewEvent};
 use es_store_fs::{Durability, FileStore, FileStoreOptions};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
+use support::{Draw, payload, raw_replay, write_raw_log};
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// The bench's ~160-byte event of stream `s`, `round`-th of it.
-fn payload(s: u64, round: u64) -> Vec<u8> {
-    let i = s * 10 + round;
-    format!(
-        r#"{{"cart_id":"cart-{s:08}","product_id":"product-{:06}","quantity":{},"unit_price_cents":{},"currency":"EUR","note":"gift wrap please, leave at door"}}"#,
-        i % 997,
-        1 + i % 5,
-        199 + i % 5000
-    )
-    .into_bytes()
-}
-
-/// The typed event a replay decodes with `PROBE_DECODE=1`.
-#[derive(serde::Deserialize)]
-#[allow(dead_code)] // decoded, not read
-struct ProductAdded {
-    cart_id: String,
-    product_id: String,
-    quantity: u32,
-    unit_price_cents: u64,
-    currency: String,
-    note: String,
-}
-
-/// A small deterministic generator (splitmix64).
-struct Draw(u64);
-
-impl Draw {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
 }
 
 fn build(dir: &Path, streams: u64, batched: bool) {
@@ -80,7 +46,7 @@ fn build(dir: &Path, streams: u64, batched: bool) {
     };
     let store = FileStore::open_with(dir, options).expect("open the store to build");
     let stream = |s: u64| format!("cart-{s:08}");
-    let event = |s: u64, round: u64| NewEvent::new("ProductAdded", 1, payload(s, round));
+    let event = |s: u64, round: u64| NewEvent::new("ProductAdded", 1, payload(s * 10 + round));
     if batched {
         for s in 0..streams {
             let events = (0..10).map(|round| event(s, round)).collect();
@@ -93,9 +59,7 @@ fn build(dir: &Path, streams: u64, batched: bool) {
     let mut draw = Draw(7);
     for round in 0..10 {
         let mut order: Vec<u64> = (0..streams).collect();
-        for k in (1..order.len()).rev() {
-            order.swap(k, draw.below(k as u64 + 1) as usize);
-        }
+        draw.shuffle(&mut order);
         for s in order {
             store
                 .append(
@@ -183,21 +147,11 @@ fn main() {
     }
     if setting("PROBE_RAW", 0) == 1 {
         let path = temporary.path().join("raw.log");
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("raw log"));
-        store
-            .visit_all(1, &mut |e| {
-                use std::io::Write;
-                out.write_all(&(e.payload.len() as u32).to_le_bytes())
-                    .and_then(|()| out.write_all(&crc32c::crc32c(e.payload).to_le_bytes()))
-                    .and_then(|()| out.write_all(e.payload))
-                    .expect("write the raw log");
-                ControlFlow::Continue(())
-            })
-            .expect("replay");
-        drop(out);
+        let events = store.read_all(1).expect("replay");
+        write_raw_log(&path, events.map(|e| e.expect("event").payload));
         for _ in 0..setting("PROBE_REPLAYS", 1) {
             let start = Instant::now();
-            let events = raw_replay(&path, decode);
+            let events = raw_replay(&path, |p| counts(p, decode));
             eprintln!(
                 "raw replay: {events} events in {:.1} ms",
                 start.elapsed().as_secs_f64() * 1e3
@@ -206,46 +160,12 @@ fn main() {
     }
 }
 
-/// Reads the raw log at `path` through a 1 MiB buffer, checking each record's CRC and,
-/// with `decode`, decoding its payload; returns the records.
-#[inline(never)]
-fn raw_replay(path: &Path, decode: bool) -> u64 {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).expect("open the raw log");
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut start, mut end, mut count) = (0usize, 0usize, 0u64);
-    loop {
-        let len = buf[start..end]
-            .first_chunk::<4>()
-            .map(|l| u32::from_le_bytes(*l) as usize);
-        if len.is_none_or(|len| end - start < 8 + len) {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-            let got = file.read(&mut buf[end..]).expect("read the raw log");
-            if got == 0 {
-                return count;
-            }
-            end += got;
-            continue;
-        }
-        let len = len.unwrap_or(0);
-        let crc = u32::from_le_bytes(buf[start + 4..start + 8].try_into().expect("4 bytes"));
-        let body = &buf[start + 8..start + 8 + len];
-        assert_eq!(crc32c::crc32c(body), crc, "raw log damaged");
-        count += u64::from(counts(body, decode));
-        start += 8 + len;
-    }
-}
-
 /// Whether a replayed payload counts: decoded into the typed event when `decode`, as the
 /// replay rows of `store_vs_sqlite` do, its quantity positive; else not empty.
 #[inline(always)]
 fn counts(payload: &[u8], decode: bool) -> bool {
     if decode {
-        let text = std::str::from_utf8(payload).expect("UTF-8");
-        let typed: ProductAdded = serde_json::from_str(text).expect("decode");
-        typed.quantity > 0
+        support::decode(payload).quantity > 0
     } else {
         !payload.is_empty()
     }

@@ -20,7 +20,9 @@ use rusqlite::{Connection, params};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{ProductAdded, Sqlite, fdatasync_time, payload};
+use support::{
+    Draw, ProductAdded, Sqlite, decode, fdatasync_time, payload, raw_replay, write_raw_log,
+};
 
 fn event(i: u64) -> NewEvent {
     NewEvent::new("ProductAdded", 1, payload(i))
@@ -28,29 +30,6 @@ fn event(i: u64) -> NewEvent {
 
 fn stream_of(i: u64) -> String {
     format!("cart-{:08}", i / 10)
-}
-
-/// A small deterministic generator (splitmix64), so that every run draws the same streams.
-struct Draw(u64);
-
-impl Draw {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i as u64 + 1) as usize);
-        }
-    }
 }
 
 /// Which streams the appends of a workload go to.
@@ -490,60 +469,11 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Writes the same `n` payloads as an independent raw log: per event a 4-byte length, a
-/// CRC-32C and the payload, in one file. The physical limit of a replay.
+/// Writes the same `n` payloads as an independent raw log (see `support::write_raw_log`).
 fn build_raw_log(b: &Bench, n: u64) -> std::path::PathBuf {
-    use std::io::Write;
     let path = b.dir("raw").join("raw.log");
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
-    for i in 0..n {
-        let p = payload(i);
-        out.write_all(&(p.len() as u32).to_le_bytes()).unwrap();
-        out.write_all(&crc32c::crc32c(&p).to_le_bytes()).unwrap();
-        out.write_all(&p).unwrap();
-    }
-    out.into_inner().unwrap().sync_all().unwrap();
+    write_raw_log(&path, (0..n).map(payload));
     path
-}
-
-/// Decodes a payload as every system here does: one UTF-8 check of the text (SQLite's
-/// `as_str` makes the same), then serde_json's parse of checked text (as es-core's
-/// `Event::decode_stored` does).
-fn decode(payload: &[u8]) -> ProductAdded {
-    serde_json::from_str(std::str::from_utf8(payload).unwrap()).unwrap()
-}
-
-/// Reads the raw log: read, check each CRC, decode each payload.
-fn raw_replay(path: &Path) -> u64 {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut start, mut end) = (0usize, 0usize);
-    let mut count = 0u64;
-    loop {
-        if end - start < 8 || {
-            let len = u32::from_le_bytes(buf[start..start + 4].try_into().unwrap()) as usize;
-            end - start < 8 + len
-        } {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-            let got = file.read(&mut buf[end..]).unwrap();
-            if got == 0 {
-                assert_eq!(end, 0, "raw log ends inside a record");
-                return count;
-            }
-            end += got;
-            continue;
-        }
-        let len = u32::from_le_bytes(buf[start..start + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(buf[start + 4..start + 8].try_into().unwrap());
-        let body = &buf[start + 8..start + 8 + len];
-        assert_eq!(crc32c::crc32c(body), crc);
-        let typed = decode(body);
-        count += u64::from(typed.quantity > 0);
-        start += 8 + len;
-    }
 }
 
 /// Replays the log into typed events, each event lent by the store (`visit_all`), as
@@ -702,7 +632,7 @@ fn replay_and_loads(b: &mut Bench) {
             &|| typed_replay_fs(&store),
             &|| typed_replay_fs_owned(&store),
             &|| typed_replay_sqlite(&conn),
-            &|| raw_replay(&raw),
+            &|| raw_replay(&raw, |p| decode(p).quantity > 0),
         ];
         for round in 0..b.rounds() {
             let mut rates = [0.0; 4];

@@ -123,3 +123,80 @@ pub fn payload(i: u64) -> Vec<u8> {
     );
     p.into_bytes()
 }
+
+/// A small deterministic generator (splitmix64), so that every run draws the same streams.
+pub struct Draw(pub u64);
+
+impl Draw {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i as u64 + 1) as usize);
+        }
+    }
+}
+
+/// Decodes a payload as every system here does: one UTF-8 check of the text (SQLite's
+/// `as_str` makes the same), then serde_json's parse of checked text (as es-core's
+/// `Event::decode_stored` does).
+pub fn decode(payload: &[u8]) -> ProductAdded {
+    serde_json::from_str(std::str::from_utf8(payload).unwrap()).unwrap()
+}
+
+/// Writes `payloads` as an independent raw log at `path`, synced: per payload a 4-byte
+/// length, a CRC-32C and the payload, in one file. The physical limit of a replay.
+pub fn write_raw_log(path: &Path, payloads: impl IntoIterator<Item = impl AsRef<[u8]>>) {
+    use std::io::Write;
+    let file = std::fs::File::create(path).unwrap();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    for p in payloads {
+        let p = p.as_ref();
+        out.write_all(&(p.len() as u32).to_le_bytes()).unwrap();
+        out.write_all(&crc32c::crc32c(p).to_le_bytes()).unwrap();
+        out.write_all(p).unwrap();
+    }
+    out.into_inner().unwrap().sync_all().unwrap();
+}
+
+/// Reads the raw log at `path` through a 1 MiB buffer: checks each record's CRC-32C and
+/// hands its payload to `counts`; returns how many it counted.
+#[inline(never)]
+pub fn raw_replay(path: &Path, mut counts: impl FnMut(&[u8]) -> bool) -> u64 {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut start, mut end, mut count) = (0usize, 0usize, 0u64);
+    loop {
+        let len = buf[start..end]
+            .first_chunk::<4>()
+            .map(|l| u32::from_le_bytes(*l) as usize);
+        let Some(len) = len.filter(|len| end - start >= 8 + len) else {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            let got = file.read(&mut buf[end..]).unwrap();
+            if got == 0 {
+                assert_eq!(end, 0, "raw log ends inside a record");
+                return count;
+            }
+            end += got;
+            continue;
+        };
+        let crc = u32::from_le_bytes(buf[start + 4..start + 8].try_into().unwrap());
+        let body = &buf[start + 8..start + 8 + len];
+        assert_eq!(crc32c::crc32c(body), crc, "raw log damaged");
+        count += u64::from(counts(body));
+        start += 8 + len;
+    }
+}
