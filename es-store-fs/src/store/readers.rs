@@ -675,17 +675,6 @@ impl LogReader<'_> {
             }
         }
     }
-
-    /// Decodes up to `frames` of the frames [`LogReader::lend_held`] would lend into owned
-    /// events in `out`.
-    fn own_held(
-        &mut self,
-        out: &mut VecDeque<RecordedEvent>,
-        frames: usize,
-    ) -> Result<(), StoreError> {
-        let _all_taken_or_held = self.each_held(&mut Own { out, frames })?;
-        Ok(())
-    }
 }
 
 /// What [`LogReader::each_held`] does with each frame, a trait rather than a closure so
@@ -809,8 +798,11 @@ fn discontinuous(at: FrameRef, frame: &Frame<'_>, expected: u64) -> StoreError {
 }
 
 impl FrameSource for LogReader<'_> {
+    /// The frames [`LogReader::lend_held`] would lend, decoded into owned events.
     fn own_held(&mut self, out: &mut VecDeque<RecordedEvent>) -> Result<(), StoreError> {
-        LogReader::own_held(self, out, FRAMES_PER_FILL)
+        let frames = FRAMES_PER_FILL;
+        let _all_taken_or_held = self.each_held(&mut Own { out, frames })?;
+        Ok(())
     }
 
     fn next_frame(&mut self) -> Result<Option<NextFrame<'_>>, StoreError> {
