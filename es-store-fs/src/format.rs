@@ -198,12 +198,16 @@ pub struct PreparedEvent {
 }
 
 impl PreparedEvent {
-    /// Encodes the metadata of a new event.
-    pub fn from_new(e: NewEvent) -> std::result::Result<Self, serde_json::Error> {
+    /// Encodes the metadata of a new event. When it cannot be encoded, gives back the
+    /// error with the event's type name, for the caller's report.
+    pub fn from_new(e: NewEvent) -> std::result::Result<Self, (serde_json::Error, String)> {
         let metadata = if e.metadata.is_empty() {
             Vec::new()
         } else {
-            serde_json::to_vec(&e.metadata)?
+            match serde_json::to_vec(&e.metadata) {
+                Ok(metadata) => metadata,
+                Err(err) => return Err((err, e.event_type)),
+            }
         };
         Ok(PreparedEvent {
             event_id: e.event_id,
@@ -253,6 +257,17 @@ pub fn encode_frame(
     events: &[PreparedEvent],
 ) -> usize {
     let start = out.len();
+    // room for the whole frame up front, so that the writes below never reallocate: at
+    // most ten bytes per varint, twelve per time
+    out.reserve(
+        FRAME_OVERHEAD
+            + 64
+            + stream_id.len()
+            + events
+                .iter()
+                .map(|e| 16 + 4 * 10 + 12 + e.event_type.len() + e.metadata.len() + e.payload.len())
+                .sum::<usize>(),
+    );
     out.extend_from_slice(&[0u8; FRAME_PREFIX_LEN]);
     match place.synced_back {
         Some(back) => {
@@ -266,24 +281,42 @@ pub fn encode_frame(
     put_time(out, place.timestamp);
     put_varint(out, stream_id.len() as u64);
     out.extend_from_slice(stream_id.as_bytes());
-    let mut types: Vec<&str> = Vec::new();
-    let type_index: Vec<usize> = events
-        .iter()
-        .map(|e| match types.iter().position(|t| *t == e.event_type) {
-            Some(i) => i,
-            None => {
-                types.push(&e.event_type);
-                types.len() - 1
-            }
-        })
-        .collect();
-    put_varint(out, types.len() as u64);
-    for t in &types {
-        put_varint(out, t.len() as u64);
-        out.extend_from_slice(t.as_bytes());
+    // the type names in order of first use, and each event's index among them; a frame
+    // whose events share one type (the usual one) needs no lists
+    let first_type = events.first().map_or("", |e| e.event_type.as_str());
+    let (types, type_index): (Vec<&str>, Vec<usize>) =
+        if events.iter().all(|e| e.event_type == first_type) {
+            (Vec::new(), Vec::new())
+        } else {
+            let mut types: Vec<&str> = Vec::new();
+            let type_index = events
+                .iter()
+                .map(|e| match types.iter().position(|t| *t == e.event_type) {
+                    Some(i) => i,
+                    None => {
+                        types.push(&e.event_type);
+                        types.len() - 1
+                    }
+                })
+                .collect();
+            (types, type_index)
+        };
+    if types.is_empty() {
+        put_varint(out, u64::from(!events.is_empty()));
+        if !events.is_empty() {
+            put_varint(out, first_type.len() as u64);
+            out.extend_from_slice(first_type.as_bytes());
+        }
+    } else {
+        put_varint(out, types.len() as u64);
+        for t in &types {
+            put_varint(out, t.len() as u64);
+            out.extend_from_slice(t.as_bytes());
+        }
     }
     put_varint(out, events.len() as u64);
-    for (e, &ti) in events.iter().zip(&type_index) {
+    for (i, e) in events.iter().enumerate() {
+        let ti = type_index.get(i).copied().unwrap_or(0);
         out.extend_from_slice(e.event_id.as_bytes());
         let own_time = u64::from(e.timestamp.is_some());
         put_varint(out, ((ti as u64) << 1) | (own_time * FLAG_OWN_TIMESTAMP));

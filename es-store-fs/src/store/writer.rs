@@ -51,9 +51,10 @@ pub(super) struct Writer {
     synced_end: LogOffset,
     next_position: u64,
     /// Versions of streams with unpublished frames.
-    overlay: HashMap<String, u64>,
-    /// Frames queued or being flushed, in log order, not yet visible to readers.
-    unpublished: Vec<(String, FrameEntry)>,
+    overlay: HashMap<Arc<str>, u64, foldhash::fast::RandomState>,
+    /// Frames queued or being flushed, in log order, not yet visible to readers (each
+    /// stream's name shared with its overlay entry).
+    unpublished: Vec<(Arc<str>, FrameEntry)>,
     /// Queued bytes per segment, not yet written.
     queue: Vec<Chunk>,
     /// Ids of unpublished events with their positions (published ones are in the index).
@@ -83,6 +84,9 @@ pub(super) struct Writer {
     pub(super) poisoned: Option<String>,
     last_timestamp: DateTime<Utc>,
     scratch: Vec<u8>,
+    /// Buffers of written chunks, kept for the next ones (at most [`SPARE_BUFFERS`], none
+    /// larger than [`SPARE_BUFFER_MAX`]).
+    spare_buffers: Vec<Vec<u8>>,
     /// Whether written data awaits a periodic sync.
     dirty: bool,
     pub(super) closed: bool,
@@ -159,6 +163,14 @@ fn complete(slots: &[Arc<Slot>], outcome: &Outcome) {
 /// woken at once rather than one appender after the other; in a larger one each woken
 /// appender wakes two more, so that the writer does not pay one wake per append.
 const WOKEN_BY_THE_WRITER: usize = 4;
+
+/// Buffers of written chunks kept for the next appends: enough for the chunks of a
+/// group (one per segment it writes to, rarely more than two).
+const SPARE_BUFFERS: usize = 4;
+
+/// The largest buffer kept: a group of many appends may have grown one far beyond what
+/// the next append needs.
+const SPARE_BUFFER_MAX: usize = 1 << 20;
 
 /// Queued bytes of one segment, written with one `pwrite`.
 struct Chunk {
@@ -481,8 +493,7 @@ impl FileStore {
             .into_iter()
             .enumerate()
             .map(|(index, e)| {
-                let event_type = e.event_type.clone();
-                PreparedEvent::from_new(e).map_err(|err| StoreError::InvalidEvent {
+                PreparedEvent::from_new(e).map_err(|(err, event_type)| StoreError::InvalidEvent {
                     stream_id: stream_id.to_owned(),
                     index,
                     event_type,
@@ -490,7 +501,18 @@ impl FileStore {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let event_ids: Vec<Uuid> = prepared.iter().map(|p| p.event_id).collect();
+        // the ids of the usual small append without an allocation
+        let mut few = [Uuid::nil(); 8];
+        let many: Vec<Uuid>;
+        let event_ids: &[Uuid] = if prepared.len() <= few.len() {
+            for (id, p) in few.iter_mut().zip(&prepared) {
+                *id = p.event_id;
+            }
+            &few[..prepared.len()]
+        } else {
+            many = prepared.iter().map(|p| p.event_id).collect();
+            &many
+        };
         let mut w = lock(&shared.writer);
         let (slot, result) = loop {
             if let Some(reason) = &w.poisoned {
@@ -509,7 +531,7 @@ impl FileStore {
                 let w_ref = &*w;
                 let mut failed = None;
                 let checked =
-                    check_idempotent_retry(stream_id, expected, &event_ids, current, |id| {
+                    check_idempotent_retry(stream_id, expected, event_ids, current, |id| {
                         if let Some(&position) = w_ref.ids.get(id) {
                             pending_original = true;
                             let (s, f) = w_ref.unpublished.iter().find(|(_, f)| {
@@ -517,7 +539,7 @@ impl FileStore {
                                     && position < f.first_position + f.count
                             })?;
                             return Some(IdLocation {
-                                same_stream: s == stream_id,
+                                same_stream: **s == *stream_id,
                                 stream_version: f.first_version + (position - f.first_position),
                                 position,
                                 append_first_position: f.first_position,
@@ -630,15 +652,19 @@ impl FileStore {
         }
         match w.queue.last_mut() {
             Some(c) if new_segment.is_none() && c.at.segment == at.segment => {
-                c.bytes.extend_from_slice(&scratch)
+                c.bytes.extend_from_slice(&scratch);
+                w.scratch = scratch;
             }
-            _ => w.queue.push(Chunk {
-                at,
-                new_segment,
-                bytes: scratch.clone(),
-            }),
+            _ => {
+                // the frame's buffer becomes the chunk's; a spare one the next scratch
+                w.scratch = w.spare_buffers.pop().unwrap_or_default();
+                w.queue.push(Chunk {
+                    at,
+                    new_segment,
+                    bytes: scratch,
+                });
+            }
         }
-        w.scratch = scratch;
         w.tail = LogOffset::new(at.segment, at.offset + len as u64);
         let entry = FrameEntry {
             first_position: place.first_position,
@@ -650,8 +676,12 @@ impl FileStore {
                 len: len as u32,
             },
         };
-        w.unpublished.push((stream_id.to_owned(), entry));
-        w.overlay.insert(stream_id.to_owned(), current + n);
+        let name = match w.overlay.get_key_value(stream_id) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(stream_id),
+        };
+        w.unpublished.push((Arc::clone(&name), entry));
+        w.overlay.insert(name, current + n);
         for (i, e) in prepared.iter().enumerate() {
             w.ids.insert(e.event_id, place.first_position + i as u64);
             w.pending_ids.push(e.event_id);
@@ -681,7 +711,7 @@ impl Shared {
     /// meanwhile to the committer thread, and wakes the appenders it carried.
     fn flush(&self, mut w: MutexGuard<'_, Writer>) {
         let shared = self;
-        let chunks = std::mem::take(&mut w.queue);
+        let mut chunks = std::mem::take(&mut w.queue);
         let mut carried = std::mem::take(&mut w.waiters);
         if let Some(reason) = w.poisoned.clone() {
             // a sync failed since these appends were queued (the periodic one): a later
@@ -725,6 +755,22 @@ impl Shared {
                         recent.push(chunk.at.segment, chunk.at.offset, &chunk.bytes);
                     }
                 }
+                let new_segment = chunks.iter().rev().find_map(|c| {
+                    c.new_segment
+                        .map(|_| LogOffset::segment_start(c.at.segment))
+                });
+                for chunk in chunks.drain(..) {
+                    let mut bytes = chunk.bytes;
+                    if w.spare_buffers.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_BUFFER_MAX
+                    {
+                        bytes.clear();
+                        w.spare_buffers.push(bytes);
+                    }
+                }
+                if w.queue.capacity() == 0 {
+                    // the queue's room too, unless appends queued meanwhile have their own
+                    w.queue = std::mem::take(&mut chunks);
+                }
                 w.allocated = allocated;
                 w.stats.appends += carried.len() as u64;
                 if let Some(newest) = created.last() {
@@ -732,46 +778,45 @@ impl Shared {
                     files.count += created.len() as u64;
                     files.active = Some(Arc::clone(newest));
                 }
-                let published: Vec<(String, FrameEntry)> = w.unpublished.drain(..frames).collect();
+                // the frames written move from the writer's overlay into the index, in one
+                // pass under both locks
+                let w = &mut *w;
+                let mut published_events = 0u64;
+                let mut starts_segment = false;
                 let head = {
                     let mut index = shared.published.write().unwrap_or_else(|e| e.into_inner());
                     let mut ids = w.pending_ids.as_slice();
-                    for (stream, entry) in &published {
+                    for (stream, entry) in w.unpublished.drain(..frames) {
                         let (frame_ids, rest) = ids.split_at(ids.len().min(entry.count as usize));
                         ids = rest;
-                        if let Err(e) = index.push(stream, *entry, frame_ids) {
+                        if let Err(e) = index.push(&stream, entry, frame_ids) {
                             // cannot happen: frames were checked against the same versions
                             tracing::error!("index out of step: {e}");
                         }
+                        if w.overlay.get(&*stream) == Some(&(entry.first_version + entry.count - 1))
+                        {
+                            w.overlay.remove(&*stream);
+                        }
+                        published_events += entry.count;
+                        starts_segment |= entry.at.offset == SEGMENT_HEADER_LEN as u64;
                     }
                     index.head
                 };
                 shared.head.publish(head);
                 if shared.options.durability == Durability::Always {
                     w.synced_end = tail;
-                } else if let Some(c) = chunks.iter().rev().find(|c| c.new_segment.is_some()) {
+                } else if let Some(start) = new_segment {
                     // a roll synced the segments before the new one and its header
-                    w.synced_end = w.synced_end.max(LogOffset::segment_start(c.at.segment));
+                    w.synced_end = w.synced_end.max(start);
                 }
                 shared.publish(tail, head, w.synced_end);
-                for (stream, entry) in &published {
-                    if w.overlay.get(stream) == Some(&(entry.first_version + entry.count - 1)) {
-                        w.overlay.remove(stream);
-                    }
-                }
-                let published_events: u64 = published.iter().map(|(_, e)| e.count).sum();
                 // published ids are found in the index from now on
-                let w = &mut *w;
                 for id in w.pending_ids.drain(..published_events as usize) {
                     w.ids.remove(&id);
                 }
                 w.durable_tail = tail;
                 w.dirty = shared.options.durability != Durability::Always;
-                if chunks.iter().any(|c| c.new_segment.is_some())
-                    || published
-                        .iter()
-                        .any(|(_, e)| e.at.offset == SEGMENT_HEADER_LEN as u64)
-                {
+                if new_segment.is_some() || starts_segment {
                     // the segments before the new one are sealed (a segment is sealed once
                     // a later one has a published frame, which may come after the roll
                     // when a crash left the new segment empty): their indexes are written
@@ -887,7 +932,7 @@ impl Writer {
             durable_tail: end,
             synced_end: end,
             next_position,
-            overlay: HashMap::new(),
+            overlay: HashMap::default(),
             unpublished: Vec::new(),
             queue: Vec::new(),
             ids: IdMap::default(),
@@ -903,6 +948,7 @@ impl Writer {
             poisoned: None,
             last_timestamp,
             scratch: Vec::new(),
+            spare_buffers: Vec::new(),
             dirty: false,
             closed: false,
         }
