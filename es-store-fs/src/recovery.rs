@@ -981,11 +981,22 @@ impl Scan<'_> {
         if all_zero(file, at, len)? {
             return Ok(Tail::Room);
         }
-        if let Some((later, synced)) = self.proof_of_durability(file, at, len, next_position)? {
-            return Ok(Tail::Damage(format!(
-                "{reason}; the frame at offset {later} passes its checksum and records that \
-                 this segment was durable up to offset {synced} when it was written"
-            )));
+        match self.proof_of_durability(file, at, len, next_position)? {
+            Proof::Found { later, synced } => {
+                return Ok(Tail::Damage(format!(
+                    "{reason}; the frame at offset {later} passes its checksum and records \
+                     that this segment was durable up to offset {synced} when it was written"
+                )));
+            }
+            Proof::TooCostly { checked } => {
+                return Ok(Tail::Damage(format!(
+                    "{reason}; the {} bytes after it hold so many frame-like lengths that \
+                     {checked} bytes were checked without ruling out a frame that proves \
+                     them durable, so they are not cut",
+                    len - at
+                )));
+            }
+            Proof::None => {}
         }
         if !looks_unwritten(file, at, len, self.o.frame_cap)?
             && !stale_frame(file, at, len, self.o.frame_cap, next_position)?
@@ -998,39 +1009,72 @@ impl Scan<'_> {
         Ok(Tail::Torn)
     }
 
-    /// A frame in `from..len` that passes its checksum, belongs at or after
-    /// `next_position`, and records its segment as durable past `from`: (its offset, the
-    /// durable end it records).
+    /// Looks for a frame in `from..len` that passes its checksum, belongs at or after
+    /// `next_position`, and records its segment as durable past `from`. Every offset is
+    /// tried, but the bytes of candidates read and checksummed are bounded by
+    /// [`proof_budget`]: bytes crafted so that every offset looks like the start of a
+    /// large frame would otherwise cost a read and a checksum of that size per offset.
     fn proof_of_durability(
         &self,
         file: &dyn VfsFile,
         from: u64,
         len: u64,
         next_position: u64,
-    ) -> std::io::Result<Option<(u64, u64)>> {
+    ) -> std::io::Result<Proof> {
+        let budget = proof_budget(len - from, self.o.frame_cap);
+        let mut checked = 0u64;
         let mut window = ReadAhead::default();
         let mut offset = from + 1;
         while offset + (FRAME_OVERHEAD + format::MIN_BODY_LEN) as u64 <= len {
+            if checked > budget {
+                return Ok(Proof::TooCostly { checked });
+            }
             let mut step = 1;
-            if let Some(bytes) = window.candidate(file, offset, len, self.o.frame_cap)?
-                && let Ok(body) = format::check_frame(bytes)
-                && let Ok(frame) = Frame::parse(body)
-                && frame.place.first_position >= next_position
-            {
-                if let Some(synced) = frame
-                    .place
-                    .synced_back
-                    .and_then(|back| offset.checked_sub(back))
-                    && synced > from
+            if let Some(bytes) = window.candidate(file, offset, len, self.o.frame_cap)? {
+                checked += bytes.len() as u64;
+                if let Ok(body) = format::check_frame(bytes)
+                    && let Ok(frame) = Frame::parse(body)
+                    && frame.place.first_position >= next_position
                 {
-                    return Ok(Some((offset, synced)));
+                    if let Some(synced) = frame
+                        .place
+                        .synced_back
+                        .and_then(|back| offset.checked_sub(back))
+                        && synced > from
+                    {
+                        return Ok(Proof::Found {
+                            later: offset,
+                            synced,
+                        });
+                    }
+                    step = bytes.len() as u64;
                 }
-                step = bytes.len() as u64;
             }
             offset += step;
         }
-        Ok(None)
+        Ok(Proof::None)
     }
+}
+
+/// What the search for a later frame proving a bad tail durable found.
+enum Proof {
+    /// No such frame.
+    None,
+    /// The frame at `later` records its segment as durable up to `synced`.
+    Found { later: u64, synced: u64 },
+    /// The search gave up after checking `checked` bytes of candidates: the tail is then
+    /// kept and reported, never cut.
+    TooCostly { checked: u64 },
+}
+
+/// The bytes of candidate frames the search for a proof reads and checksums in a tail of
+/// `tail` bytes: each byte of the tail twice (real frames in it are checked once, then
+/// stepped over), plus a few candidates of the largest size. An honest tail, what a crash
+/// leaves of the last writes, stays far below it; only bytes made so that offset after
+/// offset looks like a large frame reach it.
+fn proof_budget(tail: u64, frame_cap: usize) -> u64 {
+    tail.saturating_mul(2)
+        .saturating_add((frame_cap as u64).saturating_mul(4))
 }
 
 /// The first place where the segments present do not hold what an intact index lists:

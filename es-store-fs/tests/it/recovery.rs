@@ -571,6 +571,33 @@ fn a_long_garbage_tail_is_refused_and_repaired() {
     assert_eq!(all_events(&store).len(), 4);
 }
 
+#[test]
+fn a_tail_where_every_offset_looks_like_a_large_frame_is_refused_quickly() {
+    // 40 MiB of `00 00 00 02` after a clean close: at every fourth offset the leading and
+    // the trailing length agree on a 32 MiB frame, so a search for a later frame that
+    // proves the tail durable would read and checksum 32 MiB per offset (hours). It is
+    // bounded: the open refuses at the tail in seconds, and nothing is cut.
+    let dir = tempfile::tempdir().unwrap();
+    let ends = build(dir.path(), 2);
+    let mut data = fs::read(segment0(dir.path())).unwrap();
+    data.extend(std::iter::repeat_n([0u8, 0, 0, 2], 10 << 20).flatten());
+    fs::write(segment0(dir.path()), &data).unwrap();
+    let started = std::time::Instant::now();
+    let err = FileStore::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, OpenError::Corrupted { offset, .. } if *offset == ends[2]),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the open took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fs::metadata(segment0(dir.path())).unwrap().len(), data.len() as u64);
+    let read_only = FileStore::open_read_only(dir.path()).unwrap_err();
+    assert!(matches!(read_only, OpenError::Corrupted { .. }), "{read_only}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Recovery cuts only what it can prove was never acknowledged.
 
