@@ -830,8 +830,12 @@ impl IndexFile {
             Some(v)
         };
         let base_sealed = if with_base { Some(var(&mut at)?) } else { None };
+        // each count is bounded by the bytes left, at the fewest bytes one entry takes:
+        // a stream a length and a name of at least one byte (and two varints with a
+        // base), a frame five varints
+        let left = |at: usize| (body.len() - at.min(body.len())) as u64;
         let stream_count = var(&mut at)?;
-        if stream_count > body.len() as u64 {
+        if stream_count > left(at) / if with_base { 4 } else { 2 } {
             return None;
         }
         let mut stream_ids = Vec::with_capacity(stream_count as usize);
@@ -852,7 +856,7 @@ impl IndexFile {
             }
         }
         let frame_count = var(&mut at)?;
-        if frame_count > body.len() as u64 {
+        if frame_count > left(at) / 5 {
             return None;
         }
         let mut frames = Vec::with_capacity(frame_count as usize);

@@ -113,24 +113,49 @@ enum IndexState {
     Intact(IndexFile),
 }
 
-/// Reads and decodes `index.dat`, if present and intact.
-/// `None` when it is absent or not intact; a failed read is an error (the file may be the
-/// only proof of what the log held).
-pub fn read_index_file(vfs: &dyn Vfs, dir: &Path) -> Result<Option<IndexFile>, OpenError> {
+/// What reading `index.dat` found.
+pub enum IndexRead {
+    /// No such file.
+    Absent,
+    /// Present, but failing its checksum or structure.
+    Damaged,
+    /// Longer than any index of the segments present could be: not read.
+    TooLong(u64),
+    /// Intact.
+    Intact(IndexFile),
+}
+
+/// The longest `index.dat` that segments of `segment_bytes` bytes in all can have: every
+/// stream it names, every frame it lists and every id it holds is in a segment, in more
+/// bytes than the index spends on it (a frame of at least fifty bytes with the stream's
+/// name and each event's 16-byte id), so twice the segments' length leaves a wide margin,
+/// plus room for the fixed fields. A longer file was not written by this store for these
+/// segments, and is not read into memory (a sparse file of 200 GB would otherwise be
+/// allocated and read whole).
+pub fn index_file_cap(segment_bytes: u64) -> u64 {
+    segment_bytes.saturating_mul(2).saturating_add(1 << 20)
+}
+
+/// Reads and decodes `index.dat` when it is no longer than `max_len`. A failed read is an
+/// error (the file may be the only proof of what the log held).
+pub fn read_index_file(vfs: &dyn Vfs, dir: &Path, max_len: u64) -> Result<IndexRead, OpenError> {
     let path = dir.join(INDEX_FILE);
     let file = match vfs.open(&path, OpenMode::Read) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IndexRead::Absent),
         Err(e) => return Err(io_err(&path)(e)),
     };
     let len = file.len().map_err(io_err(&path))?;
+    if len > max_len {
+        return Ok(IndexRead::TooLong(len));
+    }
     let Ok(len) = usize::try_from(len) else {
-        return Ok(None);
+        return Ok(IndexRead::TooLong(len));
     };
     let mut bytes = vec![0u8; len];
     match file.read_exact_at(&mut bytes, 0) {
-        Ok(()) => Ok(IndexFile::decode(&bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Ok(()) => Ok(IndexFile::decode(&bytes).map_or(IndexRead::Damaged, IndexRead::Intact)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(IndexRead::Damaged),
         Err(e) => Err(read_err(&path, 0)(e)),
     }
 }
@@ -174,7 +199,13 @@ impl Scan<'_> {
         }
         if numbers.is_empty() {
             // a store whose records prove it held events has lost its log, it is not new
-            let index_head = read_index_file(self.vfs, self.dir)?.map_or(0, |i| i.head);
+            // with no segment, an index of any length records a lost log (one of no events
+            // is a few dozen bytes)
+            let index_head = match read_index_file(self.vfs, self.dir, index_file_cap(0))? {
+                IndexRead::Intact(i) => i.head,
+                IndexRead::TooLong(_) => u64::MAX,
+                IndexRead::Absent | IndexRead::Damaged => 0,
+            };
             let published = self.published_record()?;
             if index_head > 0 || published.is_some_and(|p| p.durable > LogOffset::segment_start(0))
             {
@@ -228,7 +259,7 @@ impl Scan<'_> {
         // What a durable record proves the log held: it must still hold it.
         let mut proven: Option<(LogOffset, String)> = None;
         let mut index_lost = None;
-        let loaded = match self.load_index()? {
+        let loaded = match self.load_index(lens.iter().sum())? {
             IndexState::Intact(index) => {
                 let covered = index.covered;
                 let claim = format!("{INDEX_FILE} records {} events up to {covered}", index.head);
@@ -336,7 +367,7 @@ impl Scan<'_> {
                 runs,
                 mut table,
             }) = self
-                .read_sealed(seg, !by_base, upto - seg)?
+                .read_sealed(seg, lens[seg as usize], !by_base, upto - seg)?
                 .inspect(|_| report.sealed_tables_read += u64::from(!by_base))
             else {
                 if by_base {
@@ -713,10 +744,13 @@ impl Scan<'_> {
         Ok(numbers)
     }
 
-    /// Reads `index.dat` and checks that what it says about frames is plausible.
-    fn load_index(&self) -> Result<IndexState, OpenError> {
-        let Some(file) = read_index_file(self.vfs, self.dir)? else {
-            return Ok(IndexState::Unusable);
+    /// Reads `index.dat` and checks that what it says about frames is plausible, given
+    /// the segments' lengths in all.
+    fn load_index(&self, segment_bytes: u64) -> Result<IndexState, OpenError> {
+        let file = match read_index_file(self.vfs, self.dir, index_file_cap(segment_bytes))? {
+            IndexRead::Intact(file) => file,
+            IndexRead::Absent | IndexRead::Damaged => return Ok(IndexState::Unusable),
+            IndexRead::TooLong(_) => return Ok(IndexState::Implausible),
         };
         if file.covered.offset < SEGMENT_HEADER_LEN as u64 {
             return Ok(IndexState::Implausible);
@@ -834,6 +868,7 @@ impl Scan<'_> {
     fn read_sealed(
         &self,
         seg: u64,
+        segment_len: u64,
         with_runs: bool,
         left: u64,
     ) -> Result<Option<ReadSealed>, OpenError> {
@@ -844,13 +879,13 @@ impl Scan<'_> {
             Err(e) => return Err(io_err(&path)(e)),
         };
         let read = if with_runs {
-            Sealed::read(&*file, seg)
+            Sealed::read(&*file, seg, segment_len)
         } else {
             let keep = crate::seal::Keep {
                 budget: self.o.table_budget,
                 share: self.o.table_budget / usize::try_from(left.max(1)).unwrap_or(usize::MAX),
             };
-            Sealed::read_summary(&*file, seg, keep)
+            Sealed::read_summary(&*file, seg, segment_len, keep)
         };
         match read {
             Ok(read) => Ok(Some(read)),
@@ -1310,7 +1345,7 @@ pub fn write_sealed(
     let path = sealed_index_path(dir, segment);
     crate::vfs::write_atomically(vfs, dir, &path, &bytes)?;
     let file = vfs.open(&path, OpenMode::Read)?;
-    Sealed::read(&*file, segment)
+    Sealed::read(&*file, segment, len)
         .map(|read| (read.sealed, read.table))
         .map_err(|e| match e {
             SealedError::Io(e) => e,

@@ -461,8 +461,17 @@ impl Sealed {
 
     /// Reads the header and section A of segment `segment`'s sealed index: the summary
     /// kept in memory and the stream runs (in order of their first frame).
-    pub fn read(file: &dyn VfsFile, segment: u64) -> Result<ReadSealed, SealedError> {
-        Self::read_with(file, segment, true, Keep::ALL)
+    ///
+    /// `segment_len` is the segment file's length. When the header records the segment
+    /// as longer, only the header is read (the runs and the table are left empty): the
+    /// caller reports the loss the header proves, and a header made to claim a segment
+    /// of any length cannot make this read allocate more than the segment could need.
+    pub fn read(
+        file: &dyn VfsFile,
+        segment: u64,
+        segment_len: u64,
+    ) -> Result<ReadSealed, SealedError> {
+        Self::read_with(file, segment, segment_len, true, Keep::ALL)
     }
 
     /// [`Sealed::read`] without the stream runs (left empty), for a store that knows its
@@ -471,14 +480,16 @@ impl Sealed {
     pub fn read_summary(
         file: &dyn VfsFile,
         segment: u64,
+        segment_len: u64,
         keep: Keep,
     ) -> Result<ReadSealed, SealedError> {
-        Self::read_with(file, segment, false, keep)
+        Self::read_with(file, segment, segment_len, false, keep)
     }
 
     fn read_with(
         file: &dyn VfsFile,
         segment: u64,
+        segment_len: u64,
         with_runs: bool,
         keep: Keep,
     ) -> Result<ReadSealed, SealedError> {
@@ -526,12 +537,26 @@ impl Sealed {
             && sealed.first_position.checked_add(sealed.events).is_some()
             && sealed.len >= SEGMENT_HEADER_LEN as u64 + u64::from(sealed.frames) * min_frame
             && sealed.events <= sealed.len
-            && sealed.checked_file_len() == Some(file_len);
+            && sealed.checked_file_len() == Some(file_len)
+            // what it lists of each frame takes at most about twice the frame's bytes (a
+            // frame of one event, of a stream of its own with a one-byte name, a one-byte
+            // type and a one-byte payload: 64 bytes, against 56 for the stream entry, 40
+            // for the frame's, 24 for the id's and one or two for the filter's), so three
+            // times the segment's length is never reached, with room for the header and
+            // the fixed part of a filter of few ids
+            && file_len <= sealed.len.saturating_mul(3).saturating_add(64 << 10);
         if !plausible {
             return Err(damaged(
                 0,
                 format!("its counts do not fit its length of {file_len} bytes"),
             ));
+        }
+        if sealed.len > segment_len {
+            return Ok(ReadSealed {
+                sealed,
+                runs: Vec::new(),
+                table: Vec::new(),
+            });
         }
         let mut crc_b = [0u8; 4];
         file.read_exact_at(&mut crc_b, sealed.file_len() - 4)?;
@@ -1172,7 +1197,7 @@ mod tests {
         let file = crate::vfs::StdFs
             .open(&path, crate::vfs::OpenMode::Read)
             .unwrap();
-        let sealed = Sealed::read(&*file, no).unwrap().sealed;
+        let sealed = Sealed::read(&*file, no, u64::MAX).unwrap().sealed;
         drop(file);
         let mut bytes = std::fs::read(&path).unwrap();
         forge(&sealed, &mut bytes);
@@ -1190,7 +1215,7 @@ mod tests {
             .open(&path, crate::vfs::OpenMode::Read)
             .unwrap();
         assert!(
-            Sealed::read(&*file, no).is_ok(),
+            Sealed::read(&*file, no, u64::MAX).is_ok(),
             "the forgery passes the checksums"
         );
     }
@@ -1208,6 +1233,66 @@ mod tests {
                 assert!(reason.contains(why), "{reason}");
             }
             other => panic!("verify passes a forged index: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_table_allocates_nothing_of_it() {
+        // a header with a valid checksum claiming 2^28 streams and frames in a segment of
+        // 64 GiB, the file made sparse to the length those counts imply (tens of GB):
+        // reading it must not allocate the table (the process would abort), and the open
+        // reports the segment shorter than its index records
+        let dir = tempfile::tempdir().unwrap();
+        store_of_sealed_segments(dir.path());
+        let path = sealed_index_path(dir.path(), 0);
+        let segment_len = std::fs::metadata(crate::layout::segment_path(dir.path(), 0))
+            .unwrap()
+            .len();
+        let mut header = std::fs::read(&path).unwrap()[..HEADER_LEN as usize].to_vec();
+        let count: u32 = 1 << 28;
+        let claimed_len: u64 = 1 << 36;
+        header[16..24].copy_from_slice(&claimed_len.to_le_bytes());
+        header[32..40].copy_from_slice(&u64::from(count).to_le_bytes());
+        header[40..44].copy_from_slice(&count.to_le_bytes());
+        header[44..48].copy_from_slice(&count.to_le_bytes());
+        let crc = crc32c::crc32c(&header[..60]);
+        header[60..64].copy_from_slice(&crc.to_le_bytes());
+        let u32_at = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap());
+        let forged = Sealed {
+            segment: 0,
+            len: claimed_len,
+            first_position: 1,
+            events: u64::from(count),
+            frames: count,
+            streams: count,
+            names_len: u32_at(48),
+            filter_len: u32_at(52),
+            filter: None,
+            fences: Box::default(),
+            tables_crc: 0,
+        };
+        let file_len = forged.checked_file_len().unwrap();
+        assert!(file_len > 30 << 30, "{file_len}");
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &header, 0).unwrap();
+        file.set_len(file_len).unwrap();
+        drop(file);
+        let file = crate::vfs::StdFs
+            .open(&path, crate::vfs::OpenMode::Read)
+            .unwrap();
+        let read = Sealed::read(&*file, 0, segment_len).unwrap();
+        assert_eq!(read.sealed.len, claimed_len);
+        assert!(read.runs.is_empty() && read.table.is_empty());
+        let summary = Sealed::read_summary(&*file, 0, segment_len, Keep::ALL).unwrap();
+        assert!(summary.table.is_empty());
+        drop(file);
+        match FileStore::open(dir.path()) {
+            Err(OpenError::Corrupted {
+                segment: 0, reason, ..
+            }) => {
+                assert!(reason.contains("records it as durable"), "{reason}")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
         }
     }
 
@@ -1291,7 +1376,7 @@ mod tests {
             .open(&path, crate::vfs::OpenMode::Read)
             .unwrap();
         assert!(matches!(
-            Sealed::read(&*file, 1),
+            Sealed::read(&*file, 1, u64::MAX),
             Err(SealedError::Damaged { .. })
         ));
         // the store rebuilds it from its segment, and verify passes

@@ -3,7 +3,7 @@
 use crate::error::OpenError;
 use crate::format::MAX_FRAME_LEN;
 use crate::index::{Base, FrameEntry, Index, IndexFile};
-use crate::layout::{INDEX_FILE, sealed_index_path, segment_number};
+use crate::layout::{INDEX_FILE, sealed_index_path, segment_number, segment_path};
 use crate::recovery;
 use crate::seal::Sealed;
 use crate::vfs::{StdFs, Vfs};
@@ -84,10 +84,20 @@ pub fn verify_on(
     let index_exists = vfs
         .open(&dir.join(INDEX_FILE), crate::vfs::OpenMode::Read)
         .is_ok();
-    let index = match recovery::read_index_file(vfs, dir)? {
-        None if !index_exists => IndexStatus::Missing,
-        None => IndexStatus::Unusable("damaged (checksum or structure)".into()),
-        Some(file) => compare_index(log, &file),
+    let segment_bytes = (0..scanned.segment_count)
+        .map(|no| segment_len(vfs, dir, no))
+        .sum();
+    let index = match recovery::read_index_file(vfs, dir, recovery::index_file_cap(segment_bytes))?
+    {
+        recovery::IndexRead::Absent => IndexStatus::Missing,
+        recovery::IndexRead::Damaged if !index_exists => IndexStatus::Missing,
+        recovery::IndexRead::Damaged => {
+            IndexStatus::Unusable("damaged (checksum or structure)".into())
+        }
+        recovery::IndexRead::TooLong(len) => IndexStatus::Unusable(format!(
+            "{len} bytes long, more than an index of {segment_bytes} bytes of segments can be"
+        )),
+        recovery::IndexRead::Intact(file) => compare_index(log, &file),
     };
     if let Some((segment, why)) = compare_sealed(vfs, dir, log) {
         return Err(OpenError::Corrupted {
@@ -263,8 +273,10 @@ fn compare_groups(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
         };
         let mut members = Vec::new();
         for segment in window * GROUP_SEGMENTS..(window + 1) * GROUP_SEGMENTS {
-            let read = open(&sealed_index_path(dir, segment))
-                .and_then(|f| Sealed::read_summary(&*f, segment, crate::seal::Keep::NOTHING).ok());
+            let read = open(&sealed_index_path(dir, segment)).and_then(|f| {
+                let len = segment_len(vfs, dir, segment);
+                Sealed::read_summary(&*f, segment, len, crate::seal::Keep::NOTHING).ok()
+            });
             match read {
                 Some(read) => members.push(std::sync::Arc::new(read.sealed)),
                 None => break,
@@ -287,6 +299,14 @@ fn compare_groups(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
     None
 }
 
+/// The length of segment `no`'s file, 0 when it cannot be opened (the scan before has
+/// reported that).
+fn segment_len(vfs: &dyn Vfs, dir: &Path, no: u64) -> u64 {
+    vfs.open(&segment_path(dir, no), crate::vfs::OpenMode::Read)
+        .and_then(|f| f.len())
+        .unwrap_or(0)
+}
+
 /// Compares each intact sealed index with its segment, scanned whole into `log`: the
 /// first that disagrees, with what differs. A damaged one is rebuilt at the next open.
 fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String)> {
@@ -296,7 +316,7 @@ fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
         else {
             continue;
         };
-        let Ok(read) = Sealed::read(&*file, segment) else {
+        let Ok(read) = Sealed::read(&*file, segment, segment_len(vfs, dir, segment)) else {
             continue;
         };
         // every stream's frame list comes with the table, so every stream is searched in

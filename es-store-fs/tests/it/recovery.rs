@@ -331,11 +331,17 @@ fn index_missing_or_damaged_is_rebuilt_with_identical_reads() {
         ("bit flip", Box::new(|b| b[20] ^= 1)),
         ("truncated", Box::new(|b| b.truncate(b.len() / 2))),
         ("empty", Box::new(|b| b.clear())),
+        // a sparse file: read whole, it would take 200 GB of memory
+        ("extended to 200 GB", Box::new(|_| {})),
     ];
     for (what, damage) in damages {
         let mut bytes = fs::read(&index).unwrap_or_default();
         if what == "deleted" {
             let _ = fs::remove_file(&index);
+        } else if what == "extended to 200 GB" {
+            fs::write(&index, b"").unwrap();
+            let file = fs::OpenOptions::new().write(true).open(&index).unwrap();
+            file.set_len(200 << 30).unwrap();
         } else {
             damage(&mut bytes);
             fs::write(&index, &bytes).unwrap();
@@ -593,9 +599,15 @@ fn a_tail_where_every_offset_looks_like_a_large_frame_is_refused_quickly() {
         "the open took {:?}",
         started.elapsed()
     );
-    assert_eq!(fs::metadata(segment0(dir.path())).unwrap().len(), data.len() as u64);
+    assert_eq!(
+        fs::metadata(segment0(dir.path())).unwrap().len(),
+        data.len() as u64
+    );
     let read_only = FileStore::open_read_only(dir.path()).unwrap_err();
-    assert!(matches!(read_only, OpenError::Corrupted { .. }), "{read_only}");
+    assert!(
+        matches!(read_only, OpenError::Corrupted { .. }),
+        "{read_only}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
