@@ -475,10 +475,43 @@ impl Scan<'_> {
                 len = len.min(limit.offset);
             }
             let need_header = seg != index.covered.segment || fresh;
+            // This segment's header was durable when the index file covering part of it,
+            // or the sealed index of the segment before it, was written: a segment is
+            // sealed only once a later one has a published frame, and a new segment's
+            // header is synced before any frame goes into it. Such a header that is
+            // missing or bad is damage, never the leftover of a crash while creating it.
+            // (A repair or a verification reads no sealed index, so there the file's
+            // presence is the proof; a file placed there counts too: refusing is safe.)
+            let previous_sealed = || {
+                seg > 0
+                    && (seg <= first_unsealed
+                        || self
+                            .vfs
+                            .open(&sealed_index_path(self.dir, seg - 1), OpenMode::Read)
+                            .is_ok())
+            };
+            let covered = !fresh && seg == index.covered.segment;
+            // the position the header must name: the index's next one for a segment read
+            // from its start; for the one the index file covers part of, its first frame's
+            // position when the index lists one (the header is checked all the same)
+            let first_position = if need_header {
+                Some(index.head + 1)
+            } else {
+                index
+                    .recent
+                    .iter()
+                    .find(|f| f.at.segment == seg)
+                    .map(|f| f.first_position)
+                    .or_else(|| {
+                        (index.covered.offset == SEGMENT_HEADER_LEN as u64)
+                            .then_some(index.head + 1)
+                    })
+            };
             let mut offset = index.covered.offset;
-            if need_header {
-                match self.check_header(&*file, seg, index.head + 1) {
-                    Ok(()) => offset = SEGMENT_HEADER_LEN as u64,
+            {
+                match self.check_header(&*file, seg, first_position) {
+                    Ok(()) if need_header => offset = SEGMENT_HEADER_LEN as u64,
+                    Ok(()) => {}
                     Err(HeaderProblem::Newer(found)) => {
                         return Err(OpenError::NewerFormat {
                             file: path,
@@ -488,7 +521,10 @@ impl Scan<'_> {
                     }
                     Err(HeaderProblem::Io(e)) => return Err(read_err(&path, 0)(e)),
                     Err(HeaderProblem::Bad(reason)) => {
+                        let previous_sealed = previous_sealed();
                         let leftover = is_last
+                            && !covered
+                            && !previous_sealed
                             && proven.as_ref().is_none_or(|(p, _)| p.segment < seg)
                             && self.o.limit.is_none()
                             && unfinished_segment(&*file, lens[seg as usize], seg, index.head + 1)
@@ -503,10 +539,14 @@ impl Scan<'_> {
                             return Err(self.corrupted(seg, 0, why));
                         }
                         if !leftover {
-                            // the user asked for the cut: the last segment goes whole (what a
-                            // crash leaves when the new segment's header was never synced and
-                            // reads back as garbage, or damage)
+                            // the user asked for the cut: the last segment's content goes
+                            // whole (what a crash leaves when the new segment's header was
+                            // never synced and reads back as garbage, or damage). The file
+                            // stays, emptied to a new header, when it is the first or the
+                            // segment before it is sealed: a sealed segment never becomes
+                            // the one appends go to.
                             let bytes_dropped = lens[seg as usize];
+                            let keep_file = seg == 0 || previous_sealed;
                             if !self.o.read_only {
                                 match self.vfs.remove_file(&self.dir.join(INDEX_FILE)) {
                                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -514,17 +554,17 @@ impl Scan<'_> {
                                     }
                                     _ => {}
                                 }
-                                if seg == 0 {
+                                if keep_file {
                                     file.set_len(0).map_err(io_err(&path))?;
-                                    write_header(&*file, 0, 1)
+                                    write_header(&*file, seg, index.head + 1)
                                         .map_err(|e| io_err(&path)(e.into_io()))?;
                                 } else {
                                     self.vfs.remove_file(&path).map_err(io_err(&path))?;
                                 }
                                 self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
                             }
-                            if seg == 0 {
-                                end = LogOffset::segment_start(0);
+                            if keep_file {
+                                end = LogOffset::segment_start(seg);
                             } else {
                                 segment_count -= 1;
                             }
@@ -539,7 +579,7 @@ impl Scan<'_> {
                                 offset: 0,
                                 reason: format!("{why}{lost}"),
                                 bytes_dropped,
-                                segments_removed: if seg == 0 { Vec::new() } else { vec![seg] },
+                                segments_removed: if keep_file { Vec::new() } else { vec![seg] },
                             });
                             report.index_rebuilt = true;
                             break;
@@ -904,7 +944,7 @@ impl Scan<'_> {
         &self,
         file: &dyn VfsFile,
         seg: u64,
-        next_position: u64,
+        next_position: Option<u64>,
     ) -> Result<(), HeaderProblem> {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         match file.read_exact_at(&mut b, 0) {
@@ -929,7 +969,9 @@ impl Scan<'_> {
                 h.segment_no
             )));
         }
-        if h.first_position != next_position {
+        if let Some(next_position) = next_position
+            && h.first_position != next_position
+        {
             return Err(HeaderProblem::Bad(format!(
                 "header starts at position {}, but the log continues at {next_position}",
                 h.first_position

@@ -610,6 +610,106 @@ fn a_tail_where_every_offset_looks_like_a_large_frame_is_refused_quickly() {
     );
 }
 
+/// A closed store of sealed segments (4 KiB each, one event per append, streams
+/// interleaved): the number of its last segment, whose predecessor is sealed, and its
+/// events.
+fn store_of_sealed_segments(dir: &Path) -> (u64, Vec<RecordedEvent>) {
+    let options = FileStoreOptions {
+        segment_size: 4096,
+        preallocate: 0,
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with(dir, options).unwrap();
+    for i in 0..120u64 {
+        store
+            .append(
+                &format!("s-{}", i % 5),
+                ExpectedVersion::Any,
+                vec![event(i)],
+            )
+            .unwrap();
+    }
+    let events = all_events(&store);
+    drop(store);
+    let last = (0..)
+        .take_while(|&n| dir.join(format!("{n:020}.seg")).exists())
+        .last()
+        .unwrap();
+    assert!(last >= 2, "several segments");
+    assert!(
+        dir.join(format!("{:020}.idx", last - 1)).exists(),
+        "the segment before the last is sealed"
+    );
+    (last, events)
+}
+
+#[test]
+fn a_last_segment_emptied_after_its_predecessor_was_sealed_is_damage_not_a_leftover() {
+    // The segment before the last is sealed only once the last had a published frame,
+    // and the last's header was synced before that frame: a last segment cut to nothing
+    // or to zeros is damage, whatever PUBLISHED and index.dat say or do not say. It was
+    // removed as the leftover of a crash while creating it, and the store then appended
+    // to a segment that no longer existed.
+    for (what, keep_index) in [("index.dat kept", true), ("index.dat deleted", false)] {
+        for cut in [0usize, 20, 32] {
+            let dir = tempfile::tempdir().unwrap();
+            let (last, events) = store_of_sealed_segments(dir.path());
+            let path = dir.path().join(format!("{last:020}.seg"));
+            fs::write(&path, vec![0u8; cut]).unwrap();
+            fs::write(dir.path().join("PUBLISHED"), b"garbage").unwrap();
+            if !keep_index {
+                fs::remove_file(dir.path().join("index.dat")).unwrap();
+            }
+            let err = FileStore::open(dir.path()).unwrap_err();
+            assert!(
+                matches!(&err, OpenError::Corrupted { segment, .. } if *segment == last),
+                "{what}, cut to {cut}: {err}"
+            );
+            assert_eq!(fs::metadata(&path).unwrap().len(), cut as u64, "{what}");
+            assert!(FileStore::open_read_only(dir.path()).is_err(), "{what}");
+            // a repair empties the segment to a new header, keeps the sealed ones, and the
+            // store appends and reopens
+            let store = open_repairing(dir.path()).unwrap();
+            let repair = store.recovery_report().repaired.clone().unwrap();
+            assert_eq!(
+                (repair.segment, repair.offset),
+                (last, 0),
+                "{what}: {repair:?}"
+            );
+            assert!(repair.segments_removed.is_empty(), "{what}");
+            let kept = all_events(&store);
+            assert!(!kept.is_empty() && kept.len() < events.len(), "{what}");
+            assert_eq!(kept[..], events[..kept.len()], "{what}");
+            store
+                .append("s-new", ExpectedVersion::NoStream, vec![event(1000)])
+                .unwrap();
+            drop(store);
+            let store = FileStore::open(dir.path()).unwrap();
+            assert_eq!(all_events(&store).len(), kept.len() + 1, "{what}");
+        }
+    }
+}
+
+#[test]
+fn a_damaged_header_of_the_segment_the_index_file_covers_is_reported() {
+    // index.dat covers part of the last segment, so the scan starts after its header;
+    // the header is checked all the same (it went unnoticed until a rebuild)
+    for at in [0usize, 8, 12, 20] {
+        let dir = tempfile::tempdir().unwrap();
+        let (last, _) = store_of_sealed_segments(dir.path());
+        let path = dir.path().join(format!("{last:020}.seg"));
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[at] ^= 0x10;
+        fs::write(&path, &bytes).unwrap();
+        let err = FileStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, OpenError::Corrupted { segment, offset: 0, .. } if *segment == last),
+            "byte {at}: {err}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), bytes, "nothing rewritten");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Recovery cuts only what it can prove was never acknowledged.
 
