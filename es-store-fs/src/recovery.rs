@@ -792,6 +792,14 @@ impl Scan<'_> {
             IndexRead::Absent | IndexRead::Damaged => return Ok(IndexState::Unusable),
             IndexRead::TooLong(_) => return Ok(IndexState::Implausible),
         };
+        if let Some(limit) = self.o.limit
+            && file.covered > limit
+        {
+            // written by the live writer after it published the end this read stops at:
+            // it describes segments this read does not look at, and proves nothing of
+            // those it does
+            return Ok(IndexState::Unusable);
+        }
         if file.covered.offset < SEGMENT_HEADER_LEN as u64 {
             return Ok(IndexState::Implausible);
         }

@@ -1293,6 +1293,56 @@ fn periodic_close_releases_the_lock_before_returning() {
     }
 }
 
+/// The race of a read-only open with a writer that rolls into a new segment and writes
+/// `index.dat` between the reader's reads of `PUBLISHED` and of `index.dat`: the index
+/// describes a segment past the end the reader stops at, and was taken as proof that the
+/// segment had gone missing.
+#[test]
+fn a_read_only_open_ignores_an_index_file_written_after_the_end_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions {
+            segment_size: 4096,
+            preallocate: 0,
+            ..FileStoreOptions::default()
+        },
+    )
+    .unwrap();
+    let segment = |n: u64| dir.path().join(format!("{n:020}.seg"));
+    let mut i = 0;
+    while !segment(1).exists() {
+        store
+            .append("s", ExpectedVersion::Any, vec![event(i)])
+            .unwrap();
+        i += 1;
+    }
+    // what the reader read of PUBLISHED: an end in segment 1
+    let published = fs::read(dir.path().join("PUBLISHED")).unwrap();
+    let acknowledged = store.head_position().unwrap();
+    // the writer rolls into segment 2 and writes its index file
+    while !segment(2).exists() {
+        store
+            .append("s", ExpectedVersion::Any, vec![event(i)])
+            .unwrap();
+        i += 1;
+    }
+    store.checkpoint().unwrap();
+    fs::write(dir.path().join("PUBLISHED"), &published).unwrap();
+    let reader = FileStore::open_read_only(dir.path()).unwrap();
+    let seen = all_events(&reader);
+    assert!(
+        seen.len() as u64 >= acknowledged,
+        "{} < {acknowledged}",
+        seen.len()
+    );
+    for (n, e) in seen.iter().enumerate() {
+        assert_eq!(e.position, n as u64 + 1);
+    }
+    drop(reader);
+    drop(store);
+}
+
 /// Read-only opens beside a live writer never fail on the writer's tail and see only
 /// what it acknowledged.
 #[test]
