@@ -451,6 +451,19 @@ pub enum StoreError {
         /// Count or size, and the limit.
         reason: String,
     },
+    /// A snapshot is larger than the store keeps; nothing was written, and the
+    /// snapshots saved before are kept.
+    #[error(
+        "the snapshot of `{stream_id}` is {size} bytes; the store keeps snapshots of up to {max}"
+    )]
+    SnapshotTooLarge {
+        /// Stream id.
+        stream_id: String,
+        /// Its size, encoded.
+        size: u64,
+        /// The largest the store keeps.
+        max: u64,
+    },
     /// An event's type, version or payload is unusable; nothing was written.
     #[error("event {index} (`{event_type}`) of the append to `{stream_id}` is invalid: {reason}")]
     InvalidEvent {

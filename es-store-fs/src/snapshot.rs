@@ -86,9 +86,24 @@ impl SnapshotFiles {
                 "the store was opened read-only".into(),
             ));
         }
+        let size = encoded_len(snapshot);
+        if size > MAX_SNAPSHOT_ENTRY {
+            return Err(StoreError::SnapshotTooLarge {
+                stream_id: snapshot.stream_id.clone(),
+                size,
+                max: MAX_SNAPSHOT_ENTRY,
+            });
+        }
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut list = self.read(&snapshot.stream_id);
         retain_newest(&mut list, snapshot);
+        // the file is read back only up to its cap: older snapshots make room for the
+        // newer ones
+        while list.len() > 1
+            && FILE_OVERHEAD + list.iter().map(encoded_len).sum::<u64>() > MAX_SNAPSHOT_FILE
+        {
+            list.remove(0);
+        }
         self.vfs.create_dir_all(&self.dir)?;
         write_atomically(
             &*self.vfs,
@@ -102,6 +117,17 @@ impl SnapshotFiles {
     pub(crate) fn load(&self, stream_id: &str, max_version: u64) -> Option<Snapshot> {
         newest_at_or_below(&self.read(stream_id), max_version).cloned()
     }
+}
+
+/// The bytes of a snapshot file besides its snapshots: magic, count and checksum.
+const FILE_OVERHEAD: u64 = 8 + 4 + 4;
+
+/// The largest snapshot kept: one that fits a file alone (its lengths are 32-bit).
+const MAX_SNAPSHOT_ENTRY: u64 = MAX_SNAPSHOT_FILE - FILE_OVERHEAD;
+
+/// The bytes one snapshot takes in a file.
+fn encoded_len(s: &Snapshot) -> u64 {
+    (8 + 8 + 8 + 4 + 4 + 8 + 4 + 4 + s.stream_id.len() + s.state.len()) as u64
 }
 
 fn encode(list: &[Snapshot]) -> Vec<u8> {
@@ -410,7 +436,7 @@ mod tests {
             state: br#"{"items":3}"#.to_vec(),
         };
         let bytes = encode(std::slice::from_ref(&s));
-        assert_eq!(decode(&bytes).unwrap(), vec![s]);
+        assert_eq!(decode(&bytes).unwrap(), vec![s.clone()]);
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 1;
@@ -419,5 +445,41 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_none());
         }
+        assert_eq!(encoded_len(&s) + FILE_OVERHEAD, bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_snapshot_larger_than_a_file_is_refused_and_the_saved_ones_kept() {
+        // saved, it would have been a file too large to read back (or, past 4 GiB, one
+        // whose length field wraps): every snapshot of the stream lost behind an `Ok`
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::new(dir.path(), Arc::new(crate::vfs::StdFs), false);
+        let small = Snapshot {
+            stream_id: "cart-1".into(),
+            version: 7,
+            position: 12,
+            last_event_at: DateTime::from_timestamp(1000, 5).unwrap(),
+            snapshot_version: 2,
+            fingerprint: 99,
+            state: br#"{"items":3}"#.to_vec(),
+        };
+        files.save(&small).unwrap();
+        let large = Snapshot {
+            version: 8,
+            state: vec![b' '; MAX_SNAPSHOT_ENTRY as usize],
+            ..small.clone()
+        };
+        match files.save(&large) {
+            Err(StoreError::SnapshotTooLarge {
+                stream_id,
+                size,
+                max,
+            }) => {
+                assert_eq!(stream_id, "cart-1");
+                assert!(size > max);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(files.load("cart-1", u64::MAX), Some(small));
     }
 }

@@ -43,7 +43,9 @@ pub struct FileStoreOptions {
     pub durability: Durability,
     /// Size limits on what is appended.
     pub limits: Limits,
-    /// A segment is sealed and a new one started once it reaches this size.
+    /// A segment is sealed and a new one started once it reaches this size: from 4 KiB
+    /// to [`FileStoreOptions::MAX_SEGMENT_SIZE`] (a sealed segment's index counts its
+    /// streams, frames and names in 32 bits).
     pub segment_size: u64,
     /// Truncate the log at the first damaged frame instead of refusing to open,
     /// reporting what was dropped in [`FileStore::recovery_report`].
@@ -88,6 +90,9 @@ impl Default for FileStoreOptions {
 }
 
 impl FileStoreOptions {
+    /// The largest `segment_size` accepted: 2 GiB.
+    pub const MAX_SEGMENT_SIZE: u64 = 1 << 31;
+
     /// The largest frame an append can produce under these limits.
     fn largest_frame(&self) -> usize {
         let l = &self.limits;
@@ -133,6 +138,13 @@ impl FileStore {
             return Err(OpenError::InvalidOptions(format!(
                 "segment_size {} is below the minimum of 4096 bytes",
                 options.segment_size
+            )));
+        }
+        if options.segment_size > FileStoreOptions::MAX_SEGMENT_SIZE {
+            return Err(OpenError::InvalidOptions(format!(
+                "segment_size {} is above the maximum of {} bytes",
+                options.segment_size,
+                FileStoreOptions::MAX_SEGMENT_SIZE
             )));
         }
         options

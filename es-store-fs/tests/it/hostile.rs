@@ -396,3 +396,30 @@ fn hostile_batches_payloads_and_metadata_are_refused_and_write_nothing() {
         }
     }
 }
+
+#[test]
+fn segment_sizes_out_of_bounds_are_refused_before_anything_is_created() {
+    // below 4 KiB a frame hardly fits; above 2 GiB a sealed segment's index would count
+    // past 32 bits and fail its own check on every seal
+    for size in [0, 4095, FileStoreOptions::MAX_SEGMENT_SIZE + 1, u64::MAX] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("store");
+        let options = FileStoreOptions {
+            segment_size: size,
+            ..FileStoreOptions::default()
+        };
+        match FileStore::open_with(&dir, options) {
+            Err(es_store_fs::OpenError::InvalidOptions(message)) => {
+                assert!(message.contains("segment_size"), "{message}")
+            }
+            other => panic!("{size}: {:?}", other.map(|_| ())),
+        }
+        assert!(!dir.exists(), "{size}");
+    }
+    let root = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions {
+        segment_size: FileStoreOptions::MAX_SEGMENT_SIZE,
+        ..FileStoreOptions::default()
+    };
+    FileStore::open_with(root.path().join("store"), options).unwrap();
+}
