@@ -197,6 +197,41 @@ impl Scan<'_> {
         if let Some(limit) = self.o.limit {
             numbers.retain(|&n| n <= limit.segment);
         }
+        // The last segment is never sealed: a segment is sealed only once a later one
+        // holds a published frame, and that later segment's header and directory entry
+        // were synced when it was created. A sealed last segment proves the next one gone.
+        // (Beside a live writer the read stops at an end it published, and the segment
+        // there may be sealed since.)
+        if let Some(&last) = numbers.last()
+            && self.o.limit.is_none()
+            && self
+                .vfs
+                .open(&sealed_index_path(self.dir, last), OpenMode::Read)
+                .is_ok()
+        {
+            let why = format!(
+                "segment {} is missing: segment {last} has a sealed index, which is written \
+                 only once a later segment holds a published frame",
+                last + 1
+            );
+            if !self.o.repair {
+                return Err(self.corrupted(last + 1, 0, why));
+            }
+            // the user's choice: the last segment present takes appends again, and its
+            // sealed index (derived data) goes, so that it is read from the log
+            if !self.o.read_only {
+                let idx = sealed_index_path(self.dir, last);
+                self.vfs.remove_file(&idx).map_err(io_err(&idx))?;
+                self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
+            }
+            report.repaired = Some(Repair {
+                segment: last + 1,
+                offset: 0,
+                reason: why,
+                bytes_dropped: 0,
+                segments_removed: Vec::new(),
+            });
+        }
         if numbers.is_empty() {
             // a store whose records prove it held events has lost its log, it is not new
             // with no segment, an index of any length records a lost log (one of no events

@@ -691,6 +691,42 @@ fn a_last_segment_emptied_after_its_predecessor_was_sealed_is_damage_not_a_lefto
 }
 
 #[test]
+fn a_deleted_last_segment_is_found_missing_by_the_sealed_index_before_it() {
+    // with index.dat deleted and PUBLISHED damaged, nothing but the sealed index of the
+    // segment before it proves that the last segment existed
+    for (what, records_kept) in [("records kept", true), ("records gone", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (last, events) = store_of_sealed_segments(dir.path());
+        fs::remove_file(dir.path().join(format!("{last:020}.seg"))).unwrap();
+        if !records_kept {
+            fs::remove_file(dir.path().join("index.dat")).unwrap();
+            fs::write(dir.path().join("PUBLISHED"), b"garbage").unwrap();
+        }
+        let err = FileStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, OpenError::Corrupted { segment, .. } if *segment == last),
+            "{what}: {err}"
+        );
+        assert!(FileStore::open_read_only(dir.path()).is_err(), "{what}");
+        let report = es_store_fs::tools::verify(dir.path(), &|_| {});
+        assert!(report.is_err(), "{what}: verify passes");
+        // a repair opens with what is left, and the store goes on
+        let store = open_repairing(dir.path()).unwrap();
+        assert!(store.recovery_report().repaired.is_some(), "{what}");
+        let kept = all_events(&store);
+        assert_eq!(kept[..], events[..kept.len()], "{what}");
+        store
+            .append("s-new", ExpectedVersion::NoStream, vec![event(1000)])
+            .unwrap();
+        drop(store);
+        let store = FileStore::open(dir.path()).unwrap();
+        assert_eq!(all_events(&store).len(), kept.len() + 1, "{what}");
+        drop(store);
+        es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
+    }
+}
+
+#[test]
 fn a_damaged_header_of_the_segment_the_index_file_covers_is_reported() {
     // index.dat covers part of the last segment, so the scan starts after its header;
     // the header is checked all the same (it went unnoticed until a rebuild)
