@@ -78,6 +78,16 @@ pub struct IdLocation {
     pub append_len: u64,
 }
 
+/// The instant `timeout` from now, for waits: a timeout too long for the clock (such as
+/// `Duration::MAX`, "wait for ever") gives an instant about 136 years ahead instead of
+/// the panic of `Instant + Duration`.
+pub fn deadline_after(timeout: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(u64::from(u32::MAX))))
+        .unwrap_or(now)
+}
+
 /// The shared idempotency rule, for store implementations.
 ///
 /// `lookup` tells where an event id is stored, if anywhere. Returns `Ok(None)` when no id
@@ -210,7 +220,7 @@ impl HeadSignal {
 
     /// Waits until the head is past `position` or `timeout` passes; returns the head.
     pub fn wait(&self, position: u64, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while s.head <= position {
             let now = Instant::now();

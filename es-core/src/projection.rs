@@ -783,7 +783,7 @@ impl<S: EventStore, P: TransactionalProjection> RunningProjection<'_, S, P> {
     /// Waits until the checkpoint reaches `position` or `timeout` passes; returns whether
     /// it did.
     pub fn wait_for(&self, position: u64, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = crate::backend::deadline_after(timeout);
         while self.checkpoint() < position {
             if std::time::Instant::now() >= deadline || self.is_finished() {
                 return self.checkpoint() >= position;

@@ -760,7 +760,7 @@ pub trait EventStore: Send + Sync {
     ///
     /// The default polls; stores that can signal new appends override it.
     fn wait_for_head(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             let head = self.head_position()?;
             let now = Instant::now();
@@ -874,7 +874,7 @@ forward_event_store!(&S, Arc<S>, Box<S>);
 
 // Moved to `backend`, their home for store authors; these paths keep working.
 #[doc(hidden)]
-pub use crate::backend::{HeadSignal, IdLocation, check_idempotent_retry};
+pub use crate::backend::{HeadSignal, IdLocation, check_idempotent_retry, deadline_after};
 
 #[cfg(test)]
 mod tests {

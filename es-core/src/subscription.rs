@@ -112,7 +112,7 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
 
     /// The next event, waiting up to `timeout` for one to be appended.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>, StoreError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::backend::deadline_after(timeout);
         loop {
             if let Some(e) = self.try_next()? {
                 return Ok(Some(e));
@@ -197,7 +197,7 @@ impl<S: EventStore + ?Sized, E: EventSet> TypedSubscription<'_, S, E> {
         &mut self,
         timeout: Duration,
     ) -> Result<Option<Envelope<E>>, SubscriptionError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::backend::deadline_after(timeout);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let Some(raw) = self.inner.next_timeout(left)? else {

@@ -164,10 +164,20 @@ impl Committer {
             reply,
         });
         loop {
-            if let Ok(result) = outcome.try_recv() {
-                return result;
+            match outcome.try_recv() {
+                Ok(result) => return result,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    // the thread committing this append's group panicked before it could
+                    // say how the group ended
+                    return Err(StoreError::Backend(
+                        "the thread committing this append's group panicked: the append may \
+                         or may not be stored (resending it with the same event ids is safe)"
+                            .into(),
+                    ));
+                }
+                Err(mpsc::TryRecvError::Empty) => {}
             }
-            if !queue.leading {
+            if !queue.leading && !queue.pending.is_empty() {
                 queue.leading = true;
                 let group = take_group(&mut queue.pending, &shared.options);
                 drop(queue);
@@ -379,8 +389,9 @@ fn run_group(
         .query(&lock_streams, &[&streams])
         .map_err(fail("locking the streams"))?
     {
-        let version: i64 = row.get(1);
-        versions.insert(row.get(0), version.max(0) as u64);
+        let read = fail("reading the locked streams");
+        let version: i64 = row.try_get(1).map_err(read)?;
+        versions.insert(row.try_get(0).map_err(read)?, version.max(0) as u64);
     }
     let find = |tx: &mut postgres::Transaction<'_>| -> Result<HashMap<Uuid, Stored>, Failure> {
         let mut stored = HashMap::new();
@@ -388,16 +399,17 @@ fn run_group(
             .query(&find_ids, &[&all_ids])
             .map_err(fail("looking up event ids"))?
         {
-            let position = row.get::<_, i64>(3).max(0) as u64;
-            let index = row.get::<_, i32>(4).max(0) as u64;
+            let read = fail("reading stored event ids");
+            let position = row.try_get::<_, i64>(3).map_err(read)?.max(0) as u64;
+            let index = row.try_get::<_, i32>(4).map_err(read)?.max(0) as u64;
             stored.insert(
-                row.get(0),
+                row.try_get(0).map_err(read)?,
                 Stored {
-                    stream_id: row.get(1),
-                    version: row.get::<_, i64>(2).max(0) as u64,
+                    stream_id: row.try_get(1).map_err(read)?,
+                    version: row.try_get::<_, i64>(2).map_err(read)?.max(0) as u64,
                     position,
                     append_first_position: position.saturating_sub(index),
-                    append_len: row.get::<_, i32>(5).max(0) as u64,
+                    append_len: row.try_get::<_, i32>(5).map_err(read)?.max(0) as u64,
                 },
             );
         }
@@ -411,8 +423,12 @@ fn run_group(
     let head_row = tx
         .query_one(&lock_head, &[])
         .map_err(fail("locking the head"))?;
-    let head = head_row.get::<_, i64>(0);
-    let now: DateTime<Utc> = head_row.get(1);
+    // a value the row cannot give as these types (a commit time of 'infinity') is an
+    // error of this append, never a panic of the thread committing its group
+    let head = head_row
+        .try_get::<_, i64>(0)
+        .map_err(fail("reading the head"))?;
+    let now: DateTime<Utc> = head_row.try_get(1).map_err(fail("reading the head"))?;
 
     let locked = versions.clone();
     let (mut outcomes, mut columns, mut next_position);

@@ -154,6 +154,11 @@ pub(crate) fn set_up(client: &mut Client, schema: &str) -> Result<(), ConnectErr
 #[doc(hidden)]
 pub fn set_up_to(client: &mut Client, schema: &str, target: i32) -> Result<(), ConnectError> {
     check_encoding(client)?;
+    if !(0..=CURRENT).contains(&target) {
+        return Err(ConnectError::InvalidOptions(format!(
+            "schema version {target} does not exist (the versions run from 0 to {CURRENT})"
+        )));
+    }
     let db = |during| move |source| ConnectError::Database { during, source };
     let mut tx = client
         .transaction()

@@ -384,7 +384,7 @@ impl EventStore for PgStore {
     fn wait_for_head(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
         let shared = &*self.shared;
         shared.listener();
-        let deadline = Instant::now() + timeout;
+        let deadline = es_core::store::deadline_after(timeout);
         // set when a wake-up promised a head the database did not show (the hint of a
         // store whose tables were replaced): then the next wait is a plain sleep
         let mut woken_in_vain = false;

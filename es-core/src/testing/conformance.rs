@@ -1005,6 +1005,22 @@ pub fn live_subscription_has_no_gap_or_duplicate<S: EventStore>(store: &S) {
     });
 }
 
+/// A wait given a timeout too long for the clock (`Duration::MAX`, "for ever") returns
+/// what is there instead of panicking on the deadline's arithmetic.
+pub fn waits_take_any_timeout<S: EventStore>(store: &S) {
+    store
+        .append(
+            "wait-1",
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Waited", 1, b"{}".to_vec())],
+        )
+        .unwrap();
+    assert_eq!(store.wait_for_head(0, Duration::MAX).unwrap(), 1);
+    let mut sub = Subscription::new(store, 1);
+    let e = sub.next_timeout(Duration::MAX).unwrap().unwrap();
+    assert_eq!(e.position, 1);
+}
+
 /// Subscriptions filter by aggregate kind and by event type.
 pub fn subscription_filters<S: EventStore>(store: &S) {
     let typed = |t: &str| NewEvent::new(t, 1, b"{}".to_vec());

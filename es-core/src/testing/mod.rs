@@ -84,7 +84,8 @@ macro_rules! store_conformance_tests {
             event_ids_are_found_in_their_stream,
             stream_ends_name_the_last_event,
             cached_repository_sees_other_writers,
-            cached_reaction_is_not_repeated
+            cached_reaction_is_not_repeated,
+            waits_take_any_timeout
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
