@@ -82,6 +82,17 @@ pub enum CommandError<E> {
     /// An event the command decided on could not be encoded.
     #[error(transparent)]
     Encode(EncodeError),
+    /// An event the command decided on does not read back from its encoding (a float
+    /// that is not finite encodes as `null`, which the event cannot decode): stored, it
+    /// would make the stream unreadable.
+    #[error("event `{event_type}` does not read back from its encoding: {error}")]
+    Unreadable {
+        /// The event's type name.
+        event_type: String,
+        /// What decoding its encoding reported.
+        #[source]
+        error: crate::DecodeError,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -777,13 +788,33 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 })
                 .collect::<Result<Vec<_>, EncodeError>>()
                 .map_err(CommandError::Encode)?;
+            // what is stored is what every later load folds: the events read back from
+            // their encoding (a field serde skips comes back as its default), and an event
+            // that does not read back is refused before it poisons the stream
+            let mut events = Vec::with_capacity(batch.len());
+            for new in &batch {
+                let unreadable = |error| CommandError::Unreadable {
+                    event_type: new.event_type.clone(),
+                    error,
+                };
+                match A::Events::decode(&new.event_type, new.schema_version, &new.payload) {
+                    Ok(Some(e)) => events.push(e),
+                    Ok(None) => {
+                        return Err(unreadable(crate::DecodeError::UnknownType {
+                            event_type: new.event_type.clone(),
+                            version: new.schema_version,
+                        }));
+                    }
+                    Err(error) => return Err(unreadable(error)),
+                }
+            }
             let expected = if version == 0 {
                 ExpectedVersion::NoStream
             } else {
                 ExpectedVersion::Exact(version)
             };
             match self.store.append(&stream_id, expected, batch) {
-                Ok(appended) if appended.retried => {
+                Ok(appended) if appended.retried && cause.is_some() => {
                     // another run of the same reaction stored these events first (their ids
                     // are derived from the cause): the stored events are that run's, which
                     // may differ from what this run decided, so neither this run's events
