@@ -526,7 +526,7 @@ impl FileStore {
                 None => read(&shared.published).version(stream_id),
             };
             let mut pending_original = false;
-            let retry = {
+            let checked = {
                 let index = read(&shared.published);
                 let w_ref = &*w;
                 let mut failed = None;
@@ -557,7 +557,16 @@ impl FileStore {
                 if let Some(e) = failed {
                     return Err(e);
                 }
-                checked?
+                checked
+            };
+            let retry = match checked {
+                Err(_) if pending_original && !w.closed => {
+                    // the refusal names ids still being written: their group may yet fail
+                    // and be forgotten. Wait for its outcome, then decide again.
+                    w = shared.wait_for_flush(w);
+                    continue;
+                }
+                checked => checked?,
             };
             if let Some(original) = retry {
                 if !pending_original {
@@ -747,6 +756,13 @@ impl Shared {
         w.stats.flushes += 1;
         w.stats.io_time += io_time;
         w.last_io = io_time;
+        let result = match (result, &w.poisoned) {
+            // a sync of the same file failed while this group was being written (the
+            // periodic one): a later sync, the roll's included, may have reported success
+            // over pages the kernel dropped, so nothing of this group is acknowledged
+            (Ok(_), Some(reason)) => Err(io::Error::other(reason.clone())),
+            (result, _) => result,
+        };
         let outcome = match result {
             Ok((created, allocated)) => {
                 {
@@ -828,11 +844,15 @@ impl Shared {
                 Outcome::Acknowledged
             }
             Err(e) => {
+                let poisoned = w.poisoned.clone();
                 let message = shared.io_error("append failed", &e);
                 // the appends queued behind the failed ones fail with them: the roll-back
                 // forgets everything not acknowledged
                 carried.append(&mut w.waiters);
                 shared.roll_back(&mut w, &e, message.clone());
+                if poisoned.is_some() {
+                    w.poisoned = poisoned;
+                }
                 Outcome::Failed {
                     kind: e.kind(),
                     message,
@@ -895,15 +915,17 @@ impl Shared {
         if removed_any {
             stray_removed &= vfs.sync_dir(&shared.dir).is_ok();
         }
-        let recoverable = e.kind() == io::ErrorKind::StorageFull
-            && !is_sync_failure(e)
-            && stray_removed
-            && shared
-                .segment(seg)
-                .ok()
-                // the cut is synced: the failed group's frames, synced by a roll, must not
-                // come back after a crash at positions later appends reuse
-                .is_some_and(|f| f.set_len(offset).and_then(|()| f.sync_data()).is_ok());
+        // The cut is synced: the failed group's frames, synced by a roll, must not come
+        // back after a crash at positions later appends reuse, nor after a reopen as
+        // appends their appenders were told failed. It is tried whatever the error; after
+        // a failed sync it is not synced (a sync then may report success over pages the
+        // kernel dropped, and nothing is built on the cut: the store refuses writes).
+        let after_failed_sync = is_sync_failure(e) || w.poisoned.is_some();
+        let cut = shared.segment(seg).ok().is_some_and(|f| {
+            f.set_len(offset).is_ok() && (after_failed_sync || f.sync_data().is_ok())
+        });
+        let recoverable =
+            e.kind() == io::ErrorKind::StorageFull && !is_sync_failure(e) && stray_removed && cut;
         w.allocated = offset;
         if !recoverable {
             w.poisoned = Some(format!(

@@ -17,6 +17,7 @@ mod faults;
 mod fuzz;
 mod group_commit;
 mod hostile;
+mod interleavings;
 mod json_depth_limit;
 mod kill;
 mod model;

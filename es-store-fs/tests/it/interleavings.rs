@@ -1,0 +1,239 @@
+//! Interleavings of the writer with other threads, made deterministic by a disk that
+//! holds a segment write until the test lets it go: a retried append while the
+//! original's group is being written, and a periodic sync failing during a group's write.
+
+use es_core::{EventStore, ExpectedVersion, NewEvent, StoreError};
+use es_store_fs::vfs::sim::SimFs;
+use es_store_fs::vfs::{DirLock, OpenMode, Vfs, VfsFile};
+use es_store_fs::{Durability, FileStore, FileStoreOptions};
+use std::io;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the gate does to the next segment write and sync.
+#[derive(Debug, Default)]
+struct GateState {
+    /// Hold the next segment write until `release`.
+    hold_write: bool,
+    /// Segment writes held so far.
+    writes_held: usize,
+    release: bool,
+    /// The held write then fails with this.
+    fail_write: Option<io::ErrorKind>,
+    /// The next segment sync fails with this.
+    fail_sync: Option<io::ErrorKind>,
+    syncs_failed: usize,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    moved: Condvar,
+}
+
+impl Gate {
+    fn set(&self, f: impl FnOnce(&mut GateState)) {
+        f(&mut self.state.lock().unwrap());
+        self.moved.notify_all();
+    }
+
+    /// Waits until `done` holds, at most 10 s.
+    fn wait_until(&self, what: &str, done: impl Fn(&GateState) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut s = self.state.lock().unwrap();
+        while !done(&s) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "waited 10 s for {what}");
+            s = self.moved.wait_timeout(s, left).unwrap().0;
+        }
+    }
+}
+
+/// A simulated disk whose segment files pass through the gate.
+#[derive(Debug)]
+struct GateFs {
+    inner: SimFs,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct GateFile {
+    inner: Arc<dyn VfsFile>,
+    gate: Arc<Gate>,
+}
+
+impl Vfs for GateFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
+        let inner = self.inner.open(path, mode)?;
+        if path.extension().is_some_and(|e| e == "seg") {
+            Ok(Arc::new(GateFile {
+                inner,
+                gate: Arc::clone(&self.gate),
+            }))
+        } else {
+            Ok(inner)
+        }
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<DirLock>> {
+        self.inner.lock_dir(dir)
+    }
+}
+
+impl VfsFile for GateFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut s = self.gate.state.lock().unwrap();
+        if s.hold_write {
+            s.hold_write = false;
+            s.writes_held += 1;
+            self.gate.moved.notify_all();
+            while !s.release {
+                s = self.gate.moved.wait(s).unwrap();
+            }
+            s.release = false;
+            if let Some(kind) = s.fail_write.take() {
+                return Err(kind.into());
+            }
+        }
+        drop(s);
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        let mut s = self.gate.state.lock().unwrap();
+        if let Some(kind) = s.fail_sync.take() {
+            s.syncs_failed += 1;
+            self.gate.moved.notify_all();
+            return Err(kind.into());
+        }
+        drop(s);
+        self.inner.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn try_lock(&self) -> io::Result<bool> {
+        self.inner.try_lock()
+    }
+}
+
+fn gated_store(durability: Durability) -> (Arc<FileStore>, Arc<Gate>) {
+    let gate = Arc::new(Gate::default());
+    let vfs = Arc::new(GateFs {
+        inner: SimFs::new(7),
+        gate: Arc::clone(&gate),
+    });
+    let options = FileStoreOptions {
+        vfs,
+        durability,
+        preallocate: 0,
+        ..FileStoreOptions::default()
+    };
+    (
+        Arc::new(FileStore::open_with("/db", options).unwrap()),
+        gate,
+    )
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new("Noted", 1, format!(r#"{{"n":{n}}}"#).into_bytes())
+}
+
+#[test]
+fn a_retry_naming_ids_still_being_written_waits_for_their_outcome() {
+    // A's group is being written when B sends an append with A's event id to another
+    // stream. Refused at once ("in another stream"), B would be told of an id that A's
+    // failing write is about to forget. B waits, and once A's group fails on a full disk
+    // its own append goes through.
+    let (store, gate) = gated_store(Durability::Always);
+    store
+        .append("warm", ExpectedVersion::Any, vec![event(0)])
+        .unwrap();
+    let shared = event(1);
+    gate.set(|s| {
+        s.hold_write = true;
+        s.fail_write = Some(io::ErrorKind::StorageFull);
+    });
+    let a = {
+        let (store, e) = (Arc::clone(&store), shared.clone());
+        std::thread::spawn(move || store.append("x", ExpectedVersion::NoStream, vec![e]))
+    };
+    gate.wait_until("A's write", |s| s.writes_held == 1);
+    let (tx, rx) = mpsc::channel();
+    let b_thread = {
+        let (store, e) = (Arc::clone(&store), shared.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(store.append("y", ExpectedVersion::NoStream, vec![e]));
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        rx.try_recv().is_err(),
+        "B decided while A's group was still being written"
+    );
+    gate.set(|s| s.release = true);
+    let a = a.join().unwrap();
+    assert!(
+        matches!(&a, Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::StorageFull),
+        "{a:?}"
+    );
+    let b = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    b.unwrap_or_else(|e| panic!("B: {e}"));
+    b_thread.join().unwrap();
+    assert_eq!(store.stream_version("x").unwrap(), 0);
+    let y: Vec<_> = store
+        .read_stream("y", 1)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(y.len(), 1);
+    assert_eq!(y[0].event_id, shared.event_id);
+}
+
+#[test]
+fn a_periodic_sync_failing_during_a_group_write_fails_the_group() {
+    // After a failed fdatasync the kernel may drop pages and report the next sync of the
+    // file as a success: nothing written after the failure may be acknowledged, the
+    // group being written when it happened included.
+    let (store, gate) = gated_store(Durability::Periodic(Duration::from_millis(300)));
+    store
+        .append("warm", ExpectedVersion::Any, vec![event(0)])
+        .unwrap();
+    gate.set(|s| {
+        s.hold_write = true;
+        s.fail_sync = Some(io::ErrorKind::Other);
+    });
+    let a = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || store.append("x", ExpectedVersion::NoStream, vec![event(1)]))
+    };
+    gate.wait_until("A's write", |s| s.writes_held == 1);
+    gate.wait_until("the periodic sync to fail", |s| s.syncs_failed == 1);
+    gate.set(|s| s.release = true);
+    let a = a.join().unwrap();
+    assert!(a.is_err(), "acknowledged after the sync failed: {a:?}");
+    assert_eq!(store.stream_version("x").unwrap(), 0);
+    let later = store.append("z", ExpectedVersion::Any, vec![event(2)]);
+    assert!(matches!(later, Err(StoreError::ReadOnly(_))), "{later:?}");
+}
