@@ -64,6 +64,10 @@ pub(super) struct Writer {
     /// The completion slots of the queued appends, in queue order.
     waiters: Vec<Arc<Slot>>,
     pub(super) flushing: bool,
+    /// Set while the periodic sync runs outside the lock: a group written meanwhile waits
+    /// for its outcome before it is acknowledged, since after a failed sync nothing more
+    /// may be (a roll's sync of the same file could report success over dropped pages).
+    periodic_syncing: bool,
     /// Set while the committer thread owns the queue (woken, or writing group after
     /// group); appenders then leave the writing to it.
     committer_awake: bool,
@@ -200,14 +204,18 @@ pub(super) fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
         if w.closed {
             return;
         }
-        if w.dirty && w.poisoned.is_none() {
+        // not while a group is being written (the next tick syncs it): a group that ends
+        // while this sync runs waits for its outcome (see `periodic_syncing`)
+        if w.dirty && w.poisoned.is_none() && !w.flushing {
             w.dirty = false;
             let target = w.durable_tail;
             let file = shared.segment(target.segment).ok();
-            drop(w);
             if let Some(file) = file {
+                w.periodic_syncing = true;
+                drop(w);
                 let synced = file.sync_data();
                 let mut w = lock(&shared.writer);
+                w.periodic_syncing = false;
                 match synced {
                     Ok(()) => {
                         w.synced_end = w.synced_end.max(target);
@@ -215,6 +223,9 @@ pub(super) fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
                         shared.publish(w.durable_tail, head, w.synced_end);
                     }
                     Err(e) => w.poisoned = Some(format!("periodic fsync failed: {e}")),
+                }
+                if w.watchers > 0 {
+                    shared.flushed.notify_all();
                 }
             }
         }
@@ -752,6 +763,9 @@ impl Shared {
         let result = shared.write_chunks(&chunks, durable_tail, allocated);
         let io_time = started.elapsed();
         let mut w = lock(&shared.writer);
+        while w.periodic_syncing {
+            w = shared.wait_for_flush(w);
+        }
         w.flushing = false;
         w.stats.flushes += 1;
         w.stats.io_time += io_time;
@@ -961,6 +975,7 @@ impl Writer {
             pending_ids: Vec::new(),
             waiters: Vec::new(),
             flushing: false,
+            periodic_syncing: false,
             committer_awake: false,
             watchers: 0,
             last_io: Duration::ZERO,

@@ -1,6 +1,6 @@
 //! Interleavings of the writer with other threads, made deterministic by a disk that
-//! holds a segment write until the test lets it go: a retried append while the
-//! original's group is being written, and a periodic sync failing during a group's write.
+//! holds a segment write or sync until the test lets it go: a retried append while the
+//! original's group is being written, and a group written while a periodic sync runs.
 
 use es_core::{EventStore, ExpectedVersion, NewEvent, StoreError};
 use es_store_fs::vfs::sim::SimFs;
@@ -22,7 +22,11 @@ struct GateState {
     release: bool,
     /// The held write then fails with this.
     fail_write: Option<io::ErrorKind>,
-    /// The next segment sync fails with this.
+    /// Hold the next segment sync until `release_sync`.
+    hold_sync: bool,
+    syncs_held: usize,
+    release_sync: bool,
+    /// The next segment sync (held or not) fails with this.
     fail_sync: Option<io::ErrorKind>,
     syncs_failed: usize,
 }
@@ -119,6 +123,15 @@ impl VfsFile for GateFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.gate.state.lock().unwrap();
+        if s.hold_sync {
+            s.hold_sync = false;
+            s.syncs_held += 1;
+            self.gate.moved.notify_all();
+            while !s.release_sync {
+                s = self.gate.moved.wait(s).unwrap();
+            }
+            s.release_sync = false;
+        }
         if let Some(kind) = s.fail_sync.take() {
             s.syncs_failed += 1;
             self.gate.moved.notify_all();
@@ -188,11 +201,13 @@ fn a_retry_naming_ids_still_being_written_waits_for_their_outcome() {
         })
     };
     std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        rx.try_recv().is_err(),
-        "B decided while A's group was still being written"
-    );
+    let early = rx.try_recv();
+    // released before any assertion: a held write would keep the store from closing
     gate.set(|s| s.release = true);
+    assert!(
+        early.is_err(),
+        "B decided while A's group was still being written: {early:?}"
+    );
     let a = a.join().unwrap();
     assert!(
         matches!(&a, Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::StorageFull),
@@ -212,27 +227,40 @@ fn a_retry_naming_ids_still_being_written_waits_for_their_outcome() {
 }
 
 #[test]
-fn a_periodic_sync_failing_during_a_group_write_fails_the_group() {
+fn a_group_written_while_a_periodic_sync_runs_waits_for_its_outcome() {
     // After a failed fdatasync the kernel may drop pages and report the next sync of the
-    // file as a success: nothing written after the failure may be acknowledged, the
-    // group being written when it happened included.
-    let (store, gate) = gated_store(Durability::Periodic(Duration::from_millis(300)));
+    // file as a success: nothing may be acknowledged after the failure, so a group
+    // written while the periodic sync runs waits for its outcome, and fails with it.
+    let (store, gate) = gated_store(Durability::Periodic(Duration::from_millis(20)));
+    gate.set(|s| {
+        s.hold_sync = true;
+        s.fail_sync = Some(io::ErrorKind::Other);
+    });
     store
         .append("warm", ExpectedVersion::Any, vec![event(0)])
         .unwrap();
-    gate.set(|s| {
-        s.hold_write = true;
-        s.fail_sync = Some(io::ErrorKind::Other);
-    });
+    gate.wait_until("the periodic sync", |s| s.syncs_held == 1);
+    let (tx, rx) = mpsc::channel();
     let a = {
         let store = Arc::clone(&store);
-        std::thread::spawn(move || store.append("x", ExpectedVersion::NoStream, vec![event(1)]))
+        std::thread::spawn(move || {
+            let _ = tx.send(store.append("x", ExpectedVersion::NoStream, vec![event(1)]));
+        })
     };
-    gate.wait_until("A's write", |s| s.writes_held == 1);
-    gate.wait_until("the periodic sync to fail", |s| s.syncs_failed == 1);
-    gate.set(|s| s.release = true);
-    let a = a.join().unwrap();
-    assert!(a.is_err(), "acknowledged after the sync failed: {a:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let early = rx.try_recv();
+    // released before any assertion: a held sync would keep the store from closing
+    gate.set(|s| s.release_sync = true);
+    assert!(
+        early.is_err(),
+        "acknowledged while the periodic sync was still running: {early:?}"
+    );
+    let result = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    a.join().unwrap();
+    assert!(
+        result.is_err(),
+        "acknowledged after the sync failed: {result:?}"
+    );
     assert_eq!(store.stream_version("x").unwrap(), 0);
     let later = store.append("z", ExpectedVersion::Any, vec![event(2)]);
     assert!(matches!(later, Err(StoreError::ReadOnly(_))), "{later:?}");
