@@ -424,9 +424,9 @@ mod tests {
         assert_eq!(decode_checkpoint(&unnamed), Ok(content));
     }
 
-    #[test]
-    fn snapshot_files_round_trip_and_reject_damage() {
-        let s = Snapshot {
+    /// A small snapshot of `cart-1` at version 7.
+    fn sample() -> Snapshot {
+        Snapshot {
             stream_id: "cart-1".into(),
             version: 7,
             position: 12,
@@ -434,7 +434,12 @@ mod tests {
             snapshot_version: 2,
             fingerprint: 99,
             state: br#"{"items":3}"#.to_vec(),
-        };
+        }
+    }
+
+    #[test]
+    fn snapshot_files_round_trip_and_reject_damage() {
+        let s = sample();
         let bytes = encode(std::slice::from_ref(&s));
         assert_eq!(decode(&bytes).unwrap(), vec![s.clone()]);
         for i in 0..bytes.len() {
@@ -454,15 +459,7 @@ mod tests {
         // whose length field wraps): every snapshot of the stream lost behind an `Ok`
         let dir = tempfile::tempdir().unwrap();
         let files = SnapshotFiles::new(dir.path(), Arc::new(crate::vfs::StdFs), false);
-        let small = Snapshot {
-            stream_id: "cart-1".into(),
-            version: 7,
-            position: 12,
-            last_event_at: DateTime::from_timestamp(1000, 5).unwrap(),
-            snapshot_version: 2,
-            fingerprint: 99,
-            state: br#"{"items":3}"#.to_vec(),
-        };
+        let small = sample();
         files.save(&small).unwrap();
         let large = Snapshot {
             version: 8,
