@@ -182,7 +182,15 @@ impl Committer {
                 let group = take_group(&mut queue.pending, &shared.options);
                 drop(queue);
                 let lead = Lead(self);
-                self.commit(shared, group);
+                // a panic while committing (the synchronous client used from an async
+                // thread, a driver's own) fails the group's appends, this one's included,
+                // with an error each instead of unwinding through this caller alone
+                let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.commit(shared, group)
+                }));
+                if committed.is_err() {
+                    tracing::error!("committing a group of appends panicked; its appends fail");
+                }
                 drop(lead);
                 queue = lock(&self.queue);
                 continue;

@@ -159,3 +159,22 @@ fn a_database_error_fails_only_its_own_append() {
             .all(|(i, e)| e.position == i as u64 + 1)
     );
 }
+
+#[test]
+fn an_append_from_an_async_thread_fails_with_an_error_not_a_panic() {
+    // the synchronous client panics when it blocks inside an async runtime: the group's
+    // appends fail with an error each, and the store goes on
+    let Some((store, _guard)) = common::store() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let inside = runtime
+        .block_on(async { store.append("async-1", ExpectedVersion::NoStream, events(1, 1)) });
+    assert!(matches!(inside, Err(StoreError::Backend(_))), "{inside:?}");
+    store
+        .append("async-1", ExpectedVersion::NoStream, events(2, 1))
+        .unwrap();
+    assert_eq!(store.stream_version("async-1").unwrap(), 1);
+}
