@@ -587,6 +587,17 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
     }
 
     fn run(&mut self, until: Until) -> Result<u64, ProjectionError> {
+        self.run_while(until, &|_| true)
+    }
+
+    /// [`run`](Self::run), asking `go_on` with the checkpoint after each batch whether to
+    /// read the next: a background projection stops between batches when asked, rather
+    /// than after a whole catch-up (which appends faster than its handler never end).
+    fn run_while(
+        &mut self,
+        until: Until,
+        go_on: &dyn Fn(u64) -> bool,
+    ) -> Result<u64, ProjectionError> {
         let mut checkpoint = self.checkpoint()?;
         loop {
             let (batch, last_read, done) = self.read_batch(checkpoint, until)?;
@@ -602,7 +613,7 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
             span.in_scope(|| self.projection.apply_batch(&batch, last_read))
                 .map_err(|source| ProjectionError::read_model(checkpoint + 1, source))?;
             checkpoint = last_read;
-            if done {
+            if done || !go_on(checkpoint) {
                 return Ok(checkpoint);
             }
         }
@@ -687,7 +698,7 @@ where
             store,
             stop,
             progress,
-            handle,
+            handle: Some(handle),
         }
     }
 
@@ -695,7 +706,10 @@ where
     fn follow(mut self, stop: &AtomicBool, progress: &AtomicU64) -> Outcome<S, P> {
         let result = (|| {
             loop {
-                let checkpoint = self.run_to_head()?;
+                let checkpoint = self.run_while(Until::Head, &|checkpoint| {
+                    progress.store(checkpoint, Ordering::SeqCst);
+                    !stop.load(Ordering::SeqCst)
+                })?;
                 progress.store(checkpoint, Ordering::SeqCst);
                 if stop.load(Ordering::SeqCst) {
                     return Ok(());
@@ -719,11 +733,26 @@ enum Handle<'scope, T> {
 }
 
 /// A projection running in a background thread.
+///
+/// Dropped without [`stop`](Self::stop), a projection started with
+/// [`ProjectionRunner::spawn`] goes on following the log, as a dropped `JoinHandle`'s
+/// thread goes on; one started with [`ProjectionRunner::spawn_scoped`] is asked to stop
+/// after its current batch, since its scope joins it on leaving (and would otherwise wait
+/// for ever).
 pub struct RunningProjection<'scope, S, P> {
     store: S,
     stop: Arc<AtomicBool>,
     progress: Arc<AtomicU64>,
-    handle: Handle<'scope, Outcome<S, P>>,
+    /// Taken by `stop`.
+    handle: Option<Handle<'scope, Outcome<S, P>>>,
+}
+
+impl<S, P> Drop for RunningProjection<'_, S, P> {
+    fn drop(&mut self) {
+        if matches!(self.handle, Some(Handle::Scoped(_))) {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 /// The progress of a running projection, cheap to clone into the code that reports it.
@@ -775,8 +804,9 @@ impl<S: EventStore, P: TransactionalProjection> RunningProjection<'_, S, P> {
     /// Whether the thread has stopped (after [`RunningProjection::stop`] or an error).
     pub fn is_finished(&self) -> bool {
         match &self.handle {
-            Handle::Owned(h) => h.is_finished(),
-            Handle::Scoped(h) => h.is_finished(),
+            Some(Handle::Owned(h)) => h.is_finished(),
+            Some(Handle::Scoped(h)) => h.is_finished(),
+            None => true,
         }
     }
 
@@ -795,11 +825,13 @@ impl<S: EventStore, P: TransactionalProjection> RunningProjection<'_, S, P> {
 
     /// Stops after the current batch and returns the runner (with the projection), or
     /// the error that stopped the thread.
-    pub fn stop(self) -> Result<ProjectionRunner<S, P>, ProjectionError> {
+    pub fn stop(mut self) -> Result<ProjectionRunner<S, P>, ProjectionError> {
         self.stop.store(true, Ordering::SeqCst);
-        let joined = match self.handle {
-            Handle::Owned(h) => h.join(),
-            Handle::Scoped(h) => h.join(),
+        let joined = match self.handle.take() {
+            Some(Handle::Owned(h)) => h.join(),
+            Some(Handle::Scoped(h)) => h.join(),
+            // taken only here, once
+            None => unreachable!("a running projection is stopped once"),
         };
         match joined {
             Ok((runner, Ok(()))) => Ok(runner),

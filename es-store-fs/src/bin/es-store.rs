@@ -71,7 +71,8 @@ enum Command {
     Repair {
         /// The store directory (must not be open elsewhere).
         dir: PathBuf,
-        /// Only say what a repair would drop; change nothing.
+        /// Only say what a repair would drop; change nothing. Exits 0 either way:
+        /// `verify` is the check whose exit status tells damage.
         #[arg(long)]
         dry_run: bool,
     },
@@ -288,6 +289,9 @@ fn verify(dir: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, Strin
                 IndexStatus::Missing => "missing (rebuilt at the next open)".into(),
                 IndexStatus::Unusable(why) => format!("unusable: {why} (rebuilt at the next open)"),
                 IndexStatus::Disagrees(why) => format!("disagrees with the log: {why}"),
+                IndexStatus::Newer => {
+                    "written by the live writer after the end checked; not compared".into()
+                }
             };
             if json {
                 line(

@@ -1376,6 +1376,14 @@ fn a_read_only_open_ignores_an_index_file_written_after_the_end_it_read() {
         assert_eq!(e.position, n as u64 + 1);
     }
     drop(reader);
+    // so does a verification: the index is newer than the end it checks, not damage
+    let report = es_store_fs::tools::verify(dir.path(), &|_| {})
+        .unwrap_or_else(|e| panic!("verify beside the writer: {e}"));
+    assert!(
+        matches!(report.index, es_store_fs::tools::IndexStatus::Newer),
+        "{:?}",
+        report.index
+    );
     drop(store);
 }
 

@@ -1,0 +1,83 @@
+//! A background projection stops between batches when asked, also while appends come
+//! faster than its handler, and one dropped without `stop` ends its scope.
+
+use es_core::projection::{
+    BoxError, MemoryCheckpoints, Projection, ProjectionRunner, WithCheckpoint,
+};
+use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, RecordedEvent};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A handler slower than the appends: 1 ms per event.
+struct Slow(u64);
+
+impl Projection for Slow {
+    fn handle(&mut self, _: &RecordedEvent) -> Result<(), BoxError> {
+        std::thread::sleep(Duration::from_millis(1));
+        self.0 += 1;
+        Ok(())
+    }
+    fn reset(&mut self) -> Result<(), BoxError> {
+        self.0 = 0;
+        Ok(())
+    }
+}
+
+fn event() -> NewEvent {
+    NewEvent::new("Noted", 1, b"{}".to_vec())
+}
+
+#[test]
+fn stop_returns_between_batches_while_appends_outrun_the_handler() {
+    let store = MemoryStore::new();
+    for _ in 0..2_000 {
+        store
+            .append("s-1", ExpectedVersion::Any, vec![event()])
+            .unwrap();
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // appends keep coming, faster than the handler takes them
+        scope.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                store
+                    .append("s-2", ExpectedVersion::Any, vec![event()])
+                    .unwrap();
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        });
+        let runner = ProjectionRunner::new(
+            &store,
+            WithCheckpoint::new(Slow(0), "slow", MemoryCheckpoints::default()),
+        )
+        .with_batch_size(50);
+        let running = runner.spawn_scoped(scope);
+        std::thread::sleep(Duration::from_millis(200));
+        let asked = Instant::now();
+        let runner = running.stop().unwrap();
+        let took = asked.elapsed();
+        done.store(true, Ordering::SeqCst);
+        assert!(took < Duration::from_secs(2), "stop took {took:?}");
+        let handled = runner.projection().projection.0;
+        assert!(handled > 0 && handled < 2_000, "{handled}");
+    });
+}
+
+#[test]
+fn a_running_projection_dropped_without_stop_ends_its_scope() {
+    let store = MemoryStore::new();
+    store
+        .append("s-1", ExpectedVersion::Any, vec![event()])
+        .unwrap();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let runner = ProjectionRunner::new(
+            &store,
+            WithCheckpoint::new(Slow(0), "slow", MemoryCheckpoints::default()),
+        );
+        let running = runner.spawn_scoped(scope);
+        std::thread::sleep(Duration::from_millis(20));
+        drop(running);
+    });
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
