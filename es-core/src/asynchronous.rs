@@ -255,29 +255,37 @@ const FEED_BUFFER: usize = 256;
 const FEED_POLL: Duration = Duration::from_millis(100);
 
 /// Subscribes to the global log from `from_position` (1 for all of it): catch-up, then
-/// live, filtered by `filter`. Each subscription holds one thread of tokio's blocking
-/// pool while it lives. An error ends the stream after it is delivered.
+/// live, filtered by `filter`. Each subscription reads on a thread of its own while it
+/// lives, not on tokio's blocking pool: subscriptions as many as the pool's threads would
+/// otherwise leave the repository's calls waiting for ever on a `current_thread` runtime.
+/// An error ends the stream after it is delivered (also when no thread can be started).
 pub fn subscribe<S>(store: S, from_position: u64, filter: Filter) -> EventFeed
 where
     S: EventStore + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(FEED_BUFFER);
-    tokio::task::spawn_blocking(move || {
-        let mut subscription = Subscription::new(&store, from_position).with_filter(filter);
-        while !tx.is_closed() {
-            match subscription.next_timeout(FEED_POLL) {
-                Ok(Some(event)) => {
-                    if tx.blocking_send(Ok(event)).is_err() {
+    let report = tx.clone();
+    let started = std::thread::Builder::new()
+        .name("es-event-feed".into())
+        .spawn(move || {
+            let mut subscription = Subscription::new(&store, from_position).with_filter(filter);
+            while !tx.is_closed() {
+                match subscription.next_timeout(FEED_POLL) {
+                    Ok(Some(event)) => {
+                        if tx.blocking_send(Ok(event)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
                         return;
                     }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
             }
-        }
-    });
+        });
+    if let Err(e) = started {
+        let _ = report.try_send(Err(StoreError::Io(e)));
+    }
     EventFeed { rx }
 }

@@ -102,3 +102,31 @@ async fn a_subscription_catches_up_follows_and_filters() {
     writer.await.unwrap();
     drop(feed);
 }
+
+#[test]
+fn subscriptions_do_not_take_the_blocking_threads_commands_need() {
+    // a current-thread runtime whose blocking pool has one thread, and two live
+    // subscriptions: commands still run (the feeds read on threads of their own)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = Arc::new(MemoryStore::new());
+        let accounts = AsyncRepository::new(Repository::<Account, _>::new(Arc::clone(&store)));
+        let mut first = subscribe(Arc::clone(&store), 1, Filter::all());
+        let mut second = subscribe(Arc::clone(&store), 1, Filter::all());
+        let done = tokio::time::timeout(Duration::from_secs(10), async {
+            accounts.execute("1", |a| a.deposit(5)).await.unwrap();
+            let a = first.next_event().await.unwrap().unwrap();
+            let b = second.next_event().await.unwrap().unwrap();
+            (a.position, b.position)
+        })
+        .await;
+        assert_eq!(
+            done.expect("a command waited behind the subscriptions"),
+            (1, 1)
+        );
+    });
+}
