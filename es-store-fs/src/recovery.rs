@@ -204,10 +204,7 @@ impl Scan<'_> {
         // there may be sealed since.)
         if let Some(&last) = numbers.last()
             && self.o.limit.is_none()
-            && self
-                .vfs
-                .open(&sealed_index_path(self.dir, last), OpenMode::Read)
-                .is_ok()
+            && self.has_sealed_index(last)
         {
             let why = format!(
                 "segment {} is missing: segment {last} has a sealed index, which is written \
@@ -517,14 +514,8 @@ impl Scan<'_> {
             // missing or bad is damage, never the leftover of a crash while creating it.
             // (A repair or a verification reads no sealed index, so there the file's
             // presence is the proof; a file placed there counts too: refusing is safe.)
-            let previous_sealed = || {
-                seg > 0
-                    && (seg <= first_unsealed
-                        || self
-                            .vfs
-                            .open(&sealed_index_path(self.dir, seg - 1), OpenMode::Read)
-                            .is_ok())
-            };
+            let previous_sealed =
+                || seg > 0 && (seg <= first_unsealed || self.has_sealed_index(seg - 1));
             let covered = !fresh && seg == index.covered.segment;
             // the position the header must name: the index's next one for a segment read
             // from its start; for the one the index file covers part of, its first frame's
@@ -543,99 +534,97 @@ impl Scan<'_> {
                     })
             };
             let mut offset = index.covered.offset;
-            {
-                match self.check_header(&*file, seg, first_position) {
-                    Ok(()) if need_header => offset = SEGMENT_HEADER_LEN as u64,
-                    Ok(()) => {}
-                    Err(HeaderProblem::Newer(found)) => {
-                        return Err(OpenError::NewerFormat {
-                            file: path,
-                            found,
-                            supported: format::FORMAT_VERSION,
-                        });
-                    }
-                    Err(HeaderProblem::Io(e)) => return Err(read_err(&path, 0)(e)),
-                    Err(HeaderProblem::Bad(reason)) => {
-                        let previous_sealed = previous_sealed();
-                        let leftover = is_last
-                            && !covered
-                            && !previous_sealed
-                            && proven.as_ref().is_none_or(|(p, _)| p.segment < seg)
-                            && self.o.limit.is_none()
-                            && unfinished_segment(&*file, lens[seg as usize], seg, index.head + 1)
-                                .map_err(read_err(&path, 0))?;
-                        let why = format!(
-                            "segment header: {reason}; the file is not a segment this store \
+            match self.check_header(&*file, seg, first_position) {
+                Ok(()) if need_header => offset = SEGMENT_HEADER_LEN as u64,
+                Ok(()) => {}
+                Err(HeaderProblem::Newer(found)) => {
+                    return Err(OpenError::NewerFormat {
+                        file: path,
+                        found,
+                        supported: format::FORMAT_VERSION,
+                    });
+                }
+                Err(HeaderProblem::Io(e)) => return Err(read_err(&path, 0)(e)),
+                Err(HeaderProblem::Bad(reason)) => {
+                    let previous_sealed = previous_sealed();
+                    let leftover = is_last
+                        && !covered
+                        && !previous_sealed
+                        && proven.as_ref().is_none_or(|(p, _)| p.segment < seg)
+                        && self.o.limit.is_none()
+                        && unfinished_segment(&*file, lens[seg as usize], seg, index.head + 1)
+                            .map_err(read_err(&path, 0))?;
+                    let why = format!(
+                        "segment header: {reason}; the file is not a segment this store \
                              finished creating, and it is not the leftover of a crash while \
                              creating one"
-                        );
-                        let repairable = self.o.repair && is_last && self.o.limit.is_none();
-                        if !(leftover || repairable) {
-                            return Err(self.corrupted(seg, 0, why));
-                        }
-                        if !leftover {
-                            // the user asked for the cut: the last segment's content goes
-                            // whole (what a crash leaves when the new segment's header was
-                            // never synced and reads back as garbage, or damage). The file
-                            // stays, emptied to a new header, when it is the first or the
-                            // segment before it is sealed: a sealed segment never becomes
-                            // the one appends go to.
-                            let bytes_dropped = lens[seg as usize];
-                            let keep_file = seg == 0 || previous_sealed;
-                            if !self.o.read_only {
-                                match self.vfs.remove_file(&self.dir.join(INDEX_FILE)) {
-                                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                                        return Err(io_err(&self.dir.join(INDEX_FILE))(e));
-                                    }
-                                    _ => {}
+                    );
+                    let repairable = self.o.repair && is_last && self.o.limit.is_none();
+                    if !(leftover || repairable) {
+                        return Err(self.corrupted(seg, 0, why));
+                    }
+                    if !leftover {
+                        // the user asked for the cut: the last segment's content goes
+                        // whole (what a crash leaves when the new segment's header was
+                        // never synced and reads back as garbage, or damage). The file
+                        // stays, emptied to a new header, when it is the first or the
+                        // segment before it is sealed: a sealed segment never becomes
+                        // the one appends go to.
+                        let bytes_dropped = lens[seg as usize];
+                        let keep_file = seg == 0 || previous_sealed;
+                        if !self.o.read_only {
+                            match self.vfs.remove_file(&self.dir.join(INDEX_FILE)) {
+                                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                    return Err(io_err(&self.dir.join(INDEX_FILE))(e));
                                 }
-                                if keep_file {
-                                    file.set_len(0).map_err(io_err(&path))?;
-                                    write_header(&*file, seg, index.head + 1)
-                                        .map_err(|e| io_err(&path)(e.into_io()))?;
-                                } else {
-                                    self.vfs.remove_file(&path).map_err(io_err(&path))?;
-                                }
-                                self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
+                                _ => {}
                             }
                             if keep_file {
-                                end = LogOffset::segment_start(seg);
+                                file.set_len(0).map_err(io_err(&path))?;
+                                write_header(&*file, seg, index.head + 1)
+                                    .map_err(|e| io_err(&path)(e.into_io()))?;
                             } else {
-                                segment_count -= 1;
+                                self.vfs.remove_file(&path).map_err(io_err(&path))?;
                             }
-                            let lost = proven
-                                .as_ref()
-                                .filter(|(p, _)| *p > LogOffset::segment_start(seg))
-                                .map_or(String::new(), |(_, claim)| {
-                                    format!("; {claim}: events there are lost")
-                                });
-                            report.repaired = Some(Repair {
-                                segment: seg,
-                                offset: 0,
-                                reason: format!("{why}{lost}"),
-                                bytes_dropped,
-                                segments_removed: if keep_file { Vec::new() } else { vec![seg] },
-                            });
-                            report.index_rebuilt = true;
-                            break;
-                        }
-                        // the newest segment's header never became durable: it holds no event
-                        if self.o.read_only {
-                            segment_count -= 1;
-                            break;
-                        }
-                        if seg == 0 {
-                            file.set_len(0).map_err(io_err(&path))?;
-                            write_header(&*file, 0, 1).map_err(|e| io_err(&path)(e.into_io()))?;
-                            end = LogOffset::segment_start(0);
-                        } else {
-                            self.vfs.remove_file(&path).map_err(io_err(&path))?;
                             self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
+                        }
+                        if keep_file {
+                            end = LogOffset::segment_start(seg);
+                        } else {
                             segment_count -= 1;
                         }
-                        report.removed_empty_segment = Some(seg);
+                        let lost = proven
+                            .as_ref()
+                            .filter(|(p, _)| *p > LogOffset::segment_start(seg))
+                            .map_or(String::new(), |(_, claim)| {
+                                format!("; {claim}: events there are lost")
+                            });
+                        report.repaired = Some(Repair {
+                            segment: seg,
+                            offset: 0,
+                            reason: format!("{why}{lost}"),
+                            bytes_dropped,
+                            segments_removed: if keep_file { Vec::new() } else { vec![seg] },
+                        });
+                        report.index_rebuilt = true;
                         break;
                     }
+                    // the newest segment's header never became durable: it holds no event
+                    if self.o.read_only {
+                        segment_count -= 1;
+                        break;
+                    }
+                    if seg == 0 {
+                        file.set_len(0).map_err(io_err(&path))?;
+                        write_header(&*file, 0, 1).map_err(|e| io_err(&path)(e.into_io()))?;
+                        end = LogOffset::segment_start(0);
+                    } else {
+                        self.vfs.remove_file(&path).map_err(io_err(&path))?;
+                        self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
+                        segment_count -= 1;
+                    }
+                    report.removed_empty_segment = Some(seg);
+                    break;
                 }
             }
             let stop = self.scan_frames(&*file, seg, offset, len, &mut index, &mut report)?;
@@ -817,6 +806,14 @@ impl Scan<'_> {
             }
         }
         Ok(numbers)
+    }
+
+    /// Whether segment `seg` has a sealed index file (intact or not: its presence proves
+    /// that a later segment held a published frame).
+    fn has_sealed_index(&self, seg: u64) -> bool {
+        self.vfs
+            .open(&sealed_index_path(self.dir, seg), OpenMode::Read)
+            .is_ok()
     }
 
     /// Reads `index.dat` and checks that what it says about frames is plausible, given
