@@ -614,10 +614,21 @@ impl<H: BuildHasher + Default> Index<H> {
 
     /// Up to `max` recent frames of a stream holding versions from `from_version` on,
     /// starting with the one that holds `from_version`.
+    #[cfg(test)]
     pub fn stream_frames(&self, stream_id: &str, from_version: u64, max: usize) -> Vec<FrameEntry> {
         let Some(stream) = self.stream(stream_id) else {
             return Vec::new();
         };
+        self.frames_of(stream, from_version, max)
+    }
+
+    /// [`Index::stream_frames`] of the stream whose entry [`Index::stream`] returned.
+    pub fn frames_of(
+        &self,
+        stream: &StreamEntry,
+        from_version: u64,
+        max: usize,
+    ) -> Vec<FrameEntry> {
         let frame = |no: u64| self.recent.get((no - self.recent_base) as usize).copied();
         let start = stream.recent.partition_point(|&no| {
             frame(no).is_some_and(|e| e.first_version + e.count <= from_version)

@@ -72,6 +72,69 @@ pub fn stream_hash(stream_id: &str) -> u64 {
     (u64::from(high) << 32) | u64::from(low)
 }
 
+/// Where `hash` would lie among `len` sorted hashes from `first` to `last` were they
+/// spread exactly evenly: the start of [`search_near`].
+fn interpolate(hash: u64, first: Option<u64>, last: Option<u64>, len: u64) -> u64 {
+    let (Some(first), Some(last)) = (first, last) else {
+        return 0;
+    };
+    if len == 0 || last <= first {
+        return 0;
+    }
+    let into = u128::from(hash.clamp(first, last) - first);
+    let guess = into * u128::from(len) / (u128::from(last - first) + 1);
+    u64::try_from(guess).map_or(len - 1, |g| g.min(len - 1))
+}
+
+/// The first of `0..len` at which `below` turns false (it is true for a prefix, false
+/// after), searched from `guess` outwards in doubling steps and then by bisection of the
+/// last step: a few reads next to the guess when it is close, and never more than twice a
+/// bisection's when it is not.
+fn search_near<E>(
+    len: u64,
+    guess: u64,
+    mut below: impl FnMut(u64) -> Result<bool, E>,
+) -> Result<u64, E> {
+    let guess = guess.min(len);
+    let (mut lo, mut hi);
+    if guess < len && below(guess)? {
+        // the answer lies after the guess
+        (lo, hi) = (guess + 1, len);
+        let mut step = 1;
+        while lo < len {
+            let probe = (guess + step).min(len - 1);
+            if !below(probe)? {
+                hi = probe;
+                break;
+            }
+            lo = probe + 1;
+            step *= 2;
+        }
+    } else {
+        // at the guess or before it
+        (lo, hi) = (0, guess);
+        let mut step = 1;
+        while hi > 0 {
+            let probe = guess.saturating_sub(step);
+            if below(probe)? {
+                lo = probe + 1;
+                break;
+            }
+            hi = probe;
+            step *= 2;
+        }
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if below(mid)? {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
 /// The filter key of an event id.
 pub(crate) fn id_key(id: &Uuid) -> u64 {
     let (a, b) = id.as_u64_pair();
@@ -770,8 +833,9 @@ impl Sealed {
         }
     }
 
-    /// The run of `stream_id` in this segment, found by binary search in the stream
-    /// table (a cached copy, or the file: a few small reads).
+    /// The run of `stream_id` in this segment, found by a search in the stream table (a
+    /// cached copy, or the file: a few small reads). The run's `stream_id` is left empty:
+    /// the caller knows it.
     pub fn find_stream(
         &self,
         src: &TableSource<'_>,
@@ -788,23 +852,36 @@ impl Sealed {
         let entry =
             |i: u64| self.table_bytes(src, self.streams_at() + i * STREAM_LEN, STREAM_LEN as usize);
         let hash_of = |b: &[u8]| u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
-        let (mut lo, mut hi) = (0u64, streams);
+        // hashes spread evenly, so a search starts where `hash` would lie were they exactly
+        // even, and widens from there: a couple of neighbouring entries rather than the
+        // scattered ones of a bisection (each a likely cache miss)
+        let (mut lo, mut hi, mut low, mut high) = (0u64, streams, 0u64, u64::MAX);
         if fenced {
             // the first entry of `hash` or above lies between the last fence below it and
             // the first fence at or above it: the search starts in one block
-            let above = self.fences.partition_point(|&f| f < hash) as u64;
+            let fences = &self.fences;
+            let guess = interpolate(
+                hash,
+                fences.first().copied(),
+                fences.last().copied(),
+                fences.len() as u64,
+            );
+            let above = search_near(fences.len() as u64, guess, |i| {
+                Ok::<_, SealedError>(fences.get(i as usize).is_some_and(|&f| f < hash))
+            })?;
             lo = above.saturating_sub(1) * FENCE;
             hi = (above * FENCE).min(streams);
+            low = above
+                .checked_sub(1)
+                .and_then(|b| fences.get(b as usize))
+                .map_or(0, |&f| f);
+            high = fences.get(above as usize).map_or(u64::MAX, |&f| f);
         }
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if hash_of(&entry(mid)?) < hash {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let mut i = lo;
+        let guess = interpolate(hash, Some(low), Some(high), hi - lo);
+        let mut i = lo
+            + search_near(hi - lo, guess, |k| {
+                Ok::<_, SealedError>(hash_of(&entry(lo + k)?) < hash)
+            })?;
         while i < u64::from(self.streams) {
             let b = entry(i)?;
             if hash_of(&b) != hash {
@@ -838,10 +915,7 @@ impl Sealed {
         let at = self.names_at() + name_at;
         let named = *self.table_bytes_in(src, at, name_len as usize, &mut scratch)?
             == *stream_id.as_bytes();
-        Ok(named.then(|| StreamRun {
-            stream_id: stream_id.to_owned(),
-            ..run
-        }))
+        Ok(named.then_some(run))
     }
 
     /// [`Sealed::find_stream`] in the file: the fences name the block where entries of
@@ -932,9 +1006,21 @@ impl Sealed {
         run: &StreamRun,
         from_version: u64,
     ) -> Result<Vec<FrameEntry>, SealedError> {
+        let mut frames = Vec::with_capacity(run.frame_count as usize);
+        self.stream_frames_into(src, run, from_version, &mut frames)?;
+        Ok(frames)
+    }
+
+    /// [`Sealed::stream_frames`] added to `frames`.
+    pub fn stream_frames_into(
+        &self,
+        src: &TableSource<'_>,
+        run: &StreamRun,
+        from_version: u64,
+        frames: &mut impl Extend<FrameEntry>,
+    ) -> Result<(), SealedError> {
         let at = self.slots_at() + u64::from(run.first_slot) * SLOT_LEN;
         let bytes = self.table_bytes(src, at, run.frame_count as usize * SLOT_LEN as usize)?;
-        let mut frames: Vec<FrameEntry> = Vec::with_capacity(run.frame_count as usize);
         let mut previous: Option<FrameEntry> = None;
         for (i, b) in bytes.chunks_exact(SLOT_LEN as usize).enumerate() {
             let in_order = |f: &FrameEntry| {
@@ -955,10 +1041,22 @@ impl Sealed {
                 })?;
             previous = Some(frame);
             if frame.first_version + frame.count > from_version {
-                frames.push(frame);
+                frames.extend([frame]);
             }
         }
-        Ok(frames)
+        Ok(())
+    }
+
+    /// Reads the first byte of the list of `run`'s frames when `src` holds it in memory,
+    /// so that [`Sealed::stream_frames`] finds it in the processor's cache.
+    pub fn touch_frames(&self, src: &TableSource<'_>, run: &StreamRun) {
+        if let TableSource::Memory(table, _) = src {
+            let at = self.slots_at() + u64::from(run.first_slot) * SLOT_LEN;
+            let from = at.saturating_sub(self.streams_at());
+            if let Some(b) = usize::try_from(from).ok().and_then(|i| table.get(i)) {
+                std::hint::black_box(*b);
+            }
+        }
     }
 
     /// Up to `max` frames from the one holding `position` on.
@@ -1166,6 +1264,36 @@ mod tests {
     use crate::{Durability, FileStore, FileStoreOptions};
     use es_core::{EventStore, ExpectedVersion, NewEvent};
     use std::path::Path;
+
+    proptest::proptest! {
+        /// The search from a guess finds what a bisection finds, whatever the guess and
+        /// however the values cluster.
+        #[test]
+        fn a_search_from_a_guess_finds_the_partition_point(
+            mut values in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..300),
+            target in proptest::prelude::any::<u64>(),
+            guess in 0u64..400,
+            clustered in proptest::prelude::any::<bool>(),
+        ) {
+            if clustered {
+                // a crafted table: most hashes in a narrow band
+                for v in values.iter_mut().skip(1) {
+                    *v %= 1000;
+                }
+            }
+            values.sort_unstable();
+            let len = values.len() as u64;
+            let expected = values.partition_point(|&v| v < target) as u64;
+            let found = search_near(len, guess, |i| {
+                Ok::<_, ()>(values[i as usize] < target)
+            });
+            proptest::prop_assert_eq!(found, Ok(expected));
+            let guessed = interpolate(target, values.first().copied(), values.last().copied(), len);
+            proptest::prop_assert!(len == 0 || guessed < len);
+            let found = search_near(len, guessed, |i| Ok::<_, ()>(values[i as usize] < target));
+            proptest::prop_assert_eq!(found, Ok(expected));
+        }
+    }
 
     /// A store of several sealed segments: streams of one event per append, interleaved.
     fn store_of_sealed_segments(dir: &Path) {

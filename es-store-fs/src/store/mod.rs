@@ -372,21 +372,13 @@ impl Shared {
             .get(&*self.options.vfs, no, || sealed_index_path(&self.dir, no))?)
     }
 
-    /// Runs `f` on the stream table of sealed segment `sealed`: the cached copy (the
-    /// newest segments' tables, read at open), or the index file, read in small pieces.
-    fn with_stream_table<T>(
-        &self,
-        sealed: &Sealed,
-        f: impl FnOnce(&TableSource<'_>) -> Result<T, SealedError>,
-    ) -> Result<T, SealedError> {
+    /// The stream table of sealed segment `sealed`, for one or more [`StreamTable::with`].
+    fn stream_table(&self, sealed: &Sealed) -> Result<StreamTable, SealedError> {
         let cached = lock(&self.stream_tables).get(sealed.segment);
         let file = self
             .sealed_index(sealed.segment)
             .map_err(|e| SealedError::Io(io::Error::other(e.to_string())))?;
-        match cached {
-            Some(table) => f(&TableSource::Memory(&table[..], Some(&*file))),
-            None => f(&TableSource::File(&*file)),
-        }
+        Ok(StreamTable { cached, file })
     }
 
     /// A sealed index that cannot be used while the store runs: damage names the file and
@@ -426,16 +418,52 @@ impl Shared {
         ))
     }
 
-    /// Reads and checks the frame at `at`.
-    fn read_frame(&self, at: FrameRef, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+    /// Reads and checks the frame at `at`, through the segment file in `file` when it is
+    /// the frame's, leaving there the file it read from.
+    fn read_frame(
+        &self,
+        at: FrameRef,
+        buf: &mut Vec<u8>,
+        file: &mut Option<(u64, Arc<dyn VfsFile>)>,
+    ) -> Result<(), StoreError> {
         if !read(&self.recent).copy(at, buf) {
             buf.resize(at.len as usize, 0);
-            let file = self.segment(at.segment)?;
-            file.read_exact_at(buf, at.offset)
+            let segment = match file {
+                Some((no, f)) if *no == at.segment => f,
+                _ => &file.insert((at.segment, self.segment(at.segment)?)).1,
+            };
+            segment
+                .read_exact_at(buf, at.offset)
                 .map_err(|e| self.read_failed(at, e))?;
         }
         format::check_frame(buf).map_err(|e| corrupted(at, &e.to_string()))?;
         Ok(())
+    }
+}
+
+/// A sealed segment's stream table: the cached copy when there is one, and the index file.
+struct StreamTable {
+    cached: Option<Arc<Vec<u8>>>,
+    file: Arc<dyn VfsFile>,
+}
+
+impl StreamTable {
+    /// Runs `f` on the table.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&TableSource<'_>) -> Result<T, SealedError>,
+    ) -> Result<T, SealedError> {
+        match &self.cached {
+            Some(table) => f(&TableSource::Memory(&table[..], Some(&*self.file))),
+            None => f(&TableSource::File(&*self.file)),
+        }
+    }
+
+    /// [`Sealed::touch_frames`] on the table.
+    fn touch_frames(&self, sealed: &Sealed, run: &crate::seal::StreamRun) {
+        if let Some(table) = &self.cached {
+            sealed.touch_frames(&TableSource::Memory(&table[..], None), run);
+        }
     }
 }
 

@@ -2,11 +2,12 @@
 //! order through a read-ahead window; both hand out a frame at a time from a buffer they
 //! reuse, decoded into owned events ([`Buffered`]) or lent to a visitor ([`visit`]).
 
-use super::{Shared, corrupted, read};
+use super::{Shared, StreamTable, corrupted, read};
 use crate::format::{self, Frame, RawEvent};
 use crate::index::{FrameEntry, FrameRef, Located};
 use crate::read_ahead::ReadAhead;
 use crate::seal::{Sealed, SealedError, StreamRun};
+use crate::vfs::VfsFile;
 use es_core::{RecordedEvent, RecordedEventRef, StoreError};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -220,14 +221,28 @@ fn lend_event(
 pub(super) struct StreamReader<'a> {
     shared: &'a Shared,
     /// Sealed segments still to read, oldest first, with the stream's run in each.
-    sealed: VecDeque<(Arc<Sealed>, StreamRun)>,
+    sealed: VecDeque<SealedRun>,
+    /// The segment file the last frame was read from: a stream's frames in one segment
+    /// are read through one handle.
+    file: Option<(u64, Arc<dyn VfsFile>)>,
     /// The version the last walk back through sealed segments started from: a second
     /// walk from the same version would find nothing new.
     walked_from: Option<u64>,
     stream_id: String,
     next_version: u64,
     frames: VecDeque<FrameEntry>,
+    /// The recent frames found before a walk back through sealed segments, which follow
+    /// those segments' frames: read after them without asking the index again.
+    after_sealed: Vec<FrameEntry>,
     buf: Vec<u8>,
+}
+
+/// A sealed segment a stream read is to go through: the stream's run in it, and its
+/// stream table, found once.
+struct SealedRun {
+    sealed: Arc<Sealed>,
+    run: StreamRun,
+    table: StreamTable,
 }
 
 impl<'a> StreamReader<'a> {
@@ -239,6 +254,8 @@ impl<'a> StreamReader<'a> {
             next_version: from_version.max(1),
             frames: VecDeque::new(),
             sealed: VecDeque::new(),
+            after_sealed: Vec::new(),
+            file: None,
             walked_from: None,
             // room for the usual frame, so that frames of a few hundred bytes are read
             // into one allocation
@@ -255,17 +272,27 @@ impl StreamReader<'_> {
     /// newest one.
     fn fetch(&mut self) -> Result<(), StoreError> {
         loop {
-            if let Some((sealed, run)) = self.sealed.pop_front() {
-                let frames = self
-                    .shared
-                    .with_stream_table(&sealed, |src| {
-                        sealed.stream_frames(src, &run, self.next_version)
-                    })
-                    .map_err(|e| self.shared.sealed_failed(sealed.segment, e))?;
-                self.frames.extend(frames);
+            if let Some(SealedRun { sealed, run, table }) = self.sealed.pop_front() {
+                let listed = table.with(|src| {
+                    sealed.stream_frames_into(src, &run, self.next_version, &mut self.frames)
+                });
+                if let Err(e) = listed {
+                    // none of a damaged list's frames is read
+                    self.frames.clear();
+                    return Err(self.shared.sealed_failed(sealed.segment, e));
+                }
                 if self.frames.is_empty() {
                     continue;
                 }
+                return Ok(());
+            }
+            let mut after_sealed = std::mem::take(&mut self.after_sealed);
+            after_sealed.retain(|f| f.first_version + f.count > self.next_version);
+            if after_sealed
+                .first()
+                .is_some_and(|f| f.first_version <= self.next_version)
+            {
+                self.frames.extend(after_sealed);
                 return Ok(());
             }
             let last_sealed = {
@@ -276,8 +303,7 @@ impl StreamReader<'_> {
                 if stream.version < self.next_version {
                     return Ok(());
                 }
-                let recent =
-                    index.stream_frames(&self.stream_id, self.next_version, FRAMES_PER_FETCH);
+                let recent = index.frames_of(stream, self.next_version, FRAMES_PER_FETCH);
                 if recent
                     .first()
                     .is_some_and(|f| f.first_version <= self.next_version)
@@ -285,6 +311,7 @@ impl StreamReader<'_> {
                     self.frames.extend(recent);
                     return Ok(());
                 }
+                self.after_sealed = recent;
                 stream.last_sealed
             };
             let again = self.walked_from == Some(self.next_version);
@@ -327,9 +354,12 @@ impl StreamReader<'_> {
                     ),
                 )));
             };
-            let run = self
+            let table = self
                 .shared
-                .with_stream_table(&sealed, |src| sealed.find_stream(src, &self.stream_id))
+                .stream_table(&sealed)
+                .map_err(|e| self.shared.sealed_failed(segment, e))?;
+            let run = table
+                .with(|src| sealed.find_stream(src, &self.stream_id))
                 .map_err(|e| self.shared.sealed_failed(segment, e))?
                 .ok_or_else(|| {
                     self.shared.sealed_failed(
@@ -345,10 +375,15 @@ impl StreamReader<'_> {
             }
             at = run.previous.filter(|&p| p < segment);
             let reached = run.first_version <= self.next_version;
-            chain.push((sealed, run));
+            chain.push(SealedRun { sealed, run, table });
             if reached {
                 break;
             }
+        }
+        // each segment's list of the stream's frames is a likely cache miss: asked for
+        // together, they arrive together
+        for SealedRun { sealed, run, table } in &chain {
+            table.touch_frames(sealed, run);
         }
         self.sealed.extend(chain.into_iter().rev());
         Ok(())
@@ -381,7 +416,8 @@ impl FrameSource for StreamReader<'_> {
                 ),
             ));
         }
-        self.shared.read_frame(entry.at, &mut self.buf)?;
+        self.shared
+            .read_frame(entry.at, &mut self.buf, &mut self.file)?;
         let frame = parse(&self.buf, entry.at)?;
         if frame.place.first_position != entry.first_position
             || frame.place.first_version != entry.first_version

@@ -265,3 +265,46 @@ fn a_group_written_while_a_periodic_sync_runs_waits_for_its_outcome() {
     let later = store.append("z", ExpectedVersion::Any, vec![event(2)]);
     assert!(matches!(later, Err(StoreError::ReadOnly(_))), "{later:?}");
 }
+
+/// A stream read that has found the stream's frames in sealed segments and in memory
+/// still reads what is appended to the stream while it goes, and goes on reading the
+/// frames it found in memory once they are sealed.
+#[test]
+fn a_stream_read_across_sealed_segments_reads_on_through_appends_and_seals() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions {
+        segment_size: 4096,
+        durability: Durability::None,
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with(dir.path(), options).unwrap();
+    let append = |stream: &str, n: u64| {
+        store
+            .append(stream, ExpectedVersion::Any, vec![event(n)])
+            .unwrap();
+    };
+    // the stream's events spread over several segments, the last ones still recent
+    for n in 0..120 {
+        append("s", n);
+        append(&format!("other-{}", n % 5), n);
+    }
+    let mut read = store.read_stream("s", 1).unwrap();
+    let first = read.next().unwrap().unwrap();
+    assert_eq!(first.stream_version, 1);
+    // appends to the stream, and enough others to seal the segments it was in
+    for n in 120..130 {
+        append("s", n);
+    }
+    for n in 0..200 {
+        append(&format!("other-{}", n % 5), n);
+    }
+    let versions: Vec<u64> = read.map(|e| e.unwrap().stream_version).collect();
+    assert_eq!(versions, (2..=130).collect::<Vec<_>>());
+    // and a read from the middle, begun after the seals, finds the same events
+    let versions: Vec<u64> = store
+        .read_stream("s", 100)
+        .unwrap()
+        .map(|e| e.unwrap().stream_version)
+        .collect();
+    assert_eq!(versions, (100..=130).collect::<Vec<_>>());
+}
