@@ -267,14 +267,28 @@ impl FileStore {
         // sealed segments get their own indexes first: `index.dat` then lists the active
         // segment's frames only
         self.shared.seal_ready(false)?;
-        let mut w = lock(&self.shared.writer);
-        while w.flushing {
-            w = self.shared.wait_for_flush(w);
-        }
-        if let Some(reason) = &w.poisoned {
-            return Err(StoreError::ReadOnly(reason.clone()));
-        }
-        self.shared.save_index(&mut w)
+        // one writer of the index file at a time: the sealing thread writes it too. Taken
+        // before the writer's lock, so that appends wait for the sync and the encoding
+        // only, not for a sealing round (which may build an id filter) or for the write
+        let _one_at_a_time = lock(&self.shared.seal_lock);
+        let bytes = {
+            let mut w = lock(&self.shared.writer);
+            while w.flushing {
+                w = self.shared.wait_for_flush(w);
+            }
+            if let Some(reason) = &w.poisoned {
+                return Err(StoreError::ReadOnly(reason.clone()));
+            }
+            self.shared.index_to_save(&mut w)?
+        };
+        let path = self.shared.dir.join(crate::layout::INDEX_FILE);
+        crate::vfs::write_atomically(&*self.shared.options.vfs, &self.shared.dir, &path, &bytes)
+            .map_err(|e| {
+                StoreError::Io(io::Error::new(
+                    e.kind(),
+                    format!("writing `{}`: {e}", path.display()),
+                ))
+            })
     }
 
     /// Cuts the zero-filled room off the active segment (done at close).

@@ -338,9 +338,10 @@ impl Shared {
         format!("{what} in {}: {e}", self.dir.display())
     }
 
-    /// Writes the index file atomically: log synced first, so that it covers only durable
-    /// frames.
-    pub(super) fn save_index(&self, w: &mut Writer) -> Result<(), StoreError> {
+    /// Syncs the log and encodes the index for the index file, which then covers only
+    /// durable frames. The caller writes it, holding the sealing lock (the sealing thread
+    /// writes the file too) but not the writer's.
+    pub(super) fn index_to_save(&self, w: &mut Writer) -> Result<Vec<u8>, StoreError> {
         // a segment that cannot be opened is an error too: nothing is recorded as durable
         // that was not synced
         let active = self.segment(w.durable_tail.segment)?;
@@ -355,13 +356,7 @@ impl Shared {
         w.synced_end = w.synced_end.max(w.durable_tail);
         let index = read(&self.published);
         self.publish(w.durable_tail, index.head, w.synced_end);
-        let bytes = index.encode();
-        drop(index);
-        let path = self.dir.join(INDEX_FILE);
-        // the sealing thread writes it too
-        let _one_at_a_time = lock(&self.seal_lock);
-        write_atomically(&*self.options.vfs, &self.dir, &path, &bytes)?;
-        Ok(())
+        Ok(index.encode())
     }
 
     /// Writes queued chunks. A segment being left is cut to its last frame and synced

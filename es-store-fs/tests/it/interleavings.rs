@@ -29,6 +29,10 @@ struct GateState {
     /// The next segment sync (held or not) fails with this.
     fail_sync: Option<io::ErrorKind>,
     syncs_failed: usize,
+    /// Hold the next write of the index file until `release_index`.
+    hold_index_write: bool,
+    index_writes_held: usize,
+    release_index: bool,
 }
 
 #[derive(Debug, Default)]
@@ -55,7 +59,8 @@ impl Gate {
     }
 }
 
-/// A simulated disk whose segment files pass through the gate.
+/// A simulated disk whose segment files, and the index file's writes, pass through the
+/// gate.
 #[derive(Debug)]
 struct GateFs {
     inner: SimFs,
@@ -66,6 +71,8 @@ struct GateFs {
 struct GateFile {
     inner: Arc<dyn VfsFile>,
     gate: Arc<Gate>,
+    /// The index file's temporary file, not a segment.
+    index: bool,
 }
 
 impl Vfs for GateFs {
@@ -74,10 +81,12 @@ impl Vfs for GateFs {
     }
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
         let inner = self.inner.open(path, mode)?;
-        if path.extension().is_some_and(|e| e == "seg") {
+        let index = path.file_name().is_some_and(|n| n == "index.dat.tmp");
+        if index || path.extension().is_some_and(|e| e == "seg") {
             Ok(Arc::new(GateFile {
                 inner,
                 gate: Arc::clone(&self.gate),
+                index,
             }))
         } else {
             Ok(inner)
@@ -106,6 +115,19 @@ impl VfsFile for GateFile {
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut s = self.gate.state.lock().unwrap();
+        if self.index {
+            if s.hold_index_write {
+                s.hold_index_write = false;
+                s.index_writes_held += 1;
+                self.gate.moved.notify_all();
+                while !s.release_index {
+                    s = self.gate.moved.wait(s).unwrap();
+                }
+                s.release_index = false;
+            }
+            drop(s);
+            return self.inner.write_all_at(buf, offset);
+        }
         if s.hold_write {
             s.hold_write = false;
             s.writes_held += 1;
@@ -122,6 +144,9 @@ impl VfsFile for GateFile {
         self.inner.write_all_at(buf, offset)
     }
     fn sync_data(&self) -> io::Result<()> {
+        if self.index {
+            return self.inner.sync_data();
+        }
         let mut s = self.gate.state.lock().unwrap();
         if s.hold_sync {
             s.hold_sync = false;
@@ -307,4 +332,41 @@ fn a_stream_read_across_sealed_segments_reads_on_through_appends_and_seals() {
         .map(|e| e.unwrap().stream_version)
         .collect();
     assert_eq!(versions, (100..=130).collect::<Vec<_>>());
+}
+
+/// A checkpoint writes the index file without the writer's lock: appends go on while
+/// that write (a write, a sync, a rename and a directory sync) is under way.
+#[test]
+fn appends_go_on_while_a_checkpoint_writes_the_index_file() {
+    let (store, gate) = gated_store(Durability::Always);
+    for n in 0..5 {
+        store
+            .append("a", ExpectedVersion::Any, vec![event(n)])
+            .unwrap();
+    }
+    gate.set(|s| s.hold_index_write = true);
+    let checkpoint = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || store.checkpoint())
+    };
+    gate.wait_until("the checkpoint's index write", |s| s.index_writes_held == 1);
+    let (done, appended) = mpsc::channel();
+    let appender = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            let result = store.append("b", ExpectedVersion::NoStream, vec![event(5)]);
+            done.send(result.is_ok()).unwrap();
+        })
+    };
+    let during = appended.recv_timeout(Duration::from_secs(5));
+    // let everything go before asserting, so that a failure does not leave threads held
+    gate.set(|s| s.release_index = true);
+    appender.join().unwrap();
+    checkpoint.join().unwrap().unwrap();
+    assert_eq!(
+        during,
+        Ok(true),
+        "the append waited for the checkpoint's index write"
+    );
+    assert_eq!(store.stream_version("b").unwrap(), 1);
 }
