@@ -26,6 +26,51 @@
 //! assert_eq!(accounts.load("7").await.unwrap().balance, 100);
 //! # }
 //! ```
+//!
+//! # Cancellation
+//!
+//! A command cannot be cancelled once its future has been polled: the store call runs to
+//! its end whatever becomes of the future. On a multi-threaded runtime the first poll
+//! runs the whole command (`block_in_place`), so a `tokio::time::timeout` around it fires
+//! only after it. Elsewhere the command runs on the blocking pool, and dropping its future
+//! (a timeout, the losing arm of `select!`, a web client that went away) leaves it
+//! running: its events may be stored although nobody learns its outcome.
+//!
+//! So treat a dropped command like a lost reply, never like one that did not happen. To
+//! resend safely, send it with [`AsyncRepository::execute_expecting`] and the version the
+//! client read: a resend after the first one landed is a `Conflict`, not a second
+//! deposit. A reaction to an event (`Repository::execute_caused_by`) is recognised when
+//! it runs again.
+//!
+//! ```
+//! use es_core::asynchronous::AsyncRepository;
+//! use es_core::{MemoryStore, Repository};
+//! # use es_core::doc_support::Account;
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let accounts = AsyncRepository::new(Repository::<Account, _>::new(Arc::new(MemoryStore::new())));
+//! // a slow deposit, whose future is dropped after 10 ms, before the command has finished
+//! let deposit = accounts.execute("7", |a| {
+//!     std::thread::sleep(Duration::from_millis(300));
+//!     a.deposit(100)
+//! });
+//! let gave_up = tokio::time::timeout(Duration::from_millis(10), deposit).await;
+//! assert!(gave_up.is_err());
+//! // the command still runs to its end
+//! let mut balance = 0;
+//! for _ in 0..500 {
+//!     balance = accounts.load("7").await.unwrap().balance;
+//!     if balance == 100 {
+//!         break;
+//!     }
+//!     tokio::time::sleep(Duration::from_millis(10)).await;
+//! }
+//! assert_eq!(balance, 100);
+//! # }
+//! ```
 
 use crate::envelope::{Envelope, Metadata, RecordedEvent};
 use crate::repository::{CommandError, Executed, LoadError, Loaded, Repository};
@@ -125,7 +170,8 @@ where
         &self.inner
     }
 
-    /// [`Repository::execute`], off the async threads.
+    /// [`Repository::execute`], off the async threads. Dropping the future does not stop
+    /// the command (see [the module's notes on cancellation](self#cancellation)).
     pub async fn execute<T, E, F>(
         &self,
         id: impl Into<String>,
