@@ -31,8 +31,8 @@
 //!
 //! A command cannot be cancelled once its future has been polled: the store call runs to
 //! its end whatever becomes of the future. On a multi-threaded runtime the first poll
-//! runs the whole command (`block_in_place`), so a `tokio::time::timeout` around it fires
-//! only after it. Elsewhere the command runs on the blocking pool, and dropping its future
+//! runs the whole command (`block_in_place`), so a `tokio::time::timeout` around it
+//! returns the command's result, never a timeout. Elsewhere the command runs on the blocking pool, and dropping its future
 //! (a timeout, the losing arm of `select!`, a web client that went away) leaves it
 //! running: its events may be stored although nobody learns its outcome.
 //!
@@ -52,13 +52,15 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let accounts = AsyncRepository::new(Repository::<Account, _>::new(Arc::new(MemoryStore::new())));
-//! // a slow deposit, whose future is dropped after 10 ms, before the command has finished
-//! let deposit = accounts.execute("7", |a| {
-//!     std::thread::sleep(Duration::from_millis(300));
+//! // a deposit that cannot finish before its caller gives up on it after 10 ms
+//! let (release, released) = std::sync::mpsc::channel::<()>();
+//! let deposit = accounts.execute("7", move |a| {
+//!     let _ = released.recv_timeout(Duration::from_secs(10));
 //!     a.deposit(100)
 //! });
 //! let gave_up = tokio::time::timeout(Duration::from_millis(10), deposit).await;
 //! assert!(gave_up.is_err());
+//! release.send(()).unwrap();
 //! // the command still runs to its end
 //! let mut balance = 0;
 //! for _ in 0..500 {

@@ -537,7 +537,7 @@ impl EventStore for FileStore {
     ) -> Result<(), StoreError> {
         self.shared.options.limits.check_stream_id(stream_id)?;
         readers::visit(
-            StreamReader::new(&self.shared, stream_id, from_version),
+            StreamReader::new(&self.shared, stream_id, from_version).for_one_call(),
             visit,
         )
     }

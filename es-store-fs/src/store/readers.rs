@@ -2,7 +2,7 @@
 //! order through a read-ahead window; both hand out a frame at a time from a buffer they
 //! reuse, decoded into owned events ([`Buffered`]) or lent to a visitor ([`visit`]).
 
-use super::{Shared, StreamTable, corrupted, read};
+use super::{Shared, corrupted, read};
 use crate::format::{self, Frame, RawEvent};
 use crate::index::{FrameEntry, FrameRef, Located};
 use crate::read_ahead::ReadAhead;
@@ -220,11 +220,15 @@ fn lend_event(
 /// One stream's frames, found through the index.
 pub(super) struct StreamReader<'a> {
     shared: &'a Shared,
-    /// Sealed segments still to read, oldest first, with the stream's run in each.
-    sealed: VecDeque<SealedRun>,
-    /// The segment file the last frame was read from: a stream's frames in one segment
-    /// are read through one handle.
+    /// Sealed segments still to read, oldest first, with the stream's run in each. Their
+    /// tables are found again when they are read: a reader holds no sealed index open
+    /// between reads, so that the bounded set of open files stays bounded.
+    sealed: VecDeque<(Arc<Sealed>, StreamRun)>,
+    /// The segment file the last frame was read from, when the reader lives for one
+    /// call (a visit): a stream's frames in one segment are then read through one
+    /// handle. A reader handed to the caller as an iterator keeps none.
     file: Option<(u64, Arc<dyn VfsFile>)>,
+    keep_file: bool,
     /// The version the last walk back through sealed segments started from: a second
     /// walk from the same version would find nothing new.
     walked_from: Option<u64>,
@@ -235,14 +239,6 @@ pub(super) struct StreamReader<'a> {
     /// those segments' frames: read after them without asking the index again.
     after_sealed: Vec<FrameEntry>,
     buf: Vec<u8>,
-}
-
-/// A sealed segment a stream read is to go through: the stream's run in it, and its
-/// stream table, found once.
-struct SealedRun {
-    sealed: Arc<Sealed>,
-    run: StreamRun,
-    table: StreamTable,
 }
 
 impl<'a> StreamReader<'a> {
@@ -256,6 +252,7 @@ impl<'a> StreamReader<'a> {
             sealed: VecDeque::new(),
             after_sealed: Vec::new(),
             file: None,
+            keep_file: false,
             walked_from: None,
             // room for the usual frame, so that frames of a few hundred bytes are read
             // into one allocation
@@ -265,6 +262,13 @@ impl<'a> StreamReader<'a> {
 }
 
 impl StreamReader<'_> {
+    /// Lets the reader keep the segment file it reads from between frames: for a reader
+    /// that lives for one call.
+    pub(super) fn for_one_call(mut self) -> Self {
+        self.keep_file = true;
+        self
+    }
+
     /// Fills `frames` with the next frames of the stream: from the next sealed segment
     /// that holds it, or from the recent frames in memory. When versions from
     /// `next_version` on are no longer recent (they were sealed), the sealed segments
@@ -272,9 +276,11 @@ impl StreamReader<'_> {
     /// newest one.
     fn fetch(&mut self) -> Result<(), StoreError> {
         loop {
-            if let Some(SealedRun { sealed, run, table }) = self.sealed.pop_front() {
-                let listed = table.with(|src| {
-                    sealed.stream_frames_into(src, &run, self.next_version, &mut self.frames)
+            if let Some((sealed, run)) = self.sealed.pop_front() {
+                let listed = self.shared.stream_table(&sealed).and_then(|table| {
+                    table.with(|src| {
+                        sealed.stream_frames_into(src, &run, self.next_version, &mut self.frames)
+                    })
                 });
                 if let Err(e) = listed {
                     // none of a damaged list's frames is read
@@ -375,15 +381,13 @@ impl StreamReader<'_> {
             }
             at = run.previous.filter(|&p| p < segment);
             let reached = run.first_version <= self.next_version;
-            chain.push(SealedRun { sealed, run, table });
+            // each segment's list of the stream's frames is a likely cache miss: asked
+            // for while the walk goes on, they arrive together
+            table.touch_frames(&sealed, &run);
+            chain.push((sealed, run));
             if reached {
                 break;
             }
-        }
-        // each segment's list of the stream's frames is a likely cache miss: asked for
-        // together, they arrive together
-        for SealedRun { sealed, run, table } in &chain {
-            table.touch_frames(sealed, run);
         }
         self.sealed.extend(chain.into_iter().rev());
         Ok(())
@@ -416,8 +420,12 @@ impl FrameSource for StreamReader<'_> {
                 ),
             ));
         }
-        self.shared
-            .read_frame(entry.at, &mut self.buf, &mut self.file)?;
+        let file = if self.keep_file {
+            &mut self.file
+        } else {
+            &mut None
+        };
+        self.shared.read_frame(entry.at, &mut self.buf, file)?;
         let frame = parse(&self.buf, entry.at)?;
         if frame.place.first_position != entry.first_position
             || frame.place.first_version != entry.first_version

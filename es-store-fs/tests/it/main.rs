@@ -21,6 +21,7 @@ mod interleavings;
 mod json_depth_limit;
 mod kill;
 mod model;
+mod open_files;
 mod recovery;
 mod subscriptions;
 mod tracing_spans;
