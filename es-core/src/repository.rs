@@ -4,7 +4,7 @@ use crate::aggregate::Aggregate;
 use crate::cache::{CacheOptions, CacheStats, Cached, StateCache};
 use crate::envelope::{EventDecodeError, Metadata, NewEvent, RecordedEvent};
 use crate::event::{EncodeError, EventSet, IntoEvents};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{SNAPSHOTS_KEPT, Snapshot};
 use crate::store::{AppendResult, EventStore, ExpectedVersion, StoreError};
 use chrono::{DateTime, Utc};
 use std::marker::PhantomData;
@@ -208,6 +208,17 @@ impl<A: Aggregate + Clone, S: EventStore> Repository<A, S> {
     }
 }
 
+/// The event a folded state ends with, which the stream must still hold at the state's
+/// version for the state to be folded on: its global position (0: any) and, for a
+/// snapshot, its recorded time. Positions alone do not tell histories apart: after a
+/// crash took back events that were acknowledged but not yet durable, new events take
+/// their versions and positions again, never their times.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    position: u64,
+    at: Option<DateTime<Utc>>,
+}
+
 impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// A repository over `store` that runs a conflicting command at most 5 times, with no
     /// state cache (see [`Repository::with_cache`]).
@@ -333,7 +344,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             }) = cached
             {
                 let start = Loaded { state, version };
-                match self.fold_from(stream_id, start, position, u64::MAX, None) {
+                let anchor = Anchor { position, at: None };
+                match self.fold_from(stream_id, start, anchor, u64::MAX, None) {
                     Ok(Some((loaded, position))) => return Ok((loaded, position, Some(version))),
                     Ok(None) => {
                         tracing::warn!(
@@ -363,51 +375,87 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         max_version: u64,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<(Loaded<A>, u64), LoadError> {
-        let (snapshot, mut stale) = self.snapshot_start(stream_id, max_version, as_of);
-        if let Some((start, position)) = snapshot {
-            match self.fold_from(stream_id, start, position, max_version, as_of)? {
-                Some(done) => return Ok(done),
-                None => {
-                    tracing::warn!(
-                        stream_id,
-                        "the snapshot does not match the stream's history; rebuilding from events"
-                    );
-                    stale = true;
-                }
+        // the newest snapshot first; one that does not match the stream's history (a crash
+        // or a repair took back the events it was folded from) gives way to an older one
+        let mut stale: Option<u64> = None;
+        let mut below = max_version;
+        for _ in 0..SNAPSHOTS_KEPT {
+            let (snapshot, found_stale) = self.snapshot_start(stream_id, below, as_of);
+            stale = stale.max(found_stale);
+            let Some((start, anchor)) = snapshot else {
+                break;
+            };
+            let version = start.version;
+            if let Some(done) = self.fold_from(stream_id, start, anchor, max_version, as_of)? {
+                self.replace_stale(stream_id, stale, &done.0, max_version, as_of);
+                return Ok(done);
+            }
+            tracing::warn!(
+                stream_id,
+                version,
+                "the snapshot does not match the stream's history; trying an older one"
+            );
+            stale = stale.max(Some(version));
+            match version.checked_sub(1) {
+                Some(v) if v > 0 => below = v,
+                _ => break,
             }
         }
         let empty = Loaded {
             state: A::default(),
             version: 0,
         };
+        let anchor = Anchor {
+            position: 0,
+            at: None,
+        };
         let done = self
-            .fold_from(stream_id, empty, 0, max_version, as_of)?
+            .fold_from(stream_id, empty, anchor, max_version, as_of)?
             .unwrap_or_default();
-        // a stale snapshot is replaced now, by the state just rebuilt, so that the next
-        // load starts from it (and does not warn again)
-        if stale && max_version == u64::MAX && as_of.is_none() && done.0.version > 0 {
-            self.save_snapshot(stream_id, &done.0);
-        }
+        self.replace_stale(stream_id, stale, &done.0, max_version, as_of);
         Ok(done)
+    }
+
+    /// Replaces a stale snapshot (the newest found, at version `stale`) by the state just
+    /// folded to the stream's end, so that the next load starts from it and does not warn
+    /// again. Only a state at that version or later replaces it; an earlier one would
+    /// not be the newest, and saving it on every load would rewrite the file for nothing.
+    fn replace_stale(
+        &self,
+        stream_id: &str,
+        stale: Option<u64>,
+        done: &Loaded<A>,
+        max_version: u64,
+        as_of: Option<DateTime<Utc>>,
+    ) {
+        if stale.is_some_and(|v| done.version >= v)
+            && max_version == u64::MAX
+            && as_of.is_none()
+            && done.version > 0
+        {
+            self.save_snapshot(stream_id, done);
+        }
     }
 
     /// Folds events after `start.version`, returning the state and the global position of
     /// the last event folded. `None` when the stream does not hold, at `start.version`,
-    /// the event at global position `position` (0: any event) that the state was folded
-    /// up to: a snapshot or cached state of another history, such as one a crash or a
-    /// repair took back.
+    /// the event `anchor` describes, the one the state was folded up to: a snapshot or
+    /// cached state of another history, such as one a crash or a repair took back.
     fn fold_from(
         &self,
         stream_id: &str,
         mut loaded: Loaded<A>,
-        mut position: u64,
+        anchor: Anchor,
         max_version: u64,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Option<(Loaded<A>, u64)>, LoadError> {
+        let Anchor { mut position, at } = anchor;
         let start_version = loaded.version;
         // a stream that still ends at the event the state was folded up to has nothing
-        // more to fold: no read (an error here is met again by the read below)
+        // more to fold: no read (an error here is met again by the read below). Only for
+        // a state this process folded: a snapshot's event is also checked for its time
         if start_version > 0
+            && at.is_none()
             && position != 0
             && let Ok(Some(end)) = self.store.stream_end(stream_id)
             && end.version == start_version
@@ -425,6 +473,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     // the first event read must be the one the state was folded up to
                     if e.stream_version == start_version
                         && (position == 0 || e.position == position)
+                        && at.is_none_or(|t| e.timestamp == t)
                     {
                         anchored = true;
                         position = e.position;
@@ -461,30 +510,37 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         Ok(Some((loaded, position)))
     }
 
-    /// The state in the newest usable snapshot, if the aggregate and the store keep them,
-    /// and whether a snapshot was found but is stale (to be replaced).
+    /// The state in the newest usable snapshot at or below `max_version`, if the aggregate
+    /// and the store keep them, and the version of a snapshot found but stale (to be
+    /// replaced).
     #[allow(clippy::type_complexity)]
     fn snapshot_start(
         &self,
         stream_id: &str,
         max_version: u64,
         as_of: Option<DateTime<Utc>>,
-    ) -> (Option<(Loaded<A>, u64)>, bool) {
+    ) -> (Option<(Loaded<A>, Anchor)>, Option<u64>) {
         let (Some(policy), Some(snapshots)) = (A::snapshot_policy(), self.store.snapshots()) else {
-            return (None, false);
+            return (None, None);
         };
         let snapshot = match snapshots.load_snapshot(stream_id, max_version) {
             Ok(Some(found)) => found,
-            Ok(None) => return (None, false),
+            Ok(None) => return (None, None),
             Err(e) => {
                 tracing::warn!(
                     stream_id,
                     error = %e,
                     "cannot read the snapshot; rebuilding from events"
                 );
-                return (None, false);
+                return (None, None);
             }
         };
+        if snapshot.version == 0 {
+            // a state folded from no event: nothing to anchor it, and an empty stream
+            // needs no snapshot (the repository never saves one)
+            tracing::warn!(stream_id, "ignoring a snapshot at version 0");
+            return (None, None);
+        }
         if snapshot.snapshot_version != policy.snapshot_version
             || snapshot.fingerprint != A::snapshot_fingerprint()
         {
@@ -497,10 +553,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 policy.snapshot_version,
                 A::snapshot_fingerprint()
             );
-            return (None, true);
+            return (None, Some(snapshot.version));
         }
         if as_of.is_some_and(|t| snapshot.last_event_at > t) {
-            return (None, false);
+            return (None, None);
         }
         match A::decode_snapshot(&snapshot.state) {
             Some(Ok(state)) => (
@@ -509,9 +565,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         state,
                         version: snapshot.version,
                     },
-                    snapshot.position,
+                    Anchor {
+                        position: snapshot.position,
+                        // a snapshot without a position (0) is anchored by version alone
+                        at: (snapshot.position != 0).then_some(snapshot.last_event_at),
+                    },
                 )),
-                false,
+                None,
             ),
             Some(Err(e)) => {
                 tracing::warn!(
@@ -520,9 +580,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     error = %e,
                     "ignoring a snapshot that does not decode; it is replaced once rebuilt"
                 );
-                (None, true)
+                (None, Some(snapshot.version))
             }
-            None => (None, false),
+            None => (None, None),
         }
     }
 

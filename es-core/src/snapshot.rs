@@ -15,10 +15,16 @@ pub struct Snapshot {
     /// The stream version the state reflects (events 1..=version folded in).
     pub version: u64,
     /// The global position of the event at `version`: a snapshot is used only if the
-    /// stream still holds that very event there (0 skips the check).
+    /// stream still holds that very event there, at this position and recorded at
+    /// `last_event_at` (0 skips both checks). The time matters where positions are
+    /// taken again: after a crash took back events that were acknowledged but not yet
+    /// durable, new events take their versions and positions, never their times. A
+    /// snapshot that fails the check gives way to an older one, or to a fold from the
+    /// first event.
     pub position: u64,
-    /// Timestamp of the event at `version`, so that as-of loads can tell whether the
-    /// snapshot lies before the wanted time.
+    /// Timestamp of the event at `version`, as the store recorded it: it anchors the
+    /// snapshot with `position`, and tells as-of loads whether the snapshot lies before
+    /// the wanted time.
     pub last_event_at: DateTime<Utc>,
     /// The aggregate's snapshot schema version ([`SnapshotPolicy::snapshot_version`],
     /// the `snapshot_version` attribute).

@@ -106,8 +106,14 @@ pub(crate) fn write_atomically(
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     let file = vfs.open(&tmp, OpenMode::CreateTruncate)?;
-    file.write_all_at(bytes, 0)?;
-    file.sync_data()?;
+    if let Err(e) = file.write_all_at(bytes, 0).and_then(|()| file.sync_data()) {
+        // a partial temporary file (a full disk) would keep its space until the next
+        // write of `path`; it is never read as `path`
+        drop(file);
+        let _ = vfs.remove_file(&tmp);
+        return Err(e);
+    }
+    drop(file);
     vfs.rename(&tmp, path)?;
     vfs.sync_dir(dir)
 }

@@ -961,6 +961,41 @@ pub fn repository_snapshots<S: EventStore>(store: &S) {
         (full.total, 25),
         "snapshot ahead of the stream"
     );
+    // the event at a snapshot's version and position must also be the one recorded at
+    // its time: after a crash took back events acknowledged but not yet durable, new
+    // events take the same versions and positions again
+    for i in 1..=12 {
+        snapped.execute("3", |c| c.add(i)).unwrap();
+    }
+    let at_10 = store
+        .read_stream("counter-3", 10)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let mut same_place = snapshot("counter-3", 10, br#"{"total":1,"events":1}"#);
+    same_place.position = at_10.position;
+    same_place.last_event_at = at_10.timestamp - chrono::Duration::seconds(1);
+    snaps.save_snapshot(&same_place).unwrap();
+    let (want, got) = (plain.load("3").unwrap(), snapped.load("3").unwrap());
+    assert_eq!(
+        (got.total, got.version),
+        (want.total, want.version),
+        "snapshot of another history at the same place"
+    );
+    // a snapshot at version 0 anchors to no event: ignored, never folded on
+    for i in 1..=3 {
+        snapped.execute("2", |c| c.add(i)).unwrap();
+    }
+    let mut at_zero = snapshot("counter-2", 0, br#"{"total":1000,"events":1}"#);
+    at_zero.position = 0;
+    snaps.save_snapshot(&at_zero).unwrap();
+    let (want, got) = (plain.load("2").unwrap(), snapped.load("2").unwrap());
+    assert_eq!(
+        (got.total, got.version),
+        (want.total, want.version),
+        "snapshot at version 0"
+    );
 }
 
 /// A subscription started before and during concurrent appends delivers every event
