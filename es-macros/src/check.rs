@@ -125,6 +125,9 @@ fn migrate_and_upcast_from_are_exclusive(cx: &Ctxt, event: &EventStruct) {
     );
 }
 
+/// The most steps a message lists.
+const SHOWN: usize = 8;
+
 fn older_versions_have_a_chain(cx: &Ctxt, event: &EventStruct) {
     let Some(version) = &event.attrs.version else {
         return;
@@ -134,10 +137,16 @@ fn older_versions_have_a_chain(cx: &Ctxt, event: &EventStruct) {
         return;
     }
     let current = version.value.value;
-    let steps = (1..current)
+    // a long chain is shown by its first steps: a version such as a date would otherwise
+    // make a message of millions of steps
+    let mut steps = (1..current)
+        .take(SHOWN)
         .map(|v| format!("{v} => to_v{}", v + 1))
         .collect::<Vec<_>>()
         .join(", ");
+    if current - 1 > SHOWN as u32 {
+        steps.push_str(&format!(", .. (one step per version, {} in all)", current - 1));
+    }
     cx.error_spanned_by(
         &version.value.lit,
         format!(
@@ -212,17 +221,28 @@ fn migrate_steps_have_no_gap(cx: &Ctxt, event: &EventStruct) {
     let Some(current) = event.known_version() else {
         return;
     };
-    let present: BTreeSet<u32> = migrate.value.steps.iter().map(|s| s.from.value).collect();
-    let missing: Vec<u32> = (1..current).filter(|v| !present.contains(v)).collect();
-    if missing.is_empty() {
+    let present: BTreeSet<u32> = migrate
+        .value
+        .steps
+        .iter()
+        .map(|s| s.from.value)
+        .filter(|&v| (1..current).contains(&v))
+        .collect();
+    // counted, never collected: a version such as a date leaves millions missing
+    let missing_count = u64::from(current - 1) - present.len() as u64;
+    if missing_count == 0 {
         return;
     }
-    let listed = missing
-        .iter()
+    let mut listed = (1..current)
+        .filter(|v| !present.contains(v))
+        .take(SHOWN)
         .map(|v| format!("`{v} => ..`"))
         .collect::<Vec<_>>()
         .join(", ");
-    let (noun, pronoun) = if missing.len() == 1 {
+    if missing_count > SHOWN as u64 {
+        listed.push_str(&format!(" and {} more", missing_count - SHOWN as u64));
+    }
+    let (noun, pronoun) = if missing_count == 1 {
         ("step", "it")
     } else {
         ("steps", "them")
