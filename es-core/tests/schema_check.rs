@@ -284,6 +284,41 @@ mod renamed_event {
     }
 }
 
+/// `ItemAdded` renamed `StockAdded` and its `sku` renamed `item`, still at version 1: the
+/// rename must not hide the silent breaking change.
+mod renamed_and_reshaped {
+    use es_core::prelude::*;
+
+    pub use crate::v1::ShopOpened;
+
+    #[event(aliases = ["ItemAdded", "ProductStocked"])]
+    #[derive(Debug, Clone)]
+    pub struct StockAdded {
+        pub item: String,
+        pub quantity: u32,
+    }
+
+    #[event(ignore = ["ShopViewed"])]
+    #[derive(Debug, Clone)]
+    pub enum ShopEvent {
+        ShopOpened(ShopOpened),
+        StockAdded(StockAdded),
+    }
+}
+
+/// `ItemAdded` retired into `ignore`, its own alias forgotten.
+mod retired_event {
+    use es_core::prelude::*;
+
+    pub use crate::v1::ShopOpened;
+
+    #[event(ignore = ["ShopViewed", "ItemAdded"])]
+    #[derive(Debug, Clone)]
+    pub enum ShopEvent {
+        ShopOpened(ShopOpened),
+    }
+}
+
 /// `ItemAdded` split into `StockReceived` and `StockCounted`: the old event stays in the
 /// set, unchanged, as a legacy variant that is still read and applied.
 mod split_event {
@@ -773,4 +808,37 @@ fn an_event_split_in_two_keeps_its_golden_payloads_checked() {
     assert_eq!(report.goldens_checked, 4);
     let catalogue = std::fs::read_to_string(fixtures.path().join("schema-catalogue.json")).unwrap();
     assert!(catalogue.contains("\"ItemAdded\""), "{catalogue}");
+}
+
+#[test]
+fn a_renamed_event_is_compared_with_what_was_stored_under_its_old_name() {
+    let fixtures = Fixtures::released_with_v1("renamed-reshaped");
+    let found = problems(
+        SchemaCheck::new(fixtures.path()).event_set::<renamed_and_reshaped::ShopEvent>(()),
+    );
+    let text = messages(&found);
+    // the catalogue: the same version, another shape
+    assert!(
+        found.iter().any(|p| matches!(p,
+            SchemaProblem::ChangedWithoutVersionBump { event, .. } if event == "StockAdded")),
+        "{text}"
+    );
+    // the golden payload kept under the old name no longer reads
+    assert!(
+        found.iter().any(|p| matches!(p,
+            SchemaProblem::GoldenBroken { path, .. } if path.ends_with("ItemAdded/v1.json"))),
+        "{text}"
+    );
+}
+
+#[test]
+fn retiring_an_event_does_not_drop_its_aliases_silently() {
+    let fixtures = Fixtures::released_with_v1("retired");
+    let text = messages(&problems(
+        SchemaCheck::new(fixtures.path()).event_set::<retired_event::ShopEvent>(()),
+    ));
+    assert!(
+        text.contains("alias \"ProductStocked\" of the retired `ItemAdded`"),
+        "{text}"
+    );
 }

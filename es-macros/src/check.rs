@@ -145,7 +145,10 @@ fn older_versions_have_a_chain(cx: &Ctxt, event: &EventStruct) {
         .collect::<Vec<_>>()
         .join(", ");
     if current - 1 > SHOWN as u32 {
-        steps.push_str(&format!(", .. (one step per version, {} in all)", current - 1));
+        steps.push_str(&format!(
+            ", .. (one step per version, {} in all)",
+            current - 1
+        ));
     }
     cx.error_spanned_by(
         &version.value.lit,

@@ -232,6 +232,7 @@ impl SchemaCheck {
                 let golden = GoldenRef {
                     set: schema.name,
                     event,
+                    stored_as: event.name,
                     version,
                     path: &path,
                 };
@@ -263,8 +264,47 @@ impl SchemaCheck {
                     }),
                 }
             }
-            self.check_no_future_goldens(schema, event, problems);
+            self.check_no_future_goldens(schema, event, event.name, problems);
+            for alias in event.aliases {
+                self.check_alias_goldens(set, schema, event, alias, problems, report);
+            }
         }
+    }
+
+    /// The golden payloads kept under an alias (the event's name before a rename) are
+    /// history too: each must still read as the event it now names, and at its current
+    /// version lose nothing when written back. Missing ones are not asked for.
+    fn check_alias_goldens(
+        &self,
+        set: &dyn CheckedSet,
+        schema: &SetSchema,
+        event: &'static EventSchema,
+        alias: &str,
+        problems: &mut Vec<SchemaProblem>,
+        report: &mut SchemaReport,
+    ) {
+        for version in 1..=event.version {
+            let path = self.golden_path(schema.name, alias, version);
+            let golden = GoldenRef {
+                set: schema.name,
+                event,
+                stored_as: alias,
+                version,
+                path: &path,
+            };
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    report.goldens_checked += 1;
+                    check_golden(set, &golden, &bytes, problems);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => problems.push(SchemaProblem::GoldenUnreadable {
+                    path,
+                    message: e.to_string(),
+                }),
+            }
+        }
+        self.check_no_future_goldens(schema, event, alias, problems);
     }
 
     /// Writes the golden payload of a current version from the sample of its event.
@@ -323,12 +363,13 @@ impl SchemaCheck {
         &self,
         schema: &SetSchema,
         event: &EventSchema,
+        stored_as: &str,
         problems: &mut Vec<SchemaProblem>,
     ) {
         let dir = self
             .fixtures
             .join(path_segment(schema.name))
-            .join(path_segment(event.name));
+            .join(path_segment(stored_as));
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
         };
@@ -348,7 +389,7 @@ impl SchemaCheck {
         for (version, path) in ahead {
             problems.push(SchemaProblem::GoldenAhead {
                 set: schema.name.to_owned(),
-                event: event.name.to_owned(),
+                event: stored_as.to_owned(),
                 version,
                 current: event.version,
                 path,
@@ -430,6 +471,8 @@ impl fmt::Debug for SchemaCheck {
 struct GoldenRef<'a> {
     set: &'static str,
     event: &'static EventSchema,
+    /// The type name the payload is stored under: the event's, or one of its aliases.
+    stored_as: &'a str,
     version: u32,
     path: &'a Path,
 }
@@ -453,7 +496,7 @@ fn check_golden(
         }
     };
     let (event, set_name, version) = (golden.event, golden.set, golden.version);
-    let read = match set.read(event.name, version, bytes) {
+    let read = match set.read(golden.stored_as, version, bytes) {
         Ok(Some(read)) => read,
         Ok(None) => {
             problems.push(SchemaProblem::GoldenBroken {
@@ -660,13 +703,36 @@ fn compare_set(
     for (name, recorded) in &file.events {
         match code.events.get(name) {
             Some(event) => compare_event(set, name, event, recorded, problems),
-            None if code.ignored.contains(name) => problems.push(outdated(format!(
-                "event `{name}` is retired: the set now ignores it"
-            ))),
+            None if code.ignored.contains(name) => {
+                problems.push(outdated(format!(
+                    "event `{name}` is retired: the set now ignores it"
+                )));
+                // its own aliases name stored events too
+                for alias in &recorded.aliases {
+                    if !code.ignored.contains(alias) && answers(alias).is_none() {
+                        problems.push(at_risk(
+                            format!("alias \"{alias}\" of the retired `{name}` is neither ignored nor an alias of another event"),
+                            format!("events stored as `{alias}` will fail to load as an unknown type. Add \"{alias}\" to the set's `ignore = [..]` as well; regenerate the catalogue only if no store holds such events"),
+                        ));
+                    }
+                }
+            }
             None => match answers(name) {
-                Some(successor) => problems.push(outdated(format!(
-                    "event `{name}` was renamed `{successor}`, which keeps \"{name}\" as an alias"
-                ))),
+                Some(successor) => {
+                    problems.push(outdated(format!(
+                        "event `{name}` was renamed `{successor}`, which keeps \"{name}\" as an alias"
+                    )));
+                    // the successor reads what was stored under the old name: the same
+                    // versions, the same shape at each, and the old name's own aliases
+                    // (what the catalogue must record of the rename is said above)
+                    if let Some(event) = code.events.get(&successor) {
+                        let mut found = Vec::new();
+                        compare_event(set, &successor, event, recorded, &mut found);
+                        problems.extend(found.into_iter().filter(|p| {
+                            !matches!(p, SchemaProblem::CatalogueOutdated { .. })
+                        }));
+                    }
+                }
                 None => problems.push(at_risk(
                     format!("event `{name}` (version {}) was removed", recorded.version),
                     format!("stored `{name}` events will fail to load as an unknown type. Keep the event, add \"{name}\" to the set's `ignore = [..]` to skip them, or give its successor `aliases = [\"{name}\"]`; regenerate the catalogue only if no store holds such events"),
