@@ -446,6 +446,20 @@ pub enum ProjectionError {
         #[source]
         source: BoxError,
     },
+    /// The read model has taken into account events up to `checkpoint`, but the log ends
+    /// before it, at `head`: events it has seen are no longer in the log (a crash took
+    /// back appends that were acknowledged but not yet durable, or a repair cut the log).
+    /// Reading on would skip the events that take those positions again. Rebuild the read
+    /// model ([`ProjectionRunner::rebuild`]).
+    #[error(
+        "the read model's checkpoint, position {checkpoint}, is past the end of the log, position {head}: the log no longer holds events the read model has taken into account (a crash took back appends that were not yet durable, or a repair cut the log); rebuild the read model"
+    )]
+    CheckpointAhead {
+        /// The read model's checkpoint.
+        checkpoint: u64,
+        /// The log's last position.
+        head: u64,
+    },
 }
 
 fn describe(stream_id: &Option<String>, event_type: &Option<String>) -> String {
@@ -602,6 +616,12 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
         loop {
             let (batch, last_read, done) = self.read_batch(checkpoint, until)?;
             if last_read == checkpoint {
+                // nothing after the checkpoint: a log that ends before it has lost events
+                // the read model has seen (asked only here, where nothing was read)
+                let head = self.store.head_position()?;
+                if head < checkpoint {
+                    return Err(ProjectionError::CheckpointAhead { checkpoint, head });
+                }
                 return Ok(checkpoint);
             }
             let span = tracing::debug_span!(

@@ -333,6 +333,34 @@ mod failing_projections {
         store
     }
 
+    /// A checkpoint past the end of the log (the log lost events the read model has seen)
+    /// is an error naming both, not a run that silently skips what comes next.
+    #[test]
+    fn a_checkpoint_past_the_end_of_the_log_is_an_error() {
+        use es_core::projection::CheckpointStore;
+        let store = store();
+        let head = store.head_position().unwrap();
+        let checkpoints = Arc::new(MemoryCheckpoints::default());
+        checkpoints.save("flaky", head + 7).unwrap();
+        let projection = WithCheckpoint::new(
+            Flaky {
+                handled: vec![],
+                failures: 0,
+            },
+            "flaky",
+            checkpoints.clone(),
+        );
+        let mut runner = ProjectionRunner::new(&store, projection);
+        let err = runner.run_to_head().unwrap_err();
+        assert!(
+            matches!(err, ProjectionError::CheckpointAhead { checkpoint, head: h }
+                if checkpoint == head + 7 && h == head),
+            "{err}"
+        );
+        // a rebuild starts over from the first event
+        assert_eq!(runner.rebuild().unwrap(), head);
+    }
+
     /// The failing event's position, stream and type, not the batch's first position.
     #[test]
     fn a_failure_names_the_failing_event_and_stops_by_default() {
