@@ -53,29 +53,35 @@ impl SnapshotFiles {
             )))
     }
 
-    /// The snapshots in the stream's file, or none when the file is missing or unusable.
-    fn read(&self, stream_id: &str) -> Vec<Snapshot> {
+    /// The snapshots in the file of `stream_id`'s hash: those of every stream whose id has
+    /// that hash (rarely more than one), none when the file is missing or damaged (a
+    /// cache: the repository rebuilds). A failed read is an error naming the file, so
+    /// that a file that could not be read is not overwritten.
+    fn read(&self, stream_id: &str) -> Result<Vec<Snapshot>, StoreError> {
         let path = self.path(stream_id);
-        let Ok(file) = self.vfs.open(&path, OpenMode::Read) else {
-            return Vec::new();
+        let failed = |e: std::io::Error| {
+            StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!("reading the snapshot file `{}`: {e}", path.display()),
+            ))
         };
-        let Ok(len) = file.len() else {
-            return Vec::new();
+        let file = match self.vfs.open(&path, OpenMode::Read) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(failed(e)),
         };
+        let len = file.len().map_err(failed)?;
         if len > MAX_SNAPSHOT_FILE {
             tracing::warn!("ignoring oversized snapshot file {}", path.display());
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let mut bytes = vec![0u8; len as usize];
-        if file.read_exact_at(&mut bytes, 0).is_err() {
-            return Vec::new();
-        }
+        file.read_exact_at(&mut bytes, 0).map_err(failed)?;
         match decode(&bytes) {
-            Some(list) if list.iter().all(|s| s.stream_id == stream_id) => list,
-            Some(_) => Vec::new(),
+            Some(list) => Ok(list),
             None => {
                 tracing::warn!("ignoring damaged snapshot file {}", path.display());
-                Vec::new()
+                Ok(Vec::new())
             }
         }
     }
@@ -95,15 +101,25 @@ impl SnapshotFiles {
             });
         }
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut list = self.read(&snapshot.stream_id);
+        // streams whose ids share the hash share the file: each keeps its own snapshots
+        let (mut list, mut others): (Vec<Snapshot>, Vec<Snapshot>) = self
+            .read(&snapshot.stream_id)?
+            .into_iter()
+            .partition(|s| s.stream_id == snapshot.stream_id);
         retain_newest(&mut list, snapshot);
-        // the file is read back only up to its cap: older snapshots make room for the
-        // newer ones
-        while list.len() > 1
-            && FILE_OVERHEAD + list.iter().map(encoded_len).sum::<u64>() > MAX_SNAPSHOT_FILE
-        {
+        // the file is read back only up to its cap: the other streams' snapshots, then
+        // this stream's older ones, make room for the newest
+        let size = |list: &[Snapshot], others: &[Snapshot]| {
+            FILE_OVERHEAD + list.iter().chain(others).map(encoded_len).sum::<u64>()
+        };
+        while !others.is_empty() && size(&list, &others) > MAX_SNAPSHOT_FILE {
+            others.remove(0);
+        }
+        while list.len() > 1 && size(&list, &others) > MAX_SNAPSHOT_FILE {
             list.remove(0);
         }
+        others.extend(list);
+        let list = others;
         self.vfs.create_dir_all(&self.dir)?;
         write_atomically(
             &*self.vfs,
@@ -114,8 +130,15 @@ impl SnapshotFiles {
         Ok(())
     }
 
-    pub(crate) fn load(&self, stream_id: &str, max_version: u64) -> Option<Snapshot> {
-        newest_at_or_below(&self.read(stream_id), max_version).cloned()
+    pub(crate) fn load(
+        &self,
+        stream_id: &str,
+        max_version: u64,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let mut list = self.read(stream_id)?;
+        list.retain(|s| s.stream_id == stream_id);
+        list.sort_by_key(|s| s.version);
+        Ok(newest_at_or_below(&list, max_version).cloned())
     }
 }
 
@@ -424,6 +447,65 @@ mod tests {
         assert_eq!(decode_checkpoint(&unnamed), Ok(content));
     }
 
+    /// Two streams whose ids hash alike share a snapshot file: each keeps its own
+    /// snapshots, neither evicts the other's.
+    #[test]
+    fn streams_whose_ids_hash_alike_keep_their_own_snapshots() {
+        let mut seen = std::collections::HashMap::new();
+        // random ids of one length: the hash of such ids spreads over 32 bits only (the
+        // second CRC differs from the first by a constant of the length), so among a few
+        // hundred thousand two collide
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let (a, b) = (0..2_000_000u64)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("s-{x:016x}")
+            })
+            .find_map(|id| {
+                let hash = crate::seal::stream_hash(&id);
+                seen.insert(hash, id.clone()).map(|other| (other, id))
+            })
+            .expect("two ids of one length whose hashes collide");
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::new(dir.path(), Arc::new(crate::vfs::StdFs), false);
+        let snapshot = |stream: &str, version: u64| Snapshot {
+            stream_id: stream.to_owned(),
+            version,
+            ..sample()
+        };
+        files.save(&snapshot(&a, 10)).unwrap();
+        files.save(&snapshot(&b, 20)).unwrap();
+        files.save(&snapshot(&a, 30)).unwrap();
+        assert_eq!(
+            files.load(&a, u64::MAX).unwrap().map(|s| s.version),
+            Some(30)
+        );
+        assert_eq!(files.load(&a, 29).unwrap().map(|s| s.version), Some(10));
+        assert_eq!(
+            files.load(&b, u64::MAX).unwrap().map(|s| s.version),
+            Some(20)
+        );
+        assert_eq!(files.load(&b, 19).unwrap(), None);
+    }
+
+    /// A snapshot file that cannot be read is an error naming it, and is not overwritten.
+    #[test]
+    fn a_snapshot_file_that_cannot_be_read_is_an_error_and_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::new(dir.path(), Arc::new(crate::vfs::StdFs), false);
+        files.save(&sample()).unwrap();
+        let path = files.path("cart-1");
+        // a directory in its place: opening it for reading works, reading it fails
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let err = files.load("cart-1", u64::MAX).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(files.save(&sample()).is_err());
+        assert!(path.is_dir());
+    }
+
     /// A small snapshot of `cart-1` at version 7.
     fn sample() -> Snapshot {
         Snapshot {
@@ -477,6 +559,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(files.load("cart-1", u64::MAX), Some(small));
+        assert_eq!(files.load("cart-1", u64::MAX).unwrap(), Some(small));
     }
 }

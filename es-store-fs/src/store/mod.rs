@@ -612,6 +612,6 @@ impl SnapshotStore for FileStore {
         max_version: u64,
     ) -> Result<Option<Snapshot>, StoreError> {
         self.shared.options.limits.check_stream_id(stream_id)?;
-        Ok(self.shared.snapshots.load(stream_id, max_version))
+        self.shared.snapshots.load(stream_id, max_version)
     }
 }
