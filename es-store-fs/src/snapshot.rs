@@ -13,8 +13,10 @@
 //!   CRC32C of everything before it, u32
 //! ```
 //!
-//! A snapshot file is a cache: a missing, damaged or foreign file (two stream ids whose
-//! hashes collide) reads as "no snapshot", and the aggregate is rebuilt from events.
+//! A snapshot file is a cache: a missing or damaged file reads as "no snapshot", and the
+//! aggregate is rebuilt from events; a file that cannot be read is an error naming it (the
+//! repository logs it and rebuilds) and is not overwritten. Stream ids whose hashes collide
+//! share a file, each entry naming its stream, each stream keeping its own snapshots.
 
 use crate::vfs::{OpenMode, Vfs, write_atomically, write_atomically_unique};
 use chrono::DateTime;
