@@ -804,12 +804,20 @@ fn snapshot_load(b: &mut Bench) {
         events: then.events,
     })
     .unwrap();
+    // anchored to the event at `at` as the store recorded it, as the repository anchors
+    // the snapshots it takes
+    let event = store
+        .read_stream("counter-1", at)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     store
         .save_snapshot(&Snapshot {
             stream_id: "counter-1".into(),
             version: at,
-            position: at,
-            last_event_at: chrono::Utc::now(),
+            position: event.position,
+            last_event_at: event.timestamp,
             snapshot_version: 1,
             fingerprint: 0,
             state,
@@ -825,6 +833,13 @@ fn snapshot_load(b: &mut Bench) {
         snap.push(start.elapsed().as_secs_f64() * 1e3);
         assert_eq!((a.total, a.version), (s.total, s.version));
     }
+    // every load started from that snapshot: none replaced it
+    let newest = store.load_snapshot("counter-1", u64::MAX).unwrap();
+    assert_eq!(
+        newest.map(|s| s.version),
+        Some(at),
+        "the snapshot loaded from"
+    );
     let (r, s) = (median(replay), median(snap));
     b.row(
         &format!(

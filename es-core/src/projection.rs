@@ -450,7 +450,8 @@ pub enum ProjectionError {
     /// before it, at `head`: events it has seen are no longer in the log (a crash took
     /// back appends that were acknowledged but not yet durable, or a repair cut the log).
     /// Reading on would skip the events that take those positions again. Rebuild the read
-    /// model ([`ProjectionRunner::rebuild`]).
+    /// model ([`ProjectionRunner::rebuild`]). Checked only with stores whose head can
+    /// move back ([`EventStore::head_can_move_back`]).
     #[error(
         "the read model's checkpoint, position {checkpoint}, is past the end of the log, position {head}: the log no longer holds events the read model has taken into account (a crash took back appends that were not yet durable, or a repair cut the log); rebuild the read model"
     )]
@@ -617,10 +618,13 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
             let (batch, last_read, done) = self.read_batch(checkpoint, until)?;
             if last_read == checkpoint {
                 // nothing after the checkpoint: a log that ends before it has lost events
-                // the read model has seen (asked only here, where nothing was read)
-                let head = self.store.head_position()?;
-                if head < checkpoint {
-                    return Err(ProjectionError::CheckpointAhead { checkpoint, head });
+                // the read model has seen (asked only here, where nothing was read, and
+                // only of a store whose head can move back: a replica's merely lags)
+                if self.store.head_can_move_back() {
+                    let head = self.store.head_position()?;
+                    if head < checkpoint {
+                        return Err(ProjectionError::CheckpointAhead { checkpoint, head });
+                    }
                 }
                 return Ok(checkpoint);
             }

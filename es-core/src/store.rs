@@ -807,6 +807,15 @@ pub trait EventStore: Send + Sync {
         }
         Ok(None)
     }
+
+    /// Whether the log can end before a position it once had, so that positions are
+    /// handed out again: a store that acknowledges appends before they are durable loses
+    /// them in a crash, and a repair cuts damage. A projection whose checkpoint lies past
+    /// the head of such a store knows it has lost events. `false` by default: a store
+    /// whose head only moves forward (a replica's lags behind, and catches up).
+    fn head_can_move_back(&self) -> bool {
+        false
+    }
 }
 
 macro_rules! forward_event_store {
@@ -866,6 +875,9 @@ macro_rules! forward_event_store {
                 event_id: uuid::Uuid,
             ) -> Result<Option<u64>, StoreError> {
                 (**self).version_of_event(stream_id, event_id)
+            }
+            fn head_can_move_back(&self) -> bool {
+                (**self).head_can_move_back()
             }
         }
     )*};

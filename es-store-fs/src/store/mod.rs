@@ -492,6 +492,12 @@ fn corrupted(at: FrameRef, reason: &str) -> StoreError {
 }
 
 impl EventStore for FileStore {
+    /// A crash takes back what `Periodic` and `None` acknowledged but had not yet made
+    /// durable, and a repair cuts damage: the positions after the cut are handed out again.
+    fn head_can_move_back(&self) -> bool {
+        true
+    }
+
     fn append(
         &self,
         stream_id: &str,

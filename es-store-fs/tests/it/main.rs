@@ -22,6 +22,7 @@ mod json_depth_limit;
 mod kill;
 mod model;
 mod open_files;
+mod projections;
 mod recovery;
 mod subscriptions;
 mod tracing_spans;
