@@ -404,3 +404,18 @@ impl Vfs for SegmentSyncHook {
         StdFs.sync_dir(dir)
     }
 }
+
+/// A projection that counts the events it is handed.
+#[derive(Debug, Default)]
+pub struct Count(pub u64);
+
+impl es_core::projection::Projection for Count {
+    fn handle(&mut self, _: &RecordedEvent) -> Result<(), es_core::projection::BoxError> {
+        self.0 += 1;
+        Ok(())
+    }
+    fn reset(&mut self) -> Result<(), es_core::projection::BoxError> {
+        self.0 = 0;
+        Ok(())
+    }
+}

@@ -1,27 +1,13 @@
 //! Projections over the file store, whose head can move back: a crash in `Periodic` or
 //! `None` takes back appends that were acknowledged but not durable, a repair cuts damage.
 
+use crate::common::Count;
 use es_core::projection::{
-    BoxError, CheckpointStore, MemoryCheckpoints, Projection, ProjectionError, ProjectionRunner,
-    WithCheckpoint,
+    CheckpointStore, MemoryCheckpoints, ProjectionError, ProjectionRunner, WithCheckpoint,
 };
-use es_core::{EventStore, ExpectedVersion, NewEvent, RecordedEvent};
+use es_core::{EventStore, ExpectedVersion, NewEvent};
 use es_store_fs::{Durability, FileStore, FileStoreOptions};
 use std::sync::Arc;
-
-#[derive(Default)]
-struct Count(u64);
-
-impl Projection for Count {
-    fn handle(&mut self, _: &RecordedEvent) -> Result<(), BoxError> {
-        self.0 += 1;
-        Ok(())
-    }
-    fn reset(&mut self) -> Result<(), BoxError> {
-        self.0 = 0;
-        Ok(())
-    }
-}
 
 /// A checkpoint past the end of the log (the log lost events the read model has seen) is
 /// an error naming both, not a run that silently skips the events that take those

@@ -2,13 +2,12 @@
 //! runs in a span that names its stream, versions and positions; a stale snapshot warns
 //! once and is replaced by the next load.
 
+use crate::common::Count;
 use es_core::prelude::*;
-use es_core::projection::{
-    BoxError, MemoryCheckpoints, Projection, ProjectionRunner, WithCheckpoint,
-};
+use es_core::projection::{MemoryCheckpoints, ProjectionRunner, WithCheckpoint};
 use es_core::snapshot::{Snapshot, SnapshotStore};
 use es_core::subscription::Subscription;
-use es_core::{EventStore, RecordedEvent, Repository};
+use es_core::{EventStore, Repository};
 use es_store_fs::FileStore;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,18 +98,6 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .rev()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
-}
-
-struct Count(u64);
-impl Projection for Count {
-    fn handle(&mut self, _: &RecordedEvent) -> Result<(), BoxError> {
-        self.0 += 1;
-        Ok(())
-    }
-    fn reset(&mut self) -> Result<(), BoxError> {
-        self.0 = 0;
-        Ok(())
-    }
 }
 
 #[test]
