@@ -5,7 +5,7 @@ use crate::cache::{CacheOptions, CacheStats, Cached, StateCache};
 use crate::envelope::{EventDecodeError, Metadata, NewEvent, RecordedEvent};
 use crate::event::{EncodeError, EventSet, IntoEvents};
 use crate::snapshot::{SNAPSHOTS_KEPT, Snapshot};
-use crate::store::{AppendResult, EventStore, ExpectedVersion, StoreError};
+use crate::store::{AppendResult, EventStore, ExpectedVersion, ReadBack, StoreError};
 use chrono::{DateTime, Utc};
 use std::marker::PhantomData;
 use std::ops::{ControlFlow, Deref};
@@ -756,6 +756,11 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             version = tracing::field::Empty,
             first_position = tracing::field::Empty,
         );
+        if span.is_disabled() {
+            // nothing listens: entering the span and recording its fields would only cost
+            // (a few hundred instructions per command when `tracing` also feeds `log`)
+            return self.run_in_span(stream_id, metadata, cause, expected_version, &mut command);
+        }
         let _entered = span.enter();
         let result = self.run_in_span(stream_id, metadata, cause, expected_version, &mut command);
         match &result {
@@ -873,7 +878,11 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             } else {
                 ExpectedVersion::Exact(version)
             };
-            match self.store.append(&stream_id, expected, batch) {
+            // the payloads were just encoded and read back: the store need not parse them again
+            match self
+                .store
+                .append_read_back(&stream_id, expected, batch, ReadBack::new())
+            {
                 Ok(appended) if appended.retried && cause.is_some() => {
                     // another run of the same reaction stored these events first (their ids
                     // are derived from the cause): the stored events are that run's, which

@@ -31,7 +31,7 @@ use crate::store::Durability;
 use crate::vfs::{VfsFile, write_atomically};
 use chrono::{DateTime, Utc};
 use es_core::store::{IdLocation, check_idempotent_retry};
-use es_core::{AppendResult, ExpectedVersion, NewEvent, StoreError};
+use es_core::{AppendResult, ExpectedVersion, NewEvent, ReadBack, StoreError};
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -459,6 +459,7 @@ impl FileStore {
         stream_id: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        read_back: Option<ReadBack>,
     ) -> Result<AppendResult, StoreError> {
         let span = tracing::debug_span!(
             "es.append",
@@ -468,8 +469,12 @@ impl FileStore {
             first_position = tracing::field::Empty,
             last_version = tracing::field::Empty,
         );
+        if span.is_disabled() {
+            // nothing listens: entering the span and recording its fields would only cost
+            return self.append_in_span(stream_id, expected, events, read_back);
+        }
         let _entered = span.enter();
-        let result = self.append_in_span(stream_id, expected, events);
+        let result = self.append_in_span(stream_id, expected, events, read_back);
         match &result {
             Ok(r) => {
                 span.record("first_position", r.first_position);
@@ -485,6 +490,7 @@ impl FileStore {
         stream_id: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        read_back: Option<ReadBack>,
     ) -> Result<AppendResult, StoreError> {
         let shared = &*self.shared;
         let _in_flight = InFlight::enter(shared);
@@ -494,7 +500,13 @@ impl FileStore {
                 shared.dir.display()
             )));
         }
-        shared.options.limits.check_append(stream_id, &events)?;
+        match read_back {
+            Some(read_back) => shared
+                .options
+                .limits
+                .check_append_read_back(stream_id, &events, read_back)?,
+            None => shared.options.limits.check_append(stream_id, &events)?,
+        }
         let prepared = events
             .into_iter()
             .enumerate()
