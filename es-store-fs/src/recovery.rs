@@ -895,11 +895,16 @@ impl Scan<'_> {
             from = i + 1;
         }
         let frames = &file.frames[from..];
+        // the index lists every frame after the sealed segments: the first one starts
+        // right after the header of the first segment not sealed, and an index listing
+        // none covers nothing of that segment. (A list that starts later, or a covered
+        // end further in, would have the scan start past frames that no index holds.)
+        let start = LogOffset::segment_start(first_unsealed);
         let continues = position == index.head + 1
-            && frames
-                .first()
-                .is_none_or(|(_, _, at)| at.segment == first_unsealed)
-            && (!frames.is_empty() || file.covered.segment == first_unsealed);
+            && match frames.first() {
+                Some((_, _, at)) => LogOffset::new(at.segment, at.offset) == start,
+                None => file.covered == start,
+            };
         if !continues {
             return false;
         }

@@ -3,7 +3,7 @@
 use crate::error::OpenError;
 use crate::format::MAX_FRAME_LEN;
 use crate::index::{Base, FrameEntry, Index, IndexFile};
-use crate::layout::{INDEX_FILE, sealed_index_path, segment_number, segment_path};
+use crate::layout::{INDEX_FILE, LogOffset, sealed_index_path, segment_number, segment_path};
 use crate::recovery;
 use crate::seal::Sealed;
 use crate::vfs::{StdFs, Vfs};
@@ -210,6 +210,29 @@ fn compare_index(log: &Index, file: &IndexFile) -> IndexStatus {
     let ids = log.recent_ids_from(first);
     if file.ids.len() > ids.len() || file.ids[..] != ids[..file.ids.len()] {
         return IndexStatus::Disagrees("its event ids differ from the log".into());
+    }
+    // the end it covers is where the frame of its last position ends in the log (or the
+    // start of the next segment): an open starts its scan there
+    let frame_end = if file.head == 0 {
+        Some(LogOffset::segment_start(0))
+    } else {
+        // the frame holding the last position
+        let i = log
+            .recent
+            .partition_point(|f| f.first_position + f.count <= file.head);
+        log.recent
+            .get(i)
+            .filter(|f| f.first_position + f.count - 1 == file.head)
+            .map(|f| f.at.end())
+    };
+    let covered_fits = frame_end.is_some_and(|end| {
+        file.covered == end || file.covered == LogOffset::segment_start(end.segment + 1)
+    });
+    if !covered_fits {
+        return IndexStatus::Disagrees(format!(
+            "it covers the log up to {} at position {}, where no frame of the log ends",
+            file.covered, file.head
+        ));
     }
     if let Some(base) = &file.base
         && let Err(why) = compare_base(log, file, base)

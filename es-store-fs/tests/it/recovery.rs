@@ -2386,6 +2386,102 @@ fn an_index_file_that_leaves_out_frames_is_not_used() {
     }
 }
 
+/// Rewrites `index.dat` (the current format) without its first `drop` recent frames
+/// (all of them with `None`) and their event ids, the head moved back by their events,
+/// the covered end unchanged, the checksum made to hold: an index that leaves frames at
+/// the start of the active segment out, as a forger who knows the format would.
+fn forge_index_without_first_frames(dir: &Path, drop: Option<usize>) {
+    let path = dir.join("index.dat");
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(&bytes[..8], b"ESINDEX3");
+    let body = &bytes[..bytes.len() - 4];
+    fn var(body: &[u8], at: &mut usize) -> u64 {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let b = body[*at];
+            *at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                return v;
+            }
+        }
+    }
+    let mut at = 32;
+    let _sealed = var(body, &mut at);
+    for _ in 0..var(body, &mut at) {
+        // the id's length and bytes, then its version and newest sealed segment
+        at += var(body, &mut at) as usize;
+        var(body, &mut at);
+        var(body, &mut at);
+    }
+    let frames_at = at;
+    let n = var(body, &mut at) as usize;
+    let frames: Vec<[u64; 5]> = (0..n)
+        .map(|_| std::array::from_fn(|_| var(body, &mut at)))
+        .collect();
+    let ids: Vec<&[u8]> = body[at..].chunks(16).collect();
+    let drop = drop.unwrap_or(n);
+    assert!(drop <= n && n > 0, "{drop} of {n} frames");
+    let dropped_events: u64 = frames[..drop].iter().map(|f| f[1]).sum();
+    let put = |out: &mut Vec<u8>, mut v: u64| loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    };
+    let mut out = body[..frames_at].to_vec();
+    let head = u64::from_le_bytes(out[24..32].try_into().unwrap()) - dropped_events;
+    out[24..32].copy_from_slice(&head.to_le_bytes());
+    put(&mut out, (n - drop) as u64);
+    for f in &frames[drop..] {
+        for v in f {
+            put(&mut out, *v);
+        }
+    }
+    for id in &ids[dropped_events as usize..] {
+        out.extend_from_slice(id);
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    fs::write(&path, out).unwrap();
+}
+
+/// An `index.dat` forged to leave out the first frames of the active segment (or all of
+/// them, covering the segment up to its end without listing a frame), its checksum made
+/// to hold: the scan would start after frames no index holds, hiding acknowledged events.
+/// It is not used (the log is read), and `verify` says it disagrees with the log.
+#[test]
+fn an_index_file_that_leaves_out_the_first_frames_of_the_active_segment_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segments(dir.path(), 200);
+    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    let original = fs::read(dir.path().join("index.dat")).unwrap();
+    for drop in [None, Some(1), Some(2)] {
+        fs::write(dir.path().join("index.dat"), &original).unwrap();
+        forge_index_without_first_frames(dir.path(), drop);
+        match es_store_fs::tools::verify(dir.path(), &|_| {}) {
+            Ok(report) => assert!(
+                matches!(
+                    report.index,
+                    es_store_fs::tools::IndexStatus::Disagrees(_)
+                        | es_store_fs::tools::IndexStatus::Unusable(_)
+                ),
+                "{drop:?}: {:?}",
+                report.index
+            ),
+            Err(e) => assert!(e.to_string().contains("index"), "{drop:?}: {e}"),
+        }
+        let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+        assert!(store.recovery_report().index_rebuilt, "{drop:?}");
+        assert_eq!(all_events(&store), reference, "{drop:?}");
+        store.close().unwrap();
+    }
+}
+
 /// An `index.dat` whose checksum holds but whose last frame lies at the largest offset
 /// (its end overflows): not used, the log is read instead, no panic.
 #[test]
