@@ -730,6 +730,21 @@ impl Scan<'_> {
             }
             seg += 1;
         }
+        // beside a live writer, the log must reach the end it published as acknowledged:
+        // a segment shorter than that, or missing, lost acknowledged events
+        if let Some(limit) = self.o.limit
+            && end < limit
+            && report.repaired.is_none()
+        {
+            return Err(self.corrupted(
+                end.segment,
+                end.offset,
+                format!(
+                    "the log ends at {end}, but the live writer published its acknowledged \
+                     end at {limit} in {PUBLISHED_FILE}: the events in between are lost"
+                ),
+            ));
+        }
         if let Some((proof, claim)) = &proven
             && *proof > end
             && report.repaired.is_none()

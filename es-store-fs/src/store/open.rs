@@ -435,12 +435,20 @@ fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
                 source,
             })
             .map_err(unregister)?;
-        let locked = match dir_lock {
-            Some(dir_lock) if file.try_lock().map_err(io).map_err(unregister)? => Some(dir_lock),
-            _ => None,
-        };
-        if let Some(dir_lock) = locked {
-            break dir_lock;
+        let file_locked = file.try_lock().map_err(io).map_err(unregister)?;
+        match dir_lock {
+            Some(dir_lock) if file_locked => break dir_lock,
+            // one of the two locks is free: a writer holds both, so the other is held by
+            // a read-only open probing for a writer (see `writer_holds`), or by another
+            // writer between taking its two locks, for an instant
+            dir_lock if dir_lock.is_some() != file_locked => {
+                if started.elapsed() < PROBE_WAIT {
+                    drop(dir_lock);
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            }
+            _ => {}
         }
         let mut holder = vec![0u8; 256];
         let n = file.read_at(&mut holder, 0).unwrap_or(0);
@@ -477,11 +485,7 @@ fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
 /// log past what the writer acknowledged may hold frames whose appends are still
 /// syncing, or will fail.
 pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Published>, OpenError> {
-    let io = |source| OpenError::Io {
-        path: dir.to_owned(),
-        source,
-    };
-    if vfs.lock_dir(dir).map_err(io)?.is_some() {
+    if !writer_holds(vfs, dir)? {
         return Ok(None);
     }
     match recovery::read_published(vfs, dir)? {
@@ -496,6 +500,47 @@ pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Publishe
                  has closed)",
             ),
         }),
+    }
+}
+
+/// How long a lock that a read-only open takes for an instant to probe for a writer may
+/// stand in the way of a writer taking its locks, or of another probe, before it counts.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether a writer holds the store in `dir`. A writer holds the directory's lock and the
+/// lock of its `LOCK` file. The directory's lock held while the `LOCK` file's is free
+/// belongs to another read-only open probing, or to a writer taking its locks: it is
+/// asked again for up to [`PROBE_WAIT`], then counts as a writer's (the read then needs
+/// the writer's record, as beside any writer).
+fn writer_holds(vfs: &dyn Vfs, dir: &Path) -> Result<bool, OpenError> {
+    let started = std::time::Instant::now();
+    loop {
+        let io = |source| OpenError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        if vfs.lock_dir(dir).map_err(io)?.is_some() {
+            return Ok(false);
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_free = match vfs.open(&lock_path, OpenMode::Read) {
+            // the lock, when taken, is released as the file is dropped
+            Ok(file) => file.try_lock().map_err(|source| OpenError::Io {
+                path: lock_path.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(source) => {
+                return Err(OpenError::Io {
+                    path: lock_path,
+                    source,
+                });
+            }
+        };
+        if !lock_free || started.elapsed() >= PROBE_WAIT {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

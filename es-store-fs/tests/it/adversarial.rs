@@ -662,3 +662,160 @@ fn read_only_open_beside_a_writer_without_its_record_is_refused() {
     drop(writer);
     assert_eq!(all_events(&read_only().unwrap()).len(), 2);
 }
+
+/// Read-only opens probing for a writer (as `es-store tail --follow` does every half
+/// second) never make a writer that starts meanwhile fail with `Locked`, and two probes
+/// never take each other for a writer.
+#[test]
+fn read_only_probes_never_keep_a_writer_out() {
+    let dir = tempfile::tempdir().unwrap();
+    FileStore::open(dir.path())
+        .unwrap()
+        .append(
+            "s-1",
+            ExpectedVersion::Any,
+            vec![common::event("s-1", 0, 40)],
+        )
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let read_only = FileStoreOptions {
+        read_only: true,
+        ..FileStoreOptions::default()
+    };
+    std::thread::scope(|s| {
+        let probes: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut opens = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match FileStore::open_with(dir.path(), read_only.clone()) {
+                            Ok(store) => assert!(!all_events(&store).is_empty()),
+                            // beside a live writer that has not yet published its record
+                            Err(OpenError::Io { path, .. }) if path.ends_with("PUBLISHED") => {}
+                            Err(e) => panic!("a read-only open: {e}"),
+                        }
+                        opens += 1;
+                    }
+                    opens
+                })
+            })
+            .collect();
+        let cycles = common::scale(100, 400);
+        for i in 0..cycles {
+            match FileStore::open(dir.path()) {
+                Ok(store) => store.close().unwrap(),
+                Err(e) => {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    panic!("writer open {i} of {cycles}: {e}");
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for probe in probes {
+            assert!(probe.join().unwrap() > 0);
+        }
+    });
+}
+
+/// A read-only open, and `verify`, beside a live writer whose active segment was cut
+/// short under it (an acknowledged frame gone) are refused, naming the segment: the log
+/// no longer reaches the end the writer published as acknowledged.
+#[test]
+fn read_only_open_beside_a_writer_whose_log_lost_acknowledged_frames_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions {
+            preallocate: 0,
+            ..FileStoreOptions::default()
+        },
+    )
+    .unwrap();
+    for i in 0..3 {
+        writer
+            .append(
+                "s-1",
+                ExpectedVersion::Any,
+                vec![common::event("s-1", i, 40)],
+            )
+            .unwrap();
+    }
+    let segment = dir.path().join(format!("{:020}.seg", 0));
+    // cut at the start of the last frame: what is left is whole, and ends early
+    let starts = common::frame_starts(&std::fs::read(&segment).unwrap());
+    let last_start = starts[starts.len() - 2] as u64;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(last_start).unwrap();
+    let read_only = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions {
+            read_only: true,
+            ..FileStoreOptions::default()
+        },
+    );
+    match read_only {
+        Err(OpenError::Corrupted {
+            segment: 0, reason, ..
+        }) => {
+            assert!(reason.contains("acknowledged"), "{reason}")
+        }
+        Err(other) => panic!("{other}"),
+        Ok(store) => panic!(
+            "opened, showing {} of 3 acknowledged events",
+            all_events(&store).len()
+        ),
+    }
+    match es_store_fs::tools::verify(dir.path(), &|_| {}) {
+        Err(OpenError::Corrupted { segment: 0, .. }) => {}
+        other => panic!("verify: {other:?}"),
+    }
+    drop(writer);
+}
+
+/// The directory's lock held for an instant by something other than a writer (a
+/// read-only open probing for one): a writer starting meanwhile waits it out instead of
+/// failing with `Locked`, and a read-only open does not take it for a writer (which
+/// would need the writer's record, damaged here).
+#[test]
+fn a_probe_holding_the_directory_lock_for_an_instant_is_waited_out() {
+    let dir = tempfile::tempdir().unwrap();
+    FileStore::open(dir.path())
+        .unwrap()
+        .append(
+            "s-1",
+            ExpectedVersion::Any,
+            vec![common::event("s-1", 0, 40)],
+        )
+        .unwrap();
+    std::fs::write(dir.path().join("PUBLISHED"), [0xa5u8; 52]).unwrap();
+    let hold_dir_lock = || {
+        let (held, wait) = std::sync::mpsc::channel();
+        let path = dir.path().to_owned();
+        let holder = std::thread::spawn(move || {
+            let file = std::fs::File::open(path).unwrap();
+            file.lock().unwrap();
+            held.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        });
+        wait.recv().unwrap();
+        holder
+    };
+    let holder = hold_dir_lock();
+    let read_only = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions {
+            read_only: true,
+            ..FileStoreOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(all_events(&read_only).len(), 1);
+    holder.join().unwrap();
+    let holder = hold_dir_lock();
+    let writer = FileStore::open(dir.path()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(all_events(&writer).len(), 1);
+}
