@@ -107,7 +107,7 @@ pub fn verify_on(
         }
         recovery::IndexRead::Intact(file) => compare_index(log, &file),
     };
-    if let Some((segment, why)) = compare_sealed(vfs, dir, log) {
+    if let Some((segment, why)) = compare_sealed(vfs, dir, log)? {
         return Err(OpenError::Corrupted {
             file: sealed_index_path(dir, segment),
             segment,
@@ -118,7 +118,7 @@ pub fn verify_on(
             ),
         });
     }
-    if let Some((window, why)) = compare_groups(vfs, dir, log) {
+    if let Some((window, why)) = compare_groups(vfs, dir, log)? {
         let path = crate::layout::group_filter_path(dir, window);
         return Err(OpenError::Corrupted {
             file: path,
@@ -179,6 +179,12 @@ pub fn repair(dir: &Path, dry_run: bool) -> Result<crate::RecoveryReport, OpenEr
         source: std::io::Error::other(e.to_string()),
     })?;
     Ok(report)
+}
+
+/// A derived file that exists but cannot be opened or read: an open would fail on it, so
+/// a verification does too, naming it.
+fn unreadable(path: std::path::PathBuf, source: std::io::Error) -> OpenError {
+    OpenError::Io { path, source }
 }
 
 /// Compares `index.dat` with the log, scanned whole into `log`.
@@ -292,15 +298,32 @@ fn compare_base(log: &Index, file: &IndexFile, base: &Base) -> Result<(), String
 /// Checks each group id filter that an open would use (intact, built for the sealed
 /// segments present) against the event ids of its segments, scanned whole into `log`:
 /// the first window whose filter lacks an id.
-fn compare_groups(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String)> {
+fn compare_groups(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    log: &Index,
+) -> Result<Option<(u64, String)>, OpenError> {
     use crate::group::{GROUP_SEGMENTS, IdGroup};
-    let last = log.recent.back()?.at.segment;
+    let Some(last) = log.recent.back().map(|f| f.at.segment) else {
+        return Ok(None);
+    };
     let base = log.first_recent_position();
     let mut ids: Option<Vec<uuid::Uuid>> = None;
     for window in 0..last / GROUP_SEGMENTS {
         let open = |path: &Path| vfs.open(path, crate::vfs::OpenMode::Read).ok();
-        let Some(file) = open(&crate::layout::group_filter_path(dir, window)) else {
-            continue;
+        // absent, an open writes it again; unreadable, an open fails on it
+        let file = match vfs.open(
+            &crate::layout::group_filter_path(dir, window),
+            crate::vfs::OpenMode::Read,
+        ) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(unreadable(
+                    crate::layout::group_filter_path(dir, window),
+                    source,
+                ));
+            }
         };
         let mut members = Vec::new();
         for segment in window * GROUP_SEGMENTS..(window + 1) * GROUP_SEGMENTS {
@@ -313,8 +336,16 @@ fn compare_groups(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
                 None => break,
             }
         }
-        let Ok(Ok(group)) = IdGroup::read(&*file, window, &members) else {
-            continue;
+        let group = match IdGroup::read(&*file, window, &members) {
+            Ok(Ok(group)) => group,
+            // damaged or built for other segments: written again by an open
+            Ok(Err(_)) => continue,
+            Err(source) => {
+                return Err(unreadable(
+                    crate::layout::group_filter_path(dir, window),
+                    source,
+                ));
+            }
         };
         let (Some(first), Some(last)) = (members.first(), members.last()) else {
             continue;
@@ -324,10 +355,10 @@ fn compare_groups(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
         let count = last.end_position().saturating_sub(first.first_position) as usize;
         let of_window = ids.iter().skip(from).take(count);
         if let Some(id) = of_window.into_iter().find(|id| !group.may_hold(id)) {
-            return Some((window, format!("lacks event id {id}")));
+            return Ok(Some((window, format!("lacks event id {id}"))));
         }
     }
-    None
+    Ok(None)
 }
 
 /// The length of segment `no`'s file, 0 when it cannot be opened (the scan before has
@@ -340,15 +371,28 @@ fn segment_len(vfs: &dyn Vfs, dir: &Path, no: u64) -> u64 {
 
 /// Compares each intact sealed index with its segment, scanned whole into `log`: the
 /// first that disagrees, with what differs. A damaged one is rebuilt at the next open.
-fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String)> {
-    let last = log.recent.back()?.at.segment;
+fn compare_sealed(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    log: &Index,
+) -> Result<Option<(u64, String)>, OpenError> {
+    let Some(last) = log.recent.back().map(|f| f.at.segment) else {
+        return Ok(None);
+    };
     for segment in 0..last {
-        let Ok(file) = vfs.open(&sealed_index_path(dir, segment), crate::vfs::OpenMode::Read)
-        else {
-            continue;
+        // absent or damaged, an open rebuilds it from its segment; unreadable, an open
+        // fails on it
+        let file = match vfs.open(&sealed_index_path(dir, segment), crate::vfs::OpenMode::Read) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(unreadable(sealed_index_path(dir, segment), source)),
         };
-        let Ok(read) = Sealed::read(&*file, segment, segment_len(vfs, dir, segment)) else {
-            continue;
+        let read = match Sealed::read(&*file, segment, segment_len(vfs, dir, segment)) {
+            Ok(read) => read,
+            Err(crate::seal::SealedError::Damaged { .. }) => continue,
+            Err(crate::seal::SealedError::Io(source)) => {
+                return Err(unreadable(sealed_index_path(dir, segment), source));
+            }
         };
         // every stream's frame list comes with the table, so every stream is searched in
         // memory
@@ -357,10 +401,13 @@ fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
         let frames = match sealed.check_all(&*file) {
             Ok(frames) => frames,
             Err(crate::seal::SealedError::Io(e)) => {
-                return Some((segment, format!("it cannot be read: {e}")));
+                return Ok(Some((segment, format!("it cannot be read: {e}"))));
             }
             Err(crate::seal::SealedError::Damaged { offset, reason }) => {
-                return Some((segment, format!("damaged at offset {offset}: {reason}")));
+                return Ok(Some((
+                    segment,
+                    format!("damaged at offset {offset}: {reason}"),
+                )));
             }
         };
         // the segment's frames: the log's recent frames are in log order
@@ -368,7 +415,7 @@ fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
         let to = log.recent.partition_point(|f| f.at.segment <= segment);
         let of_segment: Vec<_> = log.recent.range(from..to).copied().collect();
         if frames != of_segment {
-            return Some((segment, "its frames differ from the segment".into()));
+            return Ok(Some((segment, "its frames differ from the segment".into())));
         }
         // each stream's list of frames, searched once per stream
         let mut by_stream: HashMap<&str, Vec<FrameEntry>> = HashMap::new();
@@ -378,14 +425,14 @@ fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
             }
         }
         if by_stream.len() != sealed.streams as usize {
-            return Some((
+            return Ok(Some((
                 segment,
                 format!(
                     "it lists {} streams, the segment holds {}",
                     sealed.streams,
                     by_stream.len()
                 ),
-            ));
+            )));
         }
         let src = crate::seal::TableSource::Memory(&table, Some(&*file));
         for (stream, expected) in &by_stream {
@@ -395,10 +442,10 @@ fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
                 .flatten()
                 .and_then(|run| sealed.stream_frames(&src, &run, 1).ok());
             if listed.as_ref() != Some(expected) {
-                return Some((
+                return Ok(Some((
                     segment,
                     format!("stream `{stream}` differs from the segment"),
-                ));
+                )));
             }
         }
         // the id table, read whole: in id order (what a look-up searches), and the
@@ -406,14 +453,17 @@ fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
         let mut listed = match sealed.read_ids(&*file) {
             Ok(ids) => ids,
             Err(crate::seal::SealedError::Io(e)) => {
-                return Some((segment, format!("it cannot be read: {e}")));
+                return Ok(Some((segment, format!("it cannot be read: {e}"))));
             }
             Err(crate::seal::SealedError::Damaged { offset, reason }) => {
-                return Some((segment, format!("damaged at offset {offset}: {reason}")));
+                return Ok(Some((
+                    segment,
+                    format!("damaged at offset {offset}: {reason}"),
+                )));
             }
         };
         if !listed.is_sorted_by_key(|(id, _)| *id) {
-            return Some((segment, "its event id table is out of order".into()));
+            return Ok(Some((segment, "its event id table is out of order".into())));
         }
         let mut expected: Vec<(uuid::Uuid, u64)> = log
             .recent_ids_in(sealed.first_position, sealed.events as usize)
@@ -423,10 +473,13 @@ fn compare_sealed(vfs: &dyn Vfs, dir: &Path, log: &Index) -> Option<(u64, String
         listed.sort_unstable();
         expected.sort_unstable();
         if listed != expected {
-            return Some((segment, "its event ids differ from the segment".into()));
+            return Ok(Some((
+                segment,
+                "its event ids differ from the segment".into(),
+            )));
         }
     }
-    None
+    Ok(None)
 }
 
 /// Bytes of all segment files in `dir`, for progress bars.

@@ -2559,3 +2559,48 @@ fn a_store_with_the_single_index_file_of_the_previous_format_opens_without_a_sca
     assert_eq!(store.recovery_report().frames_scanned, 0);
     assert_eq!(all_events(&store), reference);
 }
+
+/// A sealed index or a group id filter that exists but cannot be read (here a directory
+/// stands where the file should be, so reads fail with EISDIR): an open fails on it, and
+/// so does `verify`, naming the file, rather than passing the store.
+#[test]
+fn verify_fails_on_a_sealed_index_or_group_filter_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions {
+            durability: es_store_fs::Durability::None,
+            ..small_segments()
+        },
+    )
+    .unwrap();
+    let mut i = 0;
+    while segment_count(dir.path()) < 70 {
+        store
+            .append(
+                &format!("s-{}", i % 7),
+                ExpectedVersion::Any,
+                vec![event(i)],
+            )
+            .unwrap();
+        i += 1;
+    }
+    store.close().unwrap();
+    es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
+    for path in [
+        sealed_index(dir.path(), 1),
+        dir.path().join(format!("{:020}.flt", 0)),
+    ] {
+        assert!(path.exists(), "{}", path.display());
+        let saved = fs::read(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        match es_store_fs::tools::verify(dir.path(), &|_| {}) {
+            Err(OpenError::Io { path: named, .. }) => assert_eq!(named, path),
+            other => panic!("{}: {other:?}", path.display()),
+        }
+        fs::remove_dir(&path).unwrap();
+        fs::write(&path, saved).unwrap();
+    }
+    es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
+}
