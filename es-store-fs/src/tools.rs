@@ -563,6 +563,9 @@ pub struct ImportReport {
     pub streams_imported: u64,
     /// Events imported.
     pub events_imported: u64,
+    /// Streams that already held exactly these events, with their ids, as one append
+    /// (the same input imported before): nothing of them was written again.
+    pub streams_already_imported: u64,
     /// Streams refused, with why (nothing of them was written).
     pub streams_refused: Vec<RefusedStream>,
 }
@@ -592,6 +595,10 @@ pub enum ImportError {
     Io(#[from] std::io::Error),
 }
 
+/// The longest line [`import_jsonl`] reads: an exported event is at most one frame of
+/// the log, plus the names of its fields and the text forms of its id and time.
+pub const MAX_IMPORT_LINE: usize = MAX_FRAME_LEN + 1024 * 1024;
+
 /// Imports events exported by [`export_jsonl`], keeping their ids, times, metadata and
 /// stream versions (global positions are assigned anew). Every line is parsed and each
 /// stream's versions checked (dense from 1) before anything is written; a malformed line
@@ -601,7 +608,13 @@ pub enum ImportError {
 /// Streams are imported in the order of their first event in the input.
 ///
 /// A stream larger than one append allows (the store's `Limits`) is refused rather than
-/// split, since a split stream could be half imported.
+/// split, since a split stream could be half imported. A stream that already holds
+/// exactly these events (the same input imported before) is counted in
+/// [`ImportReport::streams_already_imported`], and nothing is written for it: importing
+/// the same input twice is harmless.
+///
+/// The whole input is held in memory until every line has been checked; a line longer
+/// than [`MAX_IMPORT_LINE`] is refused as it is read.
 pub fn import_jsonl<S: EventStore + ?Sized>(
     store: &S,
     input: &mut dyn BufRead,
@@ -609,18 +622,34 @@ pub fn import_jsonl<S: EventStore + ?Sized>(
     let mut order: Vec<String> = Vec::new();
     let mut streams: BTreeMap<String, Vec<RecordedEvent>> = BTreeMap::new();
     let mut line_no = 0u64;
-    let mut line = String::new();
+    let mut bytes = Vec::new();
     loop {
-        line.clear();
-        if input.read_line(&mut line)? == 0 {
+        bytes.clear();
+        // no more than a line can hold of one event: a longer line is refused before it
+        // is read whole
+        let read = std::io::Read::take(&mut *input, MAX_IMPORT_LINE as u64 + 1)
+            .read_until(b'\n', &mut bytes)?;
+        if read == 0 {
             break;
         }
         line_no += 1;
+        if bytes.len() > MAX_IMPORT_LINE {
+            return Err(ImportError::BadLine {
+                line: line_no,
+                message: format!(
+                    "longer than {MAX_IMPORT_LINE} bytes, more than an exported event can be"
+                ),
+            });
+        }
+        let line = std::str::from_utf8(&bytes).map_err(|e| ImportError::BadLine {
+            line: line_no,
+            message: format!("not UTF-8: {e}"),
+        })?;
         if line.trim().is_empty() {
             continue;
         }
         let event: RecordedEvent =
-            serde_json::from_str(&line).map_err(|e| ImportError::BadLine {
+            serde_json::from_str(line).map_err(|e| ImportError::BadLine {
                 line: line_no,
                 message: e.to_string(),
             })?;
@@ -656,6 +685,9 @@ pub fn import_jsonl<S: EventStore + ?Sized>(
             })
             .collect();
         match store.append(&stream, ExpectedVersion::NoStream, batch) {
+            // the store already held these very events as one append (an import run
+            // before): nothing was written, and the stream existed
+            Ok(appended) if appended.retried => report.streams_already_imported += 1,
             Ok(_) => {
                 report.streams_imported += 1;
                 report.events_imported += count;

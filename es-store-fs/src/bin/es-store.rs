@@ -85,6 +85,12 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Imports JSON Lines written by `export` into a store (all or nothing per stream).
+    ///
+    /// Each stream is one append, so a stream is imported whole or not at all; the
+    /// import raises the store's limits on one append to what one frame of the log holds
+    /// (100,000 events, 32 MiB of events), and refuses a larger stream. A stream that exists is refused, unless it
+    /// holds these very events, with their ids (the same file imported twice): then it is
+    /// counted as already imported, and nothing is written.
     Import {
         /// The store directory (created if needed; must not be open elsewhere).
         dir: PathBuf,
@@ -209,11 +215,31 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         Command::Export { dir, out: file } => {
             let store = open(dir)?;
             let n = match file {
+                // written beside the target and renamed over it once whole and synced: a
+                // failed export leaves an earlier file of that name as it was
                 Some(path) => {
-                    let f = std::fs::File::create(path)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    let mut f = std::io::BufWriter::new(f);
-                    tools::export_jsonl(&store, 1, &mut f).map_err(|e| e.to_string())?
+                    let mut tmp = path.clone().into_os_string();
+                    tmp.push(".tmp");
+                    let tmp = PathBuf::from(tmp);
+                    let written = (|| {
+                        let f = std::fs::File::create(&tmp)
+                            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                        let mut w = std::io::BufWriter::new(f);
+                        let n = tools::export_jsonl(&store, 1, &mut w)
+                            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                        let f = w
+                            .into_inner()
+                            .map_err(|e| format!("{}: {}", tmp.display(), e.error()))?;
+                        f.sync_all()
+                            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                        std::fs::rename(&tmp, path)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                        Ok::<_, String>(n)
+                    })();
+                    if written.is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                    written?
                 }
                 None => tools::export_jsonl(&store, 1, &mut out).map_err(|e| e.to_string())?,
             };
@@ -221,7 +247,22 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         }
         Command::Import { dir, file } => {
             let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let store = FileStore::open(dir).map_err(|e| e.to_string())?;
+            // one append per stream: as large as one frame of the log can hold (a frame
+            // of 100,000 events of 32 MiB in all, with the longest type names, is below
+            // the format's 64 MiB)
+            let limits = es_core::Limits {
+                max_batch_events: 100_000,
+                max_batch_size: 32 * 1024 * 1024,
+                ..es_core::Limits::default()
+            };
+            let store = FileStore::open_with(
+                dir,
+                es_store_fs::FileStoreOptions {
+                    limits,
+                    ..es_store_fs::FileStoreOptions::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
             let report =
                 tools::import_jsonl(&store, &mut BufReader::new(f)).map_err(|e| e.to_string())?;
             store.close().map_err(|e| e.to_string())?;
@@ -236,6 +277,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                     serde_json::json!({
                         "streams_imported": report.streams_imported,
                         "events_imported": report.events_imported,
+                        "streams_already_imported": report.streams_already_imported,
                         "streams_refused": refused,
                     })
                     .to_string(),
@@ -248,6 +290,15 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                         report.events_imported, report.streams_imported
                     ),
                 )?;
+                if report.streams_already_imported > 0 {
+                    w(
+                        &mut out,
+                        format!(
+                            "{} streams already held exactly these events: nothing written",
+                            report.streams_already_imported
+                        ),
+                    )?;
+                }
                 for r in &report.streams_refused {
                     w(
                         &mut out,

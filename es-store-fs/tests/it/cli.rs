@@ -121,12 +121,22 @@ fn the_tool_reads_verifies_exports_and_imports_a_store() {
         std::fs::read_to_string(&export).unwrap() == std::fs::read_to_string(&again).unwrap(),
         "a round trip through import changed the export"
     );
-    // importing the same export again is idempotent: same ids, nothing written
+    // importing the same export again is idempotent: same ids, nothing written, and
+    // the report says so rather than counting the streams as imported
     let twice = run(
         tool,
-        &["import", copy.to_str().unwrap(), export.to_str().unwrap()],
+        &[
+            "--json",
+            "import",
+            copy.to_str().unwrap(),
+            export.to_str().unwrap(),
+        ],
     );
     assert!(twice.status.success(), "{}", text(&twice));
+    let report: serde_json::Value = serde_json::from_slice(&twice.stdout).unwrap();
+    assert_eq!(report["streams_imported"], 0, "{report}");
+    assert_eq!(report["events_imported"], 0, "{report}");
+    assert_eq!(report["streams_already_imported"], 3, "{report}");
     let stats: serde_json::Value =
         serde_json::from_slice(&run(tool, &["--json", "stats", copy.to_str().unwrap()]).stdout)
             .unwrap();
@@ -185,4 +195,66 @@ fn the_tool_reads_verifies_exports_and_imports_a_store() {
         assert!(!refused.status.success(), "{command}");
     }
     assert_eq!(std::fs::read_dir(&notes).unwrap().count(), 1);
+}
+
+/// A stream longer than one append allows by default (10,000 events) is imported whole,
+/// and an input line longer than any exported event is refused as it is read, naming
+/// the line, without reading it whole.
+#[test]
+fn import_takes_long_streams_whole_and_refuses_endless_lines() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let from = work.path().join("from");
+    let store = FileStore::open_with(
+        &from,
+        es_store_fs::FileStoreOptions {
+            durability: es_store_fs::Durability::None,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for chunk in 0..12 {
+        let events = (0..1000)
+            .map(|n| event("Visited", &format!(r#"{{"page":{}}}"#, chunk * 1000 + n)))
+            .collect();
+        store
+            .append("user-alice", ExpectedVersion::Any, events)
+            .unwrap();
+    }
+    store.close().unwrap();
+    let export = work.path().join("export.jsonl");
+    let out = run(
+        tool,
+        &[
+            "export",
+            from.to_str().unwrap(),
+            "--out",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    let into = work.path().join("into");
+    let import = run(
+        tool,
+        &[
+            "--json",
+            "import",
+            into.to_str().unwrap(),
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(import.status.success(), "{}", text(&import));
+    let report: serde_json::Value = serde_json::from_slice(&import.stdout).unwrap();
+    assert_eq!(report["events_imported"], 12_000, "{report}");
+
+    let target = FileStore::open(work.path().join("endless")).unwrap();
+    let mut endless =
+        std::io::BufReader::new(std::io::Read::chain(&b"\n"[..], std::io::repeat(b'a')));
+    match es_store_fs::tools::import_jsonl(&target, &mut endless) {
+        Err(es_store_fs::tools::ImportError::BadLine { line: 2, message }) => {
+            assert!(message.contains("longer than"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(target.head_position().unwrap(), 0);
 }
