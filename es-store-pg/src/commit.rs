@@ -6,15 +6,20 @@
 //!
 //! 1. lock the rows of the group's streams (creating missing ones at version 0), in
 //!    sorted order;
-//! 2. look up the group's event ids (idempotent retries, ids stored elsewhere), only
-//!    when it can change an outcome: after step 4 refused an append (a retry looks like a
-//!    conflict), or in a second run after the insert met an id stored already;
-//! 3. lock the head row: the global position and the commit time, which never goes
+//! 2. lock the head row: the global position and the commit time, which never goes
 //!    backwards (it is at least the previous commit's);
+//! 3. look up the group's event ids (idempotent retries, ids stored elsewhere), only
+//!    when it can change an outcome: after step 4 refused an append (a retry looks like a
+//!    conflict), or in a second run after the insert met an id stored already. The look-up
+//!    comes after the head lock, so that it sees every append committed before this one;
 //! 4. decide each append in queue order against the locked versions: a conflict, a
 //!    duplicate id or an idempotent retry is that append's outcome and writes nothing;
 //! 5. write the accepted appends' events, the streams' versions and the head in one
 //!    statement, which also notifies listeners; commit.
+//!
+//! The transaction runs at READ COMMITTED whatever the server's default, so that each
+//! statement sees what committed before it; a serialization failure or a deadlock is run
+//! again.
 //!
 //! Every writer in every process locks streams before the head, and streams in one
 //! order, so appends cannot deadlock; the head row is held from step 3 to the commit, so
@@ -24,14 +29,16 @@
 //! If the transaction fails (not a decision: a database error), each append of the group
 //! is tried again alone, so that an error stays with the append that caused it. An
 //! append that lost its connection is tried again on another: it is idempotent by its
-//! event ids, so a commit whose acknowledgement was lost is recognised, not repeated.
+//! event ids, so a commit whose acknowledgement was lost is recognised, not repeated. When
+//! a commit may have been stored and no later attempt succeeds, the append's error says
+//! that its outcome is unknown.
 
 use crate::conn::{Conn, Query};
-use crate::error::{PgError, is_connection_error, is_event_id_violation};
+use crate::error::{PgError, describe, is_connection_error, is_event_id_violation};
 use crate::store::{Shared, WriteStats, split_time, to_i64};
 use chrono::{DateTime, Utc};
 use es_core::backend::{IdLocation, check_idempotent_retry};
-use es_core::{AppendResult, ExpectedVersion, NewEvent, StoreError};
+use es_core::{AppendResult, Corruption, DataLocation, ExpectedVersion, NewEvent, StoreError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, mpsc};
@@ -201,32 +208,33 @@ impl Committer {
 
     /// Commits a group and sends every append its outcome.
     fn commit(&self, shared: &Shared, group: Vec<Request>) {
-        let outcomes = match run_with_retries(shared, &group) {
+        let outcomes = match run_with_retries(shared, &group, false) {
             Ok(outcomes) => {
                 self.transactions.fetch_add(1, Ordering::Relaxed);
                 outcomes
             }
-            Err(_) if group.len() > 1 => {
-                // one append's failure must not fail its neighbours: each alone
+            Err(failure) if group.len() > 1 && !failure.is_pool() => {
+                // one append's failure must not fail its neighbours: each alone, knowing
+                // whether the group's commit may have been stored
+                let maybe_sent = failure.commit_maybe_sent;
                 group
                     .iter()
-                    .map(
-                        |request| match run_with_retries(shared, std::slice::from_ref(request)) {
+                    .map(|request| {
+                        match run_with_retries(shared, std::slice::from_ref(request), maybe_sent) {
                             Ok(mut one) => {
                                 self.transactions.fetch_add(1, Ordering::Relaxed);
                                 one.pop().unwrap_or_else(|| {
                                     Err(StoreError::Backend("no outcome".into()))
                                 })
                             }
-                            Err(failure) => Err(failure.into_error(request)),
-                        },
-                    )
+                            Err(failure) => {
+                                failure.into_errors(std::slice::from_ref(request)).remove(0)
+                            }
+                        }
+                    })
                     .collect()
             }
-            Err(failure) => match group.first() {
-                Some(request) => vec![Err(failure.into_error(request))],
-                None => Vec::new(),
-            },
+            Err(failure) => failure.into_errors(&group),
         };
         for (request, outcome) in group.iter().zip(outcomes) {
             if outcome.is_ok() {
@@ -260,57 +268,167 @@ fn take_group(pending: &mut VecDeque<Request>, options: &crate::PgStoreOptions) 
     group
 }
 
+/// What made a group's transaction fail.
+enum Cause {
+    /// A statement failed.
+    Database {
+        error: postgres::Error,
+        during: &'static str,
+    },
+    /// No connection could be had from the pool in time.
+    Pool(String),
+    /// A row the transaction read is not valid.
+    Corrupted(Corruption),
+}
+
 /// Why a group's transaction failed.
 struct Failure {
-    error: postgres::Error,
-    during: &'static str,
-    /// Whether the commit had been sent (its outcome unknown when the connection died).
-    commit_sent: bool,
+    cause: Cause,
+    /// Whether a commit of the group may have been stored: a connection was lost after
+    /// COMMIT was sent, in this attempt or an earlier one.
+    commit_maybe_sent: bool,
 }
 
 impl Failure {
-    fn into_error(self, request: &Request) -> StoreError {
-        if self.commit_sent && is_connection_error(&self.error) {
-            return PgError::CommitOutcomeUnknown {
-                stream_id: request.stream_id.clone(),
-                source: self.error,
+    fn database(during: &'static str) -> impl Fn(postgres::Error) -> Failure {
+        move |error| Failure {
+            cause: Cause::Database { error, during },
+            commit_maybe_sent: false,
+        }
+    }
+
+    fn corrupted(location: DataLocation, reason: String) -> Failure {
+        Failure {
+            cause: Cause::Corrupted(Corruption::new(location, reason)),
+            commit_maybe_sent: false,
+        }
+    }
+
+    fn is_pool(&self) -> bool {
+        matches!(self.cause, Cause::Pool(_))
+    }
+
+    fn database_error(&self) -> Option<&postgres::Error> {
+        match &self.cause {
+            Cause::Database { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The outcome of each append of `group`: when a commit may have been stored, that its
+    /// outcome is unknown, whatever the last attempt met.
+    fn into_errors(self, group: &[Request]) -> Vec<Outcome> {
+        let unknown = |stream_id: &str, reason: String, source| -> StoreError {
+            PgError::CommitOutcomeUnknown {
+                stream_id: stream_id.to_owned(),
+                reason,
+                source,
             }
-            .into();
+            .into()
+        };
+        let maybe_sent = self.commit_maybe_sent;
+        match self.cause {
+            Cause::Pool(message) => group
+                .iter()
+                .map(|r| {
+                    Err(if maybe_sent {
+                        unknown(
+                            &r.stream_id,
+                            format!("no database connection available: {message}"),
+                            None,
+                        )
+                    } else {
+                        PgError::Pool(message.clone()).into()
+                    })
+                })
+                .collect(),
+            cause => {
+                let mut outcomes = Vec::with_capacity(group.len());
+                let mut cause = Some(cause);
+                for r in group {
+                    let error = match cause.take() {
+                        Some(Cause::Database { error, during }) if maybe_sent => unknown(
+                            &r.stream_id,
+                            format!("{during}: {}", describe(&error)),
+                            Some(error),
+                        ),
+                        Some(Cause::Database { error, during }) => PgError::Database {
+                            during,
+                            source: error,
+                        }
+                        .into(),
+                        Some(Cause::Corrupted(c)) if maybe_sent => {
+                            unknown(&r.stream_id, c.to_string(), None)
+                        }
+                        Some(Cause::Corrupted(c)) => StoreError::Corrupted(c),
+                        // a group that failed together is split before its errors are
+                        // reported, so this is not reached
+                        Some(Cause::Pool(_)) | None => StoreError::Backend(
+                            "the transaction of this append's group failed".into(),
+                        ),
+                    };
+                    outcomes.push(Err(error));
+                }
+                outcomes
+            }
         }
-        PgError::Database {
-            during: self.during,
-            source: self.error,
-        }
-        .into()
     }
 }
 
+/// Whether the server rolled a transaction back to resolve a conflict with another one
+/// (a serialization failure or a deadlock): running it again is safe.
+fn is_transient(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    })
+}
+
+/// Most runs of a group's transaction after serialization failures and deadlocks.
+const TRANSIENT_RETRIES: u32 = 10;
+
 /// Runs a group's transaction, again on another connection after a lost connection (up to
-/// the pool's size plus one), and once more after a unique violation of an event id (the
-/// other writer has committed by then, and the lookup finds the id).
-fn run_with_retries(shared: &Shared, group: &[Request]) -> Result<Vec<Outcome>, Failure> {
+/// the pool's size plus one), again after a serialization failure or a deadlock, and once
+/// more after a unique violation of an event id (the other writer has committed by then,
+/// and the look-up finds the id). `maybe_sent` says whether an earlier run's commit may
+/// have been stored; then a failure is reported as an unknown outcome.
+fn run_with_retries(
+    shared: &Shared,
+    group: &[Request],
+    mut maybe_sent: bool,
+) -> Result<Vec<Outcome>, Failure> {
     let mut lost = 0;
+    let mut transient = 0;
     let mut violated = false;
     loop {
         let mut conn = match shared.pool.get() {
             Ok(c) => c,
             Err(e) => {
-                let message = e.to_string();
-                return Ok(group
-                    .iter()
-                    .map(|_| Err(PgError::Pool(message.clone()).into()))
-                    .collect());
+                return Err(Failure {
+                    cause: Cause::Pool(e.to_string()),
+                    commit_maybe_sent: maybe_sent,
+                });
             }
         };
         match run_group(shared, &mut conn, group, violated) {
             Ok(outcomes) => return Ok(outcomes),
-            Err(failure) => {
-                conn.note(&failure.error);
-                if is_connection_error(&failure.error) && lost < shared.retries() {
+            Err(mut failure) => {
+                maybe_sent |= failure.commit_maybe_sent;
+                failure.commit_maybe_sent = maybe_sent;
+                let Some(error) = failure.database_error() else {
+                    return Err(failure);
+                };
+                conn.note(error);
+                if is_connection_error(error) && lost < shared.retries() {
                     lost += 1;
                     continue;
                 }
-                if is_event_id_violation(&failure.error) && !violated {
+                if is_transient(error) && transient < TRANSIENT_RETRIES {
+                    transient += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(u64::from(transient)));
+                    continue;
+                }
+                if is_event_id_violation(error) && !violated {
                     violated = true;
                     continue;
                 }
@@ -359,13 +477,7 @@ fn run_group(
     group: &[Request],
     look_up: bool,
 ) -> Result<Vec<Outcome>, Failure> {
-    let fail = |during: &'static str| {
-        move |error| Failure {
-            error,
-            during,
-            commit_sent: false,
-        }
-    };
+    let fail = Failure::database;
     let sql = &shared.sql;
     let lock_streams = conn
         .statement(sql, Query::LockStreams)
@@ -388,9 +500,13 @@ fn run_group(
         .flat_map(|r| r.events.iter().map(|e| e.event_id))
         .collect();
 
+    // read committed whatever the server's default: each statement sees what committed
+    // before it, and the locks, not snapshots, order the writers
     let mut tx = conn
         .client
-        .transaction()
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::ReadCommitted)
+        .start()
         .map_err(fail("starting a transaction"))?;
     let mut versions: HashMap<String, u64> = HashMap::with_capacity(streams.len());
     for row in tx
@@ -398,8 +514,19 @@ fn run_group(
         .map_err(fail("locking the streams"))?
     {
         let read = fail("reading the locked streams");
-        let version: i64 = row.try_get(1).map_err(read)?;
-        versions.insert(row.try_get(0).map_err(read)?, version.max(0) as u64);
+        let stream_id: String = row.try_get(0).map_err(&read)?;
+        let version: i64 = row.try_get(1).map_err(&read)?;
+        let Ok(version) = u64::try_from(version) else {
+            return Err(Failure::corrupted(
+                DataLocation::StoredEvent {
+                    stream_id: Some(stream_id),
+                    stream_version: None,
+                    position: None,
+                },
+                format!("the stream's row in es_streams holds version {version}"),
+            ));
+        };
+        versions.insert(stream_id, version);
     }
     let find = |tx: &mut postgres::Transaction<'_>| -> Result<HashMap<Uuid, Stored>, Failure> {
         let mut stored = HashMap::new();
@@ -408,25 +535,17 @@ fn run_group(
             .map_err(fail("looking up event ids"))?
         {
             let read = fail("reading stored event ids");
-            let position = row.try_get::<_, i64>(3).map_err(read)?.max(0) as u64;
-            let index = row.try_get::<_, i32>(4).map_err(read)?.max(0) as u64;
-            stored.insert(
-                row.try_get(0).map_err(read)?,
-                Stored {
-                    stream_id: row.try_get(1).map_err(read)?,
-                    version: row.try_get::<_, i64>(2).map_err(read)?.max(0) as u64,
-                    position,
-                    append_first_position: position.saturating_sub(index),
-                    append_len: row.try_get::<_, i32>(5).map_err(read)?.max(0) as u64,
-                },
-            );
+            let (id, place) = stored_place(
+                row.try_get(0).map_err(&read)?,
+                row.try_get(1).map_err(&read)?,
+                row.try_get(2).map_err(&read)?,
+                row.try_get(3).map_err(&read)?,
+                row.try_get(4).map_err(&read)?,
+                row.try_get(5).map_err(&read)?,
+            )?;
+            stored.insert(id, place);
         }
         Ok(stored)
-    };
-    let mut stored = if look_up {
-        find(&mut tx)?
-    } else {
-        HashMap::new()
     };
     let head_row = tx
         .query_one(&lock_head, &[])
@@ -437,6 +556,23 @@ fn run_group(
         .try_get::<_, i64>(0)
         .map_err(fail("reading the head"))?;
     let now: DateTime<Utc> = head_row.try_get(1).map_err(fail("reading the head"))?;
+    let Ok(head) = u64::try_from(head) else {
+        return Err(Failure::corrupted(
+            DataLocation::StoredEvent {
+                stream_id: None,
+                stream_version: None,
+                position: None,
+            },
+            format!("the head row (es_head) holds position {head}"),
+        ));
+    };
+    // looked up with the head locked: every append that committed before this one took
+    // the head is seen
+    let mut stored = if look_up {
+        find(&mut tx)?
+    } else {
+        HashMap::new()
+    };
 
     let locked = versions.clone();
     let (mut outcomes, mut columns, mut next_position);
@@ -444,7 +580,7 @@ fn run_group(
     loop {
         outcomes = Vec::with_capacity(group.len());
         columns = Columns::default();
-        next_position = head.max(0) as u64 + 1;
+        next_position = head + 1;
         versions.clone_from(&locked);
         let mut known = stored.clone();
         for request in group {
@@ -505,12 +641,59 @@ fn run_group(
     )
     .map_err(fail("writing the events"))?;
     tx.commit().map_err(|error| Failure {
-        error,
-        during: "committing the events",
-        commit_sent: true,
+        // the server may have committed before the connection died
+        commit_maybe_sent: is_connection_error(&error),
+        cause: Cause::Database {
+            error,
+            during: "committing the events",
+        },
     })?;
     shared.head.publish(new_head);
     Ok(outcomes)
+}
+
+/// Where a stored event id is, from its row; a row whose numbers cannot be an event's
+/// (versions and positions start at 1, the event's place lies within its append) is
+/// reported as corrupted.
+fn stored_place(
+    id: Uuid,
+    stream_id: String,
+    version: i64,
+    position: i64,
+    index: i32,
+    len: i32,
+) -> Result<(Uuid, Stored), Failure> {
+    let checked = (|| {
+        let version = u64::try_from(version).ok().filter(|v| *v >= 1)?;
+        let position = u64::try_from(position).ok().filter(|p| *p >= 1)?;
+        let index = u64::try_from(index).ok()?;
+        let len = u64::try_from(len).ok()?;
+        (index < len && index < position).then_some((version, position, index, len))
+    })();
+    match checked {
+        Some((version, position, index, len)) => Ok((
+            id,
+            Stored {
+                stream_id,
+                version,
+                position,
+                append_first_position: position - index,
+                append_len: len,
+            },
+        )),
+        None => Err(Failure::corrupted(
+            DataLocation::StoredEvent {
+                stream_id: Some(stream_id),
+                stream_version: u64::try_from(version).ok(),
+                position: u64::try_from(position).ok(),
+            },
+            format!(
+                "the row of event id {id} holds stream version {version}, position {position}, \
+                 place {index} of an append of {len}: versions and positions start at 1, and \
+                 the place lies within the append"
+            ),
+        )),
+    }
 }
 
 /// Decides one append against the locked state: `Ok((result, true))` to write it,

@@ -45,6 +45,12 @@ const QUERIES: usize = Query::ALL.len();
 const EVENT_COLUMNS: &str = "stream_id, stream_version, position, event_id, recorded_at, recorded_ns, \
      event_type, schema_version, metadata, payload";
 
+/// The bytes of an event row that a read holds in memory (its column `through`, after
+/// [`EVENT_COLUMNS`], is the sum of this over its page so far). `octet_length` reads the
+/// stored length, without fetching the value.
+const EVENT_BYTES: &str = "(octet_length(payload) + coalesce(octet_length(metadata), 0) \
+     + octet_length(event_type) + octet_length(stream_id))";
+
 /// The text of every statement for one schema.
 #[derive(Debug)]
 pub(crate) struct Sql {
@@ -56,14 +62,21 @@ impl Sql {
         let s = quoted_schema;
         let text = |q: Query| -> String {
             match q {
+                // A page: at most $2 rows, and no row after those that reach $3 bytes.
                 Query::ReadAll => format!(
-                    "SELECT {EVENT_COLUMNS} FROM {s}.es_events WHERE position >= $1 \
-                     ORDER BY position LIMIT $2"
+                    "SELECT {EVENT_COLUMNS}, through FROM (
+                        SELECT {EVENT_COLUMNS}, {EVENT_BYTES} AS size,
+                            sum({EVENT_BYTES}) OVER (ORDER BY position ROWS UNBOUNDED PRECEDING) AS through
+                        FROM {s}.es_events WHERE position >= $1 ORDER BY position LIMIT $2
+                     ) page WHERE through - size < $3 ORDER BY position"
                 ),
                 Query::ReadStream => format!(
-                    "SELECT {EVENT_COLUMNS} FROM {s}.es_events \
-                     WHERE stream_id = $1 AND stream_version >= $2 \
-                     ORDER BY stream_version LIMIT $3"
+                    "SELECT {EVENT_COLUMNS}, through FROM (
+                        SELECT {EVENT_COLUMNS}, {EVENT_BYTES} AS size,
+                            sum({EVENT_BYTES}) OVER (ORDER BY stream_version ROWS UNBOUNDED PRECEDING) AS through
+                        FROM {s}.es_events WHERE stream_id = $1 AND stream_version >= $2
+                        ORDER BY stream_version LIMIT $4
+                     ) page WHERE through - size < $3 ORDER BY stream_version"
                 ),
                 Query::StreamVersion => {
                     format!("SELECT version FROM {s}.es_streams WHERE stream_id = $1")
@@ -203,6 +216,10 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<Conn, postgres::Error> {
         let mut client = self.config.connect(NoTls)?;
+        // the store's transactions are written for read committed: under a server default
+        // of repeatable read or serializable, concurrent appends would fail instead of
+        // waiting for each other's locks
+        client.batch_execute("SET default_transaction_isolation = 'read committed'")?;
         plan_for_current_size(&mut client)?;
         Ok(Conn {
             client,

@@ -108,19 +108,21 @@ pub enum PgError {
         /// The range allowed.
         reason: &'static str,
     },
-    /// The outcome of a commit is unknown: the connection was lost after the commit was
-    /// sent. Resend the same append (same event ids) to learn it: an idempotent retry
-    /// returns the original result if it was committed.
+    /// The outcome of an append is unknown: a connection was lost after its commit was
+    /// sent, and no later attempt could learn whether it was stored. Resend the same
+    /// append (same event ids) to learn it: an idempotent retry returns the original
+    /// result if it was committed.
     #[error(
-        "the connection was lost while committing an append to `{stream_id}` ({}); its outcome is unknown: resend the same events to learn it",
-        describe(source)
+        "the connection was lost after the commit of an append to `{stream_id}` was sent, and its outcome could not be learnt ({reason}): resend the same events to learn it"
     )]
     CommitOutcomeUnknown {
         /// Stream id of the append.
         stream_id: String,
-        /// The database's error.
+        /// What the last attempt to learn the outcome met.
+        reason: String,
+        /// The database's error of that attempt, when it was one.
         #[source]
-        source: postgres::Error,
+        source: Option<postgres::Error>,
     },
 }
 

@@ -1,6 +1,7 @@
 //! The wake-up for live subscribers: a thread that LISTENs on the store's channel and
 //! publishes each notified head. Only a hint: waiters read the head from the database
-//! themselves, and keep polling when no notification comes.
+//! themselves, and keep polling when no notification comes. On a replica, which cannot
+//! LISTEN, the thread stops after its first attempt.
 
 use es_core::backend::HeadSignal;
 use postgres::NoTls;
@@ -63,9 +64,13 @@ fn listen(config: &postgres::Config, channel: &str, head: &HeadSignal, stop: &At
         });
         let mut client = match listening {
             Ok(client) => client,
+            Err(e) if in_recovery(&e) => {
+                // a replica cannot LISTEN for as long as it is one: stop trying
+                tracing::info!("not listening for new events on a replica (subscribers poll): {e}");
+                return;
+            }
             Err(e) => {
                 if !warned {
-                    // a replica cannot LISTEN: its subscribers rely on polling alone
                     tracing::info!("not listening for new events (subscribers poll): {e}");
                     warned = true;
                 }
@@ -90,4 +95,13 @@ fn listen(config: &postgres::Config, channel: &str, head: &HeadSignal, stop: &At
             }
         }
     }
+}
+
+/// Whether LISTEN failed because the server is a replica (in recovery): "cannot execute
+/// LISTEN during recovery".
+fn in_recovery(e: &postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION
+            && db.message().contains("recovery")
+    })
 }

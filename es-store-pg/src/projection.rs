@@ -5,8 +5,8 @@
 //! The read model's database need not be the store's: a projection can read events from a
 //! replica and write its rows to the primary, or to another database.
 
-use crate::error::{ConnectError, describe};
-use crate::schema::{check_schema_name, quoted};
+use crate::error::{ConnectError, describe, is_connection_error};
+use crate::schema::{check_schema_name, checkpoints_table, quoted};
 use es_core::RecordedEvent;
 use es_core::projection::{BoxError, CheckpointStore, EventFailure, TransactionalProjection};
 use postgres::{Client, NoTls, Transaction};
@@ -79,6 +79,89 @@ fn db(during: &'static str) -> impl FnOnce(postgres::Error) -> BoxError {
     move |source| Box::new(ProjectionDbError::Database { during, source })
 }
 
+/// A connection to the read model's database, opened again when it was lost (a server
+/// restart, a terminated backend).
+struct Connection {
+    config: postgres::Config,
+    client: Client,
+    /// Set after a connection error: the next call opens a new connection.
+    lost: bool,
+}
+
+impl Connection {
+    fn open(url: &str) -> Result<Connection, ConnectError> {
+        let config: postgres::Config = url.parse().map_err(ConnectError::InvalidUrl)?;
+        let client = config.connect(NoTls).map_err(ConnectError::Connect)?;
+        Ok(Connection {
+            config,
+            client,
+            lost: false,
+        })
+    }
+
+    /// The client, on a new connection when the last one was lost.
+    fn client(&mut self) -> Result<&mut Client, postgres::Error> {
+        if self.lost || self.client.is_closed() {
+            self.client = self.config.connect(NoTls)?;
+            self.lost = false;
+        }
+        Ok(&mut self.client)
+    }
+
+    /// Notes a failure of the connection, so that the next call opens a new one.
+    fn note(&mut self, e: &postgres::Error) {
+        if is_connection_error(e) {
+            self.lost = true;
+        }
+    }
+
+    /// Runs `f`, and once more on a new connection when the connection was lost: for
+    /// statements that have the same effect when run twice.
+    fn run<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        let mut again = true;
+        loop {
+            let result = self.client().and_then(&mut f);
+            match result {
+                Err(e) if again && is_connection_error(&e) => {
+                    self.lost = true;
+                    again = false;
+                }
+                Err(e) => {
+                    self.note(&e);
+                    return Err(e);
+                }
+                ok => return ok,
+            }
+        }
+    }
+
+    /// Runs `f` in a transaction, started on a new connection when the connection was
+    /// lost (nothing was done on the lost one).
+    fn with_transaction<T>(
+        &mut self,
+        f: impl FnOnce(Transaction<'_>) -> Result<T, BoxError>,
+    ) -> Result<T, BoxError> {
+        let begin = db("starting a transaction");
+        let lost = match self.client().map_err(db("connecting again"))?.transaction() {
+            Ok(tx) => return f(tx),
+            Err(e) => e,
+        };
+        if !is_connection_error(&lost) {
+            return Err(begin(lost));
+        }
+        self.lost = true;
+        let error = match self.client().map_err(db("connecting again"))?.transaction() {
+            Ok(tx) => return f(tx),
+            Err(e) => e,
+        };
+        self.note(&error);
+        Err(begin(error))
+    }
+}
+
 /// Creates `schema.es_checkpoints` if it is missing.
 fn ensure_checkpoints(client: &mut Client, schema: &str) -> Result<(), ConnectError> {
     let q = quoted(schema);
@@ -94,11 +177,8 @@ fn ensure_checkpoints(client: &mut Client, schema: &str) -> Result<(), ConnectEr
     )
     .and_then(|_| {
         tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {q};
-             CREATE TABLE IF NOT EXISTS {q}.es_checkpoints (
-                name TEXT PRIMARY KEY,
-                position BIGINT NOT NULL CHECK (position >= 0)
-             );"
+            "CREATE SCHEMA IF NOT EXISTS {q}; {}",
+            checkpoints_table(&q)
         ))
     })
     .and_then(|()| tx.commit())
@@ -125,17 +205,20 @@ fn ensure_checkpoints(client: &mut Client, schema: &str) -> Result<(), ConnectEr
 /// #     fn reset(&mut self, _: &mut es_store_pg::postgres::Transaction<'_>) -> Result<(), BoxError> { Ok(()) }
 /// # }
 /// use es_core::ProjectionRunner;
-/// use es_store_pg::PgStore;
+/// use es_store_pg::{PgStore, PgStoreOptions};
 /// use es_store_pg::projection::PgProjection;
 ///
-/// let store = PgStore::connect("postgres://es@replica.internal/es")?;
+/// let store = PgStore::connect_with(
+///     "postgres://es@replica.internal/es",
+///     PgStoreOptions { read_only: true, ..PgStoreOptions::default() },
+/// )?;
 /// let counts = PgProjection::connect("postgres://es@primary.internal/es", "public", "event-counts", EventCounts)?;
 /// let mut runner = ProjectionRunner::new(&store, counts);
 /// runner.run_to_head()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct PgProjection<M> {
-    client: Client,
+    conn: Connection,
     name: String,
     read_sql: String,
     advance_sql: String,
@@ -154,16 +237,26 @@ impl<M> std::fmt::Debug for PgProjection<M> {
     }
 }
 
+/// How a batch's transaction ended.
+enum Batch {
+    Applied,
+    /// The checkpoint was not where this instance left it; nothing was written.
+    Moved,
+    /// The read model refused an event; nothing was written.
+    Refused(BoxError),
+}
+
 impl<M: PgReadModel> PgProjection<M> {
     /// Connects to the read model's database; its checkpoint is the row `name` of
-    /// `schema.es_checkpoints` (created if missing).
+    /// `schema.es_checkpoints` (created if missing). A lost connection (a server restart,
+    /// a terminated backend) is opened again by the next call.
     pub fn connect(url: &str, schema: &str, name: &str, model: M) -> Result<Self, ConnectError> {
         check_schema_name(schema)?;
-        let mut client = Client::connect(url, NoTls).map_err(ConnectError::Connect)?;
-        ensure_checkpoints(&mut client, schema)?;
+        let mut conn = Connection::open(url)?;
+        ensure_checkpoints(&mut conn.client, schema)?;
         let q = quoted(schema);
         Ok(PgProjection {
-            client,
+            conn,
             name: name.to_owned(),
             read_sql: format!(
                 "WITH created AS (
@@ -191,19 +284,33 @@ impl<M: PgReadModel> PgProjection<M> {
         &mut self.model
     }
 
-    /// The connection, to query the read model.
+    /// The connection, to query the read model (a new one when the last was lost and a
+    /// new one can be opened).
     pub fn client(&mut self) -> &mut Client {
-        &mut self.client
+        // when no new connection can be opened, the old one reports the error
+        let _ = self.conn.client();
+        &mut self.conn.client
     }
 
     fn read_checkpoint(&mut self) -> Result<u64, BoxError> {
+        let (sql, name) = (&self.read_sql, &self.name);
         let rows = self
-            .client
-            .query(&self.read_sql, &[&self.name])
+            .conn
+            .run(|client| client.query(sql, &[name]))
             .map_err(db("reading the checkpoint"))?;
-        let position: i64 = rows.first().map_or(0, |r| r.get(0));
-        Ok(position.max(0) as u64)
+        match rows.first() {
+            None => Ok(0),
+            Some(row) => checkpoint_position(row, name),
+        }
     }
+}
+
+/// The position of a checkpoint row, which is never negative.
+fn checkpoint_position(row: &postgres::Row, name: &str) -> Result<u64, BoxError> {
+    let position: i64 = row.try_get(0).map_err(db("reading the checkpoint"))?;
+    u64::try_from(position).map_err(|_| {
+        format!("the checkpoint row `{name}` holds position {position}, which is negative").into()
+    })
 }
 
 impl<M: PgReadModel> TransactionalProjection for PgProjection<M> {
@@ -223,48 +330,60 @@ impl<M: PgReadModel> TransactionalProjection for PgProjection<M> {
             i64::try_from(expected).map_err(|_| out_of_range(expected))?,
             i64::try_from(checkpoint).map_err(|_| out_of_range(checkpoint))?,
         );
-        let mut tx = self
-            .client
-            .transaction()
-            .map_err(db("starting a transaction"))?;
-        // the row lock taken here makes a second instance wait, then find the row moved
-        let moved = tx
-            .execute(&self.advance_sql, &[&self.name, &from, &to])
-            .map_err(db("advancing the checkpoint"))?;
-        if moved == 0 {
-            drop(tx);
-            self.known = None;
-            let found = self.read_checkpoint()?;
-            return Err(Box::new(ProjectionDbError::CheckpointMoved {
-                name: self.name.clone(),
-                expected,
-                found,
-            }));
-        }
-        for event in events {
-            if let Err(source) = self.model.apply(&mut tx, event) {
+        let (name, advance_sql, model) = (&self.name, &self.advance_sql, &mut self.model);
+        let batch = self.conn.with_transaction(|mut tx| {
+            // the row lock taken here makes a second instance wait, then find the row moved
+            let moved = tx
+                .execute(advance_sql, &[name, &from, &to])
+                .map_err(db("advancing the checkpoint"))?;
+            if moved == 0 {
+                return Ok(Batch::Moved);
+            }
+            for event in events {
+                if let Err(source) = model.apply(&mut tx, event) {
+                    return Ok(Batch::Refused(Box::new(EventFailure::new(event, source))));
+                }
+            }
+            tx.commit().map_err(db("committing the batch"))?;
+            Ok(Batch::Applied)
+        });
+        match batch {
+            Ok(Batch::Applied) => {
+                self.known = Some(checkpoint);
+                Ok(())
+            }
+            Ok(Batch::Moved) => {
                 self.known = None;
-                return Err(Box::new(EventFailure::new(event, source)));
+                let found = self.read_checkpoint()?;
+                Err(Box::new(ProjectionDbError::CheckpointMoved {
+                    name: self.name.clone(),
+                    expected,
+                    found,
+                }))
+            }
+            Ok(Batch::Refused(e)) | Err(e) => {
+                // the checkpoint is read again before the next batch (a commit whose
+                // connection was lost may have moved it)
+                self.known = None;
+                Err(e)
             }
         }
-        if let Err(e) = tx.commit() {
-            self.known = None;
-            return Err(db("committing the batch")(e));
-        }
-        self.known = Some(checkpoint);
-        Ok(())
     }
 
     fn reset(&mut self) -> Result<(), BoxError> {
         self.read_checkpoint()?;
-        let mut tx = self
-            .client
-            .transaction()
-            .map_err(db("starting a transaction"))?;
-        self.model.reset(&mut tx)?;
-        tx.execute(&self.reset_sql, &[&self.name])
-            .map_err(db("resetting the checkpoint"))?;
-        tx.commit().map_err(db("committing the reset"))?;
+        let (name, reset_sql, model) = (&self.name, &self.reset_sql, &mut self.model);
+        let reset = self.conn.with_transaction(|mut tx| {
+            model.reset(&mut tx)?;
+            tx.execute(reset_sql, &[name])
+                .map_err(db("resetting the checkpoint"))?;
+            tx.commit().map_err(db("committing the reset"))?;
+            Ok(())
+        });
+        if let Err(e) = reset {
+            self.known = None;
+            return Err(e);
+        }
         self.known = Some(0);
         Ok(())
     }
@@ -281,7 +400,7 @@ impl<M: PgReadModel> TransactionalProjection for PgProjection<M> {
 /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
 pub struct PgCheckpoints {
-    client: Mutex<Client>,
+    conn: Mutex<Connection>,
     load_sql: String,
     save_sql: String,
 }
@@ -293,14 +412,15 @@ impl std::fmt::Debug for PgCheckpoints {
 }
 
 impl PgCheckpoints {
-    /// Connects; the table is created if missing.
+    /// Connects; the table is created if missing. A lost connection (a server restart, a
+    /// terminated backend) is opened again by the next call.
     pub fn connect(url: &str, schema: &str) -> Result<Self, ConnectError> {
         check_schema_name(schema)?;
-        let mut client = Client::connect(url, NoTls).map_err(ConnectError::Connect)?;
-        ensure_checkpoints(&mut client, schema)?;
+        let mut conn = Connection::open(url)?;
+        ensure_checkpoints(&mut conn.client, schema)?;
         let q = quoted(schema);
         Ok(PgCheckpoints {
-            client: Mutex::new(client),
+            conn: Mutex::new(conn),
             load_sql: format!("SELECT position FROM {q}.es_checkpoints WHERE name = $1"),
             save_sql: format!(
                 "INSERT INTO {q}.es_checkpoints (name, position) VALUES ($1, $2)
@@ -312,19 +432,22 @@ impl PgCheckpoints {
 
 impl CheckpointStore for PgCheckpoints {
     fn load(&self, name: &str) -> Result<u64, BoxError> {
-        let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        let row = client
-            .query_opt(&self.load_sql, &[&name])
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let row = conn
+            .run(|client| client.query_opt(&self.load_sql, &[&name]))
             .map_err(db("reading a checkpoint"))?;
-        Ok(row.map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
+        match row {
+            None => Ok(0),
+            Some(row) => checkpoint_position(&row, name),
+        }
     }
 
     fn save(&self, name: &str, position: u64) -> Result<(), BoxError> {
         let position =
             i64::try_from(position).map_err(|_| format!("checkpoint {position} is past BIGINT"))?;
-        let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        client
-            .execute(&self.save_sql, &[&name, &position])
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        // saving the same position twice is saving it once
+        conn.run(|client| client.execute(&self.save_sql, &[&name, &position]))
             .map_err(db("saving a checkpoint"))?;
         Ok(())
     }

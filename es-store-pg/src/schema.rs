@@ -19,6 +19,22 @@ use postgres::Client;
 /// The version of the tables this build writes.
 pub const CURRENT: i32 = 2;
 
+/// The table of projection checkpoints, created by the store's set-up and by projections
+/// that connect before the store (whichever comes first). `{s}` is the quoted schema name.
+macro_rules! checkpoints_table {
+    () => {
+        "CREATE TABLE IF NOT EXISTS {s}.es_checkpoints (
+        name TEXT PRIMARY KEY,
+        position BIGINT NOT NULL CHECK (position >= 0)
+    );"
+    };
+}
+
+/// [`checkpoints_table`] for `quoted_schema`.
+pub(crate) fn checkpoints_table(quoted_schema: &str) -> String {
+    checkpoints_table!().replace("{s}", quoted_schema)
+}
+
 /// The upgrade steps: `STEPS[i]` takes the tables from version `i` to `i + 1`. `{s}` is
 /// replaced by the quoted schema name.
 const STEPS: [&str; CURRENT as usize] = [
@@ -49,8 +65,10 @@ const STEPS: [&str; CURRENT as usize] = [
         CONSTRAINT es_events_event_id_key UNIQUE (event_id),
         CONSTRAINT es_events_stream_key UNIQUE (stream_id, stream_version)
     );",
-    // 1 -> 2
-    "CREATE TABLE {s}.es_snapshots (
+    // 1 -> 2 (`es_checkpoints` may exist already: projections create it when they connect
+    // before the store)
+    concat!(
+        "CREATE TABLE {s}.es_snapshots (
         stream_id TEXT NOT NULL,
         version BIGINT NOT NULL,
         position BIGINT NOT NULL,
@@ -61,14 +79,14 @@ const STEPS: [&str; CURRENT as usize] = [
         state BYTEA NOT NULL,
         PRIMARY KEY (stream_id, version)
     );
-    CREATE TABLE {s}.es_checkpoints (
-        name TEXT PRIMARY KEY,
-        position BIGINT NOT NULL CHECK (position >= 0)
-    );",
+    ",
+        checkpoints_table!()
+    ),
 ];
 
 /// Checks a schema name: lowercase ASCII letters, digits and `_`, starting with a letter
-/// or `_`, at most 48 bytes (so that derived names stay under PostgreSQL's 63). The rule
+/// or `_` but not with `pg_` (PostgreSQL keeps those names for itself), at most 48 bytes
+/// (so that derived names stay under PostgreSQL's 63). The rule
 /// of [`PgStoreOptions::schema`](crate::PgStoreOptions::schema); a read model that
 /// names its tables in the store's schema can check a name with it before writing it
 /// into SQL.
@@ -77,8 +95,14 @@ const STEPS: [&str; CURRENT as usize] = [
 /// use es_store_pg::schema::check_schema_name;
 /// assert!(check_schema_name("orders_2").is_ok());
 /// assert!(check_schema_name("Orders; DROP TABLE x").is_err());
+/// assert!(check_schema_name("pg_orders").is_err());
 /// ```
 pub fn check_schema_name(name: &str) -> Result<(), ConnectError> {
+    if name.starts_with("pg_") {
+        return Err(ConnectError::InvalidOptions(format!(
+            "schema name {name:?}: names starting with `pg_` are reserved by PostgreSQL"
+        )));
+    }
     let ok = !name.is_empty()
         && name.len() <= 48
         && name

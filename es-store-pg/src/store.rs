@@ -128,12 +128,14 @@ pub(crate) struct Shared {
 }
 
 /// Events read per statement, to start with: pages grow while events are small and
-/// shrink when they are large, so that a page holds a bounded number of bytes.
+/// shrink when they are large.
 const FIRST_PAGE: i64 = 128;
 const MIN_PAGE: i64 = 16;
 const MAX_PAGE: i64 = 2048;
-/// Bytes a page aims at.
-const PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes a page aims at: the statement returns no event after those that reach this
+/// (payloads, metadata, types and stream ids), so that a page holds at most this plus one
+/// event, whatever the sizes of the events before it.
+const PAGE_BYTES: i64 = 4 * 1024 * 1024;
 
 impl PgStore {
     /// Connects with default options, creating the tables in schema `public` if they are
@@ -426,7 +428,18 @@ impl EventStore for PgStore {
                         .map(|r| r.map(|r| r.get(0)))
                 })?;
         version
-            .map(|v| nonnegative(v, "stream version"))
+            .map(|v| {
+                from_one(v).ok_or_else(|| {
+                    StoreError::Corrupted(Corruption::new(
+                        DataLocation::StoredEvent {
+                            stream_id: Some(stream_id.to_owned()),
+                            stream_version: None,
+                            position: None,
+                        },
+                        format!("the row of event id {event_id} holds stream version {v}; versions start at 1"),
+                    ))
+                })
+            })
             .transpose()
     }
 }
@@ -474,7 +487,7 @@ impl<'a> Pages<'a> {
                 self.shared.with_conn("reading the log", |sql, conn| {
                     let s = conn.statement(sql, Query::ReadAll)?;
                     conn.client
-                        .query(&s, &[&from, &limit])
+                        .query(&s, &[&from, &limit, &PAGE_BYTES])
                         .inspect_err(|e| conn.note(e))
                 })?
             }
@@ -489,18 +502,31 @@ impl<'a> Pages<'a> {
                 self.shared.with_conn("reading a stream", |sql, conn| {
                     let s = conn.statement(sql, Query::ReadStream)?;
                     conn.client
-                        .query(&s, &[stream_id, &from, &limit])
+                        .query(&s, &[stream_id, &from, &PAGE_BYTES, &limit])
                         .inspect_err(|e| conn.note(e))
                 })?
             }
         };
-        if (rows.len() as i64) < limit {
+        // the bytes of the page: the running total of its last row
+        let bytes = match rows.last() {
+            Some(row) => row.try_get::<_, i64>(10).map_err(|e| {
+                StoreError::Corrupted(Corruption::new(
+                    DataLocation::StoredEvent {
+                        stream_id: None,
+                        stream_version: None,
+                        position: None,
+                    },
+                    format!("an event row cannot be read (its size): {e}"),
+                ))
+            })?,
+            None => 0,
+        };
+        // a page cut short by its bytes is not the end of the log
+        if (rows.len() as i64) < limit && bytes < PAGE_BYTES {
             self.finished = true;
         }
-        let mut bytes = 0;
         for row in &rows {
             let event = decode_row(row)?;
-            bytes += event.payload.len();
             match &mut self.cursor {
                 Cursor::All { next_position } => {
                     if event.position != *next_position {
@@ -562,8 +588,21 @@ fn decode_row(row: &postgres::Row) -> Result<RecordedEvent, StoreError> {
     };
     let get = |i: usize| row.try_get::<_, i64>(i).map_err(|e| bad("number", &e));
     let stream_id: String = row.try_get(0).map_err(|e| bad("stream id", &e))?;
-    let stream_version = nonnegative(get(1)?, "stream version")?;
-    let position = nonnegative(get(2)?, "position")?;
+    let (stored_version, stored_position) = (get(1)?, get(2)?);
+    let (Some(stream_version), Some(position)) =
+        (from_one(stored_version), from_one(stored_position))
+    else {
+        return Err(StoreError::Corrupted(Corruption::new(
+            DataLocation::StoredEvent {
+                stream_id: Some(stream_id),
+                stream_version: u64::try_from(stored_version).ok(),
+                position: u64::try_from(stored_position).ok(),
+            },
+            format!(
+                "the row holds stream version {stored_version} and position {stored_position}; both start at 1"
+            ),
+        )));
+    };
     let at = |reason: String| {
         StoreError::Corrupted(Corruption::new(
             DataLocation::StoredEvent {
@@ -611,6 +650,11 @@ pub(crate) fn nonnegative(v: i64, what: &str) -> Result<u64, StoreError> {
             format!("negative {what} {v} stored"),
         ))
     })
+}
+
+/// A stored stream version or position of an event, which start at 1.
+fn from_one(v: i64) -> Option<u64> {
+    u64::try_from(v).ok().filter(|v| *v >= 1)
 }
 
 /// A position or version as a column value; `None` when it is past anything storable.

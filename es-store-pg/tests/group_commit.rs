@@ -178,3 +178,65 @@ fn an_append_from_an_async_thread_fails_with_an_error_not_a_panic() {
         .unwrap();
     assert_eq!(store.stream_version("async-1").unwrap(), 1);
 }
+
+#[test]
+fn appends_from_many_stores_commit_when_the_server_defaults_to_serializable() {
+    let Some((first, guard)) = common::store() else {
+        return;
+    };
+    // every new transaction of these connections is serializable unless it says otherwise
+    let url = format!(
+        "{}?options=-c%20default_transaction_isolation%3Dserializable",
+        guard.url
+    );
+    let mut check = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let level: String = check
+        .query_one("SHOW default_transaction_isolation", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(level, "serializable");
+    drop(first);
+    const STORES: u64 = 4;
+    const THREADS: u64 = 3;
+    const ROUNDS: u64 = 20;
+    let stores: Vec<es_store_pg::PgStore> = (0..STORES)
+        .map(|_| {
+            es_store_pg::PgStore::connect_with(
+                &url,
+                es_store_pg::PgStoreOptions {
+                    schema: guard.schema.clone(),
+                    ..es_store_pg::PgStoreOptions::default()
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for (s, store) in stores.iter().enumerate() {
+            for t in 0..THREADS {
+                scope.spawn(move || {
+                    for round in 0..ROUNDS {
+                        let n = (s as u64 * THREADS + t) * 1000 + round;
+                        // one stream every writer contends for, and one of its own
+                        store
+                            .append("hot", ExpectedVersion::Any, events(n * 2, 1))
+                            .unwrap();
+                        store
+                            .append(
+                                &format!("own-{s}-{t}"),
+                                ExpectedVersion::Any,
+                                events(n * 2 + 1, 1),
+                            )
+                            .unwrap();
+                    }
+                });
+            }
+        }
+    });
+    let total = STORES * THREADS * ROUNDS * 2;
+    assert_eq!(stores[0].head_position().unwrap(), total);
+    assert_eq!(
+        stores[0].stream_version("hot").unwrap(),
+        STORES * THREADS * ROUNDS
+    );
+}

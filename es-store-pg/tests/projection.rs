@@ -160,3 +160,86 @@ fn rows_and_checkpoint_commit_together_and_two_instances_never_both_apply() {
     checkpoints.save("mailer", 43).unwrap();
     assert_eq!(checkpoints.load("mailer").unwrap(), 43);
 }
+
+/// Ends every connection of the server whose application name is `name`.
+fn terminate(url: &str, name: &str) -> u64 {
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .unwrap()
+        .len() as u64
+}
+
+#[test]
+fn projections_and_checkpoints_connect_again_after_losing_their_connection() {
+    let Some((store, guard)) = common::store() else {
+        return;
+    };
+    for i in 0..10u64 {
+        store
+            .append(
+                &format!("p-{}", i % 3),
+                ExpectedVersion::Any,
+                events(i * 10, 2),
+            )
+            .unwrap();
+    }
+    let table = format!("\"{}\".sums", guard.schema);
+    let mut client = postgres::Client::connect(&guard.url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (stream_id TEXT PRIMARY KEY, total BIGINT NOT NULL, events BIGINT NOT NULL)"
+        ))
+        .unwrap();
+    let name = format!("proj_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}?application_name={name}", guard.url);
+    let projection = PgProjection::connect(
+        &url,
+        &guard.schema,
+        "sums",
+        Sums {
+            table: table.clone(),
+            fail_at: None,
+        },
+    )
+    .unwrap();
+    let checkpoints = PgCheckpoints::connect(&url, &guard.schema).unwrap();
+    let mut runner = ProjectionRunner::new(&store, projection).with_batch_size(4);
+    assert_eq!(runner.run_to_head().unwrap(), 20);
+    checkpoints.save("mailer", 5).unwrap();
+
+    assert_eq!(terminate(&guard.url, &name), 2, "both connections ended");
+    for i in 10..15u64 {
+        store
+            .append(
+                &format!("p-{}", i % 3),
+                ExpectedVersion::Any,
+                events(i * 10, 2),
+            )
+            .unwrap();
+    }
+    assert_eq!(checkpoints.load("mailer").unwrap(), 5);
+    checkpoints.save("mailer", 6).unwrap();
+    assert_eq!(runner.run_to_head().unwrap(), 30);
+    let total: i64 = sums(&mut client, &table).values().map(|(_, n)| n).sum();
+    assert_eq!(total, 30, "every event applied once");
+
+    // lost in the middle of a run: the next run goes on from the checkpoint
+    assert_eq!(terminate(&guard.url, &name), 2);
+    for i in 15..20u64 {
+        store
+            .append(
+                &format!("p-{}", i % 3),
+                ExpectedVersion::Any,
+                events(i * 10, 2),
+            )
+            .unwrap();
+    }
+    assert_eq!(runner.run_to_head().unwrap(), 40);
+    let total: i64 = sums(&mut client, &table).values().map(|(_, n)| n).sum();
+    assert_eq!(total, 40, "every event applied once");
+    assert_eq!(checkpoints.load("mailer").unwrap(), 6);
+}

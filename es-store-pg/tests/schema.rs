@@ -3,8 +3,10 @@
 //! nothing and write nothing.
 mod common;
 
+use es_core::projection::CheckpointStore;
 use es_core::testing::conformance::events;
 use es_core::{EventStore, ExpectedVersion, StoreError};
+use es_store_pg::projection::PgCheckpoints;
 use es_store_pg::schema::{CURRENT, set_up_to};
 use es_store_pg::{ConnectError, PgStore, PgStoreOptions};
 
@@ -185,6 +187,8 @@ fn bad_options_are_refused_before_connecting() {
         "has space",
         "quote\"d",
         &"x".repeat(49),
+        "pg_temp",
+        "pg_orders",
     ] {
         let err = PgStore::connect_with("postgres://nobody@127.0.0.1:1/none", options(schema))
             .unwrap_err();
@@ -204,4 +208,28 @@ fn bad_options_are_refused_before_connecting() {
     )
     .unwrap_err();
     assert!(matches!(err, ConnectError::InvalidOptions(_)), "{err:?}");
+}
+
+#[test]
+fn checkpoints_made_before_the_store_are_kept_when_it_connects() {
+    let Some(url) = common::url() else { return };
+    let schema = common::fresh_schema();
+    let _guard = common::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    // a projection connects first and creates the checkpoints table
+    let checkpoints = PgCheckpoints::connect(&url, &schema).unwrap();
+    checkpoints.save("mailer", 7).unwrap();
+    let store = PgStore::connect_with(&url, options(&schema)).unwrap();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    assert_eq!(version(&mut client, &schema), CURRENT);
+    assert_eq!(checkpoints.load("mailer").unwrap(), 7);
+    store
+        .append("s-1", ExpectedVersion::NoStream, events(1, 1))
+        .unwrap();
+    // and connecting again changes nothing
+    drop(store);
+    PgStore::connect_with(&url, options(&schema)).unwrap();
+    assert_eq!(checkpoints.load("mailer").unwrap(), 7);
 }

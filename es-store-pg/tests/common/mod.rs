@@ -5,6 +5,7 @@
 //! when the `CI` environment variable is set.
 #![allow(dead_code)] // each test binary uses a part
 
+pub mod proxy;
 mod server;
 
 pub use server::Server;
