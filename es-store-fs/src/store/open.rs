@@ -441,12 +441,10 @@ fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
             // one of the two locks is free: a writer holds both, so the other is held by
             // a read-only open probing for a writer (see `writer_holds`), or by another
             // writer between taking its two locks, for an instant
-            dir_lock if dir_lock.is_some() != file_locked => {
-                if started.elapsed() < PROBE_WAIT {
-                    drop(dir_lock);
-                    std::thread::sleep(Duration::from_millis(1));
-                    continue;
-                }
+            dir_lock if dir_lock.is_some() != file_locked && started.elapsed() < PROBE_WAIT => {
+                drop(dir_lock);
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
             }
             _ => {}
         }
