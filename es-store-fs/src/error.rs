@@ -75,10 +75,23 @@ pub struct RecoveryReport {
     /// What a crash left after the last acknowledged frame of the last segment: cut
     /// (read-only opens and verification only report it).
     pub torn_tail: Option<TornTail>,
-    /// A new last segment whose header never became durable, removed.
+    /// A new last segment whose header never became durable, removed (by a dry run of a
+    /// repair: that a repair would remove it).
     pub removed_empty_segment: Option<u64>,
     /// With repair on: the damage found and what was dropped.
     pub repaired: Option<Repair>,
+    /// With repair on: segments whose damaged header was written again, the frames after
+    /// it intact (nothing was dropped for them).
+    pub headers_rewritten: Vec<HeaderRewrite>,
+}
+
+/// A segment header a repair wrote again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRewrite {
+    /// The segment.
+    pub segment: u64,
+    /// What was wrong with the header.
+    pub reason: String,
 }
 
 /// The unacknowledged end of the log that a crash left behind.

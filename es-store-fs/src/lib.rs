@@ -26,7 +26,7 @@ mod store;
 pub mod tools;
 pub mod vfs;
 
-pub use error::{OpenError, RecoveryReport, Repair, TornTail};
+pub use error::{HeaderRewrite, OpenError, RecoveryReport, Repair, TornTail};
 pub use layout::LOCK_FILE;
 pub use snapshot::FileCheckpoints;
 pub use store::{Durability, FileStore, FileStoreOptions, WriteStats};

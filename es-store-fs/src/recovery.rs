@@ -1,7 +1,7 @@
 //! Opening a store directory: find the segments, load or rebuild the index, scan what the
 //! index does not cover, and cut a torn tail (never anything before it).
 
-use crate::error::{OpenError, RecoveryReport, Repair, TornTail};
+use crate::error::{HeaderRewrite, OpenError, RecoveryReport, Repair, TornTail};
 use crate::format::{
     self, FRAME_OVERHEAD, FRAME_PREFIX_LEN, FRAME_SUFFIX_LEN, Frame, SEGMENT_HEADER_LEN,
     SegmentHeader,
@@ -534,7 +534,37 @@ impl Scan<'_> {
                     })
             };
             let mut offset = index.covered.offset;
-            match self.check_header(&*file, seg, first_position) {
+            let checked = match self.check_header(&*file, seg, first_position) {
+                // under repair, a damaged header before an intact frame is written again:
+                // it holds nothing but the segment's number and first position, both known
+                // here, and the frames after it are the log's
+                Err(HeaderProblem::Bad(reason)) if self.o.repair && self.o.limit.is_none() => {
+                    let intact_frame = match first_position {
+                        Some(_) => {
+                            frame_follows_header(&*file, lens[seg as usize], self.o.frame_cap)
+                                .map_err(read_err(&path, SEGMENT_HEADER_LEN as u64))?
+                        }
+                        None => false,
+                    };
+                    match first_position {
+                        Some(first) if intact_frame => {
+                            if !self.o.read_only {
+                                write_header(&*file, seg, first)
+                                    .map_err(|e| io_err(&path)(e.into_io()))?;
+                                file.sync_data().map_err(io_err(&path))?;
+                            }
+                            report.headers_rewritten.push(HeaderRewrite {
+                                segment: seg,
+                                reason,
+                            });
+                            Ok(())
+                        }
+                        _ => Err(HeaderProblem::Bad(reason)),
+                    }
+                }
+                other => other,
+            };
+            match checked {
                 Ok(()) if need_header => offset = SEGMENT_HEADER_LEN as u64,
                 Ok(()) => {}
                 Err(HeaderProblem::Newer(found)) => {
@@ -611,6 +641,10 @@ impl Scan<'_> {
                     }
                     // the newest segment's header never became durable: it holds no event
                     if self.o.read_only {
+                        // a dry run of a repair says what the repair would remove
+                        if self.o.repair {
+                            report.removed_empty_segment = Some(seg);
+                        }
                         segment_count -= 1;
                         break;
                     }
@@ -824,11 +858,16 @@ impl Scan<'_> {
     }
 
     /// Whether segment `seg` has a sealed index file (intact or not: its presence proves
-    /// that a later segment held a published frame).
+    /// that a later segment held a published frame). A file that is there but cannot be
+    /// opened is there: only its absence proves nothing.
     fn has_sealed_index(&self, seg: u64) -> bool {
-        self.vfs
+        match self
+            .vfs
             .open(&sealed_index_path(self.dir, seg), OpenMode::Read)
-            .is_ok()
+        {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        }
     }
 
     /// Reads `index.dat` and checks that what it says about frames is plausible, given
@@ -1231,6 +1270,25 @@ fn first_unfit(index: &IndexFile, lens: &[u64]) -> Option<LogOffset> {
         let len = *lens.get(at.segment as usize)?;
         (at.end().offset > len).then_some(LogOffset::new(at.segment, len))
     })
+}
+
+/// Whether an intact frame follows the header of a segment `len` bytes long.
+fn frame_follows_header(file: &dyn VfsFile, len: u64, frame_cap: usize) -> std::io::Result<bool> {
+    let start = SEGMENT_HEADER_LEN as u64;
+    let mut prefix = [0u8; 8];
+    if len < start + prefix.len() as u64 {
+        return Ok(false);
+    }
+    file.read_exact_at(&mut prefix, start)?;
+    let Ok(n) = format::frame_len(&prefix, frame_cap) else {
+        return Ok(false);
+    };
+    if start + n as u64 > len {
+        return Ok(false);
+    }
+    let mut frame = vec![0u8; n];
+    file.read_exact_at(&mut frame, start)?;
+    Ok(format::check_frame(&frame).is_ok())
 }
 
 /// Why a segment header is not accepted.

@@ -437,13 +437,44 @@ fn repair(dir: &Path, dry_run: bool, json: bool, out: &mut dyn Write) -> Result<
                 "dry_run": dry_run,
                 "repaired": repaired,
                 "torn_tail": report.torn_tail.map(torn_json),
+                "headers_rewritten": report
+                    .headers_rewritten
+                    .iter()
+                    .map(|h| serde_json::json!({"segment": h.segment, "reason": h.reason}))
+                    .collect::<Vec<_>>(),
+                "removed_empty_segment": report.removed_empty_segment,
+                "index_rebuilt": report.index_rebuilt,
             })
             .to_string(),
         )?;
         return Ok(ExitCode::SUCCESS);
     }
+    let rewrite = if dry_run {
+        "would write again"
+    } else {
+        "wrote again"
+    };
+    for h in &report.headers_rewritten {
+        line(
+            out,
+            format!(
+                "{rewrite} the header of segment {} ({}); its frames are intact, nothing dropped",
+                h.segment, h.reason
+            ),
+        )?;
+    }
+    if let Some(seg) = report.removed_empty_segment {
+        let remove = if dry_run { "would remove" } else { "removed" };
+        line(
+            out,
+            format!("{remove} segment {seg}, whose header never became durable (it held no event)"),
+        )?;
+    }
     match &report.repaired {
-        None => line(out, "no damage: nothing to repair".into())?,
+        None if report.headers_rewritten.is_empty() && report.removed_empty_segment.is_none() => {
+            line(out, "no damage: nothing to repair".into())?
+        }
+        None => {}
         Some(r) => {
             line(
                 out,

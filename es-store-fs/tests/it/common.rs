@@ -419,3 +419,35 @@ impl es_core::projection::Projection for Count {
         Ok(())
     }
 }
+
+/// The real file system, except that opening a path whose name contains `name` fails
+/// with `kind` (a file there that cannot be opened: permissions, a failing disk).
+#[derive(Debug)]
+pub struct FailingOpen {
+    pub name: String,
+    pub kind: io::ErrorKind,
+}
+
+impl Vfs for FailingOpen {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
+        if path.to_string_lossy().contains(&self.name) {
+            return Err(io::Error::new(self.kind, "opening refused by the test"));
+        }
+        StdFs.open(path, mode)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        StdFs.list(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        StdFs.sync_dir(dir)
+    }
+}

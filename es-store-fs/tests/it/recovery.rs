@@ -2604,3 +2604,77 @@ fn verify_fails_on_a_sealed_index_or_group_filter_it_cannot_read() {
     }
     es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
 }
+
+/// A damaged header of a segment in the middle of the log, its frames intact: an open
+/// that reads the header (no index to start from) refuses, naming the segment; `verify`
+/// reports it; a dry run of a repair says it would write the header again and changes
+/// nothing; the repair writes it again and drops no event.
+#[test]
+fn a_repair_writes_a_damaged_middle_header_again_and_drops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segments(dir.path(), 200);
+    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    assert!(segment_count(dir.path()) >= 3);
+    let segment = dir.path().join(format!("{:020}.seg", 1));
+    let mut bytes = fs::read(&segment).unwrap();
+    bytes[13] ^= 0x20;
+    fs::write(&segment, &bytes).unwrap();
+    // nothing to start from but the log: the header is read, and refused
+    fs::remove_file(dir.path().join("index.dat")).unwrap();
+    for no in 0..segment_count(dir.path()) {
+        let _ = fs::remove_file(sealed_index(dir.path(), no));
+    }
+    match FileStore::open_with(dir.path(), small_segments()) {
+        Err(OpenError::Corrupted {
+            segment: 1,
+            offset: 0,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        es_store_fs::tools::verify(dir.path(), &|_| {}),
+        Err(OpenError::Corrupted { segment: 1, .. })
+    ));
+    let dry = es_store_fs::tools::repair(dir.path(), true).unwrap();
+    assert_eq!(dry.headers_rewritten.len(), 1, "{dry:?}");
+    assert_eq!(dry.headers_rewritten[0].segment, 1);
+    assert!(dry.repaired.is_none(), "{dry:?}");
+    assert_eq!(fs::read(&segment).unwrap(), bytes, "a dry run wrote");
+    let done = es_store_fs::tools::repair(dir.path(), false).unwrap();
+    assert_eq!(done.headers_rewritten.len(), 1, "{done:?}");
+    assert!(done.repaired.is_none(), "{done:?}");
+    es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
+    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    assert_eq!(all_events(&store), reference);
+}
+
+/// The last segment deleted, and the sealed index of the one before it (the proof that a
+/// later segment existed) there but failing to open: the open refuses, naming the
+/// missing segment, rather than taking the index for absent and the log for whole.
+#[test]
+fn a_sealed_index_that_cannot_be_opened_still_proves_a_later_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segments(dir.path(), 200);
+    let last = segment_count(dir.path()) - 1;
+    fs::remove_file(dir.path().join(format!("{last:020}.seg"))).unwrap();
+    // the sealed index is the only record left of the lost segment
+    fs::remove_file(dir.path().join("index.dat")).unwrap();
+    fs::remove_file(dir.path().join("PUBLISHED")).unwrap();
+    let failing = common::FailingOpen {
+        name: format!("{:020}.idx", last - 1),
+        kind: std::io::ErrorKind::PermissionDenied,
+    };
+    let result = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions {
+            vfs: Arc::new(failing),
+            ..small_segments()
+        },
+    );
+    match result {
+        Err(OpenError::Corrupted { segment, .. }) => assert_eq!(segment, last),
+        Ok(store) => panic!("opened, {} events", all_events(&store).len()),
+        Err(e) => panic!("{e}"),
+    }
+}
