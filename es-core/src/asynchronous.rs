@@ -228,6 +228,45 @@ where
         .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
     }
 
+    /// [`Repository::execute_caused_by`] (a reaction to `cause`, at most once), off the
+    /// async threads.
+    pub async fn execute_caused_by<T, E, F>(
+        &self,
+        id: impl Into<String>,
+        cause: RecordedEvent,
+        command: F,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        F: FnMut(&A) -> Result<T, E> + Send + 'static,
+        T: IntoEvents<A::Events>,
+        E: Send + 'static,
+    {
+        self.execute_caused_by_as(id, cause, String::new(), command)
+            .await
+    }
+
+    /// [`Repository::execute_caused_by_as`] (one of several named reactions to `cause` on
+    /// one instance, each at most once), off the async threads.
+    pub async fn execute_caused_by_as<T, E, F>(
+        &self,
+        id: impl Into<String>,
+        cause: RecordedEvent,
+        reaction: impl Into<String>,
+        command: F,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        F: FnMut(&A) -> Result<T, E> + Send + 'static,
+        T: IntoEvents<A::Events>,
+        E: Send + 'static,
+    {
+        let reaction = reaction.into();
+        self.call(id, move |repository, id| {
+            repository.execute_caused_by_as(id, &cause, &reaction, command)
+        })
+        .await
+        .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
+    }
+
     /// [`Repository::load`], off the async threads.
     pub async fn load(&self, id: impl Into<String>) -> Result<Loaded<A>, LoadError> {
         self.call(id, move |repository, id| repository.load(id))
@@ -244,6 +283,20 @@ where
         self.call(id, move |repository, id| repository.load_at(id, version))
             .await
             .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
+    }
+
+    /// [`Repository::load_as_of`] (the state as it was at `timestamp`), off the async
+    /// threads.
+    pub async fn load_as_of(
+        &self,
+        id: impl Into<String>,
+        timestamp: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Loaded<A>, LoadError> {
+        self.call(id, move |repository, id| {
+            repository.load_as_of(id, timestamp)
+        })
+        .await
+        .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
     }
 
     /// [`Repository::history`], off the async threads.

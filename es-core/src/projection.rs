@@ -630,12 +630,14 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
             }
             let span = tracing::debug_span!(
                 "es.projection.batch",
-                from = checkpoint + 1,
+                from = checkpoint.saturating_add(1),
                 to = last_read,
                 events = batch.len()
             );
             span.in_scope(|| self.projection.apply_batch(&batch, last_read))
-                .map_err(|source| ProjectionError::read_model(checkpoint + 1, source))?;
+                .map_err(|source| {
+                    ProjectionError::read_model(checkpoint.saturating_add(1), source)
+                })?;
             checkpoint = last_read;
             if done || !go_on(checkpoint) {
                 return Ok(checkpoint);
@@ -653,7 +655,7 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
         let mut batch = Vec::new();
         let mut last = checkpoint;
         let mut read = 0;
-        for event in self.store.read_all(checkpoint + 1)? {
+        for event in self.store.read_all(checkpoint.saturating_add(1))? {
             let event = event?;
             let past = match until {
                 Until::Head => false,

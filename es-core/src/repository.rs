@@ -718,6 +718,12 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Telling whether the reaction ran costs one look-up in the store's event-id index
     /// ([`EventStore::version_of_event`]), not a read of the target's history: the target
     /// is then loaded like any command's, from the state cache or its newest snapshot.
+    ///
+    /// One cause, one instance, one reaction: a second reaction to the same cause on the
+    /// same instance (two order lines for one product, two process managers that react
+    /// to the same event) would be taken for this one having run, and would not run.
+    /// Name each such reaction with
+    /// [`execute_caused_by_as`](Repository::execute_caused_by_as).
     pub fn execute_caused_by<T, E>(
         &self,
         id: &str,
@@ -727,10 +733,44 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     where
         T: IntoEvents<A::Events>,
     {
+        self.execute_caused_by_as(id, cause, "", command)
+    }
+
+    /// [`execute_caused_by`](Repository::execute_caused_by) for one of several reactions
+    /// to the same cause on the same instance, told apart by `reaction` (stable across
+    /// runs: a process manager's name, an order line's number). Each named reaction runs
+    /// at most once; the empty name is the reaction of `execute_caused_by`.
+    ///
+    /// ```
+    /// use es_core::{EventStore, MemoryStore, Repository};
+    /// # use es_core::doc_support::Account;
+    /// let accounts = Repository::<Account, _>::new(MemoryStore::new());
+    /// accounts.execute("payer", |a| a.deposit(100)).unwrap();
+    /// let cause = accounts.store().read_stream("account-payer", 1).unwrap().next().unwrap().unwrap();
+    /// // two lines of one order, each a deposit of its own, both caused by one event
+    /// for (line, amount) in [("line-1", 2), ("line-2", 3)] {
+    ///     let done = accounts.execute_caused_by_as("shop", &cause, line, |a| a.deposit(amount)).unwrap();
+    ///     assert!(!done.already_applied);
+    /// }
+    /// // run again (a restart from an older checkpoint): nothing is applied twice
+    /// let again = accounts.execute_caused_by_as("shop", &cause, "line-2", |a| a.deposit(3)).unwrap();
+    /// assert!(again.already_applied);
+    /// assert_eq!(again.version, 2);
+    /// ```
+    pub fn execute_caused_by_as<T, E>(
+        &self,
+        id: &str,
+        cause: &RecordedEvent,
+        reaction: &str,
+        command: impl FnMut(&A) -> Result<T, E>,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        T: IntoEvents<A::Events>,
+    {
         self.run(
             id,
             Metadata::caused_by(cause),
-            Some(cause.event_id),
+            Some(reaction_id(cause.event_id, reaction)),
             None,
             command,
         )
@@ -887,9 +927,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     // another run of the same reaction stored these events first (their ids
                     // are derived from the cause): the stored events are that run's, which
                     // may differ from what this run decided, so neither this run's events
-                    // nor a state folded from them may be kept
+                    // nor a state folded from them may be kept; the state returned is the
+                    // stream's as it is now
                     self.drop_cached(&stream_id);
-                    return Ok(done(state, Vec::new(), None, true));
+                    return self.already_applied_now(&stream_id, attempts);
                 }
                 Ok(appended) => {
                     for e in &events {
@@ -917,7 +958,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 }
                 Err(StoreError::DuplicateEventId { .. }) if cause.is_some() => {
                     // the reaction was appended meanwhile: the state read is behind it
-                    return Ok(done(state, Vec::new(), None, true));
+                    self.drop_cached(&stream_id);
+                    return self.already_applied_now(&stream_id, attempts);
                 }
                 Err(StoreError::Conflict { actual, .. })
                     if attempts >= self.max_attempts || expected_version.is_some() =>
@@ -939,6 +981,25 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 }
             }
         }
+    }
+
+    /// What a reaction that another run stored first returns: the stream's state and
+    /// version as they are now, no events of its own.
+    fn already_applied_now<E>(
+        &self,
+        stream_id: &str,
+        attempts: u32,
+    ) -> Result<Executed<A>, CommandError<E>> {
+        let (Loaded { state, version }, position, _) = self.current(stream_id, true)?;
+        self.keep(stream_id, &state, version, position);
+        Ok(Executed {
+            state,
+            version,
+            events: Vec::new(),
+            appended: None,
+            attempts,
+            already_applied: true,
+        })
     }
 
     /// Keeps a copy of `state` in the cache, if there is one.
@@ -965,6 +1026,17 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
 
 /// The id of event `index` of the reaction to `cause` on `stream_id`: the same on every
 /// run, so that a reaction re-run is recognised (and refused by the store as a duplicate).
+/// The id a reaction named `reaction` derives its event ids from: the cause's own id for
+/// the unnamed reaction (the ids stores already hold stay the same), otherwise an id
+/// derived from it and the name, so that each named reaction to one cause runs once.
+fn reaction_id(cause: uuid::Uuid, reaction: &str) -> uuid::Uuid {
+    if reaction.is_empty() {
+        cause
+    } else {
+        uuid::Uuid::new_v5(&cause, format!("reaction:{reaction}").as_bytes())
+    }
+}
+
 fn derived_event_id(cause: uuid::Uuid, stream_id: &str, index: usize) -> uuid::Uuid {
     let name = format!("{stream_id}#{index}");
     uuid::Uuid::new_v5(&cause, name.as_bytes())

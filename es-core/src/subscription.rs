@@ -193,6 +193,10 @@ impl<S: EventStore + ?Sized, E: EventSet> TypedSubscription<'_, S, E> {
     }
 
     /// The next decoded event, waiting up to `timeout`. Declared ignored types are skipped.
+    ///
+    /// An event that cannot be decoded is an error and stays where it is: the next call
+    /// meets it again, and [`position`](Self::position) stays at it, so that a checkpoint
+    /// saved after the error never passes an event the code could not read.
     pub fn next_timeout(
         &mut self,
         timeout: Duration,
@@ -203,8 +207,13 @@ impl<S: EventStore + ?Sized, E: EventSet> TypedSubscription<'_, S, E> {
             let Some(raw) = self.inner.next_timeout(left)? else {
                 return Ok(None);
             };
-            if let Some(envelope) = raw.decode::<E>()? {
-                return Ok(Some(envelope));
+            match raw.decode::<E>() {
+                Ok(Some(envelope)) => return Ok(Some(envelope)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.inner.buffer.push_front(raw);
+                    return Err(e.into());
+                }
             }
         }
     }

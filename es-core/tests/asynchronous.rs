@@ -130,3 +130,41 @@ fn subscriptions_do_not_take_the_blocking_threads_commands_need() {
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_and_loads_as_of_a_time_run_off_the_async_threads() {
+    let accounts = accounts();
+    accounts.execute("payer", |a| a.deposit(100)).await.unwrap();
+    let cause = accounts
+        .repository()
+        .store()
+        .read_stream("account-payer", 1)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    for reaction in ["line-1", "line-2"] {
+        let done = accounts
+            .execute_caused_by_as("shop", cause.clone(), reaction, |a| a.deposit(5))
+            .await
+            .unwrap();
+        assert!(!done.already_applied, "{reaction}");
+    }
+    let again = accounts
+        .execute_caused_by_as("shop", cause.clone(), "line-2", |a| a.deposit(5))
+        .await
+        .unwrap();
+    assert!(again.already_applied);
+    let unnamed = accounts
+        .execute_caused_by("shop", cause.clone(), |a| a.deposit(1))
+        .await
+        .unwrap();
+    assert!(!unnamed.already_applied);
+    let now = accounts.load("shop").await.unwrap();
+    assert_eq!((now.balance, now.version), (11, 3));
+    let before = accounts
+        .load_as_of("shop", cause.timestamp - chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(before.version, 0);
+}

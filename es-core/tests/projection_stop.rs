@@ -81,3 +81,39 @@ fn a_running_projection_dropped_without_stop_ends_its_scope() {
     });
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// A read model whose checkpoint says the largest position (a sentinel cast to `u64`):
+/// no panic and no replay from the start; nothing lies after it.
+#[test]
+fn a_checkpoint_at_the_largest_position_reads_nothing_and_does_not_panic() {
+    use es_core::projection::{BoxError, TransactionalProjection};
+    use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, ProjectionRunner};
+    struct AtTheEnd(u64);
+    impl TransactionalProjection for AtTheEnd {
+        fn checkpoint(&mut self) -> Result<u64, BoxError> {
+            Ok(u64::MAX)
+        }
+        fn apply_batch(
+            &mut self,
+            events: &[es_core::RecordedEvent],
+            _: u64,
+        ) -> Result<(), BoxError> {
+            self.0 += events.len() as u64;
+            Ok(())
+        }
+        fn reset(&mut self) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+    let store = MemoryStore::new();
+    store
+        .append(
+            "s-1",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("E", 1, b"{}".to_vec())],
+        )
+        .unwrap();
+    let mut runner = ProjectionRunner::new(&store, AtTheEnd(0));
+    assert_eq!(runner.run_to_head().unwrap(), u64::MAX);
+    assert_eq!(runner.projection().0, 0);
+}

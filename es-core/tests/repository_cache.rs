@@ -604,6 +604,8 @@ fn the_loser_of_a_reaction_race_keeps_the_stored_events_not_its_own() {
         .unwrap();
     assert!(lost.already_applied, "{lost:?}");
     assert!(lost.events.is_empty() && lost.appended.is_none());
+    // the state and version returned are the stream's as stored, not those read before
+    assert_eq!((lost.state.total, lost.version), (7, 1), "{lost:?}");
     // both repositories, and a cold one, see the stored event: 7, not 3
     assert_eq!(loser.load("1").unwrap().total, 7);
     assert_eq!(winner.load("1").unwrap().total, 7);
@@ -616,4 +618,72 @@ fn the_loser_of_a_reaction_race_keeps_the_stored_events_not_its_own() {
         .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
         .unwrap();
     assert_eq!((next.state.total, next.version), (8, 2));
+}
+
+/// Two reactions to one cause on one instance (two order lines for one product), each
+/// named: both run, each once; the unnamed reaction keeps the ids it always derived.
+#[test]
+fn named_reactions_to_one_cause_each_run_once() {
+    let store = MemoryStore::new();
+    let cause = causes(&store).remove(0);
+    let repository = Repository::<Plain, _>::new(&store).with_cache(CacheOptions::default());
+    for (reaction, n) in [("line-1", 2), ("line-2", 3)] {
+        let done = repository
+            .execute_caused_by_as("1", &cause, reaction, |_| Ok::<_, NotEnough>(Added { n }))
+            .unwrap();
+        assert!(!done.already_applied, "{reaction}");
+    }
+    for (reaction, n) in [("line-1", 2), ("line-2", 3)] {
+        let again = repository
+            .execute_caused_by_as("1", &cause, reaction, |_| Ok::<_, NotEnough>(Added { n }))
+            .unwrap();
+        assert!(again.already_applied, "{reaction}");
+    }
+    assert_eq!(repository.load("1").unwrap().total, 5);
+    // the unnamed reaction is a third one, with the ids derived from the cause alone
+    let plain = repository
+        .execute_caused_by("1", &cause, |_| Ok::<_, NotEnough>(Added { n: 1 }))
+        .unwrap();
+    assert!(!plain.already_applied);
+    let stored = store
+        .read_stream("tally-1", 3)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.event_id,
+        Uuid::new_v5(&cause.event_id, b"tally-1#0"),
+        "the unnamed reaction's ids changed"
+    );
+    assert!(
+        repository
+            .execute_caused_by("1", &cause, |_| Ok::<_, NotEnough>(Added { n: 1 }))
+            .unwrap()
+            .already_applied
+    );
+    assert_eq!(repository.load("1").unwrap().total, 6);
+}
+
+/// A typed subscription meets an event it cannot decode (stored at a version newer than
+/// the code): the error comes again on the next call, and the position stays at that
+/// event, so that a checkpoint saved after the error never passes it.
+#[test]
+fn a_typed_subscription_does_not_pass_an_event_it_cannot_decode() {
+    let store = MemoryStore::new();
+    let repository = Repository::<Plain, _>::new(&store);
+    repository
+        .execute("1", |_| Ok::<_, NotEnough>(Added { n: 1 }))
+        .unwrap();
+    let future = NewEvent::new("Added", 99, br#"{"n":1}"#.to_vec());
+    store
+        .append("tally-1", ExpectedVersion::Exact(1), vec![future])
+        .unwrap();
+    let mut subscription = es_core::Subscription::new(&store, 1).typed::<Plain>();
+    let wait = std::time::Duration::from_millis(10);
+    assert!(subscription.next_timeout(wait).unwrap().is_some());
+    for _ in 0..2 {
+        assert!(subscription.next_timeout(wait).is_err());
+        assert_eq!(subscription.position(), 2);
+    }
 }

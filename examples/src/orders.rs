@@ -229,22 +229,29 @@ impl<S: EventStore> StockReservations<S> {
             return Ok(());
         };
         let order_id = event.stream_id.clone();
-        for line in &placed.lines {
-            let outcome = match self
-                .products
-                .execute_caused_by(&line.sku, event, |p| p.reserve(line.quantity, &order_id))
-            {
-                Ok(done) if done.already_applied => "already reserved".to_owned(),
-                Ok(done) => format!(
-                    "reserved {} (available now {})",
-                    line.quantity,
-                    done.state.available()
-                ),
-                Err(CommandError::Rejected(StockError::NotEnoughStock { available, .. })) => {
-                    format!("not enough stock ({available} available)")
-                }
-                Err(e) => return Err(e.into()),
-            };
+        // one reaction per line, named by the line's number: an order may list a product
+        // twice, and each line reserves its own quantity, once
+        for (number, line) in placed.lines.iter().enumerate() {
+            let reaction = format!("line-{}", number + 1);
+            let outcome =
+                match self
+                    .products
+                    .execute_caused_by_as(&line.sku, event, &reaction, |p| {
+                        p.reserve(line.quantity, &order_id)
+                    }) {
+                    Ok(done) if done.already_applied => "already reserved".to_owned(),
+                    Ok(done) => format!(
+                        "reserved {} (available now {})",
+                        line.quantity,
+                        done.state.available()
+                    ),
+                    Err(CommandError::Rejected(StockError::NotEnoughStock {
+                        available, ..
+                    })) => {
+                        format!("not enough stock ({available} available)")
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             self.log.push((order_id.clone(), line.sku.clone(), outcome));
         }
         Ok(())

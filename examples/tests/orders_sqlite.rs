@@ -29,13 +29,20 @@ fn orders_process_manager_and_sqlite_read_model_across_reopens() {
     let db = dir.path().join("summary.sqlite");
     with_store(&d, |s| {
         Repository::<Product, _>::new(s)
-            .execute("kb", |p| p.receive(3))
+            .execute("kb", |p| p.receive(5))
             .unwrap();
         let orders = Repository::<Order, _>::new(s);
-        let line = vec![OrderLine {
-            sku: "kb".into(),
-            quantity: 2,
-        }];
+        // the same product on two lines: each line reserves its own quantity
+        let line = vec![
+            OrderLine {
+                sku: "kb".into(),
+                quantity: 2,
+            },
+            OrderLine {
+                sku: "kb".into(),
+                quantity: 1,
+            },
+        ];
         orders
             .execute("1", |o| o.place("Dana", line.clone(), 200_00))
             .unwrap();
@@ -57,7 +64,7 @@ fn orders_process_manager_and_sqlite_read_model_across_reopens() {
             let p = manager.products.load("kb").unwrap();
             assert_eq!(
                 (p.reserved, p.available()),
-                (2, 1),
+                (3, 2),
                 "reserved once, however often it runs"
             );
         });
