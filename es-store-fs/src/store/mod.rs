@@ -265,15 +265,19 @@ impl FileStore {
             return Ok(());
         }
         // sealed segments get their own indexes first: `index.dat` then lists the active
-        // segment's frames only
-        self.shared.seal_ready(false)?;
+        // segment's frames only. A sealing that fails (a full disk) does not stop the sync
+        // and the index below (the segments it could not seal are listed there): its
+        // error is returned after them
+        let sealed = self.shared.seal_ready(false);
         // one writer of the index file at a time: the sealing thread writes it too. Taken
         // before the writer's lock, so that appends wait for the sync and the encoding
         // only, not for a sealing round (which may build an id filter) or for the write
         let _one_at_a_time = lock(&self.shared.seal_lock);
         let bytes = {
             let mut w = lock(&self.shared.writer);
-            while w.flushing {
+            // nor while the periodic sync runs: its outcome must be known (a failure
+            // there poisons the store) before this sync's success can be taken as proof
+            while w.flushing || w.periodic_syncing {
                 w = self.shared.wait_for_flush(w);
             }
             if let Some(reason) = &w.poisoned {
@@ -288,7 +292,8 @@ impl FileStore {
                     e.kind(),
                     format!("writing `{}`: {e}", path.display()),
                 ))
-            })
+            })?;
+        sealed
     }
 
     /// Cuts the zero-filled room off the active segment (done at close).
@@ -297,8 +302,14 @@ impl FileStore {
             return Ok(());
         }
         let mut w = lock(&self.shared.writer);
+        while w.flushing || w.periodic_syncing {
+            w = self.shared.wait_for_flush(w);
+        }
+        if let Some(reason) = &w.poisoned {
+            return Err(StoreError::ReadOnly(reason.clone()));
+        }
         let end = w.durable_tail;
-        if w.poisoned.is_some() || w.allocated <= end.offset {
+        if w.allocated <= end.offset {
             return Ok(());
         }
         let file = self.shared.segment(end.segment)?;
@@ -314,7 +325,15 @@ impl FileStore {
         let result = self.checkpoint().and_then(|()| self.trim());
         lock(&self.shared.writer).closed = true;
         self.stop_sync_thread();
-        result
+        // a periodic sync that failed after the checkpoint's own succeeded: what it was
+        // to make durable may not be
+        let poisoned = lock(&self.shared.writer).poisoned.clone();
+        match (result, poisoned) {
+            (Ok(()), Some(reason)) if !self.shared.options.read_only => {
+                Err(StoreError::ReadOnly(reason))
+            }
+            (result, _) => result,
+        }
     }
 
     fn stop_sync_thread(&self) {

@@ -53,7 +53,8 @@ pub struct FileStoreOptions {
     /// Open without the write lock: reads only, nothing on disk changes.
     pub read_only: bool,
     /// The active segment grows in zero-filled steps of this many bytes, so that most
-    /// syncs persist data only, not a new file size (0 grows it frame by frame).
+    /// syncs persist data only, not a new file size (0 grows it frame by frame; a step
+    /// larger than `segment_size` is taken as `segment_size`).
     pub preallocate: u64,
     /// Memory for the stream tables of the newest sealed segments (64 MiB by default),
     /// read at open or kept when a segment is sealed, the oldest dropped first, and
@@ -131,9 +132,11 @@ impl FileStore {
     /// Opens the store in `dir`.
     pub fn open_with(
         dir: impl AsRef<Path>,
-        options: FileStoreOptions,
+        mut options: FileStoreOptions,
     ) -> Result<FileStore, OpenError> {
         let dir = dir.as_ref().to_owned();
+        // a segment never grows past its size, so neither does a step
+        options.preallocate = options.preallocate.min(options.segment_size);
         if options.segment_size < 4096 {
             return Err(OpenError::InvalidOptions(format!(
                 "segment_size {} is below the minimum of 4096 bytes",

@@ -67,7 +67,11 @@ pub(super) struct Writer {
     /// Set while the periodic sync runs outside the lock: a group written meanwhile waits
     /// for its outcome before it is acknowledged, since after a failed sync nothing more
     /// may be (a roll's sync of the same file could report success over dropped pages).
-    periodic_syncing: bool,
+    pub(super) periodic_syncing: bool,
+    /// Set by a group whose write or sync failed while it waits for a periodic sync to
+    /// end: that sync's success may then be over pages whose error the failed sync was
+    /// told of, so it proves nothing and is not published.
+    group_failed_during_sync: bool,
     /// Set while the committer thread owns the queue (woken, or writing group after
     /// group); appenders then leave the writing to it.
     committer_awake: bool,
@@ -185,6 +189,19 @@ struct Chunk {
     bytes: Vec<u8>,
 }
 
+/// Writes zeros over `from..to` of `file`, a bounded piece at a time.
+fn write_zeros(file: &dyn VfsFile, from: u64, to: u64) -> io::Result<()> {
+    const PIECE: u64 = 256 * 1024;
+    static ZEROS: [u8; PIECE as usize] = [0; PIECE as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(PIECE);
+        file.write_all_at(&ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
+}
+
 pub(super) fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
     loop {
         let Some(shared) = shared.upgrade() else {
@@ -217,11 +234,14 @@ pub(super) fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
                 let mut w = lock(&shared.writer);
                 w.periodic_syncing = false;
                 match synced {
-                    Ok(()) => {
+                    // a sync of the same file that failed meanwhile may have been told of
+                    // an error over these pages: this success then proves nothing
+                    Ok(()) if w.poisoned.is_none() && !w.group_failed_during_sync => {
                         w.synced_end = w.synced_end.max(target);
                         let head = read(&shared.published).head;
                         shared.publish(w.durable_tail, head, w.synced_end);
                     }
+                    Ok(()) => {}
                     Err(e) => w.poisoned = Some(format!("periodic fsync failed: {e}")),
                 }
                 if w.watchers > 0 {
@@ -404,10 +424,14 @@ impl Shared {
             let end = chunk.at.offset + chunk.bytes.len() as u64;
             let step = self.options.preallocate;
             if step > 0 && end > allocated {
-                let new_allocated = end.div_ceil(step) * step;
-                let zeros = vec![0u8; (new_allocated - end) as usize];
-                file.write_all_at(&zeros, end)?;
-                allocated = new_allocated;
+                let new_allocated = end.div_ceil(step).saturating_mul(step);
+                match write_zeros(&*file, end, new_allocated) {
+                    Ok(()) => allocated = new_allocated,
+                    // no room for the room: the frames may still fit, written alone (zeros
+                    // written before the disk filled are room after the tail, as ever)
+                    Err(e) if e.kind() == io::ErrorKind::StorageFull => {}
+                    Err(e) => return Err(e),
+                }
             }
             file.write_all_at(&chunk.bytes, chunk.at.offset)?;
             allocated = allocated.max(end);
@@ -532,6 +556,9 @@ impl FileStore {
             &many
         };
         let mut w = lock(&shared.writer);
+        // flushes waited for before a conflict is reported: a stream that others keep
+        // appending to is always being written, and the wait must end
+        let mut conflict_waits = 0;
         let (slot, result) = loop {
             if let Some(reason) = &w.poisoned {
                 return Err(StoreError::ReadOnly(reason.clone()));
@@ -595,11 +622,13 @@ impl FileStore {
                 continue;
             }
             if !expected.accepts(current) {
-                if w.overlay.contains_key(stream_id) && !w.closed {
+                if w.overlay.contains_key(stream_id) && !w.closed && conflict_waits < 3 {
                     // the version this conflicts with is still being written: a conflict
                     // reported now would name a version no reader can see yet, and a
                     // caller retrying on what it reads would spin until that write
-                    // lands. Wait for its outcome, then decide again.
+                    // lands. Wait for its outcome, then decide again (a few times: other
+                    // appenders may keep the stream busy for good).
+                    conflict_waits += 1;
                     w = shared.wait_for_flush(w);
                     continue;
                 }
@@ -770,9 +799,11 @@ impl Shared {
         let result = shared.write_chunks(&chunks, durable_tail, allocated);
         let io_time = started.elapsed();
         let mut w = lock(&shared.writer);
+        w.group_failed_during_sync = result.is_err();
         while w.periodic_syncing {
             w = shared.wait_for_flush(w);
         }
+        w.group_failed_during_sync = false;
         w.flushing = false;
         w.stats.flushes += 1;
         w.stats.io_time += io_time;
@@ -983,6 +1014,7 @@ impl Writer {
             waiters: Vec::new(),
             flushing: false,
             periodic_syncing: false,
+            group_failed_during_sync: false,
             committer_awake: false,
             watchers: 0,
             last_io: Duration::ZERO,

@@ -291,6 +291,45 @@ fn a_group_written_while_a_periodic_sync_runs_waits_for_its_outcome() {
     assert!(matches!(later, Err(StoreError::ReadOnly(_))), "{later:?}");
 }
 
+#[test]
+fn a_checkpoint_waits_for_the_periodic_sync_and_reports_its_failure() {
+    // Two syncs of one file at once: the kernel tells only one of them of a writeback
+    // error. A checkpoint that synced beside a failing periodic sync could vouch for
+    // pages the kernel dropped, and a periodic sync that succeeded beside a failing one
+    // could publish them as durable. The checkpoint waits for the periodic sync, and
+    // reports its failure.
+    let (store, gate) = gated_store(Durability::Periodic(Duration::from_millis(20)));
+    gate.set(|s| {
+        s.hold_sync = true;
+        s.fail_sync = Some(io::ErrorKind::Other);
+    });
+    store
+        .append("warm", ExpectedVersion::Any, vec![event(0)])
+        .unwrap();
+    gate.wait_until("the periodic sync", |s| s.syncs_held == 1);
+    let (tx, rx) = mpsc::channel();
+    let checkpoint = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            let _ = tx.send(store.checkpoint());
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let early = rx.try_recv();
+    // released before any assertion: a held sync would keep the store from closing
+    gate.set(|s| s.release_sync = true);
+    assert!(
+        early.is_err(),
+        "the checkpoint synced beside the periodic sync: {early:?}"
+    );
+    let result = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    checkpoint.join().unwrap();
+    assert!(
+        matches!(result, Err(StoreError::ReadOnly(_))),
+        "the periodic sync's failure is the checkpoint's: {result:?}"
+    );
+}
+
 /// A stream read that has found the stream's frames in sealed segments and in memory
 /// still reads what is appended to the stream while it goes, and goes on reading the
 /// frames it found in memory once they are sealed.

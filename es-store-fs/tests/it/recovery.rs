@@ -2678,3 +2678,76 @@ fn a_sealed_index_that_cannot_be_opened_still_proves_a_later_segment() {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// A disk too full for sealed indexes (every `.idx` write fails) under `Periodic`
+/// durability: `close` reports the sealing's failure, but still syncs the log first, so
+/// that a power loss right after it loses no acknowledged event.
+#[test]
+fn close_syncs_the_log_even_when_sealing_fails() {
+    // a power loss keeps nothing that was not synced
+    let fs = SimFs::with_options(
+        11,
+        es_store_fs::vfs::sim::SimOptions {
+            keep_percent: 0,
+            ..Default::default()
+        },
+    );
+    fs.fail_persistently(SimOp::Write, std::io::ErrorKind::StorageFull, Some(".idx"));
+    let options = FileStoreOptions {
+        durability: es_store_fs::Durability::Periodic(std::time::Duration::from_secs(3600)),
+        segment_size: 4096,
+        preallocate: 0,
+        ..sim_options(&fs)
+    };
+    let store = FileStore::open_with(SIM_DIR, options.clone()).unwrap();
+    // appends go on across rolls; some are refused while the disk is full (none of
+    // those counts)
+    let mut acknowledged = 0;
+    for i in 0..200 {
+        if store
+            .append("s-1", ExpectedVersion::Any, vec![event(i)])
+            .is_ok()
+        {
+            acknowledged += 1;
+        }
+    }
+    let segments = es_store_fs::vfs::Vfs::list(&fs, Path::new(SIM_DIR))
+        .unwrap()
+        .iter()
+        .filter(|n| n.ends_with(".seg"))
+        .count();
+    assert!(
+        segments >= 2 && acknowledged > 0,
+        "{segments} segments, {acknowledged}"
+    );
+    assert!(store.close().is_err(), "the sealing's failure is reported");
+    fs.crash();
+    fs.clear_faults();
+    let store = FileStore::open_with(SIM_DIR, options).unwrap();
+    assert_eq!(store.head_position().unwrap(), acknowledged);
+}
+
+/// A preallocation step larger than a segment (as large as `u64::MAX`) is taken as the
+/// segment's size: appends work across rolls, and nothing panics inside a commit.
+#[test]
+fn a_preallocation_step_larger_than_a_segment_is_taken_as_the_segment_size() {
+    for preallocate in [u64::MAX, 1 << 40, 64 * 1024 * 1024 + 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FileStoreOptions {
+            preallocate,
+            segment_size: 64 * 1024,
+            durability: es_store_fs::Durability::None,
+            ..FileStoreOptions::default()
+        };
+        let store = FileStore::open_with(dir.path(), options.clone()).unwrap();
+        for i in 0..1000 {
+            store
+                .append("s-1", ExpectedVersion::Any, vec![event(i)])
+                .unwrap();
+        }
+        store.close().unwrap();
+        assert!(segment_count(dir.path()) > 1);
+        let store = FileStore::open_with(dir.path(), options).unwrap();
+        assert_eq!(store.head_position().unwrap(), 1000, "{preallocate}");
+    }
+}
