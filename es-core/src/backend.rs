@@ -6,11 +6,7 @@
 //!
 //! 1. **Check before writing.** Call [`Limits::check_append`] on every append (and
 //!    [`Limits::check_stream_id`] on every read by stream id) before touching storage, so
-//!    that every store refuses the same input with the same typed errors. A store may
-//!    also implement [`EventStore::append_read_back`], called by the repository with a
-//!    [`ReadBack`](crate::ReadBack) proof that the payloads are JSON that reads back,
-//!    and check those appends with [`Limits::check_append_read_back`], which skips the
-//!    parse (the default forwards to [`EventStore::append`]).
+//!    that every store refuses the same input with the same typed errors.
 //! 2. **Decide idempotent retries with [`check_idempotent_retry`]**, passing where each
 //!    event id of the append is already stored ([`IdLocation`]), including appends the
 //!    store has accepted but not yet made visible. It returns the original append's

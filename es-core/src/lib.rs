@@ -66,7 +66,7 @@ pub use repository::{CommandError, Executed, LoadError, Loaded, Repository};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{
     AppendResult, Corruption, DataLocation, EventStore, EventStream, ExpectedVersion, Limits,
-    ReadBack, StoreError, StreamEnd,
+    StoreError, StreamEnd,
 };
 pub use subscription::{Filter, Subscription};
 

@@ -6,7 +6,7 @@ use crate::snapshot::{Snapshot, SnapshotStore, newest_at_or_below, retain_newest
 use crate::store::HeadSignal;
 use crate::store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, IdLocation, Limits, LimitsError,
-    ReadBack, StoreError, StreamEnd, check_idempotent_retry,
+    StoreError, StreamEnd, check_idempotent_retry,
 };
 use chrono::Utc;
 // seeded per process, so crafted ids cannot force collisions; much cheaper than SipHash
@@ -90,14 +90,14 @@ impl MemoryStore {
     }
 }
 
-impl MemoryStore {
-    /// Appends a batch that passed the limits.
-    fn append_checked(
+impl EventStore for MemoryStore {
+    fn append(
         &self,
         stream_id: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
+        self.limits.check_append(stream_id, &events)?;
         let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         let mut inner = self.write();
         let current = inner.streams.get(stream_id).map_or(0, |s| s.len() as u64);
@@ -162,30 +162,6 @@ impl MemoryStore {
             last_position: first_position + n - 1,
             retried: false,
         })
-    }
-}
-
-impl EventStore for MemoryStore {
-    fn append(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
-        self.limits.check_append(stream_id, &events)?;
-        self.append_checked(stream_id, expected, events)
-    }
-
-    fn append_read_back(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        read_back: ReadBack,
-    ) -> Result<AppendResult, StoreError> {
-        self.limits
-            .check_append_read_back(stream_id, &events, read_back)?;
-        self.append_checked(stream_id, expected, events)
     }
 
     fn read_stream(

@@ -5,7 +5,7 @@ use crate::cache::{CacheOptions, CacheStats, Cached, StateCache};
 use crate::envelope::{EventDecodeError, Metadata, NewEvent, RecordedEvent};
 use crate::event::{EncodeError, EventSet, IntoEvents};
 use crate::snapshot::{SNAPSHOTS_KEPT, Snapshot};
-use crate::store::{AppendResult, EventStore, ExpectedVersion, ReadBack, StoreError};
+use crate::store::{AppendResult, EventStore, ExpectedVersion, StoreError};
 use chrono::{DateTime, Utc};
 use std::marker::PhantomData;
 use std::ops::{ControlFlow, Deref};
@@ -796,21 +796,20 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             version = tracing::field::Empty,
             first_position = tracing::field::Empty,
         );
-        if span.is_disabled() {
-            // nothing listens: entering the span and recording its fields would only cost
-            // (a few hundred instructions per command when `tracing` also feeds `log`)
-            return self.run_in_span(stream_id, metadata, cause, expected_version, &mut command);
-        }
-        let _entered = span.enter();
+        // nothing listens to the span: entering it and recording its fields would only
+        // cost (a few hundred instructions per command when `tracing` also feeds `log`);
+        // the events below are still emitted
+        let _entered = (!span.is_disabled()).then(|| span.enter());
         let result = self.run_in_span(stream_id, metadata, cause, expected_version, &mut command);
         match &result {
-            Ok(done) => {
+            Ok(done) if !span.is_disabled() => {
                 span.record("attempts", done.attempts);
                 span.record("version", done.version);
                 if let Some(appended) = &done.appended {
                     span.record("first_position", appended.first_position);
                 }
             }
+            Ok(_) => {}
             Err(CommandError::Rejected(_)) => tracing::debug!("command rejected"),
             Err(CommandError::Conflict { actual, .. }) => {
                 tracing::debug!(actual, "command conflicted")
@@ -918,11 +917,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             } else {
                 ExpectedVersion::Exact(version)
             };
-            // the payloads were just encoded and read back: the store need not parse them again
-            match self
-                .store
-                .append_read_back(&stream_id, expected, batch, ReadBack::new())
-            {
+            match self.store.append(&stream_id, expected, batch) {
                 Ok(appended) if appended.retried && cause.is_some() => {
                     // another run of the same reaction stored these events first (their ids
                     // are derived from the cause): the stored events are that run's, which

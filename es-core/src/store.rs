@@ -225,27 +225,6 @@ impl Limits {
     /// Checks a whole append: the stream id, a non-empty batch within the count and size
     /// limits, each event's type name, schema version, size and JSON payload.
     pub fn check_append(&self, stream_id: &str, events: &[NewEvent]) -> Result<(), StoreError> {
-        self.check_batch(stream_id, events, None)
-    }
-
-    /// [`check_append`](Self::check_append) for an append whose payloads were read back
-    /// (see [`ReadBack`]): every check but the parse of each payload, which the proof
-    /// makes needless. The depth of each payload is still measured.
-    pub fn check_append_read_back(
-        &self,
-        stream_id: &str,
-        events: &[NewEvent],
-        read_back: ReadBack,
-    ) -> Result<(), StoreError> {
-        self.check_batch(stream_id, events, Some(read_back))
-    }
-
-    fn check_batch(
-        &self,
-        stream_id: &str,
-        events: &[NewEvent],
-        read_back: Option<ReadBack>,
-    ) -> Result<(), StoreError> {
         self.check_stream_id(stream_id)?;
         if events.is_empty() {
             return Err(StoreError::EmptyBatch {
@@ -264,7 +243,7 @@ impl Limits {
         }
         let mut total = 0usize;
         for (index, event) in events.iter().enumerate() {
-            total += self.check_event(stream_id, index, event, read_back)?;
+            total += self.check_event(stream_id, index, event)?;
         }
         if total > self.max_batch_size {
             return Err(StoreError::BatchTooLarge {
@@ -281,7 +260,6 @@ impl Limits {
         stream_id: &str,
         index: usize,
         event: &NewEvent,
-        read_back: Option<ReadBack>,
     ) -> Result<usize, StoreError> {
         let invalid = |reason: String| StoreError::InvalidEvent {
             stream_id: stream_id.to_owned(),
@@ -331,15 +309,13 @@ impl Limits {
                 max: self.max_event_size,
             });
         }
-        if read_back.is_none() {
-            let text = match std::str::from_utf8(&event.payload) {
-                Ok(text) => text,
-                Err(e) => return Err(invalid(format!("the payload is not UTF-8: {e}"))),
-            };
-            // parsed as checked text, so that the parser does not check the UTF-8 again
-            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-                return Err(invalid(format!("the payload is not valid JSON: {e}")));
-            }
+        let text = match std::str::from_utf8(&event.payload) {
+            Ok(text) => text,
+            Err(e) => return Err(invalid(format!("the payload is not UTF-8: {e}"))),
+        };
+        // parsed as checked text, so that the parser does not check the UTF-8 again
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            return Err(invalid(format!("the payload is not valid JSON: {e}")));
         }
         if nests_deeper_than(&event.payload, self.max_json_depth) {
             return Err(invalid(format!(
@@ -348,29 +324,6 @@ impl Limits {
             )));
         }
         Ok(size)
-    }
-}
-
-/// Proof that every payload of an append is JSON that reads back: the
-/// [`Repository`](crate::Repository) encoded each one with serde_json from a typed event
-/// and decoded it back from those very bytes before appending them (a command refuses an
-/// event that does not read back). Only this crate can make one, so a store that is
-/// handed one through [`EventStore::append_read_back`] may skip parsing the payloads
-/// again ([`Limits::check_append_read_back`]); everything else is still checked.
-///
-/// A store that passes the proof on to another store must pass on the same payloads,
-/// unchanged.
-///
-/// ```compile_fail
-/// let forged = es_core::ReadBack(());
-/// ```
-#[derive(Debug, Clone, Copy)]
-pub struct ReadBack(());
-
-impl ReadBack {
-    /// Made only where the payloads were just encoded and read back.
-    pub(crate) fn new() -> Self {
-        ReadBack(())
     }
 }
 
@@ -694,21 +647,6 @@ pub trait EventStore: Send + Sync {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError>;
 
-    /// [`append`](Self::append) for events whose payloads were encoded and read back
-    /// ([`ReadBack`]): the [`Repository`](crate::Repository) appends this way. A store
-    /// may then check the batch with [`Limits::check_append_read_back`], which skips
-    /// parsing the payloads again; the default appends as usual.
-    fn append_read_back(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        read_back: ReadBack,
-    ) -> Result<AppendResult, StoreError> {
-        let _ = read_back;
-        self.append(stream_id, expected, events)
-    }
-
     /// Reads one stream from `from_version` (1 for all of it), in version order.
     fn read_stream(
         &self,
@@ -891,15 +829,6 @@ macro_rules! forward_event_store {
             ) -> Result<AppendResult, StoreError> {
                 (**self).append(stream_id, expected, events)
             }
-            fn append_read_back(
-                &self,
-                stream_id: &str,
-                expected: ExpectedVersion,
-                events: Vec<NewEvent>,
-                read_back: ReadBack,
-            ) -> Result<AppendResult, StoreError> {
-                (**self).append_read_back(stream_id, expected, events, read_back)
-            }
             fn read_stream(
                 &self,
                 stream_id: &str,
@@ -961,58 +890,7 @@ pub use crate::backend::{HeadSignal, IdLocation, check_idempotent_retry, deadlin
 
 #[cfg(test)]
 mod tests {
-    use super::{Limits, ReadBack, StoreError, json_depth, nests_deeper_than};
-    use crate::NewEvent;
-
-    #[test]
-    fn an_append_read_back_is_still_checked_for_everything_but_the_parse() {
-        let limits = Limits {
-            max_json_depth: 4,
-            max_event_size: 64,
-            ..Limits::default()
-        };
-        let check = |payload: &str, event_type: &str| {
-            let events = [NewEvent::new(event_type, 1, payload.as_bytes().to_vec())];
-            let plain = limits.check_append("s-1", &events);
-            let read_back = limits.check_append_read_back("s-1", &events, ReadBack::new());
-            (plain, read_back)
-        };
-        let (plain, read_back) = check(r#"{"a":[[[[1]]]]}"#, "E");
-        assert!(
-            matches!(plain, Err(StoreError::InvalidEvent { .. })),
-            "{plain:?}"
-        );
-        assert!(
-            matches!(read_back, Err(StoreError::InvalidEvent { ref reason, .. })
-            if reason.contains("nests deeper than 4")),
-            "{read_back:?}"
-        );
-        let (_, read_back) = check(&format!(r#"{{"a":"{}"}}"#, "x".repeat(80)), "E");
-        assert!(
-            matches!(read_back, Err(StoreError::EventTooLarge { .. })),
-            "{read_back:?}"
-        );
-        let (_, read_back) = check("{}", "");
-        assert!(
-            matches!(read_back, Err(StoreError::InvalidEvent { .. })),
-            "{read_back:?}"
-        );
-        let (plain, read_back) = check(r#"{"a":1}"#, "E");
-        assert!(plain.is_ok() && read_back.is_ok());
-        let events = [NewEvent::new("E", 1, b"{}".to_vec())];
-        assert!(matches!(
-            limits.check_append_read_back("", &events, ReadBack::new()),
-            Err(StoreError::InvalidStreamId { .. })
-        ));
-        // the proof is what skips the parse: without it, bytes that are not JSON are refused
-        let (plain, read_back) = check("not json", "E");
-        assert!(
-            matches!(plain, Err(StoreError::InvalidEvent { ref reason, .. })
-            if reason.contains("not valid JSON")),
-            "{plain:?}"
-        );
-        assert!(read_back.is_ok());
-    }
+    use super::{json_depth, nests_deeper_than};
 
     #[test]
     fn the_bracket_count_decides_only_what_the_walk_would() {

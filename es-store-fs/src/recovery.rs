@@ -53,6 +53,12 @@ pub struct RecoverOptions<'a> {
     /// Read only up to this end, which a live writer published as durable: every frame
     /// before it must be valid, nothing after it is looked at.
     pub limit: Option<LogOffset>,
+    /// With `limit`: how far the live writer published the log as synced. The log must
+    /// reach at least this far (or the limit, when that is nearer). Not the acknowledged
+    /// end itself: a writer that is still recovering after a crash has not yet replaced
+    /// the record of the previous run, whose acknowledged but unsynced appends the crash
+    /// may have taken (in `Periodic` and `None`).
+    pub limit_durable: Option<LogOffset>,
     /// Called with the byte length of each frame scanned.
     pub progress: Option<&'a dyn Fn(u64)>,
     /// Bytes of sealed segments' stream tables to hand to the store's cache.
@@ -69,6 +75,7 @@ impl RecoverOptions<'_> {
             // a repair checks every frame: the index does not vouch for what it covers
             ignore_index: repair,
             limit: None,
+            limit_durable: None,
             progress: None,
             table_budget: 0,
         }
@@ -540,10 +547,13 @@ impl Scan<'_> {
                 // here, and the frames after it are the log's
                 Err(HeaderProblem::Bad(reason)) if self.o.repair && self.o.limit.is_none() => {
                     let intact_frame = match first_position {
-                        Some(_) => {
-                            frame_follows_header(&*file, lens[seg as usize], self.o.frame_cap)
-                                .map_err(read_err(&path, SEGMENT_HEADER_LEN as u64))?
-                        }
+                        Some(first) => frame_follows_header(
+                            &*file,
+                            lens[seg as usize],
+                            self.o.frame_cap,
+                            first,
+                        )
+                        .map_err(read_err(&path, SEGMENT_HEADER_LEN as u64))?,
                         None => false,
                     };
                     match first_position {
@@ -764,18 +774,19 @@ impl Scan<'_> {
             }
             seg += 1;
         }
-        // beside a live writer, the log must reach the end it published as acknowledged:
-        // a segment shorter than that, or missing, lost acknowledged events
-        if let Some(limit) = self.o.limit
-            && end < limit
+        // beside a live writer, the log must reach the end it published as synced: a
+        // segment shorter than that, or missing, lost acknowledged events
+        if let (Some(limit), Some(durable)) = (self.o.limit, self.o.limit_durable)
+            && end < durable.min(limit)
             && report.repaired.is_none()
         {
             return Err(self.corrupted(
                 end.segment,
                 end.offset,
                 format!(
-                    "the log ends at {end}, but the live writer published its acknowledged \
-                     end at {limit} in {PUBLISHED_FILE}: the events in between are lost"
+                    "the log ends at {end}, but the live writer published it as synced up to \
+                     {} in {PUBLISHED_FILE}: acknowledged events in between are lost",
+                    durable.min(limit)
                 ),
             ));
         }
@@ -1272,8 +1283,15 @@ fn first_unfit(index: &IndexFile, lens: &[u64]) -> Option<LogOffset> {
     })
 }
 
-/// Whether an intact frame follows the header of a segment `len` bytes long.
-fn frame_follows_header(file: &dyn VfsFile, len: u64, frame_cap: usize) -> std::io::Result<bool> {
+/// Whether an intact frame that continues the log at position `first` follows the header
+/// of a segment `len` bytes long (a frame at another position means events were lost
+/// before it: the header is then not written again, and the damage stays reported).
+fn frame_follows_header(
+    file: &dyn VfsFile,
+    len: u64,
+    frame_cap: usize,
+    first: u64,
+) -> std::io::Result<bool> {
     let start = SEGMENT_HEADER_LEN as u64;
     let mut prefix = [0u8; 8];
     if len < start + prefix.len() as u64 {
@@ -1288,7 +1306,9 @@ fn frame_follows_header(file: &dyn VfsFile, len: u64, frame_cap: usize) -> std::
     }
     let mut frame = vec![0u8; n];
     file.read_exact_at(&mut frame, start)?;
-    Ok(format::check_frame(&frame).is_ok())
+    Ok(format::check_frame(&frame)
+        .and_then(format::Frame::parse)
+        .is_ok_and(|f| f.place.first_position == first))
 }
 
 /// Why a segment header is not accepted.

@@ -75,10 +75,12 @@ pub fn verify_on(
     progress: &dyn Fn(u64),
 ) -> Result<VerifyReport, OpenError> {
     crate::marker::inspect(vfs, dir, true)?;
-    let limit = crate::store::published_end(vfs, dir)?.map(|p| p.end);
+    let published = crate::store::published_end(vfs, dir)?;
+    let limit = published.map(|p| p.end);
     let o = recovery::RecoverOptions {
         ignore_index: true,
         limit,
+        limit_durable: published.map(|p| p.durable),
         progress: Some(progress),
         ..recovery::RecoverOptions::open(MAX_FRAME_LEN, true, false)
     };
@@ -563,8 +565,9 @@ pub struct ImportReport {
     pub streams_imported: u64,
     /// Events imported.
     pub events_imported: u64,
-    /// Streams that already held exactly these events, with their ids, as one append
-    /// (the same input imported before): nothing of them was written again.
+    /// Streams that already held these events' ids as one append (the same input
+    /// imported before; ids are compared, not payloads): nothing of them was written
+    /// again.
     pub streams_already_imported: u64,
     /// Streams refused, with why (nothing of them was written).
     pub streams_refused: Vec<RefusedStream>,
@@ -608,8 +611,8 @@ pub const MAX_IMPORT_LINE: usize = MAX_FRAME_LEN + 1024 * 1024;
 /// Streams are imported in the order of their first event in the input.
 ///
 /// A stream larger than one append allows (the store's `Limits`) is refused rather than
-/// split, since a split stream could be half imported. A stream that already holds
-/// exactly these events (the same input imported before) is counted in
+/// split, since a split stream could be half imported. A stream that already holds these
+/// events' ids as one append (the same input imported before) is counted in
 /// [`ImportReport::streams_already_imported`], and nothing is written for it: importing
 /// the same input twice is harmless.
 ///

@@ -616,68 +616,6 @@ pub fn invalid_payloads_are_rejected<S: EventStore>(store: &S) {
     store.append("s-1", ExpectedVersion::Any, vec![e]).unwrap();
 }
 
-/// An append whose payloads were read back (what the repository sends) stores what a
-/// plain append stores, and is still refused for everything but the parse: nesting past
-/// the depth limit, oversized events, bad type names, stream ids and expectations.
-pub fn appends_read_back_are_checked_and_stored_alike<S: EventStore>(store: &S) {
-    let read_back = crate::store::ReadBack::new();
-    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    let large = format!(r#"{{"a":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
-    for (event_type, payload) in [
-        ("Deep", deep.as_bytes()),
-        ("Large", large.as_bytes()),
-        ("", b"{}".as_slice()),
-    ] {
-        let e = NewEvent::new(event_type, 1, payload.to_vec());
-        let err = store
-            .append_read_back("s-1", ExpectedVersion::Any, vec![e], read_back)
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::InvalidEvent { .. } | StoreError::EventTooLarge { .. }
-            ),
-            "{event_type}: {err:?}"
-        );
-    }
-    let err = store
-        .append_read_back("", ExpectedVersion::Any, vec![event(1)], read_back)
-        .unwrap_err();
-    assert!(matches!(err, StoreError::InvalidStreamId { .. }), "{err:?}");
-    assert_nothing_written(store, "s-1", 0, 0);
-    let first = event(1);
-    let r = store
-        .append_read_back(
-            "s-1",
-            ExpectedVersion::NoStream,
-            vec![first.clone()],
-            read_back,
-        )
-        .unwrap();
-    assert_eq!((r.first_version, r.last_version), (1, 1));
-    let err = store
-        .append_read_back("s-1", ExpectedVersion::NoStream, vec![event(2)], read_back)
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::Conflict { actual: 1, .. }),
-        "{err:?}"
-    );
-    // a resend is recognised as one, as for a plain append
-    let again = store
-        .append_read_back(
-            "s-1",
-            ExpectedVersion::NoStream,
-            vec![first.clone()],
-            read_back,
-        )
-        .unwrap();
-    assert!(again.retried);
-    let stored = read_stream(store, "s-1", 1);
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].event_id, first.event_id);
-    assert_eq!(stored[0].payload, first.payload);
-}
-
 /// Empty, overlong or control-character type names and schema version 0 are refused.
 pub fn invalid_event_types_are_rejected<S: EventStore>(store: &S) {
     let long = "T".repeat(5000);

@@ -66,7 +66,6 @@ macro_rules! store_conformance_tests {
             empty_batch_is_rejected,
             oversized_event_is_rejected,
             invalid_payloads_are_rejected,
-            appends_read_back_are_checked_and_stored_alike,
             invalid_event_types_are_rejected,
             one_bad_event_fails_the_whole_batch,
             metadata_ids_and_timestamps_round_trip,

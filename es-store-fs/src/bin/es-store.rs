@@ -89,7 +89,7 @@ enum Command {
     /// Each stream is one append, so a stream is imported whole or not at all; the
     /// import raises the store's limits on one append to what one frame of the log holds
     /// (100,000 events, 32 MiB of events), and refuses a larger stream. A stream that exists is refused, unless it
-    /// holds these very events, with their ids (the same file imported twice): then it is
+    /// holds these events' ids as one append (the same file imported twice): then it is
     /// counted as already imported, and nothing is written.
     Import {
         /// The store directory (created if needed; must not be open elsewhere).
@@ -234,6 +234,14 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                             .map_err(|e| format!("{}: {e}", tmp.display()))?;
                         std::fs::rename(&tmp, path)
                             .map_err(|e| format!("{}: {e}", path.display()))?;
+                        // the rename itself made durable
+                        let parent = match path.parent() {
+                            Some(p) if !p.as_os_str().is_empty() => p,
+                            _ => Path::new("."),
+                        };
+                        std::fs::File::open(parent)
+                            .and_then(|d| d.sync_all())
+                            .map_err(|e| format!("{}: {e}", parent.display()))?;
                         Ok::<_, String>(n)
                     })();
                     if written.is_err() {
@@ -294,7 +302,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                     w(
                         &mut out,
                         format!(
-                            "{} streams already held exactly these events: nothing written",
+                            "{} streams already held these events (the same ids): nothing written",
                             report.streams_already_imported
                         ),
                     )?;

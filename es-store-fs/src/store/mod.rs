@@ -21,8 +21,8 @@ use crate::vfs::{OpenMode, VfsFile};
 use es_core::snapshot::{Snapshot, SnapshotStore};
 use es_core::store::HeadSignal;
 use es_core::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, ReadBack, RecordedEventRef,
-    StoreError, StreamEnd,
+    AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEventRef, StoreError,
+    StreamEnd,
 };
 use open::WriterLock;
 use readers::{Buffered, LogReader, StreamReader};
@@ -523,17 +523,7 @@ impl EventStore for FileStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        self.do_append(stream_id, expected, events, None)
-    }
-
-    fn append_read_back(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        read_back: ReadBack,
-    ) -> Result<AppendResult, StoreError> {
-        self.do_append(stream_id, expected, events, Some(read_back))
+        self.do_append(stream_id, expected, events)
     }
 
     fn read_stream(

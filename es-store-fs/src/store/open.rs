@@ -186,6 +186,7 @@ impl FileStore {
             &dir,
             RecoverOptions {
                 limit: limit.map(|p| p.end),
+                limit_durable: limit.map(|p| p.durable),
                 table_budget: options.stream_table_cache,
                 ..RecoverOptions::open(frame_cap, options.read_only, options.repair)
             },

@@ -31,7 +31,7 @@ use crate::store::Durability;
 use crate::vfs::{VfsFile, write_atomically};
 use chrono::{DateTime, Utc};
 use es_core::store::{IdLocation, check_idempotent_retry};
-use es_core::{AppendResult, ExpectedVersion, NewEvent, ReadBack, StoreError};
+use es_core::{AppendResult, ExpectedVersion, NewEvent, StoreError};
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -483,7 +483,6 @@ impl FileStore {
         stream_id: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        read_back: Option<ReadBack>,
     ) -> Result<AppendResult, StoreError> {
         let span = tracing::debug_span!(
             "es.append",
@@ -493,13 +492,12 @@ impl FileStore {
             first_position = tracing::field::Empty,
             last_version = tracing::field::Empty,
         );
-        if span.is_disabled() {
-            // nothing listens: entering the span and recording its fields would only cost
-            return self.append_in_span(stream_id, expected, events, read_back);
-        }
-        let _entered = span.enter();
-        let result = self.append_in_span(stream_id, expected, events, read_back);
+        // nothing listens to the span: entering it and recording its fields would only
+        // cost; the event below is still emitted
+        let _entered = (!span.is_disabled()).then(|| span.enter());
+        let result = self.append_in_span(stream_id, expected, events);
         match &result {
+            Ok(_) if span.is_disabled() => {}
             Ok(r) => {
                 span.record("first_position", r.first_position);
                 span.record("last_version", r.last_version);
@@ -514,7 +512,6 @@ impl FileStore {
         stream_id: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        read_back: Option<ReadBack>,
     ) -> Result<AppendResult, StoreError> {
         let shared = &*self.shared;
         let _in_flight = InFlight::enter(shared);
@@ -524,13 +521,7 @@ impl FileStore {
                 shared.dir.display()
             )));
         }
-        match read_back {
-            Some(read_back) => shared
-                .options
-                .limits
-                .check_append_read_back(stream_id, &events, read_back)?,
-            None => shared.options.limits.check_append(stream_id, &events)?,
-        }
+        shared.options.limits.check_append(stream_id, &events)?;
         let prepared = events
             .into_iter()
             .enumerate()
@@ -556,9 +547,9 @@ impl FileStore {
             &many
         };
         let mut w = lock(&shared.writer);
-        // flushes waited for before a conflict is reported: a stream that others keep
-        // appending to is always being written, and the wait must end
-        let mut conflict_waits = 0;
+        // a conflict is reported after at most three more flushes: a stream that others
+        // keep appending to is always being written, and the wait must end
+        let mut conflict_until: Option<u64> = None;
         let (slot, result) = loop {
             if let Some(reason) = &w.poisoned {
                 return Err(StoreError::ReadOnly(reason.clone()));
@@ -622,13 +613,13 @@ impl FileStore {
                 continue;
             }
             if !expected.accepts(current) {
-                if w.overlay.contains_key(stream_id) && !w.closed && conflict_waits < 3 {
+                let until = *conflict_until.get_or_insert(w.stats.flushes + 3);
+                if w.overlay.contains_key(stream_id) && !w.closed && w.stats.flushes < until {
                     // the version this conflicts with is still being written: a conflict
                     // reported now would name a version no reader can see yet, and a
                     // caller retrying on what it reads would spin until that write
                     // lands. Wait for its outcome, then decide again (a few times: other
                     // appenders may keep the stream busy for good).
-                    conflict_waits += 1;
                     w = shared.wait_for_flush(w);
                     continue;
                 }

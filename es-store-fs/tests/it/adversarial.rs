@@ -819,3 +819,48 @@ fn a_probe_holding_the_directory_lock_for_an_instant_is_waited_out() {
     holder.join().unwrap();
     assert_eq!(all_events(&writer).len(), 1);
 }
+
+/// A writer still recovering after a crash in `Periodic` or `None` holds the store while
+/// `PUBLISHED` is the previous run's record, whose acknowledged end may lie past the log
+/// the crash left. A read-only open then is not refused as if acknowledged events were
+/// lost: the log must reach what the record says was synced, not more.
+#[test]
+fn a_read_only_open_beside_a_recovering_writer_is_not_refused_for_an_unsynced_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    for i in 0..3 {
+        store
+            .append(
+                "s-1",
+                ExpectedVersion::Any,
+                vec![common::event("s-1", i, 40)],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    // the previous run's record: acknowledged past the log, synced up to its end
+    let path = dir.path().join("PUBLISHED");
+    let mut record = std::fs::read(&path).unwrap();
+    assert_eq!(&record[..8], b"ESPUBL02");
+    let end = u64::from_le_bytes(record[16..24].try_into().unwrap());
+    record[16..24].copy_from_slice(&(end + 1000).to_le_bytes());
+    let head = u64::from_le_bytes(record[24..32].try_into().unwrap());
+    record[24..32].copy_from_slice(&(head + 5).to_le_bytes());
+    let crc = crc32c::crc32c(&record[..48]);
+    record[48..52].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &record).unwrap();
+    // a writer holds both of its locks, as while it recovers
+    let dir_lock = std::fs::File::open(dir.path()).unwrap();
+    dir_lock.lock().unwrap();
+    let lock_file = std::fs::File::open(dir.path().join(es_store_fs::LOCK_FILE)).unwrap();
+    lock_file.lock().unwrap();
+    let read_only = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions {
+            read_only: true,
+            ..FileStoreOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(all_events(&read_only).len(), 3);
+}

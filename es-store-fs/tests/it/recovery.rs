@@ -2751,3 +2751,37 @@ fn a_preallocation_step_larger_than_a_segment_is_taken_as_the_segment_size() {
         assert_eq!(store.head_position().unwrap(), 1000, "{preallocate}");
     }
 }
+
+/// Events lost at the end of a segment in the middle of the log: the next segment's
+/// header names a later position than the log reaches. A repair does not write that
+/// header again as if it continued the log (the frame after it does not): the damage is
+/// refused, and the header, which tells how much was lost, is left as it is.
+#[test]
+fn a_repair_does_not_rewrite_a_header_over_lost_events() {
+    let dir = tempfile::tempdir().unwrap();
+    build_segments(dir.path(), 200);
+    assert!(segment_count(dir.path()) >= 4);
+    let one = dir.path().join(format!("{:020}.seg", 1));
+    let starts = common::frame_starts(&fs::read(&one).unwrap());
+    let file = fs::OpenOptions::new().write(true).open(&one).unwrap();
+    file.set_len(starts[starts.len() - 2] as u64).unwrap();
+    drop(file);
+    fs::remove_file(dir.path().join("index.dat")).unwrap();
+    for no in 0..segment_count(dir.path()) {
+        let _ = fs::remove_file(sealed_index(dir.path(), no));
+    }
+    let two = dir.path().join(format!("{:020}.seg", 2));
+    let before = fs::read(&two).unwrap();
+    for dry_run in [true, false] {
+        match es_store_fs::tools::repair(dir.path(), dry_run) {
+            Err(OpenError::Corrupted { .. }) => {}
+            Ok(report) => assert!(report.headers_rewritten.is_empty(), "{report:?}"),
+            Err(e) => panic!("{e}"),
+        }
+        assert_eq!(
+            fs::read(&two).unwrap()[..32],
+            before[..32],
+            "dry run {dry_run}"
+        );
+    }
+}
