@@ -14,6 +14,8 @@ use std::time::Duration;
 const TICK: Duration = Duration::from_millis(250);
 /// Longest pause between attempts to (re)connect.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a replica is asked again to LISTEN.
+const REPLICA_RETRY: Duration = Duration::from_secs(300);
 
 /// The listening thread; it stops within a tick after this is dropped.
 pub(crate) struct Listener {
@@ -65,9 +67,16 @@ fn listen(config: &postgres::Config, channel: &str, head: &HeadSignal, stop: &At
         let mut client = match listening {
             Ok(client) => client,
             Err(e) if in_recovery(&e) => {
-                // a replica cannot LISTEN for as long as it is one: stop trying
-                tracing::info!("not listening for new events on a replica (subscribers poll): {e}");
-                return;
+                // a replica cannot LISTEN for as long as it is one: asked again only now
+                // and then (a promotion makes it a primary that can)
+                if !warned {
+                    tracing::info!(
+                        "not listening for new events on a replica (subscribers poll): {e}"
+                    );
+                    warned = true;
+                }
+                pause(stop, REPLICA_RETRY);
+                continue;
             }
             Err(e) => {
                 if !warned {
