@@ -6,8 +6,9 @@
 //! this module only moves its calls off the async threads. That matters doubly for
 //! es-store-pg, whose synchronous client runs a runtime of its own and panics when called
 //! from an async thread: call any store from async code only through this module or
-//! `tokio::task::spawn_blocking`. Everything here is cheap to
-//! clone and `'static`, so handlers and spawned tasks take it by value.
+//! `tokio::task::spawn_blocking`. `AsyncRepository` is cheap to clone and `'static`, so
+//! handlers and spawned tasks take it by value; each `subscribe` call returns one
+//! consumer's feed.
 //!
 //! ```
 //! use es_core::asynchronous::AsyncRepository;

@@ -1,6 +1,7 @@
-//! `es-store`: inspect a file event store. Every command but `import` opens the store
-//! read-only, without the write lock, so it works beside a running application; it shows
-//! the complete frames written when it opens (see `FileStore::open_read_only`).
+//! `es-store`: inspect a file event store. Every command but `import`, and `repair`
+//! without `--dry-run`, opens the store read-only, without the write lock, so it works
+//! beside a running application; beside a live writer it shows the appends the writer had
+//! acknowledged when it opened (see `FileStore::open_read_only`).
 
 use clap::{Parser, Subcommand};
 use es_core::{EventStore, RecordedEvent};
