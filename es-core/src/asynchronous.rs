@@ -105,6 +105,23 @@ async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
     }
 }
 
+/// The errors of the repository's calls, which can carry a store's.
+trait FromStoreError {
+    fn from_store(e: StoreError) -> Self;
+}
+
+impl<E> FromStoreError for CommandError<E> {
+    fn from_store(e: StoreError) -> Self {
+        CommandError::Store(e)
+    }
+}
+
+impl FromStoreError for LoadError {
+    fn from_store(e: StoreError) -> Self {
+        LoadError::Store(e)
+    }
+}
+
 fn shutting_down() -> StoreError {
     StoreError::Io(std::io::Error::other(
         "the tokio runtime is shutting down: the call did not run",
@@ -158,14 +175,17 @@ where
         }
     }
 
-    /// Runs `f` with the repository and the id, off the async threads.
-    async fn call<R: Send + 'static>(
+    /// Runs `f` with the repository and the id, off the async threads; a runtime that is
+    /// shutting down (the call did not run) is a store error.
+    async fn call<R: Send + 'static, Er: FromStoreError + Send + 'static>(
         &self,
         id: impl Into<String>,
-        f: impl FnOnce(&Repository<A, S>, &str) -> R + Send + 'static,
-    ) -> Option<R> {
+        f: impl FnOnce(&Repository<A, S>, &str) -> Result<R, Er> + Send + 'static,
+    ) -> Result<R, Er> {
         let (repository, id) = (Arc::clone(&self.inner), id.into());
-        blocking(move || f(&repository, &id)).await
+        blocking(move || f(&repository, &id))
+            .await
+            .unwrap_or_else(|| Err(Er::from_store(shutting_down())))
     }
 
     /// The synchronous repository, for code that is already off the async threads.
@@ -205,7 +225,6 @@ where
             repository.execute_with(id, metadata, command)
         })
         .await
-        .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
     }
 
     /// [`Repository::execute_expecting`] (only if the instance is still at `version`), off
@@ -226,7 +245,6 @@ where
             repository.execute_expecting(id, version, metadata, command)
         })
         .await
-        .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
     }
 
     /// [`Repository::execute_caused_by`] (a reaction to `cause`, at most once), off the
@@ -265,14 +283,12 @@ where
             repository.execute_caused_by_as(id, &cause, &reaction, command)
         })
         .await
-        .unwrap_or_else(|| Err(CommandError::Store(shutting_down())))
     }
 
     /// [`Repository::load`], off the async threads.
     pub async fn load(&self, id: impl Into<String>) -> Result<Loaded<A>, LoadError> {
         self.call(id, move |repository, id| repository.load(id))
             .await
-            .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
     }
 
     /// [`Repository::load_at`], off the async threads.
@@ -283,7 +299,6 @@ where
     ) -> Result<Loaded<A>, LoadError> {
         self.call(id, move |repository, id| repository.load_at(id, version))
             .await
-            .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
     }
 
     /// [`Repository::load_as_of`] (the state as it was at `timestamp`), off the async
@@ -297,7 +312,6 @@ where
             repository.load_as_of(id, timestamp)
         })
         .await
-        .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
     }
 
     /// [`Repository::history`], off the async threads.
@@ -307,7 +321,6 @@ where
     ) -> Result<Vec<Envelope<A::Events>>, LoadError> {
         self.call(id, move |repository, id| repository.history(id))
             .await
-            .unwrap_or_else(|| Err(LoadError::Store(shutting_down())))
     }
 }
 

@@ -189,6 +189,19 @@ fn unreadable(path: std::path::PathBuf, source: std::io::Error) -> OpenError {
     OpenError::Io { path, source }
 }
 
+/// A derived file, `None` when it is absent (an open then writes it again); one that is
+/// there but cannot be opened is an error naming it.
+fn open_if_present(
+    vfs: &dyn Vfs,
+    path: std::path::PathBuf,
+) -> Result<Option<std::sync::Arc<dyn crate::vfs::VfsFile>>, OpenError> {
+    match vfs.open(&path, crate::vfs::OpenMode::Read) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(unreadable(path, source)),
+    }
+}
+
 /// Compares `index.dat` with the log, scanned whole into `log`.
 fn compare_index(log: &Index, file: &IndexFile) -> IndexStatus {
     let first = file.first_position();
@@ -314,18 +327,9 @@ fn compare_groups(
     for window in 0..last / GROUP_SEGMENTS {
         let open = |path: &Path| vfs.open(path, crate::vfs::OpenMode::Read).ok();
         // absent, an open writes it again; unreadable, an open fails on it
-        let file = match vfs.open(
-            &crate::layout::group_filter_path(dir, window),
-            crate::vfs::OpenMode::Read,
-        ) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(unreadable(
-                    crate::layout::group_filter_path(dir, window),
-                    source,
-                ));
-            }
+        let Some(file) = open_if_present(vfs, crate::layout::group_filter_path(dir, window))?
+        else {
+            continue;
         };
         let mut members = Vec::new();
         for segment in window * GROUP_SEGMENTS..(window + 1) * GROUP_SEGMENTS {
@@ -384,10 +388,8 @@ fn compare_sealed(
     for segment in 0..last {
         // absent or damaged, an open rebuilds it from its segment; unreadable, an open
         // fails on it
-        let file = match vfs.open(&sealed_index_path(dir, segment), crate::vfs::OpenMode::Read) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(unreadable(sealed_index_path(dir, segment), source)),
+        let Some(file) = open_if_present(vfs, sealed_index_path(dir, segment))? else {
+            continue;
         };
         let read = match Sealed::read(&*file, segment, segment_len(vfs, dir, segment)) {
             Ok(read) => read,

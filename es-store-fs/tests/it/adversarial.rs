@@ -663,13 +663,17 @@ fn read_only_open_beside_a_writer_without_its_record_is_refused() {
     assert_eq!(all_events(&read_only().unwrap()).len(), 2);
 }
 
-/// Read-only opens probing for a writer (as `es-store tail --follow` does every half
-/// second) never make a writer that starts meanwhile fail with `Locked`, and two probes
-/// never take each other for a writer.
-#[test]
-fn read_only_probes_never_keep_a_writer_out() {
-    let dir = tempfile::tempdir().unwrap();
-    FileStore::open(dir.path())
+/// Options of a read-only open.
+fn read_only_options() -> FileStoreOptions {
+    FileStoreOptions {
+        read_only: true,
+        ..FileStoreOptions::default()
+    }
+}
+
+/// A closed store in `dir` holding one event, in stream `s-1`.
+fn store_of_one_event(dir: &Path) {
+    FileStore::open(dir)
         .unwrap()
         .append(
             "s-1",
@@ -677,11 +681,17 @@ fn read_only_probes_never_keep_a_writer_out() {
             vec![common::event("s-1", 0, 40)],
         )
         .unwrap();
+}
+
+/// Read-only opens probing for a writer (as `es-store tail --follow` does every half
+/// second) never make a writer that starts meanwhile fail with `Locked`, and two probes
+/// never take each other for a writer.
+#[test]
+fn read_only_probes_never_keep_a_writer_out() {
+    let dir = tempfile::tempdir().unwrap();
+    store_of_one_event(dir.path());
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let read_only = FileStoreOptions {
-        read_only: true,
-        ..FileStoreOptions::default()
-    };
+    let read_only = read_only_options();
     std::thread::scope(|s| {
         let probes: Vec<_> = (0..2)
             .map(|_| {
@@ -749,13 +759,7 @@ fn read_only_open_beside_a_writer_whose_log_lost_acknowledged_frames_is_refused(
         .open(&segment)
         .unwrap();
     file.set_len(last_start).unwrap();
-    let read_only = FileStore::open_with(
-        dir.path(),
-        FileStoreOptions {
-            read_only: true,
-            ..FileStoreOptions::default()
-        },
-    );
+    let read_only = FileStore::open_with(dir.path(), read_only_options());
     match read_only {
         Err(OpenError::Corrupted {
             segment: 0, reason, ..
@@ -782,14 +786,7 @@ fn read_only_open_beside_a_writer_whose_log_lost_acknowledged_frames_is_refused(
 #[test]
 fn a_probe_holding_the_directory_lock_for_an_instant_is_waited_out() {
     let dir = tempfile::tempdir().unwrap();
-    FileStore::open(dir.path())
-        .unwrap()
-        .append(
-            "s-1",
-            ExpectedVersion::Any,
-            vec![common::event("s-1", 0, 40)],
-        )
-        .unwrap();
+    store_of_one_event(dir.path());
     std::fs::write(dir.path().join("PUBLISHED"), [0xa5u8; 52]).unwrap();
     let hold_dir_lock = || {
         let (held, wait) = std::sync::mpsc::channel();
@@ -804,14 +801,7 @@ fn a_probe_holding_the_directory_lock_for_an_instant_is_waited_out() {
         holder
     };
     let holder = hold_dir_lock();
-    let read_only = FileStore::open_with(
-        dir.path(),
-        FileStoreOptions {
-            read_only: true,
-            ..FileStoreOptions::default()
-        },
-    )
-    .unwrap();
+    let read_only = FileStore::open_with(dir.path(), read_only_options()).unwrap();
     assert_eq!(all_events(&read_only).len(), 1);
     holder.join().unwrap();
     let holder = hold_dir_lock();
@@ -854,13 +844,6 @@ fn a_read_only_open_beside_a_recovering_writer_is_not_refused_for_an_unsynced_en
     dir_lock.lock().unwrap();
     let lock_file = std::fs::File::open(dir.path().join(es_store_fs::LOCK_FILE)).unwrap();
     lock_file.lock().unwrap();
-    let read_only = FileStore::open_with(
-        dir.path(),
-        FileStoreOptions {
-            read_only: true,
-            ..FileStoreOptions::default()
-        },
-    )
-    .unwrap();
+    let read_only = FileStore::open_with(dir.path(), read_only_options()).unwrap();
     assert_eq!(all_events(&read_only).len(), 3);
 }

@@ -251,11 +251,12 @@ fn a_retry_naming_ids_still_being_written_waits_for_their_outcome() {
     assert_eq!(y[0].event_id, shared.event_id);
 }
 
-#[test]
-fn a_group_written_while_a_periodic_sync_runs_waits_for_its_outcome() {
-    // After a failed fdatasync the kernel may drop pages and report the next sync of the
-    // file as a success: nothing may be acknowledged after the failure, so a group
-    // written while the periodic sync runs waits for its outcome, and fails with it.
+/// Runs `during` on a store in `Periodic` durability while its periodic sync is held,
+/// that sync set to fail: `Err` with what `during` returned if it returned before the
+/// sync was released, `Ok` with what it returned after.
+fn beside_a_failing_periodic_sync<T: Send + 'static>(
+    during: impl FnOnce(&FileStore) -> T + Send + 'static,
+) -> (Arc<FileStore>, Result<T, T>) {
     let (store, gate) = gated_store(Durability::Periodic(Duration::from_millis(20)));
     gate.set(|s| {
         s.hold_sync = true;
@@ -266,22 +267,35 @@ fn a_group_written_while_a_periodic_sync_runs_waits_for_its_outcome() {
         .unwrap();
     gate.wait_until("the periodic sync", |s| s.syncs_held == 1);
     let (tx, rx) = mpsc::channel();
-    let a = {
+    let thread = {
         let store = Arc::clone(&store);
         std::thread::spawn(move || {
-            let _ = tx.send(store.append("x", ExpectedVersion::NoStream, vec![event(1)]));
+            let _ = tx.send(during(&store));
         })
     };
     std::thread::sleep(Duration::from_millis(200));
     let early = rx.try_recv();
     // released before any assertion: a held sync would keep the store from closing
     gate.set(|s| s.release_sync = true);
-    assert!(
-        early.is_err(),
-        "acknowledged while the periodic sync was still running: {early:?}"
-    );
-    let result = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    a.join().unwrap();
+    let outcome = match early {
+        Ok(early) => Err(early),
+        Err(_) => Ok(rx.recv_timeout(Duration::from_secs(10)).unwrap()),
+    };
+    thread.join().unwrap();
+    (store, outcome)
+}
+
+#[test]
+fn a_group_written_while_a_periodic_sync_runs_waits_for_its_outcome() {
+    // After a failed fdatasync the kernel may drop pages and report the next sync of the
+    // file as a success: nothing may be acknowledged after the failure, so a group
+    // written while the periodic sync runs waits for its outcome, and fails with it.
+    let (store, outcome) = beside_a_failing_periodic_sync(|store| {
+        store.append("x", ExpectedVersion::NoStream, vec![event(1)])
+    });
+    let result = outcome.unwrap_or_else(|early| {
+        panic!("acknowledged while the periodic sync was still running: {early:?}")
+    });
     assert!(
         result.is_err(),
         "acknowledged after the sync failed: {result:?}"
@@ -298,32 +312,10 @@ fn a_checkpoint_waits_for_the_periodic_sync_and_reports_its_failure() {
     // pages the kernel dropped, and a periodic sync that succeeded beside a failing one
     // could publish them as durable. The checkpoint waits for the periodic sync, and
     // reports its failure.
-    let (store, gate) = gated_store(Durability::Periodic(Duration::from_millis(20)));
-    gate.set(|s| {
-        s.hold_sync = true;
-        s.fail_sync = Some(io::ErrorKind::Other);
+    let (_store, outcome) = beside_a_failing_periodic_sync(|store| store.checkpoint());
+    let result = outcome.unwrap_or_else(|early| {
+        panic!("the checkpoint synced beside the periodic sync: {early:?}")
     });
-    store
-        .append("warm", ExpectedVersion::Any, vec![event(0)])
-        .unwrap();
-    gate.wait_until("the periodic sync", |s| s.syncs_held == 1);
-    let (tx, rx) = mpsc::channel();
-    let checkpoint = {
-        let store = Arc::clone(&store);
-        std::thread::spawn(move || {
-            let _ = tx.send(store.checkpoint());
-        })
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    let early = rx.try_recv();
-    // released before any assertion: a held sync would keep the store from closing
-    gate.set(|s| s.release_sync = true);
-    assert!(
-        early.is_err(),
-        "the checkpoint synced beside the periodic sync: {early:?}"
-    );
-    let result = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    checkpoint.join().unwrap();
     assert!(
         matches!(result, Err(StoreError::ReadOnly(_))),
         "the periodic sync's failure is the checkpoint's: {result:?}"

@@ -1811,6 +1811,15 @@ fn build_segments(dir: &Path, appends: u64) -> Vec<(String, Vec<uuid::Uuid>)> {
     written
 }
 
+/// Removes `index.dat` and every sealed index: an open then has nothing to start from
+/// but the log, and reads every segment's header.
+fn remove_indexes(dir: &Path) {
+    fs::remove_file(dir.join("index.dat")).unwrap();
+    for no in 0..segment_count(dir) {
+        let _ = fs::remove_file(sealed_index(dir, no));
+    }
+}
+
 fn sealed_index(dir: &Path, no: u64) -> PathBuf {
     dir.join(format!("{no:020}.idx"))
 }
@@ -2620,10 +2629,7 @@ fn a_repair_writes_a_damaged_middle_header_again_and_drops_nothing() {
     bytes[13] ^= 0x20;
     fs::write(&segment, &bytes).unwrap();
     // nothing to start from but the log: the header is read, and refused
-    fs::remove_file(dir.path().join("index.dat")).unwrap();
-    for no in 0..segment_count(dir.path()) {
-        let _ = fs::remove_file(sealed_index(dir.path(), no));
-    }
+    remove_indexes(dir.path());
     match FileStore::open_with(dir.path(), small_segments()) {
         Err(OpenError::Corrupted {
             segment: 1,
@@ -2766,10 +2772,7 @@ fn a_repair_does_not_rewrite_a_header_over_lost_events() {
     let file = fs::OpenOptions::new().write(true).open(&one).unwrap();
     file.set_len(starts[starts.len() - 2] as u64).unwrap();
     drop(file);
-    fs::remove_file(dir.path().join("index.dat")).unwrap();
-    for no in 0..segment_count(dir.path()) {
-        let _ = fs::remove_file(sealed_index(dir.path(), no));
-    }
+    remove_indexes(dir.path());
     let two = dir.path().join(format!("{:020}.seg", 2));
     let before = fs::read(&two).unwrap();
     for dry_run in [true, false] {
