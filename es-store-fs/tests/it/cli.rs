@@ -197,8 +197,8 @@ fn the_tool_reads_verifies_exports_and_imports_a_store() {
     assert_eq!(std::fs::read_dir(&notes).unwrap().count(), 1);
 }
 
-/// A stream longer than one append allows by default (10,000 events) is imported whole,
-/// and an input line longer than any exported event is refused as it is read, naming
+/// A stream longer than one append allows by default (10,000 events), up to the
+/// tool's limit of 100,000, is imported whole, and an input line longer than any exported event is refused as it is read, naming
 /// the line, without reading it whole.
 #[test]
 fn import_takes_long_streams_whole_and_refuses_endless_lines() {
@@ -213,7 +213,7 @@ fn import_takes_long_streams_whole_and_refuses_endless_lines() {
         },
     )
     .unwrap();
-    for chunk in 0..12 {
+    for chunk in 0..100 {
         let events = (0..1000)
             .map(|n| event("Visited", &format!(r#"{{"page":{}}}"#, chunk * 1000 + n)))
             .collect();
@@ -245,7 +245,17 @@ fn import_takes_long_streams_whole_and_refuses_endless_lines() {
     );
     assert!(import.status.success(), "{}", text(&import));
     let report: serde_json::Value = serde_json::from_slice(&import.stdout).unwrap();
-    assert_eq!(report["events_imported"], 12_000, "{report}");
+    assert_eq!(report["events_imported"], 100_000, "{report}");
+    let imported = FileStore::open(&into).unwrap();
+    assert_eq!(imported.head_position().unwrap(), 100_000);
+    let tail: Vec<_> = imported
+        .read_stream("user-alice", 99_999)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[1].payload, br#"{"page":99999}"#);
+    imported.close().unwrap();
 
     let target = FileStore::open(work.path().join("endless")).unwrap();
     let mut endless =
