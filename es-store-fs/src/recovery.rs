@@ -681,7 +681,10 @@ impl Scan<'_> {
                     path: path.clone(),
                     source: std::io::Error::new(
                         e.kind(),
-                        format!("writing offsets {offset}..{stop} again: {e}"),
+                        format!(
+                            "writing offsets {offset}..{stop}, past the index, again to make \
+                             them durable: {e}"
+                        ),
                     ),
                 })?;
             }
@@ -1452,15 +1455,20 @@ const TORN_SECTOR_RUN: usize = 4;
 
 /// Writes `from..to` of the file again with what it reads, and syncs it.
 fn rewrite_durably(file: &dyn VfsFile, from: u64, to: u64) -> std::io::Result<()> {
+    let failed = |what: String| {
+        move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+    };
     let mut buf = vec![0u8; READ_AHEAD.min((to - from) as usize)];
     let mut at = from;
     while at < to {
         let n = ((to - at) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], at)?;
-        file.write_all_at(&buf[..n], at)?;
+        file.read_exact_at(&mut buf[..n], at)
+            .map_err(failed(format!("reading {n} bytes at offset {at}")))?;
+        file.write_all_at(&buf[..n], at)
+            .map_err(failed(format!("writing {n} bytes at offset {at}")))?;
         at += n as u64;
     }
-    file.sync_data()
+    file.sync_data().map_err(failed("fdatasync".to_owned()))
 }
 
 /// Whether `from..to` of the file holds only zero bytes.

@@ -558,7 +558,7 @@ impl Sealed {
     ) -> Result<ReadSealed, SealedError> {
         let file_len = file.len()?;
         let mut h = [0u8; HEADER_LEN as usize];
-        match file.read_exact_at(&mut h, 0) {
+        match file.read_exact_noting(&mut h, 0) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(damaged(0, "shorter than a header"));
@@ -622,7 +622,7 @@ impl Sealed {
             });
         }
         let mut crc_b = [0u8; 4];
-        file.read_exact_at(&mut crc_b, sealed.file_len() - 4)?;
+        file.read_exact_noting(&mut crc_b, sealed.file_len() - 4)?;
         let sealed = Sealed {
             tables_crc: u32::from_le_bytes(crc_b),
             ..sealed
@@ -677,11 +677,11 @@ impl Sealed {
                 let bytes = if at < kept_end {
                     let from = (at - HEADER_LEN) as usize;
                     let into = &mut table[from..from + n];
-                    file.read_exact_at(into, at)?;
+                    file.read_exact_noting(into, at)?;
                     &*into
                 } else {
                     buf.resize(n, 0);
-                    file.read_exact_at(&mut buf, at)?;
+                    file.read_exact_noting(&mut buf, at)?;
                     &buf[..]
                 };
                 crc = crc32c::crc32c_append(crc, bytes);
@@ -697,7 +697,7 @@ impl Sealed {
                 return Err(damaged(HEADER_LEN, "checksum mismatch in the stream table"));
             }
             let mut f = vec![0u8; sealed.filter_len as usize];
-            file.read_exact_at(&mut f, sealed.filter_at())?;
+            file.read_exact_noting(&mut f, sealed.filter_at())?;
             let filter = parse_filter(&f)?;
             return Ok(ReadSealed {
                 sealed: Sealed {
@@ -711,7 +711,7 @@ impl Sealed {
         }
         let a_len = sealed.frames_at() - HEADER_LEN;
         let mut a = vec![0u8; a_len as usize];
-        file.read_exact_at(&mut a, HEADER_LEN)?;
+        file.read_exact_noting(&mut a, HEADER_LEN)?;
         let covered = if first_layout {
             &a[..]
         } else {
@@ -809,7 +809,7 @@ impl Sealed {
                     return Err(damaged(at, "an entry outside the stream table"));
                 }
                 let mut b = vec![0u8; len];
-                file.read_exact_at(&mut b, at)?;
+                file.read_exact_noting(&mut b, at)?;
                 Ok(std::borrow::Cow::Owned(b))
             }
         }
@@ -826,7 +826,7 @@ impl Sealed {
     ) -> Result<std::borrow::Cow<'a, [u8]>, SealedError> {
         match (src, scratch.get_mut(..len)) {
             (TableSource::File(file), Some(b)) if at + len as u64 <= self.filter_at() => {
-                file.read_exact_at(b, at)?;
+                file.read_exact_noting(b, at)?;
                 Ok(std::borrow::Cow::Borrowed(b))
             }
             _ => self.table_bytes(src, at, len),
@@ -959,7 +959,7 @@ impl Sealed {
     fn frame(&self, file: &dyn VfsFile, no: u32) -> Result<(FrameEntry, u32), SealedError> {
         let at = self.frames_at() + u64::from(no) * FRAME_LEN;
         let mut b = [0u8; FRAME_LEN as usize];
-        file.read_exact_at(&mut b, at)?;
+        file.read_exact_noting(&mut b, at)?;
         self.parse_frame(&b)
             .ok_or_else(|| damaged(at, "a frame entry outside the segment's bounds"))
     }
@@ -1080,7 +1080,7 @@ impl Sealed {
         let n = (self.frames - first).min(max as u32);
         let at = self.frames_at() + u64::from(first) * FRAME_LEN;
         let mut bytes = vec![0u8; n as usize * FRAME_LEN as usize];
-        file.read_exact_at(&mut bytes, at)?;
+        file.read_exact_noting(&mut bytes, at)?;
         bytes
             .chunks_exact(FRAME_LEN as usize)
             .enumerate()
@@ -1107,7 +1107,7 @@ impl Sealed {
         }
         let entry = |i: u64| -> Result<(Uuid, u64), SealedError> {
             let mut b = [0u8; ID_LEN as usize];
-            file.read_exact_at(&mut b, self.ids_at() + i * ID_LEN)?;
+            file.read_exact_noting(&mut b, self.ids_at() + i * ID_LEN)?;
             let id = Uuid::from_slice(&b[..16]).unwrap_or_default();
             Ok((
                 id,
@@ -1144,14 +1144,14 @@ impl Sealed {
         let (_, stream) = self.frame(file, frame_no)?;
         let stream_at = self.streams_at() + u64::from(stream) * STREAM_LEN;
         let mut b = [0u8; STREAM_LEN as usize];
-        file.read_exact_at(&mut b, stream_at)?;
+        file.read_exact_noting(&mut b, stream_at)?;
         let name_at = u64::from(u32::from_le_bytes(b[32..36].try_into().unwrap_or([0; 4])));
         let name_len = u32::from_le_bytes(b[36..40].try_into().unwrap_or([0; 4]));
         if name_at + u64::from(name_len) > u64::from(self.names_len) {
             return Err(damaged(stream_at, "a stream name outside the names"));
         }
         let mut name = vec![0u8; name_len as usize];
-        file.read_exact_at(&mut name, self.names_at() + name_at)?;
+        file.read_exact_noting(&mut name, self.names_at() + name_at)?;
         let name = String::from_utf8(name)
             .map_err(|_| damaged(stream_at, "a stream name that is not UTF-8"))?;
         Ok(Some((position, frame, name)))
@@ -1183,7 +1183,7 @@ impl Sealed {
         let len = usize::try_from(self.events * ID_LEN)
             .map_err(|_| damaged(self.ids_at(), "an id table too large to read"))?;
         let mut b = vec![0u8; len];
-        file.read_exact_at(&mut b, self.ids_at())?;
+        file.read_exact_noting(&mut b, self.ids_at())?;
         Ok(b.chunks_exact(ID_LEN as usize)
             .map(|e| {
                 let id = Uuid::from_slice(&e[..16]).unwrap_or_default();
@@ -1199,9 +1199,9 @@ impl Sealed {
     fn checked_tables(&self, file: &dyn VfsFile) -> Result<Vec<u8>, SealedError> {
         let at = self.frames_at();
         let mut b = vec![0u8; (self.file_len() - 4 - at) as usize];
-        file.read_exact_at(&mut b, at)?;
+        file.read_exact_noting(&mut b, at)?;
         let mut crc = [0u8; 4];
-        file.read_exact_at(&mut crc, self.file_len() - 4)?;
+        file.read_exact_noting(&mut crc, self.file_len() - 4)?;
         if crc32c::crc32c(&b).to_le_bytes() != crc {
             return Err(damaged(at, "checksum mismatch in the frame and id tables"));
         }
@@ -1253,6 +1253,25 @@ fn encode_frame_entry(out: &mut Vec<u8>, f: &FrameEntry, stream: u32) {
     out.extend_from_slice(&f.at.len.to_le_bytes());
     out.extend_from_slice(&stream.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
+}
+
+/// Reads that say where they failed: an error of a sealed index's read names the offset
+/// (the caller names the file).
+trait ReadNoting {
+    fn read_exact_noting(&self, buf: &mut [u8], at: u64) -> io::Result<()>;
+}
+
+impl<F: VfsFile + ?Sized> ReadNoting for F {
+    fn read_exact_noting(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        let len = buf.len();
+        self.read_exact_at(buf, at).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                e
+            } else {
+                io::Error::new(e.kind(), format!("reading {len} bytes at offset {at}: {e}"))
+            }
+        })
+    }
 }
 
 #[cfg(test)]

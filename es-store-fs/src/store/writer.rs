@@ -24,7 +24,9 @@ use super::{FileStore, Shared, lock, read};
 use crate::format::{self, FramePlace, PreparedEvent, SEGMENT_HEADER_LEN};
 use crate::group::{GROUP_MAX_EVENTS, GROUP_SEGMENTS, IdGroup};
 use crate::index::{FrameEntry, FrameRef, IdMap, Index, Located};
-use crate::layout::{CreateSegmentError, INDEX_FILE, LogOffset, create_segment, segment_path};
+use crate::layout::{
+    CreateSegmentError, INDEX_FILE, LogOffset, create_segment, segment_name, segment_path,
+};
 use crate::published::Published;
 use crate::seal::SealedError;
 use crate::store::Durability;
@@ -242,7 +244,12 @@ pub(super) fn periodic_sync(shared: Weak<Shared>, interval: Duration) {
                         shared.publish(w.durable_tail, head, w.synced_end);
                     }
                     Ok(()) => {}
-                    Err(e) => w.poisoned = Some(format!("periodic fsync failed: {e}")),
+                    Err(e) => {
+                        w.poisoned = Some(format!(
+                            "periodic fsync of {} failed: {e}",
+                            segment_name(target.segment)
+                        ))
+                    }
                 }
                 if w.watchers > 0 {
                     shared.flushed.notify_all();
@@ -400,8 +407,13 @@ impl Shared {
                         Some((no, f)) if *no + 1 == chunk.at.segment => Arc::clone(f),
                         _ => open(chunk.at.segment - 1)?,
                     };
-                    sealed.set_len(data_end).map_err(not_survivable)?;
-                    sealed.sync_data().map_err(not_survivable)?;
+                    let name = segment_name(chunk.at.segment - 1);
+                    sealed
+                        .set_len(data_end)
+                        .map_err(|e| not_survivable(e, format!("cutting {name} at {data_end}")))?;
+                    sealed
+                        .sync_data()
+                        .map_err(|e| not_survivable(e, format!("fdatasync of {name}")))?;
                     // a failed write (survivable when the disk is full) is kept apart
                     // from a failed sync (never survivable)
                     let f = create_segment(
@@ -410,9 +422,17 @@ impl Shared {
                         chunk.at.segment,
                         first_position,
                     )
-                    .map_err(|e| match e {
-                        CreateSegmentError::Write(e) => e,
-                        CreateSegmentError::Sync(e) => not_survivable(e),
+                    .map_err(|e| {
+                        let name = segment_name(chunk.at.segment);
+                        match e {
+                            CreateSegmentError::Write(e) => {
+                                failed_at(e, format!("creating {name}"))
+                            }
+                            CreateSegmentError::Sync(e) => not_survivable(
+                                e,
+                                format!("syncing the new {name} and the directory"),
+                            ),
+                        }
                     })?;
                     allocated = SEGMENT_HEADER_LEN as u64;
                     created.push(Arc::clone(&f));
@@ -430,18 +450,36 @@ impl Shared {
                     // no room for the room: the frames may still fit, written alone (zeros
                     // written before the disk filled are room after the tail, as ever)
                     Err(e) if e.kind() == io::ErrorKind::StorageFull => {}
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        let name = segment_name(chunk.at.segment);
+                        return Err(failed_at(
+                            e,
+                            format!("preallocating {name} from {end} to {new_allocated}"),
+                        ));
+                    }
                 }
             }
-            file.write_all_at(&chunk.bytes, chunk.at.offset)?;
+            file.write_all_at(&chunk.bytes, chunk.at.offset)
+                .map_err(|e| {
+                    failed_at(
+                        e,
+                        format!(
+                            "writing {} bytes at offset {} of {}",
+                            chunk.bytes.len(),
+                            chunk.at.offset,
+                            segment_name(chunk.at.segment)
+                        ),
+                    )
+                })?;
             allocated = allocated.max(end);
             data_end = end;
             current = Some((chunk.at.segment, file));
         }
-        if let Some((_, f)) = &current
+        if let Some((no, f)) = &current
             && self.options.durability == Durability::Always
         {
-            f.sync_data().map_err(not_survivable)?;
+            f.sync_data()
+                .map_err(|e| not_survivable(e, format!("fdatasync of {}", segment_name(*no))))?;
         }
         Ok((created, allocated))
     }
@@ -452,8 +490,8 @@ impl Shared {
 /// the error's kind, so even a "disk full" from a sync is not survivable.
 /// The error keeps its kind (a full disk stays `StorageFull`, a failed device `Other` or
 /// whatever the system said), so that callers can tell what happened.
-fn not_survivable(e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), SyncFailed(e))
+fn not_survivable(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), SyncFailed { what, source: e })
 }
 
 /// Whether `e` is the error of a sync (see [`not_survivable`]).
@@ -461,19 +499,47 @@ fn is_sync_failure(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<SyncFailed>())
 }
 
-/// A failed `fdatasync` (or a failed cut of a sealed segment): never survivable.
+/// A failed `fdatasync` (or a failed cut of a sealed segment): never survivable. `what`
+/// names the call and its file.
 #[derive(Debug)]
-struct SyncFailed(io::Error);
+struct SyncFailed {
+    what: String,
+    source: io::Error,
+}
 
 impl std::fmt::Display for SyncFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "fdatasync failed: {}", self.0)
+        write!(f, "{} failed: {}", self.what, self.source)
+    }
+}
+
+/// A failed write, with what was written where (its kind kept: a full disk stays
+/// `StorageFull`).
+fn failed_at(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), WriteFailed { what, source: e })
+}
+
+#[derive(Debug)]
+struct WriteFailed {
+    what: String,
+    source: io::Error,
+}
+
+impl std::fmt::Display for WriteFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for WriteFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 
 impl std::error::Error for SyncFailed {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        Some(&self.source)
     }
 }
 

@@ -53,7 +53,7 @@ fn options(mode: u64) -> FileStoreOptions {
     }
 }
 
-fn event_json(e: &NewEvent) -> serde_json::Value {
+pub(crate) fn event_json(e: &NewEvent) -> serde_json::Value {
     serde_json::json!({
         "id": e.event_id.to_string(),
         "type": e.event_type,
@@ -63,7 +63,7 @@ fn event_json(e: &NewEvent) -> serde_json::Value {
     })
 }
 
-fn event_from_json(v: &serde_json::Value) -> NewEvent {
+pub(crate) fn event_from_json(v: &serde_json::Value) -> NewEvent {
     let mut e = NewEvent::new(
         v["type"].as_str().unwrap(),
         v["version"].as_u64().unwrap() as u32,

@@ -23,6 +23,7 @@ mod kill;
 mod model;
 mod open_files;
 mod projections;
+mod real_faults;
 mod recovery;
 mod subscriptions;
 mod tracing_spans;

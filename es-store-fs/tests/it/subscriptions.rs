@@ -101,7 +101,7 @@ fn an_event_whose_sync_fails_is_never_delivered() {
     sim.fail(SimOp::SyncData, 0, io::ErrorKind::Other, Some(".seg"));
     let failed = store.append("s-1", ExpectedVersion::Any, vec![event(2)]);
     assert!(
-        matches!(&failed, Err(StoreError::Io(e)) if e.to_string().contains("fdatasync failed")),
+        matches!(&failed, Err(StoreError::Io(e)) if e.to_string().contains("fdatasync of 0")),
         "{failed:?}"
     );
     assert!(
