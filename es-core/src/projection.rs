@@ -37,7 +37,7 @@
 
 use crate::envelope::RecordedEvent;
 use crate::store::{EventStore, StoreError};
-use crate::subscription::Filter;
+use crate::subscription::{APPEND_RUN_OUT, Filter, LastRead};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -545,7 +545,10 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
         self
     }
 
-    /// Events per batch (per checkpoint save or transaction).
+    /// Events per batch (per checkpoint save or transaction). A batch that ends inside
+    /// an append of many events reads on to the end of that append (at most 16,384 events
+    /// more): a store reads such an append whole, so each batch stopping inside it would
+    /// read it again from its start.
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
         self
@@ -655,8 +658,20 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
         let mut batch = Vec::new();
         let mut last = checkpoint;
         let mut read = 0;
+        let mut last_read = LastRead::default();
         for event in self.store.read_all(checkpoint.saturating_add(1))? {
-            let event = event?;
+            let event = match event {
+                Ok(event) => event,
+                // the events read before the error are taken into account first; the
+                // next batch starts at the event that failed, and reports it
+                Err(_) if last > checkpoint => return Ok((batch, last, false)),
+                Err(e) => return Err(e.into()),
+            };
+            if read >= self.batch_size
+                && (read >= self.batch_size + APPEND_RUN_OUT || !last_read.continued_by(&event))
+            {
+                return Ok((batch, last, false));
+            }
             let past = match until {
                 Until::Head => false,
                 Until::Position(p) => event.position > p,
@@ -667,11 +682,11 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
             }
             last = event.position;
             read += 1;
+            if read >= self.batch_size {
+                last_read.set(&event);
+            }
             if self.filter.matches(&event) {
                 batch.push(event);
-            }
-            if read >= self.batch_size {
-                return Ok((batch, last, false));
             }
         }
         Ok((batch, last, true))

@@ -53,6 +53,40 @@ impl Filter {
 /// How many events a subscription reads per pass over the store.
 const READ_BATCH: usize = 512;
 
+/// How many more events a pass reads to finish the append it is in: a store reads a
+/// multi-event append whole, so a pass that stopped inside a large one would make the
+/// next read it again from its start.
+pub(crate) const APPEND_RUN_OUT: usize = 16_384;
+
+/// The place of the last event a pass read, to tell whether the next one continues its
+/// append: same stream, next version, next position, and the same time (an append's
+/// events share theirs; two appends share one only if the clock stood still, and then a
+/// pass reads on into the second, a longer pass, never a lost event).
+#[derive(Default)]
+pub(crate) struct LastRead {
+    position: u64,
+    stream_version: u64,
+    timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    stream_id: String,
+}
+
+impl LastRead {
+    pub(crate) fn continued_by(&self, next: &RecordedEvent) -> bool {
+        self.timestamp == Some(next.timestamp)
+            && next.position == self.position + 1
+            && next.stream_version == self.stream_version + 1
+            && next.stream_id == self.stream_id
+    }
+
+    pub(crate) fn set(&mut self, event: &RecordedEvent) {
+        self.position = event.position;
+        self.stream_version = event.stream_version;
+        self.timestamp = Some(event.timestamp);
+        self.stream_id.clear();
+        self.stream_id.push_str(&event.stream_id);
+    }
+}
+
 /// A cursor over the global log that catches up, then follows live appends.
 ///
 /// ```
@@ -75,6 +109,8 @@ pub struct Subscription<'a, S: EventStore + ?Sized> {
     next_position: u64,
     filter: Filter,
     buffer: VecDeque<RecordedEvent>,
+    /// An error met after the events in `buffer`: reported once they are delivered.
+    failed: Option<StoreError>,
 }
 
 impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
@@ -85,11 +121,14 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
             next_position: from.max(1),
             filter: Filter::all(),
             buffer: VecDeque::new(),
+            failed: None,
         }
     }
 
-    /// Delivers only events that pass `filter`.
+    /// Delivers only events that pass `filter` (from now on: events read already but not
+    /// delivered are filtered again).
     pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.buffer.retain(|e| filter.matches(e));
         self.filter = filter;
         self
     }
@@ -102,19 +141,23 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
             .map_or(self.next_position, |e| e.position)
     }
 
-    /// The next event if one is available now, without waiting.
+    /// The next event if one is available now, without waiting (however far behind the
+    /// next event that passes the filter is).
+    ///
+    /// An error of the store's read comes after the events read before it: those are
+    /// delivered first, then the error; the next call reads again from the event that
+    /// failed.
     pub fn try_next(&mut self) -> Result<Option<RecordedEvent>, StoreError> {
-        if self.buffer.is_empty() {
-            self.fill()?;
-        }
-        Ok(self.buffer.pop_front())
+        self.next_before(None)
     }
 
-    /// The next event, waiting up to `timeout` for one to be appended.
+    /// The next event, waiting up to `timeout` for one to be appended. A catch-up through
+    /// many events the filter leaves out stops at the deadline too, and returns `None`;
+    /// the next call goes on from where it stopped.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>, StoreError> {
         let deadline = crate::backend::deadline_after(timeout);
         loop {
-            if let Some(e) = self.try_next()? {
+            if let Some(e) = self.next_before(Some(deadline))? {
                 return Ok(Some(e));
             }
             let now = Instant::now();
@@ -126,9 +169,23 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
         }
     }
 
-    /// Reads from the store into the buffer until an event passes the filter or the log
-    /// ends, a batch at a time.
-    fn fill(&mut self) -> Result<(), StoreError> {
+    /// The next event available now; a catch-up stops reading at `deadline`.
+    fn next_before(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        if self.buffer.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+            self.fill(deadline)?;
+        }
+        Ok(self.buffer.pop_front())
+    }
+
+    /// Reads from the store into the buffer until an event passes the filter, the log
+    /// ends or the deadline passes, a batch at a time.
+    fn fill(&mut self, deadline: Option<Instant>) -> Result<(), StoreError> {
         let span = tracing::trace_span!(
             "es.poll",
             from = self.next_position,
@@ -136,26 +193,44 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
         );
         let _entered = span.enter();
         let from = self.next_position;
-        let result = self.fill_batches();
+        let result = self.fill_batches(deadline);
         span.record("read", self.next_position - from);
-        result
+        match result {
+            // the events read before the error go first
+            Err(e) if !self.buffer.is_empty() => {
+                self.failed = Some(e);
+                Ok(())
+            }
+            result => result,
+        }
     }
 
-    fn fill_batches(&mut self) -> Result<(), StoreError> {
+    fn fill_batches(&mut self, deadline: Option<Instant>) -> Result<(), StoreError> {
         loop {
             let mut read = 0;
+            let mut last = LastRead::default();
             for event in self.store.read_all(self.next_position)? {
                 let event = event?;
+                if read >= READ_BATCH
+                    && (read >= READ_BATCH + APPEND_RUN_OUT || !last.continued_by(&event))
+                {
+                    // read on to the end of the append, not into the next one: this
+                    // event is read again by the next pass
+                    break;
+                }
                 self.next_position = event.position + 1;
                 read += 1;
+                if read >= READ_BATCH {
+                    last.set(&event);
+                }
                 if self.filter.matches(&event) {
                     self.buffer.push_back(event);
                 }
-                if read >= READ_BATCH {
-                    break;
-                }
             }
             if !self.buffer.is_empty() || read < READ_BATCH {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(());
             }
         }
@@ -166,10 +241,10 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
     pub fn typed<A: Aggregate>(self) -> TypedSubscription<'a, S, A::Events> {
         let filter = Filter {
             kinds: Some(std::iter::once(A::KIND.to_owned()).collect()),
-            ..self.filter
+            ..self.filter.clone()
         };
         TypedSubscription {
-            inner: Subscription { filter, ..self },
+            inner: self.with_filter(filter),
             _set: std::marker::PhantomData,
         }
     }

@@ -360,3 +360,67 @@ fn log_reads_racing_appends_and_seals_see_gapless_prefixes() {
         }
     });
 }
+
+/// A subscription and a projection that meet damage deliver every event before it first,
+/// then the error: a consumer that stops at the first error (the async feed does) has
+/// still seen all the events the log holds before the damaged frame.
+#[test]
+fn subscriptions_and_projections_deliver_the_events_before_damage_first() {
+    use es_core::StoreError;
+    use es_core::projection::{
+        BoxError, MemoryCheckpoints, Projection, ProjectionError, ProjectionRunner, WithCheckpoint,
+    };
+    use es_core::subscription::Subscription;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sealed = sealed_frames(dir.path(), |n| format!(r#"{{"n":{n}}}"#));
+    let mut data = sealed.clean.clone();
+    data[sealed.frames[3] + 20] ^= 1; // the body of segment 1's fourth frame
+    let store = sealed.open_with(&data);
+    let good = (sealed.before + 3) as u64;
+
+    let mut sub = Subscription::new(&store, 1);
+    for position in 1..=good {
+        let event = sub
+            .try_next()
+            .unwrap_or_else(|e| panic!("at {position}: {e}"));
+        assert_eq!(event.map(|e| e.position), Some(position));
+    }
+    assert!(matches!(sub.try_next(), Err(StoreError::Corrupted(_))));
+    assert_eq!(sub.position(), good + 1);
+    // again from the damaged event, with a timeout
+    assert!(
+        sub.next_timeout(std::time::Duration::from_millis(10))
+            .is_err()
+    );
+
+    #[derive(Default)]
+    struct Seen(Vec<u64>);
+    impl Projection for Seen {
+        fn handle(&mut self, e: &es_core::RecordedEvent) -> Result<(), BoxError> {
+            self.0.push(e.position);
+            Ok(())
+        }
+        fn reset(&mut self) -> Result<(), BoxError> {
+            self.0.clear();
+            Ok(())
+        }
+    }
+    let checkpoints = MemoryCheckpoints::default();
+    let mut runner = ProjectionRunner::new(
+        &store,
+        WithCheckpoint::new(Seen::default(), "seen", &checkpoints),
+    );
+    assert!(matches!(
+        runner.run_to_head(),
+        Err(ProjectionError::Store(StoreError::Corrupted(_)))
+    ));
+    assert_eq!(
+        runner.projection().projection.0,
+        (1..=good).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        es_core::CheckpointStore::load(&checkpoints, "seen").unwrap(),
+        good
+    );
+}
