@@ -405,7 +405,8 @@ where
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|last| last + 1);
+        // an id past any position resumes after nothing, not from the start
+        .map(|last| last.saturating_add(1));
     let from = resume.or(query.from).unwrap_or(1);
     let stream = subscribe(service.store.clone(), from, Filter::all()).map(|event| {
         Ok(match event {

@@ -58,7 +58,10 @@ enum Command {
         /// First global position to print.
         #[arg(long, default_value_t = 1)]
         from: u64,
-        /// Keep printing new events as they become durable (until interrupted).
+        /// Keep printing new events as the writer acknowledges them (durable ones only in
+        /// the default durability; until interrupted). Stops with an error if the log
+        /// moves back below what was printed (a crash took back appends that were not yet
+        /// durable, or a repair cut the log): the positions printed would be reused.
         #[arg(long)]
         follow: bool,
     },
@@ -196,11 +199,22 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         }
         Command::Tail { dir, from, follow } => {
             let mut next = *from;
+            let mut printed = 0u64;
             loop {
                 let store = open(dir)?;
+                let head = store.head_position().map_err(|e| e.to_string())?;
+                if head < printed {
+                    return Err(format!(
+                        "the log now ends at position {head}, before position {printed}, \
+                         which was printed: events printed are no longer in the log (a crash \
+                         took back appends that were not yet durable, or a repair cut the \
+                         log), and positions after {head} will be reused"
+                    ));
+                }
                 for e in store.read_all(next).map_err(|e| e.to_string())? {
                     let e = e.map_err(|e| e.to_string())?;
                     next = e.position + 1;
+                    printed = e.position;
                     print_event(&mut out, cli.json, &e)?;
                 }
                 out.flush().map_err(|e| e.to_string())?;

@@ -268,3 +268,58 @@ fn import_takes_long_streams_whole_and_refuses_endless_lines() {
     }
     assert_eq!(target.head_position().unwrap(), 0);
 }
+
+/// `tail --follow` stops with an error, naming both positions, when the log comes back
+/// shorter than what it printed (here a store of two events in place of one of five):
+/// going on would skip the events that take those positions again.
+#[test]
+fn tail_follow_stops_when_the_log_moves_back_below_what_it_printed() {
+    use std::io::BufRead;
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    let fill = |dir: &Path, n: u64| {
+        let store = FileStore::open(dir).unwrap();
+        for k in 0..n {
+            store
+                .append(
+                    "s-1",
+                    ExpectedVersion::Any,
+                    vec![event("Added", &format!(r#"{{"k":{k}}}"#))],
+                )
+                .unwrap();
+        }
+        store.close().unwrap();
+    };
+    fill(&dir, 5);
+    let mut child = Command::new(tool)
+        .args(["tail", dir.to_str().unwrap(), "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..5 {
+        lines.next().unwrap().unwrap();
+    }
+    // the shorter store is put in place at once (the tool polls twice a second)
+    let shorter = work.path().join("shorter");
+    fill(&shorter, 2);
+    std::fs::rename(&dir, work.path().join("gone")).unwrap();
+    std::fs::rename(&shorter, &dir).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("tail --follow went on over a log that moved back");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("position 2, before position 5"), "{stderr}");
+}
