@@ -59,7 +59,7 @@ pub use event::{
 };
 pub use memory::MemoryStore;
 pub use projection::{
-    CheckpointStore, DeadLetters, EventFailure, FailurePolicy, Projection, ProjectionError,
+    CheckpointStore, DeadLetters, EventFailure, FailurePolicy, Mark, Projection, ProjectionError,
     ProjectionRunner, Shared, TransactionalProjection, WithCheckpoint,
 };
 pub use repository::{CommandError, Executed, LoadError, Loaded, Repository};

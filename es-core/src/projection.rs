@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// A boxed error from a read model.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -65,6 +66,50 @@ pub trait TransactionalProjection {
     fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError>;
     /// Forgets everything and sets the checkpoint to 0.
     fn reset(&mut self) -> Result<(), BoxError>;
+
+    /// The checkpoint with the id of the event at its position, when the read model
+    /// records it (see [`Mark`]). The default records none: `event_id` is `None`.
+    fn checkpoint_mark(&mut self) -> Result<Mark, BoxError> {
+        Ok(Mark::at(self.checkpoint()?))
+    }
+
+    /// [`apply_batch`](Self::apply_batch), recording the checkpoint with the id of the
+    /// last event read. The default records the position only.
+    fn apply_batch_marked(
+        &mut self,
+        events: &[RecordedEvent],
+        checkpoint: Mark,
+    ) -> Result<(), BoxError> {
+        self.apply_batch(events, checkpoint.position)
+    }
+}
+
+/// A checkpoint and the id of the event at its position.
+///
+/// A position alone cannot tell that the log was replaced under it: after a crash of a
+/// store whose acknowledged appends were not yet durable (the file store in
+/// `Durability::Periodic` or `None`), new appends take the positions of the lost events,
+/// and a projection resuming from a saved position would skip them. With the event's id
+/// the runner checks, before it reads on, that the event at the checkpoint is the one the
+/// read model took into account, and stops with [`ProjectionError::HistoryReplaced`]
+/// otherwise. [`WithCheckpoint`] records marks through [`CheckpointStore::save_mark`];
+/// `MemoryCheckpoints` and the file store's `FileCheckpoints` keep them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark {
+    /// The position of the last event taken into account (0 for none).
+    pub position: u64,
+    /// That event's id, when recorded.
+    pub event_id: Option<Uuid>,
+}
+
+impl Mark {
+    /// A position without an event id.
+    pub fn at(position: u64) -> Self {
+        Mark {
+            position,
+            event_id: None,
+        }
+    }
 }
 
 /// Durable checkpoints by projection name, for at-least-once projections.
@@ -73,27 +118,48 @@ pub trait CheckpointStore {
     fn load(&self, name: &str) -> Result<u64, BoxError>;
     /// Saves a checkpoint.
     fn save(&self, name: &str, position: u64) -> Result<(), BoxError>;
+
+    /// The saved checkpoint with its event's id, when saved with one (see [`Mark`]). The
+    /// default knows positions only.
+    fn load_mark(&self, name: &str) -> Result<Mark, BoxError> {
+        Ok(Mark::at(self.load(name)?))
+    }
+
+    /// Saves a checkpoint with its event's id. The default saves the position only.
+    fn save_mark(&self, name: &str, mark: Mark) -> Result<(), BoxError> {
+        self.save(name, mark.position)
+    }
 }
 
-/// Checkpoints in memory (lost with the process), for tests.
+/// Checkpoints in memory (lost with the process), for tests. Keeps each checkpoint's
+/// event id ([`Mark`]).
 #[derive(Debug, Default)]
-pub struct MemoryCheckpoints(Mutex<HashMap<String, u64>>);
+pub struct MemoryCheckpoints(Mutex<HashMap<String, Mark>>);
 
 impl CheckpointStore for MemoryCheckpoints {
     fn load(&self, name: &str) -> Result<u64, BoxError> {
-        Ok(*self
+        Ok(self.load_mark(name)?.position)
+    }
+
+    fn save(&self, name: &str, position: u64) -> Result<(), BoxError> {
+        self.save_mark(name, Mark::at(position))
+    }
+
+    fn load_mark(&self, name: &str) -> Result<Mark, BoxError> {
+        Ok(self
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .unwrap_or(&0))
+            .copied()
+            .unwrap_or_default())
     }
 
-    fn save(&self, name: &str, position: u64) -> Result<(), BoxError> {
+    fn save_mark(&self, name: &str, mark: Mark) -> Result<(), BoxError> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), position);
+            .insert(name.to_owned(), mark);
         Ok(())
     }
 }
@@ -106,6 +172,12 @@ macro_rules! forward_checkpoints {
             }
             fn save(&self, name: &str, position: u64) -> Result<(), BoxError> {
                 (**self).save(name, position)
+            }
+            fn load_mark(&self, name: &str) -> Result<Mark, BoxError> {
+                (**self).load_mark(name)
+            }
+            fn save_mark(&self, name: &str, mark: Mark) -> Result<(), BoxError> {
+                (**self).save_mark(name, mark)
             }
         }
     )*};
@@ -346,15 +418,27 @@ impl<P: Projection, C: CheckpointStore> TransactionalProjection for WithCheckpoi
     }
 
     fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
-        for e in events {
-            self.handle_one(e)?;
-        }
-        self.checkpoints.save(&self.name, checkpoint)
+        self.apply_batch_marked(events, Mark::at(checkpoint))
     }
 
     fn reset(&mut self) -> Result<(), BoxError> {
         self.projection.reset()?;
-        self.checkpoints.save(&self.name, 0)
+        self.checkpoints.save_mark(&self.name, Mark::default())
+    }
+
+    fn checkpoint_mark(&mut self) -> Result<Mark, BoxError> {
+        self.checkpoints.load_mark(&self.name)
+    }
+
+    fn apply_batch_marked(
+        &mut self,
+        events: &[RecordedEvent],
+        checkpoint: Mark,
+    ) -> Result<(), BoxError> {
+        for e in events {
+            self.handle_one(e)?;
+        }
+        self.checkpoints.save_mark(&self.name, checkpoint)
     }
 }
 
@@ -421,6 +505,18 @@ impl<P: TransactionalProjection> TransactionalProjection for Shared<P> {
     fn reset(&mut self) -> Result<(), BoxError> {
         self.write().reset()
     }
+
+    fn checkpoint_mark(&mut self) -> Result<Mark, BoxError> {
+        self.write().checkpoint_mark()
+    }
+
+    fn apply_batch_marked(
+        &mut self,
+        events: &[RecordedEvent],
+        checkpoint: Mark,
+    ) -> Result<(), BoxError> {
+        self.write().apply_batch_marked(events, checkpoint)
+    }
 }
 
 /// Why a projection run stopped.
@@ -460,6 +556,23 @@ pub enum ProjectionError {
         checkpoint: u64,
         /// The log's last position.
         head: u64,
+    },
+    /// The event at the read model's checkpoint is not the one it took into account:
+    /// the log there was replaced (a crash took back appends that were not yet durable,
+    /// and new appends took their positions; or a repair cut the log and it grew again).
+    /// Reading on would skip the new events at and before the checkpoint. Rebuild the
+    /// read model ([`ProjectionRunner::rebuild`]). Checked once per runner, when the
+    /// checkpoint was saved with its event's id ([`Mark`]).
+    #[error(
+        "the read model's checkpoint, position {checkpoint}, was taken at event {expected}, but the log holds event {found} there: the log was replaced after the checkpoint (a crash took back appends that were not yet durable, and new appends took their positions, or a repair cut the log); rebuild the read model"
+    )]
+    HistoryReplaced {
+        /// The read model's checkpoint.
+        checkpoint: u64,
+        /// The id of the event it took into account there.
+        expected: Uuid,
+        /// The id of the event the log holds there now.
+        found: Uuid,
     },
 }
 
@@ -525,6 +638,9 @@ pub struct ProjectionRunner<S, P> {
     projection: P,
     filter: Filter,
     batch_size: usize,
+    /// Whether the event at the checkpoint was found to be the one marked (once per
+    /// runner: later checkpoints are this runner's own).
+    mark_checked: bool,
 }
 
 impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
@@ -535,6 +651,7 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
             projection,
             filter: Filter::all(),
             batch_size: 256,
+            mark_checked: false,
         }
     }
 
@@ -581,6 +698,35 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
             .map_err(|source| ProjectionError::read_model(0, source))
     }
 
+    /// The checkpoint, checked once per runner against the event marked at it: the log
+    /// must still hold that event there.
+    fn checked_checkpoint(&mut self) -> Result<u64, ProjectionError> {
+        if self.mark_checked {
+            return self.checkpoint();
+        }
+        let mark = self
+            .projection
+            .checkpoint_mark()
+            .map_err(|source| ProjectionError::read_model(0, source))?;
+        if let (Some(expected), true) = (mark.event_id, mark.position > 0) {
+            let at = self.store.read_all(mark.position)?.next().transpose()?;
+            match at {
+                Some(e) if e.position == mark.position && e.event_id != expected => {
+                    return Err(ProjectionError::HistoryReplaced {
+                        checkpoint: mark.position,
+                        expected,
+                        found: e.event_id,
+                    });
+                }
+                Some(e) if e.position == mark.position => {}
+                // the log ends before the checkpoint: reported by the run, as ever
+                _ => return Ok(mark.position),
+            }
+        }
+        self.mark_checked = true;
+        Ok(mark.position)
+    }
+
     /// Processes every event up to the current head; returns the new checkpoint.
     pub fn run_to_head(&mut self) -> Result<u64, ProjectionError> {
         self.run(Until::Head)
@@ -616,9 +762,9 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
         until: Until,
         go_on: &dyn Fn(u64) -> bool,
     ) -> Result<u64, ProjectionError> {
-        let mut checkpoint = self.checkpoint()?;
+        let mut checkpoint = self.checked_checkpoint()?;
         loop {
-            let (batch, last_read, done) = self.read_batch(checkpoint, until)?;
+            let (batch, last_read, last_id, done) = self.read_batch(checkpoint, until)?;
             if last_read == checkpoint {
                 // nothing after the checkpoint: a log that ends before it has lost events
                 // the read model has seen (asked only here, where nothing was read, and
@@ -637,7 +783,11 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
                 to = last_read,
                 events = batch.len()
             );
-            span.in_scope(|| self.projection.apply_batch(&batch, last_read))
+            let mark = Mark {
+                position: last_read,
+                event_id: last_id,
+            };
+            span.in_scope(|| self.projection.apply_batch_marked(&batch, mark))
                 .map_err(|source| {
                     ProjectionError::read_model(checkpoint.saturating_add(1), source)
                 })?;
@@ -654,9 +804,10 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
         &self,
         checkpoint: u64,
         until: Until,
-    ) -> Result<(Vec<RecordedEvent>, u64, bool), ProjectionError> {
+    ) -> Result<(Vec<RecordedEvent>, u64, Option<Uuid>, bool), ProjectionError> {
         let mut batch = Vec::new();
         let mut last = checkpoint;
+        let mut last_id = None;
         let mut read = 0;
         let mut last_read = LastRead::default();
         for event in self.store.read_all(checkpoint.saturating_add(1))? {
@@ -664,13 +815,13 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
                 Ok(event) => event,
                 // the events read before the error are taken into account first; the
                 // next batch starts at the event that failed, and reports it
-                Err(_) if last > checkpoint => return Ok((batch, last, false)),
+                Err(_) if last > checkpoint => return Ok((batch, last, last_id, false)),
                 Err(e) => return Err(e.into()),
             };
             if read >= self.batch_size
                 && (read >= self.batch_size + APPEND_RUN_OUT || !last_read.continued_by(&event))
             {
-                return Ok((batch, last, false));
+                return Ok((batch, last, last_id, false));
             }
             let past = match until {
                 Until::Head => false,
@@ -678,9 +829,10 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
                 Until::Time(t) => event.timestamp > t,
             };
             if past {
-                return Ok((batch, last, true));
+                return Ok((batch, last, last_id, true));
             }
             last = event.position;
+            last_id = Some(event.event_id);
             read += 1;
             if read >= self.batch_size {
                 last_read.set(&event);
@@ -689,7 +841,7 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
                 batch.push(event);
             }
         }
-        Ok((batch, last, true))
+        Ok((batch, last, last_id, true))
     }
 }
 

@@ -21,6 +21,7 @@
 use crate::vfs::{OpenMode, Vfs, write_atomically, write_atomically_unique};
 use chrono::DateTime;
 use es_core::StoreError;
+use es_core::projection::Mark;
 use es_core::snapshot::{Snapshot, newest_at_or_below, retain_newest};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -233,7 +234,7 @@ const MAX_CHECKPOINT_NAME: usize = 128;
 /// Length of a file in the earlier layout, which holds no name.
 const UNNAMED_CHECKPOINT_LEN: usize = 12;
 /// Largest checkpoint file read back.
-const MAX_CHECKPOINT_FILE: u64 = (8 + 4 + MAX_CHECKPOINT_NAME + 8 + 4) as u64;
+const MAX_CHECKPOINT_FILE: u64 = (8 + 4 + MAX_CHECKPOINT_NAME + 8 + 16 + 4) as u64;
 
 /// Why a checkpoint file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -257,20 +258,25 @@ enum CheckpointFileError {
     },
 }
 
-/// What a checkpoint file holds: the name it was saved for (none in the earlier layout)
-/// and the position.
+/// What a checkpoint file holds: the name it was saved for (none in the earliest layout),
+/// the position, and the id of the event there (none in the earlier layouts, or when
+/// saved without one).
 #[derive(Debug, PartialEq, Eq)]
 struct CheckpointContent<'a> {
     name: Option<&'a str>,
     position: u64,
+    event_id: Option<uuid::Uuid>,
 }
 
-fn encode_checkpoint(name: &str, position: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + 4 + name.len() + 8 + 4);
+fn encode_checkpoint(name: &str, mark: Mark) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 4 + name.len() + 8 + 16 + 4);
     out.extend_from_slice(CHECKPOINT_MAGIC);
     out.extend_from_slice(&(name.len() as u32).to_le_bytes());
     out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(&position.to_le_bytes());
+    out.extend_from_slice(&mark.position.to_le_bytes());
+    if let Some(id) = mark.event_id {
+        out.extend_from_slice(id.as_bytes());
+    }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -291,6 +297,7 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<CheckpointContent<'_>, String> {
         return Ok(CheckpointContent {
             name: None,
             position: u64_at(body),
+            event_id: None,
         });
     }
     let rest = body
@@ -298,17 +305,19 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<CheckpointContent<'_>, String> {
         .ok_or("not a checkpoint file (wrong magic)")?;
     let (len, rest) = rest.split_at_checked(4).ok_or("truncated name length")?;
     let len = u32::from_le_bytes(len.try_into().unwrap_or([0; 4])) as usize;
-    if len == 0 || len > MAX_CHECKPOINT_NAME || rest.len() != len + 8 {
+    if len == 0 || len > MAX_CHECKPOINT_NAME || (rest.len() != len + 8 && rest.len() != len + 24) {
         return Err(format!(
             "a name length of {len} does not fit a {} byte file",
             bytes.len()
         ));
     }
-    let (name, position) = rest.split_at(len);
+    let (name, rest) = rest.split_at(len);
+    let (position, event_id) = rest.split_at(8);
     let name = std::str::from_utf8(name).map_err(|e| format!("the name is not UTF-8: {e}"))?;
     Ok(CheckpointContent {
         name: Some(name),
         position: u64_at(position),
+        event_id: uuid::Uuid::from_slice(event_id).ok(),
     })
 }
 
@@ -371,10 +380,18 @@ impl FileCheckpoints {
 
 impl es_core::CheckpointStore for FileCheckpoints {
     fn load(&self, name: &str) -> Result<u64, es_core::projection::BoxError> {
+        Ok(self.load_mark(name)?.position)
+    }
+
+    fn save(&self, name: &str, position: u64) -> Result<(), es_core::projection::BoxError> {
+        self.save_mark(name, Mark::at(position))
+    }
+
+    fn load_mark(&self, name: &str) -> Result<Mark, es_core::projection::BoxError> {
         let path = self.path(name)?;
         let file = match self.vfs.open(&path, OpenMode::Read) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Mark::default()),
             Err(source) => return Err(CheckpointFileError::Io { path, source }.into()),
         };
         let len = match file.len() {
@@ -398,19 +415,17 @@ impl es_core::CheckpointStore for FileCheckpoints {
                 expected: name.to_owned(),
             }
             .into()),
-            Ok(content) => Ok(content.position),
+            Ok(content) => Ok(Mark {
+                position: content.position,
+                event_id: content.event_id,
+            }),
             Err(reason) => Err(CheckpointFileError::Damaged { path, reason }.into()),
         }
     }
 
-    fn save(&self, name: &str, position: u64) -> Result<(), es_core::projection::BoxError> {
+    fn save_mark(&self, name: &str, mark: Mark) -> Result<(), es_core::projection::BoxError> {
         let path = self.path(name)?;
-        write_atomically_unique(
-            &*self.vfs,
-            &self.dir,
-            &path,
-            &encode_checkpoint(name, position),
-        )?;
+        write_atomically_unique(&*self.vfs, &self.dir, &path, &encode_checkpoint(name, mark))?;
         Ok(())
     }
 }
@@ -420,31 +435,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checkpoint_files_round_trip_in_both_layouts_and_reject_damage() {
-        let bytes = encode_checkpoint("sales", 42);
+    fn checkpoint_files_round_trip_in_every_layout_and_reject_damage() {
+        let id = uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0);
+        let marked = encode_checkpoint(
+            "sales",
+            Mark {
+                position: 42,
+                event_id: Some(id),
+            },
+        );
+        let content = CheckpointContent {
+            name: Some("sales"),
+            position: 42,
+            event_id: Some(id),
+        };
+        assert_eq!(decode_checkpoint(&marked), Ok(content));
+        let bytes = encode_checkpoint("sales", Mark::at(42));
         let named = CheckpointContent {
             name: Some("sales"),
             position: 42,
+            event_id: None,
         };
         assert_eq!(decode_checkpoint(&bytes), Ok(named));
-        assert!(bytes.len() as u64 <= MAX_CHECKPOINT_FILE);
+        let longest = Mark {
+            position: 1,
+            event_id: Some(id),
+        };
         assert!(
-            encode_checkpoint(&"n".repeat(MAX_CHECKPOINT_NAME), 1).len() as u64
+            encode_checkpoint(&"n".repeat(MAX_CHECKPOINT_NAME), longest).len() as u64
                 <= MAX_CHECKPOINT_FILE
         );
-        for i in 0..bytes.len() {
-            let mut bad = bytes.clone();
-            bad[i] ^= 1;
-            assert!(decode_checkpoint(&bad).is_err(), "byte {i}");
-        }
-        for cut in 0..bytes.len() {
-            assert!(decode_checkpoint(&bytes[..cut]).is_err(), "cut at {cut}");
+        for bytes in [&bytes, &marked] {
+            for i in 0..bytes.len() {
+                let mut bad = bytes.clone();
+                bad[i] ^= 1;
+                assert!(decode_checkpoint(&bad).is_err(), "byte {i}");
+            }
+            for cut in 0..bytes.len() {
+                assert!(decode_checkpoint(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
         }
         let mut unnamed = 7u64.to_le_bytes().to_vec();
         unnamed.extend_from_slice(&crc32c::crc32c(&7u64.to_le_bytes()).to_le_bytes());
         let content = CheckpointContent {
             name: None,
             position: 7,
+            event_id: None,
         };
         assert_eq!(decode_checkpoint(&unnamed), Ok(content));
     }

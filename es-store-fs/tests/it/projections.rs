@@ -46,3 +46,82 @@ fn a_checkpoint_past_the_end_of_the_log_is_an_error() {
     assert_eq!(runner.rebuild().unwrap(), head);
     assert_eq!(runner.projection().projection.0, 5);
 }
+
+/// After a crash that took back appends the read model had seen, new appends take their
+/// positions and the log grows past the checkpoint again: the projection's checkpoint
+/// records the event it was taken at, so the run stops with `HistoryReplaced` instead of
+/// skipping the new events (it used to return the old checkpoint and hand none of them
+/// over). Checkpoints saved in files, on a disk that keeps nothing unsynced.
+#[test]
+fn a_log_replaced_under_the_checkpoint_is_an_error_not_a_skip() {
+    use es_store_fs::FileCheckpoints;
+    use es_store_fs::vfs::sim::{SimFs, SimOptions};
+    use std::time::Duration;
+
+    let fs = SimFs::with_options(
+        1,
+        SimOptions {
+            keep_percent: 0,
+            ..SimOptions::default()
+        },
+    );
+    let options = || FileStoreOptions {
+        vfs: Arc::new(fs.clone()),
+        durability: Durability::Periodic(Duration::from_secs(60)),
+        ..FileStoreOptions::default()
+    };
+    let append = |store: &FileStore, kind: &str| {
+        store
+            .append(
+                "s-1",
+                ExpectedVersion::Any,
+                vec![NewEvent::new(kind, 1, b"{}".to_vec())],
+            )
+            .unwrap();
+    };
+    let store = FileStore::open_with("/db", options()).unwrap();
+    for _ in 0..3 {
+        append(&store, "Lost");
+    }
+    let checkpoints = FileCheckpoints::open_with("/cp", Arc::new(fs.clone())).unwrap();
+    let mut runner = ProjectionRunner::new(
+        &store,
+        WithCheckpoint::new(Count::default(), "count", &checkpoints),
+    );
+    assert_eq!(runner.run_to_head().unwrap(), 3);
+    drop(runner);
+    fs.crash();
+    drop(store);
+
+    let store = FileStore::open_with("/db", options()).unwrap();
+    assert_eq!(
+        store.head_position().unwrap(),
+        0,
+        "the crash kept unsynced appends"
+    );
+    for _ in 0..4 {
+        append(&store, "New");
+    }
+    let checkpoints = FileCheckpoints::open_with("/cp", Arc::new(fs.clone())).unwrap();
+    let mut runner = ProjectionRunner::new(
+        &store,
+        WithCheckpoint::new(Count::default(), "count", &checkpoints),
+    );
+    let err = runner.run_to_head().unwrap_err();
+    assert!(
+        matches!(err, ProjectionError::HistoryReplaced { checkpoint: 3, .. }),
+        "{err}"
+    );
+    assert_eq!(runner.projection().projection.0, 0);
+    // a rebuild takes the new history
+    assert_eq!(runner.rebuild().unwrap(), 4);
+    assert_eq!(runner.projection().projection.0, 4);
+    // and a later run from its own checkpoint goes on as usual
+    append(&store, "New");
+    let mut runner = ProjectionRunner::new(
+        &store,
+        WithCheckpoint::new(Count::default(), "count", &checkpoints),
+    );
+    assert_eq!(runner.run_to_head().unwrap(), 5);
+    assert_eq!(runner.projection().projection.0, 1);
+}
