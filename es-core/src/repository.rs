@@ -57,6 +57,19 @@ pub enum LoadError {
     Store(#[from] StoreError),
 }
 
+fn conflict_message(stream_id: &str, attempts: u32, actual: u64, expected: Option<u64>) -> String {
+    match expected {
+        Some(expected) => format!(
+            "stream `{stream_id}` is at version {actual}, not at the expected version \
+             {expected}; nothing was appended (the command ran {attempts} times)"
+        ),
+        None => format!(
+            "stream `{stream_id}` kept changing: {attempts} attempts conflicted, the last at \
+             version {actual}"
+        ),
+    }
+}
+
 /// Why a command failed. Nothing was appended.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -64,10 +77,10 @@ pub enum CommandError<E> {
     /// The command refused: the domain's own error.
     #[error("command rejected: {0}")]
     Rejected(E),
-    /// Other writers kept changing the stream; the command ran `attempts` times.
-    #[error(
-        "stream `{stream_id}` kept changing: {attempts} attempts conflicted, the last at version {actual}"
-    )]
+    /// Other writers kept changing the stream; the command ran `attempts` times. Or, from
+    /// [`Repository::execute_expecting`], the stream is not at the `expected` version the
+    /// caller read (the command ran only if the stream moved while it decided).
+    #[error("{}", conflict_message(stream_id, *attempts, *actual, *expected))]
     Conflict {
         /// Stream id.
         stream_id: String,
@@ -75,6 +88,9 @@ pub enum CommandError<E> {
         attempts: u32,
         /// The stream's version at the last conflict.
         actual: u64,
+        /// The version the caller expected ([`Repository::execute_expecting`]); `None`
+        /// when the repository chose it and retried.
+        expected: Option<u64>,
     },
     /// A stored event could not be decoded.
     #[error(transparent)]
@@ -863,8 +879,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 self.keep(&stream_id, &state, version, position);
                 return Err(CommandError::Conflict {
                     stream_id,
-                    attempts,
+                    // the command did not run this time
+                    attempts: attempts - 1,
                     actual: version,
+                    expected: Some(expected),
                 });
             }
             let mut events = Vec::new();
@@ -964,6 +982,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         stream_id,
                         attempts,
                         actual,
+                        expected: expected_version,
                     });
                 }
                 Err(StoreError::Conflict { .. }) => {

@@ -96,8 +96,10 @@ fn a_conflict_that_outlives_the_retries_is_reported() {
             stream_id,
             attempts,
             actual,
+            expected,
         } => {
             assert_eq!((stream_id.as_str(), attempts, actual), ("account-1", 3, 3));
+            assert_eq!(expected, None);
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -113,6 +115,41 @@ fn a_conflict_that_outlives_the_retries_is_reported() {
         })
         .unwrap();
     assert_eq!((done.attempts, done.state.balance), (2, 14));
+}
+
+/// A command expecting a version the stream is not at (behind it, or ahead of it) does not
+/// run, and the error names both versions rather than a stream that "kept changing".
+#[test]
+fn a_stale_or_future_expected_version_names_both_versions_and_runs_nothing() {
+    use es_core::Metadata;
+    let accounts = Repository::<Account, _>::new(MemoryStore::new());
+    accounts.execute("7", |a| a.deposit(10)).unwrap();
+    accounts.execute("7", |a| a.deposit(10)).unwrap();
+    for stale in [0, 1, 5] {
+        let mut ran = false;
+        let err = accounts
+            .execute_expecting("7", stale, Metadata::new(), |a| {
+                ran = true;
+                a.deposit(1)
+            })
+            .unwrap_err();
+        assert!(!ran, "expecting {stale}: the command ran");
+        assert!(
+            matches!(
+                err,
+                CommandError::Conflict { attempts: 0, actual: 2, expected: Some(e), .. } if e == stale
+            ),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("at version 2")
+                && message.contains(&format!("expected version {stale}"))
+                && !message.contains("kept changing"),
+            "{message}"
+        );
+    }
+    assert_eq!(accounts.store().head_position().unwrap(), 2);
 }
 
 #[test]
