@@ -240,8 +240,13 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                         let f = std::fs::File::create(&tmp)
                             .map_err(|e| format!("{}: {e}", tmp.display()))?;
                         let mut w = std::io::BufWriter::new(f);
-                        let n = tools::export_jsonl(&store, 1, &mut w)
-                            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                        // a failed read names the store's file; a failed write, the output
+                        let n = tools::export_jsonl(&store, 1, &mut w).map_err(|e| match e {
+                            tools::ExportError::Store(e) => {
+                                format!("reading {}: {e}", dir.display())
+                            }
+                            e => format!("{}: {e}", tmp.display()),
+                        })?;
                         let f = w
                             .into_inner()
                             .map_err(|e| format!("{}: {}", tmp.display(), e.error()))?;

@@ -30,9 +30,19 @@ pub enum Durability {
     /// Acknowledge once written to the OS; a background thread syncs every interval. A
     /// crash of the machine (not of the process) can lose the appends of the last
     /// interval, never a part of one.
+    ///
+    /// After such a crash, a disk that shows garbage (not zeros) where unsynced writes
+    /// were makes the next open refuse with [`OpenError::Corrupted`] naming the file and
+    /// offset: the store cannot tell those bytes from damage to acknowledged events, and
+    /// never cuts what it cannot prove was unacknowledged. Opening with
+    /// [`FileStoreOptions::repair`] then drops the log from there (what was lost is in the
+    /// [`RecoveryReport`](crate::RecoveryReport)); `es-store repair --dry-run` says what it
+    /// would drop first. Read models fed from the lost appends are caught by their
+    /// checkpoints (see `es_core::projection::Mark`).
     Periodic(Duration),
     /// Never sync except when a segment is sealed and at close. A machine crash can lose
-    /// anything not yet written back by the OS, never a part of an append.
+    /// anything not yet written back by the OS, never a part of an append; garbage where
+    /// unsynced writes were is handled as in [`Durability::Periodic`].
     None,
 }
 

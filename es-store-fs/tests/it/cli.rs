@@ -181,6 +181,20 @@ fn the_tool_reads_verifies_exports_and_imports_a_store() {
         "{report}"
     );
     assert!(report.contains("00000000000000000000.seg"), "{report}");
+    // an export meets the damage: the error names the store and its segment, not the
+    // export's own file, and no file is left
+    let damaged_export = work.path().join("damaged.jsonl");
+    let failed = run(
+        tool,
+        &["export", s, "--out", damaged_export.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&failed.stderr).into_owned();
+    assert!(!failed.status.success());
+    assert!(
+        stderr.contains(&format!("reading {s}")) && stderr.contains("00000000000000000000.seg"),
+        "{stderr}"
+    );
+    assert!(!damaged_export.exists());
 
     let missing = run(tool, &["stats", work.path().join("nope").to_str().unwrap()]);
     assert!(!missing.status.success());
