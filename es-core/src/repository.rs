@@ -731,6 +731,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// (what it decided may differ from what was stored). This is what makes a process manager safe to re-run from an
     /// older checkpoint.
     ///
+    /// "At most once" holds for reactions that append: the events are what records that
+    /// the reaction ran. A command that decides nothing (returns no event) or is refused
+    /// leaves no trace, so it runs again on every call with the same cause, each time
+    /// against the state of that moment. A process manager replayed from an older
+    /// checkpoint may then decide differently than it did the first time; when that
+    /// matters, have the command record its refusal as an event.
+    ///
     /// Telling whether the reaction ran costs one look-up in the store's event-id index
     /// ([`EventStore::version_of_event`]), not a read of the target's history: the target
     /// is then loaded like any command's, from the state cache or its newest snapshot.
