@@ -180,27 +180,39 @@ impl FileStore {
         }
         let vfs = Arc::clone(&options.vfs);
         let found = crate::marker::inspect(&*vfs, &dir, options.read_only)?;
-        let (lock, limit) = if options.read_only {
-            (None, published_end(&*vfs, &dir)?)
-        } else {
-            if found == crate::marker::Found::Nothing {
-                vfs.create_dir_all(&dir).map_err(|source| OpenError::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
+        let mut probes = 0;
+        let (lock, recovered) = loop {
+            let (lock, limit) = if options.read_only {
+                (None, published_end(&*vfs, &dir)?)
+            } else {
+                if found == crate::marker::Found::Nothing {
+                    vfs.create_dir_all(&dir).map_err(|source| OpenError::Io {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                }
+                (Some(take_lock(&*vfs, &dir)?), None)
+            };
+            let recovered = recovery::recover(
+                &*vfs,
+                &dir,
+                RecoverOptions {
+                    limit: limit.map(|p| p.end),
+                    limit_durable: limit.map(|p| p.durable),
+                    table_budget: options.stream_table_cache,
+                    ..RecoverOptions::open(frame_cap, options.read_only, options.repair)
+                },
+            );
+            // a read-only open that found no writer read the log as recovery would; a
+            // writer that started meanwhile may have written frames it has not
+            // acknowledged into what was read (or cut a torn tail under it): read again,
+            // up to the end that writer publishes
+            probes += 1;
+            if options.read_only && limit.is_none() && probes < 3 && writer_holds(&*vfs, &dir)? {
+                continue;
             }
-            (Some(take_lock(&*vfs, &dir)?), None)
+            break (lock, recovered);
         };
-        let recovered = recovery::recover(
-            &*vfs,
-            &dir,
-            RecoverOptions {
-                limit: limit.map(|p| p.end),
-                limit_durable: limit.map(|p| p.durable),
-                table_budget: options.stream_table_cache,
-                ..RecoverOptions::open(frame_cap, options.read_only, options.repair)
-            },
-        );
         let rec = match recovered {
             Ok(rec) => rec,
             Err(e) => {
@@ -524,7 +536,7 @@ const PROBE_WAIT: Duration = Duration::from_secs(1);
 /// belongs to another read-only open probing, or to a writer taking its locks: it is
 /// asked again for up to [`PROBE_WAIT`], then counts as a writer's (the read then needs
 /// the writer's record, as beside any writer).
-fn writer_holds(vfs: &dyn Vfs, dir: &Path) -> Result<bool, OpenError> {
+pub(crate) fn writer_holds(vfs: &dyn Vfs, dir: &Path) -> Result<bool, OpenError> {
     let started = std::time::Instant::now();
     loop {
         let io = |source| OpenError::Io {

@@ -847,3 +847,97 @@ fn a_read_only_open_beside_a_recovering_writer_is_not_refused_for_an_unsynced_en
     let read_only = FileStore::open_with(dir.path(), read_only_options()).unwrap();
     assert_eq!(all_events(&read_only).len(), 3);
 }
+
+/// A writer that starts while a read-only open reads the log (there was no writer when it
+/// looked) may write a frame into what the open reads before acknowledging it: the open
+/// looks for a writer again once it has read the log, and reads again up to the end that
+/// writer published, so the frame of an append still syncing is never shown.
+#[test]
+fn a_writer_starting_during_a_read_only_open_does_not_show_its_unacknowledged_frame() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    store_of_one_event(dir.path());
+    // 0: syncs pass; 1: the next sync is held; 2: held; 3: let go
+    let gate = Arc::new((Mutex::new(0u8), Condvar::new()));
+    let writer_vfs = {
+        let gate = gate.clone();
+        Arc::new(common::SegmentSyncHook {
+            before_sync: Arc::new(move || {
+                let (state, changed) = &*gate;
+                let mut s = state.lock().unwrap();
+                if *s == 1 {
+                    *s = 2;
+                    changed.notify_all();
+                    while *s != 3 {
+                        s = changed.wait(s).unwrap();
+                    }
+                }
+            }),
+        })
+    };
+    let started = Arc::new(AtomicBool::new(false));
+    let writer = Arc::new(Mutex::new(None));
+    let reader_vfs = {
+        let (dir, gate, started, writer) = (
+            dir.path().to_owned(),
+            gate.clone(),
+            started.clone(),
+            writer.clone(),
+        );
+        common::OnOpen {
+            before_open: Arc::new(move |path: &Path| {
+                if path.extension().is_some_and(|e| e == "seg")
+                    && !started.swap(true, Ordering::SeqCst)
+                {
+                    let (dir, held, vfs) = (dir.clone(), gate.clone(), writer_vfs.clone());
+                    *writer.lock().unwrap() = Some(std::thread::spawn(move || {
+                        let options = FileStoreOptions {
+                            vfs,
+                            ..FileStoreOptions::default()
+                        };
+                        let store = FileStore::open_with(&dir, options).unwrap();
+                        *held.0.lock().unwrap() = 1;
+                        let event = es_core::NewEvent::new("Added", 1, b"{}".to_vec());
+                        store
+                            .append("s-2", ExpectedVersion::Any, vec![event])
+                            .unwrap();
+                        store
+                    }));
+                    // the writer's frame is written, its sync held
+                    let (state, changed) = &*gate;
+                    let mut s = state.lock().unwrap();
+                    while *s != 2 {
+                        s = changed.wait(s).unwrap();
+                    }
+                }
+                Ok(())
+            }),
+        }
+    };
+    let reader = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions {
+            vfs: Arc::new(reader_vfs),
+            ..read_only_options()
+        },
+    )
+    .unwrap();
+    assert!(
+        started.load(Ordering::SeqCst),
+        "no writer started during the open"
+    );
+    assert_eq!(
+        reader.head_position().unwrap(),
+        1,
+        "the read-only open shows an append that was not acknowledged"
+    );
+    {
+        let (state, changed) = &*gate;
+        *state.lock().unwrap() = 3;
+        changed.notify_all();
+    }
+    let writer = writer.lock().unwrap().take().unwrap().join().unwrap();
+    assert_eq!(writer.head_position().unwrap(), 2);
+}

@@ -4,7 +4,7 @@
 
 use es_core::{AppendResult, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
 use es_store_fs::FileStore;
-use es_store_fs::vfs::{OpenMode, StdFs, Vfs, VfsFile};
+use es_store_fs::vfs::{DirLock, OpenMode, StdFs, Vfs, VfsFile};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::Path;
@@ -403,6 +403,12 @@ impl Vfs for SegmentSyncHook {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         StdFs.sync_dir(dir)
     }
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<DirLock>> {
+        StdFs.lock_dir(dir)
+    }
+    fn shared_by_the_process(&self) -> bool {
+        StdFs.shared_by_the_process()
+    }
 }
 
 /// A projection that counts the events it is handed.
@@ -420,22 +426,37 @@ impl es_core::projection::Projection for Count {
     }
 }
 
-/// The real file system, except that opening a path whose name contains `name` fails
-/// with `kind` (a file there that cannot be opened: permissions, a failing disk).
-#[derive(Debug)]
-pub struct FailingOpen {
-    pub name: String,
-    pub kind: io::ErrorKind,
+/// The real file system, calling `before_open` with every path about to be opened: an
+/// error it returns is the open's (a file that cannot be opened: permissions, a failing
+/// disk), and it may act first (start another process's writer, say).
+pub struct OnOpen {
+    pub before_open: Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>,
 }
 
-impl Vfs for FailingOpen {
+impl std::fmt::Debug for OnOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnOpen")
+    }
+}
+
+/// Opening a path whose name contains `name` fails with `kind`.
+pub fn failing_open(name: String, kind: io::ErrorKind) -> OnOpen {
+    OnOpen {
+        before_open: Arc::new(move |path| {
+            if path.to_string_lossy().contains(&name) {
+                return Err(io::Error::new(kind, "opening refused by the test"));
+            }
+            Ok(())
+        }),
+    }
+}
+
+impl Vfs for OnOpen {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         StdFs.create_dir_all(path)
     }
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
-        if path.to_string_lossy().contains(&self.name) {
-            return Err(io::Error::new(self.kind, "opening refused by the test"));
-        }
+        (self.before_open)(path)?;
         StdFs.open(path, mode)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -449,5 +470,11 @@ impl Vfs for FailingOpen {
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         StdFs.sync_dir(dir)
+    }
+    fn lock_dir(&self, dir: &Path) -> io::Result<Option<DirLock>> {
+        StdFs.lock_dir(dir)
+    }
+    fn shared_by_the_process(&self) -> bool {
+        StdFs.shared_by_the_process()
     }
 }

@@ -2667,10 +2667,10 @@ fn a_sealed_index_that_cannot_be_opened_still_proves_a_later_segment() {
     // the sealed index is the only record left of the lost segment
     fs::remove_file(dir.path().join("index.dat")).unwrap();
     fs::remove_file(dir.path().join("PUBLISHED")).unwrap();
-    let failing = common::FailingOpen {
-        name: format!("{:020}.idx", last - 1),
-        kind: std::io::ErrorKind::PermissionDenied,
-    };
+    let failing = common::failing_open(
+        format!("{:020}.idx", last - 1),
+        std::io::ErrorKind::PermissionDenied,
+    );
     let result = FileStore::open_with(
         dir.path(),
         FileStoreOptions {
