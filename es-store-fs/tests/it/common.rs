@@ -430,8 +430,11 @@ impl es_core::projection::Projection for Count {
 /// error it returns is the open's (a file that cannot be opened: permissions, a failing
 /// disk), and it may act first (start another process's writer, say).
 pub struct OnOpen {
-    pub before_open: Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>,
+    pub before_open: BeforeOpen,
 }
+
+/// What [`OnOpen`] calls before each open.
+pub type BeforeOpen = Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>;
 
 impl std::fmt::Debug for OnOpen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
