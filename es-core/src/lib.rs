@@ -62,7 +62,7 @@ pub use projection::{
     CheckpointStore, DeadLetters, EventFailure, FailurePolicy, Mark, Projection, ProjectionError,
     ProjectionRunner, Shared, TransactionalProjection, WithCheckpoint,
 };
-pub use repository::{CommandError, Executed, LoadError, Loaded, Repository};
+pub use repository::{CommandError, Executed, LoadError, Loaded, Repository, SnapshotStats};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{
     AppendResult, Corruption, DataLocation, EventStore, EventStream, ExpectedVersion, Limits,

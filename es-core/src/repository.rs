@@ -178,7 +178,23 @@ pub struct Repository<A, S> {
     store: S,
     max_attempts: u32,
     cache: Option<Arc<StateCache<A>>>,
+    snapshot_stats: Arc<std::sync::Mutex<SnapshotStats>>,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+/// What a repository's snapshots have done ([`Repository::snapshot_stats`]): a snapshot
+/// that cannot be written does not fail the command that took the stream across
+/// `snapshot_every` (the events are stored), so it is counted here, and logged with
+/// `tracing`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Snapshots written.
+    pub written: u64,
+    /// Snapshots that could not be written: the state did not encode (JSON cannot hold a
+    /// map with tuple keys, say), or the store failed.
+    pub failed: u64,
+    /// Why the last one failed, naming its stream.
+    pub last_failure: Option<String>,
 }
 
 /// Cheap when the store is (`Arc<FileStore>`, `&S`, …): handlers and tasks take a clone.
@@ -189,6 +205,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
             store: self.store.clone(),
             max_attempts: self.max_attempts,
             cache: self.cache.clone(),
+            snapshot_stats: Arc::clone(&self.snapshot_stats),
             _aggregate: PhantomData,
         }
     }
@@ -243,6 +260,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             store,
             max_attempts: 5,
             cache: None,
+            snapshot_stats: Arc::default(),
             _aggregate: PhantomData,
         }
     }
@@ -263,6 +281,17 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// What the state cache holds and has done; `None` without a cache.
     pub fn cache_stats(&self) -> Option<CacheStats> {
         self.cache.as_ref().map(|c| c.stats())
+    }
+
+    /// How many snapshots this repository and its clones wrote, how many could not be
+    /// written, and why the last one failed. Check it in a test of an aggregate with
+    /// `snapshot_every`: a state that does not encode is never snapshotted, and every
+    /// load then folds the whole history.
+    pub fn snapshot_stats(&self) -> SnapshotStats {
+        self.snapshot_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Empties the state cache (shared with this repository's clones); the next command
@@ -626,11 +655,22 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         };
         let span = tracing::debug_span!("es.snapshot", stream_id, version = loaded.version);
         let _entered = span.enter();
+        let failed = |why: String| {
+            tracing::warn!("{why}");
+            let mut stats = self
+                .snapshot_stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            stats.failed += 1;
+            stats.last_failure = Some(why);
+        };
         let state = match loaded.state.encode_snapshot() {
             Some(Ok(state)) => state,
             Some(Err(e)) => {
-                tracing::warn!("cannot encode a snapshot of `{stream_id}`: {e}");
-                return;
+                return failed(format!(
+                    "cannot encode a snapshot of `{stream_id}` at version {}: {e}",
+                    loaded.version
+                ));
             }
             None => return,
         };
@@ -643,10 +683,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let last = match last {
             Ok(Some(e)) if e.stream_version == loaded.version => e,
             Ok(_) => return,
-            Err(e) => {
-                tracing::warn!("cannot snapshot `{stream_id}`: {e}");
-                return;
-            }
+            Err(e) => return failed(format!("cannot snapshot `{stream_id}`: {e}")),
         };
         let snapshot = Snapshot {
             stream_id: stream_id.to_owned(),
@@ -657,8 +694,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             fingerprint: A::snapshot_fingerprint(),
             state,
         };
-        if let Err(e) = snapshots.save_snapshot(&snapshot) {
-            tracing::warn!("cannot save a snapshot of `{stream_id}`: {e}");
+        match snapshots.save_snapshot(&snapshot) {
+            Ok(()) => {
+                let mut stats = self
+                    .snapshot_stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                stats.written += 1;
+            }
+            Err(e) => failed(format!("cannot save a snapshot of `{stream_id}`: {e}")),
         }
     }
 
