@@ -59,8 +59,8 @@ pub use event::{
 };
 pub use memory::MemoryStore;
 pub use projection::{
-    CheckpointStore, DeadLetters, EventFailure, FailurePolicy, Mark, Projection, ProjectionError,
-    ProjectionRunner, Shared, TransactionalProjection, WithCheckpoint,
+    CheckpointMoved, CheckpointStore, DeadLetters, EventFailure, FailurePolicy, Mark, Projection,
+    ProjectionError, ProjectionRunner, Shared, TransactionalProjection, WithCheckpoint,
 };
 pub use repository::{CommandError, Executed, LoadError, Loaded, Repository, SnapshotStats};
 pub use snapshot::{Snapshot, SnapshotStore};

@@ -213,6 +213,44 @@ impl EventFailure {
     }
 }
 
+/// Another instance of the same projection applied the batch first (it moved the shared
+/// checkpoint): nothing was applied here. A read model shared by competing instances (two
+/// processes, for availability) returns it from
+/// [`TransactionalProjection::apply_batch`], itself or as the source of its own error. A
+/// run ([`ProjectionRunner::run_to_head`] and the like) reports it; a projection running
+/// in the background ([`ProjectionRunner::spawn`]) reads the checkpoint again and goes
+/// on, as the standby it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the checkpoint of projection `{name}` is at {found}, not {expected}: another instance applied this batch"
+)]
+pub struct CheckpointMoved {
+    /// The projection.
+    pub name: String,
+    /// The checkpoint this instance started the batch from.
+    pub expected: u64,
+    /// The checkpoint found.
+    pub found: u64,
+}
+
+impl ProjectionError {
+    /// Whether another instance applied the batch (a [`CheckpointMoved`] anywhere in the
+    /// error's chain).
+    pub fn is_checkpoint_moved(&self) -> bool {
+        let ProjectionError::ReadModel { source, .. } = self else {
+            return false;
+        };
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(e) = next {
+            if e.is::<CheckpointMoved>() {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
 /// What a projection does when its handler fails on an event.
 #[derive(Clone, Default)]
 pub enum FailurePolicy {
@@ -899,10 +937,17 @@ where
     fn follow(mut self, stop: &AtomicBool, progress: &AtomicU64) -> Outcome<S, P> {
         let result = (|| {
             loop {
-                let checkpoint = self.run_while(Until::Head, &|checkpoint| {
+                let run = self.run_while(Until::Head, &|checkpoint| {
                     progress.store(checkpoint, Ordering::SeqCst);
                     !stop.load(Ordering::SeqCst)
-                })?;
+                });
+                let checkpoint = match run {
+                    // a competing instance applied the batch: go on from its checkpoint
+                    Err(e) if e.is_checkpoint_moved() && !stop.load(Ordering::SeqCst) => {
+                        continue;
+                    }
+                    run => run?,
+                };
                 progress.store(checkpoint, Ordering::SeqCst);
                 if stop.load(Ordering::SeqCst) {
                     return Ok(());

@@ -117,3 +117,65 @@ fn a_checkpoint_at_the_largest_position_reads_nothing_and_does_not_panic() {
     assert_eq!(runner.run_to_head().unwrap(), u64::MAX);
     assert_eq!(runner.projection().0, 0);
 }
+
+/// A read model shared with a competing instance: the other instance applies some
+/// batches first (here every other one), and this one is told `CheckpointMoved`. Running
+/// in the background, it reads the checkpoint again and goes on instead of ending.
+#[test]
+fn a_background_projection_goes_on_when_another_instance_applied_the_batch() {
+    use es_core::projection::{CheckpointMoved, TransactionalProjection};
+
+    struct Shared {
+        checkpoint: u64,
+        handled: u64,
+        batches: u64,
+    }
+    impl TransactionalProjection for Shared {
+        fn checkpoint(&mut self) -> Result<u64, BoxError> {
+            Ok(self.checkpoint)
+        }
+        fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
+            self.batches += 1;
+            if self.batches % 2 == 1 {
+                // the other instance took this batch
+                let expected = self.checkpoint;
+                self.checkpoint = checkpoint;
+                return Err(Box::new(CheckpointMoved {
+                    name: "shared".into(),
+                    expected,
+                    found: checkpoint,
+                }));
+            }
+            self.handled += events.len() as u64;
+            self.checkpoint = checkpoint;
+            Ok(())
+        }
+        fn reset(&mut self) -> Result<(), BoxError> {
+            self.checkpoint = 0;
+            Ok(())
+        }
+    }
+
+    let store = MemoryStore::new();
+    for _ in 0..100 {
+        store
+            .append("s-1", ExpectedVersion::Any, vec![event()])
+            .unwrap();
+    }
+    std::thread::scope(|scope| {
+        let runner = ProjectionRunner::new(
+            &store,
+            Shared {
+                checkpoint: 0,
+                handled: 0,
+                batches: 0,
+            },
+        )
+        .with_batch_size(10);
+        let running = runner.spawn_scoped(scope);
+        assert!(running.wait_for(100, Duration::from_secs(10)), "it stopped");
+        let runner = running.stop().unwrap();
+        assert_eq!(runner.projection().checkpoint, 100);
+        assert_eq!(runner.projection().handled, 50);
+    });
+}
