@@ -900,17 +900,24 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            let (Loaded { mut state, version }, position, _) = self.current(&stream_id, true)?;
             // a reaction that ran before stored its first event under the first id derived
-            // from its cause: one look-up in the store's id index tells
-            let already_applied = match cause {
+            // from its cause: one look-up in the store's id index tells. Looked up after
+            // the load: a run that stores the reaction after the look-up is caught at the
+            // append (its ids are taken), one that stored it before the look-up is seen
+            // here, whether or not the state loaded holds it
+            let stored_at = match cause {
                 Some(cause) => self
                     .store
                     .version_of_event(&stream_id, derived_event_id(cause, &stream_id, 0))
-                    .map_err(CommandError::Store)?
-                    .is_some(),
-                None => false,
+                    .map_err(CommandError::Store)?,
+                None => None,
             };
-            let (Loaded { mut state, version }, position, _) = self.current(&stream_id, true)?;
+            if stored_at.is_some_and(|at| at > version) {
+                // stored by another run after this load: the state as it is now
+                return self.already_applied_now(&stream_id, attempts);
+            }
+            let already_applied = stored_at.is_some();
             let done = |state, events, appended, already_applied| Executed {
                 state,
                 version,

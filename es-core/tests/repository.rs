@@ -539,3 +539,94 @@ fn a_command_whose_append_the_store_resent_reports_its_own_events() {
     assert!(done.appended.is_some_and(|a| a.retried));
     assert_eq!(accounts.load("1").unwrap().balance, 40);
 }
+
+/// A store on which another run of a reaction commits at a chosen moment: right after
+/// this run's look-up of the reaction's id (which then reports the id absent), before
+/// anything else this run does.
+struct RacingReaction {
+    inner: MemoryStore,
+    rival: std::sync::Mutex<Option<Box<dyn FnOnce(&MemoryStore) + Send>>>,
+}
+
+impl EventStore for RacingReaction {
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<es_core::AppendResult, StoreError> {
+        self.inner.append(stream_id, expected, events)
+    }
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<es_core::store::EventStream<'_>, StoreError> {
+        self.inner.read_stream(stream_id, from_version)
+    }
+    fn read_all(&self, from_position: u64) -> Result<es_core::store::EventStream<'_>, StoreError> {
+        self.inner.read_all(from_position)
+    }
+    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        self.inner.stream_version(stream_id)
+    }
+    fn head_position(&self) -> Result<u64, StoreError> {
+        self.inner.head_position()
+    }
+    fn version_of_event(
+        &self,
+        stream_id: &str,
+        event_id: es_core::uuid::Uuid,
+    ) -> Result<Option<u64>, StoreError> {
+        let found = self.inner.version_of_event(stream_id, event_id);
+        if let Some(rival) = self.rival.lock().unwrap().take() {
+            rival(&self.inner);
+        }
+        found
+    }
+}
+
+/// Two runs of one reaction race: the other run commits between this run's look-up of the
+/// reaction's id and its load. This run must report `already_applied`, not refuse the
+/// command against a state that already holds the other run's withdrawal.
+#[test]
+fn the_loser_of_a_reaction_race_around_its_look_up_reports_already_applied() {
+    let setup = Repository::<Account, _>::new(MemoryStore::new());
+    setup.execute("target", |a| a.deposit(100)).unwrap();
+    setup.execute("payer", |a| a.deposit(1)).unwrap();
+    let cause = setup
+        .store()
+        .read_stream("account-payer", 1)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let store = RacingReaction {
+        inner: MemoryStore::new(),
+        rival: std::sync::Mutex::new(None),
+    };
+    for e in setup.store().read_all(1).unwrap() {
+        let e = e.unwrap();
+        let mut new = NewEvent::new(&e.event_type, e.schema_version, e.payload.clone());
+        new.event_id = e.event_id;
+        store
+            .inner
+            .append(&e.stream_id, ExpectedVersion::Any, vec![new])
+            .unwrap();
+    }
+    let rival_cause = cause.clone();
+    *store.rival.lock().unwrap() = Some(Box::new(move |inner: &MemoryStore| {
+        let rival = Repository::<Account, _>::new(inner);
+        let done = rival
+            .execute_caused_by("target", &rival_cause, |a| a.withdraw(100))
+            .unwrap();
+        assert!(!done.already_applied);
+    }));
+    let accounts = Repository::<Account, _>::new(&store);
+    let done = accounts
+        .execute_caused_by("target", &cause, |a| a.withdraw(100))
+        .unwrap_or_else(|e| panic!("the losing run: {e}"));
+    assert!(done.already_applied);
+    assert_eq!((done.state.balance, done.version), (0, 2));
+    assert_eq!(accounts.load("target").unwrap().balance, 0);
+}
