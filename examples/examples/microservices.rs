@@ -21,9 +21,11 @@
 //! order was charged or declined exactly once and that every charge was recorded on its
 //! order exactly once.
 //!
-//! Each service can also be started by hand, in as many terminals as you like:
-//! `cargo run --example microservices -- --store URL payments payments-3` or
-//! `... orders 20` (the launcher empties the schema; started by hand, nothing is emptied).
+//! Each service can also be started by hand: payments instances in as many terminals as
+//! you like (`cargo run --example microservices -- --store URL payments payments-3`), and
+//! `... orders 20` once per emptied schema (it places orders 5001 to 5020; a second run
+//! finds them placed and stops). The launcher empties the schema; started by hand,
+//! nothing is emptied.
 //!
 //! The file store admits one writing process, so this example needs PostgreSQL.
 

@@ -16,11 +16,13 @@
 
 use es_core::projection::{BoxError, CheckpointStore};
 use es_core::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, SnapshotStore, StoreError,
+    AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEventRef,
+    SnapshotStore, StoreError, StreamEnd,
 };
 use es_store_fs::{FileCheckpoints, FileStore};
 use es_store_pg::projection::PgCheckpoints;
 use es_store_pg::{PgStore, PgStoreOptions};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -278,6 +280,35 @@ impl EventStore for ExampleStore {
     ) -> Result<Option<u64>, StoreError> {
         self.inner().version_of_event(stream_id, event_id)
     }
+
+    // the rest is forwarded too: each store's own way is faster (reads lent from its
+    // buffers, a stream's end without a read) or safer (a projection's checkpoint past
+    // the end of a file store's log is refused only if the store says its head can move
+    // back)
+    fn visit_all(
+        &self,
+        from_position: u64,
+        visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.inner().visit_all(from_position, visit)
+    }
+
+    fn visit_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        visit: &mut dyn FnMut(RecordedEventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.inner().visit_stream(stream_id, from_version, visit)
+    }
+
+    fn stream_end(&self, stream_id: &str) -> Result<Option<StreamEnd>, StoreError> {
+        self.inner().stream_end(stream_id)
+    }
+
+    fn head_can_move_back(&self) -> bool {
+        self.inner().head_can_move_back()
+    }
 }
 
 #[cfg(test)]
@@ -286,6 +317,20 @@ mod tests {
 
     fn args(list: &[&str]) -> Result<Args, String> {
         Args::parse(list.iter().map(|s| s.to_string()))
+    }
+
+    /// The file store's head can move back (a crash in `Periodic`, a repair): the example
+    /// store says so too, so that a projection's checkpoint past its end is refused.
+    #[test]
+    fn the_file_store_behind_an_example_store_keeps_its_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ExampleStore::open(&Location::Dir(dir.path().to_owned()), true).unwrap();
+        assert!(store.head_can_move_back());
+        let event = NewEvent::new("Noted", 1, b"{}".to_vec());
+        store
+            .append("s-1", ExpectedVersion::Any, vec![event])
+            .unwrap();
+        assert_eq!(store.stream_end("s-1").unwrap().map(|e| e.version), Some(1));
     }
 
     #[test]

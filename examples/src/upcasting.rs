@@ -96,13 +96,19 @@ pub struct PaymentReceived {
 }
 
 /// Version 1 → 2 of `PaymentReceived`: `{"euros": 9}` becomes
-/// `{"amount_cents": 900, "currency": "EUR"}`.
+/// `{"amount_cents": 900, "currency": "EUR"}`. An amount whose cents a `u64` cannot hold
+/// is refused: a wrapped or saturated figure would load as a payment nobody made.
 pub fn euros_to_cents(v: Value) -> Result<Value, UpcastError> {
     let euros = v
         .get("euros")
         .and_then(Value::as_u64)
         .ok_or_else(|| UpcastError::missing_field("euros"))?;
-    Ok(serde_json::json!({ "amount_cents": euros * 100, "currency": "EUR" }))
+    let cents = euros.checked_mul(100).ok_or_else(|| {
+        UpcastError::new(format!(
+            "{euros} euros is more cents than `amount_cents` (a u64) can hold"
+        ))
+    })?;
+    Ok(serde_json::json!({ "amount_cents": cents, "currency": "EUR" }))
 }
 
 /// The subscriber moved to another plan.
@@ -237,6 +243,16 @@ mod tests {
         assert_eq!(
             SubscriptionEvent::decode("NewsletterOpened", 1, b"{}").unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn euros_beyond_what_cents_can_hold_are_refused() {
+        let err = euros_to_cents(json!({ "euros": u64::MAX })).unwrap_err();
+        assert!(err.message().contains(&u64::MAX.to_string()), "{err}");
+        assert_eq!(
+            euros_to_cents(json!({ "euros": u64::MAX / 100 })).unwrap()["amount_cents"],
+            json!(u64::MAX / 100 * 100)
         );
     }
 
