@@ -16,7 +16,9 @@ use std::fmt;
 ///
 /// The type name is what the store records, so renaming the Rust type never breaks stored
 /// history. Payloads stored with an older `VERSION` are brought up to date by
-/// [`Event::upcast`] before they are deserialized.
+/// [`Event::upcast_stored`]: by default it parses them into a JSON value and hands that to
+/// [`Event::upcast`]; `#[event(upcast_from = Old)]` overrides it to read the stored bytes as
+/// `Old` instead.
 ///
 /// `#[event]` implements this trait; a hand-written implementation looks like this:
 ///
@@ -64,6 +66,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// Brings a payload stored at `version` (lower than [`Event::VERSION`]) up to date.
     ///
+    /// A JSON value is not the stored text: see [`Event::upcast_stored`] for what it loses.
     /// The default knows no older version and refuses every call.
     fn upcast(version: u32, payload: Value) -> Result<Self, UpcastError> {
         let _ = payload;
@@ -106,15 +109,112 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 
     /// Decodes payload bytes stored at `version`. The current version is parsed straight
-    /// into `Self`; older versions go through [`Event::from_value`].
+    /// into `Self`; older versions go through [`Event::upcast_stored`].
     fn decode_stored(version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         check_version::<Self>(version)?;
         if version == Self::VERSION {
             from_json(payload).map_err(|e| payload_error::<Self>(version, e))
         } else {
-            let value: Value = from_json(payload).map_err(|e| payload_error::<Self>(version, e))?;
-            Self::from_value(version, value)
+            Self::upcast_stored(version, payload)
         }
+    }
+
+    /// Decodes payload bytes stored at `version`, lower than [`Event::VERSION`] (called by
+    /// [`Event::decode_stored`], which checks the version first).
+    ///
+    /// The default parses the bytes into a JSON value and calls [`Event::from_value`], so
+    /// that [`Event::upcast`] (the JSON steps of `migrate(..)`) can edit it. A value is not
+    /// the stored text, and the default refuses what it would silently change:
+    ///
+    /// - an integer beyond the range of `i64` and `u64` (a `u128` amount, say) would become
+    ///   the nearest float: a payload holding one is refused with an [`UpcastError`] that
+    ///   names it;
+    /// - fields of `serde_json::value::RawValue` are written again from the value: their
+    ///   key order (keys come out sorted) and number formatting (`1.50` becomes `1.5`) are
+    ///   not kept;
+    /// - a key written twice keeps its last value, where the current version's parse
+    ///   refuses a duplicate field.
+    ///
+    /// `#[event(upcast_from = Old)]` overrides it: the bytes are decoded by `Old`'s own
+    /// `decode_stored` and the result converted with `From`. A payload stored at `Old`'s
+    /// version is thus parsed straight into `Old`, and all of the above is kept or refused
+    /// exactly as at the current version; an older one takes `Old`'s own chain.
+    fn upcast_stored(version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        let value: Value = from_json(payload).map_err(|e| payload_error::<Self>(version, e))?;
+        if let Some(integer) = integer_beyond_64_bits(payload) {
+            return Err(DecodeError::Upcast {
+                event_type: Self::NAME.to_owned(),
+                version,
+                target_version: Self::VERSION,
+                source: UpcastError::new(format!(
+                    "the payload holds the integer {}, beyond the 64-bit range that a JSON migration step carries exactly (it would be read as a rounded float); bring this version up to date with a typed step (`upcast_from = ..`), which reads the stored bytes as they are",
+                    shortened(integer)
+                )),
+            });
+        }
+        Self::from_value(version, value)
+    }
+}
+
+/// The first integer literal of a JSON text (one that parsed) outside the ranges of `i64`
+/// and `u64`: what serde_json turns into an `f64` when it builds a [`Value`]. Strings are
+/// skipped, escapes included; a number with a fraction or an exponent is a float already.
+fn integer_beyond_64_bits(json: &[u8]) -> Option<&str> {
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                i += 1;
+                while i < json.len() {
+                    match json[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                let mut integer = true;
+                i += 1;
+                while i < json.len()
+                    && matches!(json[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    integer &= json[i].is_ascii_digit();
+                    i += 1;
+                }
+                if !integer {
+                    continue;
+                }
+                // the text parsed as JSON, so the literal is ASCII
+                let literal = std::str::from_utf8(&json[start..i]).unwrap_or_default();
+                let fits = if literal.starts_with('-') {
+                    literal.parse::<i64>().is_ok()
+                } else {
+                    literal.parse::<u64>().is_ok()
+                };
+                if !fits {
+                    return Some(literal);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// A number for a message: a literal of thousands of digits is cut.
+fn shortened(literal: &str) -> String {
+    const SHOWN: usize = 60;
+    if literal.len() <= SHOWN {
+        literal.to_owned()
+    } else {
+        format!(
+            "{}.. ({} digits)",
+            &literal[..SHOWN],
+            literal.trim_start_matches('-').len()
+        )
     }
 }
 
@@ -185,6 +285,13 @@ pub fn run_migrations(
 }
 
 /// A JSON-level migration step: the stored value of version N becomes the value of N + 1.
+///
+/// A step sees a [`Value`], not the stored text (see [`Event::upcast_stored`]): a payload
+/// holding an integer beyond the range of `i64` and `u64` is refused before any step
+/// runs, fields of `serde_json::value::RawValue` come out with their keys sorted and their
+/// numbers formatted anew, and of a key written twice only the last value is seen. A
+/// version whose payloads need any of these kept exactly is upcast with a typed step
+/// (`upcast_from = Old`) instead.
 pub type MigrationFn = fn(Value) -> Result<Value, UpcastError>;
 
 /// The encoded form of one event: what a store records.
@@ -510,5 +617,49 @@ impl From<DecodeError> for UpcastError {
             DecodeError::Upcast { source, .. } => source,
             other => UpcastError::new(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_beyond_64_bits_are_found_outside_strings_only() {
+        fn find(text: &str) -> Option<&str> {
+            integer_beyond_64_bits(text.as_bytes())
+        }
+        assert_eq!(
+            find(r#"{"a":18446744073709551615,"b":-9223372036854775808}"#),
+            None
+        );
+        assert_eq!(
+            find(r#"{"a":[1,18446744073709551616]}"#),
+            Some("18446744073709551616")
+        );
+        assert_eq!(
+            find(r#"{"a":-9223372036854775809}"#),
+            Some("-9223372036854775809")
+        );
+        // floats are floats already; digits in strings and keys are text
+        assert_eq!(find(r#"{"a":1e400,"b":123456789012345678901.5}"#), None);
+        assert_eq!(
+            find(r#"{"123456789012345678901":"\"123456789012345678901\\"}"#),
+            None
+        );
+        assert_eq!(
+            find(r#"{"a":"\\","b":123456789012345678901}"#),
+            Some("123456789012345678901")
+        );
+    }
+
+    #[test]
+    fn long_numbers_are_cut_in_messages() {
+        assert_eq!(shortened("-12"), "-12");
+        let long = "9".repeat(100);
+        assert_eq!(
+            shortened(&long),
+            format!("{}.. (100 digits)", "9".repeat(60))
+        );
     }
 }

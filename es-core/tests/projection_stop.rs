@@ -134,7 +134,11 @@ fn a_background_projection_goes_on_when_another_instance_applied_the_batch() {
         fn checkpoint(&mut self) -> Result<u64, BoxError> {
             Ok(self.checkpoint)
         }
-        fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
+        fn apply_batch(
+            &mut self,
+            events: &[RecordedEvent],
+            checkpoint: u64,
+        ) -> Result<(), BoxError> {
             self.batches += 1;
             if self.batches % 2 == 1 {
                 // the other instance took this batch

@@ -250,6 +250,27 @@ mod panicking_handler {
     );
 }
 
+/// `ItemAdded` without its alias: events stored as "ProductStocked" no longer load.
+mod dropped_alias {
+    #[es_core::event]
+    #[derive(Debug, Clone)]
+    pub struct ItemAdded {
+        pub sku: String,
+        pub quantity: u32,
+    }
+
+    impl From<u32> for ItemAdded {
+        fn from(quantity: u32) -> Self {
+            ItemAdded {
+                sku: "tea".into(),
+                quantity,
+            }
+        }
+    }
+
+    release!(2u32, |shop, e| shop.items += e.quantity);
+}
+
 /// `ItemAdded` gone from the set, and its alias with it.
 mod removed_event {
     use es_core::prelude::*;
@@ -840,5 +861,78 @@ fn retiring_an_event_does_not_drop_its_aliases_silently() {
     assert!(
         text.contains("alias \"ProductStocked\" of the retired `ItemAdded`"),
         "{text}"
+    );
+}
+
+#[test]
+fn golden_payloads_under_a_name_no_event_answers_to_fail_even_when_blessed() {
+    let fixtures = Fixtures::released_with_v1("unanswered");
+    let unanswered = |found: &[SchemaProblem]| {
+        found
+            .iter()
+            .filter(|p| {
+                matches!(p, SchemaProblem::GoldenNameUnknown { event, versions, .. }
+                    if event == "ItemAdded" && versions == &[1])
+            })
+            .count()
+    };
+    let found =
+        problems(SchemaCheck::new(fixtures.path()).event_set::<removed_event::ShopEvent>(()));
+    assert_eq!(unanswered(&found), 1, "{}", messages(&found));
+    let text = messages(&found);
+    assert!(
+        text.contains("golden payloads are filed under \"ItemAdded\"")
+            && text.contains("a name no event of the set answers to: stored `ItemAdded` events would fail to load"),
+        "{text}"
+    );
+    let failure = SchemaCheck::new(fixtures.path())
+        .bless(true)
+        .event_set::<removed_event::ShopEvent>(())
+        .check()
+        .unwrap_err();
+    assert_eq!(unanswered(&failure.problems), 1, "{failure}");
+
+    // an ignored name still answers: its stored events are skipped, not refused
+    let found =
+        problems(SchemaCheck::new(fixtures.path()).event_set::<retired_event::ShopEvent>(()));
+    assert_eq!(unanswered(&found), 0, "{}", messages(&found));
+}
+
+#[test]
+fn a_golden_payload_under_an_old_name_is_read_whatever_its_version() {
+    let fixtures = Fixtures::released_with_v1("old-name-versions");
+    // an older golden payload kept under the alias, beside the event's own
+    let dir = fixtures.path().join("ShopEvent/ProductStocked");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("v1.json"), r#"{"sku": "tea"}"#).unwrap();
+    let found = problems(SchemaCheck::new(fixtures.path()).aggregate::<v1::Shop>(v1::samples()));
+    assert!(
+        matches!(&found[..], [SchemaProblem::GoldenBroken { path, error, .. }]
+            if path.ends_with("ProductStocked/v1.json") && error.contains("missing field `quantity`")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_bless_run_does_not_accept_history_at_risk() {
+    let fixtures = Fixtures::released_with_v1("bless-at-risk");
+    let catalogue = fixtures.path().join("schema-catalogue.json");
+    let before = std::fs::read_to_string(&catalogue).unwrap();
+    let check = || {
+        SchemaCheck::new(fixtures.path()).aggregate::<dropped_alias::Shop>(dropped_alias::samples())
+    };
+    let failure = check().bless(true).check().unwrap_err();
+    assert!(
+        matches!(&failure.problems[..], [SchemaProblem::HistoryAtRisk { change, .. }]
+            if change == "alias \"ProductStocked\" of `ItemAdded` was removed"),
+        "{failure}"
+    );
+    assert!(failure.report.accepted.is_empty(), "{failure}");
+    // the catalogue still records the alias, so the next check fails the same way
+    assert_eq!(std::fs::read_to_string(&catalogue).unwrap(), before);
+    let found = problems(check());
+    assert!(
+        matches!(&found[..], [SchemaProblem::HistoryAtRisk { .. }]),
+        "{found:?}"
     );
 }

@@ -5,6 +5,8 @@ use crate::ctxt::Ctxt;
 use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::ext::IdentExt;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
 use syn::{DeriveInput, Fields, Generics, Ident, ItemEnum, ItemImpl, ItemStruct};
 
 /// `#[event]` on a struct: one event type.
@@ -144,6 +146,18 @@ impl<'a> EventEnum<'a> {
                     "variants of an `#[event]` enum take no discriminant: events are stored by name",
                 );
             }
+            // A variant compiled out would leave the generated decoding, schema and
+            // dispatch naming it; it is reported and left out of them.
+            if let Some(cfg) = variant.attrs.iter().find(|a| is_cfg(a)) {
+                cx.error_spanned_by(
+                    cfg,
+                    format!(
+                        "`#[cfg(..)]` cannot go on a variant of an `#[event]` enum: stored `{}` events must load in every build, and the set's decoding, schema and `Apply` dispatch list every variant; keep the variant in every build, or put the `#[cfg(..)]` on the whole enum",
+                        variant.ident
+                    ),
+                );
+                continue;
+            }
             match &variant.fields {
                 Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
                     let field = &fields.unnamed[0];
@@ -265,6 +279,61 @@ fn no_generics(cx: &Ctxt, generics: &Generics, what: &str, why: &str) {
     }
 }
 
+/// `#[cfg(..)]`, or a `#[cfg_attr(..)]` that applies one.
+fn is_cfg(attr: &syn::Attribute) -> bool {
+    attr.path().is_ident("cfg") || cfg_attr_applies(attr, |meta| meta.path().is_ident("cfg"))
+}
+
+/// True when `attr` is `#[cfg_attr(predicate, ..)]` and one of the attributes it applies
+/// satisfies `test`.
+fn cfg_attr_applies(attr: &syn::Attribute, test: impl Fn(&syn::Meta) -> bool) -> bool {
+    if !attr.path().is_ident("cfg_attr") {
+        return false;
+    }
+    attr.parse_args_with(Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated)
+        .is_ok_and(|metas| metas.iter().skip(1).any(test))
+}
+
+/// Serde's container attributes that store something other than a JSON object of the
+/// struct's named fields, or that write the struct's Rust name into the payload: `#[event]`
+/// refuses them.
+pub const RESHAPING_SERDE_KEYS: &[&str] = &["transparent", "into", "from", "try_from", "tag"];
+
+/// The keys of [`RESHAPING_SERDE_KEYS`] that `attr` sets: in `#[serde(..)]`, or in a
+/// `#[cfg_attr(.., serde(..))]`. An attribute that does not parse is serde's to report.
+pub fn reshaping_serde_keys(attr: &syn::Attribute) -> Vec<syn::Path> {
+    let parse = |tokens: TokenStream| {
+        Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated
+            .parse2(tokens)
+            .map(|metas| metas.into_iter().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let serde_keys = |meta: &syn::Meta| match meta {
+        syn::Meta::List(list) if list.path.is_ident("serde") => parse(list.tokens.clone())
+            .into_iter()
+            .map(|key| key.path().clone())
+            .filter(|key| {
+                RESHAPING_SERDE_KEYS
+                    .iter()
+                    .any(|reshaping| key.is_ident(reshaping))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if attr.path().is_ident("cfg_attr") {
+        let syn::Meta::List(list) = &attr.meta else {
+            return Vec::new();
+        };
+        parse(list.tokens.clone())
+            .iter()
+            .skip(1)
+            .flat_map(serde_keys)
+            .collect()
+    } else {
+        serde_keys(&attr.meta)
+    }
+}
+
 /// The paths listed in the item's `#[derive(..)]` attributes.
 pub fn derives(item: &ItemStruct) -> Vec<syn::Path> {
     let mut paths = Vec::new();
@@ -272,9 +341,9 @@ pub fn derives(item: &ItemStruct) -> Vec<syn::Path> {
         if !attr.path().is_ident("derive") {
             continue;
         }
-        if let Ok(list) = attr.parse_args_with(
-            syn::punctuated::Punctuated::<syn::Path, syn::Token![,]>::parse_terminated,
-        ) {
+        if let Ok(list) =
+            attr.parse_args_with(Punctuated::<syn::Path, syn::Token![,]>::parse_terminated)
+        {
             paths.extend(list);
         }
     }

@@ -598,8 +598,18 @@ fn event_name(cx: &Ctxt, input: ParseStream, key: &str) -> syn::Result<Option<Li
 
 /// Checks a stored type name: what a store would refuse is refused here, at compile time.
 pub fn check_event_name(cx: &Ctxt, lit: &LitStr) -> bool {
-    let value = lit.value();
-    let problem = if value.is_empty() {
+    match event_name_problem(&lit.value()) {
+        Some(problem) => {
+            cx.error_spanned_by(lit, problem);
+            false
+        }
+        None => true,
+    }
+}
+
+/// What a store would refuse in a stored type name, if anything.
+pub fn event_name_problem(value: &str) -> Option<String> {
+    if value.is_empty() {
         Some("an event name cannot be empty".to_owned())
     } else if let Some(c) = value.chars().find(|c| c.is_control()) {
         Some(format!(
@@ -614,13 +624,6 @@ pub fn check_event_name(cx: &Ctxt, lit: &LitStr) -> bool {
         ))
     } else {
         None
-    };
-    match problem {
-        Some(problem) => {
-            cx.error_spanned_by(lit, problem);
-            false
-        }
-        None => true,
     }
 }
 

@@ -1,9 +1,11 @@
 //! Rules that span several attributes, one function per rule. What the macro cannot see
-//! (the name and version of another type) is checked by const assertions in the
+//! (the name, version and aliases of another type) is checked by const assertions in the
 //! generated code instead; see `expand_event` and `expand_event_set`.
 
-use crate::ast::{AggregateInput, EventEnum, EventStruct, derives};
-use crate::attr::{EVENT, KIND, MIGRATE, SNAPSHOT_EVERY, SNAPSHOT_VERSION, UPCAST_FROM};
+use crate::ast::{AggregateInput, EventEnum, EventStruct, derives, reshaping_serde_keys};
+use crate::attr::{
+    EVENT, KIND, MIGRATE, NAME, SNAPSHOT_EVERY, SNAPSHOT_VERSION, UPCAST_FROM, event_name_problem,
+};
 use crate::ctxt::Ctxt;
 use crate::print::written;
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +14,8 @@ use syn::{Fields, ImplItem, ItemImpl};
 
 pub fn event_struct(cx: &Ctxt, event: &EventStruct) {
     fields_are_named(cx, event);
+    serde_keeps_an_object_of_fields(cx, event);
+    default_name_is_storable(cx, event);
     serde_is_not_derived_twice(cx, event);
     migrate_and_upcast_from_are_exclusive(cx, event);
     older_versions_have_a_chain(cx, event);
@@ -82,6 +86,45 @@ fn fields_are_named(cx: &Ctxt, event: &EventStruct) {
                 ),
             );
         }
+    }
+}
+
+/// The payload must stay what `fields_are_named` asks for, a JSON object of the struct's
+/// own fields, and its shape what the fingerprint describes. Some container attributes of
+/// serde store something else, or write the Rust name, which is never stored otherwise.
+fn serde_keeps_an_object_of_fields(cx: &Ctxt, event: &EventStruct) {
+    const EXTENSIBLE: &str = "the payload of an event must stay an extensible JSON object of the struct's own fields (a later version adds a field to it, a migration step edits it by name, the fingerprint describes its shape)";
+    for attr in &event.item.attrs {
+        for key in reshaping_serde_keys(attr) {
+            let message = match written(&key).as_str() {
+                "transparent" => format!(
+                    "`#[serde(transparent)]` cannot go on an `#[event]` struct: it stores the one field's value bare (`5`, not `{{\"amount\": 5}}`), and {EXTENSIBLE}; remove it"
+                ),
+                "tag" => format!(
+                    "`#[serde(tag = ..)]` cannot go on an `#[event]` struct: it writes the struct's Rust name into every payload, so that renaming the struct would change what is stored (the stored type name is the event's `name`, kept apart from the payload), and {EXTENSIBLE}; remove it"
+                ),
+                other => format!(
+                    "`#[serde({other} = ..)]` cannot go on an `#[event]` struct: the payload would be another type's JSON, whose shape the event's fingerprint and schema catalogue do not see, and {EXTENSIBLE}; remove it and give the struct the fields to store"
+                ),
+            };
+            cx.error_spanned_by(&key, message);
+        }
+    }
+}
+
+/// Without `name = ".."`, the Rust name is what the store records, so it is held to the
+/// rules a written name is held to (an identifier can only break the length limit).
+fn default_name_is_storable(cx: &Ctxt, event: &EventStruct) {
+    if event.attrs.written.mentions(NAME) {
+        return;
+    }
+    if let Some(problem) = event_name_problem(&event.name()) {
+        cx.error_spanned_by(
+            event.ident(),
+            format!(
+                "the struct's Rust name is its stored event name (there is no `{NAME} = \"..\"`): {problem}; set a shorter one with `#[event({NAME} = \"..\")]`"
+            ),
+        );
     }
 }
 

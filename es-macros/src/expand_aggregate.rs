@@ -75,20 +75,22 @@ fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStre
         }
 
         #[inline]
-        fn snapshot_fingerprint() -> u64 {
-            const __ES_FINGERPRINT: u64 = #fingerprint;
+        fn snapshot_fingerprint() -> ::core::primitive::u64 {
+            const __ES_FINGERPRINT: ::core::primitive::u64 = #fingerprint;
             __ES_FINGERPRINT
         }
 
         fn encode_snapshot(
             &self,
-        ) -> ::core::option::Option<::core::result::Result<::std::vec::Vec<u8>, ::std::string::String>> {
+        ) -> ::core::option::Option<
+            ::core::result::Result<::std::vec::Vec<::core::primitive::u8>, ::std::string::String>,
+        > {
             #codec_traits
             ::core::option::Option::Some(#encode)
         }
 
         fn decode_snapshot(
-            #state: &[u8],
+            #state: &[::core::primitive::u8],
         ) -> ::core::option::Option<::core::result::Result<Self, ::std::string::String>> {
             #codec_traits
             ::core::option::Option::Some(#decode)
@@ -158,7 +160,7 @@ pub fn impl_aggregate(
         const _: () = {
             #[automatically_derived]
             impl #trait_path for #ident {
-                const KIND: &'static str = #kind;
+                const KIND: &'static ::core::primitive::str = #kind;
                 type Events = #events;
 
                 #[inline]

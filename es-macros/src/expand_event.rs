@@ -67,11 +67,13 @@ pub fn stub_constants(event: &EventStruct) -> TokenStream {
 fn constants_with(event: &EventStruct, name: TokenStream, version: TokenStream) -> TokenStream {
     let aliases = event.aliases();
     let aliases = (!aliases.is_empty()).then(|| {
-        quote! { const ALIASES: &'static [&'static str] = &[#(#aliases),*]; }
+        quote! {
+            const ALIASES: &'static [&'static ::core::primitive::str] = &[#(#aliases),*];
+        }
     });
     quote! {
-        const NAME: &'static str = #name;
-        const VERSION: u32 = #version;
+        const NAME: &'static ::core::primitive::str = #name;
+        const VERSION: ::core::primitive::u32 = #version;
         #aliases
     }
 }
@@ -127,7 +129,7 @@ fn schema(event: &EventStruct) -> TokenStream {
     quote! {
         const SCHEMA: ::es_core::schema::EventSchema = {
             const #fields_const: &[::es_core::schema::FieldSchema] = &[#(#fields),*];
-            const #attributes_const: &[&str] = &[#(#attributes),*];
+            const #attributes_const: &[&::core::primitive::str] = &[#(#attributes),*];
             ::es_core::schema::EventSchema::new(#name, #version)
                 .with_aliases(&[#(#aliases),*])
                 .with_rust_type(#rust_type)
@@ -156,7 +158,7 @@ fn migrate(steps: &[MigrateStep]) -> TokenStream {
     let chain = local("steps");
     quote! {
         fn upcast(
-            #version: u32,
+            #version: ::core::primitive::u32,
             #payload: ::es_core::__private::serde_json::Value,
         ) -> ::core::result::Result<Self, ::es_core::UpcastError> {
             let #chain: [::es_core::MigrationFn; #len] = [#(#functions),*];
@@ -165,29 +167,47 @@ fn migrate(steps: &[MigrateStep]) -> TokenStream {
     }
 }
 
-/// The upcaster of `upcast_from = Old`: decode as `Old` (through `Old`'s own chain), then
-/// convert with `From`. Spanned at `Old`, which is where a missing `From` impl or an `Old`
-/// that is not an event is reported (once: the const assertions use the same spans).
+/// The upcasters of `upcast_from = Old`: decode as `Old` (through `Old`'s own chain), then
+/// convert with `From`. `upcast_stored` decodes the stored bytes as `Old` directly, so that
+/// a typed chain reads a payload as its own version does (integers beyond 64 bits, raw
+/// JSON, duplicate keys); `upcast` serves callers that hold a JSON value already. Both are
+/// spanned at `Old`, which is where a missing `From` impl or an `Old` that is not an event
+/// is reported (once: identical errors at one span are shown once, and the const
+/// assertions use the same spans).
 fn upcast_from(old: &syn::Type) -> TokenStream {
     let version = local("version");
     let payload = local("payload");
-    let call = quote_spanned! {old.span()=>
+    let error = local("error");
+    let from_value = quote_spanned! {old.span()=>
         <#old as ::es_core::Event>::from_value(#version, #payload)
             .map(<Self as ::core::convert::From<#old>>::from)
             .map_err(::es_core::UpcastError::from)
     };
+    let decode_stored = quote_spanned! {old.span()=>
+        <#old as ::es_core::Event>::decode_stored(#version, #payload)
+            .map(<Self as ::core::convert::From<#old>>::from)
+    };
     quote! {
         fn upcast(
-            #version: u32,
+            #version: ::core::primitive::u32,
             #payload: ::es_core::__private::serde_json::Value,
         ) -> ::core::result::Result<Self, ::es_core::UpcastError> {
-            #call
+            #from_value
+        }
+
+        fn upcast_stored(
+            #version: ::core::primitive::u32,
+            #payload: &[::core::primitive::u8],
+        ) -> ::core::result::Result<Self, ::es_core::DecodeError> {
+            #decode_stored.map_err(|#error| {
+                ::es_core::__private::typed_step_error::<Self>(#version, #error)
+            })
         }
     }
 }
 
-/// The old type is another item, so its name and version are only known to the compiler:
-/// const assertions check them, reported at the `upcast_from` value.
+/// The old type is another item, so its name, version and aliases are only known to the
+/// compiler: const assertions check them, reported at the `upcast_from` value.
 fn typed_step_assertions(event: &EventStruct, old: &syn::Type) -> TokenStream {
     let ident = event.ident();
     let current = event.version();
@@ -205,6 +225,16 @@ fn typed_step_assertions(event: &EventStruct, old: &syn::Type) -> TokenStream {
     let name_message = escape_braces(&format!(
         "`upcast_from = {old_text}` must name an older version of the same event, with the event name {names}: set `name = \"{name}\"` on `{old_text}`"
     ));
+    // The alias that is missing is a constant of `Old`: the message is joined in a
+    // constant, as the clashes of a set are.
+    let dropped = local_const("DROPPED");
+    let parts = local_const("PARTS");
+    let message = local_const("MESSAGE");
+    let before = format!("`{ident}` upcasts from `{old_text}`, which answers to the alias \"");
+    let middle = format!("\", but `{ident}` does not: stored \"");
+    let after = format!(
+        "\" events would fail to load as an unknown type, and another event could take the name. Copy the old aliases onto the new version: add it to `aliases = [..]` on `{ident}`"
+    );
     quote_spanned! {old.span()=>
         ::core::assert!(
             ::es_core::__private::is_version(<#old as ::es_core::Event>::VERSION, #previous_lit),
@@ -218,5 +248,19 @@ fn typed_step_assertions(event: &EventStruct, old: &syn::Type) -> TokenStream {
             ),
             #name_message
         );
+        {
+            const #dropped: &::core::primitive::str = ::es_core::__private::dropped_alias(
+                <#ident as ::es_core::Event>::NAME,
+                <#ident as ::es_core::Event>::ALIASES,
+                <#old as ::es_core::Event>::ALIASES,
+            );
+            const #parts: &[&::core::primitive::str] =
+                &[#before, #dropped, #middle, #dropped, #after];
+            const #message: [::core::primitive::u8; ::es_core::__private::concat_len(#parts)] =
+                ::es_core::__private::concat(#parts);
+            if !#dropped.is_empty() {
+                ::core::panic!("{}", ::es_core::__private::text(&#message));
+            }
+        }
     }
 }

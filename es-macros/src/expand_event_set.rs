@@ -62,7 +62,7 @@ fn event_set(set: &EventEnum) -> TokenStream {
     quote! {
         #[automatically_derived]
         impl ::es_core::EventSet for #ident {
-            const EVENT_TYPES: &'static [&'static str] = &[#(#names),*];
+            const EVENT_TYPES: &'static [&'static ::core::primitive::str] = &[#(#names),*];
 
             const SCHEMA: ::core::option::Option<::es_core::schema::SetSchema> = {
                 const #events_const: &[::es_core::schema::EventSchema] = &[#(#schemas),*];
@@ -74,14 +74,14 @@ fn event_set(set: &EventEnum) -> TokenStream {
             };
 
             #[inline]
-            fn event_type(&self) -> &'static str {
+            fn event_type(&self) -> &'static ::core::primitive::str {
                 match self {
                     #(Self::#idents(_) => #names,)*
                 }
             }
 
             #[inline]
-            fn schema_version(&self) -> u32 {
+            fn schema_version(&self) -> ::core::primitive::u32 {
                 match self {
                     #(Self::#idents(_) => #versions,)*
                 }
@@ -94,9 +94,9 @@ fn event_set(set: &EventEnum) -> TokenStream {
             }
 
             fn decode(
-                #event_type: &str,
-                #version: u32,
-                #payload: &[u8],
+                #event_type: &::core::primitive::str,
+                #version: ::core::primitive::u32,
+                #payload: &[::core::primitive::u8],
             ) -> ::core::result::Result<::core::option::Option<Self>, ::es_core::DecodeError> {
                 // Two variants sharing a name fail a const assertion below; the match need
                 // not warn about it as well.
@@ -193,7 +193,7 @@ fn dispatch(set: &EventEnum) -> TokenStream {
         where
             #(#bounds,)*
         {
-            const HANDLERS_FINGERPRINT: u64 =
+            const HANDLERS_FINGERPRINT: ::core::primitive::u64 =
                 ::es_core::__private::handlers_fingerprint(&[#(#handlers),*]);
 
             #[inline]
@@ -231,10 +231,11 @@ fn name_assertions(set: &EventEnum) -> TokenStream {
             let (b_name, b_aliases) = (event_item(b, "NAME"), event_item(b, "ALIASES"));
             assertions.push(quote_spanned! {b.span()=>
                 {
-                    const #shared: &str =
+                    const #shared: &::core::primitive::str =
                         ::es_core::__private::shared_name(#a_name, #a_aliases, #b_name, #b_aliases);
-                    const #parts: &[&str] = &[#before, #shared, #between, #shared, #after];
-                    const #message: [u8; ::es_core::__private::concat_len(#parts)] =
+                    const #parts: &[&::core::primitive::str] =
+                        &[#before, #shared, #between, #shared, #after];
+                    const #message: [::core::primitive::u8; ::es_core::__private::concat_len(#parts)] =
                         ::es_core::__private::concat(#parts);
                     if !#shared.is_empty() {
                         ::core::panic!("{}", ::es_core::__private::text(&#message));

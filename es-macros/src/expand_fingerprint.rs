@@ -13,7 +13,8 @@ pub fn expand(handler: &ItemImpl) -> TokenStream {
     handler.items.insert(
         0,
         syn::parse_quote! {
-            const FINGERPRINT: u64 = ::es_core::schema::Fnv::new().bytes(#text.as_bytes()).finish();
+            const FINGERPRINT: ::core::primitive::u64 =
+                ::es_core::schema::Fnv::new().bytes(#text.as_bytes()).finish();
         },
     );
     quote!(#handler)

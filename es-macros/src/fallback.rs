@@ -5,7 +5,7 @@
 //! The stubs never run: the `compile_error!` beside them fails the build. They are built
 //! from the same pieces as the real expansion, so that they cannot drift apart from it.
 
-use crate::ast::{AggregateInput, EventEnum, EventStruct};
+use crate::ast::{AggregateInput, EventEnum, EventStruct, reshaping_serde_keys};
 use crate::expand_aggregate::impl_aggregate;
 use crate::expand_event::{stub_constants, with_serde};
 use crate::expand_event_set::conversions;
@@ -20,7 +20,12 @@ pub fn event_struct(event: &EventStruct, errors: syn::Error) -> TokenStream {
         return quote!(#errors #item);
     }
     let ident = event.ident();
-    let item = with_serde(event.item);
+    // serde's attributes that `#[event]` refuses are reported; left in, they would only
+    // add serde's own errors about them
+    let mut stub = event.item.clone();
+    stub.attrs
+        .retain(|attr| reshaping_serde_keys(attr).is_empty());
+    let item = with_serde(&stub);
     let constants = stub_constants(event);
     quote! {
         #errors
@@ -54,20 +59,20 @@ pub fn event_enum(set: &EventEnum, errors: syn::Error) -> TokenStream {
         #item
         const _: () = {
             impl ::es_core::EventSet for #ident {
-                const EVENT_TYPES: &'static [&'static str] = &[];
-                fn event_type(&self) -> &'static str {
+                const EVENT_TYPES: &'static [&'static ::core::primitive::str] = &[];
+                fn event_type(&self) -> &'static ::core::primitive::str {
                     ::core::unreachable!()
                 }
-                fn schema_version(&self) -> u32 {
+                fn schema_version(&self) -> ::core::primitive::u32 {
                     ::core::unreachable!()
                 }
                 fn encode(&self) -> ::core::result::Result<::es_core::EncodedEvent, ::es_core::EncodeError> {
                     ::core::unreachable!()
                 }
                 fn decode(
-                    _: &str,
-                    _: u32,
-                    _: &[u8],
+                    _: &::core::primitive::str,
+                    _: ::core::primitive::u32,
+                    _: &[::core::primitive::u8],
                 ) -> ::core::result::Result<::core::option::Option<Self>, ::es_core::DecodeError> {
                     ::core::unreachable!()
                 }

@@ -10,9 +10,9 @@
 //!
 //! Mistakes in the attributes are compile errors at the token that is wrong, all reported
 //! at once. Rules the macro cannot decide alone, because they involve another type (the
-//! name and version of an `upcast_from` type, names shared by two variants of a set, an
-//! ignored name that is also a variant), are const assertions in the generated code, so
-//! they are compile errors too.
+//! name, version and aliases of an `upcast_from` type, names shared by two variants of a
+//! set, an ignored name that is also a variant), are const assertions in the generated
+//! code, so they are compile errors too.
 #![warn(missing_docs)]
 
 // Each macro runs the same phases, and each phase uses only the ones before it: `attr`
@@ -52,11 +52,15 @@ use proc_macro2::TokenStream as TokenStream2;
 /// edit it by name. An event without data is written with braces, `pub struct
 /// CartClosed {}`, and stored as `{}`. Tuple structs (`struct Deposited(u64)`, stored as a
 /// bare `5`) and unit structs (`struct CartClosed;`, stored as `null`) are refused with a
-/// compile error that shows the struct to write.
+/// compile error that shows the struct to write. For the same reason serde's container
+/// attributes that store something else are refused: `transparent` (the one field's value
+/// bare), `into`, `from` and `try_from` (another type's JSON, whose shape the schema
+/// fingerprint does not see), and `tag` (which writes the struct's Rust name into every
+/// payload, so that renaming the struct would change what is stored).
 ///
 /// | key | value | default | meaning |
 /// | --- | --- | --- | --- |
-/// | `name` | string | the Rust name | the type name written to the store |
+/// | `name` | string | the Rust name | the type name written to the store (at most 256 bytes, the Rust name too) |
 /// | `aliases` | `["..", ..]` | none | names the event was stored under before a rename |
 /// | `version` | integer ≥ 1 | 1 | the current schema version |
 /// | `migrate` | `(N => f, ..)` | none | JSON steps: `f` turns a version `N` payload into version `N + 1` |
@@ -68,10 +72,19 @@ use proc_macro2::TokenStream as TokenStream2;
 /// - `migrate(1 => f, 2 => g, ..)` with one step for every version from 1 to N − 1 (in any
 ///   order, none missing, none twice, none at or above N). Each step is a
 ///   `fn(serde_json::Value) -> Result<serde_json::Value, es_core::UpcastError>`; a stored
-///   payload runs through the steps from its version on, then is deserialized.
+///   payload runs through the steps from its version on, then is deserialized. A step sees
+///   a JSON value, not the stored text, which does not keep everything: a payload holding
+///   an integer beyond the range of `i64` and `u64` is refused (a value would hold the
+///   nearest float), fields of `serde_json::value::RawValue` come out with their keys
+///   sorted and their numbers formatted anew, and of a key written twice the last value
+///   wins. A version that needs any of these kept exactly is upcast with a typed step.
 /// - `upcast_from = Old`, where `Old` is an `#[event]` struct with the same name (or one of
 ///   this struct's aliases) at version N − 1, and `Self: From<Old>`. A payload older than N
-///   is decoded as `Old`, through `Old`'s own chain (JSON steps or typed), then converted.
+///   is decoded as `Old` from the stored bytes, through `Old`'s own chain (JSON steps or
+///   typed), then converted; a chain of typed steps reads a payload exactly as its own
+///   version would. The struct must also answer to every alias of `Old`: events stored
+///   under them decode through it, so copy `Old`'s aliases onto it (a compile error names
+///   one that is missing).
 ///
 /// The two cannot be mixed on one struct: with `upcast_from`, every older version is the
 /// old type's business, so JSON steps for versions below N − 1 go on the old type.
@@ -175,7 +188,8 @@ use proc_macro2::TokenStream as TokenStream2;
 /// ```
 ///
 /// Two variants may not share a name or an alias, and an ignored name may not be a
-/// variant's name or alias: both are compile errors.
+/// variant's name or alias: both are compile errors. A variant may not carry `#[cfg(..)]`
+/// either: events stored under its name must load in every build.
 ///
 /// ```
 /// use es_core::prelude::*;

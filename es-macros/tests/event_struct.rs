@@ -324,3 +324,120 @@ fn a_current_payload_that_does_not_fit_is_a_payload_error() {
         "{err:?}"
     );
 }
+
+// ---- What an older version carries: typed steps read the stored bytes, JSON steps a Value ----
+
+/// The largest integers serde reads exactly, stored before version 2.
+#[event(name = "SupplyMinted")]
+#[derive(Debug, Clone, PartialEq)]
+struct SupplyMintedV1 {
+    supply: u128,
+}
+
+/// Version 2 upcasts version 1 with a typed step that changes nothing.
+#[event(version = 2, upcast_from = SupplyMintedV1)]
+#[derive(Debug, Clone, PartialEq)]
+struct SupplyMinted {
+    supply: u128,
+}
+
+impl From<SupplyMintedV1> for SupplyMinted {
+    fn from(old: SupplyMintedV1) -> Self {
+        SupplyMinted { supply: old.supply }
+    }
+}
+
+/// The same payload brought up to date by a JSON step instead.
+#[event(name = "SupplyMinted", version = 2, migrate(1 => |v| Ok(v)))]
+#[derive(Debug, Clone, PartialEq)]
+struct SupplyMintedByJson {
+    supply: u128,
+}
+
+/// A JSON step into a float field: the integer would silently become its nearest float.
+#[event(name = "SupplyMinted", version = 2, migrate(1 => |v| Ok(v)))]
+#[derive(Debug, Clone, PartialEq)]
+struct SupplyMeasured {
+    supply: f64,
+}
+
+/// Raw JSON kept as it was written, stored before version 2.
+#[event(name = "Annotated")]
+struct AnnotatedV1 {
+    note: Box<serde_json::value::RawValue>,
+}
+
+#[event(version = 2, upcast_from = AnnotatedV1)]
+struct Annotated {
+    note: Box<serde_json::value::RawValue>,
+}
+
+impl From<AnnotatedV1> for Annotated {
+    fn from(old: AnnotatedV1) -> Self {
+        Annotated { note: old.note }
+    }
+}
+
+const U128_MAX_PAYLOAD: &[u8] = br#"{"supply":340282366920938463463374607431768211455}"#;
+
+#[test]
+fn a_typed_step_reads_an_integer_beyond_64_bits_exactly() {
+    assert_eq!(
+        SupplyMinted::decode_stored(1, U128_MAX_PAYLOAD).unwrap(),
+        SupplyMinted { supply: u128::MAX }
+    );
+}
+
+#[test]
+fn a_json_step_refuses_an_integer_beyond_64_bits_instead_of_reading_a_float() {
+    for err in [
+        SupplyMintedByJson::decode_stored(1, U128_MAX_PAYLOAD).unwrap_err(),
+        SupplyMeasured::decode_stored(1, U128_MAX_PAYLOAD).unwrap_err(),
+    ] {
+        let DecodeError::Upcast {
+            event_type,
+            version,
+            target_version,
+            source,
+        } = &err
+        else {
+            panic!("expected an upcast error, got {err:?}");
+        };
+        assert_eq!(
+            (event_type.as_str(), *version, *target_version),
+            ("SupplyMinted", 1, 2)
+        );
+        assert!(
+            source
+                .message()
+                .contains("340282366920938463463374607431768211455")
+                && source.message().contains("64-bit"),
+            "{err}"
+        );
+    }
+    // within 64 bits, a JSON step reads integers exactly
+    assert_eq!(
+        SupplyMintedByJson::decode_stored(1, br#"{"supply":18446744073709551615}"#)
+            .unwrap()
+            .supply,
+        u128::from(u64::MAX)
+    );
+}
+
+#[test]
+fn a_typed_step_refuses_duplicate_keys_as_the_current_version_does() {
+    let payload = br#"{"supply":1,"supply":2}"#;
+    assert!(SupplyMinted::decode_stored(2, payload).is_err());
+    let err = SupplyMinted::decode_stored(1, payload).unwrap_err();
+    assert!(
+        err.to_string().contains("duplicate field `supply`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_typed_step_keeps_raw_json_as_it_was_stored() {
+    let stored = br#"{"note":{"z": 1,  "a": [1.50, 2]}}"#;
+    let decoded = Annotated::decode_stored(1, stored).unwrap();
+    assert_eq!(decoded.note.get(), r#"{"z": 1,  "a": [1.50, 2]}"#);
+}

@@ -23,6 +23,9 @@ mod shadowed {
     pub mod serde_json {}
     pub mod core {}
     pub mod std {}
+    // Shadow a primitive type: generated code names primitives as `::core::primitive::*`.
+    // (`u32` only: serde's own derive names some primitives, such as `u64`, bare.)
+    pub type u32 = i64;
     // Items named like the parameters and bindings of the generated code.
     pub const event: u8 = 0;
     pub const event_type: u8 = 0;

@@ -21,7 +21,8 @@
 //!
 //! `ES_SCHEMA_BLESS=1 cargo test` writes the golden payloads of current versions that
 //! are missing (from the samples given to the check) and regenerates the catalogue. It
-//! cannot make a broken golden payload pass. The manual is `docs/schema-safety.md`.
+//! cannot make a broken golden payload pass, nor accept a change that stored history would
+//! not survive. The manual is `docs/schema-safety.md`.
 
 use crate::schema::{EventSchema, SetSchema};
 use crate::{Aggregate, EventSet, IntoEvents};
@@ -49,6 +50,10 @@ const CATALOGUE_FORMAT: u32 = 1;
 
 /// How many differences of one payload a message lists.
 const MAX_LISTED: usize = 6;
+
+/// How to accept, on purpose, a change that stored history would not survive: a bless
+/// run refuses to, so that the check fails until someone vouches that no store holds it.
+const ONLY_IF_NONE_STORED: &str = "only if no store holds such events, remove the name from the catalogue by hand (a bless run never does), along with its golden payloads";
 
 /// Checks event sets against their golden payloads and the schema catalogue.
 ///
@@ -184,8 +189,11 @@ impl SchemaCheck {
     ///
     /// In bless mode, the missing golden payloads of current versions are first written
     /// from the samples, and the catalogue is rewritten from the code, its differences
-    /// accepted (and listed in [`SchemaReport::accepted`]). What writing cannot fix, such
-    /// as a golden payload that no longer reads, still fails.
+    /// accepted (and listed in [`SchemaReport::accepted`]). What writing cannot fix still
+    /// fails: a golden payload that no longer reads, one filed under a name the set no
+    /// longer answers to, and a catalogue difference that puts stored history at risk (a
+    /// removed event, alias or ignored name, a version that went back), which leaves the
+    /// catalogue as it was.
     pub fn check(&self) -> Result<SchemaReport, SchemaFailure> {
         let mut problems = Vec::new();
         let mut report = SchemaReport {
@@ -273,6 +281,49 @@ impl SchemaCheck {
                 self.check_no_future_goldens(schema, event, stored_as, problems);
             }
         }
+        self.check_unanswered_goldens(schema, problems);
+    }
+
+    /// Golden payloads filed under a name that no event of the set answers to, neither as
+    /// its name nor as an alias, and that the set does not ignore: events stored under it
+    /// would fail to load. Blessing cannot fix that; the name must come back (as an alias,
+    /// or ignored), or the payloads go, by hand, if no store holds such events.
+    fn check_unanswered_goldens(&self, schema: &SetSchema, problems: &mut Vec<SchemaProblem>) {
+        let answered: BTreeSet<String> = schema
+            .events
+            .iter()
+            .flat_map(|event| std::iter::once(event.name).chain(event.aliases.iter().copied()))
+            .chain(schema.ignored.iter().copied())
+            .map(path_segment)
+            .collect();
+        let set_dir = self.fixtures.join(path_segment(schema.name));
+        let Ok(entries) = std::fs::read_dir(&set_dir) else {
+            return;
+        };
+        let mut unanswered: Vec<(String, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|entry| {
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.path(),
+                )
+            })
+            .filter(|(segment, _)| !answered.contains(segment))
+            .collect();
+        unanswered.sort();
+        for (segment, dir) in unanswered {
+            let versions: Vec<u32> = golden_versions(&dir).into_iter().map(|(v, _)| v).collect();
+            if versions.is_empty() {
+                continue;
+            }
+            problems.push(SchemaProblem::GoldenNameUnknown {
+                set: schema.name.to_owned(),
+                event: name_of_segment(&segment).unwrap_or(segment),
+                versions,
+                path: dir,
+            });
+        }
     }
 
     /// Writes the golden payload of a current version from the sample of its event.
@@ -338,22 +389,9 @@ impl SchemaCheck {
             .fixtures
             .join(path_segment(schema.name))
             .join(path_segment(stored_as));
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
-        let mut ahead: Vec<(u32, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let name = entry.file_name().into_string().ok()?;
-                let version = name
-                    .strip_prefix('v')?
-                    .strip_suffix(".json")?
-                    .parse()
-                    .ok()?;
-                (version > event.version).then(|| (version, entry.path()))
-            })
-            .collect();
-        ahead.sort();
+        let ahead = golden_versions(&dir)
+            .into_iter()
+            .filter(|(version, _)| *version > event.version);
         for (version, path) in ahead {
             problems.push(SchemaProblem::GoldenAhead {
                 set: schema.name.to_owned(),
@@ -389,6 +427,18 @@ impl SchemaCheck {
         };
         if !self.bless {
             problems.extend(differences);
+            return;
+        }
+        // A difference that stored history would not survive (a removed event, alias or
+        // ignored name, a version that went back) is not the bless run's to accept: it
+        // fails, and the catalogue is left as it is, so that it keeps failing until the
+        // name comes back or someone removes it from the catalogue by hand.
+        let (at_risk, differences): (Vec<_>, Vec<_>) = differences
+            .into_iter()
+            .partition(|p| matches!(p, SchemaProblem::HistoryAtRisk { .. }));
+        if !at_risk.is_empty() {
+            report.catalogue_written = None;
+            problems.extend(at_risk);
             return;
         }
         if report.catalogue_written.is_some()
@@ -547,9 +597,21 @@ fn lost_data(stored: &Value, written: &Value, at: &str, out: &mut Vec<String>) {
                 lost_data(value, again, &format!("{at}/{i}"), out);
             }
         }
-        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
+        (Value::Number(a), Value::Number(b)) if same_number(a, b) => {}
         (stored, written) if stored == written => {}
         (stored, written) => out.push(format!("`{place}` was {stored}, reads back as {written}")),
+    }
+}
+
+/// Whether a number reads back as the same number. Integers are compared exactly: as
+/// `f64`s, two integers beyond 2^53 that differ by one compare equal, and a changed id or
+/// amount would pass. A float on either side is compared as `f64`, so that `1` stored in a
+/// float field and written back as `1.0` loses nothing.
+fn same_number(a: &serde_json::Number, b: &serde_json::Number) -> bool {
+    if a.is_f64() || b.is_f64() {
+        a.as_f64() == b.as_f64()
+    } else {
+        a.as_u64() == b.as_u64() && a.as_i64() == b.as_i64()
     }
 }
 
@@ -659,7 +721,7 @@ fn compare_set(
         if !code.ignored.contains(name) && answers(name).is_none() {
             problems.push(at_risk(
                 format!("\"{name}\" is no longer ignored"),
-                format!("stored `{name}` events will fail to load as an unknown type. Put it back in `#[event(ignore = [..])]`; regenerate the catalogue only if no store holds such events"),
+                format!("stored `{name}` events will fail to load as an unknown type. Put it back in `#[event(ignore = [..])]`; {ONLY_IF_NONE_STORED}"),
             ));
         }
     }
@@ -680,7 +742,7 @@ fn compare_set(
                     if !code.ignored.contains(alias) && answers(alias).is_none() {
                         problems.push(at_risk(
                             format!("alias \"{alias}\" of the retired `{name}` is neither ignored nor an alias of another event"),
-                            format!("events stored as `{alias}` will fail to load as an unknown type. Add \"{alias}\" to the set's `ignore = [..]` as well; regenerate the catalogue only if no store holds such events"),
+                            format!("events stored as `{alias}` will fail to load as an unknown type. Add \"{alias}\" to the set's `ignore = [..]` as well; {ONLY_IF_NONE_STORED}"),
                         ));
                     }
                 }
@@ -703,7 +765,7 @@ fn compare_set(
                 }
                 None => problems.push(at_risk(
                     format!("event `{name}` (version {}) was removed", recorded.version),
-                    format!("stored `{name}` events will fail to load as an unknown type. Keep the event, add \"{name}\" to the set's `ignore = [..]` to skip them, or give its successor `aliases = [\"{name}\"]`; regenerate the catalogue only if no store holds such events"),
+                    format!("stored `{name}` events will fail to load as an unknown type. Keep the event, add \"{name}\" to the set's `ignore = [..]` to skip them, or give its successor `aliases = [\"{name}\"]`; {ONLY_IF_NONE_STORED}"),
                 )),
             },
         }
@@ -742,7 +804,7 @@ fn compare_event(
     for alias in file.aliases.iter().filter(|a| !code.aliases.contains(a)) {
         problems.push(at_risk(
             format!("alias \"{alias}\" of `{name}` was removed"),
-            format!("events stored as `{alias}` will fail to load as an unknown type. Put it back in `aliases = [..]`; regenerate the catalogue only if no store holds such events"),
+            format!("events stored as `{alias}` will fail to load as an unknown type. Put it back in `aliases = [..]`; {ONLY_IF_NONE_STORED}"),
         ));
     }
     if code.version < file.version {
@@ -918,6 +980,18 @@ pub enum SchemaProblem {
         /// The panic message.
         message: String,
     },
+    /// Golden payloads filed under a name that no event of the set answers to (by name or
+    /// alias) and that it does not ignore: events stored under it would fail to load.
+    GoldenNameUnknown {
+        /// The event set.
+        set: String,
+        /// The name the payloads are filed under.
+        event: String,
+        /// The versions of the payloads.
+        versions: Vec<u32>,
+        /// Their directory.
+        path: PathBuf,
+    },
     /// A golden payload of a version newer than the code's.
     GoldenAhead {
         /// The event set.
@@ -1068,6 +1142,22 @@ impl fmt::Display for SchemaProblem {
                 "applying `{event}` version {version} ({}) to a default `{aggregate}` panicked: {message}. A handler must not panic: the event already happened",
                 path.display()
             ),
+            P::GoldenNameUnknown {
+                set,
+                event,
+                versions,
+                path,
+            } => write!(
+                f,
+                "`{set}`: golden payloads are filed under \"{event}\" ({}, version{} {}), a name no event of the set answers to: stored `{event}` events would fail to load as an unknown type. If the event was renamed, give its successor `aliases = [\"{event}\"]`; to skip such events, add \"{event}\" to the set's `ignore = [..]`; delete the golden payloads only if no store holds such events",
+                path.display(),
+                if versions.len() == 1 { "" } else { "s" },
+                versions
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             P::GoldenAhead {
                 set,
                 event,
@@ -1136,7 +1226,6 @@ impl SchemaProblem {
                 "`{set}`: `{event}` changed its stored shape at version {version}: {}",
                 changes.join(", ")
             )),
-            SchemaProblem::HistoryAtRisk { set, change, .. } => Some(format!("`{set}`: {change}")),
             SchemaProblem::CatalogueOutdated { set, message } => {
                 Some(format!("`{set}`: {message}"))
             }
@@ -1354,6 +1443,46 @@ fn path_segment(name: &str) -> String {
     out
 }
 
+/// The name that [`path_segment`] wrote as `segment`, or `None` for a segment it did not
+/// write.
+fn name_of_segment(segment: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(segment.len());
+    let mut rest = segment.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// The golden payloads in an event's directory (`v<N>.json`) with their versions, in
+/// order.
+fn golden_versions(dir: &Path) -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut versions: Vec<(u32, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let version = name
+                .strip_prefix('v')?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()?;
+            Some((version, entry.path()))
+        })
+        .collect();
+    versions.sort();
+    versions
+}
+
 fn write_file(path: &Path, text: &str) -> Result<(), String> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
@@ -1373,6 +1502,43 @@ mod tests {
         assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
         assert_eq!(path_segment(".hidden"), "%2Ehidden");
         assert_eq!(path_segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn path_segments_read_back_as_the_names_they_were_written_from() {
+        for name in ["ProductAdded", "a/b c", ".hidden", "é", "100%"] {
+            assert_eq!(name_of_segment(&path_segment(name)).as_deref(), Some(name));
+        }
+        assert_eq!(name_of_segment("%4"), None);
+        assert_eq!(name_of_segment("%ZZ"), None);
+        assert_eq!(name_of_segment("%FF"), None);
+    }
+
+    #[test]
+    fn lost_data_compares_integers_exactly() {
+        let mut out = Vec::new();
+        // 2^53 + 1 and 2^53 are the same f64
+        lost_data(
+            &json!({"a": 9_007_199_254_740_993_u64, "b": -9_007_199_254_740_993_i64}),
+            &json!({"a": 9_007_199_254_740_992_u64, "b": -9_007_199_254_740_992_i64}),
+            "",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [
+                "`/a` was 9007199254740993, reads back as 9007199254740992",
+                "`/b` was -9007199254740993, reads back as -9007199254740992"
+            ]
+        );
+        out.clear();
+        lost_data(
+            &json!({"a": u64::MAX, "b": 2, "c": -1}),
+            &json!({"a": u64::MAX, "b": 2.0, "c": -1}),
+            "",
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]
