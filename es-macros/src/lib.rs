@@ -299,9 +299,12 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// It cannot see: handlers without `#[fingerprint]`, functions, methods and constants
 /// that handlers call, the definitions of the types that fields use (a nested struct, a
-/// type alias), and serde behaviour of those types. When such a change alters what a
-/// state means, raise `snapshot_version`: an explicit `snapshot_version` always wins, a
-/// snapshot written under another version is never used, whatever the fingerprint says.
+/// type alias), serde behaviour of those types, and the code of the upcasters (the
+/// functions of `migrate(..)`, the `From` conversions of `upcast_from`): fixing a
+/// migration that computed a wrong value leaves the snapshots folded through it in use.
+/// When such a change alters what a state means, raise `snapshot_version`: an explicit
+/// `snapshot_version` always wins, a snapshot written under another version is never
+/// used, whatever the fingerprint says.
 ///
 /// `Aggregate::apply_event` hands each event to the aggregate's `Apply<E>` impl for that
 /// event's struct; an event without a handler is a compile error naming the aggregate,
