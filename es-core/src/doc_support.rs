@@ -1,5 +1,7 @@
-//! Hand-written events and an aggregate used by this crate's documentation examples.
-//! They show what `#[event]` and `#[derive(Aggregate)]` generate.
+//! A small bank account (`Account`, its events and its error) that the documentation's
+//! examples and the README use, so that an example needs no domain of its own. It is
+//! written by hand, without the macros: it shows what `#[event]` and
+//! `#[derive(Aggregate)]` generate. Your own domain uses the macros.
 
 use crate::event::{DecodeError, EncodeError, EncodedEvent, Event, EventSet, IntoEvents};
 use crate::{Aggregate, Apply};

@@ -44,7 +44,6 @@ pub mod subscription;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-#[doc(hidden)]
 pub mod doc_support;
 mod macro_support;
 
