@@ -545,8 +545,11 @@ fn a_command_whose_append_the_store_resent_reports_its_own_events() {
 /// anything else this run does.
 struct RacingReaction {
     inner: MemoryStore,
-    rival: std::sync::Mutex<Option<Box<dyn FnOnce(&MemoryStore) + Send>>>,
+    rival: std::sync::Mutex<Option<Rival>>,
 }
+
+/// The other run, started once.
+type Rival = Box<dyn FnOnce(&MemoryStore) + Send>;
 
 impl EventStore for RacingReaction {
     fn append(

@@ -204,6 +204,32 @@ fn plan_for_current_size(client: &mut Client) -> Result<(), postgres::Error> {
     }
 }
 
+/// Sets what the transactions of a connection that writes (the store's, a projection's) are
+/// written for, whatever the server's, the database's or the role's defaults say.
+///
+/// - `READ COMMITTED`: appends, and projections moving their checkpoints, wait for each
+///   other's row locks and then see the rows as committed. Under a default of repeatable
+///   read or serializable they would fail with serialization errors (40001) instead: two
+///   appends racing for the head, and a projection that lost its compare-and-set to
+///   another instance, which must learn `CheckpointMoved` to go on.
+/// - `synchronous_commit = on` when the default is `off`: with it off, the server
+///   acknowledges a commit before its WAL is flushed, and a crash then takes back appends
+///   it acknowledged (their positions are handed out again) and checkpoints it moved. A
+///   connection string that asks for `off` itself (`options=-c synchronous_commit=off`,
+///   which the server records as set by the client) keeps it: that is the application's
+///   choice, for a bulk load it can start again, not a default it did not see. Stronger
+///   settings (`remote_write`, `remote_apply`) and `local` are the operator's choice for
+///   standbys and are kept.
+///
+/// One round trip: both statements go in one simple query.
+pub(crate) fn pin_session(client: &mut Client) -> Result<(), postgres::Error> {
+    client.batch_execute(
+        "SET default_transaction_isolation = 'read committed';
+         SELECT set_config('synchronous_commit', 'on', false) FROM pg_settings
+         WHERE name = 'synchronous_commit' AND setting = 'off' AND source <> 'client'",
+    )
+}
+
 /// Opens connections for the pool.
 #[derive(Debug)]
 pub(crate) struct Manager {
@@ -216,10 +242,7 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<Conn, postgres::Error> {
         let mut client = self.config.connect(NoTls)?;
-        // the store's transactions are written for read committed: under a server default
-        // of repeatable read or serializable, concurrent appends would fail instead of
-        // waiting for each other's locks
-        client.batch_execute("SET default_transaction_isolation = 'read committed'")?;
+        pin_session(&mut client)?;
         plan_for_current_size(&mut client)?;
         Ok(Conn {
             client,
@@ -234,5 +257,50 @@ impl r2d2::ManageConnection for Manager {
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
         conn.broken || conn.client.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use r2d2::ManageConnection;
+
+    fn show(client: &mut Client, name: &str) -> String {
+        client
+            .query_one(&format!("SHOW {name}"), &[])
+            .unwrap()
+            .get(0)
+    }
+
+    #[test]
+    fn store_connections_run_at_read_committed_and_commit_synchronously_whatever_the_server_defaults()
+     {
+        let Some(server) = crate::start_server(&[
+            "default_transaction_isolation=serializable",
+            "synchronous_commit=off",
+        ]) else {
+            return;
+        };
+        let manager = Manager {
+            config: server.url.parse().unwrap(),
+        };
+        let mut conn = manager.connect().unwrap();
+        assert_eq!(
+            show(&mut conn.client, "default_transaction_isolation"),
+            "read committed"
+        );
+        assert_eq!(show(&mut conn.client, "synchronous_commit"), "on");
+
+        // a connection string that asks for commits without waiting keeps them
+        let asked = format!("{}?options=-c%20synchronous_commit%3Doff", server.url);
+        let manager = Manager {
+            config: asked.parse().unwrap(),
+        };
+        let mut conn = manager.connect().unwrap();
+        assert_eq!(show(&mut conn.client, "synchronous_commit"), "off");
+        assert_eq!(
+            show(&mut conn.client, "default_transaction_isolation"),
+            "read committed"
+        );
     }
 }

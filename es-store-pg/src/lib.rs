@@ -46,6 +46,31 @@ mod store;
 pub use error::{ConnectError, PgError};
 pub use store::{PgStore, PgStoreOptions, WriteStats};
 
+/// The throwaway PostgreSQL server the integration tests start, for unit tests that need
+/// a server with settings of their own.
+#[cfg(test)]
+#[path = "../tests/common/server.rs"]
+#[allow(dead_code)] // the unit tests use a part
+mod throwaway_server;
+
+/// A throwaway server started with `settings` (`name=value`, as for `postgres -c`), or
+/// `None`, after saying so, when PostgreSQL's binaries are not installed (with `CI` set,
+/// the test fails instead).
+#[cfg(test)]
+pub(crate) fn start_server(settings: &[&str]) -> Option<throwaway_server::Server> {
+    match throwaway_server::Server::start_with(settings) {
+        Ok(server) => Some(server),
+        Err(why) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cannot start a PostgreSQL server: {why}"
+            );
+            eprintln!("SKIPPED: this test needs PostgreSQL's binaries: {why}");
+            None
+        }
+    }
+}
+
 /// The PostgreSQL client this crate uses, for read models written through
 /// [`projection::PgReadModel`] (so that its version matches).
 pub use postgres;

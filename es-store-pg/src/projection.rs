@@ -5,12 +5,17 @@
 //! The read model's database need not be the store's: a projection can read events from a
 //! replica and write its rows to the primary, or to another database.
 
+use crate::conn::pin_session;
 use crate::error::{ConnectError, describe, is_connection_error};
-use crate::schema::{check_schema_name, checkpoints_table, quoted};
+use crate::schema::{check_schema_name, checkpoint_mark_columns, checkpoints_table, quoted};
 use es_core::RecordedEvent;
-use es_core::projection::{BoxError, CheckpointStore, EventFailure, TransactionalProjection};
+use es_core::projection::{
+    BoxError, CheckpointMoved, CheckpointStore, EventFailure, Mark, TransactionalProjection,
+};
+use postgres::error::SqlState;
 use postgres::{Client, NoTls, Transaction};
 use std::sync::Mutex;
+use uuid::Uuid;
 
 /// A read model whose rows live in PostgreSQL, written through the transaction that also
 /// moves its checkpoint.
@@ -53,16 +58,33 @@ pub enum ProjectionDbError {
     /// Another instance of the same projection moved the checkpoint first: this batch was
     /// applied there, and nothing was written here. Run again: the runner reads the new
     /// checkpoint.
-    #[error(
-        "the checkpoint of projection `{name}` is at {found}, not {expected}: another instance applied this batch"
-    )]
+    ///
+    /// Its source is es-core's [`CheckpointMoved`], which a projection running in the
+    /// background looks for in the error's chain: when it is there, it reads the checkpoint
+    /// again and goes on as a standby, instead of stopping.
+    #[error("{source}")]
     CheckpointMoved {
+        /// The projection, the checkpoint this instance started from, and the one found.
+        #[source]
+        source: CheckpointMoved,
+    },
+    /// A statement of the read model failed and the read model went on as if it had not
+    /// (it caught the error). PostgreSQL aborts a transaction at its first failed
+    /// statement, and its COMMIT then rolls everything back, so nothing of `what` was
+    /// written; the checkpoint did not move. The read model must return the error of a
+    /// failed statement (or undo it with a savepoint of its own).
+    #[error(
+        "projection `{name}`: {what} was rolled back, since a statement of the read model failed and the read model went on ({})",
+        describe(source)
+    )]
+    Aborted {
         /// The projection.
         name: String,
-        /// The checkpoint this instance started from.
-        expected: u64,
-        /// The checkpoint found.
-        found: u64,
+        /// What was rolled back: the batch up to a position, or the reset.
+        what: String,
+        /// The error of the statement run in the aborted transaction.
+        #[source]
+        source: postgres::Error,
     },
     /// A statement failed; the transaction was rolled back.
     #[error("{during}: {}", describe(source))]
@@ -91,7 +113,11 @@ struct Connection {
 impl Connection {
     fn open(url: &str) -> Result<Connection, ConnectError> {
         let config: postgres::Config = url.parse().map_err(ConnectError::InvalidUrl)?;
-        let client = config.connect(NoTls).map_err(ConnectError::Connect)?;
+        let mut client = config.connect(NoTls).map_err(ConnectError::Connect)?;
+        pin_session(&mut client).map_err(|source| ConnectError::Database {
+            during: "setting the session's isolation and commit settings",
+            source,
+        })?;
         Ok(Connection {
             config,
             client,
@@ -102,7 +128,9 @@ impl Connection {
     /// The client, on a new connection when the last one was lost.
     fn client(&mut self) -> Result<&mut Client, postgres::Error> {
         if self.lost || self.client.is_closed() {
-            self.client = self.config.connect(NoTls)?;
+            let mut client = self.config.connect(NoTls)?;
+            pin_session(&mut client)?;
+            self.client = client;
             self.lost = false;
         }
         Ok(&mut self.client)
@@ -162,7 +190,12 @@ impl Connection {
     }
 }
 
-/// Creates `schema.es_checkpoints` if it is missing.
+/// Creates `schema.es_checkpoints` if it is missing, and adds the mark's columns to one
+/// created without them.
+///
+/// The columns are looked for before they are added: `ALTER TABLE` takes the table's
+/// strongest lock even when it has nothing to add, and would make every projection that
+/// connects wait for the batches under way (and every batch wait behind it).
 fn ensure_checkpoints(client: &mut Client, schema: &str) -> Result<(), ConnectError> {
     let q = quoted(schema);
     let mut tx = client
@@ -181,6 +214,17 @@ fn ensure_checkpoints(client: &mut Client, schema: &str) -> Result<(), ConnectEr
             checkpoints_table(&q)
         ))
     })
+    .and_then(|()| {
+        tx.query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1)
+             AND attname IN ('event_id', 'event_position') AND NOT attisdropped",
+            &[&format!("{q}.es_checkpoints")],
+        )
+    })
+    .and_then(|row| match row.get::<_, i64>(0) {
+        2 => Ok(()),
+        _ => tx.batch_execute(&checkpoint_mark_columns(&q)),
+    })
     .and_then(|()| tx.commit())
     .map_err(|source| ConnectError::Database {
         during: "creating the checkpoints table",
@@ -188,11 +232,47 @@ fn ensure_checkpoints(client: &mut Client, schema: &str) -> Result<(), ConnectEr
     })
 }
 
+/// Makes sure a transaction is still open before it is committed.
+///
+/// PostgreSQL aborts a transaction at its first failed statement, and the COMMIT of an
+/// aborted transaction rolls it back, while the client reports that COMMIT as a success. A
+/// read model that catches a statement's error and goes on would then have its batch
+/// reported applied, and the checkpoint this instance keeps in memory moved, when nothing
+/// was written. One trivial statement, refused in an aborted transaction, tells; it costs
+/// a round trip, only after the read model has run.
+fn ensure_open(
+    tx: &mut Transaction<'_>,
+    name: &str,
+    what: impl FnOnce() -> String,
+) -> Result<(), BoxError> {
+    match tx.batch_execute("SELECT 1") {
+        Ok(()) => Ok(()),
+        Err(source) if source.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
+            Err(Box::new(ProjectionDbError::Aborted {
+                name: name.to_owned(),
+                what: what(),
+                source,
+            }))
+        }
+        Err(source) => Err(db("checking the transaction before its commit")(source)),
+    }
+}
+
 /// An exactly-once projection into PostgreSQL: each batch's rows and the checkpoint are
 /// written in one transaction, and the checkpoint moves only from the value this instance
 /// read (compare-and-set), so two instances of the same projection never both apply a
 /// batch: the second finds the checkpoint moved, writes nothing, and reports
-/// [`ProjectionDbError::CheckpointMoved`].
+/// [`ProjectionDbError::CheckpointMoved`]. A run reports it; a runner following the log
+/// in the background ([`ProjectionRunner::spawn`](es_core::ProjectionRunner::spawn))
+/// reads the checkpoint again and goes on, so competing instances keep running as
+/// standbys of each other.
+///
+/// The checkpoint is recorded with the id of the event at its position (a [`Mark`]), so
+/// that a runner finds a log replaced under it
+/// ([`ProjectionError::HistoryReplaced`](es_core::projection::ProjectionError::HistoryReplaced)).
+///
+/// Its connection runs its transactions at `READ COMMITTED` and, unless the connection
+/// string asks otherwise, with `synchronous_commit` on, whatever the server's defaults.
 ///
 /// Drive it with es-core's `ProjectionRunner`, like any [`TransactionalProjection`].
 ///
@@ -262,13 +342,19 @@ impl<M: PgReadModel> PgProjection<M> {
                 "WITH created AS (
                     INSERT INTO {q}.es_checkpoints (name, position) VALUES ($1, 0)
                     ON CONFLICT (name) DO NOTHING RETURNING position)
-                 SELECT position FROM created UNION ALL
-                 SELECT position FROM {q}.es_checkpoints WHERE name = $1"
+                 SELECT position, NULL::uuid FROM created UNION ALL
+                 SELECT {MARK_COLUMNS} FROM {q}.es_checkpoints WHERE name = $1"
             ),
             advance_sql: format!(
-                "UPDATE {q}.es_checkpoints SET position = $3 WHERE name = $1 AND position = $2"
+                "UPDATE {q}.es_checkpoints SET position = $3, event_id = $4, event_position = $3
+                 WHERE name = $1 AND position = $2"
             ),
-            reset_sql: format!("UPDATE {q}.es_checkpoints SET position = 0 WHERE name = $1"),
+            // an upsert, so that the row is there (and locked) before the read model's reset
+            reset_sql: format!(
+                "INSERT INTO {q}.es_checkpoints (name, position) VALUES ($1, 0)
+                 ON CONFLICT (name) DO UPDATE
+                 SET position = 0, event_id = NULL, event_position = NULL"
+            ),
             known: None,
             model,
         })
@@ -292,91 +378,60 @@ impl<M: PgReadModel> PgProjection<M> {
         &mut self.conn.client
     }
 
-    fn read_checkpoint(&mut self) -> Result<u64, BoxError> {
+    fn read_checkpoint(&mut self) -> Result<Mark, BoxError> {
         let (sql, name) = (&self.read_sql, &self.name);
         let rows = self
             .conn
             .run(|client| client.query(sql, &[name]))
             .map_err(db("reading the checkpoint"))?;
         match rows.first() {
-            None => Ok(0),
-            Some(row) => checkpoint_position(row, name),
+            None => Ok(Mark::default()),
+            Some(row) => checkpoint_mark(row, name),
         }
     }
 }
 
-/// The position of a checkpoint row, which is never negative.
-fn checkpoint_position(row: &postgres::Row, name: &str) -> Result<u64, BoxError> {
+/// The columns of a checkpoint's [`Mark`]: the position, and the event id when it was
+/// recorded at that position.
+const MARK_COLUMNS: &str =
+    "position, CASE WHEN event_position = position THEN event_id END AS event_id";
+
+/// The mark of a checkpoint row read with [`MARK_COLUMNS`]; its position is never
+/// negative.
+fn checkpoint_mark(row: &postgres::Row, name: &str) -> Result<Mark, BoxError> {
     let position: i64 = row.try_get(0).map_err(db("reading the checkpoint"))?;
-    u64::try_from(position).map_err(|_| {
+    let event_id: Option<Uuid> = row.try_get(1).map_err(db("reading the checkpoint"))?;
+    let position = u64::try_from(position).map_err(|_| -> BoxError {
         format!("the checkpoint row `{name}` holds position {position}, which is negative").into()
-    })
+    })?;
+    Ok(Mark { position, event_id })
+}
+
+/// A checkpoint position as a `BIGINT`.
+fn bigint(position: u64) -> Result<i64, BoxError> {
+    i64::try_from(position).map_err(|_| format!("checkpoint {position} is past BIGINT").into())
 }
 
 impl<M: PgReadModel> TransactionalProjection for PgProjection<M> {
     fn checkpoint(&mut self) -> Result<u64, BoxError> {
-        let position = self.read_checkpoint()?;
-        self.known = Some(position);
-        Ok(position)
+        Ok(self.checkpoint_mark()?.position)
     }
 
     fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
-        let expected = match self.known {
-            Some(p) => p,
-            None => self.checkpoint()?,
-        };
-        let out_of_range = |p: u64| -> BoxError { format!("checkpoint {p} is past BIGINT").into() };
-        let (from, to) = (
-            i64::try_from(expected).map_err(|_| out_of_range(expected))?,
-            i64::try_from(checkpoint).map_err(|_| out_of_range(checkpoint))?,
-        );
-        let (name, advance_sql, model) = (&self.name, &self.advance_sql, &mut self.model);
-        let batch = self.conn.with_transaction(|mut tx| {
-            // the row lock taken here makes a second instance wait, then find the row moved
-            let moved = tx
-                .execute(advance_sql, &[name, &from, &to])
-                .map_err(db("advancing the checkpoint"))?;
-            if moved == 0 {
-                return Ok(Batch::Moved);
-            }
-            for event in events {
-                if let Err(source) = model.apply(&mut tx, event) {
-                    return Ok(Batch::Refused(Box::new(EventFailure::new(event, source))));
-                }
-            }
-            tx.commit().map_err(db("committing the batch"))?;
-            Ok(Batch::Applied)
-        });
-        match batch {
-            Ok(Batch::Applied) => {
-                self.known = Some(checkpoint);
-                Ok(())
-            }
-            Ok(Batch::Moved) => {
-                self.known = None;
-                let found = self.read_checkpoint()?;
-                Err(Box::new(ProjectionDbError::CheckpointMoved {
-                    name: self.name.clone(),
-                    expected,
-                    found,
-                }))
-            }
-            Ok(Batch::Refused(e)) | Err(e) => {
-                // the checkpoint is read again before the next batch (a commit whose
-                // connection was lost may have moved it)
-                self.known = None;
-                Err(e)
-            }
-        }
+        self.apply_batch_marked(events, Mark::at(checkpoint))
     }
 
+    /// Locks the checkpoint row before the read model deletes its rows, as a batch does
+    /// before it writes: a reset that deleted first would not see the rows of a batch
+    /// committing meanwhile (its snapshot predates them), then set the checkpoint to 0
+    /// over that batch, and the rebuild would apply those events a second time.
     fn reset(&mut self) -> Result<(), BoxError> {
-        self.read_checkpoint()?;
         let (name, reset_sql, model) = (&self.name, &self.reset_sql, &mut self.model);
         let reset = self.conn.with_transaction(|mut tx| {
-            model.reset(&mut tx)?;
             tx.execute(reset_sql, &[name])
                 .map_err(db("resetting the checkpoint"))?;
+            model.reset(&mut tx)?;
+            ensure_open(&mut tx, name, || "the reset".to_owned())?;
             tx.commit().map_err(db("committing the reset"))?;
             Ok(())
         });
@@ -387,16 +442,89 @@ impl<M: PgReadModel> TransactionalProjection for PgProjection<M> {
         self.known = Some(0);
         Ok(())
     }
+
+    fn checkpoint_mark(&mut self) -> Result<Mark, BoxError> {
+        let mark = self.read_checkpoint()?;
+        self.known = Some(mark.position);
+        Ok(mark)
+    }
+
+    fn apply_batch_marked(&mut self, events: &[RecordedEvent], mark: Mark) -> Result<(), BoxError> {
+        let expected = match self.known {
+            Some(p) => p,
+            None => self.checkpoint()?,
+        };
+        let (from, to) = (bigint(expected)?, bigint(mark.position)?);
+        let (name, advance_sql, model) = (&self.name, &self.advance_sql, &mut self.model);
+        let batch = self.conn.with_transaction(|mut tx| {
+            // the row lock taken here makes a second instance wait, then find the row moved
+            let moved = tx
+                .execute(advance_sql, &[name, &from, &to, &mark.event_id])
+                .map_err(db("advancing the checkpoint"))?;
+            if moved == 0 {
+                return Ok(Batch::Moved);
+            }
+            for event in events {
+                if let Err(source) = model.apply(&mut tx, event) {
+                    return Ok(Batch::Refused(Box::new(EventFailure::new(event, source))));
+                }
+            }
+            if !events.is_empty() {
+                ensure_open(&mut tx, name, || {
+                    format!("the batch up to position {}", mark.position)
+                })?;
+            }
+            tx.commit().map_err(db("committing the batch"))?;
+            Ok(Batch::Applied)
+        });
+        match batch {
+            Ok(Batch::Applied) => {
+                self.known = Some(mark.position);
+                Ok(())
+            }
+            Ok(Batch::Moved) => {
+                self.known = None;
+                let found = self.read_checkpoint()?.position;
+                Err(Box::new(ProjectionDbError::CheckpointMoved {
+                    source: CheckpointMoved {
+                        name: self.name.clone(),
+                        expected,
+                        found,
+                    },
+                }))
+            }
+            Ok(Batch::Refused(e)) | Err(e) => {
+                // the checkpoint is read again before the next batch (a commit whose
+                // connection was lost may have moved it)
+                self.known = None;
+                Err(e)
+            }
+        }
+    }
 }
 
-/// Checkpoints of at-least-once projections, in `schema.es_checkpoints`.
+/// Checkpoints of at-least-once projections, in `schema.es_checkpoints`, with the id of
+/// the event at each (a [`Mark`], so that a runner finds a log replaced under a
+/// checkpoint).
+///
+/// A save never moves a checkpoint back, except to 0: instances of one projection that
+/// share its name (two processes, for availability) each save where they got to, and the
+/// one lagging behind saving its older position would otherwise make the next start
+/// handle again everything after it. A save of 0 is a reset (before a rebuild) and is
+/// always taken.
+///
+/// Its connection runs at `READ COMMITTED` and, unless the connection string asks
+/// otherwise, with `synchronous_commit` on, whatever the server's defaults.
 ///
 /// ```no_run
 /// use es_core::projection::CheckpointStore;
 /// use es_store_pg::projection::PgCheckpoints;
 /// let checkpoints = PgCheckpoints::connect("postgres://es@localhost/es", "public")?;
 /// checkpoints.save("mailer", 42)?;
+/// checkpoints.save("mailer", 40)?; // an instance lagging behind
 /// assert_eq!(checkpoints.load("mailer")?, 42);
+/// checkpoints.save("mailer", 0)?; // a reset
+/// assert_eq!(checkpoints.load("mailer")?, 0);
 /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
 pub struct PgCheckpoints {
@@ -421,10 +549,15 @@ impl PgCheckpoints {
         let q = quoted(schema);
         Ok(PgCheckpoints {
             conn: Mutex::new(conn),
-            load_sql: format!("SELECT position FROM {q}.es_checkpoints WHERE name = $1"),
+            load_sql: format!("SELECT {MARK_COLUMNS} FROM {q}.es_checkpoints WHERE name = $1"),
+            // the row is locked while the condition is checked, so that two saves at once
+            // keep the greater
             save_sql: format!(
-                "INSERT INTO {q}.es_checkpoints (name, position) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+                "INSERT INTO {q}.es_checkpoints AS c (name, position, event_id, event_position)
+                 VALUES ($1, $2, $3, $2)
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position,
+                    event_id = excluded.event_id, event_position = excluded.event_position
+                 WHERE excluded.position = 0 OR excluded.position >= c.position"
             ),
         })
     }
@@ -432,23 +565,80 @@ impl PgCheckpoints {
 
 impl CheckpointStore for PgCheckpoints {
     fn load(&self, name: &str) -> Result<u64, BoxError> {
+        Ok(self.load_mark(name)?.position)
+    }
+
+    /// Saves `position` unless the checkpoint is past it already (see [`PgCheckpoints`]).
+    fn save(&self, name: &str, position: u64) -> Result<(), BoxError> {
+        self.save_mark(name, Mark::at(position))
+    }
+
+    fn load_mark(&self, name: &str) -> Result<Mark, BoxError> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let row = conn
             .run(|client| client.query_opt(&self.load_sql, &[&name]))
             .map_err(db("reading a checkpoint"))?;
         match row {
-            None => Ok(0),
-            Some(row) => checkpoint_position(&row, name),
+            None => Ok(Mark::default()),
+            Some(row) => checkpoint_mark(&row, name),
         }
     }
 
-    fn save(&self, name: &str, position: u64) -> Result<(), BoxError> {
-        let position =
-            i64::try_from(position).map_err(|_| format!("checkpoint {position} is past BIGINT"))?;
+    /// Saves `mark` unless the checkpoint is past it already (see [`PgCheckpoints`]).
+    fn save_mark(&self, name: &str, mark: Mark) -> Result<(), BoxError> {
+        let position = bigint(mark.position)?;
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        // saving the same position twice is saving it once
-        conn.run(|client| client.execute(&self.save_sql, &[&name, &position]))
+        // saving the same mark twice is saving it once
+        conn.run(|client| client.execute(&self.save_sql, &[&name, &position, &mark.event_id]))
             .map_err(db("saving a checkpoint"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+
+    impl PgReadModel for Nothing {
+        fn apply(&mut self, _: &mut Transaction<'_>, _: &RecordedEvent) -> Result<(), BoxError> {
+            Ok(())
+        }
+        fn reset(&mut self, _: &mut Transaction<'_>) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    /// The isolation and commit settings of `client`.
+    fn settings(client: &mut Client) -> (String, String) {
+        let row = client
+            .query_one(
+                "SELECT current_setting('default_transaction_isolation'),
+                    current_setting('synchronous_commit')",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    }
+
+    #[test]
+    fn projections_and_checkpoints_run_at_read_committed_and_commit_synchronously_whatever_the_server_defaults()
+     {
+        let Some(server) = crate::start_server(&[
+            "default_transaction_isolation=serializable",
+            "synchronous_commit=off",
+        ]) else {
+            return;
+        };
+        let pinned = ("read committed".to_owned(), "on".to_owned());
+        let mut projection = PgProjection::connect(&server.url, "public", "p", Nothing).unwrap();
+        assert_eq!(settings(projection.client()), pinned);
+        let checkpoints = PgCheckpoints::connect(&server.url, "public").unwrap();
+        let mut conn = checkpoints.conn.lock().unwrap();
+        assert_eq!(settings(&mut conn.client), pinned);
+        // and so does a connection opened again after one was lost
+        conn.lost = true;
+        assert_eq!(settings(conn.client().unwrap()), pinned);
     }
 }

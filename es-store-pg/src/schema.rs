@@ -11,7 +11,9 @@
 //!
 //! 1. `es_head` (one row: the last global position and the last commit time),
 //!    `es_streams` (one row per stream: its version, locked by appends), `es_events`.
-//! 2. `es_snapshots` and `es_checkpoints`.
+//! 2. `es_snapshots` and `es_checkpoints`. The checkpoints' mark columns (`event_id`,
+//!    `event_position`) came later without a version of their own: projections add them
+//!    when they connect, and a checkpoint without them reads as one without a mark.
 
 use crate::error::ConnectError;
 use postgres::Client;
@@ -21,18 +23,41 @@ pub const CURRENT: i32 = 2;
 
 /// The table of projection checkpoints, created by the store's set-up and by projections
 /// that connect before the store (whichever comes first). `{s}` is the quoted schema name.
+///
+/// `event_id` is the id of the event at `event_position`: with `position`, the checkpoint's
+/// mark (es-core's `Mark`), by which a runner finds a log replaced under its checkpoint.
+/// A mark holds only while `event_position = position`: a build that knows no marks moves
+/// `position` alone, and the id left behind names another event.
 macro_rules! checkpoints_table {
     () => {
         "CREATE TABLE IF NOT EXISTS {s}.es_checkpoints (
         name TEXT PRIMARY KEY,
-        position BIGINT NOT NULL CHECK (position >= 0)
+        position BIGINT NOT NULL CHECK (position >= 0),
+        event_id UUID,
+        event_position BIGINT
     );"
+    };
+}
+
+/// The mark's columns, for checkpoint tables created before them (they came without a
+/// version of their own: every projection adds them when it connects, and reads a
+/// checkpoint without them as one without a mark).
+macro_rules! checkpoint_mark_columns {
+    () => {
+        "ALTER TABLE {s}.es_checkpoints
+        ADD COLUMN IF NOT EXISTS event_id UUID,
+        ADD COLUMN IF NOT EXISTS event_position BIGINT;"
     };
 }
 
 /// [`checkpoints_table`] for `quoted_schema`.
 pub(crate) fn checkpoints_table(quoted_schema: &str) -> String {
     checkpoints_table!().replace("{s}", quoted_schema)
+}
+
+/// [`checkpoint_mark_columns`] for `quoted_schema`.
+pub(crate) fn checkpoint_mark_columns(quoted_schema: &str) -> String {
+    checkpoint_mark_columns!().replace("{s}", quoted_schema)
 }
 
 /// The upgrade steps: `STEPS[i]` takes the tables from version `i` to `i + 1`. `{s}` is
@@ -65,8 +90,8 @@ const STEPS: [&str; CURRENT as usize] = [
         CONSTRAINT es_events_event_id_key UNIQUE (event_id),
         CONSTRAINT es_events_stream_key UNIQUE (stream_id, stream_version)
     );",
-    // 1 -> 2 (`es_checkpoints` may exist already: projections create it when they connect
-    // before the store)
+    // 1 -> 2 (`es_checkpoints` may exist already, without the mark's columns: projections
+    // create it when they connect before the store)
     concat!(
         "CREATE TABLE {s}.es_snapshots (
         stream_id TEXT NOT NULL,
@@ -80,7 +105,8 @@ const STEPS: [&str; CURRENT as usize] = [
         PRIMARY KEY (stream_id, version)
     );
     ",
-        checkpoints_table!()
+        checkpoints_table!(),
+        checkpoint_mark_columns!()
     ),
 ];
 

@@ -1,7 +1,7 @@
 //! `PgStore`: the event store contract over PostgreSQL tables, for many processes.
 
 use crate::commit::{Committer, Prepared};
-use crate::conn::{Conn, Manager, Query, Sql};
+use crate::conn::{Conn, Manager, Query, Sql, pin_session};
 use crate::error::{ConnectError, PgError, db, is_connection_error};
 use crate::listen::Listener;
 use crate::schema;
@@ -192,6 +192,14 @@ impl PgStore {
         let mut client = config
             .connect(postgres::NoTls)
             .map_err(ConnectError::Connect)?;
+        // the set-up waits for another process's set-up on an advisory lock and then reads
+        // the version that process recorded: under a default of repeatable read or
+        // serializable its snapshot, taken before the wait, would not show it, and it
+        // would create the tables again
+        pin_session(&mut client).map_err(|source| ConnectError::Database {
+            during: "setting the session's isolation and commit settings",
+            source,
+        })?;
         if options.read_only {
             schema::check(&mut client, &options.schema)?;
         } else {

@@ -233,3 +233,67 @@ fn checkpoints_made_before_the_store_are_kept_when_it_connects() {
     PgStore::connect_with(&url, options(&schema)).unwrap();
     assert_eq!(checkpoints.load("mailer").unwrap(), 7);
 }
+
+#[test]
+fn processes_connecting_at_once_under_a_serializable_default_set_up_the_tables_once() {
+    let Some(url) = common::url() else { return };
+    let schema = common::fresh_schema();
+    let _guard = common::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    // every new transaction of these connections is serializable unless it says otherwise
+    let url = format!("{url}?options=-c%20default_transaction_isolation%3Dserializable");
+    let stores: Vec<PgStore> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| PgStore::connect_with(&url, options(&schema))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    });
+    for (i, store) in stores.iter().enumerate() {
+        store
+            .append("s-1", ExpectedVersion::Any, events(i as u64, 1))
+            .unwrap();
+    }
+    assert_eq!(stores[0].head_position().unwrap(), 6);
+}
+
+#[test]
+fn checkpoints_of_a_table_made_without_marks_gain_them_when_a_projection_connects() {
+    let Some(url) = common::url() else { return };
+    let schema = common::fresh_schema();
+    let _guard = common::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    // the table as builds without marks made it, with a checkpoint of theirs
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{schema}\";
+             CREATE TABLE \"{schema}\".es_checkpoints (
+                name TEXT PRIMARY KEY,
+                position BIGINT NOT NULL CHECK (position >= 0)
+             );
+             INSERT INTO \"{schema}\".es_checkpoints VALUES ('mailer', 7);"
+        ))
+        .unwrap();
+    let checkpoints = PgCheckpoints::connect(&url, &schema).unwrap();
+    assert_eq!(
+        checkpoints.load_mark("mailer").unwrap(),
+        es_core::projection::Mark::at(7)
+    );
+    let id = uuid::Uuid::new_v4();
+    let mark = es_core::projection::Mark {
+        position: 8,
+        event_id: Some(id),
+    };
+    checkpoints.save_mark("mailer", mark).unwrap();
+    assert_eq!(checkpoints.load_mark("mailer").unwrap(), mark);
+    // the store's set-up keeps the table and its marks
+    PgStore::connect_with(&url, options(&schema)).unwrap();
+    assert_eq!(checkpoints.load_mark("mailer").unwrap(), mark);
+}
