@@ -44,6 +44,9 @@ pub mod subscription;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+// hidden: the compiler would offer its types in users' own errors ("the following other
+// types implement `EventSet`"); the README says where its source is
+#[doc(hidden)]
 pub mod doc_support;
 mod macro_support;
 
