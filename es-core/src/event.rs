@@ -126,9 +126,10 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// that [`Event::upcast`] (the JSON steps of `migrate(..)`) can edit it. A value is not
     /// the stored text, and the default refuses what it would silently change:
     ///
-    /// - an integer beyond the range of `i64` and `u64` (a `u128` amount, say) would become
-    ///   the nearest float: a payload holding one is refused with an [`UpcastError`] that
-    ///   names it;
+    /// - an integer beyond the range of `i64` and `u64` becomes the nearest float: a field
+    ///   that takes a float gets what a direct parse gives it too, and one that takes such
+    ///   an integer exactly (`u128`, `i128`) fails, with an [`UpcastError`] that names the
+    ///   integer and says to use a typed step;
     /// - fields of `serde_json::value::RawValue` are written again from the value: their
     ///   key order (keys come out sorted) and number formatting (`1.50` becomes `1.5`) are
     ///   not kept;
@@ -141,18 +142,35 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// exactly as at the current version; an older one takes `Old`'s own chain.
     fn upcast_stored(version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         let value: Value = from_json(payload).map_err(|e| payload_error::<Self>(version, e))?;
-        if let Some(integer) = integer_beyond_64_bits(payload) {
-            return Err(DecodeError::Upcast {
-                event_type: Self::NAME.to_owned(),
+        Self::from_value(version, value).map_err(|e| match e {
+            // the value the steps made did not fit the type: a field that takes an integer
+            // beyond 64 bits exactly (`u128`, `i128`) found a float there; say why. (A field
+            // that takes a float gets the float a direct parse gives too; with serde_json's
+            // `arbitrary_precision` the value holds the integer exactly and nothing fails.
+            // A failed step keeps its own error.)
+            DecodeError::Upcast {
+                event_type,
                 version,
-                target_version: Self::VERSION,
-                source: UpcastError::new(format!(
-                    "the payload holds the integer {}, beyond the 64-bit range that a JSON migration step carries exactly (it would be read as a rounded float); bring this version up to date with a typed step (`upcast_from = ..`), which reads the stored bytes as they are",
-                    shortened(integer)
-                )),
-            });
-        }
-        Self::from_value(version, value)
+                target_version,
+                source,
+            } if source.step().is_none() => {
+                let source = match integer_beyond_64_bits(payload) {
+                    Some(integer) => UpcastError::new(format!(
+                        "{}; the payload holds the integer {}, beyond the 64-bit range that a JSON migration step carries exactly (it becomes a float): bring this version up to date with a typed step (`upcast_from = ..`), which reads the stored bytes as they are",
+                        source.message(),
+                        shortened(integer)
+                    )),
+                    None => source,
+                };
+                DecodeError::Upcast {
+                    event_type,
+                    version,
+                    target_version,
+                    source,
+                }
+            }
+            e => e,
+        })
     }
 }
 
@@ -286,10 +304,11 @@ pub fn run_migrations(
 
 /// A JSON-level migration step: the stored value of version N becomes the value of N + 1.
 ///
-/// A step sees a [`Value`], not the stored text (see [`Event::upcast_stored`]): a payload
-/// holding an integer beyond the range of `i64` and `u64` is refused before any step
-/// runs, fields of `serde_json::value::RawValue` come out with their keys sorted and their
-/// numbers formatted anew, and of a key written twice only the last value is seen. A
+/// A step sees a [`Value`], not the stored text (see [`Event::upcast_stored`]): an
+/// integer beyond the range of `i64` and `u64` is a float there (a `u128` field then fails
+/// to decode, with an error that names the integer), fields of
+/// `serde_json::value::RawValue` come out with their keys sorted and their numbers
+/// formatted anew, and of a key written twice only the last value is seen. A
 /// version whose payloads need any of these kept exactly is upcast with a typed step
 /// (`upcast_from = Old`) instead.
 pub type MigrationFn = fn(Value) -> Result<Value, UpcastError>;

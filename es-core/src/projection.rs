@@ -747,7 +747,23 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
             .checkpoint_mark()
             .map_err(|source| ProjectionError::read_model(0, source))?;
         if let (Some(expected), true) = (mark.event_id, mark.position > 0) {
-            let at = self.store.read_all(mark.position)?.next().transpose()?;
+            // an event at the checkpoint that cannot be read (damage) is not this run's to
+            // read: the run reads from the next one, as it did before checkpoints had ids,
+            // and the check is made again on the next run
+            let at = match self
+                .store
+                .read_all(mark.position)
+                .and_then(|mut events| events.next().transpose())
+            {
+                Ok(at) => at,
+                Err(e) => {
+                    tracing::warn!(
+                        position = mark.position,
+                        "cannot read the event at the checkpoint to check it: {e}"
+                    );
+                    return Ok(mark.position);
+                }
+            };
             match at {
                 Some(e) if e.position == mark.position && e.event_id != expected => {
                     return Err(ProjectionError::HistoryReplaced {
@@ -942,8 +958,12 @@ where
                     !stop.load(Ordering::SeqCst)
                 });
                 let checkpoint = match run {
-                    // a competing instance applied the batch: go on from its checkpoint
-                    Err(e) if e.is_checkpoint_moved() && !stop.load(Ordering::SeqCst) => {
+                    // a competing instance applied the batch: nothing was applied here; go
+                    // on from its checkpoint, or stop as asked
+                    Err(e) if e.is_checkpoint_moved() => {
+                        if stop.load(Ordering::SeqCst) {
+                            return Ok(());
+                        }
                         continue;
                     }
                     run => run?,

@@ -207,3 +207,76 @@ fn a_stream_of_many_small_appends_is_read_in_batches() {
     let reads = store.reads.load(Ordering::Relaxed);
     assert!((20..=22).contains(&reads), "{reads} reads for 20 batches");
 }
+
+mod typed {
+    use super::CountingReads;
+    use es_core::prelude::*;
+    use es_core::subscription::Subscription;
+    use es_core::{EventStore, ExpectedVersion, NewEvent};
+    use std::time::Duration;
+
+    #[event]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Opened {
+        pub by: String,
+    }
+
+    #[event(ignore = ["Viewed"])]
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum PageEvent {
+        Opened(Opened),
+    }
+
+    #[derive(Debug, Default, Clone, Aggregate)]
+    #[aggregate(kind = "page", event = PageEvent)]
+    pub struct Page {
+        pub opened: u64,
+    }
+
+    impl Apply<Opened> for Page {
+        fn apply(&mut self, _: &Opened) {
+            self.opened += 1;
+        }
+    }
+
+    /// A typed subscription passing a long run of a declared ignored type keeps to its
+    /// deadline too, and goes on from where it stopped.
+    #[test]
+    fn a_typed_catch_up_through_ignored_events_keeps_to_its_deadline() {
+        let store = CountingReads {
+            pause: Duration::from_millis(5),
+            ..CountingReads::default()
+        };
+        for n in 0..200 {
+            let viewed = (0..512)
+                .map(|_| NewEvent::new("Viewed", 1, b"{}".to_vec()))
+                .collect();
+            store
+                .append(&format!("page-{n}"), ExpectedVersion::Any, viewed)
+                .unwrap();
+        }
+        let opened = NewEvent::new("Opened", 1, br#"{"by":"ann"}"#.to_vec());
+        store
+            .append("page-x", ExpectedVersion::Any, vec![opened])
+            .unwrap();
+        let mut sub = Subscription::new(&store, 1).typed::<Page>();
+        assert!(
+            sub.next_timeout(Duration::from_millis(20))
+                .unwrap()
+                .is_none()
+        );
+        let reads = store.reads.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            reads < 50,
+            "{reads} reads of the log before a 20 ms deadline"
+        );
+        let mut found = None;
+        for _ in 0..1000 {
+            if let Some(e) = sub.next_timeout(Duration::from_millis(20)).unwrap() {
+                found = Some(e);
+                break;
+            }
+        }
+        assert_eq!(found.map(|e| e.stream_id), Some("page-x".to_owned()));
+    }
+}

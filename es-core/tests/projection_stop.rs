@@ -183,3 +183,42 @@ fn a_background_projection_goes_on_when_another_instance_applied_the_batch() {
         assert_eq!(runner.projection().handled, 50);
     });
 }
+
+/// Asked to stop while a batch it loses to a competing instance is under way, a
+/// background projection stops cleanly: nothing was applied here, and the runner comes
+/// back with its read model.
+#[test]
+fn stopping_while_losing_a_batch_to_another_instance_is_a_clean_stop() {
+    use es_core::projection::{CheckpointMoved, TransactionalProjection};
+    use std::sync::mpsc;
+
+    struct Losing(mpsc::Sender<()>);
+    impl TransactionalProjection for Losing {
+        fn checkpoint(&mut self) -> Result<u64, BoxError> {
+            Ok(0)
+        }
+        fn apply_batch(&mut self, _: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
+            let _ = self.0.send(());
+            std::thread::sleep(Duration::from_millis(200));
+            Err(Box::new(CheckpointMoved {
+                name: "losing".into(),
+                expected: 0,
+                found: checkpoint,
+            }))
+        }
+        fn reset(&mut self) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    let store = MemoryStore::new();
+    store
+        .append("s-1", ExpectedVersion::Any, vec![event()])
+        .unwrap();
+    let (entered, inside) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let running = ProjectionRunner::new(&store, Losing(entered)).spawn_scoped(scope);
+        inside.recv().unwrap();
+        assert!(running.stop().is_ok(), "a stop asked for ended in an error");
+    });
+}

@@ -73,9 +73,9 @@ use proc_macro2::TokenStream as TokenStream2;
 ///   order, none missing, none twice, none at or above N). Each step is a
 ///   `fn(serde_json::Value) -> Result<serde_json::Value, es_core::UpcastError>`; a stored
 ///   payload runs through the steps from its version on, then is deserialized. A step sees
-///   a JSON value, not the stored text, which does not keep everything: a payload holding
-///   an integer beyond the range of `i64` and `u64` is refused (a value would hold the
-///   nearest float), fields of `serde_json::value::RawValue` come out with their keys
+///   a JSON value, not the stored text, which does not keep everything: an integer beyond
+///   the range of `i64` and `u64` becomes the nearest float (a `u128` field then fails to
+///   decode, naming the integer), fields of `serde_json::value::RawValue` come out with their keys
 ///   sorted and their numbers formatted anew, and of a key written twice the last value
 ///   wins. A version that needs any of these kept exactly is upcast with a typed step.
 /// - `upcast_from = Old`, where `Old` is an `#[event]` struct with the same name (or one of

@@ -221,14 +221,18 @@ fn decode(bytes: &[u8]) -> Option<Vec<Snapshot>> {
 
 // A checkpoint file, `<name>.checkpoint` in the checkpoint directory:
 //
-//   magic "ESCKPT02"
+//   magic "ESCKPT03" ("ESCKPT02" when saved without an event id)
 //   name: length u32 + UTF-8 (1 to MAX_CHECKPOINT_NAME bytes)
 //   position u64
+//   event id: 16 bytes (in "ESCKPT03" only)
 //   CRC32C of everything before it, u32
 //
-// The earlier layout, still read: position u64 + CRC32C of it u32 (12 bytes, no name).
+// A file with an event id has its own magic, so that a build that knows only "ESCKPT02"
+// says it is not a checkpoint file it reads, rather than calling it damaged. The earliest
+// layout, still read: position u64 + CRC32C of it u32 (12 bytes, no name).
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"ESCKPT02";
+const MARKED_CHECKPOINT_MAGIC: &[u8; 8] = b"ESCKPT03";
 /// Longest checkpoint name.
 const MAX_CHECKPOINT_NAME: usize = 128;
 /// Length of a file in the earlier layout, which holds no name.
@@ -270,7 +274,11 @@ struct CheckpointContent<'a> {
 
 fn encode_checkpoint(name: &str, mark: Mark) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + 4 + name.len() + 8 + 16 + 4);
-    out.extend_from_slice(CHECKPOINT_MAGIC);
+    out.extend_from_slice(if mark.event_id.is_some() {
+        MARKED_CHECKPOINT_MAGIC
+    } else {
+        CHECKPOINT_MAGIC
+    });
     out.extend_from_slice(&(name.len() as u32).to_le_bytes());
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(&mark.position.to_le_bytes());
@@ -300,12 +308,16 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<CheckpointContent<'_>, String> {
             event_id: None,
         });
     }
-    let rest = body
-        .strip_prefix(CHECKPOINT_MAGIC.as_slice())
-        .ok_or("not a checkpoint file (wrong magic)")?;
+    let (rest, id_len) = if let Some(rest) = body.strip_prefix(CHECKPOINT_MAGIC.as_slice()) {
+        (rest, 0)
+    } else if let Some(rest) = body.strip_prefix(MARKED_CHECKPOINT_MAGIC.as_slice()) {
+        (rest, 16)
+    } else {
+        return Err("not a checkpoint file (wrong magic)".into());
+    };
     let (len, rest) = rest.split_at_checked(4).ok_or("truncated name length")?;
     let len = u32::from_le_bytes(len.try_into().unwrap_or([0; 4])) as usize;
-    if len == 0 || len > MAX_CHECKPOINT_NAME || (rest.len() != len + 8 && rest.len() != len + 24) {
+    if len == 0 || len > MAX_CHECKPOINT_NAME || rest.len() != len + 8 + id_len {
         return Err(format!(
             "a name length of {len} does not fit a {} byte file",
             bytes.len()
@@ -450,6 +462,8 @@ mod tests {
             event_id: Some(id),
         };
         assert_eq!(decode_checkpoint(&marked), Ok(content));
+        // a build that reads only the layout without ids finds another magic, not damage
+        assert_eq!(&marked[..8], MARKED_CHECKPOINT_MAGIC);
         let bytes = encode_checkpoint("sales", Mark::at(42));
         let named = CheckpointContent {
             name: Some("sales"),

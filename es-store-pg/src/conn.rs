@@ -217,15 +217,18 @@ fn plan_for_current_size(client: &mut Client) -> Result<(), postgres::Error> {
 ///   it acknowledged (their positions are handed out again) and checkpoints it moved. A
 ///   connection string that asks for `off` itself (`options=-c synchronous_commit=off`,
 ///   which the server records as set by the client) keeps it: that is the application's
-///   choice, for a bulk load it can start again, not a default it did not see. Stronger
-///   settings (`remote_write`, `remote_apply`) and `local` are the operator's choice for
-///   standbys and are kept.
+///   choice, for a bulk load it can start again, not a default it did not see. The other
+///   settings (`local` and `remote_write`, weaker than `on` only towards standbys, and
+///   `remote_apply`, stronger) are the operator's choice for standbys and are kept.
 ///
-/// One round trip: both statements go in one simple query.
+/// Two round trips: a batch of statements runs as one transaction, begun under the old
+/// default, and on a hot standby whose default is serializable its `SELECT` fails
+/// ("cannot use serializable mode in a hot standby"); the `SET` alone changes the default
+/// for what follows.
 pub(crate) fn pin_session(client: &mut Client) -> Result<(), postgres::Error> {
+    client.batch_execute("SET default_transaction_isolation = 'read committed'")?;
     client.batch_execute(
-        "SET default_transaction_isolation = 'read committed';
-         SELECT set_config('synchronous_commit', 'on', false) FROM pg_settings
+        "SELECT set_config('synchronous_commit', 'on', false) FROM pg_settings
          WHERE name = 'synchronous_commit' AND setting = 'off' AND source <> 'client'",
     )
 }

@@ -302,7 +302,7 @@ impl SchemaCheck {
         };
         let mut unanswered: Vec<(String, PathBuf)> = entries
             .filter_map(Result::ok)
-            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|entry| entry.path().is_dir())
             .map(|entry| {
                 (
                     entry.file_name().to_string_lossy().into_owned(),

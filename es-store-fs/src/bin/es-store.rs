@@ -199,22 +199,39 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         }
         Command::Tail { dir, from, follow } => {
             let mut next = *from;
-            let mut printed = 0u64;
+            // the last event printed: its position and id, looked for at every poll
+            let mut printed: Option<(u64, uuid::Uuid)> = None;
             loop {
                 let store = open(dir)?;
-                let head = store.head_position().map_err(|e| e.to_string())?;
-                if head < printed {
-                    return Err(format!(
-                        "the log now ends at position {head}, before position {printed}, \
-                         which was printed: events printed are no longer in the log (a crash \
-                         took back appends that were not yet durable, or a repair cut the \
-                         log), and positions after {head} will be reused"
-                    ));
+                if let Some((position, id)) = printed {
+                    let head = store.head_position().map_err(|e| e.to_string())?;
+                    let there = store
+                        .read_all(position)
+                        .map_err(|e| e.to_string())?
+                        .next()
+                        .transpose()
+                        .map_err(|e| e.to_string())?
+                        .filter(|e| e.position == position);
+                    let reason = match there {
+                        None => format!("the log now ends at position {head}, before it"),
+                        Some(e) if e.event_id != id => {
+                            format!("it now holds another event, {}", e.event_id)
+                        }
+                        Some(_) => String::new(),
+                    };
+                    if !reason.is_empty() {
+                        return Err(format!(
+                            "event {id} was printed at position {position}, but {reason}: the \
+                             log was replaced from there or before (a crash took back appends \
+                             that were not yet durable, or a repair cut the log), and going on \
+                             would skip the events that took the printed positions"
+                        ));
+                    }
                 }
                 for e in store.read_all(next).map_err(|e| e.to_string())? {
                     let e = e.map_err(|e| e.to_string())?;
                     next = e.position + 1;
-                    printed = e.position;
+                    printed = Some((e.position, e.event_id));
                     print_event(&mut out, cli.json, &e)?;
                 }
                 out.flush().map_err(|e| e.to_string())?;

@@ -125,3 +125,53 @@ fn a_log_replaced_under_the_checkpoint_is_an_error_not_a_skip() {
     assert_eq!(runner.run_to_head().unwrap(), 5);
     assert_eq!(runner.projection().projection.0, 1);
 }
+
+/// The event at a marked checkpoint is checked before a run reads on; when that event
+/// cannot be read (damage in a sealed segment), the run is not stopped by it: it reads
+/// from the next event, as it did before checkpoints recorded events, and the damage is
+/// left for the reads that need it to report.
+#[test]
+fn a_damaged_event_at_the_checkpoint_does_not_stop_the_run() {
+    use es_store_fs::FileCheckpoints;
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = || FileStoreOptions {
+        segment_size: 4096,
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with(dir.path().join("events"), options()).unwrap();
+    for n in 0..120 {
+        let payload = format!(r#"{{"n":{n}}}"#).into_bytes();
+        store
+            .append(
+                &format!("s-{}", n % 3),
+                ExpectedVersion::Any,
+                vec![NewEvent::new("Noted", 1, payload)],
+            )
+            .unwrap();
+    }
+    let checkpoints = FileCheckpoints::open(dir.path().join("checkpoints")).unwrap();
+    let mut runner = ProjectionRunner::new(
+        &store,
+        WithCheckpoint::new(Count::default(), "count", &checkpoints),
+    );
+    assert_eq!(runner.run_until_position(10).unwrap(), 10);
+    drop(runner);
+    store.close().unwrap();
+
+    // damage the tenth frame of the first (sealed) segment: the event at the checkpoint
+    let segment = dir.path().join("events").join(format!("{:020}.seg", 0));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let starts = crate::common::frame_starts(&bytes);
+    assert!(starts.len() > 11, "{} frames in segment 0", starts.len());
+    bytes[starts[9] + 20] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let store = FileStore::open_with(dir.path().join("events"), options()).unwrap();
+    let mut runner = ProjectionRunner::new(
+        &store,
+        WithCheckpoint::new(Count::default(), "count", &checkpoints),
+    );
+    assert_eq!(runner.run_to_head().unwrap(), 120);
+    assert_eq!(runner.projection().projection.0, 110);
+}
