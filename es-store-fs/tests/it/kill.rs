@@ -63,7 +63,7 @@ pub(crate) fn event_json(e: &NewEvent) -> serde_json::Value {
     })
 }
 
-pub(crate) fn event_from_json(v: &serde_json::Value) -> NewEvent {
+fn event_from_json(v: &serde_json::Value) -> NewEvent {
     let mut e = NewEvent::new(
         v["type"].as_str().unwrap(),
         v["version"].as_u64().unwrap() as u32,
@@ -72,6 +72,42 @@ pub(crate) fn event_from_json(v: &serde_json::Value) -> NewEvent {
     e.event_id = v["id"].as_str().unwrap().parse().unwrap();
     e.metadata = serde_json::from_value(v["metadata"].clone()).unwrap();
     e
+}
+
+/// The attempt a child reports as it starts an append (`{"start": key, "stream", "events"}`).
+pub(crate) fn started_attempt(v: &serde_json::Value) -> Attempt {
+    Attempt {
+        stream: v["stream"].as_str().unwrap().to_owned(),
+        expected: ExpectedVersion::Any,
+        events: v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(event_from_json)
+            .collect(),
+        started: 0,
+        outcome: Outcome::Pending,
+        newest_segment: 0,
+    }
+}
+
+/// The outcome a child reports once an append is acknowledged (`{"ack": key, "r": [first
+/// version, last version, first position, last position]}`).
+pub(crate) fn acked_outcome(v: &serde_json::Value) -> Outcome {
+    let r: Vec<u64> = v["r"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    let result = AppendResult {
+        first_version: r[0],
+        last_version: r[1],
+        first_position: r[2],
+        last_position: r[3],
+        retried: false,
+    };
+    Outcome::Acked { result, at: 0 }
 }
 
 /// The child: appends until killed, reporting each append as it starts and ends.
@@ -147,34 +183,9 @@ fn round(seed: u64) -> Result<(u64, u64), String> {
         };
         if let Some(key) = v["start"].as_str() {
             by_key.insert(key.to_owned(), attempts.len());
-            attempts.push(Attempt {
-                stream: v["stream"].as_str().unwrap().to_owned(),
-                expected: ExpectedVersion::Any,
-                events: v["events"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(event_from_json)
-                    .collect(),
-                started: 0,
-                outcome: Outcome::Pending,
-                newest_segment: 0,
-            });
+            attempts.push(started_attempt(&v));
         } else if let Some(key) = v["ack"].as_str() {
-            let r: Vec<u64> = v["r"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap())
-                .collect();
-            let result = AppendResult {
-                first_version: r[0],
-                last_version: r[1],
-                first_position: r[2],
-                last_position: r[3],
-                retried: false,
-            };
-            attempts[by_key[key]].outcome = Outcome::Acked { result, at: 0 };
+            attempts[by_key[key]].outcome = acked_outcome(&v);
             acks += 1;
         }
         if !killed && (acks >= kill_after_acks || Instant::now() > deadline) {

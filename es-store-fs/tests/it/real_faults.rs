@@ -355,36 +355,9 @@ fn read_report(stdout: &str) -> (Vec<Attempt>, Vec<serde_json::Value>) {
         };
         if let Some(key) = v["start"].as_str() {
             by_key.insert(key.to_owned(), attempts.len());
-            attempts.push(Attempt {
-                stream: v["stream"].as_str().unwrap().to_owned(),
-                expected: ExpectedVersion::Any,
-                events: v["events"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(crate::kill::event_from_json)
-                    .collect(),
-                started: 0,
-                outcome: Outcome::Pending,
-                newest_segment: 0,
-            });
+            attempts.push(crate::kill::started_attempt(&v));
         } else if let Some(key) = v["ack"].as_str() {
-            let r: Vec<u64> = v["r"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap())
-                .collect();
-            attempts[by_key[key]].outcome = Outcome::Acked {
-                result: es_core::AppendResult {
-                    first_version: r[0],
-                    last_version: r[1],
-                    first_position: r[2],
-                    last_position: r[3],
-                    retried: false,
-                },
-                at: 0,
-            };
+            attempts[by_key[key]].outcome = crate::kill::acked_outcome(&v);
         } else if let Some(key) = v["failed"].as_str() {
             attempts[by_key[key]].outcome = if v["kind"] == "io" {
                 Outcome::Failed
