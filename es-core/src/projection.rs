@@ -37,7 +37,7 @@
 
 use crate::envelope::RecordedEvent;
 use crate::store::{EventStore, StoreError};
-use crate::subscription::{APPEND_RUN_OUT, Filter, LastRead};
+use crate::subscription::{Filter, Pass};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -862,8 +862,7 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
         let mut batch = Vec::new();
         let mut last = checkpoint;
         let mut last_id = None;
-        let mut read = 0;
-        let mut last_read = LastRead::default();
+        let mut pass = Pass::new(self.batch_size);
         for event in self.store.read_all(checkpoint.saturating_add(1))? {
             let event = match event {
                 Ok(event) => event,
@@ -872,9 +871,7 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
                 Err(_) if last > checkpoint => return Ok((batch, last, last_id, false)),
                 Err(e) => return Err(e.into()),
             };
-            if read >= self.batch_size
-                && (read >= self.batch_size + APPEND_RUN_OUT || !last_read.continued_by(&event))
-            {
+            if pass.ends_before(&event) {
                 return Ok((batch, last, last_id, false));
             }
             let past = match until {
@@ -887,10 +884,7 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
             }
             last = event.position;
             last_id = Some(event.event_id);
-            read += 1;
-            if read >= self.batch_size {
-                last_read.set(&event);
-            }
+            pass.take(&event);
             if self.filter.matches(&event) {
                 batch.push(event);
             }

@@ -56,34 +56,61 @@ const READ_BATCH: usize = 512;
 /// How many more events a pass reads to finish the append it is in: a store reads a
 /// multi-event append whole, so a pass that stopped inside a large one would make the
 /// next read it again from its start.
-pub(crate) const APPEND_RUN_OUT: usize = 16_384;
+const APPEND_RUN_OUT: usize = 16_384;
 
-/// The place of the last event a pass read, to tell whether the next one continues its
-/// append: same stream, next version, next position, and the same time (an append's
-/// events share theirs; two appends share one only if the clock stood still, and then a
-/// pass reads on into the second, a longer pass, never a lost event).
-#[derive(Default)]
-pub(crate) struct LastRead {
+/// One pass over the log of a subscription or a projection: `batch` events, then on to
+/// the end of the append the last of them is in (at most [`APPEND_RUN_OUT`] more).
+///
+/// An event continues the append of the one before if it has the same stream, the next
+/// version, the next position and the same time (an append's events share theirs; two
+/// appends share one only if the clock stood still, and then a pass reads on into the
+/// second: a longer pass, never a lost event).
+pub(crate) struct Pass {
+    batch: usize,
+    read: usize,
     position: u64,
     stream_version: u64,
     timestamp: Option<chrono::DateTime<chrono::Utc>>,
     stream_id: String,
 }
 
-impl LastRead {
-    pub(crate) fn continued_by(&self, next: &RecordedEvent) -> bool {
-        self.timestamp == Some(next.timestamp)
-            && next.position == self.position + 1
-            && next.stream_version == self.stream_version + 1
-            && next.stream_id == self.stream_id
+impl Pass {
+    pub(crate) fn new(batch: usize) -> Self {
+        Pass {
+            batch,
+            read: 0,
+            position: 0,
+            stream_version: 0,
+            timestamp: None,
+            stream_id: String::new(),
+        }
     }
 
-    pub(crate) fn set(&mut self, event: &RecordedEvent) {
-        self.position = event.position;
-        self.stream_version = event.stream_version;
-        self.timestamp = Some(event.timestamp);
-        self.stream_id.clear();
-        self.stream_id.push_str(&event.stream_id);
+    /// Whether the pass ends before `next` (which the next pass reads again).
+    pub(crate) fn ends_before(&self, next: &RecordedEvent) -> bool {
+        self.read >= self.batch
+            && (self.read >= self.batch + APPEND_RUN_OUT
+                || !(self.timestamp == Some(next.timestamp)
+                    && next.position == self.position + 1
+                    && next.stream_version == self.stream_version + 1
+                    && next.stream_id == self.stream_id))
+    }
+
+    /// Counts `event` as read.
+    pub(crate) fn take(&mut self, event: &RecordedEvent) {
+        self.read += 1;
+        if self.read >= self.batch {
+            self.position = event.position;
+            self.stream_version = event.stream_version;
+            self.timestamp = Some(event.timestamp);
+            self.stream_id.clear();
+            self.stream_id.push_str(&event.stream_id);
+        }
+    }
+
+    /// Whether the pass read its whole batch (else the log ended first).
+    pub(crate) fn was_full(&self) -> bool {
+        self.read >= self.batch
     }
 }
 
@@ -207,27 +234,19 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
 
     fn fill_batches(&mut self, deadline: Option<Instant>) -> Result<(), StoreError> {
         loop {
-            let mut read = 0;
-            let mut last = LastRead::default();
+            let mut pass = Pass::new(READ_BATCH);
             for event in self.store.read_all(self.next_position)? {
                 let event = event?;
-                if read >= READ_BATCH
-                    && (read >= READ_BATCH + APPEND_RUN_OUT || !last.continued_by(&event))
-                {
-                    // read on to the end of the append, not into the next one: this
-                    // event is read again by the next pass
+                if pass.ends_before(&event) {
                     break;
                 }
                 self.next_position = event.position + 1;
-                read += 1;
-                if read >= READ_BATCH {
-                    last.set(&event);
-                }
+                pass.take(&event);
                 if self.filter.matches(&event) {
                     self.buffer.push_back(event);
                 }
             }
-            if !self.buffer.is_empty() || read < READ_BATCH {
+            if !self.buffer.is_empty() || !pass.was_full() {
                 return Ok(());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

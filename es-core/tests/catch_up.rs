@@ -129,44 +129,53 @@ fn catching_up_over_small_appends_reads_in_batches() {
     assert!((20..=22).contains(&reads), "{reads} reads for 20 batches");
 }
 
-/// A filtered catch-up through many events the filter leaves out returns at its
-/// deadline, and goes on from there on the next call.
-#[test]
-fn a_filtered_catch_up_keeps_to_its_deadline() {
+/// A store whose log reads take 5 ms each, holding 200 appends of 512 events of
+/// `event_type` to streams `{prefix}-{n}`: a catch-up through them takes over a second.
+fn slow_store_of_noise(prefix: &str, event_type: &str) -> CountingReads {
     let store = CountingReads {
         pause: Duration::from_millis(5),
         ..CountingReads::default()
     };
     for n in 0..200 {
         let batch = (0..512)
-            .map(|k| NewEvent::new("Noise", 1, format!(r#"{{"k":{k}}}"#).into_bytes()))
+            .map(|k| NewEvent::new(event_type, 1, format!(r#"{{"k":{k}}}"#).into_bytes()))
             .collect();
         store
-            .append(&format!("noise-{n}"), ExpectedVersion::Any, batch)
+            .append(&format!("{prefix}-{n}"), ExpectedVersion::Any, batch)
             .unwrap();
     }
     store
-        .append("rare-1", ExpectedVersion::Any, events(1))
-        .unwrap();
-    let mut sub = Subscription::new(&store, 1).with_filter(Filter::all().kinds(["rare"]));
-    assert!(
-        sub.next_timeout(Duration::from_millis(20))
-            .unwrap()
-            .is_none()
-    );
+}
+
+/// Asks `next` with a 20 ms deadline: the first call must come back empty after a few
+/// reads of `store`'s log, and later calls must go on to the event past the noise, which
+/// is returned.
+fn keeps_to_its_deadline<T>(
+    store: &CountingReads,
+    mut next: impl FnMut(Duration) -> Option<T>,
+) -> T {
+    assert!(next(Duration::from_millis(20)).is_none());
     let reads = store.reads.load(Ordering::Relaxed);
     assert!(
         reads < 50,
         "{reads} reads of the log before a 20 ms deadline"
     );
-    let mut found = None;
-    for _ in 0..1000 {
-        if let Some(e) = sub.next_timeout(Duration::from_millis(20)).unwrap() {
-            found = Some(e);
-            break;
-        }
-    }
-    assert_eq!(found.map(|e| e.stream_id), Some("rare-1".to_owned()));
+    (0..1000)
+        .find_map(|_| next(Duration::from_millis(20)))
+        .expect("the event past the noise")
+}
+
+/// A filtered catch-up through many events the filter leaves out returns at its
+/// deadline, and goes on from there on the next call.
+#[test]
+fn a_filtered_catch_up_keeps_to_its_deadline() {
+    let store = slow_store_of_noise("noise", "Noise");
+    store
+        .append("rare-1", ExpectedVersion::Any, events(1))
+        .unwrap();
+    let mut sub = Subscription::new(&store, 1).with_filter(Filter::all().kinds(["rare"]));
+    let found = keeps_to_its_deadline(&store, |wait| sub.next_timeout(wait).unwrap());
+    assert_eq!(found.stream_id, "rare-1");
 }
 
 /// Changing a subscription's filter after it has read ahead filters what it read too: a
@@ -209,11 +218,9 @@ fn a_stream_of_many_small_appends_is_read_in_batches() {
 }
 
 mod typed {
-    use super::CountingReads;
     use es_core::prelude::*;
     use es_core::subscription::Subscription;
     use es_core::{EventStore, ExpectedVersion, NewEvent};
-    use std::time::Duration;
 
     #[event]
     #[derive(Debug, Clone, PartialEq)]
@@ -243,40 +250,13 @@ mod typed {
     /// deadline too, and goes on from where it stopped.
     #[test]
     fn a_typed_catch_up_through_ignored_events_keeps_to_its_deadline() {
-        let store = CountingReads {
-            pause: Duration::from_millis(5),
-            ..CountingReads::default()
-        };
-        for n in 0..200 {
-            let viewed = (0..512)
-                .map(|_| NewEvent::new("Viewed", 1, b"{}".to_vec()))
-                .collect();
-            store
-                .append(&format!("page-{n}"), ExpectedVersion::Any, viewed)
-                .unwrap();
-        }
+        let store = super::slow_store_of_noise("page", "Viewed");
         let opened = NewEvent::new("Opened", 1, br#"{"by":"ann"}"#.to_vec());
         store
             .append("page-x", ExpectedVersion::Any, vec![opened])
             .unwrap();
         let mut sub = Subscription::new(&store, 1).typed::<Page>();
-        assert!(
-            sub.next_timeout(Duration::from_millis(20))
-                .unwrap()
-                .is_none()
-        );
-        let reads = store.reads.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(
-            reads < 50,
-            "{reads} reads of the log before a 20 ms deadline"
-        );
-        let mut found = None;
-        for _ in 0..1000 {
-            if let Some(e) = sub.next_timeout(Duration::from_millis(20)).unwrap() {
-                found = Some(e);
-                break;
-            }
-        }
-        assert_eq!(found.map(|e| e.stream_id), Some("page-x".to_owned()));
+        let found = super::keeps_to_its_deadline(&store, |wait| sub.next_timeout(wait).unwrap());
+        assert_eq!(found.stream_id, "page-x");
     }
 }

@@ -75,25 +75,20 @@ pub fn verify_on(
     progress: &dyn Fn(u64),
 ) -> Result<VerifyReport, OpenError> {
     crate::marker::inspect(vfs, dir, true)?;
-    let mut probes = 0;
-    let (published, scanned) = loop {
-        let published = crate::store::published_end(vfs, dir)?;
-        let o = recovery::RecoverOptions {
-            ignore_index: true,
-            limit: published.map(|p| p.end),
-            limit_durable: published.map(|p| p.durable),
-            progress: Some(progress),
-            ..recovery::RecoverOptions::open(MAX_FRAME_LEN, true, false)
-        };
-        let scanned = recovery::recover(vfs, dir, o);
-        // a writer that started during the check may have written what it read: check
-        // again, up to the end that writer publishes (as a read-only open does)
-        probes += 1;
-        if published.is_none() && probes < 3 && crate::store::writer_holds(vfs, dir)? {
-            continue;
-        }
-        break (published, scanned?);
-    };
+    let (published, scanned) = crate::store::read_beside_writers(vfs, dir, |published| {
+        recovery::recover(
+            vfs,
+            dir,
+            recovery::RecoverOptions {
+                ignore_index: true,
+                limit: published.map(|p| p.end),
+                limit_durable: published.map(|p| p.durable),
+                progress: Some(progress),
+                ..recovery::RecoverOptions::open(MAX_FRAME_LEN, true, false)
+            },
+        )
+    })?;
+    let scanned = scanned?;
     let limit = published.map(|p| p.end);
     let log = &scanned.index;
     let index_exists = vfs

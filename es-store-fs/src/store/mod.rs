@@ -7,8 +7,8 @@ mod readers;
 mod recent;
 mod writer;
 
+pub(crate) use open::read_beside_writers;
 pub use open::{Durability, FileStoreOptions};
-pub(crate) use open::{published_end, writer_holds};
 pub use writer::WriteStats;
 
 use crate::error::RecoveryReport;

@@ -180,20 +180,8 @@ impl FileStore {
         }
         let vfs = Arc::clone(&options.vfs);
         let found = crate::marker::inspect(&*vfs, &dir, options.read_only)?;
-        let mut probes = 0;
-        let (lock, recovered) = loop {
-            let (lock, limit) = if options.read_only {
-                (None, published_end(&*vfs, &dir)?)
-            } else {
-                if found == crate::marker::Found::Nothing {
-                    vfs.create_dir_all(&dir).map_err(|source| OpenError::Io {
-                        path: dir.clone(),
-                        source,
-                    })?;
-                }
-                (Some(take_lock(&*vfs, &dir)?), None)
-            };
-            let recovered = recovery::recover(
+        let recover = |limit: Option<Published>| {
+            recovery::recover(
                 &*vfs,
                 &dir,
                 RecoverOptions {
@@ -202,16 +190,19 @@ impl FileStore {
                     table_budget: options.stream_table_cache,
                     ..RecoverOptions::open(frame_cap, options.read_only, options.repair)
                 },
-            );
-            // a read-only open that found no writer read the log as recovery would; a
-            // writer that started meanwhile may have written frames it has not
-            // acknowledged into what was read (or cut a torn tail under it): read again,
-            // up to the end that writer publishes
-            probes += 1;
-            if options.read_only && limit.is_none() && probes < 3 && writer_holds(&*vfs, &dir)? {
-                continue;
+            )
+        };
+        let (lock, recovered) = if options.read_only {
+            (None, read_beside_writers(&*vfs, &dir, recover)?.1)
+        } else {
+            if found == crate::marker::Found::Nothing {
+                vfs.create_dir_all(&dir).map_err(|source| OpenError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
             }
-            break (lock, recovered);
+            let lock = take_lock(&*vfs, &dir)?;
+            (Some(lock), recover(None))
         };
         let rec = match recovered {
             Ok(rec) => rec,
@@ -508,7 +499,7 @@ fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
 /// Beside a live writer whose record is missing or unreadable, the open is refused: the
 /// log past what the writer acknowledged may hold frames whose appends are still
 /// syncing, or will fail.
-pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Published>, OpenError> {
+fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Published>, OpenError> {
     if !writer_holds(vfs, dir)? {
         return Ok(None);
     }
@@ -527,6 +518,30 @@ pub(crate) fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Publishe
     }
 }
 
+/// Reads the store in `dir` without its write lock: `read` is given the end a live writer
+/// published (`None` when no writer holds the store). A writer that starts while `read`
+/// runs without a limit may write frames it has not acknowledged into what is read (or
+/// cut a torn tail under it), so once `read` is done the writer is looked for again, and
+/// if one came, `read` runs again up to the end it publishes. The first error that is not
+/// the reader's own (a failed probe) is returned; `read`'s own result is returned as it
+/// is, with the end it was limited to.
+pub(crate) fn read_beside_writers<T>(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    mut read: impl FnMut(Option<Published>) -> Result<T, OpenError>,
+) -> Result<(Option<Published>, Result<T, OpenError>), OpenError> {
+    let mut probes = 0;
+    loop {
+        let published = published_end(vfs, dir)?;
+        let result = read(published);
+        probes += 1;
+        if published.is_none() && probes < 3 && writer_holds(vfs, dir)? {
+            continue;
+        }
+        return Ok((published, result));
+    }
+}
+
 /// How long a lock that a read-only open takes for an instant to probe for a writer may
 /// stand in the way of a writer taking its locks, or of another probe, before it counts.
 const PROBE_WAIT: Duration = Duration::from_secs(1);
@@ -536,7 +551,7 @@ const PROBE_WAIT: Duration = Duration::from_secs(1);
 /// belongs to another read-only open probing, or to a writer taking its locks: it is
 /// asked again for up to [`PROBE_WAIT`], then counts as a writer's (the read then needs
 /// the writer's record, as beside any writer).
-pub(crate) fn writer_holds(vfs: &dyn Vfs, dir: &Path) -> Result<bool, OpenError> {
+fn writer_holds(vfs: &dyn Vfs, dir: &Path) -> Result<bool, OpenError> {
     let started = std::time::Instant::now();
     loop {
         let io = |source| OpenError::Io {
