@@ -98,6 +98,73 @@ pub struct NewEvent {
     pub payload: Vec<u8>,
 }
 
+/// A batch of events to append, with what es-core already knows of their payloads.
+///
+/// A batch made from a `Vec<NewEvent>` knows nothing: a store checks every payload, as
+/// [`EventStore::append`](crate::EventStore::append) does. The [`Repository`](crate::Repository)
+/// reads every event it appends back from its encoding; when that read went through
+/// es-core's own parse of the payload (as `#[event]` types' does), it marks the payload
+/// parsed: UTF-8 and one JSON value in full. A store may then skip its own parse of that
+/// payload ([`Limits::check_batch`](crate::Limits::check_batch) does); every other limit
+/// is still checked. Only es-core marks payloads, and a batch lends its events only to be
+/// read or taken out whole, so no mark outlives a change to the payload it speaks of.
+///
+/// ```
+/// use es_core::{AppendBatch, NewEvent};
+/// let batch = AppendBatch::from(vec![NewEvent::new("Opened", 1, b"{}".to_vec())]);
+/// assert!(!batch.payload_parsed(0));
+/// assert_eq!(batch.into_events().len(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AppendBatch {
+    events: Vec<NewEvent>,
+    /// `parsed[i]`: es-core parsed the payload of `events[i]` in full. Empty when none is.
+    parsed: Vec<bool>,
+}
+
+impl AppendBatch {
+    /// A batch whose payloads es-core parsed where `parsed` says so.
+    pub(crate) fn read_back(events: Vec<NewEvent>, parsed: Vec<bool>) -> Self {
+        debug_assert_eq!(events.len(), parsed.len());
+        AppendBatch { events, parsed }
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> &[NewEvent] {
+        &self.events
+    }
+
+    /// Takes the events out; what was known of their payloads is dropped with the batch.
+    pub fn into_events(self) -> Vec<NewEvent> {
+        self.events
+    }
+
+    /// The number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Whether es-core parsed the payload of the event at `index` in full as JSON text
+    /// (`false` for an index out of range).
+    pub fn payload_parsed(&self, index: usize) -> bool {
+        self.parsed.get(index).copied().unwrap_or(false)
+    }
+}
+
+impl From<Vec<NewEvent>> for AppendBatch {
+    fn from(events: Vec<NewEvent>) -> Self {
+        AppendBatch {
+            events,
+            parsed: Vec::new(),
+        }
+    }
+}
+
 impl NewEvent {
     /// A new event with a fresh id and empty metadata.
     ///

@@ -257,11 +257,48 @@ fn check_version<E: Event>(version: u32) -> Result<(), DecodeError> {
 /// each string again (about a fifth fewer instructions than parsing the bytes for a
 /// typical event). Bytes that are not UTF-8 are parsed as bytes, for serde_json's own
 /// error with its line and column.
+///
+/// A parse of checked text that succeeds leaves the text's place on this thread (see
+/// [`parsed_in_full`]).
 pub(crate) fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text),
+        Ok(text) => {
+            let parsed = serde_json::from_str(text)?;
+            PARSED_IN_FULL.set((text.as_ptr() as usize, text.len()));
+            Ok(parsed)
+        }
         Err(_) => serde_json::from_slice(bytes),
     }
+}
+
+thread_local! {
+    /// The address and length of the text that [`from_json`] last parsed in full on this
+    /// thread: UTF-8, one JSON value and nothing after it but whitespace.
+    static PARSED_IN_FULL: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Forgets the text [`from_json`] last parsed on this thread, before a call that may
+/// parse `payload` (see [`parsed_in_full`]).
+pub(crate) fn forget_parsed() {
+    PARSED_IN_FULL.set((0, 0));
+}
+
+/// Whether [`from_json`] parsed exactly `payload`, in full, since the last
+/// [`forget_parsed`] on this thread, and the payload holds no control byte: the
+/// repository's proof that an event it reads back from its encoding is JSON text, which
+/// spares the store its own parse. `payload` is borrowed across the call that parsed it,
+/// so its bytes are the bytes parsed: any text at the same address and of the same length
+/// during that call is this one.
+///
+/// A typed parse is as strict as the store's parse of any JSON value but in one place: a
+/// field read as bytes (`deserialize_bytes`) takes a string with raw control characters
+/// in it, which JSON forbids. serde_json writes none (it escapes them in strings and adds
+/// no whitespace between tokens), so a payload with one is left to the store's parse.
+pub(crate) fn parsed_in_full(payload: &[u8]) -> bool {
+    !payload.is_empty()
+        && PARSED_IN_FULL.get() == (payload.as_ptr() as usize, payload.len())
+        // a fold without an early exit, which the compiler vectorises
+        && !payload.iter().fold(false, |found, &b| found | (b < 0x20))
 }
 
 fn payload_error<E: Event>(version: u32, e: serde_json::Error) -> DecodeError {
@@ -680,5 +717,50 @@ mod tests {
             shortened(&long),
             format!("{}.. (100 digits)", "9".repeat(60))
         );
+    }
+
+    /// Reads a string as bytes, the one way serde_json's typed parse is laxer than a
+    /// parse of any JSON value.
+    struct Bytes;
+
+    impl<'de> serde::Deserialize<'de> for Bytes {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl serde::de::Visitor<'_> for Visit {
+                type Value = Bytes;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E>(self, _: &[u8]) -> Result<Bytes, E> {
+                    Ok(Bytes)
+                }
+            }
+            d.deserialize_bytes(Visit)
+        }
+    }
+
+    #[test]
+    fn only_the_text_parsed_in_full_without_control_bytes_counts_as_parsed() {
+        let text = br#"{"n":1}"#.to_vec();
+        forget_parsed();
+        assert!(!parsed_in_full(&text));
+        from_json::<Value>(&text).unwrap();
+        assert!(parsed_in_full(&text));
+        // the same bytes elsewhere, or a prefix, are not what was parsed
+        assert!(!parsed_in_full(&text.clone()));
+        assert!(!parsed_in_full(&text[..6]));
+        // a failed parse leaves no proof, and neither does a parse of bytes not UTF-8
+        forget_parsed();
+        assert!(from_json::<Value>(b"{\"n\":").is_err());
+        assert!(!parsed_in_full(b"{\"n\":"));
+        let not_utf8 = b"\"\xff\"".to_vec();
+        assert!(from_json::<Value>(&not_utf8).is_err());
+        assert!(!parsed_in_full(&not_utf8));
+        // a string read as bytes takes a raw control character, which JSON forbids
+        let raw = b"\"a\x01b\"".to_vec();
+        forget_parsed();
+        assert!(from_json::<Bytes>(&raw).is_ok());
+        assert!(serde_json::from_slice::<serde::de::IgnoredAny>(&raw).is_err());
+        assert!(!parsed_in_full(&raw));
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::aggregate::Aggregate;
 use crate::cache::{CacheOptions, CacheStats, Cached, StateCache};
-use crate::envelope::{EventDecodeError, Metadata, NewEvent, RecordedEvent};
+use crate::envelope::{AppendBatch, EventDecodeError, Metadata, NewEvent, RecordedEvent};
 use crate::event::{EncodeError, EventSet, IntoEvents};
 use crate::snapshot::{SNAPSHOTS_KEPT, Snapshot};
 use crate::store::{AppendResult, EventStore, ExpectedVersion, StoreError};
@@ -971,14 +971,21 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             // what is stored is what every later load folds: the events read back from
             // their encoding (a field serde skips comes back as its default), and an event
             // that does not read back is refused before it poisons the stream
+            // (a read that went through es-core's own parse of the payload also proves it
+            // JSON text, which spares the store its parse)
             let mut events = Vec::with_capacity(batch.len());
+            let mut parsed = Vec::with_capacity(batch.len());
             for new in &batch {
                 let unreadable = |error| CommandError::Unreadable {
                     event_type: new.event_type.clone(),
                     error,
                 };
+                crate::event::forget_parsed();
                 match A::Events::decode(&new.event_type, new.schema_version, &new.payload) {
-                    Ok(Some(e)) => events.push(e),
+                    Ok(Some(e)) => {
+                        events.push(e);
+                        parsed.push(crate::event::parsed_in_full(&new.payload));
+                    }
                     Ok(None) => {
                         return Err(unreadable(crate::DecodeError::UnknownType {
                             event_type: new.event_type.clone(),
@@ -993,7 +1000,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             } else {
                 ExpectedVersion::Exact(version)
             };
-            match self.store.append(&stream_id, expected, batch) {
+            let batch = AppendBatch::read_back(batch, parsed);
+            match self.store.append_batch(&stream_id, expected, batch) {
                 Ok(appended) if appended.retried && cause.is_some() => {
                     // another run of the same reaction stored these events first (their ids
                     // are derived from the cause): the stored events are that run's, which

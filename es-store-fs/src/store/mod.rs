@@ -21,8 +21,8 @@ use crate::vfs::{OpenMode, VfsFile};
 use es_core::snapshot::{Snapshot, SnapshotStore};
 use es_core::store::HeadSignal;
 use es_core::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEventRef, StoreError,
-    StreamEnd,
+    AppendBatch, AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent,
+    RecordedEventRef, StoreError, StreamEnd,
 };
 use open::WriterLock;
 use readers::{Buffered, LogReader, StreamReader};
@@ -523,7 +523,16 @@ impl EventStore for FileStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        self.do_append(stream_id, expected, events)
+        self.do_append(stream_id, expected, AppendBatch::from(events))
+    }
+
+    fn append_batch(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        batch: AppendBatch,
+    ) -> Result<AppendResult, StoreError> {
+        self.do_append(stream_id, expected, batch)
     }
 
     fn read_stream(
