@@ -62,8 +62,9 @@ pub use event::{
 };
 pub use memory::MemoryStore;
 pub use projection::{
-    CheckpointMoved, CheckpointStore, DeadLetters, EventFailure, FailurePolicy, Mark, Projection,
-    ProjectionError, ProjectionRunner, Shared, TransactionalProjection, WithCheckpoint,
+    CheckpointFailed, CheckpointMoved, CheckpointStore, DeadLetters, EventFailure, FailurePolicy,
+    Mark, Projection, ProjectionError, ProjectionRunner, Shared, TransactionalProjection,
+    WithCheckpoint,
 };
 pub use repository::{CommandError, Executed, LoadError, Loaded, Repository, SnapshotStats};
 pub use snapshot::{Snapshot, SnapshotStore};

@@ -233,6 +233,21 @@ pub struct CheckpointMoved {
     pub found: u64,
 }
 
+/// The checkpoint store of a [`WithCheckpoint`] failed to load or save the checkpoint: the
+/// read model's own handler did not fail. Its source is the checkpoint store's error
+/// (which names the file or table).
+#[derive(Debug, thiserror::Error)]
+#[error("{action} the checkpoint of projection `{name}`: {source}")]
+pub struct CheckpointFailed {
+    /// The projection.
+    pub name: String,
+    /// `"loading"` or `"saving"`.
+    pub action: &'static str,
+    /// The checkpoint store's error.
+    #[source]
+    pub source: BoxError,
+}
+
 impl ProjectionError {
     /// Whether another instance applied the batch (a [`CheckpointMoved`] anywhere in the
     /// error's chain).
@@ -452,7 +467,8 @@ impl<P: Projection, C: CheckpointStore> WithCheckpoint<P, C> {
 
 impl<P: Projection, C: CheckpointStore> TransactionalProjection for WithCheckpoint<P, C> {
     fn checkpoint(&mut self) -> Result<u64, BoxError> {
-        self.checkpoints.load(&self.name)
+        let loaded = self.checkpoints.load(&self.name);
+        loaded.map_err(|e| self.failed("loading", e))
     }
 
     fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
@@ -461,11 +477,13 @@ impl<P: Projection, C: CheckpointStore> TransactionalProjection for WithCheckpoi
 
     fn reset(&mut self) -> Result<(), BoxError> {
         self.projection.reset()?;
-        self.checkpoints.save_mark(&self.name, Mark::default())
+        let saved = self.checkpoints.save_mark(&self.name, Mark::default());
+        saved.map_err(|e| self.failed("saving", e))
     }
 
     fn checkpoint_mark(&mut self) -> Result<Mark, BoxError> {
-        self.checkpoints.load_mark(&self.name)
+        let loaded = self.checkpoints.load_mark(&self.name);
+        loaded.map_err(|e| self.failed("loading", e))
     }
 
     fn apply_batch_marked(
@@ -476,7 +494,19 @@ impl<P: Projection, C: CheckpointStore> TransactionalProjection for WithCheckpoi
         for e in events {
             self.handle_one(e)?;
         }
-        self.checkpoints.save_mark(&self.name, checkpoint)
+        let saved = self.checkpoints.save_mark(&self.name, checkpoint);
+        saved.map_err(|e| self.failed("saving", e))
+    }
+}
+
+impl<P, C> WithCheckpoint<P, C> {
+    /// The checkpoint store's `error`, said to be the checkpoint's (not the handler's).
+    fn failed(&self, action: &'static str, error: BoxError) -> BoxError {
+        Box::new(CheckpointFailed {
+            name: self.name.clone(),
+            action,
+            source: error,
+        })
     }
 }
 

@@ -260,6 +260,33 @@ enum CheckpointFileError {
         #[source]
         source: std::io::Error,
     },
+    #[error("saving checkpoint file {}: {source}", path.display())]
+    Save {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "checkpoint file {} is of a newer format ({magic}) than this build reads: written by a newer version; keep it and run that version",
+        path.display()
+    )]
+    Newer { path: PathBuf, magic: String },
+}
+
+/// The most bytes read of a checkpoint file to tell a newer layout from damage.
+const MAX_NEWER_CHECKPOINT_FILE: u64 = 64 * 1024;
+
+/// The magic of a checkpoint layout newer than this build's (`ESCKPT` and a number past
+/// 03) in a file whose last four bytes are the CRC32C of the rest, as in every layout: a
+/// newer build wrote the file, which is not damage. (A bit flipped in the magic fails the
+/// checksum, and is damage.)
+fn newer_checkpoint_magic(bytes: &[u8]) -> Option<String> {
+    let digits = bytes.strip_prefix(b"ESCKPT".as_slice())?.get(..2)?;
+    let number = std::str::from_utf8(digits).ok()?;
+    let newer = number.bytes().all(|b| b.is_ascii_digit()) && number > "03";
+    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+    let intact = crc32c::crc32c(body).to_le_bytes() == crc;
+    (newer && intact).then(|| format!("ESCKPT{number}"))
 }
 
 /// What a checkpoint file holds: the name it was saved for (none in the earliest layout),
@@ -410,13 +437,21 @@ impl es_core::CheckpointStore for FileCheckpoints {
             Ok(len) => len,
             Err(source) => return Err(CheckpointFileError::Io { path, source }.into()),
         };
-        if len > MAX_CHECKPOINT_FILE {
+        // a file of a newer layout may be larger than any this build writes
+        if len > MAX_NEWER_CHECKPOINT_FILE {
             let reason = format!("{len} bytes is larger than any checkpoint file");
             return Err(CheckpointFileError::Damaged { path, reason }.into());
         }
         let mut bytes = vec![0u8; len as usize];
         if let Err(source) = file.read_exact_at(&mut bytes, 0) {
             return Err(CheckpointFileError::Io { path, source }.into());
+        }
+        if let Some(magic) = newer_checkpoint_magic(&bytes) {
+            return Err(CheckpointFileError::Newer { path, magic }.into());
+        }
+        if len > MAX_CHECKPOINT_FILE {
+            let reason = format!("{len} bytes is larger than any checkpoint file");
+            return Err(CheckpointFileError::Damaged { path, reason }.into());
         }
         match decode_checkpoint(&bytes) {
             Ok(CheckpointContent {
@@ -437,8 +472,8 @@ impl es_core::CheckpointStore for FileCheckpoints {
 
     fn save_mark(&self, name: &str, mark: Mark) -> Result<(), es_core::projection::BoxError> {
         let path = self.path(name)?;
-        write_atomically_unique(&*self.vfs, &self.dir, &path, &encode_checkpoint(name, mark))?;
-        Ok(())
+        write_atomically_unique(&*self.vfs, &self.dir, &path, &encode_checkpoint(name, mark))
+            .map_err(|source| CheckpointFileError::Save { path, source }.into())
     }
 }
 

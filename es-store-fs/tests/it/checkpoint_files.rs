@@ -1,7 +1,8 @@
 //! Guards `FileCheckpoints`: concurrent saves of one name all succeed and a concurrent
 //! load only ever sees a saved value; a file copied from another name is refused;
 //! temporary files left by a crash are never read as checkpoints; files written before
-//! the name was recorded are still read.
+//! the name was recorded are still read; a file of a newer layout is named as such, not
+//! as damage; a failed save names the file.
 
 use es_core::CheckpointStore;
 use es_store_fs::FileCheckpoints;
@@ -175,4 +176,44 @@ fn crc32c_of(bytes: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+#[test]
+fn a_checkpoint_file_of_a_newer_layout_is_not_called_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = FileCheckpoints::open(dir.path()).unwrap();
+    let path = dir.path().join("sales.checkpoint");
+    for extra in [0usize, 400] {
+        let mut newer = b"ESCKPT04".to_vec();
+        newer.extend_from_slice(&[7u8; 40]);
+        newer.extend(std::iter::repeat_n(1u8, extra));
+        let crc = crc32c_of(&newer);
+        newer.extend_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &newer).unwrap();
+        let err = checkpoints.load("sales").unwrap_err().to_string();
+        assert!(
+            err.contains("newer format (ESCKPT04)") && err.contains(&path.display().to_string()),
+            "{err}"
+        );
+        // the same bytes with a bit flipped are damage
+        newer[20] ^= 1;
+        std::fs::write(&path, &newer).unwrap();
+        let err = checkpoints.load("sales").unwrap_err().to_string();
+        assert!(err.contains("is damaged"), "{err}");
+    }
+}
+
+#[test]
+fn a_failed_save_names_the_checkpoint_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = FileCheckpoints::open(dir.path()).unwrap();
+    // a directory where the file goes: the rename over it fails
+    let path = dir.path().join("sales.checkpoint");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("keep"), b"x").unwrap();
+    let err = checkpoints.save("sales", 5).unwrap_err().to_string();
+    assert!(
+        err.contains("saving checkpoint file") && err.contains(&path.display().to_string()),
+        "{err}"
+    );
 }

@@ -1,5 +1,7 @@
 //! Projections over the file store, whose head can move back: a crash in `Periodic` or
 //! `None` takes back appends that were acknowledged but not durable, a repair cuts damage.
+//! A checkpoint that cannot be read is reported as the checkpoint's failure, naming its
+//! file, not as the read model's.
 
 use crate::common::Count;
 use es_core::projection::{
@@ -174,4 +176,31 @@ fn a_damaged_event_at_the_checkpoint_does_not_stop_the_run() {
     );
     assert_eq!(runner.run_to_head().unwrap(), 120);
     assert_eq!(runner.projection().projection.0, 110);
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_read_is_reported_as_such_naming_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path().join("store")).unwrap();
+    let e = NewEvent::new("Noted", 1, br#"{"n":1}"#.to_vec());
+    store.append("s", ExpectedVersion::Any, vec![e]).unwrap();
+    let checkpoints = es_store_fs::FileCheckpoints::open(dir.path().join("checkpoints")).unwrap();
+    // a directory where the checkpoint file goes
+    let path = dir.path().join("checkpoints").join("count.checkpoint");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("keep"), b"x").unwrap();
+    let projection = WithCheckpoint::new(Count::default(), "count", checkpoints);
+    let err = ProjectionRunner::new(&store, projection)
+        .run_to_head()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("loading the checkpoint of projection `count`")
+            && text.contains(&path.display().to_string()),
+        "{text}"
+    );
+    let ProjectionError::ReadModel { source, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(source.is::<es_core::CheckpointFailed>(), "{source:?}");
 }
