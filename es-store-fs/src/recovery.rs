@@ -104,6 +104,13 @@ fn read_err(path: &Path, offset: u64) -> impl FnOnce(std::io::Error) -> OpenErro
     }
 }
 
+/// The longest segment file this store can write: a segment is sealed once it reaches
+/// its size, at most [`FileStoreOptions::MAX_SEGMENT_SIZE`](crate::FileStoreOptions::MAX_SEGMENT_SIZE),
+/// after the frame that got it there, and its room is claimed in steps of at most that
+/// size.
+const MAX_SEGMENT_FILE: u64 =
+    2 * crate::FileStoreOptions::MAX_SEGMENT_SIZE + 2 * format::MAX_FRAME_LEN as u64;
+
 /// Recovers the log in `dir`.
 pub fn recover(vfs: &dyn Vfs, dir: &Path, o: RecoverOptions<'_>) -> Result<Recovered, OpenError> {
     Scan { vfs, dir, o }.run()
@@ -188,7 +195,47 @@ enum Tail {
     Damage(String),
 }
 
+/// A change recovery makes to the log without being asked, made only once the whole
+/// directory is read and accepted.
+enum Deferred {
+    /// A torn tail, never acknowledged, is cut at `at`.
+    Cut { segment: u64, at: u64 },
+    /// The first segment, whose header never became durable, is written again empty.
+    NewFirstSegment,
+    /// A later segment whose header never became durable goes.
+    Remove { segment: u64 },
+}
+
 impl Scan<'_> {
+    fn apply(&self, change: Deferred) -> Result<(), OpenError> {
+        match change {
+            Deferred::Cut { segment, at } => {
+                let path = segment_path(self.dir, segment);
+                let file = self
+                    .vfs
+                    .open(&path, OpenMode::ReadWrite)
+                    .map_err(io_err(&path))?;
+                file.set_len(at).map_err(io_err(&path))?;
+                file.sync_data().map_err(io_err(&path))?;
+            }
+            Deferred::NewFirstSegment => {
+                let path = segment_path(self.dir, 0);
+                let file = self
+                    .vfs
+                    .open(&path, OpenMode::ReadWrite)
+                    .map_err(io_err(&path))?;
+                file.set_len(0).map_err(io_err(&path))?;
+                write_header(&*file, 0, 1).map_err(|e| io_err(&path)(e.into_io()))?;
+            }
+            Deferred::Remove { segment } => {
+                let path = segment_path(self.dir, segment);
+                self.vfs.remove_file(&path).map_err(io_err(&path))?;
+                self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
+            }
+        }
+        Ok(())
+    }
+
     fn corrupted(&self, segment: u64, offset: u64, reason: String) -> OpenError {
         OpenError::Corrupted {
             file: segment_path(self.dir, segment),
@@ -246,6 +293,22 @@ impl Scan<'_> {
                 IndexRead::Absent | IndexRead::Damaged => 0,
             };
             let published = self.published_record()?;
+            // a sealed index is written only once its segment and a later one hold frames
+            let sealed = self
+                .vfs
+                .list(self.dir)
+                .map_err(io_err(self.dir))?
+                .into_iter()
+                .find(|name| name.ends_with(crate::layout::SEALED_INDEX_SUFFIX));
+            if let Some(name) = sealed {
+                return Err(self.corrupted(
+                    0,
+                    0,
+                    format!(
+                        "no segment file is left, but the sealed index {name} records that                          the log held events"
+                    ),
+                ));
+            }
             if index_head > 0 || published.is_some_and(|p| p.durable > LogOffset::segment_start(0))
             {
                 return Err(self.corrupted(
@@ -289,23 +352,38 @@ impl Scan<'_> {
         let mut segment_count = numbers.len() as u64;
         let mut lens = Vec::with_capacity(numbers.len());
         for &no in &numbers {
-            lens.push(
-                open(no)?
-                    .len()
-                    .map_err(io_err(&segment_path(self.dir, no)))?,
-            );
+            let len = open(no)?
+                .len()
+                .map_err(io_err(&segment_path(self.dir, no)))?;
+            if len > MAX_SEGMENT_FILE {
+                // not a file this store wrote (a sparse file, say, whose scan for zeros
+                // would take ages): refused before its length bounds anything
+                return Err(self.corrupted(
+                    no,
+                    MAX_SEGMENT_FILE,
+                    format!(
+                        "the file is {len} bytes long; no segment this store writes is longer                          than {MAX_SEGMENT_FILE} bytes"
+                    ),
+                ));
+            }
+            lens.push(len);
         }
         // What a durable record proves the log held: it must still hold it.
         let mut proven: Option<(LogOffset, String)> = None;
+        // what recovery changes once every check has passed
+        let mut deferred = Vec::new();
         let mut index_lost = None;
-        let loaded = match self.load_index(lens.iter().sum())? {
+        let loaded = match self.load_index(lens.iter().fold(0, |a: u64, &l| a.saturating_add(l)))? {
             IndexState::Intact(index) => {
                 let covered = index.covered;
                 let claim = format!("{INDEX_FILE} records {} events up to {covered}", index.head);
                 let unfit = first_unfit(&index, &lens);
+                // an intact index proves what it lists, whether or not it is used: it may
+                // not be (a sealed index it builds on is missing), and the log is then
+                // scanned, which must still reach its end (an index of no events proves
+                // nothing about the log)
+                proven = (index.head > 0).then_some((covered, claim));
                 if self.o.ignore_index || unfit.is_some() {
-                    // an index of no events proves nothing about the log
-                    proven = (index.head > 0).then_some((covered, claim));
                     index_lost = proven.clone().filter(|_| unfit.is_some());
                     None
                 } else {
@@ -659,12 +737,10 @@ impl Scan<'_> {
                         break;
                     }
                     if seg == 0 {
-                        file.set_len(0).map_err(io_err(&path))?;
-                        write_header(&*file, 0, 1).map_err(|e| io_err(&path)(e.into_io()))?;
+                        deferred.push(Deferred::NewFirstSegment);
                         end = LogOffset::segment_start(0);
                     } else {
-                        self.vfs.remove_file(&path).map_err(io_err(&path))?;
-                        self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
+                        deferred.push(Deferred::Remove { segment: seg });
                         segment_count -= 1;
                     }
                     report.removed_empty_segment = Some(seg);
@@ -711,8 +787,10 @@ impl Scan<'_> {
                     Tail::Room => {}
                     Tail::Torn => {
                         if !self.o.read_only {
-                            file.set_len(stop).map_err(io_err(&path))?;
-                            file.sync_data().map_err(io_err(&path))?;
+                            deferred.push(Deferred::Cut {
+                                segment: seg,
+                                at: stop,
+                            });
                         }
                         report.torn_tail = Some(TornTail {
                             segment: seg,
@@ -827,6 +905,10 @@ impl Scan<'_> {
         }
         if !self.o.ignore_index {
             self.load_groups(&mut index, &mut report)?;
+        }
+        // everything is read and checked: an open refused above changed nothing
+        for change in deferred {
+            self.apply(change)?;
         }
         let last_segment = match segment_count {
             0 => None,

@@ -123,7 +123,7 @@ impl SnapshotFiles {
         }
         others.extend(list);
         let list = others;
-        self.vfs.create_dir_all(&self.dir)?;
+        self.vfs.create_store_dir(&self.dir)?;
         write_atomically(
             &*self.vfs,
             &self.dir,

@@ -63,6 +63,12 @@ pub trait VfsFile: Debug + Send + Sync {
 pub trait Vfs: Debug + Send + Sync {
     /// Creates a directory and its parents, private to the owner.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory inside the store's (as [`create_dir_all`](Vfs::create_dir_all)
+    /// does), refusing a symbolic link in its place: nothing is written through a link.
+    /// The default creates it, for file systems without links.
+    fn create_store_dir(&self, path: &Path) -> io::Result<()> {
+        self.create_dir_all(path)
+    }
     /// Opens a file.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>>;
     /// The names of the entries of a directory.
@@ -195,6 +201,42 @@ impl VfsFile for StdFile {
     }
 }
 
+/// `file` if it is a regular file, with the flag that kept its open from waiting cleared;
+/// an error naming `path` and what it is otherwise.
+#[cfg(unix)]
+fn regular_file(path: &Path, file: std::fs::File) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::io::AsRawFd;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let (what, error_kind) = if kind.is_dir() {
+            ("a directory", io::ErrorKind::IsADirectory)
+        } else if kind.is_fifo() {
+            ("a FIFO", io::ErrorKind::InvalidInput)
+        } else if kind.is_socket() {
+            ("a socket", io::ErrorKind::InvalidInput)
+        } else {
+            ("a device", io::ErrorKind::InvalidInput)
+        };
+        return Err(io::Error::new(
+            error_kind,
+            format!(
+                "{} is {what}, not a file the store created: refused",
+                path.display()
+            ),
+        ));
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is the open descriptor `file` owns; F_GETFL and F_SETFL read and set
+    // its status flags only
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
 #[cfg(unix)]
 impl Vfs for StdFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -227,8 +269,11 @@ impl Vfs for StdFs {
         // every file of a store is one the store created: a symbolic link in its place
         // is refused (`ELOOP`) rather than followed, so that nothing the store writes or
         // truncates (its lock file, its records, a temporary file) lands on another file
-        o.custom_flags(libc::O_NOFOLLOW);
+        // A FIFO or a device in its place is refused too: opened without waiting (a FIFO
+        // would block the open until some process wrote to it), then looked at.
+        o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
         o.open(path)
+            .and_then(|f| regular_file(path, f))
             .map(|f| Arc::new(StdFile(f)) as Arc<dyn VfsFile>)
             .map_err(|e| {
                 if e.raw_os_error() == Some(libc::ELOOP) {
@@ -243,6 +288,20 @@ impl Vfs for StdFs {
                     e
                 }
             })
+    }
+
+    fn create_store_dir(&self, path: &Path) -> io::Result<()> {
+        self.create_dir_all(path)?;
+        if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symbolic link, which the store never creates: refused",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {

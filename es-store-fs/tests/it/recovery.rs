@@ -2788,3 +2788,246 @@ fn a_repair_does_not_rewrite_a_header_over_lost_events() {
         );
     }
 }
+
+/// Appends one event at a time until segment `until` exists, then `more` events; returns
+/// how many were appended.
+fn fill_to_segment(dir: &Path, store: &FileStore, until: u64, more: u64) -> u64 {
+    let mut n = 0;
+    while !dir.join(format!("{until:020}.seg")).exists() {
+        store
+            .append("s-1", ExpectedVersion::Any, vec![event(n)])
+            .unwrap();
+        n += 1;
+    }
+    for _ in 0..more {
+        store
+            .append("s-1", ExpectedVersion::Any, vec![event(n)])
+            .unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// An intact `index.dat` proves the events it lists even when it cannot be used (a sealed
+/// index it builds on is gone, so the log is scanned): acknowledged frames at the end
+/// that read back as zeros are damage, not room the writer claimed. (The open used to
+/// succeed without them.)
+#[test]
+fn an_intact_index_file_proves_its_events_even_when_a_sealed_index_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    fill_to_segment(dir.path(), &store, 3, 1);
+    // the record as a power loss may leave it, before the last appends rewrote it
+    let stale = fs::read(dir.path().join("PUBLISHED")).unwrap();
+    let end_segment = u64::from_le_bytes(stale[8..16].try_into().unwrap());
+    let end_offset = u64::from_le_bytes(stale[16..24].try_into().unwrap());
+    for n in 0..3 {
+        store
+            .append("s-1", ExpectedVersion::Any, vec![event(1000 + n)])
+            .unwrap();
+    }
+    let acknowledged = store.head_position().unwrap();
+    store.close().unwrap();
+    fs::write(dir.path().join("PUBLISHED"), &stale).unwrap();
+    let seg = dir.path().join(format!("{end_segment:020}.seg"));
+    let len = fs::metadata(&seg).unwrap().len();
+    assert!(len > end_offset);
+    let zeros = vec![0u8; (len - end_offset) as usize];
+    let file = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &zeros, end_offset).unwrap();
+    drop(file);
+    fs::remove_file(dir.path().join(format!("{:020}.idx", 0))).unwrap();
+    let before = common::dir_contents(dir.path());
+    match FileStore::open_with(dir.path(), small_segments()) {
+        Err(OpenError::Corrupted { reason, .. }) => {
+            assert!(reason.contains("index.dat records"), "{reason}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(s) => panic!(
+            "opened with {} of {acknowledged} acknowledged events",
+            s.head_position().unwrap()
+        ),
+    }
+    assert_eq!(
+        common::dir_contents(dir.path()),
+        before,
+        "a refused open changed files"
+    );
+}
+
+/// A refused open changes nothing, also when what refuses it is read after the log was
+/// scanned: a torn tail found in the scan is cut only once the whole directory is
+/// accepted. (The open used to cut it, then refuse an unreadable group filter.)
+#[test]
+fn a_torn_tail_is_cut_only_by_an_open_that_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    // enough sealed segments for a group filter
+    fill_to_segment(dir.path(), &store, 66, 0);
+    store.close().unwrap();
+    let last = (0u64..)
+        .take_while(|i| dir.path().join(format!("{i:020}.seg")).exists())
+        .last()
+        .unwrap();
+    let seg = dir.path().join(format!("{last:020}.seg"));
+    // a frame's first bytes, the rest never written: a torn, unacknowledged write
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 0x11, 0x22, 0x33, 0x44, 2, 9, 9]);
+    fs::write(&seg, &bytes).unwrap();
+    let filter = dir.path().join(format!("{:020}.flt", 0));
+    assert!(filter.exists(), "no group filter was written");
+    fs::remove_file(&filter).unwrap();
+    fs::create_dir(&filter).unwrap();
+    let err = FileStore::open_with(dir.path(), small_segments()).unwrap_err();
+    assert!(err.to_string().contains(".flt"), "{err}");
+    assert_eq!(
+        fs::read(&seg).unwrap(),
+        bytes,
+        "the refused open cut the segment"
+    );
+    // once the filter is readable again (it is derived data: gone is fine), the tail goes
+    fs::remove_dir(&filter).unwrap();
+    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    assert_eq!(store.recovery_report().torn_tail.map(|t| t.bytes), Some(11));
+    assert_eq!(fs::metadata(&seg).unwrap().len(), bytes.len() as u64 - 11);
+}
+
+/// A FIFO in place of a file of the store is refused, naming it: the open used to block
+/// until some process wrote to the FIFO. Nothing else in the directory changes.
+#[test]
+fn a_fifo_in_place_of_a_store_file_is_refused_without_waiting() {
+    for name in [
+        "index.dat",
+        "PUBLISHED",
+        "ES-STORE",
+        "LOCK",
+        "00000000000000000000.idx",
+        "00000000000000000001.seg",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+        fill_to_segment(dir.path(), &store, 1, 1);
+        store.close().unwrap();
+        let path = dir.path().join(name);
+        let _ = fs::remove_file(&path);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let before = common::dir_contents_but_fifos(dir.path());
+        for read_only in [false, true] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let at = dir.path().to_owned();
+            std::thread::spawn(move || {
+                let opened = if read_only {
+                    FileStore::open_read_only(&at)
+                } else {
+                    FileStore::open_with(&at, small_segments())
+                };
+                let _ = tx.send(opened.map(|_| ()).map_err(|e| e.to_string()));
+            });
+            let opened = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("{name}, read-only {read_only}: the open blocks"));
+            if name == "LOCK" && read_only {
+                // a read-only open takes no lock
+                continue;
+            }
+            let err = opened.expect_err(name);
+            assert!(
+                err.contains(name) && err.contains("FIFO"),
+                "{name}, read-only {read_only}: {err}"
+            );
+        }
+        assert_eq!(common::dir_contents_but_fifos(dir.path()), before, "{name}");
+    }
+}
+
+/// A segment longer than any the store writes (a sparse file) is refused before its
+/// length is used: the open used to scan gigabytes of zeros (and lengths near `i64::MAX`,
+/// where a file system allows them, overflowed their sum).
+#[test]
+fn a_segment_longer_than_any_the_store_writes_is_refused() {
+    for (segment, len) in [(0u64, 5u64 << 30), (1, 1u64 << 43)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+        fill_to_segment(dir.path(), &store, 2, 1);
+        store.close().unwrap();
+        let path = dir.path().join(format!("{segment:020}.seg"));
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+        for read_only in [false, true] {
+            let opened = if read_only {
+                FileStore::open_read_only(dir.path())
+            } else {
+                FileStore::open_with(dir.path(), small_segments())
+            };
+            match opened {
+                Err(OpenError::Corrupted { file, reason, .. }) => {
+                    assert_eq!(file, path);
+                    assert!(reason.contains(&format!("{len} bytes long")), "{reason}");
+                }
+                Err(e) => panic!("{e}"),
+                Ok(_) => panic!("opened"),
+            }
+        }
+        assert_eq!(fs::metadata(&path).unwrap().len(), len);
+    }
+}
+
+/// A symbolic link in place of the `snapshots` directory is refused: a snapshot used to
+/// be written through it, outside the store.
+#[test]
+fn snapshots_are_not_written_through_a_linked_directory() {
+    use es_core::snapshot::{Snapshot, SnapshotStore};
+    let root = tempfile::tempdir().unwrap();
+    let (dir, outside) = (root.path().join("store"), root.path().join("outside"));
+    fs::create_dir(&outside).unwrap();
+    let store = FileStore::open(&dir).unwrap();
+    store
+        .append("s-1", ExpectedVersion::Any, vec![event(1)])
+        .unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("snapshots")).unwrap();
+    let snapshot = Snapshot {
+        stream_id: "s-1".into(),
+        version: 1,
+        position: 1,
+        last_event_at: chrono::Utc::now(),
+        snapshot_version: 1,
+        fingerprint: 0,
+        state: b"{}".to_vec(),
+    };
+    let err = store.save_snapshot(&snapshot).unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+/// A directory that lost every segment, `index.dat` and `PUBLISHED` but kept a sealed
+/// index held events: it is refused, not opened as a new, empty log (whose next open
+/// then failed on the stale sealed index beside the new segment 0).
+#[test]
+fn a_log_whose_segments_are_all_gone_is_refused_while_a_sealed_index_remains() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    fill_to_segment(dir.path(), &store, 2, 1);
+    store.close().unwrap();
+    for entry in fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.ends_with(".seg") || name == "index.dat" || name == "PUBLISHED" {
+            fs::remove_file(&path).unwrap();
+        }
+    }
+    let before = common::dir_contents(dir.path());
+    let err = FileStore::open_with(dir.path(), small_segments()).unwrap_err();
+    assert!(
+        matches!(&err, OpenError::Corrupted { reason, .. } if reason.contains("sealed index")),
+        "{err}"
+    );
+    assert_eq!(common::dir_contents(dir.path()), before);
+}
