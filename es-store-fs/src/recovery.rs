@@ -1124,7 +1124,8 @@ impl Scan<'_> {
         };
         match read {
             Ok(read) => Ok(Some(read)),
-            Err(SealedError::Io(e)) => Err(read_err(&path, 0)(e)),
+            // the sealed index's reads name their offsets themselves
+            Err(SealedError::Io(e)) => Err(io_err(&path)(e)),
             Err(SealedError::Damaged { offset, reason }) => {
                 tracing::warn!(
                     "{} at offset {offset}: {reason}; it is rebuilt from the segment",

@@ -1,4 +1,5 @@
-//! Whole-store tools: verification of every frame, and export to / import from JSON Lines.
+//! Whole-store tools: verification of every frame, repair, and export to / import from
+//! JSON Lines.
 
 use crate::error::OpenError;
 use crate::format::MAX_FRAME_LEN;
@@ -159,19 +160,118 @@ pub fn verify_on(
     })
 }
 
+/// What [`repair_detailed`] found and did, or with `dry_run` would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    /// What the open with repair on found and did (in a dry run, would do).
+    pub recovery: crate::RecoveryReport,
+    /// The events in the bytes the repair cuts, when it cuts any.
+    pub cut: Option<CutEvents>,
+    /// Index files that an open would trust but that disagree with the log. They are
+    /// derived data: a repair writes every index again from the log, and cuts nothing of
+    /// the log for them.
+    pub stale_indexes: Vec<StaleIndex>,
+    /// Where the log ended that a live writer had published, when one held the store: a
+    /// dry run reads the log only up to there (beyond it, frames may still be being
+    /// written), and a repair cannot run until the writer has closed.
+    pub live_writer_end: Option<LogEnd>,
+}
+
+/// A place in the log: a segment and a byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogEnd {
+    /// The segment.
+    pub segment: u64,
+    /// The byte offset in it.
+    pub offset: u64,
+}
+
+/// The events in what a repair cuts, so that those still readable can be saved first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutEvents {
+    /// The first position cut: the one after the last event kept.
+    pub first_position: u64,
+    /// The last position known to be cut: that of the last intact frame after the
+    /// damage, or the last position that `PUBLISHED` or `index.dat` records the log
+    /// held, whichever is later. `None` when neither tells (the events of a damaged frame
+    /// cannot be counted).
+    pub last_position: Option<u64>,
+    /// Frames after the damage that pass their checksum and continue the positions:
+    /// intact, and readable while the store still opens.
+    pub intact_frames: u64,
+    /// The events of those frames.
+    pub intact_events: u64,
+    /// The first position of those frames.
+    pub first_intact_position: Option<u64>,
+    /// Whether every offset of the cut was searched for intact frames. Bytes made so
+    /// that offset after offset looks like a large frame end the search early, and the
+    /// counts are then only lower bounds.
+    pub searched_whole: bool,
+}
+
+/// An index file that disagrees with the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleIndex {
+    /// The file.
+    pub file: std::path::PathBuf,
+    /// How it disagrees.
+    pub reason: String,
+}
+
+/// Why [`repair_detailed`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    /// The store could not be opened or read; nothing was changed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The repair was done (its cut, if any, made and synced) but closing the store
+    /// failed: the report says what was cut.
+    #[error(
+        "the repair was made (any cut was synced before the store was closed), but closing \
+         the store failed: {error}; the index is rebuilt from the log at the next open"
+    )]
+    NotClosed {
+        /// What the repair found and did.
+        report: Box<RepairReport>,
+        /// Why closing failed.
+        error: StoreError,
+    },
+}
+
+/// Opens the store in `dir` with repair on, as [`repair_detailed`] does, and returns what
+/// the open found and did. A failure to close the store after the repair is an
+/// [`OpenError::Io`] naming the directory.
+pub fn repair(dir: &Path, dry_run: bool) -> Result<crate::RecoveryReport, OpenError> {
+    match repair_detailed(dir, dry_run) {
+        Ok(report) => Ok(report.recovery),
+        Err(RepairError::Open(e)) => Err(e),
+        Err(e @ RepairError::NotClosed { .. }) => Err(OpenError::Io {
+            path: dir.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        }),
+    }
+}
+
 /// Opens the store in `dir` with repair on: damage is cut at the first bad frame (later
 /// segments are removed), what a durable record proves missing is reported, and the
-/// report says exactly what was dropped. With `dry_run`, nothing on disk changes and the
-/// report says what a repair would drop. Takes the write lock unless `dry_run`.
+/// report says exactly what was dropped (the bytes, the positions, and the events of the
+/// intact frames after the damage) and which index files disagree with the log (the
+/// repair writes them again). With `dry_run`, nothing on disk changes and the report
+/// says what a repair would do; beside a live writer it reads the log only up to the end
+/// the writer published, as [`verify`] does. Without `dry_run` it takes the write lock.
+/// A directory that is not a store is refused either way, before anything is written.
+///
+/// The log is read once without the lock to count the events in what would be cut
+/// (once cut they can no longer be read), then again by the repair itself.
 ///
 /// A repair is the user's choice: it loses the events in what it cuts. Copy the directory
 /// first if those bytes may matter.
-pub fn repair(dir: &Path, dry_run: bool) -> Result<crate::RecoveryReport, OpenError> {
+pub fn repair_detailed(dir: &Path, dry_run: bool) -> Result<RepairReport, RepairError> {
+    let vfs = StdFs;
+    crate::marker::inspect(&vfs, dir, true)?;
+    let assessed = assess_repair(&vfs, dir)?;
     if dry_run {
-        let vfs = StdFs;
-        crate::marker::inspect(&vfs, dir, true)?;
-        let o = recovery::RecoverOptions::open(MAX_FRAME_LEN, true, true);
-        return Ok(recovery::recover(&vfs, dir, o)?.report);
+        return Ok(assessed);
     }
     let store = crate::FileStore::open_with(
         dir,
@@ -180,12 +280,197 @@ pub fn repair(dir: &Path, dry_run: bool) -> Result<crate::RecoveryReport, OpenEr
             ..crate::FileStoreOptions::default()
         },
     )?;
-    let report = store.recovery_report().clone();
-    store.close().map_err(|e| OpenError::Io {
-        path: dir.to_owned(),
-        source: std::io::Error::other(e.to_string()),
+    let recovery = store.recovery_report().clone();
+    // the events counted describe this cut only if the repair cut exactly there
+    let cut = assessed
+        .cut
+        .filter(|_| recovery.repaired == assessed.recovery.repaired);
+    let report = RepairReport {
+        recovery,
+        cut,
+        stale_indexes: assessed.stale_indexes,
+        live_writer_end: None,
+    };
+    match store.close() {
+        Ok(()) => Ok(report),
+        Err(error) => Err(RepairError::NotClosed {
+            report: Box::new(report),
+            error,
+        }),
+    }
+}
+
+/// What a repair of `dir` would do, read without the lock and changing nothing.
+fn assess_repair(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport, OpenError> {
+    let (published, recovered) = crate::store::read_beside_writers(vfs, dir, |published| {
+        recovery::recover(
+            vfs,
+            dir,
+            recovery::RecoverOptions {
+                limit: published.map(|p| p.end),
+                limit_durable: published.map(|p| p.durable),
+                ..recovery::RecoverOptions::open(MAX_FRAME_LEN, true, true)
+            },
+        )
     })?;
-    Ok(report)
+    let recovered = recovered?;
+    let limit = published.map(|p| p.end);
+    let log = &recovered.index;
+    // every segment file, also those a repair would remove, bounds the index file
+    let segment_bytes = vfs
+        .list(dir)
+        .map_err(|source| unreadable(dir.to_owned(), source))?
+        .iter()
+        .filter_map(|name| segment_number(name))
+        .map(|no| segment_len(vfs, dir, no))
+        .fold(0u64, u64::saturating_add);
+    let index_cap = recovery::index_file_cap(segment_bytes);
+    let cut = match &recovered.report.repaired {
+        Some(r) if r.bytes_dropped > 0 || !r.segments_removed.is_empty() => {
+            Some(count_cut(vfs, dir, r, log.head, published, index_cap)?)
+        }
+        _ => None,
+    };
+    let mut stale_indexes = Vec::new();
+    if let Some((segment, reason)) = compare_sealed(vfs, dir, log)? {
+        stale_indexes.push(StaleIndex {
+            file: sealed_index_path(dir, segment),
+            reason,
+        });
+    }
+    if let Some((window, reason)) = compare_groups(vfs, dir, log)? {
+        stale_indexes.push(StaleIndex {
+            file: crate::layout::group_filter_path(dir, window),
+            reason,
+        });
+    }
+    // a cut removes the index file whatever it holds
+    if recovered.report.repaired.is_none()
+        && let recovery::IndexRead::Intact(file) = recovery::read_index_file(vfs, dir, index_cap)?
+        && limit.is_none_or(|l| file.covered <= l)
+        && let IndexStatus::Disagrees(reason) = compare_index(log, &file)
+    {
+        stale_indexes.push(StaleIndex {
+            file: dir.join(INDEX_FILE),
+            reason,
+        });
+    }
+    Ok(RepairReport {
+        recovery: recovered.report,
+        cut,
+        stale_indexes,
+        live_writer_end: limit.map(|l| LogEnd {
+            segment: l.segment,
+            offset: l.offset,
+        }),
+    })
+}
+
+/// The events in what `repair` cuts, the log being kept up to position `kept_head`: the
+/// intact frames after the damage (in the segment cut and in those removed whole) that
+/// continue the positions, and the last position a record proves the log held.
+fn count_cut(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    repair: &crate::Repair,
+    kept_head: u64,
+    live_writer: Option<crate::published::Published>,
+    index_cap: u64,
+) -> Result<CutEvents, OpenError> {
+    let mut cut = CutEvents {
+        first_position: kept_head + 1,
+        last_position: None,
+        intact_frames: 0,
+        intact_events: 0,
+        first_intact_position: None,
+        searched_whole: true,
+    };
+    let mut regions = vec![(
+        repair.segment,
+        repair.offset,
+        repair.offset.saturating_add(repair.bytes_dropped),
+    )];
+    // a segment whose header is cut is both the segment cut and one removed
+    regions.extend(
+        repair
+            .segments_removed
+            .iter()
+            .filter(|&&no| no != repair.segment)
+            .map(|&no| (no, 0, segment_len(vfs, dir, no))),
+    );
+    let bytes_cut = regions
+        .iter()
+        .map(|(_, from, to)| to.saturating_sub(*from))
+        .fold(0u64, u64::saturating_add);
+    // bytes crafted so that every offset looks like a large frame would cost a checksum
+    // of that size per offset: the search stops after twice the bytes cut plus a few
+    // frames of the largest size, far more than honest bytes need
+    let mut budget = bytes_cut
+        .saturating_mul(2)
+        .saturating_add((MAX_FRAME_LEN as u64).saturating_mul(4));
+    let mut next_position = kept_head + 1;
+    'regions: for (segment, from, to) in regions {
+        let path = segment_path(dir, segment);
+        let file = vfs
+            .open(&path, crate::vfs::OpenMode::Read)
+            .map_err(|source| unreadable(path.clone(), source))?;
+        let mut window = crate::read_ahead::ReadAhead::default();
+        let mut offset = from;
+        while offset + (crate::format::FRAME_OVERHEAD + crate::format::MIN_BODY_LEN) as u64 <= to {
+            let candidate = window
+                .candidate(&*file, offset, to, MAX_FRAME_LEN)
+                .map_err(|e| {
+                    unreadable(
+                        path.clone(),
+                        std::io::Error::new(e.kind(), format!("reading at offset {offset}: {e}")),
+                    )
+                })?;
+            let mut step = 1;
+            if let Some(bytes) = candidate {
+                if bytes.len() as u64 > budget {
+                    cut.searched_whole = false;
+                    break 'regions;
+                }
+                budget -= bytes.len() as u64;
+                // an older frame left behind by an earlier cut has a position behind the
+                // log's: it is not one of the events cut
+                if let Ok(body) = crate::format::check_frame(bytes)
+                    && let Ok(frame) = crate::format::Frame::parse(body)
+                    && frame.count > 0
+                    && frame.place.first_position >= next_position
+                {
+                    cut.intact_frames += 1;
+                    cut.intact_events = cut.intact_events.saturating_add(frame.count);
+                    cut.first_intact_position
+                        .get_or_insert(frame.place.first_position);
+                    next_position = frame.place.first_position.saturating_add(frame.count);
+                    step = bytes.len() as u64;
+                }
+            }
+            offset += step;
+        }
+    }
+    let last_intact = (next_position > kept_head + 1).then(|| next_position - 1);
+    // beside a live writer, only the record read with the end the log was read to
+    let (index_head, published_head) = match live_writer {
+        Some(published) => (None, Some(published.head)),
+        None => {
+            let index_head = match recovery::read_index_file(vfs, dir, index_cap)? {
+                recovery::IndexRead::Intact(file) => Some(file.head),
+                _ => None,
+            };
+            (
+                index_head,
+                recovery::read_published(vfs, dir)?.map(|p| p.head),
+            )
+        }
+    };
+    cut.last_position = [last_intact, index_head, published_head]
+        .into_iter()
+        .flatten()
+        .filter(|&head| head > kept_head)
+        .max();
+    Ok(cut)
 }
 
 /// A derived file that exists but cannot be opened or read: an open would fail on it, so
@@ -491,12 +776,22 @@ fn compare_sealed(
     Ok(None)
 }
 
-/// Bytes of all segment files in `dir`, for progress bars.
-pub fn log_size(dir: &Path) -> std::io::Result<u64> {
-    let mut total = 0;
-    for name in StdFs.list(dir)? {
+/// Bytes of all segment files in `dir`, for progress bars. A segment that cannot be
+/// opened (a link, which the store never follows, or a file gone since the listing) is
+/// an error naming it.
+pub fn log_size(dir: &Path) -> Result<u64, OpenError> {
+    let mut total = 0u64;
+    let names = StdFs
+        .list(dir)
+        .map_err(|source| unreadable(dir.to_owned(), source))?;
+    for name in names {
         if segment_number(&name).is_some() {
-            total += std::fs::metadata(dir.join(name))?.len();
+            let path = dir.join(name);
+            let len = StdFs
+                .open(&path, crate::vfs::OpenMode::Read)
+                .and_then(|file| file.len())
+                .map_err(|source| unreadable(path, source))?;
+            total = total.saturating_add(len);
         }
     }
     Ok(total)
@@ -516,14 +811,20 @@ pub fn export_jsonl<S: EventStore + ?Sized>(
 ) -> Result<u64, ExportError> {
     let mut n = 0;
     for event in store.read_all(from)? {
-        let mut event = event?;
-        event.payload = without_whitespace(&event.payload);
-        serde_json::to_writer(&mut *out, &event).map_err(|e| ExportError::Io(e.into()))?;
-        out.write_all(b"\n")?;
+        write_event_line(out, event?)?;
         n += 1;
     }
     out.flush()?;
     Ok(n)
+}
+
+/// Writes `event` as one line of JSON, as [`export_jsonl`] does: the payload without the
+/// whitespace between its tokens (its strings, numbers and key order kept as stored),
+/// the rest compact, then a line break.
+pub fn write_event_line(out: &mut dyn Write, mut event: RecordedEvent) -> std::io::Result<()> {
+    event.payload = without_whitespace(&event.payload);
+    serde_json::to_writer(&mut *out, &event)?;
+    out.write_all(b"\n")
 }
 
 /// JSON text without the whitespace between its tokens.
@@ -533,7 +834,7 @@ pub fn export_jsonl<S: EventStore + ?Sized>(
 /// again: that would change numbers beyond `f64` precision and the order of keys, and
 /// would be bounded by the decoder's nesting limit. Well-formed input is assumed (the
 /// store checked it on append).
-fn without_whitespace(json: &[u8]) -> Vec<u8> {
+pub fn without_whitespace(json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(json.len());
     let (mut in_string, mut escaped) = (false, false);
     for &b in json {
@@ -610,25 +911,30 @@ pub enum ImportError {
 pub const MAX_IMPORT_LINE: usize = MAX_FRAME_LEN + 1024 * 1024;
 
 /// Imports events exported by [`export_jsonl`], keeping their ids, times, metadata and
-/// stream versions (global positions are assigned anew). Every line is parsed and each
-/// stream's versions checked (dense from 1) before anything is written; a malformed line
-/// refuses the whole import. Each stream is then appended on its own, all or nothing,
-/// expecting the stream not to exist: a stream that exists or whose events the store
-/// refuses is reported in [`ImportReport::streams_refused`] and nothing of it is written.
-/// Streams are imported in the order of their first event in the input.
-///
-/// A stream larger than one append allows (the store's `Limits`) is refused rather than
-/// split, since a split stream could be half imported. A stream that already holds these
-/// events' ids as one append (the same input imported before) is counted in
-/// [`ImportReport::streams_already_imported`], and nothing is written for it: importing
-/// the same input twice is harmless.
-///
-/// The whole input is held in memory until every line has been checked; a line longer
-/// than [`MAX_IMPORT_LINE`] is refused as it is read.
+/// stream versions (global positions are assigned anew): [`read_import`], then
+/// [`write_import`]. A malformed line refuses the whole import before anything is
+/// written.
 pub fn import_jsonl<S: EventStore + ?Sized>(
     store: &S,
     input: &mut dyn BufRead,
 ) -> Result<ImportReport, ImportError> {
+    Ok(write_import(store, read_import(input)?))
+}
+
+/// Every event of an input to import, checked, grouped by stream in the order of each
+/// stream's first event in the input.
+#[derive(Debug, Clone, Default)]
+pub struct CheckedImport {
+    streams: Vec<(String, Vec<RecordedEvent>)>,
+}
+
+/// Reads events exported by [`export_jsonl`]: every line is parsed and each stream's
+/// versions checked (dense from 1). Nothing is written, so an input that cannot be read
+/// is refused before a store is opened.
+///
+/// The whole input is held in memory; a line longer than [`MAX_IMPORT_LINE`] is refused
+/// as it is read.
+pub fn read_import(input: &mut dyn BufRead) -> Result<CheckedImport, ImportError> {
     let mut order: Vec<String> = Vec::new();
     let mut streams: BTreeMap<String, Vec<RecordedEvent>> = BTreeMap::new();
     let mut line_no = 0u64;
@@ -679,9 +985,28 @@ pub fn import_jsonl<S: EventStore + ?Sized>(
         }
         list.push(event);
     }
+    let streams = order
+        .into_iter()
+        .map(|stream| {
+            let events = streams.remove(&stream).unwrap_or_default();
+            (stream, events)
+        })
+        .collect();
+    Ok(CheckedImport { streams })
+}
+
+/// Appends the streams of `import`, each on its own, all or nothing, expecting the
+/// stream not to exist: a stream that exists or whose events the store refuses is
+/// reported in [`ImportReport::streams_refused`] and nothing of it is written.
+///
+/// A stream larger than one append allows (the store's `Limits`) is refused rather than
+/// split, since a split stream could be half imported. A stream that already holds these
+/// events' ids as one append (the same input imported before) is counted in
+/// [`ImportReport::streams_already_imported`], and nothing is written for it: importing
+/// the same input twice is harmless.
+pub fn write_import<S: EventStore + ?Sized>(store: &S, import: CheckedImport) -> ImportReport {
     let mut report = ImportReport::default();
-    for stream in order {
-        let events = streams.remove(&stream).unwrap_or_default();
+    for (stream, events) in import.streams {
         let count = events.len() as u64;
         let batch: Vec<NewEvent> = events
             .into_iter()
@@ -708,7 +1033,7 @@ pub fn import_jsonl<S: EventStore + ?Sized>(
             }),
         }
     }
-    Ok(report)
+    report
 }
 
 #[cfg(test)]

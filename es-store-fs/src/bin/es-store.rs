@@ -5,8 +5,9 @@
 
 use clap::{Parser, Subcommand};
 use es_core::{EventStore, RecordedEvent};
-use es_store_fs::tools::{self, IndexStatus};
+use es_store_fs::tools::{self, IndexStatus, RepairError};
 use es_store_fs::{FileStore, OpenError};
+use std::borrow::Cow;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,12 +72,16 @@ enum Command {
         dir: PathBuf,
     },
     /// Cuts damage out of the log (the first bad frame and everything after it), after
-    /// saying what is dropped. Events in the cut are lost: copy the directory first.
+    /// saying what is dropped: the bytes, the positions, and how many of those events lie
+    /// in intact frames after the damage (save them first; the dry run says how). Events
+    /// in the cut are lost: copy the directory first. Index files that disagree with the
+    /// log are written again from it, which cuts nothing.
     Repair {
         /// The store directory (must not be open elsewhere).
         dir: PathBuf,
-        /// Only say what a repair would drop; change nothing. Exits 0 either way:
-        /// `verify` is the check whose exit status tells damage.
+        /// Only say what a repair would drop; change nothing. Beside a live writer, reads
+        /// the log up to the end the writer published, as `verify` does. Exits 0 either
+        /// way: `verify` is the check whose exit status tells damage.
         #[arg(long)]
         dry_run: bool,
     },
@@ -108,11 +113,53 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("es-store: {message}");
+            eprintln!("es-store: {}", shown(&message));
             ExitCode::FAILURE
         }
     }
 }
+
+/// `text` as a terminal can show it without harm: stored text (stream ids, event types,
+/// metadata, payloads, and the reasons that quote them) comes from whoever wrote the
+/// store or the input, and control characters in it (escape sequences among them) would
+/// act on the terminal instead of being shown. They are written as Rust escapes (`\n`,
+/// `\u{1b}`). JSON output needs none of this: JSON escapes them itself.
+fn shown(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// Writes one line of text for a person to read.
+fn say(out: &mut dyn Write, line: &str) -> Result<(), String> {
+    writeln!(out, "{}", shown(line)).map_err(output_failed)
+}
+
+/// Writes one line of JSON.
+fn say_json(out: &mut dyn Write, value: &serde_json::Value) -> Result<(), String> {
+    writeln!(out, "{value}").map_err(output_failed)
+}
+
+fn output_failed(e: std::io::Error) -> String {
+    format!("writing to standard output: {e}")
+}
+
+/// What a torn tail is, for every command that reports one: the store does not record
+/// which durability mode wrote it, and only under `Always` is it sure that the torn
+/// append was never acknowledged.
+const TORN_TAIL_IS: &str = "what a crash left of a write it interrupted: never acknowledged \
+     if the store was written with Durability::Always (the default), but under \
+     Durability::Periodic or None a machine crash can tear appends that were acknowledged \
+     (the store does not record which mode wrote it)";
 
 fn open(dir: &Path) -> Result<FileStore, String> {
     if !dir.is_dir() {
@@ -123,9 +170,7 @@ fn open(dir: &Path) -> Result<FileStore, String> {
 
 fn run(cli: &Cli) -> Result<ExitCode, String> {
     let mut out = std::io::stdout().lock();
-    let w = |out: &mut dyn Write, line: String| -> Result<(), String> {
-        writeln!(out, "{line}").map_err(|e| e.to_string())
-    };
+    let out: &mut dyn Write = &mut out;
     match &cli.command {
         Command::Stats { dir } => {
             let store = open(dir)?;
@@ -141,15 +186,15 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                     "frames_scanned_on_open": report.frames_scanned,
                     "torn_tail": report.torn_tail.map(torn_json),
                 });
-                w(&mut out, v.to_string())?;
+                say_json(out, &v)?;
             } else {
-                w(&mut out, format!("events:     {head}"))?;
-                w(&mut out, format!("streams:    {}", store.stream_count()))?;
-                w(&mut out, format!("log bytes:  {bytes}"))?;
+                say(out, &format!("events:     {head}"))?;
+                say(out, &format!("streams:    {}", store.stream_count()))?;
+                say(out, &format!("log bytes:  {bytes}"))?;
                 if head > 0 {
-                    w(
-                        &mut out,
-                        format!("bytes/event: {:.0}", bytes as f64 / head as f64),
+                    say(
+                        out,
+                        &format!("bytes/event: {:.0}", bytes as f64 / head as f64),
                     )?;
                 }
                 let index = if report.index_rebuilt {
@@ -157,12 +202,12 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 } else {
                     "present"
                 };
-                w(&mut out, format!("index:      {index}"))?;
+                say(out, &format!("index:      {index}"))?;
                 if let Some(t) = report.torn_tail {
-                    w(
-                        &mut out,
-                        format!(
-                            "torn tail:  {} bytes at segment {} offset {} (never acknowledged; cut at the next writable open)",
+                    say(
+                        out,
+                        &format!(
+                            "torn tail:  {} bytes at segment {} offset {} ({TORN_TAIL_IS}; cut at the next writable open)",
                             t.bytes, t.segment, t.offset
                         ),
                     )?;
@@ -179,12 +224,13 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                     continue;
                 }
                 if cli.json {
-                    w(
-                        &mut out,
-                        serde_json::json!({"stream": stream, "version": version}).to_string(),
+                    say_json(
+                        out,
+                        &serde_json::json!({"stream": stream, "version": version}),
                     )?;
                 } else {
-                    w(&mut out, format!("{stream}\t{version}"))?;
+                    // the tab is the column separator: only the stored id is escaped
+                    writeln!(out, "{}\t{version}", shown(&stream)).map_err(output_failed)?;
                 }
             }
         }
@@ -194,7 +240,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 .read_stream(stream, *from)
                 .map_err(|e| e.to_string())?;
             for e in events {
-                print_event(&mut out, cli.json, &e.map_err(|e| e.to_string())?)?;
+                print_event(out, cli.json, e.map_err(|e| e.to_string())?)?;
             }
         }
         Command::Tail { dir, from, follow } => {
@@ -232,9 +278,9 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                     let e = e.map_err(|e| e.to_string())?;
                     next = e.position + 1;
                     printed = Some((e.position, e.event_id));
-                    print_event(&mut out, cli.json, &e)?;
+                    print_event(out, cli.json, e)?;
                 }
-                out.flush().map_err(|e| e.to_string())?;
+                out.flush().map_err(output_failed)?;
                 if !follow {
                     break;
                 }
@@ -242,8 +288,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
-        Command::Verify { dir } => return verify(dir, cli.json, &mut out),
-        Command::Repair { dir, dry_run } => return repair(dir, *dry_run, cli.json, &mut out),
+        Command::Verify { dir } => return verify(dir, cli.json, out),
+        Command::Repair { dir, dry_run } => return repair(dir, *dry_run, cli.json, out),
         Command::Export { dir, out: file } => {
             let store = open(dir)?;
             let n = match file {
@@ -286,75 +332,91 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                     }
                     written?
                 }
-                None => tools::export_jsonl(&store, 1, &mut out).map_err(|e| e.to_string())?,
+                None => tools::export_jsonl(&store, 1, out).map_err(|e| e.to_string())?,
             };
             eprintln!("exported {n} events");
         }
-        Command::Import { dir, file } => {
-            let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            // one append per stream: as large as one frame of the log can hold (a frame
-            // of 100,000 events of 32 MiB in all, with the longest type names, is below
-            // the format's 64 MiB)
-            let limits = es_core::Limits {
-                max_batch_events: 100_000,
-                max_batch_size: 32 * 1024 * 1024,
-                ..es_core::Limits::default()
-            };
-            let store = FileStore::open_with(
-                dir,
-                es_store_fs::FileStoreOptions {
-                    limits,
-                    ..es_store_fs::FileStoreOptions::default()
-                },
-            )
-            .map_err(|e| e.to_string())?;
-            let report =
-                tools::import_jsonl(&store, &mut BufReader::new(f)).map_err(|e| e.to_string())?;
-            store.close().map_err(|e| e.to_string())?;
-            if cli.json {
-                let refused: Vec<_> = report
-                    .streams_refused
-                    .iter()
-                    .map(|r| serde_json::json!({"stream": r.stream_id, "reason": r.reason}))
-                    .collect();
-                w(
-                    &mut out,
-                    serde_json::json!({
-                        "streams_imported": report.streams_imported,
-                        "events_imported": report.events_imported,
-                        "streams_already_imported": report.streams_already_imported,
-                        "streams_refused": refused,
-                    })
-                    .to_string(),
-                )?;
-            } else {
-                w(
-                    &mut out,
-                    format!(
-                        "imported {} events in {} streams",
-                        report.events_imported, report.streams_imported
-                    ),
-                )?;
-                if report.streams_already_imported > 0 {
-                    w(
-                        &mut out,
-                        format!(
-                            "{} streams already held these events (the same ids): nothing written",
-                            report.streams_already_imported
-                        ),
-                    )?;
-                }
-                for r in &report.streams_refused {
-                    w(
-                        &mut out,
-                        format!("refused stream `{}`: {}", r.stream_id, r.reason),
-                    )?;
-                }
-            }
-            if !report.streams_refused.is_empty() {
-                return Ok(ExitCode::from(2));
-            }
+        Command::Import { dir, file } => return import(dir, file, cli.json, out),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(dir: &Path, file: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, String> {
+    // the whole input is read and checked before the store is opened (or created): an
+    // input that cannot be imported leaves nothing behind
+    let input_error = |e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
+    let f = std::fs::File::open(file).map_err(|e| input_error(&e))?;
+    let checked = tools::read_import(&mut BufReader::new(f)).map_err(|e| input_error(&e))?;
+    // one append per stream: as large as one frame of the log can hold (a frame of
+    // 100,000 events of 32 MiB in all, with the longest type names, is below the
+    // format's 64 MiB)
+    let limits = es_core::Limits {
+        max_batch_events: 100_000,
+        max_batch_size: 32 * 1024 * 1024,
+        ..es_core::Limits::default()
+    };
+    let store = FileStore::open_with(
+        dir,
+        es_store_fs::FileStoreOptions {
+            limits,
+            ..es_store_fs::FileStoreOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let report = tools::write_import(&store, checked);
+    // what was appended is reported whether or not the close succeeds: those appends
+    // were acknowledged (synced) before it
+    let closed = store.close().map_err(|e| {
+        format!(
+            "closing the store {} after the import failed: {e}; the events reported \
+             imported above were acknowledged before it",
+            dir.display()
+        )
+    });
+    if json {
+        let refused: Vec<_> = report
+            .streams_refused
+            .iter()
+            .map(|r| serde_json::json!({"stream": r.stream_id, "reason": r.reason}))
+            .collect();
+        say_json(
+            out,
+            &serde_json::json!({
+                "streams_imported": report.streams_imported,
+                "events_imported": report.events_imported,
+                "streams_already_imported": report.streams_already_imported,
+                "streams_refused": refused,
+                "close_error": closed.as_ref().err(),
+            }),
+        )?;
+    } else {
+        say(
+            out,
+            &format!(
+                "imported {} events in {} streams",
+                report.events_imported, report.streams_imported
+            ),
+        )?;
+        if report.streams_already_imported > 0 {
+            say(
+                out,
+                &format!(
+                    "{} streams already held these events (the same ids): nothing written",
+                    report.streams_already_imported
+                ),
+            )?;
         }
+        for r in &report.streams_refused {
+            say(
+                out,
+                &format!("refused stream `{}`: {}", r.stream_id, r.reason),
+            )?;
+        }
+    }
+    out.flush().map_err(output_failed)?;
+    closed?;
+    if !report.streams_refused.is_empty() {
+        return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -375,7 +437,6 @@ fn verify(dir: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, Strin
     );
     let result = tools::verify(dir, &|n| bar.inc(n));
     bar.finish_and_clear();
-    let line = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(|e| e.to_string());
     match result {
         Ok(report) => {
             let index = match &report.index {
@@ -390,9 +451,9 @@ fn verify(dir: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, Strin
                 }
             };
             if json {
-                line(
+                say_json(
                     out,
-                    serde_json::json!({
+                    &serde_json::json!({
                         "ok": true,
                         "segments": report.segments,
                         "frames": report.frames,
@@ -401,23 +462,22 @@ fn verify(dir: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, Strin
                         "bytes": report.bytes,
                         "torn_tail": report.torn_tail.map(torn_json),
                         "index": index,
-                    })
-                    .to_string(),
+                    }),
                 )?;
             } else {
-                line(
+                say(
                     out,
-                    format!(
+                    &format!(
                         "ok: {} events in {} streams, {} frames in {} segments, {} bytes checked",
                         report.events, report.streams, report.frames, report.segments, report.bytes
                     ),
                 )?;
-                line(out, format!("index: {index}"))?;
+                say(out, &format!("index: {index}"))?;
                 if let Some(t) = report.torn_tail {
-                    line(
+                    say(
                         out,
-                        format!(
-                            "torn tail: {} bytes at segment {} offset {} (never acknowledged; cut at the next writable open)",
+                        &format!(
+                            "torn tail: {} bytes at segment {} offset {} ({TORN_TAIL_IS}; cut at the next writable open)",
                             t.bytes, t.segment, t.offset
                         ),
                     )?;
@@ -432,21 +492,31 @@ fn verify(dir: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, Strin
             reason,
         }) => {
             if json {
-                line(out, serde_json::json!({"ok": false, "file": file, "segment": segment, "offset": offset, "reason": reason}).to_string())?;
-            } else {
-                line(
+                say_json(
                     out,
-                    format!(
+                    &serde_json::json!({"ok": false, "file": file, "segment": segment, "offset": offset, "reason": reason}),
+                )?;
+            } else {
+                say(
+                    out,
+                    &format!(
                         "CORRUPTED: {} (segment {segment}) at offset {offset}: {reason}",
                         file.display()
                     ),
                 )?;
-                line(
+                // an index is derived from the log: a repair writes it again and cuts
+                // nothing, which the dry run says too
+                let is_index = file.extension().is_some_and(|e| e == "idx" || e == "flt")
+                    || file.file_name().is_some_and(|n| n == "index.dat");
+                let hint = if is_index {
+                    "this index is derived from the log: a repair writes it again and cuts \
+                     nothing of the log; see what it would do"
+                } else {
+                    "see what a repair would drop"
+                };
+                say(
                     out,
-                    format!(
-                        "see what a repair would drop: es-store repair --dry-run {}",
-                        dir.display()
-                    ),
+                    &format!("{hint}: es-store repair --dry-run {}", dir.display()),
                 )?;
             }
             Ok(ExitCode::FAILURE)
@@ -463,112 +533,275 @@ fn repair(dir: &Path, dry_run: bool, json: bool, out: &mut dyn Write) -> Result<
     if !dir.is_dir() {
         return Err(format!("{} is not a store directory", dir.display()));
     }
-    let report = tools::repair(dir, dry_run).map_err(|e| e.to_string())?;
-    let verb = if dry_run { "would drop" } else { "dropped" };
-    let line = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(|e| e.to_string());
-    if json {
-        let repaired = report.repaired.as_ref().map(|r| {
-            serde_json::json!({
-                "segment": r.segment,
-                "offset": r.offset,
-                "reason": r.reason,
-                "bytes_dropped": r.bytes_dropped,
-                "segments_removed": r.segments_removed,
-            })
-        });
-        line(
-            out,
-            serde_json::json!({
-                "dry_run": dry_run,
-                "repaired": repaired,
-                "torn_tail": report.torn_tail.map(torn_json),
-                "headers_rewritten": report
-                    .headers_rewritten
-                    .iter()
-                    .map(|h| serde_json::json!({"segment": h.segment, "reason": h.reason}))
-                    .collect::<Vec<_>>(),
-                "removed_empty_segment": report.removed_empty_segment,
-                "index_rebuilt": report.index_rebuilt,
-            })
-            .to_string(),
-        )?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rewrite = if dry_run {
-        "would write again"
-    } else {
-        "wrote again"
+    // a repair that cut the log and then failed to close still reports what it cut,
+    // before its error
+    let (report, close_error) = match tools::repair_detailed(dir, dry_run) {
+        Ok(report) => (report, None),
+        Err(e) => {
+            let message = e.to_string();
+            match e {
+                RepairError::NotClosed { report, .. } => {
+                    (*report, Some(format!("{}: {message}", dir.display())))
+                }
+                _ => return Err(message),
+            }
+        }
     };
-    for h in &report.headers_rewritten {
-        line(
+    if json {
+        say_json(out, &repair_json(&report, dry_run, close_error.as_deref()))?;
+    } else {
+        say_repair(out, dir, &report, dry_run)?;
+    }
+    out.flush().map_err(output_failed)?;
+    match close_error {
+        Some(message) => Err(message),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn repair_json(
+    report: &tools::RepairReport,
+    dry_run: bool,
+    close_error: Option<&str>,
+) -> serde_json::Value {
+    let recovery = &report.recovery;
+    let cut = report.cut.as_ref();
+    let repaired = recovery.repaired.as_ref().map(|r| {
+        serde_json::json!({
+            "segment": r.segment,
+            "offset": r.offset,
+            "reason": r.reason,
+            "bytes_dropped": r.bytes_dropped,
+            "segments_removed": r.segments_removed,
+            "first_position_cut": cut.map(|c| c.first_position),
+            "last_position_cut": cut.and_then(|c| c.last_position),
+            "intact_frames_after_damage": cut.map(|c| c.intact_frames),
+            "intact_events_after_damage": cut.map(|c| c.intact_events),
+            "first_intact_position": cut.and_then(|c| c.first_intact_position),
+            "searched_whole_cut": cut.map(|c| c.searched_whole),
+        })
+    });
+    serde_json::json!({
+        "dry_run": dry_run,
+        "repaired": repaired,
+        "torn_tail": recovery.torn_tail.map(torn_json),
+        "headers_rewritten": recovery
+            .headers_rewritten
+            .iter()
+            .map(|h| serde_json::json!({"segment": h.segment, "reason": h.reason}))
+            .collect::<Vec<_>>(),
+        "removed_empty_segment": recovery.removed_empty_segment,
+        "index_rebuilt": recovery.index_rebuilt,
+        "stale_indexes": report
+            .stale_indexes
+            .iter()
+            .map(|s| serde_json::json!({"file": s.file, "reason": s.reason}))
+            .collect::<Vec<_>>(),
+        "live_writer_end": report
+            .live_writer_end
+            .map(|e| serde_json::json!({"segment": e.segment, "offset": e.offset})),
+        "close_error": close_error,
+    })
+}
+
+fn say_repair(
+    out: &mut dyn Write,
+    dir: &Path,
+    report: &tools::RepairReport,
+    dry_run: bool,
+) -> Result<(), String> {
+    let recovery = &report.recovery;
+    let (cut, wrote) = if dry_run {
+        ("would be cut", "would write")
+    } else {
+        ("were cut", "wrote")
+    };
+    if let Some(end) = report.live_writer_end {
+        say(
             out,
-            format!(
+            &format!(
+                "a writer holds the store: read up to the end it published (segment {} \
+                 offset {}); frames after it may still be being written. A repair can run \
+                 only once the writer has closed",
+                end.segment, end.offset
+            ),
+        )?;
+    }
+    for h in &recovery.headers_rewritten {
+        let rewrite = if dry_run {
+            "would write again"
+        } else {
+            "wrote again"
+        };
+        say(
+            out,
+            &format!(
                 "{rewrite} the header of segment {} ({}); its frames are intact, nothing dropped",
                 h.segment, h.reason
             ),
         )?;
     }
-    if let Some(seg) = report.removed_empty_segment {
+    if let Some(seg) = recovery.removed_empty_segment {
         let remove = if dry_run { "would remove" } else { "removed" };
-        line(
+        say(
             out,
-            format!("{remove} segment {seg}, whose header never became durable (it held no event)"),
+            &format!(
+                "{remove} segment {seg}, whose header never became durable (it held no event)"
+            ),
         )?;
     }
-    match &report.repaired {
-        None if report.headers_rewritten.is_empty() && report.removed_empty_segment.is_none() => {
-            line(out, "no damage: nothing to repair".into())?
+    match &recovery.repaired {
+        None if recovery.headers_rewritten.is_empty()
+            && recovery.removed_empty_segment.is_none()
+            && report.stale_indexes.is_empty() =>
+        {
+            say(out, "no damage: nothing to repair")?
         }
         None => {}
         Some(r) => {
-            line(
+            say(
                 out,
-                format!(
+                &format!(
                     "damage at segment {} offset {}: {}",
                     r.segment, r.offset, r.reason
                 ),
             )?;
-            line(
+            let dropped = if dry_run { "would drop" } else { "dropped" };
+            say(
                 out,
-                format!(
-                    "{verb} {} bytes of segment {} from offset {}, and segments {:?} whole",
+                &format!(
+                    "{dropped} {} bytes of segment {} from offset {}, and segments {:?} whole",
                     r.bytes_dropped, r.segment, r.offset, r.segments_removed
                 ),
             )?;
         }
     }
-    if let Some(t) = report.torn_tail {
-        line(
+    if let Some(c) = &report.cut {
+        let positions = match c.last_position {
+            Some(last) => {
+                let total = last - c.first_position + 1;
+                let events = match total {
+                    1 => format!("the event at position {last} {cut}"),
+                    _ => format!(
+                        "the {total} events at positions {} to {last} {cut}",
+                        c.first_position
+                    ),
+                };
+                let frames = plural(c.intact_frames, "intact frame", "intact frames");
+                let readable = match c.first_intact_position {
+                    None => "none of them is in an intact frame after the damage".to_owned(),
+                    Some(from) if c.intact_events >= total => format!(
+                        "all of them are in {frames} after the damage, from position {from} \
+                         on, and still readable"
+                    ),
+                    Some(from) => format!(
+                        "{} of them, in {frames} from position {from} on, are still readable; \
+                         the other {}, the damaged frame's among them, are not",
+                        c.intact_events,
+                        total - c.intact_events
+                    ),
+                };
+                format!("{events}: {readable}")
+            }
+            None => format!(
+                "the events from position {} on {cut}: how many the damaged frame holds \
+                 cannot be read, and no intact frame follows it",
+                c.first_position
+            ),
+        };
+        say(out, &positions)?;
+        if !c.searched_whole {
+            say(
+                out,
+                "the search for intact frames stopped early (the bytes cut hold many \
+                 frame-like lengths): the counts of intact frames and events are lower bounds",
+            )?;
+        }
+        if dry_run && let Some(from) = c.first_intact_position {
+            say(
+                out,
+                &format!(
+                    "to keep the readable ones, save them before repairing, while the store \
+                     still opens read-only: es-store --json tail {} --from {from} > saved.jsonl",
+                    dir.display()
+                ),
+            )?;
+        }
+    }
+    if report.cut.is_none()
+        && let Some(r) = &recovery.repaired
+        && (r.bytes_dropped > 0 || !r.segments_removed.is_empty())
+    {
+        say(
             out,
-            format!(
-                "torn tail (never acknowledged): {} bytes at segment {} offset {}",
+            "the events cut could not be counted: the log changed between the count made \
+             before the repair and the repair itself",
+        )?;
+    }
+    for stale in &report.stale_indexes {
+        say(
+            out,
+            &format!(
+                "{wrote} {} again from the log: {}; an index is derived data, so \
+                 nothing of the log is cut for it",
+                stale.file.display(),
+                stale.reason
+            ),
+        )?;
+    }
+    if let Some(t) = recovery.torn_tail {
+        let cut_tail = if dry_run {
+            "cut at the next writable open"
+        } else {
+            "cut"
+        };
+        say(
+            out,
+            &format!(
+                "torn tail: {} bytes at segment {} offset {} ({TORN_TAIL_IS}; {cut_tail})",
                 t.bytes, t.segment, t.offset
             ),
         )?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-fn print_event(out: &mut dyn Write, json: bool, e: &RecordedEvent) -> Result<(), String> {
-    let text = if json {
-        serde_json::to_string(e).map_err(|e| e.to_string())?
-    } else {
-        let mut s = format!(
-            "#{:<6} {} v{} {} (schema {}) at {}",
-            e.position,
-            e.stream_id,
-            e.stream_version,
-            e.event_type,
-            e.schema_version,
-            e.timestamp
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        );
-        if let Some(actor) = &e.metadata.actor {
-            s.push_str(&format!(" by {actor}"));
-        }
-        s.push_str("\n        ");
-        s.push_str(&String::from_utf8_lossy(&e.payload));
-        s
-    };
-    writeln!(out, "{text}").map_err(|e| e.to_string())
+/// `n` with the noun that fits it.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    match n {
+        1 => format!("1 {one}"),
+        _ => format!("{n} {many}"),
+    }
+}
+
+fn print_event(out: &mut dyn Write, json: bool, e: RecordedEvent) -> Result<(), String> {
+    if json {
+        // one object per line, as `export` writes it; written whole to a buffer first so
+        // that a stored payload that is not JSON is told from a failed write
+        let position = e.position;
+        let mut line = Vec::new();
+        tools::write_event_line(&mut line, e).map_err(|err| {
+            format!("the event at position {position} cannot be written as JSON: {err}")
+        })?;
+        return out.write_all(&line).map_err(output_failed);
+    }
+    let mut head = format!(
+        "#{:<6} {} v{} {} (schema {}) at {}",
+        e.position,
+        e.stream_id,
+        e.stream_version,
+        e.event_type,
+        e.schema_version,
+        e.timestamp
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    if let Some(actor) = &e.metadata.actor {
+        head.push_str(&format!(" by {actor}"));
+    }
+    say(out, &head)?;
+    let payload = tools::without_whitespace(&e.payload);
+    say(
+        out,
+        &format!("        {}", String::from_utf8_lossy(&payload)),
+    )
 }

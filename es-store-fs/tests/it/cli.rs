@@ -346,3 +346,490 @@ fn tail_follow_stops_on_a_replaced_log(replacement: u64) {
         "{stderr}"
     );
 }
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The bytes of segment 0 of `dir` with the frame of `position` damaged (one frame per
+/// event, as `write_carts` writes them): a byte of its body flipped, so that it fails its
+/// checksum while the frames around it stay intact.
+fn damage_frame(dir: &Path, position: usize) {
+    let segment = dir.join(format!("{:020}.seg", 0));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let starts = crate::common::frame_starts(&bytes);
+    let (from, to) = (starts[position - 1], starts[position]);
+    bytes[(from + to) / 2] ^= 0x55;
+    std::fs::write(&segment, &bytes).unwrap();
+}
+
+/// Makes the index file impossible to write: its temporary file's name is taken by a
+/// directory that is not empty, so that closing the store fails after everything else.
+fn block_the_index_write(dir: &Path) {
+    std::fs::create_dir_all(dir.join("index.dat.tmp").join("in-the-way")).unwrap();
+}
+
+/// A repair that cut the log and then failed to write the index at close still says
+/// what it cut (in text and in JSON), before its error, and exits non-zero.
+#[test]
+fn a_repair_whose_close_fails_still_reports_what_it_cut() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    for json in [false, true] {
+        let dir = work.path().join(if json { "json" } else { "text" });
+        write_carts(&dir);
+        damage_frame(&dir, 5);
+        block_the_index_write(&dir);
+        let mut args = vec!["repair", dir.to_str().unwrap()];
+        if json {
+            args.insert(0, "--json");
+        }
+        let o = run(tool, &args);
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(
+            stderr(&o).contains("closing the store failed"),
+            "{}",
+            stderr(&o)
+        );
+        if json {
+            let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let repaired = &report["repaired"];
+            assert!(repaired["bytes_dropped"].as_u64().unwrap() > 0, "{report}");
+            assert_eq!(repaired["first_position_cut"], 5, "{report}");
+            assert_eq!(repaired["last_position_cut"], 18, "{report}");
+            assert!(report["close_error"].is_string(), "{report}");
+        } else {
+            let out = text(&o);
+            assert!(
+                out.contains("dropped ") && out.contains("bytes of segment 0"),
+                "{out}"
+            );
+            assert!(
+                out.contains("the 14 events at positions 5 to 18 were cut"),
+                "{out}"
+            );
+        }
+    }
+}
+
+/// An import whose close fails reports what it imported before the error, and exits
+/// non-zero.
+#[test]
+fn an_import_whose_close_fails_still_reports_what_it_imported() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let from = work.path().join("from");
+    write_carts(&from);
+    let export = work.path().join("export.jsonl");
+    let out = run(
+        tool,
+        &[
+            "export",
+            from.to_str().unwrap(),
+            "--out",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    for json in [false, true] {
+        let into = work.path().join(if json { "json" } else { "text" });
+        FileStore::open(&into).unwrap().close().unwrap();
+        block_the_index_write(&into);
+        let mut args = vec!["import", into.to_str().unwrap(), export.to_str().unwrap()];
+        if json {
+            args.insert(0, "--json");
+        }
+        let o = run(tool, &args);
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(
+            stderr(&o).contains("after the import failed"),
+            "{}",
+            stderr(&o)
+        );
+        if json {
+            let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(report["events_imported"], 18, "{report}");
+            assert_eq!(report["streams_imported"], 3, "{report}");
+            assert!(report["close_error"].is_string(), "{report}");
+        } else {
+            assert!(
+                text(&o).contains("imported 18 events in 3 streams"),
+                "{}",
+                text(&o)
+            );
+        }
+    }
+}
+
+/// Beside a writer appending all the while (rolling small segments), a dry run of a
+/// repair reads only what the writer published, as `verify` does, and finds nothing to
+/// repair in a healthy store.
+#[test]
+fn a_repair_dry_run_beside_a_live_writer_finds_no_damage() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    let store = FileStore::open_with(
+        &dir,
+        es_store_fs::FileStoreOptions {
+            segment_size: 64 * 1024,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let payload = format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(200));
+                store
+                    .append(
+                        &format!("w-{}", n % 5),
+                        ExpectedVersion::Any,
+                        vec![event("Written", &payload)],
+                    )
+                    .unwrap();
+                n += 1;
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let checks = (|| {
+            for _ in 0..12 {
+                let o = run(
+                    tool,
+                    &["--json", "repair", "--dry-run", dir.to_str().unwrap()],
+                );
+                if !o.status.success() {
+                    return Err(stderr(&o));
+                }
+                let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+                let healthy = report["repaired"].is_null()
+                    && report["torn_tail"].is_null()
+                    && report["removed_empty_segment"].is_null()
+                    && report["headers_rewritten"] == serde_json::json!([])
+                    && report["stale_indexes"] == serde_json::json!([])
+                    && report["live_writer_end"].is_object();
+                if !healthy {
+                    return Err(report.to_string());
+                }
+            }
+            let o = run(tool, &["repair", "--dry-run", dir.to_str().unwrap()]);
+            let out = text(&o);
+            if !(out.contains("a writer holds the store") && out.contains("no damage")) {
+                return Err(out);
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        if let Err(report) = checks {
+            panic!("a dry run beside a live writer: {report}");
+        }
+    });
+    store.close().unwrap();
+}
+
+/// The report of a repair, and of its dry run, names the positions cut and how many of
+/// those events lie in intact frames after the damage, so that they can be saved first
+/// (the command the dry run suggests saves exactly those).
+#[test]
+fn a_repair_names_the_positions_and_events_it_cuts() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    write_carts(&dir);
+    damage_frame(&dir, 5);
+    let d = dir.to_str().unwrap();
+
+    let dry = run(tool, &["repair", "--dry-run", d]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let out = text(&dry);
+    assert!(
+        out.contains("the 14 events at positions 5 to 18 would be cut"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "13 of them, in 13 intact frames from position 6 on, are still readable; the other 1"
+        ),
+        "{out}"
+    );
+    let save = format!("es-store --json tail {d} --from 6 > saved.jsonl");
+    assert!(out.contains(&save), "{out}");
+    let saved = run(tool, &["--json", "tail", d, "--from", "6"]);
+    assert!(saved.status.success(), "{}", stderr(&saved));
+    let positions: Vec<u64> = text(&saved)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["position"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(positions, (6..=18).collect::<Vec<_>>());
+
+    let dry = run(tool, &["--json", "repair", "--dry-run", d]);
+    let report: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    let repaired = &report["repaired"];
+    // the fields of before, and the new ones
+    assert_eq!(repaired["segment"], 0, "{report}");
+    assert!(repaired["bytes_dropped"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(
+        repaired["segments_removed"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    assert_eq!(repaired["first_position_cut"], 5, "{report}");
+    assert_eq!(repaired["last_position_cut"], 18, "{report}");
+    assert_eq!(repaired["intact_frames_after_damage"], 13, "{report}");
+    assert_eq!(repaired["intact_events_after_damage"], 13, "{report}");
+    assert_eq!(repaired["first_intact_position"], 6, "{report}");
+
+    let repair = run(tool, &["repair", d]);
+    assert!(repair.status.success(), "{}", stderr(&repair));
+    assert!(
+        text(&repair).contains("the 14 events at positions 5 to 18 were cut"),
+        "{}",
+        text(&repair)
+    );
+    let verify = run(tool, &["verify", d]);
+    assert!(text(&verify).contains("ok: 4 events"), "{}", text(&verify));
+}
+
+/// `tail --json` and `read --json` print one object per line, as `export` does, whatever
+/// the whitespace of a stored payload.
+#[test]
+fn event_listings_in_json_are_one_object_per_line() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    let store = FileStore::open(&dir).unwrap();
+    for n in 0..2 {
+        let pretty = format!("{{\n  \"n\": {n},\n  \"list\": [\n    1,\n    2\n  ]\n}}");
+        store
+            .append(
+                "doc-1",
+                ExpectedVersion::Any,
+                vec![event("Pretty", &pretty)],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    let d = dir.to_str().unwrap();
+    for args in [
+        vec!["--json", "tail", d],
+        vec!["--json", "read", d, "doc-1"],
+    ] {
+        let o = run(tool, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let lines: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {}", text(&o));
+        for (n, line) in lines.iter().enumerate() {
+            let e: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(e["payload"], serde_json::json!({"n": n, "list": [1, 2]}));
+        }
+    }
+}
+
+/// A torn tail is not called "never acknowledged" outright: the tool cannot know the
+/// durability mode the store was written in, and under `Periodic` or `None` a machine
+/// crash can tear acknowledged appends.
+#[test]
+fn a_torn_tail_is_reported_with_what_each_durability_mode_promises() {
+    use std::io::Write;
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    write_carts(&dir);
+    // a frame whose length runs past the end of the file: what a write cut short leaves
+    let mut segment = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(format!("{:020}.seg", 0)))
+        .unwrap();
+    segment.write_all(&200u32.to_le_bytes()).unwrap();
+    segment.write_all(&[0xab; 30]).unwrap();
+    drop(segment);
+    let d = dir.to_str().unwrap();
+    for args in [
+        vec!["verify", d],
+        vec!["repair", "--dry-run", d],
+        vec!["stats", d],
+    ] {
+        let o = run(tool, &args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let out = text(&o);
+        assert!(out.contains("torn tail"), "{args:?}: {out}");
+        assert!(
+            out.contains("never acknowledged if the store was written with Durability::Always")
+                && out.contains(
+                    "Periodic or None a machine crash can tear appends that were acknowledged"
+                ),
+            "{args:?}: {out}"
+        );
+    }
+}
+
+/// `verify` names a segment it cannot open: here a link to nothing in place of one.
+#[test]
+fn verify_names_a_segment_it_cannot_open() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    write_carts(&dir);
+    let link = dir.join(format!("{:020}.seg", 1));
+    std::os::unix::fs::symlink(work.path().join("nowhere"), &link).unwrap();
+    let o = run(tool, &["verify", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&link.display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// An import whose input cannot be read creates no store and names the input; a repair
+/// refuses a directory that is not a store as its dry run does, and writes nothing.
+#[test]
+fn unreadable_inputs_and_non_stores_are_refused_before_anything_is_written() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let bad_utf8 = work.path().join("bad.jsonl");
+    std::fs::write(&bad_utf8, b"{\"stream_id\":\"\xff\xfe\"}\n").unwrap();
+    let a_directory = work.path().join("a-directory");
+    std::fs::create_dir(&a_directory).unwrap();
+    for input in [&bad_utf8, &a_directory] {
+        let new = work.path().join("new");
+        let o = run(
+            tool,
+            &["import", new.to_str().unwrap(), input.to_str().unwrap()],
+        );
+        assert!(!o.status.success(), "{input:?}");
+        assert!(
+            stderr(&o).contains(&input.display().to_string()),
+            "{input:?}: {}",
+            stderr(&o)
+        );
+        assert!(!new.exists(), "{input:?}: a store was created");
+    }
+    let empty = work.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let e = empty.to_str().unwrap();
+    let dry = run(tool, &["repair", "--dry-run", e]);
+    let real = run(tool, &["repair", e]);
+    for o in [&dry, &real] {
+        assert!(!o.status.success(), "{}", text(o));
+        assert!(stderr(o).contains("is not an event store"), "{}", stderr(o));
+    }
+    assert_eq!(stderr(&dry), stderr(&real));
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+/// Control characters in stored text (an escape sequence in an actor, a C1 control in a
+/// payload) are shown escaped to a person, never sent to the terminal; JSON output
+/// escapes them as JSON does.
+#[test]
+fn stored_control_characters_are_escaped_in_text_output() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    let actor = "mallory\u{1b}]0;owned\u{7}\u{1b}[2J";
+    let store = FileStore::open(&dir).unwrap();
+    store
+        .append(
+            "doc-1",
+            ExpectedVersion::Any,
+            vec![
+                event("Noted", "{\"note\":\"\u{9b}31mred\"}")
+                    .with_metadata(Metadata::new().with_actor(actor)),
+            ],
+        )
+        .unwrap();
+    store.close().unwrap();
+    let d = dir.to_str().unwrap();
+    for args in [vec!["tail", d], vec!["read", d, "doc-1"]] {
+        let o = run(tool, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = text(&o);
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?}: {out:?}"
+        );
+        assert!(
+            out.contains("by mallory\\u{1b}]0;owned\\u{7}\\u{1b}[2J"),
+            "{out}"
+        );
+        assert!(out.contains("\\u{9b}31mred"), "{out}");
+    }
+    let o = run(tool, &["--json", "tail", d]);
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["metadata"]["actor"], actor);
+    assert!(!o.stdout.contains(&0x1b));
+}
+
+/// Damage in a sealed index's section that an open does not check: `verify` reports it
+/// and points to the dry run, which says the index would be written again and nothing of
+/// the log cut; the repair does that, and `verify` then passes.
+#[test]
+fn a_damaged_sealed_index_is_rebuilt_by_a_repair_as_its_dry_run_says() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    let store = FileStore::open_with(
+        &dir,
+        es_store_fs::FileStoreOptions {
+            segment_size: 4096,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for n in 0..100 {
+        store
+            .append(
+                &format!("s-{}", n % 3),
+                ExpectedVersion::Any,
+                vec![event("Added", &format!(r#"{{"n":{n}}}"#))],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    let sealed = dir.join(format!("{:020}.idx", 0));
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    // the id table, at the end of section B, before its checksum
+    let at = bytes.len() - 6;
+    bytes[at] ^= 0x55;
+    std::fs::write(&sealed, &bytes).unwrap();
+    let d = dir.to_str().unwrap();
+
+    let verify = run(tool, &["verify", d]);
+    assert!(!verify.status.success());
+    assert!(
+        text(&verify).contains("00000000000000000000.idx")
+            && text(&verify).contains(&format!("es-store repair --dry-run {d}")),
+        "{}",
+        text(&verify)
+    );
+    let dry = run(tool, &["repair", "--dry-run", d]);
+    let out = text(&dry);
+    assert!(!out.contains("no damage"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "would write {} again from the log",
+            sealed.display()
+        )) && out.contains("nothing of the log is cut"),
+        "{out}"
+    );
+    let repair = run(tool, &["repair", d]);
+    assert!(repair.status.success(), "{}", stderr(&repair));
+    assert!(
+        text(&repair).contains(&format!("wrote {} again from the log", sealed.display())),
+        "{}",
+        text(&repair)
+    );
+    let verify = run(tool, &["verify", d]);
+    assert!(
+        verify.status.success() && text(&verify).contains("ok: 100 events"),
+        "{}",
+        text(&verify)
+    );
+}
