@@ -102,31 +102,30 @@ pub struct NewEvent {
 ///
 /// A batch made from a `Vec<NewEvent>` knows nothing: a store checks every payload, as
 /// [`EventStore::append`](crate::EventStore::append) does. The [`Repository`](crate::Repository)
-/// reads every event it appends back from its encoding; when that read went through
-/// es-core's own parse of the payload (as `#[event]` types' does), it marks the payload
-/// parsed: UTF-8 and one JSON value in full. A store may then skip its own parse of that
-/// payload ([`Limits::check_batch`](crate::Limits::check_batch) does); every other limit
-/// is still checked. Only es-core marks payloads, and a batch lends its events only to be
+/// marks each payload that es-core's own JSON writer wrote and that reached the batch
+/// unchanged (as an `#[event]` type's does): it is JSON text, and a store may skip its
+/// parse ([`Limits::check_batch`](crate::Limits::check_batch) does); every other limit is
+/// still checked. Only es-core marks payloads, and a batch lends its events only to be
 /// read or taken out whole, so no mark outlives a change to the payload it speaks of.
 ///
 /// ```
 /// use es_core::{AppendBatch, NewEvent};
 /// let batch = AppendBatch::from(vec![NewEvent::new("Opened", 1, b"{}".to_vec())]);
-/// assert!(!batch.payload_parsed(0));
+/// assert!(!batch.payload_known_json(0));
 /// assert_eq!(batch.into_events().len(), 1);
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AppendBatch {
     events: Vec<NewEvent>,
-    /// `parsed[i]`: es-core parsed the payload of `events[i]` in full. Empty when none is.
-    parsed: Vec<bool>,
+    /// `known_json[i]`: es-core wrote the payload of `events[i]`. Empty when it wrote none.
+    known_json: Vec<bool>,
 }
 
 impl AppendBatch {
-    /// A batch whose payloads es-core parsed where `parsed` says so.
-    pub(crate) fn read_back(events: Vec<NewEvent>, parsed: Vec<bool>) -> Self {
-        debug_assert_eq!(events.len(), parsed.len());
-        AppendBatch { events, parsed }
+    /// A batch whose payloads es-core wrote where `known_json` says so.
+    pub(crate) fn encoded(events: Vec<NewEvent>, known_json: Vec<bool>) -> Self {
+        debug_assert_eq!(events.len(), known_json.len());
+        AppendBatch { events, known_json }
     }
 
     /// The events, in order.
@@ -149,10 +148,10 @@ impl AppendBatch {
         self.events.is_empty()
     }
 
-    /// Whether es-core parsed the payload of the event at `index` in full as JSON text
-    /// (`false` for an index out of range).
-    pub fn payload_parsed(&self, index: usize) -> bool {
-        self.parsed.get(index).copied().unwrap_or(false)
+    /// Whether es-core's JSON writer wrote the payload of the event at `index`, unchanged
+    /// since (`false` for an index out of range): JSON text that needs no parse.
+    pub fn payload_known_json(&self, index: usize) -> bool {
+        self.known_json.get(index).copied().unwrap_or(false)
     }
 }
 
@@ -160,7 +159,7 @@ impl From<Vec<NewEvent>> for AppendBatch {
     fn from(events: Vec<NewEvent>) -> Self {
         AppendBatch {
             events,
-            parsed: Vec::new(),
+            known_json: Vec::new(),
         }
     }
 }

@@ -257,48 +257,11 @@ fn check_version<E: Event>(version: u32) -> Result<(), DecodeError> {
 /// each string again (about a fifth fewer instructions than parsing the bytes for a
 /// typical event). Bytes that are not UTF-8 are parsed as bytes, for serde_json's own
 /// error with its line and column.
-///
-/// A parse of checked text that succeeds leaves the text's place on this thread (see
-/// [`parsed_in_full`]).
 pub(crate) fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => {
-            let parsed = serde_json::from_str(text)?;
-            PARSED_IN_FULL.set((text.as_ptr() as usize, text.len()));
-            Ok(parsed)
-        }
+        Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_slice(bytes),
     }
-}
-
-thread_local! {
-    /// The address and length of the text that [`from_json`] last parsed in full on this
-    /// thread: UTF-8, one JSON value and nothing after it but whitespace.
-    static PARSED_IN_FULL: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-/// Forgets the text [`from_json`] last parsed on this thread, before a call that may
-/// parse `payload` (see [`parsed_in_full`]).
-pub(crate) fn forget_parsed() {
-    PARSED_IN_FULL.set((0, 0));
-}
-
-/// Whether [`from_json`] parsed exactly `payload`, in full, since the last
-/// [`forget_parsed`] on this thread, and the payload holds no control byte: the
-/// repository's proof that an event it reads back from its encoding is JSON text, which
-/// spares the store its own parse. `payload` is borrowed across the call that parsed it,
-/// so its bytes are the bytes parsed: any text at the same address and of the same length
-/// during that call is this one.
-///
-/// A typed parse is as strict as the store's parse of any JSON value but in one place: a
-/// field read as bytes (`deserialize_bytes`) takes a string with raw control characters
-/// in it, which JSON forbids. serde_json writes none (it escapes them in strings and adds
-/// no whitespace between tokens), so a payload with one is left to the store's parse.
-pub(crate) fn parsed_in_full(payload: &[u8]) -> bool {
-    !payload.is_empty()
-        && PARSED_IN_FULL.get() == (payload.as_ptr() as usize, payload.len())
-        // a fold without an early exit, which the compiler vectorises
-        && !payload.iter().fold(false, |found, &b| found | (b < 0x20))
 }
 
 fn payload_error<E: Event>(version: u32, e: serde_json::Error) -> DecodeError {
@@ -466,13 +429,17 @@ impl EncodeError {
 /// exact size: `serde_json::to_vec` starts at 128 bytes and grows by reallocating, which
 /// for a typical event of 150 to 250 bytes cost more than the copy. A serializer that
 /// encodes another event inside its own (the buffer is then in use) gets a fresh one.
+///
+/// What it returns is JSON text (serde_json's writer escapes what strings hold, writes
+/// keys as strings and non-finite floats as `null`), and it leaves the text's address,
+/// length and hash on this thread (see [`written_by_es_core`]).
 fn encode_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
     thread_local! {
         static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     /// A buffer grown past this by a large event is not kept.
     const KEPT: usize = 64 * 1024;
-    BUFFER.with(|cell| {
+    let written = BUFFER.with(|cell| {
         let Ok(mut buffer) = cell.try_borrow_mut() else {
             return serde_json::to_vec(value);
         };
@@ -483,7 +450,44 @@ fn encode_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> 
             *buffer = Vec::new();
         }
         result
-    })
+    })?;
+    WRITTEN.set(fingerprint(&written));
+    Ok(written)
+}
+
+thread_local! {
+    /// The address, length and hash of the text [`encode_json`] last returned on this
+    /// thread.
+    static WRITTEN: std::cell::Cell<(usize, usize, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
+}
+
+/// Address, length and hash of `bytes`; the hash's seed is chosen once per process.
+fn fingerprint(bytes: &[u8]) -> (usize, usize, u64) {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    let hash = SEED.get_or_init(Default::default).hash_one(bytes);
+    (bytes.as_ptr() as usize, bytes.len(), hash)
+}
+
+/// Forgets the text [`encode_json`] last wrote on this thread, before a call that may
+/// write a payload (see [`written_by_es_core`]).
+pub(crate) fn forget_written() {
+    WRITTEN.set((0, 0, 0));
+}
+
+/// Whether `payload` is the text [`encode_json`] last wrote on this thread since
+/// [`forget_written`], unchanged: the same allocation, length and content hash. The
+/// repository's proof that a payload its event set encoded is JSON text, which spares
+/// the store its parse. Code between the write and this check (a hand-written
+/// [`EventSet::encode`] that edits the bytes, or returns others) changes the hash or the
+/// address; bytes of the same address and hash are, but for a 64-bit collision under a
+/// seed chosen at random per process, the bytes serde_json wrote.
+///
+/// (A `Serialize` impl can make serde_json write raw text only by naming the private
+/// token of `serde_json::value::RawValue` itself; a `RawValue` made through its API
+/// holds checked JSON.)
+pub(crate) fn written_by_es_core(payload: &[u8]) -> bool {
+    !payload.is_empty() && WRITTEN.get() == fingerprint(payload)
 }
 
 /// Why a stored event could not be decoded.
@@ -719,48 +723,33 @@ mod tests {
         );
     }
 
-    /// Reads a string as bytes, the one way serde_json's typed parse is laxer than a
-    /// parse of any JSON value.
-    struct Bytes;
-
-    impl<'de> serde::Deserialize<'de> for Bytes {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct Visit;
-            impl serde::de::Visitor<'_> for Visit {
-                type Value = Bytes;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("bytes")
-                }
-                fn visit_bytes<E>(self, _: &[u8]) -> Result<Bytes, E> {
-                    Ok(Bytes)
-                }
-            }
-            d.deserialize_bytes(Visit)
-        }
-    }
-
     #[test]
-    fn only_the_text_parsed_in_full_without_control_bytes_counts_as_parsed() {
-        let text = br#"{"n":1}"#.to_vec();
-        forget_parsed();
-        assert!(!parsed_in_full(&text));
-        from_json::<Value>(&text).unwrap();
-        assert!(parsed_in_full(&text));
-        // the same bytes elsewhere, or a prefix, are not what was parsed
-        assert!(!parsed_in_full(&text.clone()));
-        assert!(!parsed_in_full(&text[..6]));
-        // a failed parse leaves no proof, and neither does a parse of bytes not UTF-8
-        forget_parsed();
-        assert!(from_json::<Value>(b"{\"n\":").is_err());
-        assert!(!parsed_in_full(b"{\"n\":"));
-        let not_utf8 = b"\"\xff\"".to_vec();
-        assert!(from_json::<Value>(&not_utf8).is_err());
-        assert!(!parsed_in_full(&not_utf8));
-        // a string read as bytes takes a raw control character, which JSON forbids
-        let raw = b"\"a\x01b\"".to_vec();
-        forget_parsed();
-        assert!(from_json::<Bytes>(&raw).is_ok());
-        assert!(serde_json::from_slice::<serde::de::IgnoredAny>(&raw).is_err());
-        assert!(!parsed_in_full(&raw));
+    fn only_the_text_es_core_wrote_unchanged_counts_as_written() {
+        #[derive(Serialize)]
+        struct Noted {
+            n: u64,
+            note: &'static str,
+        }
+        forget_written();
+        let mut text = encode_json(&Noted {
+            n: 1,
+            note: "a\u{1}b",
+        })
+        .unwrap();
+        assert!(written_by_es_core(&text));
+        assert_eq!(text, br#"{"n":1,"note":"a\u0001b"}"#);
+        // the same bytes elsewhere, a prefix, or the bytes edited in place are not it
+        assert!(!written_by_es_core(&text.clone()));
+        assert!(!written_by_es_core(&text[..6]));
+        text[1] = b'x';
+        assert!(!written_by_es_core(&text));
+        text[1] = b'"';
+        assert!(written_by_es_core(&text));
+        forget_written();
+        assert!(!written_by_es_core(&text));
+        // a failed write leaves nothing
+        let failing: std::collections::BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into();
+        assert!(encode_json(&failing).is_err());
+        assert!(!written_by_es_core(&text));
     }
 }

@@ -955,11 +955,16 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 self.keep(&stream_id, &state, version, position);
                 return Ok(done(state, events, None, false));
             }
+            // a payload es-core's JSON writer wrote, unchanged, is JSON text: the store is
+            // spared its parse
+            let mut known_json = Vec::with_capacity(events.len());
             let batch = events
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
+                    crate::event::forget_written();
                     let encoded = e.encode()?;
+                    known_json.push(crate::event::written_by_es_core(&encoded.payload));
                     let mut new = NewEvent::from_encoded(encoded).with_metadata(metadata.clone());
                     if let Some(cause) = cause {
                         new.event_id = derived_event_id(cause, &stream_id, i);
@@ -971,21 +976,14 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             // what is stored is what every later load folds: the events read back from
             // their encoding (a field serde skips comes back as its default), and an event
             // that does not read back is refused before it poisons the stream
-            // (a read that went through es-core's own parse of the payload also proves it
-            // JSON text, which spares the store its parse)
             let mut events = Vec::with_capacity(batch.len());
-            let mut parsed = Vec::with_capacity(batch.len());
             for new in &batch {
                 let unreadable = |error| CommandError::Unreadable {
                     event_type: new.event_type.clone(),
                     error,
                 };
-                crate::event::forget_parsed();
                 match A::Events::decode(&new.event_type, new.schema_version, &new.payload) {
-                    Ok(Some(e)) => {
-                        events.push(e);
-                        parsed.push(crate::event::parsed_in_full(&new.payload));
-                    }
+                    Ok(Some(e)) => events.push(e),
                     Ok(None) => {
                         return Err(unreadable(crate::DecodeError::UnknownType {
                             event_type: new.event_type.clone(),
@@ -1000,7 +998,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             } else {
                 ExpectedVersion::Exact(version)
             };
-            let batch = AppendBatch::read_back(batch, parsed);
+            let batch = AppendBatch::encoded(batch, known_json);
             match self.store.append_batch(&stream_id, expected, batch) {
                 Ok(appended) if appended.retried && cause.is_some() => {
                     // another run of the same reaction stored these events first (their ids

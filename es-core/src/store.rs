@@ -229,13 +229,13 @@ impl Limits {
     }
 
     /// Checks a batch as [`check_append`](Limits::check_append) does, except for the
-    /// parse of each payload es-core has already parsed in full
-    /// ([`AppendBatch::payload_parsed`]): its size and depth are still checked.
+    /// parse of each payload es-core's JSON writer wrote
+    /// ([`AppendBatch::payload_known_json`]): its size and depth are still checked.
     pub fn check_batch(&self, stream_id: &str, batch: &AppendBatch) -> Result<(), StoreError> {
         self.check_events(stream_id, batch.events(), batch)
     }
 
-    /// Checks `events`, sparing the parse of the payloads `known` marks parsed.
+    /// Checks `events`, sparing the parse of the payloads `known` marks JSON.
     fn check_events(
         &self,
         stream_id: &str,
@@ -260,7 +260,7 @@ impl Limits {
         }
         let mut total = 0usize;
         for (index, event) in events.iter().enumerate() {
-            total += self.check_event(stream_id, index, event, known.payload_parsed(index))?;
+            total += self.check_event(stream_id, index, event, known.payload_known_json(index))?;
         }
         if total > self.max_batch_size {
             return Err(StoreError::BatchTooLarge {
@@ -277,7 +277,7 @@ impl Limits {
         stream_id: &str,
         index: usize,
         event: &NewEvent,
-        parsed: bool,
+        known_json: bool,
     ) -> Result<usize, StoreError> {
         let invalid = |reason: String| StoreError::InvalidEvent {
             stream_id: stream_id.to_owned(),
@@ -327,7 +327,7 @@ impl Limits {
                 max: self.max_event_size,
             });
         }
-        if !parsed {
+        if !known_json {
             let text = match std::str::from_utf8(&event.payload) {
                 Ok(text) => text,
                 Err(e) => return Err(invalid(format!("the payload is not UTF-8: {e}"))),
@@ -668,8 +668,8 @@ pub trait EventStore: Send + Sync {
     ) -> Result<AppendResult, StoreError>;
 
     /// Appends a batch as [`append`](Self::append) does. The [`Repository`](crate::Repository)
-    /// appends this way, marking the payloads it has already parsed; a store that checks
-    /// with [`Limits::check_batch`] spares their second parse. The default appends the
+    /// appends this way, marking the payloads es-core's JSON writer wrote; a store that
+    /// checks with [`Limits::check_batch`] spares their parse. The default appends the
     /// events and forgets the marks.
     fn append_batch(
         &self,

@@ -305,7 +305,8 @@ impl Scan<'_> {
                     0,
                     0,
                     format!(
-                        "no segment file is left, but the sealed index {name} records that                          the log held events"
+                        "no segment file is left, but the sealed index {name} records that \
+                         the log held events"
                     ),
                 ));
             }
@@ -362,7 +363,8 @@ impl Scan<'_> {
                     no,
                     MAX_SEGMENT_FILE,
                     format!(
-                        "the file is {len} bytes long; no segment this store writes is longer                          than {MAX_SEGMENT_FILE} bytes"
+                        "the file is {len} bytes long; no segment this store writes is longer \
+                         than {MAX_SEGMENT_FILE} bytes"
                     ),
                 ));
             }
@@ -1111,6 +1113,12 @@ impl Scan<'_> {
         let file = match self.vfs.open(&path, OpenMode::Read) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // a repair or a verification reads every frame, and reports or writes again
+            // the derived files it cannot read
+            Err(e) if self.o.ignore_index => {
+                tracing::warn!("{}: {e}; it is read from the segment", path.display());
+                return Ok(None);
+            }
             Err(e) => return Err(io_err(&path)(e)),
         };
         let read = if with_runs {

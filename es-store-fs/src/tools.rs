@@ -115,7 +115,7 @@ pub fn verify_on(
         }
         recovery::IndexRead::Intact(file) => compare_index(log, &file),
     };
-    if let Some((segment, why)) = compare_sealed(vfs, dir, log)? {
+    if let Some((segment, why)) = compare_sealed(vfs, dir, log, Compare::First)?.pop() {
         return Err(OpenError::Corrupted {
             file: sealed_index_path(dir, segment),
             segment,
@@ -126,7 +126,7 @@ pub fn verify_on(
             ),
         });
     }
-    if let Some((window, why)) = compare_groups(vfs, dir, log)? {
+    if let Some((window, why)) = compare_groups(vfs, dir, log, Compare::First)?.pop() {
         let path = crate::layout::group_filter_path(dir, window);
         return Err(OpenError::Corrupted {
             file: path,
@@ -281,6 +281,24 @@ pub fn repair_detailed(dir: &Path, dry_run: bool) -> Result<RepairReport, Repair
         },
     )?;
     let recovery = store.recovery_report().clone();
+    // stale id filters go: the store builds filters in the background, one window at a
+    // time, and may close before it reaches them; a missing filter is safe (look-ups
+    // read each segment's own), and an open writes it again. A sealed index the store
+    // could not read goes too; an intact one that disagrees is written again by the
+    // store as it seals the segments it read from the log
+    for stale in &assessed.stale_indexes {
+        let is_filter = stale.file.extension().is_some_and(|e| e == "flt");
+        let unreadable = stale.reason.starts_with("it cannot be read");
+        if is_filter || unreadable {
+            // (one that cannot be removed, a directory say, is met again by the next
+            // open, which names it; the repair's own work is done)
+            if let Err(e) = std::fs::remove_file(&stale.file)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("removing {}: {e}", stale.file.display());
+            }
+        }
+    }
     // the events counted describe this cut only if the repair cut exactly there
     let cut = assessed
         .cut
@@ -332,13 +350,13 @@ fn assess_repair(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport, OpenError> {
         _ => None,
     };
     let mut stale_indexes = Vec::new();
-    if let Some((segment, reason)) = compare_sealed(vfs, dir, log)? {
+    for (segment, reason) in compare_sealed(vfs, dir, log, Compare::All)? {
         stale_indexes.push(StaleIndex {
             file: sealed_index_path(dir, segment),
             reason,
         });
     }
-    if let Some((window, reason)) = compare_groups(vfs, dir, log)? {
+    for (window, reason) in compare_groups(vfs, dir, log, Compare::All)? {
         stale_indexes.push(StaleIndex {
             file: crate::layout::group_filter_path(dir, window),
             reason,
@@ -607,19 +625,29 @@ fn compare_groups(
     vfs: &dyn Vfs,
     dir: &Path,
     log: &Index,
-) -> Result<Option<(u64, String)>, OpenError> {
+    how: Compare,
+) -> Result<Vec<(u64, String)>, OpenError> {
     use crate::group::{GROUP_SEGMENTS, IdGroup};
+    let mut found = Vec::new();
     let Some(last) = log.recent.back().map(|f| f.at.segment) else {
-        return Ok(None);
+        return Ok(found);
     };
     let base = log.first_recent_position();
     let mut ids: Option<Vec<uuid::Uuid>> = None;
     for window in 0..last / GROUP_SEGMENTS {
+        if how == Compare::First && !found.is_empty() {
+            break;
+        }
         let open = |path: &Path| vfs.open(path, crate::vfs::OpenMode::Read).ok();
         // absent, an open writes it again; unreadable, an open fails on it
-        let Some(file) = open_if_present(vfs, crate::layout::group_filter_path(dir, window))?
-        else {
-            continue;
+        let path = crate::layout::group_filter_path(dir, window);
+        let file = match open_if_present(vfs, path) {
+            Ok(Some(file)) => file,
+            Ok(None) => continue,
+            Err(e) => {
+                how.unreadable(e, window, &mut found)?;
+                continue;
+            }
         };
         let mut members = Vec::new();
         for segment in window * GROUP_SEGMENTS..(window + 1) * GROUP_SEGMENTS {
@@ -632,15 +660,22 @@ fn compare_groups(
                 None => break,
             }
         }
+        if how == Compare::All && members.len() < GROUP_SEGMENTS as usize {
+            // not to be checked, and not to be trusted once the sealed indexes missing
+            // are written again: a repair lets an open build it anew
+            let why = "the sealed indexes of its segments cannot all be read, so it cannot \
+                       be checked";
+            found.push((window, why.to_owned()));
+            continue;
+        }
         let group = match IdGroup::read(&*file, window, &members) {
             Ok(Ok(group)) => group,
             // damaged or built for other segments: written again by an open
             Ok(Err(_)) => continue,
             Err(source) => {
-                return Err(unreadable(
-                    crate::layout::group_filter_path(dir, window),
-                    source,
-                ));
+                let e = unreadable(crate::layout::group_filter_path(dir, window), source);
+                how.unreadable(e, window, &mut found)?;
+                continue;
             }
         };
         let (Some(first), Some(last)) = (members.first(), members.last()) else {
@@ -651,10 +686,39 @@ fn compare_groups(
         let count = last.end_position().saturating_sub(first.first_position) as usize;
         let of_window = ids.iter().skip(from).take(count);
         if let Some(id) = of_window.into_iter().find(|id| !group.may_hold(id)) {
-            return Ok(Some((window, format!("lacks event id {id}"))));
+            found.push((window, format!("lacks event id {id}")));
         }
     }
-    Ok(None)
+    Ok(found)
+}
+
+/// How a comparison of an index file with the log treats what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compare {
+    /// Stop at the first file that disagrees; one that cannot be read is an error (an
+    /// open fails on it): what `verify` reports.
+    First,
+    /// List every file that disagrees or cannot be read: a repair writes each again.
+    All,
+}
+
+impl Compare {
+    /// A derived file that could not be read: an error for `verify`, one more file to
+    /// write again for a repair.
+    fn unreadable(
+        self,
+        error: OpenError,
+        number: u64,
+        found: &mut Vec<(u64, String)>,
+    ) -> Result<(), OpenError> {
+        match self {
+            Compare::First => Err(error),
+            Compare::All => {
+                found.push((number, format!("it cannot be read: {error}")));
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The length of segment `no`'s file, 0 when it cannot be opened (the scan before has
@@ -671,107 +735,113 @@ fn compare_sealed(
     vfs: &dyn Vfs,
     dir: &Path,
     log: &Index,
-) -> Result<Option<(u64, String)>, OpenError> {
+    how: Compare,
+) -> Result<Vec<(u64, String)>, OpenError> {
+    let mut found = Vec::new();
     let Some(last) = log.recent.back().map(|f| f.at.segment) else {
-        return Ok(None);
+        return Ok(found);
     };
     for segment in 0..last {
-        // absent or damaged, an open rebuilds it from its segment; unreadable, an open
-        // fails on it
-        let Some(file) = open_if_present(vfs, sealed_index_path(dir, segment))? else {
-            continue;
-        };
-        let read = match Sealed::read(&*file, segment, segment_len(vfs, dir, segment)) {
-            Ok(read) => read,
-            Err(crate::seal::SealedError::Damaged { .. }) => continue,
-            Err(crate::seal::SealedError::Io(source)) => {
-                return Err(unreadable(sealed_index_path(dir, segment), source));
-            }
-        };
-        // every stream's frame list comes with the table, so every stream is searched in
-        // memory
-        let (sealed, table) = (read.sealed, read.table);
-        // an intact stream table is trusted at open: the rest must be intact too
-        let frames = match sealed.check_all(&*file) {
-            Ok(frames) => frames,
-            Err(crate::seal::SealedError::Io(e)) => {
-                return Ok(Some((segment, format!("it cannot be read: {e}"))));
-            }
-            Err(crate::seal::SealedError::Damaged { offset, reason }) => {
-                return Ok(Some((
-                    segment,
-                    format!("damaged at offset {offset}: {reason}"),
-                )));
-            }
-        };
-        // the segment's frames: the log's recent frames are in log order
-        let from = log.recent.partition_point(|f| f.at.segment < segment);
-        let to = log.recent.partition_point(|f| f.at.segment <= segment);
-        let of_segment: Vec<_> = log.recent.range(from..to).copied().collect();
-        if frames != of_segment {
-            return Ok(Some((segment, "its frames differ from the segment".into())));
+        if how == Compare::First && !found.is_empty() {
+            break;
         }
-        // each stream's list of frames, searched once per stream
-        let mut by_stream: HashMap<&str, Vec<FrameEntry>> = HashMap::new();
-        for f in &of_segment {
-            if let Some(stream) = log.stream_of_recent(f.first_position) {
-                by_stream.entry(stream).or_default().push(*f);
-            }
+        if let Some(stale) = compare_one_sealed(vfs, dir, log, segment)
+            .or_else(|e| how.unreadable(e, segment, &mut found).map(|()| None))?
+        {
+            found.push((segment, stale));
         }
-        if by_stream.len() != sealed.streams as usize {
-            return Ok(Some((
-                segment,
-                format!(
-                    "it lists {} streams, the segment holds {}",
-                    sealed.streams,
-                    by_stream.len()
-                ),
-            )));
+    }
+    Ok(found)
+}
+
+/// How the sealed index of `segment` disagrees with the log, if it does; an error when
+/// it cannot be read.
+fn compare_one_sealed(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    log: &Index,
+    segment: u64,
+) -> Result<Option<String>, OpenError> {
+    // absent or damaged, an open rebuilds it from its segment; unreadable, an open
+    // fails on it
+    let Some(file) = open_if_present(vfs, sealed_index_path(dir, segment))? else {
+        return Ok(None);
+    };
+    let read = match Sealed::read(&*file, segment, segment_len(vfs, dir, segment)) {
+        Ok(read) => read,
+        Err(crate::seal::SealedError::Damaged { .. }) => return Ok(None),
+        Err(crate::seal::SealedError::Io(source)) => {
+            return Err(unreadable(sealed_index_path(dir, segment), source));
         }
-        let src = crate::seal::TableSource::Memory(&table, Some(&*file));
-        for (stream, expected) in &by_stream {
-            let listed = sealed
-                .find_stream(&src, stream)
-                .ok()
-                .flatten()
-                .and_then(|run| sealed.stream_frames(&src, &run, 1).ok());
-            if listed.as_ref() != Some(expected) {
-                return Ok(Some((
-                    segment,
-                    format!("stream `{stream}` differs from the segment"),
-                )));
-            }
+    };
+    // every stream's frame list comes with the table, so every stream is searched in
+    // memory
+    let (sealed, table) = (read.sealed, read.table);
+    // an intact stream table is trusted at open: the rest must be intact too
+    let frames = match sealed.check_all(&*file) {
+        Ok(frames) => frames,
+        Err(crate::seal::SealedError::Io(e)) => {
+            return Ok(Some(format!("it cannot be read: {e}")));
         }
-        // the id table, read whole: in id order (what a look-up searches), and the
-        // segment's ids with their positions, no more and no fewer
-        let mut listed = match sealed.read_ids(&*file) {
-            Ok(ids) => ids,
-            Err(crate::seal::SealedError::Io(e)) => {
-                return Ok(Some((segment, format!("it cannot be read: {e}"))));
-            }
-            Err(crate::seal::SealedError::Damaged { offset, reason }) => {
-                return Ok(Some((
-                    segment,
-                    format!("damaged at offset {offset}: {reason}"),
-                )));
-            }
-        };
-        if !listed.is_sorted_by_key(|(id, _)| *id) {
-            return Ok(Some((segment, "its event id table is out of order".into())));
+        Err(crate::seal::SealedError::Damaged { offset, reason }) => {
+            return Ok(Some(format!("damaged at offset {offset}: {reason}")));
         }
-        let mut expected: Vec<(uuid::Uuid, u64)> = log
-            .recent_ids_in(sealed.first_position, sealed.events as usize)
-            .into_iter()
-            .zip(sealed.first_position..)
-            .collect();
-        listed.sort_unstable();
-        expected.sort_unstable();
-        if listed != expected {
-            return Ok(Some((
-                segment,
-                "its event ids differ from the segment".into(),
-            )));
+    };
+    // the segment's frames: the log's recent frames are in log order
+    let from = log.recent.partition_point(|f| f.at.segment < segment);
+    let to = log.recent.partition_point(|f| f.at.segment <= segment);
+    let of_segment: Vec<_> = log.recent.range(from..to).copied().collect();
+    if frames != of_segment {
+        return Ok(Some("its frames differ from the segment".into()));
+    }
+    // each stream's list of frames, searched once per stream
+    let mut by_stream: HashMap<&str, Vec<FrameEntry>> = HashMap::new();
+    for f in &of_segment {
+        if let Some(stream) = log.stream_of_recent(f.first_position) {
+            by_stream.entry(stream).or_default().push(*f);
         }
+    }
+    if by_stream.len() != sealed.streams as usize {
+        return Ok(Some(format!(
+            "it lists {} streams, the segment holds {}",
+            sealed.streams,
+            by_stream.len()
+        )));
+    }
+    let src = crate::seal::TableSource::Memory(&table, Some(&*file));
+    for (stream, expected) in &by_stream {
+        let listed = sealed
+            .find_stream(&src, stream)
+            .ok()
+            .flatten()
+            .and_then(|run| sealed.stream_frames(&src, &run, 1).ok());
+        if listed.as_ref() != Some(expected) {
+            return Ok(Some(format!("stream `{stream}` differs from the segment")));
+        }
+    }
+    // the id table, read whole: in id order (what a look-up searches), and the
+    // segment's ids with their positions, no more and no fewer
+    let mut listed = match sealed.read_ids(&*file) {
+        Ok(ids) => ids,
+        Err(crate::seal::SealedError::Io(e)) => {
+            return Ok(Some(format!("it cannot be read: {e}")));
+        }
+        Err(crate::seal::SealedError::Damaged { offset, reason }) => {
+            return Ok(Some(format!("damaged at offset {offset}: {reason}")));
+        }
+    };
+    if !listed.is_sorted_by_key(|(id, _)| *id) {
+        return Ok(Some("its event id table is out of order".into()));
+    }
+    let mut expected: Vec<(uuid::Uuid, u64)> = log
+        .recent_ids_in(sealed.first_position, sealed.events as usize)
+        .into_iter()
+        .zip(sealed.first_position..)
+        .collect();
+    listed.sort_unstable();
+    expected.sort_unstable();
+    if listed != expected {
+        return Ok(Some("its event ids differ from the segment".into()));
     }
     Ok(None)
 }

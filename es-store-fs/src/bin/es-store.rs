@@ -294,14 +294,21 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             let store = open(dir)?;
             let n = match file {
                 // written beside the target and renamed over it once whole and synced: a
-                // failed export leaves an earlier file of that name as it was
+                // failed export leaves an earlier file of that name as it was. The
+                // temporary file is this run's own, created new (never one another export
+                // is writing, nor a link planted in its place)
                 Some(path) => {
                     let mut tmp = path.clone().into_os_string();
-                    tmp.push(".tmp");
+                    tmp.push(format!(".{}.tmp", std::process::id()));
                     let tmp = PathBuf::from(tmp);
+                    let mut created = false;
                     let written = (|| {
-                        let f = std::fs::File::create(&tmp)
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&tmp)
                             .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                        created = true;
                         let mut w = std::io::BufWriter::new(f);
                         // a failed read names the store's file; a failed write, the output
                         let n = tools::export_jsonl(&store, 1, &mut w).map_err(|e| match e {
@@ -327,7 +334,9 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                             .map_err(|e| format!("{}: {e}", parent.display()))?;
                         Ok::<_, String>(n)
                     })();
-                    if written.is_err() {
+                    // only this run's own file: one of that name it did not create may be
+                    // another export's
+                    if written.is_err() && created {
                         let _ = std::fs::remove_file(&tmp);
                     }
                     written?

@@ -833,3 +833,146 @@ fn a_damaged_sealed_index_is_rebuilt_by_a_repair_as_its_dry_run_says() {
         text(&verify)
     );
 }
+
+/// An export writes its own temporary file, created new: one of that name it did not
+/// create (another export's, here planted under the export's own process id) is neither
+/// written through nor removed. The export used to remove it on its way out.
+#[test]
+fn an_export_leaves_a_temporary_file_it_did_not_create_alone() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    write_carts(&dir);
+    let out = root.path().join("out.jsonl");
+    // `exec` keeps the shell's process id, which names the temporary file
+    let script = format!(
+        "echo another > '{out}'.$$.tmp; exec '{tool}' export '{dir}' --out '{out}'",
+        out = out.display(),
+        tool = tool.display(),
+        dir = dir.display()
+    );
+    let o = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(stderr(&o).contains("File exists"), "{}", stderr(&o));
+    let left: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(std::fs::read(&left[0]).unwrap(), b"another\n");
+    assert!(!out.exists());
+    // with no such file in the way, the export writes its own and renames it over `out`
+    std::fs::remove_file(&left[0]).unwrap();
+    let o = run(
+        tool,
+        &[
+            "export",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 18);
+}
+
+/// A group id filter that is intact but lacks the ids of its segments, in two windows:
+/// its fingerprints zeroed and its checksum made anew.
+fn empty_the_filter(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let filter_len = u32::from_le_bytes(bytes[20..24].try_into().unwrap()) as usize;
+    let body = bytes.len() - 4;
+    let filter_at = body - filter_len;
+    for b in &mut bytes[filter_at + 20..body] {
+        *b = 0;
+    }
+    let crc = crc32c_of(&bytes[..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, &bytes).unwrap();
+}
+
+fn crc32c_of(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Every stale derived file is listed and dealt with by one repair: two stale id
+/// filters (a repair used to name the first only, and leave the filters to a background
+/// build its close stopped, so that a duplicate id was accepted afterwards), and a
+/// sealed index past the first that cannot be read (a repair used to stop on it).
+#[test]
+fn a_repair_deals_with_every_stale_index_file() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    let options = || es_store_fs::FileStoreOptions {
+        segment_size: 4096,
+        preallocate: 0,
+        ..Default::default()
+    };
+    let store = FileStore::open_with(&dir, options()).unwrap();
+    let mut n = 0;
+    let mut kept = None;
+    while !dir.join(format!("{:020}.flt", 64)).exists() {
+        let e = event("Added", &format!(r#"{{"n":{n}}}"#));
+        if n == 10 {
+            kept = Some(e.clone());
+        }
+        store
+            .append(&format!("s-{}", n % 5), ExpectedVersion::Any, vec![e])
+            .unwrap();
+        n += 1;
+    }
+    store.close().unwrap();
+    for window in [0, 64] {
+        empty_the_filter(&dir.join(format!("{window:020}.flt")));
+    }
+    let linked = dir.join(format!("{:020}.idx", 3));
+    std::fs::remove_file(&linked).unwrap();
+    std::os::unix::fs::symlink(work.path(), &linked).unwrap();
+    let d = dir.to_str().unwrap();
+
+    let dry = run(tool, &["repair", "--dry-run", d]);
+    let out = text(&dry);
+    for file in [
+        "00000000000000000000.flt",
+        "00000000000000000064.flt",
+        "00000000000000000003.idx",
+    ] {
+        assert!(out.contains(file), "{file}: {out}{}", stderr(&dry));
+    }
+    let repair = run(tool, &["repair", d]);
+    assert!(
+        repair.status.success(),
+        "{}{}",
+        text(&repair),
+        stderr(&repair)
+    );
+    let verify = run(tool, &["verify", d]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify),
+        stderr(&verify)
+    );
+    // the id of an event stored long ago is known: a retry in another stream is refused
+    let store = FileStore::open_with(&dir, options()).unwrap();
+    let err = store
+        .append("elsewhere", ExpectedVersion::Any, vec![kept.unwrap()])
+        .unwrap_err();
+    assert!(
+        matches!(err, es_core::StoreError::DuplicateEventId { .. }),
+        "{err}"
+    );
+}
