@@ -151,7 +151,7 @@ fn checkpoint_files_written_without_a_name_are_still_read() {
     // The earlier layout: the position and its CRC32C, both little-endian.
     let position = 1234u64.to_le_bytes();
     let mut old = position.to_vec();
-    old.extend_from_slice(&crc32c_of(&position).to_le_bytes());
+    old.extend_from_slice(&crate::common::crc32c_of(&position).to_le_bytes());
     std::fs::write(&path, &old).unwrap();
 
     let checkpoints = FileCheckpoints::open(dir.path()).unwrap();
@@ -159,23 +159,6 @@ fn checkpoint_files_written_without_a_name_are_still_read() {
     checkpoints.save("sales", 1235).unwrap();
     assert_eq!(checkpoints.load("sales").unwrap(), 1235);
     assert_ne!(std::fs::read(&path).unwrap().len(), old.len());
-}
-
-/// CRC32C (Castagnoli), bit by bit: the test does not depend on the crate's checksum
-/// code.
-fn crc32c_of(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]
@@ -187,7 +170,7 @@ fn a_checkpoint_file_of_a_newer_layout_is_not_called_damaged() {
         let mut newer = b"ESCKPT04".to_vec();
         newer.extend_from_slice(&[7u8; 40]);
         newer.extend(std::iter::repeat_n(1u8, extra));
-        let crc = crc32c_of(&newer);
+        let crc = crate::common::crc32c_of(&newer);
         newer.extend_from_slice(&crc.to_le_bytes());
         std::fs::write(&path, &newer).unwrap();
         let err = checkpoints.load("sales").unwrap_err().to_string();

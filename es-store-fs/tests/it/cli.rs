@@ -887,24 +887,9 @@ fn empty_the_filter(path: &Path) {
     for b in &mut bytes[filter_at + 20..body] {
         *b = 0;
     }
-    let crc = crc32c_of(&bytes[..body]);
+    let crc = crate::common::crc32c_of(&bytes[..body]);
     bytes[body..].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(path, &bytes).unwrap();
-}
-
-fn crc32c_of(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// Every stale derived file is listed and dealt with by one repair: two stale id
