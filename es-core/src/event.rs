@@ -429,17 +429,13 @@ impl EncodeError {
 /// exact size: `serde_json::to_vec` starts at 128 bytes and grows by reallocating, which
 /// for a typical event of 150 to 250 bytes cost more than the copy. A serializer that
 /// encodes another event inside its own (the buffer is then in use) gets a fresh one.
-///
-/// What it returns is JSON text (serde_json's writer escapes what strings hold, writes
-/// keys as strings and non-finite floats as `null`), and it leaves the text's address,
-/// length and hash on this thread (see [`written_by_es_core`]).
 fn encode_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
     thread_local! {
         static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     /// A buffer grown past this by a large event is not kept.
     const KEPT: usize = 64 * 1024;
-    let written = BUFFER.with(|cell| {
+    BUFFER.with(|cell| {
         let Ok(mut buffer) = cell.try_borrow_mut() else {
             return serde_json::to_vec(value);
         };
@@ -450,44 +446,7 @@ fn encode_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> 
             *buffer = Vec::new();
         }
         result
-    })?;
-    WRITTEN.set(fingerprint(&written));
-    Ok(written)
-}
-
-thread_local! {
-    /// The address, length and hash of the text [`encode_json`] last returned on this
-    /// thread.
-    static WRITTEN: std::cell::Cell<(usize, usize, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
-}
-
-/// Address, length and hash of `bytes`; the hash's seed is chosen once per process.
-fn fingerprint(bytes: &[u8]) -> (usize, usize, u64) {
-    use std::hash::BuildHasher;
-    static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
-    let hash = SEED.get_or_init(Default::default).hash_one(bytes);
-    (bytes.as_ptr() as usize, bytes.len(), hash)
-}
-
-/// Forgets the text [`encode_json`] last wrote on this thread, before a call that may
-/// write a payload (see [`written_by_es_core`]).
-pub(crate) fn forget_written() {
-    WRITTEN.set((0, 0, 0));
-}
-
-/// Whether `payload` is the text [`encode_json`] last wrote on this thread since
-/// [`forget_written`], unchanged: the same allocation, length and content hash. The
-/// repository's proof that a payload its event set encoded is JSON text, which spares
-/// the store its parse. Code between the write and this check (a hand-written
-/// [`EventSet::encode`] that edits the bytes, or returns others) changes the hash or the
-/// address; bytes of the same address and hash are, but for a 64-bit collision under a
-/// seed chosen at random per process, the bytes serde_json wrote.
-///
-/// (A `Serialize` impl can make serde_json write raw text only by naming the private
-/// token of `serde_json::value::RawValue` itself; a `RawValue` made through its API
-/// holds checked JSON.)
-pub(crate) fn written_by_es_core(payload: &[u8]) -> bool {
-    !payload.is_empty() && WRITTEN.get() == fingerprint(payload)
+    })
 }
 
 /// Why a stored event could not be decoded.
@@ -721,35 +680,5 @@ mod tests {
             shortened(&long),
             format!("{}.. (100 digits)", "9".repeat(60))
         );
-    }
-
-    #[test]
-    fn only_the_text_es_core_wrote_unchanged_counts_as_written() {
-        #[derive(Serialize)]
-        struct Noted {
-            n: u64,
-            note: &'static str,
-        }
-        forget_written();
-        let mut text = encode_json(&Noted {
-            n: 1,
-            note: "a\u{1}b",
-        })
-        .unwrap();
-        assert!(written_by_es_core(&text));
-        assert_eq!(text, br#"{"n":1,"note":"a\u0001b"}"#);
-        // the same bytes elsewhere, a prefix, or the bytes edited in place are not it
-        assert!(!written_by_es_core(&text.clone()));
-        assert!(!written_by_es_core(&text[..6]));
-        text[1] = b'x';
-        assert!(!written_by_es_core(&text));
-        text[1] = b'"';
-        assert!(written_by_es_core(&text));
-        forget_written();
-        assert!(!written_by_es_core(&text));
-        // a failed write leaves nothing
-        let failing: std::collections::BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into();
-        assert!(encode_json(&failing).is_err());
-        assert!(!written_by_es_core(&text));
     }
 }

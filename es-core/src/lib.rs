@@ -53,8 +53,7 @@ mod macro_support;
 pub use aggregate::{Aggregate, Apply, SnapshotPolicy};
 pub use cache::{CacheOptions, CacheStats};
 pub use envelope::{
-    AppendBatch, Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, RecordedEventRef,
-    stream_kind,
+    Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, RecordedEventRef, stream_kind,
 };
 pub use event::{
     DecodeError, EncodeError, EncodedEvent, Event, EventSet, IntoEvents, JsonError, MigrationFn,

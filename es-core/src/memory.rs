@@ -1,7 +1,7 @@
 //! `MemoryStore`: a thread-safe in-memory event store with the same semantics as the
 //! durable stores, for tests and prototypes.
 
-use crate::envelope::{AppendBatch, NewEvent, RecordedEvent};
+use crate::envelope::{NewEvent, RecordedEvent};
 use crate::snapshot::{Snapshot, SnapshotStore, newest_at_or_below, retain_newest};
 use crate::store::HeadSignal;
 use crate::store::{
@@ -97,17 +97,7 @@ impl EventStore for MemoryStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        self.append_batch(stream_id, expected, AppendBatch::from(events))
-    }
-
-    fn append_batch(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        batch: AppendBatch,
-    ) -> Result<AppendResult, StoreError> {
-        self.limits.check_batch(stream_id, &batch)?;
-        let events = batch.into_events();
+        self.limits.check_append(stream_id, &events)?;
         let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         let mut inner = self.write();
         let current = inner.streams.get(stream_id).map_or(0, |s| s.len() as u64);

@@ -2,7 +2,7 @@
 
 use crate::aggregate::Aggregate;
 use crate::cache::{CacheOptions, CacheStats, Cached, StateCache};
-use crate::envelope::{AppendBatch, EventDecodeError, Metadata, NewEvent, RecordedEvent};
+use crate::envelope::{EventDecodeError, Metadata, NewEvent, RecordedEvent};
 use crate::event::{EncodeError, EventSet, IntoEvents};
 use crate::snapshot::{SNAPSHOTS_KEPT, Snapshot};
 use crate::store::{AppendResult, EventStore, ExpectedVersion, StoreError};
@@ -955,16 +955,11 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 self.keep(&stream_id, &state, version, position);
                 return Ok(done(state, events, None, false));
             }
-            // a payload es-core's JSON writer wrote, unchanged, is JSON text: the store is
-            // spared its parse
-            let mut known_json = Vec::with_capacity(events.len());
             let batch = events
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    crate::event::forget_written();
                     let encoded = e.encode()?;
-                    known_json.push(crate::event::written_by_es_core(&encoded.payload));
                     let mut new = NewEvent::from_encoded(encoded).with_metadata(metadata.clone());
                     if let Some(cause) = cause {
                         new.event_id = derived_event_id(cause, &stream_id, i);
@@ -998,8 +993,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             } else {
                 ExpectedVersion::Exact(version)
             };
-            let batch = AppendBatch::encoded(batch, known_json);
-            match self.store.append_batch(&stream_id, expected, batch) {
+            match self.store.append(&stream_id, expected, batch) {
                 Ok(appended) if appended.retried && cause.is_some() => {
                     // another run of the same reaction stored these events first (their ids
                     // are derived from the cause): the stored events are that run's, which

@@ -1,6 +1,6 @@
 //! The event store contract every backend implements, with its errors and limits.
 
-use crate::envelope::{AppendBatch, NewEvent, RecordedEvent, RecordedEventRef};
+use crate::envelope::{NewEvent, RecordedEvent, RecordedEventRef};
 use crate::snapshot::SnapshotStore;
 use std::fmt;
 use std::ops::ControlFlow;
@@ -225,23 +225,6 @@ impl Limits {
     /// Checks a whole append: the stream id, a non-empty batch within the count and size
     /// limits, each event's type name, schema version, size and JSON payload.
     pub fn check_append(&self, stream_id: &str, events: &[NewEvent]) -> Result<(), StoreError> {
-        self.check_events(stream_id, events, &AppendBatch::default())
-    }
-
-    /// Checks a batch as [`check_append`](Limits::check_append) does, except for the
-    /// parse of each payload es-core's JSON writer wrote
-    /// ([`AppendBatch::payload_known_json`]): its size and depth are still checked.
-    pub fn check_batch(&self, stream_id: &str, batch: &AppendBatch) -> Result<(), StoreError> {
-        self.check_events(stream_id, batch.events(), batch)
-    }
-
-    /// Checks `events`, sparing the parse of the payloads `known` marks JSON.
-    fn check_events(
-        &self,
-        stream_id: &str,
-        events: &[NewEvent],
-        known: &AppendBatch,
-    ) -> Result<(), StoreError> {
         self.check_stream_id(stream_id)?;
         if events.is_empty() {
             return Err(StoreError::EmptyBatch {
@@ -260,7 +243,7 @@ impl Limits {
         }
         let mut total = 0usize;
         for (index, event) in events.iter().enumerate() {
-            total += self.check_event(stream_id, index, event, known.payload_known_json(index))?;
+            total += self.check_event(stream_id, index, event)?;
         }
         if total > self.max_batch_size {
             return Err(StoreError::BatchTooLarge {
@@ -277,7 +260,6 @@ impl Limits {
         stream_id: &str,
         index: usize,
         event: &NewEvent,
-        known_json: bool,
     ) -> Result<usize, StoreError> {
         let invalid = |reason: String| StoreError::InvalidEvent {
             stream_id: stream_id.to_owned(),
@@ -327,15 +309,13 @@ impl Limits {
                 max: self.max_event_size,
             });
         }
-        if !known_json {
-            let text = match std::str::from_utf8(&event.payload) {
-                Ok(text) => text,
-                Err(e) => return Err(invalid(format!("the payload is not UTF-8: {e}"))),
-            };
-            // parsed as checked text, so that the parser does not check the UTF-8 again
-            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-                return Err(invalid(format!("the payload is not valid JSON: {e}")));
-            }
+        let text = match std::str::from_utf8(&event.payload) {
+            Ok(text) => text,
+            Err(e) => return Err(invalid(format!("the payload is not UTF-8: {e}"))),
+        };
+        // parsed as checked text, so that the parser does not check the UTF-8 again
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            return Err(invalid(format!("the payload is not valid JSON: {e}")));
         }
         if nests_deeper_than(&event.payload, self.max_json_depth) {
             return Err(invalid(format!(
@@ -667,19 +647,6 @@ pub trait EventStore: Send + Sync {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError>;
 
-    /// Appends a batch as [`append`](Self::append) does. The [`Repository`](crate::Repository)
-    /// appends this way, marking the payloads es-core's JSON writer wrote; a store that
-    /// checks with [`Limits::check_batch`] spares their parse. The default appends the
-    /// events and forgets the marks.
-    fn append_batch(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        batch: AppendBatch,
-    ) -> Result<AppendResult, StoreError> {
-        self.append(stream_id, expected, batch.into_events())
-    }
-
     /// Reads one stream from `from_version` (1 for all of it), in version order.
     fn read_stream(
         &self,
@@ -861,14 +828,6 @@ macro_rules! forward_event_store {
                 events: Vec<NewEvent>,
             ) -> Result<AppendResult, StoreError> {
                 (**self).append(stream_id, expected, events)
-            }
-            fn append_batch(
-                &self,
-                stream_id: &str,
-                expected: ExpectedVersion,
-                batch: AppendBatch,
-            ) -> Result<AppendResult, StoreError> {
-                (**self).append_batch(stream_id, expected, batch)
             }
             fn read_stream(
                 &self,

@@ -115,7 +115,9 @@ pub fn verify_on(
         }
         recovery::IndexRead::Intact(file) => compare_index(log, &file),
     };
-    if let Some((segment, why)) = compare_sealed(vfs, dir, log, Compare::First)?.pop() {
+    if let Some((segment, why)) =
+        compare_sealed(vfs, dir, log, scanned.segment_count, Compare::First)?.pop()
+    {
         return Err(OpenError::Corrupted {
             file: sealed_index_path(dir, segment),
             segment,
@@ -126,7 +128,9 @@ pub fn verify_on(
             ),
         });
     }
-    if let Some((window, why)) = compare_groups(vfs, dir, log, Compare::First)?.pop() {
+    if let Some((window, why)) =
+        compare_groups(vfs, dir, log, scanned.segment_count, Compare::First)?.pop()
+    {
         let path = crate::layout::group_filter_path(dir, window);
         return Err(OpenError::Corrupted {
             file: path,
@@ -273,32 +277,29 @@ pub fn repair_detailed(dir: &Path, dry_run: bool) -> Result<RepairReport, Repair
     if dry_run {
         return Ok(assessed);
     }
-    let store = crate::FileStore::open_with(
+    // stale id filters and derived files that cannot be read go, once the repair holds
+    // the lock and before its store reads or writes anything: the store writes them
+    // again (a filter only in the background, one window at a time: a missing filter is
+    // safe, look-ups then read each segment's own). An intact sealed index that
+    // disagrees with the log is written again as the store seals the segments it read
+    let derived: Vec<std::path::PathBuf> = assessed
+        .stale_indexes
+        .iter()
+        .filter(|stale| {
+            stale.file.extension().is_some_and(|e| e == "flt")
+                || stale.reason.starts_with("it cannot be read")
+        })
+        .map(|stale| stale.file.clone())
+        .collect();
+    let store = crate::FileStore::open_removing(
         dir,
         crate::FileStoreOptions {
             repair: true,
             ..crate::FileStoreOptions::default()
         },
+        &derived,
     )?;
     let recovery = store.recovery_report().clone();
-    // stale id filters go: the store builds filters in the background, one window at a
-    // time, and may close before it reaches them; a missing filter is safe (look-ups
-    // read each segment's own), and an open writes it again. A sealed index the store
-    // could not read goes too; an intact one that disagrees is written again by the
-    // store as it seals the segments it read from the log
-    for stale in &assessed.stale_indexes {
-        let is_filter = stale.file.extension().is_some_and(|e| e == "flt");
-        let unreadable = stale.reason.starts_with("it cannot be read");
-        if is_filter || unreadable {
-            // (one that cannot be removed, a directory say, is met again by the next
-            // open, which names it; the repair's own work is done)
-            if let Err(e) = std::fs::remove_file(&stale.file)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!("removing {}: {e}", stale.file.display());
-            }
-        }
-    }
     // the events counted describe this cut only if the repair cut exactly there
     let cut = assessed
         .cut
@@ -350,13 +351,13 @@ fn assess_repair(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport, OpenError> {
         _ => None,
     };
     let mut stale_indexes = Vec::new();
-    for (segment, reason) in compare_sealed(vfs, dir, log, Compare::All)? {
+    for (segment, reason) in compare_sealed(vfs, dir, log, recovered.segment_count, Compare::All)? {
         stale_indexes.push(StaleIndex {
             file: sealed_index_path(dir, segment),
             reason,
         });
     }
-    for (window, reason) in compare_groups(vfs, dir, log, Compare::All)? {
+    for (window, reason) in compare_groups(vfs, dir, log, recovered.segment_count, Compare::All)? {
         stale_indexes.push(StaleIndex {
             file: crate::layout::group_filter_path(dir, window),
             reason,
@@ -625,11 +626,14 @@ fn compare_groups(
     vfs: &dyn Vfs,
     dir: &Path,
     log: &Index,
+    segments: u64,
     how: Compare,
 ) -> Result<Vec<(u64, String)>, OpenError> {
     use crate::group::{GROUP_SEGMENTS, IdGroup};
     let mut found = Vec::new();
-    let Some(last) = log.recent.back().map(|f| f.at.segment) else {
+    // the last segment is never sealed; every one before it is, also when the last holds
+    // no frame yet (an open reads their sealed indexes and filters all the same)
+    let Some(last) = log.recent.back().map(|_| segments.saturating_sub(1)) else {
         return Ok(found);
     };
     let base = log.first_recent_position();
@@ -735,10 +739,13 @@ fn compare_sealed(
     vfs: &dyn Vfs,
     dir: &Path,
     log: &Index,
+    segments: u64,
     how: Compare,
 ) -> Result<Vec<(u64, String)>, OpenError> {
     let mut found = Vec::new();
-    let Some(last) = log.recent.back().map(|f| f.at.segment) else {
+    // the last segment is never sealed; every one before it is, also when the last holds
+    // no frame yet (an open reads their sealed indexes and filters all the same)
+    let Some(last) = log.recent.back().map(|_| segments.saturating_sub(1)) else {
         return Ok(found);
     };
     for segment in 0..last {

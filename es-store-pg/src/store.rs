@@ -9,8 +9,8 @@ use chrono::{DateTime, Datelike, Utc};
 use es_core::backend::HeadSignal;
 use es_core::snapshot::SnapshotStore;
 use es_core::{
-    AppendBatch, AppendResult, Corruption, DataLocation, EventStore, EventStream, ExpectedVersion,
-    Limits, Metadata, NewEvent, RecordedEvent, StoreError,
+    AppendResult, Corruption, DataLocation, EventStore, EventStream, ExpectedVersion, Limits,
+    Metadata, NewEvent, RecordedEvent, StoreError,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
@@ -332,23 +332,14 @@ impl EventStore for PgStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        self.append_batch(stream_id, expected, AppendBatch::from(events))
-    }
-
-    fn append_batch(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        batch: AppendBatch,
-    ) -> Result<AppendResult, StoreError> {
         let shared = &*self.shared;
         if shared.options.read_only {
             return Err(StoreError::ReadOnly(
                 "the store was connected read-only".into(),
             ));
         }
-        shared.options.limits.check_batch(stream_id, &batch)?;
-        let prepared = Prepared::batch(stream_id, batch.into_events())?;
+        shared.options.limits.check_append(stream_id, &events)?;
+        let prepared = Prepared::batch(stream_id, events)?;
         shared
             .committer
             .append(shared, stream_id.to_owned(), expected, prepared)

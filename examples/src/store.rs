@@ -16,8 +16,8 @@
 
 use es_core::projection::{BoxError, CheckpointStore};
 use es_core::{
-    AppendBatch, AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent,
-    RecordedEventRef, SnapshotStore, StoreError, StreamEnd,
+    AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEventRef,
+    SnapshotStore, StoreError, StreamEnd,
 };
 use es_store_fs::{FileCheckpoints, FileStore};
 use es_store_pg::projection::PgCheckpoints;
@@ -243,15 +243,6 @@ impl EventStore for ExampleStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         self.inner().append(stream_id, expected, events)
-    }
-
-    fn append_batch(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        batch: AppendBatch,
-    ) -> Result<AppendResult, StoreError> {
-        self.inner().append_batch(stream_id, expected, batch)
     }
 
     fn read_stream(

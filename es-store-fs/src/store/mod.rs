@@ -21,8 +21,8 @@ use crate::vfs::{OpenMode, VfsFile};
 use es_core::snapshot::{Snapshot, SnapshotStore};
 use es_core::store::HeadSignal;
 use es_core::{
-    AppendBatch, AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent,
-    RecordedEventRef, StoreError, StreamEnd,
+    AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEventRef, StoreError,
+    StreamEnd,
 };
 use open::WriterLock;
 use readers::{Buffered, LogReader, StreamReader};
@@ -523,16 +523,7 @@ impl EventStore for FileStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        self.do_append(stream_id, expected, AppendBatch::from(events))
-    }
-
-    fn append_batch(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        batch: AppendBatch,
-    ) -> Result<AppendResult, StoreError> {
-        self.do_append(stream_id, expected, batch)
+        self.do_append(stream_id, expected, events)
     }
 
     fn read_stream(

@@ -142,7 +142,20 @@ impl FileStore {
     /// Opens the store in `dir`.
     pub fn open_with(
         dir: impl AsRef<Path>,
+        options: FileStoreOptions,
+    ) -> Result<FileStore, OpenError> {
+        Self::open_removing(dir, options, &[])
+    }
+
+    /// Opens the store in `dir` as [`open_with`](Self::open_with) does, removing the
+    /// derived files `derived` (sealed indexes and id filters a repair found stale) once
+    /// it holds the write lock, before it reads anything: the store then writes them
+    /// again from the log, and nothing it has just written is removed. A file that cannot
+    /// be removed fails the open, naming it, with nothing else changed.
+    pub(crate) fn open_removing(
+        dir: impl AsRef<Path>,
         mut options: FileStoreOptions,
+        derived: &[PathBuf],
     ) -> Result<FileStore, OpenError> {
         let dir = dir.as_ref().to_owned();
         // a segment never grows past its size, so neither does a step
@@ -202,7 +215,8 @@ impl FileStore {
                 })?;
             }
             let lock = take_lock(&*vfs, &dir)?;
-            (Some(lock), recover(None))
+            let removed = remove_derived(&*vfs, &dir, derived);
+            (Some(lock), removed.and_then(|()| recover(None)))
         };
         let rec = match recovered {
             Ok(rec) => rec,
@@ -608,4 +622,43 @@ fn newest_bytes(rec: &recovery::Recovered, options: &FileStoreOptions) -> Recent
         }
     }
     recent
+}
+
+/// Removes the derived files `derived` of the store in `dir`: sealed indexes and id
+/// filters only (anything else is refused, naming it), a file already gone being fine.
+fn remove_derived(vfs: &dyn Vfs, dir: &Path, derived: &[PathBuf]) -> Result<(), OpenError> {
+    for path in derived {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let is_derived = path.parent() == Some(dir)
+            && (name.ends_with(crate::layout::SEALED_INDEX_SUFFIX) || name.ends_with(".flt"));
+        if !is_derived {
+            return Err(OpenError::InvalidOptions(format!(
+                "{} is not a derived file of the store in {}",
+                path.display(),
+                dir.display()
+            )));
+        }
+        match vfs.remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(OpenError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::new(
+                        e.kind(),
+                        format!("removing this stale derived file before the repair: {e}"),
+                    ),
+                });
+            }
+            _ => {}
+        }
+    }
+    if !derived.is_empty() {
+        vfs.sync_dir(dir).map_err(|source| OpenError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
 }

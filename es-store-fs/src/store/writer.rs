@@ -33,7 +33,7 @@ use crate::store::Durability;
 use crate::vfs::{VfsFile, write_atomically};
 use chrono::{DateTime, Utc};
 use es_core::store::{IdLocation, check_idempotent_retry};
-use es_core::{AppendBatch, AppendResult, ExpectedVersion, StoreError};
+use es_core::{AppendResult, ExpectedVersion, NewEvent, StoreError};
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -548,12 +548,12 @@ impl FileStore {
         &self,
         stream_id: &str,
         expected: ExpectedVersion,
-        batch: AppendBatch,
+        events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         let span = tracing::debug_span!(
             "es.append",
             stream_id,
-            events = batch.len(),
+            events = events.len(),
             expected = ?expected,
             first_position = tracing::field::Empty,
             last_version = tracing::field::Empty,
@@ -561,7 +561,7 @@ impl FileStore {
         // nothing listens to the span: entering it and recording its fields would only
         // cost; the event below is still emitted
         let _entered = (!span.is_disabled()).then(|| span.enter());
-        let result = self.append_in_span(stream_id, expected, batch);
+        let result = self.append_in_span(stream_id, expected, events);
         match &result {
             Ok(_) if span.is_disabled() => {}
             Ok(r) => {
@@ -577,7 +577,7 @@ impl FileStore {
         &self,
         stream_id: &str,
         expected: ExpectedVersion,
-        batch: AppendBatch,
+        events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         let shared = &*self.shared;
         let _in_flight = InFlight::enter(shared);
@@ -587,9 +587,8 @@ impl FileStore {
                 shared.dir.display()
             )));
         }
-        shared.options.limits.check_batch(stream_id, &batch)?;
-        let prepared = batch
-            .into_events()
+        shared.options.limits.check_append(stream_id, &events)?;
+        let prepared = events
             .into_iter()
             .enumerate()
             .map(|(index, e)| {
