@@ -240,6 +240,21 @@ pub enum RepairError {
         /// Why closing failed.
         error: StoreError,
     },
+    /// The repair was done, but a stale derived file could not be removed: an open
+    /// would trust it. The report says what was cut.
+    #[error(
+        "the repair was made, but the stale derived file {} could not be removed: {error}; \
+         remove it before the store is opened again, which would trust it",
+        path.display()
+    )]
+    StaleLeft {
+        /// What the repair found and did.
+        report: Box<RepairReport>,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it could not be removed.
+        error: std::io::Error,
+    },
 }
 
 /// Opens the store in `dir` with repair on, as [`repair_detailed`] does, and returns what
@@ -249,10 +264,12 @@ pub fn repair(dir: &Path, dry_run: bool) -> Result<crate::RecoveryReport, OpenEr
     match repair_detailed(dir, dry_run) {
         Ok(report) => Ok(report.recovery),
         Err(RepairError::Open(e)) => Err(e),
-        Err(e @ RepairError::NotClosed { .. }) => Err(OpenError::Io {
-            path: dir.to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        }),
+        Err(e @ (RepairError::NotClosed { .. } | RepairError::StaleLeft { .. })) => {
+            Err(OpenError::Io {
+                path: dir.to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        }
     }
 }
 
@@ -277,21 +294,18 @@ pub fn repair_detailed(dir: &Path, dry_run: bool) -> Result<RepairReport, Repair
     if dry_run {
         return Ok(assessed);
     }
-    // stale id filters and derived files that cannot be read go, once the repair holds
-    // the lock and before its store reads or writes anything: the store writes them
-    // again (a filter only in the background, one window at a time: a missing filter is
-    // safe, look-ups then read each segment's own). An intact sealed index that
-    // disagrees with the log is written again as the store seals the segments it read
+    // every stale sealed index and id filter goes, once the repair's recovery has read
+    // the directory as it was and before its store writes anything: the store writes
+    // them again (a filter in the background, a sealed index as it seals the segment;
+    // until then a missing one is safe: the open reads the segment, look-ups each
+    // segment's own filter). `index.dat` is never listed: the repair writes it anew
     let derived: Vec<std::path::PathBuf> = assessed
         .stale_indexes
         .iter()
-        .filter(|stale| {
-            stale.file.extension().is_some_and(|e| e == "flt")
-                || stale.reason.starts_with("it cannot be read")
-        })
         .map(|stale| stale.file.clone())
+        .filter(|file| file.file_name().is_none_or(|n| n != INDEX_FILE))
         .collect();
-    let store = crate::FileStore::open_removing(
+    let (store, not_removed) = crate::FileStore::open_removing(
         dir,
         crate::FileStoreOptions {
             repair: true,
@@ -310,7 +324,15 @@ pub fn repair_detailed(dir: &Path, dry_run: bool) -> Result<RepairReport, Repair
         stale_indexes: assessed.stale_indexes,
         live_writer_end: None,
     };
-    match store.close() {
+    let closed = store.close();
+    if let Some((path, error)) = not_removed.into_iter().next() {
+        return Err(RepairError::StaleLeft {
+            report: Box::new(report),
+            path,
+            error,
+        });
+    }
+    match closed {
         Ok(()) => Ok(report),
         Err(error) => Err(RepairError::NotClosed {
             report: Box::new(report),

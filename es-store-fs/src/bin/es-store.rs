@@ -549,7 +549,7 @@ fn repair(dir: &Path, dry_run: bool, json: bool, out: &mut dyn Write) -> Result<
         Err(e) => {
             let message = e.to_string();
             match e {
-                RepairError::NotClosed { report, .. } => {
+                RepairError::NotClosed { report, .. } | RepairError::StaleLeft { report, .. } => {
                     (*report, Some(format!("{}: {message}", dir.display())))
                 }
                 _ => return Err(message),

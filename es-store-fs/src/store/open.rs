@@ -144,19 +144,22 @@ impl FileStore {
         dir: impl AsRef<Path>,
         options: FileStoreOptions,
     ) -> Result<FileStore, OpenError> {
-        Self::open_removing(dir, options, &[])
+        Self::open_removing(dir, options, &[]).map(|(store, _)| store)
     }
 
     /// Opens the store in `dir` as [`open_with`](Self::open_with) does, removing the
     /// derived files `derived` (sealed indexes and id filters a repair found stale) once
-    /// it holds the write lock, before it reads anything: the store then writes them
-    /// again from the log, and nothing it has just written is removed. A file that cannot
-    /// be removed fails the open, naming it, with nothing else changed.
+    /// recovery has accepted the directory and before the store's threads start: the
+    /// store then writes them again from the log, and nothing it has just written is
+    /// removed. Recovery reads the directory as it was (a sealed index there is a proof
+    /// of the segment after it), so that a repair does what its dry run said. A directory
+    /// in place of one of them refuses the open before anything changes; a removal that
+    /// fails even so is returned beside the store, naming the file.
     pub(crate) fn open_removing(
         dir: impl AsRef<Path>,
         mut options: FileStoreOptions,
         derived: &[PathBuf],
-    ) -> Result<FileStore, OpenError> {
+    ) -> Result<(FileStore, Vec<(PathBuf, std::io::Error)>), OpenError> {
         let dir = dir.as_ref().to_owned();
         // a segment never grows past its size, so neither does a step
         options.preallocate = options.preallocate.min(options.segment_size);
@@ -215,8 +218,8 @@ impl FileStore {
                 })?;
             }
             let lock = take_lock(&*vfs, &dir)?;
-            let removed = remove_derived(&*vfs, &dir, derived);
-            (Some(lock), removed.and_then(|()| recover(None)))
+            let removable = check_derived(&dir, derived);
+            (Some(lock), removable.and_then(|()| recover(None)))
         };
         let rec = match recovered {
             Ok(rec) => rec,
@@ -228,6 +231,7 @@ impl FileStore {
                 return Err(e);
             }
         };
+        let not_removed = remove_derived(&*vfs, &dir, derived);
         // marked only once recovery accepted the directory: a refused open leaves no marker
         if lock.is_some() && found != crate::marker::Found::Store {
             crate::marker::write(&*vfs, &dir)?;
@@ -306,7 +310,7 @@ impl FileStore {
             seal_thread: Mutex::new(None),
         };
         if store.shared.options.read_only {
-            return Ok(store);
+            return Ok((store, not_removed));
         }
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -343,7 +347,7 @@ impl FileStore {
                 .get_mut()
                 .unwrap_or_else(|e| e.into_inner()) = Some(syncer);
         }
-        Ok(store)
+        Ok((store, not_removed))
     }
 }
 
@@ -624,9 +628,9 @@ fn newest_bytes(rec: &recovery::Recovered, options: &FileStoreOptions) -> Recent
     recent
 }
 
-/// Removes the derived files `derived` of the store in `dir`: sealed indexes and id
-/// filters only (anything else is refused, naming it), a file already gone being fine.
-fn remove_derived(vfs: &dyn Vfs, dir: &Path, derived: &[PathBuf]) -> Result<(), OpenError> {
+/// Checks that `derived` names derived files of the store in `dir` only (sealed indexes
+/// and id filters), none a directory, which no file removal takes.
+fn check_derived(dir: &Path, derived: &[PathBuf]) -> Result<(), OpenError> {
     for path in derived {
         let name = path
             .file_name()
@@ -641,24 +645,37 @@ fn remove_derived(vfs: &dyn Vfs, dir: &Path, derived: &[PathBuf]) -> Result<(), 
                 dir.display()
             )));
         }
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Err(OpenError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::IsADirectory,
+                    "a directory in place of a stale derived file: remove it by hand",
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Removes the derived files `derived` of the store in `dir` (checked by
+/// [`check_derived`]), a file already gone being fine; returns those it could not remove.
+fn remove_derived(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    derived: &[PathBuf],
+) -> Vec<(PathBuf, std::io::Error)> {
+    let mut failed = Vec::new();
+    for path in derived {
         match vfs.remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(OpenError::Io {
-                    path: path.clone(),
-                    source: std::io::Error::new(
-                        e.kind(),
-                        format!("removing this stale derived file before the repair: {e}"),
-                    ),
-                });
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => failed.push((path.clone(), e)),
             _ => {}
         }
     }
-    if !derived.is_empty() {
-        vfs.sync_dir(dir).map_err(|source| OpenError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
+    if !derived.is_empty()
+        && let Err(e) = vfs.sync_dir(dir)
+    {
+        failed.push((dir.to_owned(), e));
     }
-    Ok(())
+    failed
 }

@@ -962,23 +962,21 @@ fn a_repair_deals_with_every_stale_index_file() {
     );
 }
 
-/// The sealed index before a last segment that holds no frame (what a repair cut at its
-/// first frame leaves) is checked by `verify` and dealt with by a repair, as an open reads
-/// it: both used to stop at the segment of the last frame, and passed a store whose next
-/// open was refused.
-#[test]
-fn the_sealed_index_before_an_empty_last_segment_is_checked() {
-    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path().join("events");
-    let options = || es_store_fs::FileStoreOptions {
-        segment_size: 4096,
-        preallocate: 0,
-        ..Default::default()
-    };
-    let store = FileStore::open_with(&dir, options()).unwrap();
+/// A store whose last segment (6) holds no frame, what a repair cut at its first frame
+/// leaves; returns the events it holds and the id of one in segment 5.
+fn store_with_an_empty_last_segment(tool: &Path, dir: &Path) -> (u64, uuid::Uuid) {
+    let store = FileStore::open_with(dir, small_segments()).unwrap();
     let mut n = 0;
+    let mut in_five = None;
     while !dir.join(format!("{:020}.seg", 6)).exists() {
+        if in_five.is_none() && dir.join(format!("{:020}.seg", 5)).exists() {
+            n += 1;
+            let e = event("Added", &format!(r#"{{"n":{n}}}"#));
+            in_five = Some(e.event_id);
+            store.append("s-1", ExpectedVersion::Any, vec![e]).unwrap();
+            continue;
+        }
+        n += 1;
         store
             .append(
                 "s-1",
@@ -986,37 +984,81 @@ fn the_sealed_index_before_an_empty_last_segment_is_checked() {
                 vec![event("Added", &format!(r#"{{"n":{n}}}"#))],
             )
             .unwrap();
-        n += 1;
     }
     store.close().unwrap();
-    // the last segment's first frame damaged, then cut by a repair: only its header is left
     let last = dir.join(format!("{:020}.seg", 6));
     let mut bytes = std::fs::read(&last).unwrap();
     bytes[40] ^= 0x55;
     std::fs::write(&last, &bytes).unwrap();
-    let d = dir.to_str().unwrap();
-    let repair = run(tool, &["repair", d]);
+    let repair = run(tool, &["repair", dir.to_str().unwrap()]);
     assert!(repair.status.success(), "{}", stderr(&repair));
     assert_eq!(std::fs::metadata(&last).unwrap().len(), 32);
-    let linked = dir.join(format!("{:020}.idx", 5));
-    std::fs::remove_file(&linked).unwrap();
-    std::os::unix::fs::symlink(work.path(), &linked).unwrap();
-    assert!(FileStore::open_with(&dir, options()).is_err());
+    (n - 1, in_five.unwrap())
+}
 
-    let verify = run(tool, &["verify", d]);
-    assert!(!verify.status.success(), "{}", text(&verify));
-    let said = format!("{}{}", text(&verify), stderr(&verify));
-    assert!(said.contains("00000000000000000005.idx"), "{said}");
-    let dry = run(tool, &["repair", "--dry-run", d]);
-    assert!(
-        text(&dry).contains("00000000000000000005.idx"),
-        "{}",
-        text(&dry)
-    );
-    let repair = run(tool, &["repair", d]);
-    assert!(repair.status.success(), "{}", stderr(&repair));
-    let store = FileStore::open_with(&dir, options()).unwrap();
-    assert_eq!(store.head_position().unwrap(), n - 1);
+fn small_segments() -> es_store_fs::FileStoreOptions {
+    es_store_fs::FileStoreOptions {
+        segment_size: 4096,
+        preallocate: 0,
+        ..Default::default()
+    }
+}
+
+/// The sealed index before a last segment that holds no frame is checked by `verify` and
+/// dealt with by a repair, as an open reads it: both used to stop at the segment of the
+/// last frame, and passed a store whose next open was refused (a link in its place) or
+/// trusted it (one of another store, intact, listing other ids: a duplicate id was then
+/// accepted). The store cannot seal that segment again itself (it holds the newest
+/// frame), so the repair removes it.
+#[test]
+fn the_sealed_index_before_an_empty_last_segment_is_checked() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    for foreign in [false, true] {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("events");
+        let (events, in_five) = store_with_an_empty_last_segment(tool, &dir);
+        let sealed = dir.join(format!("{:020}.idx", 5));
+        std::fs::remove_file(&sealed).unwrap();
+        if foreign {
+            let other = work.path().join("other");
+            store_with_an_empty_last_segment(tool, &other);
+            std::fs::copy(other.join(format!("{:020}.idx", 5)), &sealed).unwrap();
+        } else {
+            std::os::unix::fs::symlink(work.path(), &sealed).unwrap();
+            assert!(FileStore::open_with(&dir, small_segments()).is_err());
+        }
+        let d = dir.to_str().unwrap();
+        let verify = run(tool, &["verify", d]);
+        assert!(!verify.status.success(), "{}", text(&verify));
+        let said = format!("{}{}", text(&verify), stderr(&verify));
+        assert!(said.contains("00000000000000000005.idx"), "{said}");
+        let dry = run(tool, &["repair", "--dry-run", d]);
+        assert!(
+            text(&dry).contains("00000000000000000005.idx"),
+            "{}",
+            text(&dry)
+        );
+        let repair = run(tool, &["repair", d]);
+        assert!(repair.status.success(), "{}", stderr(&repair));
+        let verify = run(tool, &["verify", d]);
+        assert!(
+            verify.status.success(),
+            "{}{}",
+            text(&verify),
+            stderr(&verify)
+        );
+        let store = FileStore::open_with(&dir, small_segments()).unwrap();
+        assert_eq!(store.head_position().unwrap(), events);
+        let mut again = event("Added", r#"{"n":0}"#);
+        again.event_id = in_five;
+        let err = store
+            .append("elsewhere", ExpectedVersion::Any, vec![again])
+            .unwrap_err();
+        assert!(
+            matches!(err, es_core::StoreError::DuplicateEventId { .. }),
+            "{err}"
+        );
+    }
 }
 
 /// A stale derived file the repair cannot remove (a directory in place of an id filter)
