@@ -1122,3 +1122,56 @@ fn a_repair_that_cannot_remove_a_stale_filter_changes_nothing() {
         .collect();
     assert!(changed.is_empty(), "changed: {changed:?}");
 }
+
+/// A repair does what its dry run said when a sealed index it removes is the proof that
+/// the last segment was finished (a sealed index is written only once a later segment
+/// holds a frame): a last segment with a damaged header and no intact frame after it is
+/// emptied to a header by both. The repair used to remove the unreadable index before
+/// its recovery, which then took the segment for an unfinished one and removed it whole.
+#[test]
+fn a_repair_and_its_dry_run_agree_when_a_sealed_index_it_removes_proves_a_segment() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    let store = FileStore::open_with(&dir, small_segments()).unwrap();
+    let mut n = 0;
+    while !dir.join(format!("{:020}.seg", 3)).exists() {
+        n += 1;
+        store
+            .append(
+                "s-1",
+                ExpectedVersion::Any,
+                vec![event("Added", &format!(r#"{{"n":{n}}}"#))],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    let last = dir.join(format!("{:020}.seg", 3));
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes[10] ^= 0x55; // the header
+    bytes[40] ^= 0x55; // the first frame
+    std::fs::write(&last, &bytes).unwrap();
+    let sealed = dir.join(format!("{:020}.idx", 2));
+    std::fs::remove_file(&sealed).unwrap();
+    std::os::unix::fs::symlink(work.path(), &sealed).unwrap();
+    let d = dir.to_str().unwrap();
+    let dry = run(tool, &["--json", "repair", "--dry-run", d]);
+    let dry: serde_json::Value = serde_json::from_str(text(&dry).trim()).unwrap();
+    let repair = run(tool, &["--json", "repair", d]);
+    assert!(repair.status.success(), "{}", stderr(&repair));
+    let done: serde_json::Value = serde_json::from_str(text(&repair).trim()).unwrap();
+    let removed = |v: &serde_json::Value| v["repaired"]["segments_removed"].clone();
+    assert_eq!(removed(&dry), removed(&done), "{dry}\n{done}");
+    assert!(last.exists());
+    assert_eq!(
+        done["repaired"]["first_position_cut"],
+        dry["repaired"]["first_position_cut"]
+    );
+    let verify = run(tool, &["verify", d]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify),
+        stderr(&verify)
+    );
+}
