@@ -210,20 +210,12 @@ impl Scan<'_> {
     fn apply(&self, change: Deferred) -> Result<(), OpenError> {
         match change {
             Deferred::Cut { segment, at } => {
-                let path = segment_path(self.dir, segment);
-                let file = self
-                    .vfs
-                    .open(&path, OpenMode::ReadWrite)
-                    .map_err(io_err(&path))?;
+                let (path, file) = self.open_to_write(segment)?;
                 file.set_len(at).map_err(io_err(&path))?;
                 file.sync_data().map_err(io_err(&path))?;
             }
             Deferred::NewFirstSegment => {
-                let path = segment_path(self.dir, 0);
-                let file = self
-                    .vfs
-                    .open(&path, OpenMode::ReadWrite)
-                    .map_err(io_err(&path))?;
+                let (path, file) = self.open_to_write(0)?;
                 file.set_len(0).map_err(io_err(&path))?;
                 write_header(&*file, 0, 1).map_err(|e| io_err(&path)(e.into_io()))?;
             }
@@ -234,6 +226,18 @@ impl Scan<'_> {
             }
         }
         Ok(())
+    }
+
+    fn open_to_write(
+        &self,
+        segment: u64,
+    ) -> Result<(std::path::PathBuf, Arc<dyn VfsFile>), OpenError> {
+        let path = segment_path(self.dir, segment);
+        let file = self
+            .vfs
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(io_err(&path))?;
+        Ok((path, file))
     }
 
     fn corrupted(&self, segment: u64, offset: u64, reason: String) -> OpenError {
@@ -372,8 +376,9 @@ impl Scan<'_> {
         }
         // What a durable record proves the log held: it must still hold it.
         let mut proven: Option<(LogOffset, String)> = None;
-        // what recovery changes once every check has passed
-        let mut deferred = Vec::new();
+        // what recovery changes once every check has passed: in the last segment, so one
+        // change at most
+        let mut deferred = None;
         let mut index_lost = None;
         let loaded = match self.load_index(lens.iter().fold(0, |a: u64, &l| a.saturating_add(l)))? {
             IndexState::Intact(index) => {
@@ -739,10 +744,10 @@ impl Scan<'_> {
                         break;
                     }
                     if seg == 0 {
-                        deferred.push(Deferred::NewFirstSegment);
+                        deferred = Some(Deferred::NewFirstSegment);
                         end = LogOffset::segment_start(0);
                     } else {
-                        deferred.push(Deferred::Remove { segment: seg });
+                        deferred = Some(Deferred::Remove { segment: seg });
                         segment_count -= 1;
                     }
                     report.removed_empty_segment = Some(seg);
@@ -789,7 +794,7 @@ impl Scan<'_> {
                     Tail::Room => {}
                     Tail::Torn => {
                         if !self.o.read_only {
-                            deferred.push(Deferred::Cut {
+                            deferred = Some(Deferred::Cut {
                                 segment: seg,
                                 at: stop,
                             });
@@ -909,7 +914,7 @@ impl Scan<'_> {
             self.load_groups(&mut index, &mut report)?;
         }
         // everything is read and checked: an open refused above changed nothing
-        for change in deferred {
+        if let Some(change) = deferred {
             self.apply(change)?;
         }
         let last_segment = match segment_count {

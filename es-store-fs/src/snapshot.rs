@@ -277,16 +277,16 @@ enum CheckpointFileError {
 const MAX_NEWER_CHECKPOINT_FILE: u64 = 64 * 1024;
 
 /// The magic of a checkpoint layout newer than this build's (`ESCKPT` and a number past
-/// 03) in a file whose last four bytes are the CRC32C of the rest, as in every layout: a
+/// that of [`MARKED_CHECKPOINT_MAGIC`]) in a file whose last four bytes are the CRC32C of the rest, as in every layout: a
 /// newer build wrote the file, which is not damage. (A bit flipped in the magic fails the
 /// checksum, and is damage.)
 fn newer_checkpoint_magic(bytes: &[u8]) -> Option<String> {
-    let digits = bytes.strip_prefix(b"ESCKPT".as_slice())?.get(..2)?;
-    let number = std::str::from_utf8(digits).ok()?;
-    let newer = number.bytes().all(|b| b.is_ascii_digit()) && number > "03";
+    let (family, newest) = MARKED_CHECKPOINT_MAGIC.split_at(6);
+    let digits = bytes.strip_prefix(family)?.get(..2)?;
+    let newer = digits.iter().all(u8::is_ascii_digit) && digits > newest;
     let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
     let intact = crc32c::crc32c(body).to_le_bytes() == crc;
-    (newer && intact).then(|| format!("ESCKPT{number}"))
+    (newer && intact).then(|| String::from_utf8_lossy(&bytes[..8]).into_owned())
 }
 
 /// What a checkpoint file holds: the name it was saved for (none in the earliest layout),

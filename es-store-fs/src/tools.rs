@@ -643,7 +643,8 @@ fn compare_base(log: &Index, file: &IndexFile, base: &Base) -> Result<(), String
 
 /// Checks each group id filter that an open would use (intact, built for the sealed
 /// segments present) against the event ids of its segments, scanned whole into `log`:
-/// the first window whose filter lacks an id.
+/// the windows whose filter lacks an id or cannot be read (the first only, for
+/// `Compare::First`).
 fn compare_groups(
     vfs: &dyn Vfs,
     dir: &Path,
@@ -653,9 +654,7 @@ fn compare_groups(
 ) -> Result<Vec<(u64, String)>, OpenError> {
     use crate::group::{GROUP_SEGMENTS, IdGroup};
     let mut found = Vec::new();
-    // the last segment is never sealed; every one before it is, also when the last holds
-    // no frame yet (an open reads their sealed indexes and filters all the same)
-    let Some(last) = log.recent.back().map(|_| segments.saturating_sub(1)) else {
+    let Some(last) = last_segment(log, segments) else {
         return Ok(found);
     };
     let base = log.first_recent_position();
@@ -718,6 +717,13 @@ fn compare_groups(
     Ok(found)
 }
 
+/// The last of `segments` segments, the one never sealed, when the log holds a frame:
+/// every segment before it is sealed, also when it holds no frame yet (an open reads
+/// their sealed indexes and filters all the same).
+fn last_segment(log: &Index, segments: u64) -> Option<u64> {
+    log.recent.back().map(|_| segments.saturating_sub(1))
+}
+
 /// How a comparison of an index file with the log treats what it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Compare {
@@ -755,8 +761,9 @@ fn segment_len(vfs: &dyn Vfs, dir: &Path, no: u64) -> u64 {
         .unwrap_or(0)
 }
 
-/// Compares each intact sealed index with its segment, scanned whole into `log`: the
-/// first that disagrees, with what differs. A damaged one is rebuilt at the next open.
+/// Compares each intact sealed index with its segment, scanned whole into `log`: those
+/// that disagree or cannot be read, with what differs (the first only, for
+/// `Compare::First`). A damaged one is rebuilt at the next open.
 fn compare_sealed(
     vfs: &dyn Vfs,
     dir: &Path,
@@ -765,9 +772,7 @@ fn compare_sealed(
     how: Compare,
 ) -> Result<Vec<(u64, String)>, OpenError> {
     let mut found = Vec::new();
-    // the last segment is never sealed; every one before it is, also when the last holds
-    // no frame yet (an open reads their sealed indexes and filters all the same)
-    let Some(last) = log.recent.back().map(|_| segments.saturating_sub(1)) else {
+    let Some(last) = last_segment(log, segments) else {
         return Ok(found);
     };
     for segment in 0..last {

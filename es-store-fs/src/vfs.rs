@@ -226,12 +226,10 @@ fn regular_file(path: &Path, file: std::fs::File) -> io::Result<std::fs::File> {
             ),
         ));
     }
-    let fd = file.as_raw_fd();
-    // SAFETY: `fd` is the open descriptor `file` owns; F_GETFL and F_SETFL read and set
-    // its status flags only
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+    // of the status flags F_SETFL sets (append, async, direct, no-atime, non-blocking),
+    // the open set only the last: clearing them all clears it, without reading them first
+    // SAFETY: the descriptor is the open one `file` owns; F_SETFL sets its status flags
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(file)

@@ -901,12 +901,7 @@ fn a_repair_deals_with_every_stale_index_file() {
     let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("events");
-    let options = || es_store_fs::FileStoreOptions {
-        segment_size: 4096,
-        preallocate: 0,
-        ..Default::default()
-    };
-    let store = FileStore::open_with(&dir, options()).unwrap();
+    let store = FileStore::open_with(&dir, crate::common::small_segments()).unwrap();
     let mut n = 0;
     let mut kept = None;
     while !dir.join(format!("{:020}.flt", 64)).exists() {
@@ -952,7 +947,7 @@ fn a_repair_deals_with_every_stale_index_file() {
         stderr(&verify)
     );
     // the id of an event stored long ago is known: a retry in another stream is refused
-    let store = FileStore::open_with(&dir, options()).unwrap();
+    let store = FileStore::open_with(&dir, crate::common::small_segments()).unwrap();
     let err = store
         .append("elsewhere", ExpectedVersion::Any, vec![kept.unwrap()])
         .unwrap_err();
@@ -965,7 +960,7 @@ fn a_repair_deals_with_every_stale_index_file() {
 /// A store whose last segment (6) holds no frame, what a repair cut at its first frame
 /// leaves; returns the events it holds and the id of one in segment 5.
 fn store_with_an_empty_last_segment(tool: &Path, dir: &Path) -> (u64, uuid::Uuid) {
-    let store = FileStore::open_with(dir, small_segments()).unwrap();
+    let store = FileStore::open_with(dir, crate::common::small_segments()).unwrap();
     let mut n = 0;
     let mut in_five = None;
     while !dir.join(format!("{:020}.seg", 6)).exists() {
@@ -996,14 +991,6 @@ fn store_with_an_empty_last_segment(tool: &Path, dir: &Path) -> (u64, uuid::Uuid
     (n - 1, in_five.unwrap())
 }
 
-fn small_segments() -> es_store_fs::FileStoreOptions {
-    es_store_fs::FileStoreOptions {
-        segment_size: 4096,
-        preallocate: 0,
-        ..Default::default()
-    }
-}
-
 /// The sealed index before a last segment that holds no frame is checked by `verify` and
 /// dealt with by a repair, as an open reads it: both used to stop at the segment of the
 /// last frame, and passed a store whose next open was refused (a link in its place) or
@@ -1025,7 +1012,7 @@ fn the_sealed_index_before_an_empty_last_segment_is_checked() {
             std::fs::copy(other.join(format!("{:020}.idx", 5)), &sealed).unwrap();
         } else {
             std::os::unix::fs::symlink(work.path(), &sealed).unwrap();
-            assert!(FileStore::open_with(&dir, small_segments()).is_err());
+            assert!(FileStore::open_with(&dir, crate::common::small_segments()).is_err());
         }
         let d = dir.to_str().unwrap();
         let verify = run(tool, &["verify", d]);
@@ -1047,7 +1034,7 @@ fn the_sealed_index_before_an_empty_last_segment_is_checked() {
             text(&verify),
             stderr(&verify)
         );
-        let store = FileStore::open_with(&dir, small_segments()).unwrap();
+        let store = FileStore::open_with(&dir, crate::common::small_segments()).unwrap();
         assert_eq!(store.head_position().unwrap(), events);
         let mut again = event("Added", r#"{"n":0}"#);
         again.event_id = in_five;
@@ -1069,12 +1056,7 @@ fn a_repair_that_cannot_remove_a_stale_filter_changes_nothing() {
     let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("events");
-    let options = || es_store_fs::FileStoreOptions {
-        segment_size: 4096,
-        preallocate: 0,
-        ..Default::default()
-    };
-    let store = FileStore::open_with(&dir, options()).unwrap();
+    let store = FileStore::open_with(&dir, crate::common::small_segments()).unwrap();
     let mut n = 0;
     while !dir.join(format!("{:020}.flt", 0)).exists() {
         store
@@ -1133,7 +1115,7 @@ fn a_repair_and_its_dry_run_agree_when_a_sealed_index_it_removes_proves_a_segmen
     let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("events");
-    let store = FileStore::open_with(&dir, small_segments()).unwrap();
+    let store = FileStore::open_with(&dir, crate::common::small_segments()).unwrap();
     let mut n = 0;
     while !dir.join(format!("{:020}.seg", 3)).exists() {
         n += 1;

@@ -482,8 +482,9 @@ impl Vfs for OnOpen {
     }
 }
 
-/// Every file under `dir` with its bytes (a directory as its path with no bytes), to
-/// check that an operation changed nothing.
+/// Every entry under `dir`: a file with its bytes, anything else (a directory, a FIFO, a
+/// link) with none and, for a directory, what it holds. To check that an operation
+/// changed nothing.
 pub fn dir_contents(
     dir: &std::path::Path,
 ) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
@@ -492,33 +493,28 @@ pub fn dir_contents(
     while let Some(d) = todo.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_dir() {
-                out.insert(path.clone(), Vec::new());
-                todo.push(path);
+            let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+            let bytes = if kind.is_file() {
+                std::fs::read(&path).unwrap()
             } else {
-                out.insert(path.clone(), std::fs::read(&path).unwrap());
+                Vec::new()
+            };
+            if kind.is_dir() {
+                todo.push(path.clone());
             }
+            out.insert(path, bytes);
         }
     }
     out
 }
 
-/// [`dir_contents`] of a directory that may hold FIFOs, which are listed, not read.
-pub fn dir_contents_but_fifos(
-    dir: &std::path::Path,
-) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
-        let bytes = if kind.is_file() {
-            std::fs::read(&path).unwrap()
-        } else {
-            Vec::new()
-        };
-        out.insert(path, bytes);
+/// Options of a store that rolls a segment every few appends.
+pub fn small_segments() -> es_store_fs::FileStoreOptions {
+    es_store_fs::FileStoreOptions {
+        segment_size: 4096,
+        preallocate: 0,
+        ..es_store_fs::FileStoreOptions::default()
     }
-    out
 }
 
 /// CRC32C (Castagnoli), bit by bit: the tests do not depend on the crate's checksum

@@ -1786,19 +1786,10 @@ fn a_store_of_many_segments_keeps_few_files_open() {
     assert_eq!(store.head_position().unwrap(), 12_000);
 }
 
-/// Options of a store that rolls a segment every few appends.
-fn small_segments() -> FileStoreOptions {
-    FileStoreOptions {
-        segment_size: 4096,
-        preallocate: 0,
-        ..FileStoreOptions::default()
-    }
-}
-
 /// Appends `appends` batches of one to three events to seven streams; returns each
 /// append's stream and event ids.
 fn build_segments(dir: &Path, appends: u64) -> Vec<(String, Vec<uuid::Uuid>)> {
-    let store = FileStore::open_with(dir, small_segments()).unwrap();
+    let store = FileStore::open_with(dir, common::small_segments()).unwrap();
     let mut written = Vec::new();
     for i in 0..appends {
         let stream = format!("s-{}", i % 7);
@@ -1861,7 +1852,7 @@ fn sealed_segments_are_found_through_their_own_indexes() {
         !sealed_index(dir.path(), segments - 1).exists(),
         "the active one is not"
     );
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     assert!(!store.recovery_report().index_rebuilt);
     assert_eq!(store.recovery_report().frames_scanned, 0);
     let events = all_events(&store);
@@ -1921,7 +1912,7 @@ fn the_stream_table_recorded_at_close_is_used_only_when_it_fits() {
     build_segments(dir.path(), 300);
     let index_path = dir.path().join("index.dat");
     let old_index = fs::read(&index_path).unwrap();
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     assert_eq!(store.recovery_report().frames_scanned, 0);
     assert!(!store.recovery_report().index_rebuilt);
     for i in 300..400u64 {
@@ -1931,7 +1922,7 @@ fn the_stream_table_recorded_at_close_is_used_only_when_it_fits() {
             .unwrap();
     }
     store.close().unwrap();
-    let reference = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let reference = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     let events = all_events(&reference);
     let versions = reference.streams();
     assert_eq!(versions.len(), 11);
@@ -1948,7 +1939,7 @@ fn the_stream_table_recorded_at_close_is_used_only_when_it_fits() {
     let sealed = segment_count(dir.path()) - 1;
     // `tables_read` says how many sealed stream tables the open may parse
     let check = |what: &str, tables_read: &dyn Fn(u64) -> bool| {
-        let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+        let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
         let read = store.recovery_report().sealed_tables_read;
         assert!(tables_read(read), "{what}: {read} of {sealed} tables read");
         assert_eq!(all_events(&store), events, "{what}");
@@ -2098,7 +2089,7 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
 /// exist, once the sealing thread has written the group filter of segments 0–63; each
 /// append's stream, event id and result.
 fn build_grouped(dir: &Path) -> (FileStore, Vec<(String, uuid::Uuid, es_core::AppendResult)>) {
-    let store = FileStore::open_with(dir, small_segments()).unwrap();
+    let store = FileStore::open_with(dir, common::small_segments()).unwrap();
     let mut written = Vec::new();
     let mut i = 0u64;
     while segment_count(dir) < 70 {
@@ -2151,7 +2142,7 @@ fn a_group_filter_answers_for_sixty_four_sealed_segments() {
     };
     check(&store, "while running");
     store.close().unwrap();
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     assert_eq!(store.recovery_report().group_filters_loaded, 1);
     check(&store, "after a reopen");
     store.close().unwrap();
@@ -2160,7 +2151,7 @@ fn a_group_filter_answers_for_sixty_four_sealed_segments() {
     let at = bytes.len() / 2;
     bytes[at] ^= 0x20;
     fs::write(&group, &bytes).unwrap();
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     assert_eq!(store.recovery_report().group_filters_loaded, 0);
     check(&store, "with the group's file damaged");
     // the sealing thread writes it again in the background
@@ -2178,14 +2169,15 @@ fn a_group_filter_answers_for_sixty_four_sealed_segments() {
 fn a_garbled_header_of_the_last_segment_is_refused_and_repaired() {
     let dir = tempfile::tempdir().unwrap();
     build_segments(dir.path(), 120);
-    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    let reference =
+        all_events(&FileStore::open_with(dir.path(), common::small_segments()).unwrap());
     let n = segment_count(dir.path());
     let garbled = dir.path().join(format!("{n:020}.seg"));
     let garbage: Vec<u8> = (0..32u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     fs::write(&garbled, &garbage).unwrap();
-    let err = FileStore::open_with(dir.path(), small_segments())
+    let err = FileStore::open_with(dir.path(), common::small_segments())
         .map(|_| ())
         .unwrap_err();
     assert!(
@@ -2195,7 +2187,7 @@ fn a_garbled_header_of_the_last_segment_is_refused_and_repaired() {
     );
     assert_eq!(fs::read(&garbled).unwrap(), garbage, "nothing changed");
     assert!(es_store_fs::tools::verify(dir.path(), &|_| {}).is_err());
-    let store = open_repairing_with(dir.path(), small_segments()).unwrap();
+    let store = open_repairing_with(dir.path(), common::small_segments()).unwrap();
     let repair = store.recovery_report().repaired.clone().unwrap();
     assert_eq!((repair.segment, repair.offset), (n, 0));
     assert_eq!(repair.segments_removed, vec![n]);
@@ -2205,7 +2197,7 @@ fn a_garbled_header_of_the_last_segment_is_refused_and_repaired() {
         .append("after", ExpectedVersion::NoStream, vec![event(1)])
         .unwrap();
     store.close().unwrap();
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     assert_eq!(all_events(&store).len(), reference.len() + 1);
 }
 
@@ -2224,14 +2216,14 @@ fn a_repair_removes_the_group_filter_of_the_window_it_cuts() {
     bytes[at] ^= 0x04;
     fs::write(&seg10, bytes).unwrap();
     fs::remove_file(sealed_index(dir.path(), 10)).unwrap();
-    let err = FileStore::open_with(dir.path(), small_segments())
+    let err = FileStore::open_with(dir.path(), common::small_segments())
         .map(|_| ())
         .unwrap_err();
     assert!(
         matches!(err, OpenError::Corrupted { segment: 10, .. }),
         "{err}"
     );
-    let store = open_repairing_with(dir.path(), small_segments()).unwrap();
+    let store = open_repairing_with(dir.path(), common::small_segments()).unwrap();
     let repair = store.recovery_report().repaired.clone().unwrap();
     assert_eq!(repair.segment, 10);
     assert!(!group.exists(), "the cut window's group filter is removed");
@@ -2246,16 +2238,17 @@ fn a_repair_removes_the_group_filter_of_the_window_it_cuts() {
 fn a_missing_or_damaged_sealed_index_is_rebuilt_from_its_segment() {
     let dir = tempfile::tempdir().unwrap();
     build_segments(dir.path(), 200);
-    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    let reference =
+        all_events(&FileStore::open_with(dir.path(), common::small_segments()).unwrap());
     let s3 = stream(
-        &FileStore::open_with(dir.path(), small_segments()).unwrap(),
+        &FileStore::open_with(dir.path(), common::small_segments()).unwrap(),
         "s-3",
     );
     fs::remove_file(sealed_index(dir.path(), 1)).unwrap();
     let mut bytes = fs::read(sealed_index(dir.path(), 2)).unwrap();
     bytes[70] ^= 0x10;
     fs::write(sealed_index(dir.path(), 2), bytes).unwrap();
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     assert!(
         store.recovery_report().frames_scanned > 0,
         "rebuilt from the log"
@@ -2265,7 +2258,7 @@ fn a_missing_or_damaged_sealed_index_is_rebuilt_from_its_segment() {
     store.close().unwrap();
     assert!(sealed_index(dir.path(), 1).exists(), "written again");
     es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     assert_eq!(store.recovery_report().frames_scanned, 0);
     assert_eq!(all_events(&store), reference);
 }
@@ -2380,7 +2373,8 @@ fn write_single_index_file_with(
 fn an_index_file_that_leaves_out_frames_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
     build_segments(dir.path(), 200);
-    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    let reference =
+        all_events(&FileStore::open_with(dir.path(), common::small_segments()).unwrap());
     for drop in ["the last three", "one in the middle"] {
         write_single_index_file_with(dir.path(), |frames| match drop {
             "the last three" => frames.truncate(frames.len() - 3),
@@ -2389,7 +2383,7 @@ fn an_index_file_that_leaves_out_frames_is_not_used() {
                 frames.remove(middle);
             }
         });
-        let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+        let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
         assert!(store.recovery_report().index_rebuilt, "{drop}");
         assert_eq!(all_events(&store), reference, "{drop}");
     }
@@ -2467,7 +2461,8 @@ fn forge_index_without_first_frames(dir: &Path, drop: Option<usize>) {
 fn an_index_file_that_leaves_out_the_first_frames_of_the_active_segment_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
     build_segments(dir.path(), 200);
-    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    let reference =
+        all_events(&FileStore::open_with(dir.path(), common::small_segments()).unwrap());
     let original = fs::read(dir.path().join("index.dat")).unwrap();
     for drop in [None, Some(1), Some(2)] {
         fs::write(dir.path().join("index.dat"), &original).unwrap();
@@ -2484,7 +2479,7 @@ fn an_index_file_that_leaves_out_the_first_frames_of_the_active_segment_is_not_u
             ),
             Err(e) => assert!(e.to_string().contains("index"), "{drop:?}: {e}"),
         }
-        let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+        let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
         assert!(store.recovery_report().index_rebuilt, "{drop:?}");
         assert_eq!(all_events(&store), reference, "{drop:?}");
         store.close().unwrap();
@@ -2497,7 +2492,8 @@ fn an_index_file_that_leaves_out_the_first_frames_of_the_active_segment_is_not_u
 fn an_index_file_with_a_frame_at_the_largest_offset_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
     build_segments(dir.path(), 200);
-    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    let reference =
+        all_events(&FileStore::open_with(dir.path(), common::small_segments()).unwrap());
     for at in [u64::MAX, u64::MAX - 100] {
         write_single_index_file_with(dir.path(), |frames| {
             if let Some(last) = frames.last_mut() {
@@ -2526,7 +2522,7 @@ fn an_index_file_with_a_frame_at_the_largest_offset_is_not_used() {
             ),
             Err(e) => assert!(e.to_string().contains("index"), "{e}"),
         }
-        match FileStore::open_with(dir.path(), small_segments()) {
+        match FileStore::open_with(dir.path(), common::small_segments()) {
             Ok(store) => {
                 assert!(store.recovery_report().index_rebuilt);
                 assert_eq!(all_events(&store), reference);
@@ -2550,13 +2546,14 @@ fn an_index_file_with_a_frame_at_the_largest_offset_is_not_used() {
 fn a_store_with_the_single_index_file_of_the_previous_format_opens_without_a_scan() {
     let dir = tempfile::tempdir().unwrap();
     build_segments(dir.path(), 200);
-    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    let reference =
+        all_events(&FileStore::open_with(dir.path(), common::small_segments()).unwrap());
     let segments = segment_count(dir.path());
     for no in 0..segments {
         let _ = fs::remove_file(sealed_index(dir.path(), no));
     }
     write_single_index_file(dir.path());
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     assert!(!store.recovery_report().index_rebuilt);
     assert_eq!(store.recovery_report().frames_scanned, 0);
     assert_eq!(all_events(&store), reference);
@@ -2564,7 +2561,7 @@ fn a_store_with_the_single_index_file_of_the_previous_format_opens_without_a_sca
     for no in 0..segments - 1 {
         assert!(sealed_index(dir.path(), no).exists(), "segment {no} sealed");
     }
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     assert_eq!(store.recovery_report().frames_scanned, 0);
     assert_eq!(all_events(&store), reference);
 }
@@ -2579,7 +2576,7 @@ fn verify_fails_on_a_sealed_index_or_group_filter_it_cannot_read() {
         dir.path(),
         FileStoreOptions {
             durability: es_store_fs::Durability::None,
-            ..small_segments()
+            ..common::small_segments()
         },
     )
     .unwrap();
@@ -2622,7 +2619,8 @@ fn verify_fails_on_a_sealed_index_or_group_filter_it_cannot_read() {
 fn a_repair_writes_a_damaged_middle_header_again_and_drops_nothing() {
     let dir = tempfile::tempdir().unwrap();
     build_segments(dir.path(), 200);
-    let reference = all_events(&FileStore::open_with(dir.path(), small_segments()).unwrap());
+    let reference =
+        all_events(&FileStore::open_with(dir.path(), common::small_segments()).unwrap());
     assert!(segment_count(dir.path()) >= 3);
     let segment = dir.path().join(format!("{:020}.seg", 1));
     let mut bytes = fs::read(&segment).unwrap();
@@ -2630,7 +2628,7 @@ fn a_repair_writes_a_damaged_middle_header_again_and_drops_nothing() {
     fs::write(&segment, &bytes).unwrap();
     // nothing to start from but the log: the header is read, and refused
     remove_indexes(dir.path());
-    match FileStore::open_with(dir.path(), small_segments()) {
+    match FileStore::open_with(dir.path(), common::small_segments()) {
         Err(OpenError::Corrupted {
             segment: 1,
             offset: 0,
@@ -2651,7 +2649,7 @@ fn a_repair_writes_a_damaged_middle_header_again_and_drops_nothing() {
     assert_eq!(done.headers_rewritten.len(), 1, "{done:?}");
     assert!(done.repaired.is_none(), "{done:?}");
     es_store_fs::tools::verify(dir.path(), &|_| {}).unwrap();
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     assert_eq!(all_events(&store), reference);
 }
 
@@ -2675,7 +2673,7 @@ fn a_sealed_index_that_cannot_be_opened_still_proves_a_later_segment() {
         dir.path(),
         FileStoreOptions {
             vfs: Arc::new(failing),
-            ..small_segments()
+            ..common::small_segments()
         },
     );
     match result {
@@ -2815,7 +2813,7 @@ fn fill_to_segment(dir: &Path, store: &FileStore, until: u64, more: u64) -> u64 
 #[test]
 fn an_intact_index_file_proves_its_events_even_when_a_sealed_index_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     fill_to_segment(dir.path(), &store, 3, 1);
     // the record as a power loss may leave it, before the last appends rewrote it
     let stale = fs::read(dir.path().join("PUBLISHED")).unwrap();
@@ -2838,7 +2836,7 @@ fn an_intact_index_file_proves_its_events_even_when_a_sealed_index_is_missing() 
     drop(file);
     fs::remove_file(dir.path().join(format!("{:020}.idx", 0))).unwrap();
     let before = common::dir_contents(dir.path());
-    match FileStore::open_with(dir.path(), small_segments()) {
+    match FileStore::open_with(dir.path(), common::small_segments()) {
         Err(OpenError::Corrupted { reason, .. }) => {
             assert!(reason.contains("index.dat records"), "{reason}");
         }
@@ -2861,7 +2859,7 @@ fn an_intact_index_file_proves_its_events_even_when_a_sealed_index_is_missing() 
 #[test]
 fn a_torn_tail_is_cut_only_by_an_open_that_succeeds() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     // enough sealed segments for a group filter
     fill_to_segment(dir.path(), &store, 66, 0);
     store.close().unwrap();
@@ -2878,7 +2876,7 @@ fn a_torn_tail_is_cut_only_by_an_open_that_succeeds() {
     assert!(filter.exists(), "no group filter was written");
     fs::remove_file(&filter).unwrap();
     fs::create_dir(&filter).unwrap();
-    let err = FileStore::open_with(dir.path(), small_segments()).unwrap_err();
+    let err = FileStore::open_with(dir.path(), common::small_segments()).unwrap_err();
     assert!(err.to_string().contains(".flt"), "{err}");
     assert_eq!(
         fs::read(&seg).unwrap(),
@@ -2887,7 +2885,7 @@ fn a_torn_tail_is_cut_only_by_an_open_that_succeeds() {
     );
     // once the filter is readable again (it is derived data: gone is fine), the tail goes
     fs::remove_dir(&filter).unwrap();
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     assert_eq!(store.recovery_report().torn_tail.map(|t| t.bytes), Some(11));
     assert_eq!(fs::metadata(&seg).unwrap().len(), bytes.len() as u64 - 11);
 }
@@ -2905,7 +2903,7 @@ fn a_fifo_in_place_of_a_store_file_is_refused_without_waiting() {
         "00000000000000000001.seg",
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+        let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
         fill_to_segment(dir.path(), &store, 1, 1);
         store.close().unwrap();
         let path = dir.path().join(name);
@@ -2915,7 +2913,7 @@ fn a_fifo_in_place_of_a_store_file_is_refused_without_waiting() {
             .status()
             .unwrap();
         assert!(made.success());
-        let before = common::dir_contents_but_fifos(dir.path());
+        let before = common::dir_contents(dir.path());
         for read_only in [false, true] {
             let (tx, rx) = std::sync::mpsc::channel();
             let at = dir.path().to_owned();
@@ -2923,7 +2921,7 @@ fn a_fifo_in_place_of_a_store_file_is_refused_without_waiting() {
                 let opened = if read_only {
                     FileStore::open_read_only(&at)
                 } else {
-                    FileStore::open_with(&at, small_segments())
+                    FileStore::open_with(&at, common::small_segments())
                 };
                 let _ = tx.send(opened.map(|_| ()).map_err(|e| e.to_string()));
             });
@@ -2940,7 +2938,7 @@ fn a_fifo_in_place_of_a_store_file_is_refused_without_waiting() {
                 "{name}, read-only {read_only}: {err}"
             );
         }
-        assert_eq!(common::dir_contents_but_fifos(dir.path()), before, "{name}");
+        assert_eq!(common::dir_contents(dir.path()), before, "{name}");
     }
 }
 
@@ -2951,7 +2949,7 @@ fn a_fifo_in_place_of_a_store_file_is_refused_without_waiting() {
 fn a_segment_longer_than_any_the_store_writes_is_refused() {
     for (segment, len) in [(0u64, 5u64 << 30), (1, 1u64 << 43)] {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+        let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
         fill_to_segment(dir.path(), &store, 2, 1);
         store.close().unwrap();
         let path = dir.path().join(format!("{segment:020}.seg"));
@@ -2965,7 +2963,7 @@ fn a_segment_longer_than_any_the_store_writes_is_refused() {
             let opened = if read_only {
                 FileStore::open_read_only(dir.path())
             } else {
-                FileStore::open_with(dir.path(), small_segments())
+                FileStore::open_with(dir.path(), common::small_segments())
             };
             match opened {
                 Err(OpenError::Corrupted { file, reason, .. }) => {
@@ -3013,7 +3011,7 @@ fn snapshots_are_not_written_through_a_linked_directory() {
 #[test]
 fn a_log_whose_segments_are_all_gone_is_refused_while_a_sealed_index_remains() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::open_with(dir.path(), small_segments()).unwrap();
+    let store = FileStore::open_with(dir.path(), common::small_segments()).unwrap();
     fill_to_segment(dir.path(), &store, 2, 1);
     store.close().unwrap();
     for entry in fs::read_dir(dir.path()).unwrap() {
@@ -3024,7 +3022,7 @@ fn a_log_whose_segments_are_all_gone_is_refused_while_a_sealed_index_remains() {
         }
     }
     let before = common::dir_contents(dir.path());
-    let err = FileStore::open_with(dir.path(), small_segments()).unwrap_err();
+    let err = FileStore::open_with(dir.path(), common::small_segments()).unwrap_err();
     assert!(
         matches!(&err, OpenError::Corrupted { reason, .. } if reason.contains("sealed index")),
         "{err}"
