@@ -492,6 +492,22 @@ pub enum StoreError {
     /// Stored data failed a check: where, and which check.
     #[error("corrupted store: {0}")]
     Corrupted(Corruption),
+    /// A subscription's position is past the end of the log: events before it, which the
+    /// subscriber may have taken into account, are no longer in the log (a crash took
+    /// back appends that were acknowledged but not yet durable, or a repair cut the log).
+    /// Reading on would skip the events that take those positions again: rebuild what the
+    /// subscription fed, then subscribe from its new checkpoint. Checked only with
+    /// stores whose head can move back ([`EventStore::head_can_move_back`]), when a read
+    /// from the position finds nothing.
+    #[error(
+        "the subscription's position {position} is past the end of the log, position {head}: the log no longer holds events before it (a crash took back appends that were not yet durable, or a repair cut the log); rebuild what the subscription fed and subscribe again"
+    )]
+    PositionAhead {
+        /// The position the subscription would read next.
+        position: u64,
+        /// The log's last position.
+        head: u64,
+    },
     /// The store refuses writes (after a failed fsync, or opened read-only).
     #[error("store is read-only: {0}")]
     ReadOnly(String),

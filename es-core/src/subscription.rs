@@ -142,6 +142,12 @@ pub struct Subscription<'a, S: EventStore + ?Sized> {
 
 impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
     /// A subscription delivering events from global position `from` (1 for all).
+    ///
+    /// `from` may be one past the log's last position (the next append's). Further on, in
+    /// a store whose head can move back (the file store after a crash in `Periodic` or
+    /// `None`, or a repair), a read that finds nothing fails with
+    /// [`StoreError::PositionAhead`]: the log lost events before `from`, and waiting would
+    /// skip the events that take their positions again.
     pub fn new(store: &'a S, from: u64) -> Self {
         Subscription {
             store,
@@ -235,7 +241,8 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
     fn fill_batches(&mut self, deadline: Option<Instant>) -> Result<(), StoreError> {
         loop {
             let mut pass = Pass::new(READ_BATCH);
-            for event in self.store.read_all(self.next_position)? {
+            let from = self.next_position;
+            for event in self.store.read_all(from)? {
                 let event = event?;
                 if pass.ends_before(&event) {
                     break;
@@ -246,6 +253,9 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
                     self.buffer.push_back(event);
                 }
             }
+            if self.next_position == from {
+                self.check_not_ahead()?;
+            }
             if !self.buffer.is_empty() || !pass.was_full() {
                 return Ok(());
             }
@@ -253,6 +263,24 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
                 return Ok(());
             }
         }
+    }
+
+    /// With nothing to read from its position: refuses a position past the end of a log
+    /// that can move back (a crash or a repair took back events before it), where reading
+    /// on would skip the events that take those positions again. A position one past the
+    /// head is where a subscription waits for the next append.
+    fn check_not_ahead(&self) -> Result<(), StoreError> {
+        if !self.store.head_can_move_back() {
+            return Ok(());
+        }
+        let head = self.store.head_position()?;
+        if head < self.next_position - 1 {
+            return Err(StoreError::PositionAhead {
+                position: self.next_position,
+                head,
+            });
+        }
+        Ok(())
     }
 
     /// Decodes into one aggregate's events: only streams of `A`'s kind are delivered,

@@ -112,3 +112,60 @@ fn an_event_whose_sync_fails_is_never_delivered() {
     assert_eq!(store.head_position().unwrap(), 1);
     assert_eq!(store.read_all(1).unwrap().count(), 1);
 }
+
+/// A subscription resumed from a position past the end of the log (the log lost events the
+/// subscriber may have taken into account) is an error naming both, not a wait that skips
+/// the events that take those positions again. One past the head is where a subscription
+/// waits for the next append, and stays allowed; so is any position in the async feed's
+/// own loop once it has caught up.
+#[test]
+fn a_subscription_past_the_end_of_the_log_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    for n in 0..5 {
+        store
+            .append("s", ExpectedVersion::Any, vec![event(n)])
+            .unwrap();
+    }
+    let head = store.head_position().unwrap();
+    let mut ahead = Subscription::new(&store, head + 4);
+    let err = ahead.try_next().unwrap_err();
+    assert!(
+        matches!(err, StoreError::PositionAhead { position, head: h }
+            if position == head + 4 && h == head),
+        "{err}"
+    );
+    assert!(err.to_string().contains("past the end of the log"), "{err}");
+    // the same from next_timeout, without waiting for appends that would be skipped
+    let started = Instant::now();
+    let err = ahead.next_timeout(Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(err, StoreError::PositionAhead { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // one past the head: waits, then delivers the next append
+    let mut next = Subscription::new(&store, head + 1);
+    assert!(next.try_next().unwrap().is_none());
+    assert!(
+        next.next_timeout(Duration::from_millis(20))
+            .unwrap()
+            .is_none()
+    );
+    store
+        .append("s", ExpectedVersion::Any, vec![event(5)])
+        .unwrap();
+    let e = next.next_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(e.position, head + 1);
+    // a subscription that has read everything and waits is never ahead
+    assert!(next.try_next().unwrap().is_none());
+}
+
+/// The memory store's head never moves back: a position past it is where the subscription
+/// waits, as before.
+#[test]
+fn a_memory_store_subscription_ahead_waits() {
+    let store = es_core::MemoryStore::new();
+    store
+        .append("s", ExpectedVersion::Any, vec![event(0)])
+        .unwrap();
+    let mut ahead = Subscription::new(&store, 5);
+    assert!(ahead.try_next().unwrap().is_none());
+}
