@@ -6,9 +6,10 @@
 //! state out, reads the events after it, checking first that the stream still holds the
 //! anchoring event, decides, appends, and puts the new state back. When the store tells
 //! that the stream still ends at the anchoring event ([`EventStore::stream_end`](crate::EventStore::stream_end)), there
-//! is nothing to read. A conflict or any
-//! error drops the entry: the next command rebuilds the state from the snapshot and the
-//! events, as without a cache. The state a command sees is therefore always the one a
+//! is nothing to read. A conflict, a failed
+//! read or a failed append drops the entry: the next command rebuilds the state from the
+//! snapshot and the events, as without a cache. A rejected command, or one whose expected
+//! version is stale, puts back the state it saw, which is current. The state a command sees is therefore always the one a
 //! full replay gives.
 //!
 //! Entries are bounded by count and by an estimate of their size in bytes; when either
@@ -78,7 +79,8 @@ pub struct CacheStats {
     /// States dropped to stay within the bounds.
     pub evictions: u64,
     /// States dropped because their stream no longer held the event they were anchored
-    /// to (a history replaced under the repository), or after a conflict or an error.
+    /// to (a history replaced under the repository), or after a conflict, a failed read
+    /// or a failed append.
     pub invalidations: u64,
 }
 

@@ -351,7 +351,17 @@ impl DeadLetters for MemoryDeadLetters {
 }
 
 /// An at-least-once projection: `P` updated event by event, its checkpoint saved under
-/// `name` in `C` after each batch.
+/// `name` in `C` after each batch. When the handler fails on an event, the checkpoint is
+/// saved at the event before it (when the batch handled one) and the run stops there: the
+/// next run starts at the failing event.
+///
+/// The checkpoint says what the read model has taken into account, so it must last as
+/// long as the read model does: a read model held in memory starts empty in each process,
+/// and a checkpoint kept in a file would make it skip the history before it. Give an
+/// in-memory read model [`MemoryCheckpoints`] (it reads the log from the start in each
+/// process), or keep the read model itself where the checkpoint is kept; a read model in
+/// a database saved in one transaction with its checkpoint implements
+/// [`TransactionalProjection`] instead.
 pub struct WithCheckpoint<P, C> {
     /// The read model.
     pub projection: P,
@@ -363,7 +373,9 @@ pub struct WithCheckpoint<P, C> {
 impl<P: Projection, C: CheckpointStore> WithCheckpoint<P, C> {
     /// Joins a projection to its checkpoint, saved under `name`. A failing event stops
     /// the run ([`FailurePolicy::Stop`]) unless [`WithCheckpoint::on_failure`] says
-    /// otherwise.
+    /// otherwise. The checkpoint store may restrict names: the file store's
+    /// `FileCheckpoints` takes 1 to 128 ASCII letters, digits, `-` or `_`, and refuses
+    /// another name when the run first loads the checkpoint.
     pub fn new(projection: P, name: impl Into<String>, checkpoints: C) -> Self {
         WithCheckpoint {
             projection,
@@ -491,8 +503,21 @@ impl<P: Projection, C: CheckpointStore> TransactionalProjection for WithCheckpoi
         events: &[RecordedEvent],
         checkpoint: Mark,
     ) -> Result<(), BoxError> {
-        for e in events {
-            self.handle_one(e)?;
+        for (i, e) in events.iter().enumerate() {
+            if let Err(error) = self.handle_one(e) {
+                // the events before the failing one are taken into account: the checkpoint
+                // moves to the last of them, so that a run again (with the same read model)
+                // starts at the failing event instead of handling them a second time
+                if let Some(handled) = i.checked_sub(1).map(|last| &events[last]) {
+                    let mark = Mark {
+                        position: handled.position,
+                        event_id: Some(handled.event_id),
+                    };
+                    let saved = self.checkpoints.save_mark(&self.name, mark);
+                    saved.map_err(|e| self.failed("saving", e))?;
+                }
+                return Err(error);
+            }
         }
         let saved = self.checkpoints.save_mark(&self.name, checkpoint);
         saved.map_err(|e| self.failed("saving", e))

@@ -59,10 +59,17 @@ pub enum LoadError {
 
 fn conflict_message(stream_id: &str, attempts: u32, actual: u64, expected: Option<u64>) -> String {
     match expected {
-        Some(expected) => format!(
-            "stream `{stream_id}` is at version {actual}, not at the expected version \
-             {expected}; nothing was appended (the command ran {attempts} times)"
-        ),
+        Some(expected) => {
+            let ran = match attempts {
+                0 => "the command did not run".to_owned(),
+                1 => "the command ran once".to_owned(),
+                n => format!("the command ran {n} times"),
+            };
+            format!(
+                "stream `{stream_id}` is at version {actual}, not at the expected version \
+                 {expected}; nothing was appended ({ran})"
+            )
+        }
         None => format!(
             "stream `{stream_id}` kept changing: {attempts} attempts conflicted, the last at \
              version {actual}"
@@ -158,8 +165,10 @@ impl<E> From<LoadError> for CommandError<E> {
 /// `version` events, and it is used only while the stream still holds, at that version,
 /// the very event it was folded up to (its global position is checked, as for
 /// snapshots), so other writers, other processes and other repositories on the same store
-/// are seen as usual: their events are read and folded on top. A conflict or any error
-/// drops the entry; the next command rebuilds the state from the snapshot and the events.
+/// are seen as usual: their events are read and folded on top. A conflict, a failed read
+/// or a failed append drops the entry, and the next command rebuilds the state from the
+/// snapshot and the events; a rejected command, or one whose expected version is stale,
+/// leaves the state it saw in the cache (it is current).
 /// Clones of a repository share its cache, and the cache is safe to use from many
 /// threads. Snapshots keep being written as without a cache, so a process that starts
 /// cold still loads long streams from them.
@@ -305,6 +314,22 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The store, given back: to close a store the repository owns and see what closing
+    /// reports (`FileStore::close`).
+    ///
+    /// ```
+    /// use es_core::doc_support::Account;
+    /// use es_core::{EventStore, MemoryStore, Repository};
+    ///
+    /// let accounts = Repository::<Account, _>::new(MemoryStore::new());
+    /// accounts.execute("7", |a| a.deposit(5)).unwrap();
+    /// let store = accounts.into_store();
+    /// assert_eq!(store.head_position().unwrap(), 1);
+    /// ```
+    pub fn into_store(self) -> S {
+        self.store
     }
 
     /// The stream id of instance `id`.
@@ -711,7 +736,12 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// command again, up to the configured number of attempts.
     ///
     /// The command is a plain function of the state returning one event, several (`Vec`,
-    /// tuple, array), none (`()`, `None`), or its own error.
+    /// tuple, array), none (`()`, `None`), or its own error. A closure that cannot fail
+    /// names the error type it never returns: `|_| Ok::<_, std::convert::Infallible>(event)`.
+    ///
+    /// Attempts follow each other without a pause. Commands that race on one hot instance
+    /// may run out of them and return [`CommandError::Conflict`]; raise the attempts
+    /// ([`Repository::with_max_attempts`]) or retry the command later.
     pub fn execute<T, E>(
         &self,
         id: &str,

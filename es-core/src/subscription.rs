@@ -167,7 +167,12 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
     }
 
     /// The position of the next event it will look at: after everything delivered (or
-    /// filtered out) so far. Save it as a checkpoint.
+    /// filtered out) so far. Save it, and resume with `Subscription::new(store, saved)`.
+    ///
+    /// It is one past the last event delivered, where a projection's checkpoint
+    /// ([`ProjectionRunner`](crate::projection::ProjectionRunner),
+    /// [`CheckpointStore`](crate::projection::CheckpointStore)) is the last event taken
+    /// into account: a checkpoint `c` resumes a subscription at `c + 1`.
     pub fn position(&self) -> u64 {
         self.buffer
             .front()
@@ -318,7 +323,8 @@ impl<S: EventStore + ?Sized, E: EventSet> TypedSubscription<'_, S, E> {
     ///
     /// An event that cannot be decoded is an error and stays where it is: the next call
     /// meets it again, and [`position`](Self::position) stays at it, so that a checkpoint
-    /// saved after the error never passes an event the code could not read.
+    /// saved after the error never passes an event the code could not read. To pass it on
+    /// purpose (once it is recorded elsewhere), subscribe again from `position() + 1`.
     pub fn next_timeout(
         &mut self,
         timeout: Duration,

@@ -222,3 +222,67 @@ fn stopping_while_losing_a_batch_to_another_instance_is_a_clean_stop() {
         assert!(running.stop().is_ok(), "a stop asked for ended in an error");
     });
 }
+
+/// Counts events, failing once on the event at `fail_at`.
+struct FailsOnce {
+    seen: Vec<u64>,
+    fail_at: Option<u64>,
+}
+
+impl Projection for FailsOnce {
+    fn handle(&mut self, e: &RecordedEvent) -> Result<(), BoxError> {
+        if self.fail_at == Some(e.position) {
+            self.fail_at = None;
+            return Err("not now".into());
+        }
+        self.seen.push(e.position);
+        Ok(())
+    }
+    fn reset(&mut self) -> Result<(), BoxError> {
+        self.seen.clear();
+        Ok(())
+    }
+}
+
+/// A handler that fails in the middle of a batch: the events before it are checkpointed,
+/// so that running again handles each event once (it used to hand the whole batch over
+/// again, and a read model that counts counted them twice).
+#[test]
+fn a_failure_in_a_batch_checkpoints_the_events_handled_before_it() {
+    use es_core::projection::CheckpointStore;
+    let store = MemoryStore::new();
+    for _ in 0..10 {
+        store
+            .append("s-1", ExpectedVersion::Any, vec![event()])
+            .unwrap();
+    }
+    let checkpoints = MemoryCheckpoints::default();
+    let projection = FailsOnce {
+        seen: Vec::new(),
+        fail_at: Some(4),
+    };
+    let mut runner = ProjectionRunner::new(
+        &store,
+        WithCheckpoint::new(projection, "once", &checkpoints),
+    );
+    let err = runner.run_to_head().unwrap_err();
+    assert!(err.to_string().contains("not now"), "{err}");
+    assert_eq!(checkpoints.load("once").unwrap(), 3);
+    let mark = checkpoints.load_mark("once").unwrap();
+    assert_eq!(mark.position, 3);
+    assert!(mark.event_id.is_some());
+    assert_eq!(runner.run_to_head().unwrap(), 10);
+    assert_eq!(
+        runner.projection().projection.seen,
+        (1..=10).collect::<Vec<_>>()
+    );
+    // a failure on a batch's first event leaves the checkpoint where it was
+    store
+        .append("s-1", ExpectedVersion::Any, vec![event()])
+        .unwrap();
+    runner.projection_mut().projection.fail_at = Some(11);
+    runner.run_to_head().unwrap_err();
+    assert_eq!(checkpoints.load("once").unwrap(), 10);
+    assert_eq!(runner.run_to_head().unwrap(), 11);
+    assert_eq!(runner.projection().projection.seen.len(), 11);
+}

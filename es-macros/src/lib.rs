@@ -45,7 +45,7 @@ use proc_macro2::TokenStream as TokenStream2;
 ///
 /// The struct gets serde's `Serialize` and `Deserialize` (through es-core: do not derive
 /// them yourself; serde's field attributes such as `#[serde(default)]` work as usual) and an
-/// [`Event`](../es_core/trait.Event.html) impl with a stable type name and schema version.
+/// [`Event`](../es_core/event/trait.Event.html) impl with a stable type name and schema version.
 ///
 /// The struct has named fields, so that its payload is a JSON object: a later version can
 /// add a field (with `#[serde(default)]` or a migration step), and a migration step can
@@ -126,7 +126,7 @@ use proc_macro2::TokenStream as TokenStream2;
 /// # On an enum: the event set of an aggregate
 ///
 /// Each variant wraps one `#[event]` struct: `Name(Name)`. The enum gets
-/// [`EventSet`](../es_core/trait.EventSet.html) (decoding by name or alias, upcasting, and
+/// [`EventSet`](../es_core/event/trait.EventSet.html) (decoding by name or alias, upcasting, and
 /// a typed error for anything else), `From<Struct>` and `IntoEvents<Enum>` for each
 /// struct, so that a command may return a struct, and the dispatch to `Apply` handlers
 /// that `#[derive(Aggregate)]` uses.
@@ -150,7 +150,7 @@ use proc_macro2::TokenStream as TokenStream2;
 ///
 /// `legacy` is for an event replaced by others (split in two, say) whose stored
 /// occurrences must still count: keep its struct and its `Apply` handler, mark the variant,
-/// and add the new events (the recipe is in es-core's `docs/schema-safety.md`). An event
+/// and add the new events (the recipe is in `docs/schema-safety.md` of the source repository). An event
 /// whose stored occurrences no longer matter goes in `ignore` instead, with its variant
 /// removed. The variant itself can still be built by hand, as tests and fixtures do.
 ///
@@ -226,8 +226,8 @@ use proc_macro2::TokenStream as TokenStream2;
 /// types and serde attributes as written) and a fingerprint of them; each enum gets
 /// `EventSet::SCHEMA`, the list of its events and ignored names. The schema check of
 /// es-core's `testing` feature compares them with a checked-in catalogue and runs golden
-/// payloads of every stored version through the upcast chain (see es-core's
-/// `docs/schema-safety.md`).
+/// payloads of every stored version through the upcast chain (see
+/// `docs/schema-safety.md` in the source repository).
 ///
 /// ```
 /// use es_core::prelude::*;

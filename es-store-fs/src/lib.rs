@@ -28,5 +28,5 @@ pub mod vfs;
 
 pub use error::{HeaderRewrite, OpenError, RecoveryReport, Repair, TornTail};
 pub use layout::LOCK_FILE;
-pub use snapshot::FileCheckpoints;
+pub use snapshot::{CheckpointFileError, FileCheckpoints};
 pub use store::{Durability, FileStore, FileStoreOptions, WriteStats};

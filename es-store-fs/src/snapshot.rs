@@ -240,37 +240,68 @@ const UNNAMED_CHECKPOINT_LEN: usize = 12;
 /// Largest checkpoint file read back.
 const MAX_CHECKPOINT_FILE: u64 = (8 + 4 + MAX_CHECKPOINT_NAME + 8 + 16 + 4) as u64;
 
-/// Why a checkpoint file could not be read.
+/// Why [`FileCheckpoints`] could not load or save a checkpoint. Each names the file, or
+/// the name that cannot be one.
 #[derive(Debug, thiserror::Error)]
-enum CheckpointFileError {
+#[non_exhaustive]
+pub enum CheckpointFileError {
+    /// The projection name cannot name a checkpoint file: names are 1 to 128 ASCII
+    /// letters, digits, `-` or `_`. Nothing was read or written.
+    #[error("invalid projection name {name:?}: use 1 to 128 ASCII letters, digits, '-' or '_'")]
+    InvalidName {
+        /// The name given.
+        name: String,
+    },
+    /// The file failed a check (its checksum, its length, its layout).
     #[error("checkpoint file {} is damaged: {reason}", path.display())]
-    Damaged { path: PathBuf, reason: String },
+    Damaged {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Which check failed.
+        reason: String,
+    },
+    /// The file holds another name's checkpoint (copied or renamed across names).
     #[error(
         "checkpoint file {} holds the checkpoint of `{found}`, not of `{expected}` (copied or renamed from another name?)",
         path.display()
     )]
     OtherName {
+        /// The checkpoint file.
         path: PathBuf,
+        /// The name it was saved for.
         found: String,
+        /// The name it was loaded for.
         expected: String,
     },
+    /// Reading the file failed.
     #[error("reading checkpoint file {}: {source}", path.display())]
     Io {
+        /// The checkpoint file.
         path: PathBuf,
+        /// The error.
         #[source]
         source: std::io::Error,
     },
+    /// Saving the file failed; the checkpoint saved before stays.
     #[error("saving checkpoint file {}: {source}", path.display())]
     Save {
+        /// The checkpoint file.
         path: PathBuf,
+        /// The error.
         #[source]
         source: std::io::Error,
     },
+    /// The file was written in a newer layout than this build reads.
     #[error(
         "checkpoint file {} is of a newer format ({magic}) than this build reads: written by a newer version; keep it and run that version",
         path.display()
     )]
-    Newer { path: PathBuf, magic: String },
+    Newer {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The layout's magic.
+        magic: String,
+    },
 }
 
 /// The most bytes read of a checkpoint file to tell a newer layout from damage.
@@ -361,6 +392,14 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<CheckpointContent<'_>, String> {
 }
 
 /// Durable projection checkpoints, one small file per projection name in a directory.
+/// Names are 1 to 128 ASCII letters, digits, `-` or `_` (they name the files); another
+/// name is refused with [`CheckpointFileError::InvalidName`] when first loaded or saved.
+///
+/// Its own `load`, `save`, `load_mark` and `save_mark` return [`CheckpointFileError`],
+/// which `?` turns into any error type, `Box<dyn Error>` included; through the
+/// [`CheckpointStore`](es_core::CheckpointStore) trait (as
+/// [`WithCheckpoint`](es_core::projection::WithCheckpoint) calls them) the same errors
+/// come boxed.
 ///
 /// Each file records the name it was saved for, and loading refuses a file that holds
 /// another name's checkpoint (a file copied or renamed across names) with an error naming
@@ -401,57 +440,59 @@ impl FileCheckpoints {
         Ok(FileCheckpoints { dir, vfs })
     }
 
-    fn path(&self, name: &str) -> Result<PathBuf, es_core::projection::BoxError> {
+    fn path(&self, name: &str) -> Result<PathBuf, CheckpointFileError> {
         let ok = !name.is_empty()
             && name.len() <= MAX_CHECKPOINT_NAME
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
-            return Err(format!(
-                "invalid projection name {name:?}: use 1 to 128 ASCII letters, digits, '-' or '_'"
-            )
-            .into());
+            return Err(CheckpointFileError::InvalidName {
+                name: name.to_owned(),
+            });
         }
         Ok(self.dir.join(format!("{name}.checkpoint")))
     }
-}
 
-impl es_core::CheckpointStore for FileCheckpoints {
-    fn load(&self, name: &str) -> Result<u64, es_core::projection::BoxError> {
+    /// The checkpoint saved under `name` (0 when none), as
+    /// [`CheckpointStore::load`](es_core::CheckpointStore::load) with a typed error.
+    pub fn load(&self, name: &str) -> Result<u64, CheckpointFileError> {
         Ok(self.load_mark(name)?.position)
     }
 
-    fn save(&self, name: &str, position: u64) -> Result<(), es_core::projection::BoxError> {
+    /// Saves `position` under `name`, as
+    /// [`CheckpointStore::save`](es_core::CheckpointStore::save) with a typed error.
+    pub fn save(&self, name: &str, position: u64) -> Result<(), CheckpointFileError> {
         self.save_mark(name, Mark::at(position))
     }
 
-    fn load_mark(&self, name: &str) -> Result<Mark, es_core::projection::BoxError> {
+    /// The checkpoint saved under `name`, with its event's id when saved with one.
+    pub fn load_mark(&self, name: &str) -> Result<Mark, CheckpointFileError> {
         let path = self.path(name)?;
         let file = match self.vfs.open(&path, OpenMode::Read) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Mark::default()),
-            Err(source) => return Err(CheckpointFileError::Io { path, source }.into()),
+            Err(source) => return Err(CheckpointFileError::Io { path, source }),
         };
         let len = match file.len() {
             Ok(len) => len,
-            Err(source) => return Err(CheckpointFileError::Io { path, source }.into()),
+            Err(source) => return Err(CheckpointFileError::Io { path, source }),
         };
         // a file of a newer layout may be larger than any this build writes
         if len > MAX_NEWER_CHECKPOINT_FILE {
             let reason = format!("{len} bytes is larger than any checkpoint file");
-            return Err(CheckpointFileError::Damaged { path, reason }.into());
+            return Err(CheckpointFileError::Damaged { path, reason });
         }
         let mut bytes = vec![0u8; len as usize];
         if let Err(source) = file.read_exact_at(&mut bytes, 0) {
-            return Err(CheckpointFileError::Io { path, source }.into());
+            return Err(CheckpointFileError::Io { path, source });
         }
         if let Some(magic) = newer_checkpoint_magic(&bytes) {
-            return Err(CheckpointFileError::Newer { path, magic }.into());
+            return Err(CheckpointFileError::Newer { path, magic });
         }
         if len > MAX_CHECKPOINT_FILE {
             let reason = format!("{len} bytes is larger than any checkpoint file");
-            return Err(CheckpointFileError::Damaged { path, reason }.into());
+            return Err(CheckpointFileError::Damaged { path, reason });
         }
         match decode_checkpoint(&bytes) {
             Ok(CheckpointContent {
@@ -460,20 +501,38 @@ impl es_core::CheckpointStore for FileCheckpoints {
                 path,
                 found: found.to_owned(),
                 expected: name.to_owned(),
-            }
-            .into()),
+            }),
             Ok(content) => Ok(Mark {
                 position: content.position,
                 event_id: content.event_id,
             }),
-            Err(reason) => Err(CheckpointFileError::Damaged { path, reason }.into()),
+            Err(reason) => Err(CheckpointFileError::Damaged { path, reason }),
         }
     }
 
-    fn save_mark(&self, name: &str, mark: Mark) -> Result<(), es_core::projection::BoxError> {
+    /// Saves `mark` under `name`.
+    pub fn save_mark(&self, name: &str, mark: Mark) -> Result<(), CheckpointFileError> {
         let path = self.path(name)?;
         write_atomically_unique(&*self.vfs, &self.dir, &path, &encode_checkpoint(name, mark))
-            .map_err(|source| CheckpointFileError::Save { path, source }.into())
+            .map_err(|source| CheckpointFileError::Save { path, source })
+    }
+}
+
+impl es_core::CheckpointStore for FileCheckpoints {
+    fn load(&self, name: &str) -> Result<u64, es_core::projection::BoxError> {
+        Ok(FileCheckpoints::load(self, name)?)
+    }
+
+    fn save(&self, name: &str, position: u64) -> Result<(), es_core::projection::BoxError> {
+        Ok(FileCheckpoints::save(self, name, position)?)
+    }
+
+    fn load_mark(&self, name: &str) -> Result<Mark, es_core::projection::BoxError> {
+        Ok(FileCheckpoints::load_mark(self, name)?)
+    }
+
+    fn save_mark(&self, name: &str, mark: Mark) -> Result<(), es_core::projection::BoxError> {
+        Ok(FileCheckpoints::save_mark(self, name, mark)?)
     }
 }
 

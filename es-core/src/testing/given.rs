@@ -32,6 +32,7 @@ impl<A: Aggregate> AggregateTest<A> {
     }
 
     /// Starts from the state after `events`.
+    #[track_caller]
     pub fn given(events: impl IntoEvents<A::Events>) -> Self {
         let mut list = Vec::new();
         events.into_events(&mut list);
@@ -76,6 +77,7 @@ pub struct Outcome<A: Aggregate, E> {
 impl<A: Aggregate, E: Debug> Outcome<A, E> {
     /// Asserts the command decided exactly these events (compared by type, version and
     /// JSON payload) and returns the state after applying them.
+    #[track_caller]
     pub fn then_expect_events(self, expected: impl IntoEvents<A::Events>) -> A {
         let mut want = Vec::new();
         expected.into_events(&mut want);
@@ -110,11 +112,13 @@ impl<A: Aggregate, E: Debug> Outcome<A, E> {
     }
 
     /// Asserts the command decided no event.
+    #[track_caller]
     pub fn then_expect_no_events(self) {
         self.then_expect_events(());
     }
 
     /// Asserts the command failed with exactly this error.
+    #[track_caller]
     pub fn then_expect_error(self, expected: E)
     where
         E: PartialEq,
@@ -129,6 +133,7 @@ impl<A: Aggregate, E: Debug> Outcome<A, E> {
     }
 
     /// Asserts the command failed with an error that satisfies `check`.
+    #[track_caller]
     pub fn then_expect_error_matching(self, check: impl FnOnce(&E) -> bool) {
         match self.result {
             Err(e) => assert!(

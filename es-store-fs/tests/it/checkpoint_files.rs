@@ -200,3 +200,36 @@ fn a_failed_save_names_the_checkpoint_file() {
         "{err}"
     );
 }
+
+/// `FileCheckpoints`' own methods return a typed error that `?` turns into
+/// `Box<dyn Error>` (the boxed error of the trait, `Send + Sync`, does not convert); a
+/// name that cannot name a file is refused as such, naming it, and nothing is written.
+#[test]
+fn own_methods_give_typed_errors_that_question_mark_converts() {
+    use es_store_fs::CheckpointFileError;
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = FileCheckpoints::open(dir.path()).unwrap();
+    fn save_and_load(c: &FileCheckpoints, name: &str) -> Result<u64, Box<dyn std::error::Error>> {
+        c.save(name, 7)?;
+        Ok(c.load(name)?)
+    }
+    assert_eq!(save_and_load(&checkpoints, "sales").unwrap(), 7);
+    for bad in ["", "sales.v2", "a/b", "café", &"n".repeat(129)] {
+        let err = checkpoints.save(bad, 1).unwrap_err();
+        assert!(
+            matches!(&err, CheckpointFileError::InvalidName { name } if name == bad),
+            "{err}"
+        );
+        assert!(err.to_string().contains("invalid projection name"), "{err}");
+        let err = checkpoints.load(bad).unwrap_err();
+        assert!(
+            matches!(err, CheckpointFileError::InvalidName { .. }),
+            "{err}"
+        );
+        // through the trait: the same error, boxed
+        let err = CheckpointStore::save(&checkpoints, bad, 1).unwrap_err();
+        assert!(err.downcast_ref::<CheckpointFileError>().is_some(), "{err}");
+    }
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "only the checkpoint of `sales`");
+}
