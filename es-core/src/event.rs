@@ -81,6 +81,9 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// version, upcast from an older one, refused from a newer one.
     fn from_value(version: u32, payload: Value) -> Result<Self, DecodeError> {
         check_version::<Self>(version)?;
+        if !payload.is_object() {
+            return Err(payload_error::<Self>(version, not_an_object(&payload)));
+        }
         if version == Self::VERSION {
             serde_json::from_value(payload).map_err(|e| payload_error::<Self>(version, e))
         } else {
@@ -113,7 +116,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn decode_stored(version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         check_version::<Self>(version)?;
         if version == Self::VERSION {
-            from_json(payload).map_err(|e| payload_error::<Self>(version, e))
+            from_json_object(payload).map_err(|e| payload_error::<Self>(version, e))
         } else {
             Self::upcast_stored(version, payload)
         }
@@ -264,6 +267,35 @@ pub(crate) fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result
     }
 }
 
+/// [`from_json`] of an event's payload, which is a JSON object of its fields: serde's
+/// derive would also read an array, by the order the fields are declared in (which the
+/// schema check leaves free to change), so anything but an object is refused.
+pub(crate) fn from_json_object<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
+        // the parse names what the payload is, or where it is not JSON
+        return match serde_json::from_slice::<Value>(bytes) {
+            Ok(value) => Err(not_an_object(&value)),
+            Err(e) => Err(e),
+        };
+    }
+    from_json(bytes)
+}
+
+/// The error for a payload that is not a JSON object.
+fn not_an_object(value: &Value) -> serde_json::Error {
+    use serde::de::{Error, Unexpected};
+    let found = match value {
+        Value::Null => Unexpected::Other("null"),
+        Value::Bool(b) => Unexpected::Bool(*b),
+        Value::Number(_) => Unexpected::Other("a number"),
+        Value::String(s) => Unexpected::Str(s),
+        Value::Array(_) => Unexpected::Seq,
+        Value::Object(_) => Unexpected::Map,
+    };
+    serde_json::Error::invalid_type(found, &"a JSON object of the event's fields")
+}
+
 fn payload_error<E: Event>(version: u32, e: serde_json::Error) -> DecodeError {
     DecodeError::Payload {
         event_type: E::NAME.to_owned(),
@@ -295,14 +327,32 @@ pub fn run_migrations(
             "`{event_type}` has no migration from version {version}"
         )));
     };
+    // a step may index the value as an object (`v["qty"] = ..`), which panics on an array:
+    // each step is given an object, and anything else is refused as the payload's error
+    // or the step's that made it
+    if !payload.is_object() {
+        return Err(UpcastError::new(format!(
+            "`{event_type}` stored at version {version} is not a JSON object of fields: {}",
+            not_an_object(&payload)
+        )));
+    }
     for (index, step) in steps.iter().enumerate().skip(first) {
         let from = index as u32 + 1;
         payload = step(payload).map_err(|e| e.at_step(from))?;
+        if !payload.is_object() {
+            let error = UpcastError::new(format!(
+                "the step returned no JSON object of fields: {}",
+                not_an_object(&payload)
+            ));
+            return Err(error.at_step(from));
+        }
     }
     Ok(payload)
 }
 
 /// A JSON-level migration step: the stored value of version N becomes the value of N + 1.
+/// A step is given a JSON object (a stored payload that is anything else is refused
+/// before the first step) and must return one: what it returns otherwise is its error.
 ///
 /// A step sees a [`Value`], not the stored text (see [`Event::upcast_stored`]): an
 /// integer beyond the range of `i64` and `u64` is a float there (a `u128` field then fails

@@ -412,6 +412,40 @@ mod split_event {
     }
 }
 
+/// The ignored `ShopViewed` taken again by a new event.
+mod retired_name_reused {
+    use es_core::prelude::*;
+
+    pub use crate::v1::{ItemAdded, ShopOpened};
+
+    #[event]
+    #[derive(Debug, Clone)]
+    pub struct ShopViewed {
+        pub page: String,
+    }
+
+    #[event]
+    #[derive(Debug, Clone)]
+    pub enum ShopEvent {
+        ShopOpened(ShopOpened),
+        ItemAdded(ItemAdded),
+        ShopViewed(ShopViewed),
+    }
+}
+
+/// The set renamed: `ShopEvent` is now `StoreEvent`, without `ItemAdded`.
+mod renamed_set {
+    use es_core::prelude::*;
+
+    pub use crate::v1::ShopOpened;
+
+    #[event]
+    #[derive(Debug, Clone)]
+    pub enum StoreEvent {
+        ShopOpened(ShopOpened),
+    }
+}
+
 /// A fresh, empty fixtures directory for one test.
 struct Fixtures(PathBuf);
 
@@ -935,4 +969,90 @@ fn a_bless_run_does_not_accept_history_at_risk() {
         matches!(&found[..], [SchemaProblem::HistoryAtRisk { .. }]),
         "{found:?}"
     );
+}
+
+/// A name the set ignored, taken again by a new event: stored events skipped until now
+/// would be read as the new one. History at risk, which a bless run does not accept (it
+/// was reported as a new event, and blessed).
+#[test]
+fn a_retired_name_taken_again_puts_history_at_risk() {
+    let fixtures = Fixtures::released_with_v1("retired-reused");
+    let catalogue = fixtures.path().join("schema-catalogue.json");
+    let before = std::fs::read_to_string(&catalogue).unwrap();
+    let check = || {
+        SchemaCheck::new(fixtures.path()).event_set::<retired_name_reused::ShopEvent>(
+            retired_name_reused::ShopViewed { page: "/".into() },
+        )
+    };
+    let failure = check().bless(true).check().unwrap_err();
+    assert!(
+        failure
+            .problems
+            .iter()
+            .any(|p| matches!(p, SchemaProblem::HistoryAtRisk { change, .. }
+            if change == "\"ShopViewed\", ignored until now, is decoded by `ShopViewed`")),
+        "{failure}"
+    );
+    assert_eq!(std::fs::read_to_string(&catalogue).unwrap(), before);
+}
+
+/// A set the catalogue lists but the check no longer registers (renamed, or left out):
+/// blessing would drop what the catalogue records of it (its events, their versions, its
+/// ignored names) unchecked, so it is history at risk, and the catalogue stays.
+#[test]
+fn a_set_no_longer_registered_is_not_dropped_by_a_bless_run() {
+    let fixtures = Fixtures::released_with_v1("set-renamed");
+    let catalogue = fixtures.path().join("schema-catalogue.json");
+    let before = std::fs::read_to_string(&catalogue).unwrap();
+    let failure = SchemaCheck::new(fixtures.path())
+        .bless(true)
+        .event_set::<renamed_set::StoreEvent>(())
+        .check()
+        .unwrap_err();
+    assert!(
+        failure.problems.iter().any(
+            |p| matches!(p, SchemaProblem::HistoryAtRisk { set, change, .. }
+            if set == "ShopEvent" && change.contains("does not register it"))
+        ),
+        "{failure}"
+    );
+    assert!(
+        failure
+            .to_string()
+            .contains("rename its entry in the catalogue"),
+        "{failure}"
+    );
+    assert_eq!(std::fs::read_to_string(&catalogue).unwrap(), before);
+}
+
+/// A catalogue that does not parse (a merge conflict) or is of a newer format is not
+/// written over by a bless run: what it records would be lost unchecked.
+#[test]
+fn a_bless_run_does_not_write_over_a_catalogue_it_cannot_read() {
+    let fixtures = Fixtures::released_with_v1("unreadable");
+    let catalogue = fixtures.path().join("schema-catalogue.json");
+    let released = std::fs::read_to_string(&catalogue).unwrap();
+    let conflicted = format!("<<<<<<< HEAD\n{released}=======\n{released}>>>>>>> other\n");
+    let newer = released.replacen("\"format\": ", "\"format\": 1000", 1);
+    assert_ne!(newer, released);
+    for text in [conflicted, newer] {
+        std::fs::write(&catalogue, &text).unwrap();
+        let failure = SchemaCheck::new(fixtures.path())
+            .bless(true)
+            .aggregate::<v1::Shop>(v1::samples())
+            .check()
+            .unwrap_err();
+        assert!(
+            matches!(
+                &failure.problems[..],
+                [SchemaProblem::CatalogueUnreadable { .. }]
+            ),
+            "{failure}"
+        );
+        assert!(
+            failure.to_string().contains("does not write over it"),
+            "{failure}"
+        );
+        assert_eq!(std::fs::read_to_string(&catalogue).unwrap(), text);
+    }
 }

@@ -280,13 +280,13 @@ fn no_generics(cx: &Ctxt, generics: &Generics, what: &str, why: &str) {
 }
 
 /// `#[cfg(..)]`, or a `#[cfg_attr(..)]` that applies one.
-fn is_cfg(attr: &syn::Attribute) -> bool {
+pub fn is_cfg(attr: &syn::Attribute) -> bool {
     attr.path().is_ident("cfg") || cfg_attr_applies(attr, |meta| meta.path().is_ident("cfg"))
 }
 
 /// True when `attr` is `#[cfg_attr(predicate, ..)]` and one of the attributes it applies
 /// satisfies `test`.
-fn cfg_attr_applies(attr: &syn::Attribute, test: impl Fn(&syn::Meta) -> bool) -> bool {
+pub fn cfg_attr_applies(attr: &syn::Attribute, test: impl Fn(&syn::Meta) -> bool) -> bool {
     if !attr.path().is_ident("cfg_attr") {
         return false;
     }

@@ -2,7 +2,9 @@
 //! (the name, version and aliases of another type) is checked by const assertions in the
 //! generated code instead; see `expand_event` and `expand_event_set`.
 
-use crate::ast::{AggregateInput, EventEnum, EventStruct, derives, reshaping_serde_keys};
+use crate::ast::{
+    AggregateInput, EventEnum, EventStruct, cfg_attr_applies, derives, is_cfg, reshaping_serde_keys,
+};
 use crate::attr::{
     EVENT, KIND, MIGRATE, NAME, SNAPSHOT_EVERY, SNAPSHOT_VERSION, UPCAST_FROM, event_name_problem,
 };
@@ -15,6 +17,7 @@ use syn::{Fields, ImplItem, ItemImpl};
 pub fn event_struct(cx: &Ctxt, event: &EventStruct) {
     fields_are_named(cx, event);
     serde_keeps_an_object_of_fields(cx, event);
+    fields_are_the_same_in_every_build(cx, event);
     default_name_is_storable(cx, event);
     serde_is_not_derived_twice(cx, event);
     migrate_and_upcast_from_are_exclusive(cx, event);
@@ -108,6 +111,39 @@ fn serde_keeps_an_object_of_fields(cx: &Ctxt, event: &EventStruct) {
                 ),
             };
             cx.error_spanned_by(&key, message);
+        }
+    }
+}
+
+/// A field's `#[cfg(..)]`, or a `#[cfg_attr(..)]` that applies `cfg` or a serde attribute,
+/// makes the stored shape depend on the build, where the fingerprint and the schema
+/// catalogue, made from the attribute's text, do not: two builds sharing a store would
+/// write and read different payloads under one name and version. (An attribute macro sees
+/// its fields' conditions unresolved; the struct's own are resolved before it runs.)
+fn fields_are_the_same_in_every_build(cx: &Ctxt, event: &EventStruct) {
+    const SAME: &str = "stored events must load in every build, and the event's fingerprint and schema catalogue describe one shape for all of them";
+    for field in &event.item.fields {
+        for attr in &field.attrs {
+            if is_cfg(attr) {
+                cx.error_spanned_by(
+                    attr,
+                    format!(
+                        "`#[cfg(..)]` cannot go on a field of an `#[event]` struct: {SAME}; keep the field in every build (an `Option` with `#[serde(default)]` can stay empty), or make another version of the event"
+                    ),
+                );
+            } else if cfg_attr_applies(attr, |meta| {
+                meta.path()
+                    .segments
+                    .first()
+                    .is_some_and(|s| s.ident.to_string().starts_with("serde"))
+            }) {
+                cx.error_spanned_by(
+                    attr,
+                    format!(
+                        "`#[cfg_attr(.., serde(..))]` cannot go on a field of an `#[event]` struct: {SAME}; write the serde attribute without a condition"
+                    ),
+                );
+            }
         }
     }
 }

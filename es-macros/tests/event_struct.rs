@@ -325,6 +325,68 @@ fn a_current_payload_that_does_not_fit_is_a_payload_error() {
     );
 }
 
+/// A payload is a JSON object of fields. serde's derive also reads an array by the order
+/// the fields are declared in, which the schema check leaves free to change: an array, or
+/// any other value, is a payload error at every version and through every kind of step,
+/// never a decode by position (nor a panic in a step that indexes the value).
+#[test]
+fn a_payload_that_is_not_an_object_is_refused_at_every_version() {
+    for payload in [
+        &br#"["u-1"]"#[..],
+        b" [\"u-1\"]",
+        b"5",
+        b"null",
+        b"\"u\"",
+        b"true",
+    ] {
+        let err = CartCreated::decode_stored(1, payload).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::Payload { event_type, version: 1, .. } if event_type == "CartCreated"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("a JSON object"), "{err}");
+        let value: Value = serde_json::from_slice(payload).unwrap();
+        let err = CartCreated::from_value(1, value).unwrap_err();
+        assert!(matches!(&err, DecodeError::Payload { .. }), "{err:?}");
+    }
+    // through a JSON chain (whose steps index the value as an object), and a typed one
+    for version in [1, 2] {
+        let err = ProductAdded::decode_stored(version, br#"["tea", 3]"#).unwrap_err();
+        assert!(err.to_string().contains("a JSON object"), "{err}");
+    }
+    let err = MoneyDeposited::decode_stored(2, br#"[500]"#).unwrap_err();
+    assert!(err.to_string().contains("a JSON object"), "{err}");
+    let err = MoneyDeposited::decode_stored(1, br#"[5]"#).unwrap_err();
+    assert!(err.to_string().contains("a JSON object"), "{err}");
+    // an empty object is an object: the fields' own errors follow
+    assert!(CartClosed::decode_stored(1, b" {} ").is_ok());
+    // not JSON at all stays a parse error
+    let err = CartCreated::decode_stored(1, b"[1,").unwrap_err();
+    assert!(matches!(&err, DecodeError::Payload { .. }), "{err:?}");
+}
+
+/// A JSON step that returns anything but an object is the step's error, before the next
+/// step indexes it.
+#[test]
+fn a_step_that_returns_no_object_is_its_error() {
+    #[event(name = "Steps", version = 3, migrate(1 => |_| Ok(json!([1])), 2 => set_n))]
+    #[derive(Debug)]
+    struct Steps {
+        n: u32,
+    }
+    fn set_n(mut v: Value) -> Result<Value, UpcastError> {
+        v["n"] = json!(1);
+        Ok(v)
+    }
+    let err = Steps::decode_stored(1, b"{}").unwrap_err();
+    match &err {
+        DecodeError::Upcast { source, .. } => assert_eq!(source.step(), Some(1), "{err}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("no JSON object"), "{err}");
+    assert_eq!(Steps::decode_stored(2, b"{}").unwrap().n, 1);
+}
+
 // ---- What an older version carries: typed steps read the stored bytes, JSON steps a Value ----
 
 /// The largest integers serde reads exactly, stored before version 2.

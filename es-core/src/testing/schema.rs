@@ -430,12 +430,17 @@ impl SchemaCheck {
             return;
         }
         // A difference that stored history would not survive (a removed event, alias or
-        // ignored name, a version that went back) is not the bless run's to accept: it
-        // fails, and the catalogue is left as it is, so that it keeps failing until the
-        // name comes back or someone removes it from the catalogue by hand.
-        let (at_risk, differences): (Vec<_>, Vec<_>) = differences
-            .into_iter()
-            .partition(|p| matches!(p, SchemaProblem::HistoryAtRisk { .. }));
+        // ignored name, a version that went back, a set no longer registered) is not the
+        // bless run's to accept: it fails, and the catalogue is left as it is, so that it
+        // keeps failing until the name comes back or someone removes it from the catalogue
+        // by hand. Nor is a catalogue it cannot read (a merge conflict, a newer format)
+        // written over: what it records would be lost unchecked.
+        let (at_risk, differences): (Vec<_>, Vec<_>) = differences.into_iter().partition(|p| {
+            matches!(
+                p,
+                SchemaProblem::HistoryAtRisk { .. } | SchemaProblem::CatalogueUnreadable { .. }
+            )
+        });
         if !at_risk.is_empty() {
             report.catalogue_written = None;
             problems.extend(at_risk);
@@ -687,10 +692,21 @@ fn compare(code: &Catalogue, file: &Catalogue) -> Vec<SchemaProblem> {
             }),
         }
     }
-    for name in file.sets.keys().filter(|n| !code.sets.contains_key(*n)) {
-        problems.push(SchemaProblem::CatalogueOutdated {
+    // a set the check no longer registers (renamed, or left out) would take its events'
+    // names, versions and ignored names out of the catalogue unchecked: a bless run does
+    // not drop it
+    for (name, set) in file
+        .sets
+        .iter()
+        .filter(|(n, _)| !code.sets.contains_key(*n))
+    {
+        problems.push(SchemaProblem::HistoryAtRisk {
             set: name.clone(),
-            message: "the catalogue lists this event set, but the check does not register it: register it with `SchemaCheck::aggregate` or `SchemaCheck::event_set`; if the set is gone (and no store holds its events), regenerate the catalogue".to_owned(),
+            change: format!(
+                "the catalogue lists this event set ({} events), but the check does not register it",
+                set.events.len()
+            ),
+            advice: "register it with `SchemaCheck::aggregate` or `SchemaCheck::event_set`. If the set was renamed, rename its entry in the catalogue and its directory of golden payloads by hand, so that its events are compared with what it held; if the set is gone and no store holds its events, remove its entry by hand (a bless run never does)".to_owned(),
         });
     }
     problems
@@ -717,12 +733,18 @@ fn compare_set(
             .find(|(n, e)| *n == name || e.aliases.iter().any(|a| a == name))
             .map(|(n, _)| n.clone())
     };
-    for name in &file.ignored {
-        if !code.ignored.contains(name) && answers(name).is_none() {
-            problems.push(at_risk(
+    for name in file.ignored.iter().filter(|n| !code.ignored.contains(*n)) {
+        match answers(name) {
+            None => problems.push(at_risk(
                 format!("\"{name}\" is no longer ignored"),
                 format!("stored `{name}` events will fail to load as an unknown type. Put it back in `#[event(ignore = [..])]`; {ONLY_IF_NONE_STORED}"),
-            ));
+            )),
+            // a retired name taken again: what was stored under it, skipped until now,
+            // would be decoded and applied as the new event
+            Some(event) => problems.push(at_risk(
+                format!("\"{name}\", ignored until now, is decoded by `{event}`"),
+                format!("stored `{name}` events, skipped until now, would be read as `{event}` however they were written. Give the new event another name and keep \"{name}\" ignored; {ONLY_IF_NONE_STORED}"),
+            )),
         }
     }
     for name in code.ignored.iter().filter(|n| !file.ignored.contains(n)) {
@@ -1040,7 +1062,7 @@ pub enum SchemaProblem {
         /// Where it was looked for.
         path: PathBuf,
     },
-    /// The catalogue cannot be read or parsed.
+    /// The catalogue cannot be read or parsed; a bless run leaves it as it is.
     CatalogueUnreadable {
         /// The file.
         path: PathBuf,
@@ -1204,7 +1226,7 @@ impl fmt::Display for SchemaProblem {
             ),
             P::CatalogueUnreadable { path, message } => write!(
                 f,
-                "cannot read the schema catalogue {}: {message}. Regenerate it with `{BLESS_COMMAND}` and review the diff",
+                "cannot read the schema catalogue {}: {message}. A bless run does not write over it: mend it by hand (resolve a merge conflict; a catalogue of a newer format needs that version of es-core), or delete it and create it again with `{BLESS_COMMAND}`, reviewing the diff",
                 path.display()
             ),
             P::Io { path, message } => write!(f, "cannot write {}: {message}", path.display()),
