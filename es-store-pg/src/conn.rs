@@ -2,6 +2,7 @@
 
 use crate::error::is_connection_error;
 use postgres::{Client, NoTls, Statement};
+use std::time::Duration;
 
 /// The statements the store runs, by name; their text is built per store (the tables'
 /// schema is part of it).
@@ -237,6 +238,26 @@ pub(crate) fn pin_session(client: &mut Client) -> Result<(), postgres::Error> {
 #[derive(Debug)]
 pub(crate) struct Manager {
     pub(crate) config: postgres::Config,
+    /// The server's `idle_in_transaction_session_timeout` for the store's connections
+    /// (`PgStoreOptions::idle_transaction_timeout`); zero leaves the server's.
+    pub(crate) idle_transaction_timeout: Duration,
+}
+
+/// Sets the server's `idle_in_transaction_session_timeout` of a store connection to
+/// `timeout`, unless it is zero or the connection string set the timeout itself (which
+/// the server records as set by the client).
+fn limit_idle_transactions(client: &mut Client, timeout: Duration) -> Result<(), postgres::Error> {
+    if timeout.is_zero() {
+        return Ok(());
+    }
+    let millis = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
+    client
+        .query(
+            "SELECT set_config('idle_in_transaction_session_timeout', $1, false) FROM pg_settings
+             WHERE name = 'idle_in_transaction_session_timeout' AND source <> 'client'",
+            &[&millis],
+        )
+        .map(drop)
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -246,6 +267,7 @@ impl r2d2::ManageConnection for Manager {
     fn connect(&self) -> Result<Conn, postgres::Error> {
         let mut client = self.config.connect(NoTls)?;
         pin_session(&mut client)?;
+        limit_idle_transactions(&mut client, self.idle_transaction_timeout)?;
         plan_for_current_size(&mut client)?;
         Ok(Conn {
             client,
@@ -286,6 +308,7 @@ mod tests {
         };
         let manager = Manager {
             config: server.url.parse().unwrap(),
+            idle_transaction_timeout: Duration::from_secs(10),
         };
         let mut conn = manager.connect().unwrap();
         assert_eq!(
@@ -293,14 +316,26 @@ mod tests {
             "read committed"
         );
         assert_eq!(show(&mut conn.client, "synchronous_commit"), "on");
+        assert_eq!(
+            show(&mut conn.client, "idle_in_transaction_session_timeout"),
+            "10s"
+        );
 
         // a connection string that asks for commits without waiting keeps them
-        let asked = format!("{}?options=-c%20synchronous_commit%3Doff", server.url);
+        let asked = format!(
+            "{}?options=-c%20synchronous_commit%3Doff%20-c%20idle_in_transaction_session_timeout%3D7s",
+            server.url
+        );
         let manager = Manager {
             config: asked.parse().unwrap(),
+            idle_transaction_timeout: Duration::from_secs(10),
         };
         let mut conn = manager.connect().unwrap();
         assert_eq!(show(&mut conn.client, "synchronous_commit"), "off");
+        assert_eq!(
+            show(&mut conn.client, "idle_in_transaction_session_timeout"),
+            "7s"
+        );
         assert_eq!(
             show(&mut conn.client, "default_transaction_isolation"),
             "read committed"

@@ -44,7 +44,7 @@ mod snapshot;
 mod store;
 
 pub use error::{ConnectError, PgError};
-pub use store::{PgStore, PgStoreOptions, WriteStats};
+pub use store::{MAX_STREAM_ID_LEN, PgStore, PgStoreOptions, WriteStats};
 
 /// The throwaway PostgreSQL server the integration tests start, for unit tests that need
 /// a server with settings of their own.

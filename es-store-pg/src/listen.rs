@@ -76,7 +76,9 @@ fn pause(stop: &AtomicBool, total: Duration) {
 
 /// The store's connection settings with the listener's keepalives, where the connection
 /// string left the library's defaults (two hours of idle time before the first probe).
-fn listener_config(config: &postgres::Config) -> postgres::Config {
+/// The store's own connections get them too: a connection waiting for the answer to a
+/// commit on a server that vanished fails within about a minute instead of hours.
+pub(crate) fn with_keepalives(config: &postgres::Config) -> postgres::Config {
     let mut config = config.clone();
     let (idle, interval, retries) = KEEPALIVES;
     if config.get_keepalives() && config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
@@ -107,7 +109,7 @@ fn open(config: &postgres::Config, channel: &str) -> Result<Client, postgres::Er
 fn listen(config: &postgres::Config, channel: &str, head: &HeadSignal, stop: &AtomicBool) {
     let mut backoff = Duration::from_millis(100);
     let mut warned = false;
-    let config = listener_config(config);
+    let config = with_keepalives(config);
     while !stop.load(Ordering::Relaxed) {
         let listening = open(&config, channel);
         let mut client = match listening {
@@ -172,7 +174,7 @@ mod tests {
             return;
         };
         let config: postgres::Config = server.url.parse().unwrap();
-        let mut client = open(&listener_config(&config), "es_head_test").unwrap();
+        let mut client = open(&with_keepalives(&config), "es_head_test").unwrap();
         let timeout: String = client
             .query_one("SHOW tcp_user_timeout", &[])
             .unwrap()
@@ -189,7 +191,7 @@ mod tests {
     #[test]
     fn the_listener_probes_an_idle_connection_unless_the_connection_string_says_otherwise() {
         let config: postgres::Config = "host=localhost user=es".parse().unwrap();
-        let listening = listener_config(&config);
+        let listening = with_keepalives(&config);
         assert_eq!(listening.get_keepalives_idle(), Duration::from_secs(30));
         assert_eq!(
             listening.get_keepalives_interval(),
@@ -201,7 +203,7 @@ mod tests {
             "host=localhost user=es keepalives_idle=600 keepalives_retries=9"
                 .parse()
                 .unwrap();
-        let listening = listener_config(&config);
+        let listening = with_keepalives(&config);
         assert_eq!(listening.get_keepalives_idle(), Duration::from_secs(600));
         assert_eq!(listening.get_keepalives_retries(), Some(9));
     }

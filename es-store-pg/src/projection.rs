@@ -190,14 +190,37 @@ impl Connection {
     }
 }
 
+/// How many of the mark's two columns the checkpoints table `$1` has (0 when there is no
+/// such table).
+const COUNT_MARK_COLUMNS: &str =
+    "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1)
+     AND attname IN ('event_id', 'event_position') AND NOT attisdropped";
+
 /// Creates `schema.es_checkpoints` if it is missing, and adds the mark's columns to one
 /// created without them.
 ///
 /// The columns are looked for before they are added: `ALTER TABLE` takes the table's
 /// strongest lock even when it has nothing to add, and would make every projection that
 /// connects wait for the batches under way (and every batch wait behind it).
+///
+/// A table that is there with its columns is used as it is, without a statement that needs
+/// more than the rights to read and write it: PostgreSQL checks the right to create before
+/// it looks whether the object exists, so `CREATE .. IF NOT EXISTS` fails for a role
+/// granted only those.
 fn ensure_checkpoints(client: &mut Client, schema: &str) -> Result<(), ConnectError> {
     let q = quoted(schema);
+    let present = client
+        .query_one(COUNT_MARK_COLUMNS, &[&format!("{q}.es_checkpoints")])
+        .map_err(|source| ConnectError::Database {
+            during: "looking for the checkpoints table",
+            source,
+        })?;
+    if present
+        .try_get::<_, i64>(0)
+        .is_ok_and(|columns| columns == 2)
+    {
+        return Ok(());
+    }
     let mut tx = client
         .transaction()
         .map_err(|source| ConnectError::Database {
@@ -214,15 +237,9 @@ fn ensure_checkpoints(client: &mut Client, schema: &str) -> Result<(), ConnectEr
             checkpoints_table(&q)
         ))
     })
-    .and_then(|()| {
-        tx.query_one(
-            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1)
-             AND attname IN ('event_id', 'event_position') AND NOT attisdropped",
-            &[&format!("{q}.es_checkpoints")],
-        )
-    })
-    .and_then(|row| match row.get::<_, i64>(0) {
-        2 => Ok(()),
+    .and_then(|()| tx.query_one(COUNT_MARK_COLUMNS, &[&format!("{q}.es_checkpoints")]))
+    .and_then(|row| match row.try_get::<_, i64>(0) {
+        Ok(2) => Ok(()),
         _ => tx.batch_execute(&checkpoint_mark_columns(&q)),
     })
     .and_then(|()| tx.commit())
@@ -454,6 +471,25 @@ impl<M: PgReadModel> TransactionalProjection for PgProjection<M> {
             Some(p) => p,
             None => self.checkpoint()?,
         };
+        // a batch holds the events after the checkpoint it was read from: one that begins
+        // at or before the checkpoint known here overlaps what was applied (read by another
+        // runner, or from a checkpoint this instance did not know), and is not applied
+        // again. The compare-and-set below cannot tell: it moves the checkpoint from
+        // `expected`, which, read here, is where the row is now, not where the batch began.
+        let overlaps = events.first().is_some_and(|e| e.position <= expected);
+        if overlaps || mark.position < expected {
+            self.known = None;
+            let began = events
+                .first()
+                .map_or(mark.position, |e| e.position.saturating_sub(1));
+            return Err(Box::new(ProjectionDbError::CheckpointMoved {
+                source: CheckpointMoved {
+                    name: self.name.clone(),
+                    expected: began,
+                    found: expected,
+                },
+            }));
+        }
         let (from, to) = (bigint(expected)?, bigint(mark.position)?);
         let (name, advance_sql, model) = (&self.name, &self.advance_sql, &mut self.model);
         let batch = self.conn.with_transaction(|mut tx| {

@@ -160,8 +160,8 @@ fn recorded_version(
             "SELECT to_regclass($1)::text",
             &[&format!("{}.es_schema", quoted(schema))],
         )
-        .map_err(db("looking for the store's tables"))?
-        .get(0);
+        .and_then(|row| row.try_get(0))
+        .map_err(db("looking for the store's tables"))?;
     if exists.is_none() {
         return Ok(None);
     }
@@ -170,18 +170,20 @@ fn recorded_version(
             &format!("SELECT version FROM {}.es_schema", quoted(schema)),
             &[],
         )
+        .and_then(|row| row.map(|r| r.try_get(0)).transpose())
         .map_err(db("reading the schema version"))?;
-    Ok(Some(row.map_or(0, |r| r.get(0))))
+    Ok(Some(row.unwrap_or(0)))
 }
 
 fn check_encoding(client: &mut Client) -> Result<(), ConnectError> {
     let row = client
         .query_one("SELECT current_setting('server_encoding')", &[])
+        .and_then(|row| row.try_get(0))
         .map_err(|source| ConnectError::Database {
             during: "reading the server encoding",
             source,
         })?;
-    let encoding: String = row.get(0);
+    let encoding: String = row;
     if encoding != "UTF8" {
         return Err(ConnectError::UnsupportedEncoding { encoding });
     }

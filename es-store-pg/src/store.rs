@@ -16,6 +16,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The longest stream id, in bytes, that the store's `limits` may allow: the tables'
+/// indexes hold each stream id with a version, and PostgreSQL refuses an index entry
+/// longer than about 2,700 bytes.
+pub const MAX_STREAM_ID_LEN: usize = 2048;
+
 /// Options of [`PgStore::connect_with`].
 ///
 /// ```
@@ -34,7 +39,8 @@ pub struct PgStoreOptions {
     /// The PostgreSQL schema that holds the tables (default `public`). Several stores can
     /// share a database, one schema each. Lowercase letters, digits and `_`.
     pub schema: String,
-    /// Size limits on what is appended.
+    /// Size limits on what is appended. `max_stream_id_len` may not exceed
+    /// [`MAX_STREAM_ID_LEN`].
     pub limits: Limits,
     /// Most connections the store opens (default 8): one at a time commits appends, the
     /// others serve reads.
@@ -54,6 +60,21 @@ pub struct PgStoreOptions {
     /// Most bytes of events committed in one transaction, unless one append alone is
     /// larger (default 32 MiB).
     pub max_group_bytes: usize,
+    /// How long the server lets one of the store's transactions wait on this process
+    /// between two statements before it ends the session (the server's
+    /// `idle_in_transaction_session_timeout`, set for the store's connections; default
+    /// 10 s, zero leaves the server's setting; a connection string that sets it itself
+    /// keeps its own).
+    ///
+    /// A commit holds the lock on the log's head from its first statement to `COMMIT`:
+    /// a process that freezes in between (stopped, paused in a debugger, cut off the
+    /// network while its socket stays open) would otherwise hold up the appends of every
+    /// process sharing the store for as long as it stays frozen. The server rolls such a
+    /// transaction back, and the frozen process, when it wakes, finds its connection
+    /// closed: its append is retried, or reported as `CommitOutcomeUnknown` if its
+    /// `COMMIT` may have been sent, as after any lost connection. The store's own
+    /// transactions send their statements back to back, in milliseconds.
+    pub idle_transaction_timeout: Duration,
 }
 
 impl Default for PgStoreOptions {
@@ -67,6 +88,7 @@ impl Default for PgStoreOptions {
             read_only: false,
             max_group_appends: 256,
             max_group_bytes: 32 * 1024 * 1024,
+            idle_transaction_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -177,6 +199,12 @@ impl PgStore {
                 "poll_interval and connect_timeout must be above zero".into(),
             ));
         }
+        if options.limits.max_stream_id_len > MAX_STREAM_ID_LEN {
+            return Err(ConnectError::InvalidOptions(format!(
+                "max_stream_id_len is {}, above {MAX_STREAM_ID_LEN} bytes, the longest stream id PostgreSQL's indexes take (an index entry holds at most about 2,700 bytes)",
+                options.limits.max_stream_id_len
+            )));
+        }
         if options.max_group_appends == 0 {
             return Err(ConnectError::InvalidOptions(
                 "max_group_appends is 0: a group holds at least one append".into(),
@@ -213,11 +241,11 @@ impl PgStore {
                 ),
                 &[],
             )
+            .and_then(|row| row.try_get(0))
             .map_err(|source| ConnectError::Database {
                 during: "reading the head position",
                 source,
-            })?
-            .get(0);
+            })?;
         drop(client);
         let pool = r2d2::Pool::builder()
             .max_size(options.max_connections)
@@ -226,7 +254,8 @@ impl PgStore {
             .connection_timeout(options.connect_timeout)
             .idle_timeout(Some(Duration::from_secs(300)))
             .build_unchecked(Manager {
-                config: config.clone(),
+                config: crate::listen::with_keepalives(&config),
+                idle_transaction_timeout: options.idle_transaction_timeout,
             });
         let quoted = schema::quoted(&options.schema);
         Ok(PgStore {
@@ -309,7 +338,7 @@ impl Shared {
             conn.client
                 .query_one(&s, &[])
                 .inspect_err(|e| conn.note(e))
-                .map(|r| r.get(0))
+                .and_then(|r| r.try_get(0))
         })?;
         nonnegative(head, "head position")
     }
@@ -378,7 +407,7 @@ impl EventStore for PgStore {
                     conn.client
                         .query_opt(&s, &[&stream_id])
                         .inspect_err(|e| conn.note(e))
-                        .map(|r| r.map(|r| r.get(0)))
+                        .and_then(|r| r.map(|r| r.try_get(0)).transpose())
                 })?;
         nonnegative(version.unwrap_or(0), "stream version")
     }
@@ -433,7 +462,7 @@ impl EventStore for PgStore {
                     conn.client
                         .query_opt(&s, &[&event_id, &stream_id])
                         .inspect_err(|e| conn.note(e))
-                        .map(|r| r.map(|r| r.get(0)))
+                        .and_then(|r| r.map(|r| r.try_get(0)).transpose())
                 })?;
         version
             .map(|v| {

@@ -203,3 +203,58 @@ fn rows_with_impossible_numbers_are_reported_as_corrupted() {
         .append("good-1", ExpectedVersion::NoStream, events(2, 1))
         .unwrap();
 }
+
+/// A writer process that freezes in the middle of its commit (here: its `COMMIT` never
+/// reaches the server, nothing comes back and its sockets stay open, as for a process
+/// stopped or cut off) holds the lock on the log's head. The server ends its idle
+/// transaction after `idle_transaction_timeout`, and the appends of other processes go
+/// on; the frozen transaction is rolled back. (Before, every other writer waited for as
+/// long as the frozen one stayed frozen: hours, or for ever.)
+#[test]
+fn a_writer_frozen_in_its_commit_does_not_hold_up_the_others() {
+    let Some(url) = common::url() else { return };
+    let schema = common::fresh_schema();
+    let _guard = common::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let quick = || PgStoreOptions {
+        idle_transaction_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(2),
+        ..options(&schema)
+    };
+    let proxy = Proxy::start(&url);
+    let frozen = std::sync::Arc::new(PgStore::connect_with(&proxy.url, quick()).unwrap());
+    let other = PgStore::connect_with(&url, quick()).unwrap();
+    frozen
+        .append("a-1", ExpectedVersion::NoStream, events(1, 1))
+        .unwrap();
+    proxy.freeze_at_next_commit();
+    let writer = std::sync::Arc::clone(&frozen);
+    std::thread::spawn(move || {
+        // never answered: the proxy holds its sockets open
+        let _ = writer.append("a-2", ExpectedVersion::NoStream, events(2, 1));
+    });
+    let started = std::time::Instant::now();
+    while !proxy.is_frozen() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no COMMIT came"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (done, took) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let appended = other.append("b-1", ExpectedVersion::NoStream, events(3, 1));
+        let _ = done.send((appended.map(|a| a.last_position), started.elapsed(), other));
+    });
+    let (appended, waited, other) = took
+        .recv_timeout(Duration::from_secs(20))
+        .expect("another process's append waited behind the frozen writer");
+    appended.unwrap();
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    // the frozen transaction was rolled back
+    assert_eq!(other.stream_version("a-2").unwrap(), 0);
+    assert_eq!(other.stream_version("a-1").unwrap(), 1);
+}

@@ -669,3 +669,90 @@ fn a_log_replaced_under_a_checkpoint_is_found_by_projections_and_checkpoints_in_
         5
     );
 }
+
+/// A batch handed to an instance that does not know where its checkpoint is (new, or
+/// after an error) is applied only if it begins after the checkpoint recorded: two new
+/// instances given the same batch apply it once, the second finding the checkpoint moved
+/// (it applied it twice, as the compare-and-set moved the checkpoint from where the row
+/// was when it looked, not from where the batch began). So are two batches that overlap.
+#[test]
+fn a_batch_that_overlaps_the_recorded_checkpoint_is_not_applied_again() {
+    use es_core::TransactionalProjection;
+    let Some((store, guard)) = common::store() else {
+        return;
+    };
+    for i in 0..6u64 {
+        store
+            .append("p-1", ExpectedVersion::Any, events(i * 10, 1))
+            .unwrap();
+    }
+    let all: Vec<RecordedEvent> = store.read_all(1).unwrap().map(Result::unwrap).collect();
+    let mut client = postgres::Client::connect(&guard.url, postgres::NoTls).unwrap();
+    let table = create_sums(&mut client, &guard.schema);
+    let instance =
+        || PgProjection::connect(&guard.url, &guard.schema, "sums", Sums::new(&table)).unwrap();
+    let (mut a, mut b) = (instance(), instance());
+    a.apply_batch_marked(&all[..3], Mark::at(3)).unwrap();
+    let err = b.apply_batch_marked(&all[..3], Mark::at(3)).unwrap_err();
+    assert!(err.to_string().contains("another instance"), "{err}");
+    // a batch that begins inside what was applied, from an instance that knew an older
+    // checkpoint
+    let mut c = instance();
+    assert_eq!(c.checkpoint().unwrap(), 3);
+    a.apply_batch_marked(&all[3..5], Mark::at(5)).unwrap();
+    let err = b.apply_batch_marked(&all[2..6], Mark::at(6)).unwrap_err();
+    assert!(err.to_string().contains("another instance"), "{err}");
+    let err = c.apply_batch_marked(&all[3..6], Mark::at(6)).unwrap_err();
+    assert!(err.to_string().contains("another instance"), "{err}");
+    // the one that follows on goes through
+    b.apply_batch_marked(&all[5..6], Mark::at(6)).unwrap();
+    assert_eq!(checkpoint_row(&mut client, &guard.schema, "sums"), 6);
+    assert_eq!(sums(&mut client, &table), reference(&store));
+}
+
+/// A role granted only the rights to read and write the tables (as PostgreSQL 15 leaves
+/// roles without the right to create) connects projections and checkpoints to a table
+/// that is there: nothing is created, so nothing needs the right to create (the
+/// `CREATE .. IF NOT EXISTS` it ran was refused).
+#[test]
+fn a_role_without_the_right_to_create_uses_the_checkpoints_table_that_is_there() {
+    let Some((store, guard)) = common::store() else {
+        return;
+    };
+    store
+        .append("p-1", ExpectedVersion::NoStream, events(1, 1))
+        .unwrap();
+    let mut admin = postgres::Client::connect(&guard.url, postgres::NoTls).unwrap();
+    let table = create_sums(&mut admin, &guard.schema);
+    // the tables, set up by a role that may create them
+    PgCheckpoints::connect(&guard.url, &guard.schema).unwrap();
+    let role = format!("es_data_{}", guard.schema);
+    let schema = &guard.schema;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT USAGE ON SCHEMA \"{schema}\" TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO {role};"
+        ))
+        .unwrap();
+    let config: postgres::Config = guard.url.parse().unwrap();
+    let user = config.get_user().unwrap_or("postgres").to_owned();
+    let role_url = guard
+        .url
+        .replacen(&format!("//{user}@"), &format!("//{role}@"), 1);
+    assert_ne!(role_url, guard.url);
+    let outcome = (|| -> Result<(), BoxError> {
+        let checkpoints = PgCheckpoints::connect(&role_url, schema)?;
+        checkpoints.save("mailer", 1)?;
+        assert_eq!(checkpoints.load("mailer")?, 1);
+        let projection = PgProjection::connect(&role_url, schema, "sums", Sums::new(&table))?;
+        let mut runner = ProjectionRunner::new(&store, projection);
+        assert_eq!(runner.run_to_head()?, 1);
+        Ok(())
+    })();
+    let _ = admin.batch_execute(&format!(
+        "REVOKE ALL ON ALL TABLES IN SCHEMA \"{schema}\" FROM {role};
+         REVOKE ALL ON SCHEMA \"{schema}\" FROM {role}; DROP ROLE {role};"
+    ));
+    outcome.unwrap();
+}

@@ -208,6 +208,24 @@ fn bad_options_are_refused_before_connecting() {
     )
     .unwrap_err();
     assert!(matches!(err, ConnectError::InvalidOptions(_)), "{err:?}");
+    // stream ids longer than PostgreSQL's indexes take (an append of one failed with the
+    // server's error about an index row)
+    let limits = es_core::Limits {
+        max_stream_id_len: es_store_pg::MAX_STREAM_ID_LEN + 1,
+        ..es_core::Limits::default()
+    };
+    let err = PgStore::connect_with(
+        "postgres://nobody@127.0.0.1:1/none",
+        PgStoreOptions {
+            limits,
+            ..PgStoreOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::InvalidOptions(m) if m.contains("max_stream_id_len")),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -296,4 +314,86 @@ fn checkpoints_of_a_table_made_without_marks_gain_them_when_a_projection_connect
     // the store's set-up keeps the table and its marks
     PgStore::connect_with(&url, options(&schema)).unwrap();
     assert_eq!(checkpoints.load_mark("mailer").unwrap(), mark);
+}
+
+/// The longest stream id the options may allow is taken by every table, with a snapshot.
+#[test]
+fn the_longest_stream_id_allowed_is_stored() {
+    let Some(url) = common::url() else { return };
+    let schema = common::fresh_schema();
+    let _guard = common::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let limits = es_core::Limits {
+        max_stream_id_len: es_store_pg::MAX_STREAM_ID_LEN,
+        ..es_core::Limits::default()
+    };
+    let store = PgStore::connect_with(
+        &url,
+        PgStoreOptions {
+            limits,
+            ..options(&schema)
+        },
+    )
+    .unwrap();
+    // characters that do not compress: a stream id of random hexadecimal digits
+    let mut id = String::new();
+    while id.len() < es_store_pg::MAX_STREAM_ID_LEN {
+        id.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    id.truncate(es_store_pg::MAX_STREAM_ID_LEN);
+    store
+        .append(&id, ExpectedVersion::NoStream, events(1, 2))
+        .unwrap();
+    assert_eq!(store.read_stream(&id, 1).unwrap().count(), 2);
+    let snapshot = es_core::Snapshot {
+        stream_id: id.clone(),
+        version: 2,
+        position: 0,
+        last_event_at: chrono::Utc::now(),
+        snapshot_version: 1,
+        fingerprint: 1,
+        state: b"{}".to_vec(),
+    };
+    es_core::SnapshotStore::save_snapshot(&store, &snapshot).unwrap();
+    assert!(
+        es_core::SnapshotStore::load_snapshot(&store, &id, 2)
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// A table named as the store's but not the store's (a `version` of another type) is a
+/// connection error naming what was read, not a panic.
+#[test]
+fn a_foreign_table_under_the_stores_name_is_an_error_not_a_panic() {
+    let Some(url) = common::url() else { return };
+    let schema = common::fresh_schema();
+    let _guard = common::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{schema}\";
+             CREATE TABLE \"{schema}\".es_schema (version TEXT);
+             INSERT INTO \"{schema}\".es_schema VALUES ('one');"
+        ))
+        .unwrap();
+    for read_only in [false, true] {
+        let err = PgStore::connect_with(
+            &url,
+            PgStoreOptions {
+                read_only,
+                ..options(&schema)
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConnectError::Database { during, .. } if during.contains("schema version")),
+            "{err:?}"
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! A TCP proxy in front of the test server, to stand in for faults of the network and of
 //! the server: it can cut every connection right after a COMMIT has been passed on (so
 //! that the commit happens but its answer never arrives) and then refuse new connections,
-//! answer LISTEN as a replica does, and measure the largest answer to one request.
+//! answer LISTEN as a replica does, measure the largest answer to one request, and freeze
+//! at a COMMIT (a client process stopped in the middle of its transaction: nothing more
+//! reaches the server, nothing comes back, and the sockets stay open).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -16,6 +18,10 @@ struct State {
     refusing: AtomicBool,
     /// Answer LISTEN with the error of a server in recovery.
     replica: AtomicBool,
+    /// Freeze every connection at the next COMMIT, before passing it on.
+    freeze_at_commit: AtomicBool,
+    /// Frozen: nothing is passed on either way, and no socket is closed.
+    frozen: AtomicBool,
     listens: AtomicU64,
     accepted: AtomicU64,
     /// The most bytes the server sent back between two sends of the client.
@@ -85,6 +91,18 @@ impl Proxy {
             && self.state.refusing.load(Ordering::SeqCst)
     }
 
+    /// Freezes at the next COMMIT, which never reaches the server: from then on nothing
+    /// is passed on either way and no socket is closed, as for a client process stopped
+    /// in the middle of its transaction, or cut off by a network that drops packets.
+    pub fn freeze_at_next_commit(&self) {
+        self.state.freeze_at_commit.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the freeze armed by [`Proxy::freeze_at_next_commit`] has happened.
+    pub fn is_frozen(&self) -> bool {
+        self.state.frozen.load(Ordering::SeqCst)
+    }
+
     /// Takes new connections again.
     pub fn accept(&self) {
         self.state.refusing.store(false, Ordering::SeqCst);
@@ -144,6 +162,14 @@ fn relay(state: Arc<State>, mut client: TcpStream, mut server: TcpStream) {
                 Ok(n) => n,
             };
             let chunk = &buf[..n];
+            if contains(chunk, b"COMMIT\0")
+                && up_state.freeze_at_commit.swap(false, Ordering::SeqCst)
+            {
+                up_state.frozen.store(true, Ordering::SeqCst);
+            }
+            if up_state.frozen.load(Ordering::SeqCst) {
+                continue;
+            }
             up_answer.store(0, Ordering::SeqCst);
             if up_state.replica.load(Ordering::SeqCst) && contains(chunk, b"LISTEN ") {
                 up_state.listens.fetch_add(1, Ordering::SeqCst);
@@ -169,6 +195,9 @@ fn relay(state: Arc<State>, mut client: TcpStream, mut server: TcpStream) {
                 break;
             }
         }
+        if up_state.frozen.load(Ordering::SeqCst) {
+            hold(client, server);
+        }
         let _ = server.shutdown(Shutdown::Write);
     });
     std::thread::spawn(move || {
@@ -178,12 +207,26 @@ fn relay(state: Arc<State>, mut client: TcpStream, mut server: TcpStream) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if state.frozen.load(Ordering::SeqCst) {
+                continue;
+            }
             let total = answer.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
             state.largest_answer.fetch_max(total, Ordering::SeqCst);
             if client_back.write_all(&buf[..n]).is_err() {
                 break;
             }
         }
+        if state.frozen.load(Ordering::SeqCst) {
+            hold(client_back, server_back);
+        }
         let _ = client_back.shutdown(Shutdown::Both);
     });
+}
+
+/// Keeps a frozen connection's sockets open for as long as the test process lives.
+fn hold(client: TcpStream, server: TcpStream) -> ! {
+    let _open = (client, server);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
 }
