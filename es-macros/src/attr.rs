@@ -30,6 +30,8 @@ pub const AGGREGATE: &str = "aggregate";
 pub const KIND: &str = "kind";
 pub const EVENT: &str = "event";
 pub const SNAPSHOT_EVERY: &str = "snapshot_every";
+/// On a field of an aggregate's state: left out of snapshots.
+pub const TRANSIENT: &str = "transient";
 pub const SNAPSHOT_VERSION: &str = "snapshot_version";
 pub const AGGREGATE_KEYS: &[&str] = &[KIND, EVENT, SNAPSHOT_EVERY, SNAPSHOT_VERSION];
 

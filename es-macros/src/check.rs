@@ -6,7 +6,8 @@ use crate::ast::{
     AggregateInput, EventEnum, EventStruct, cfg_attr_applies, derives, is_cfg, reshaping_serde_keys,
 };
 use crate::attr::{
-    EVENT, KIND, MIGRATE, NAME, SNAPSHOT_EVERY, SNAPSHOT_VERSION, UPCAST_FROM, event_name_problem,
+    AGGREGATE, EVENT, KIND, MIGRATE, NAME, SNAPSHOT_EVERY, SNAPSHOT_VERSION, TRANSIENT,
+    UPCAST_FROM, event_name_problem,
 };
 use crate::ctxt::Ctxt;
 use crate::print::written;
@@ -37,6 +38,7 @@ pub fn event_enum(cx: &Ctxt, set: &EventEnum) {
 pub fn aggregate(cx: &Ctxt, aggregate: &AggregateInput) {
     kind_and_event_are_given(cx, aggregate);
     snapshot_version_needs_snapshot_every(cx, aggregate);
+    snapshots_keep_every_field(cx, aggregate);
 }
 
 pub fn handler(cx: &Ctxt, handler: &ItemImpl) {
@@ -395,6 +397,61 @@ fn ignored_names_are_distinct(cx: &Ctxt, set: &EventEnum) {
                 name,
                 format!("\"{}\" is already in the `ignore` list", name.value()),
             );
+        }
+    }
+}
+
+/// A state kept in snapshots is restored from its JSON: a field serde skips comes back as
+/// its default, where a replay of the events gives it its value, so that a load from a
+/// snapshot and a load from the events would see different states. Such a field is said
+/// to be `#[aggregate(transient)]` (a cache, a count of what this load folded), or kept
+/// in the snapshot. (The derive's input has its `cfg` and `cfg_attr` resolved already.)
+/// `#[aggregate(..)]` on a field takes `transient` alone.
+fn snapshots_keep_every_field(cx: &Ctxt, aggregate: &AggregateInput) {
+    let fields: Vec<&syn::Field> = match &aggregate.input.data {
+        syn::Data::Struct(data) => data.fields.iter().collect(),
+        syn::Data::Enum(data) => data.variants.iter().flat_map(|v| &v.fields).collect(),
+        syn::Data::Union(_) => Vec::new(),
+    };
+    let snapshots = aggregate.attrs.snapshot_every.is_some();
+    for field in fields {
+        let mut transient = false;
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident(AGGREGATE)) {
+            let parsed = attr.parse_args_with(
+                syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
+            );
+            match parsed {
+                Ok(keys) if keys.iter().all(|k| matches!(k, syn::Meta::Path(p) if p.is_ident(TRANSIENT))) => {
+                    transient = true;
+                }
+                _ => cx.error_spanned_by(
+                    attr,
+                    format!(
+                        "on a field, `#[{AGGREGATE}(..)]` takes `{TRANSIENT}` alone: `#[{AGGREGATE}({TRANSIENT})]` marks a field that snapshots leave out (serde skips it)"
+                    ),
+                ),
+            }
+        }
+        if !snapshots || transient {
+            continue;
+        }
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident("serde")) {
+            let Ok(keys) = attr.parse_args_with(
+                syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
+            ) else {
+                continue;
+            };
+            for key in keys.iter().map(syn::Meta::path) {
+                if key.is_ident("skip") || key.is_ident("skip_deserializing") {
+                    cx.error_spanned_by(
+                        key,
+                        format!(
+                            "`#[serde({})]` on a field of a state kept in snapshots (`{SNAPSHOT_EVERY}`): a state restored from a snapshot holds the field's default where a replay of the events gives it its value. Keep the field in the snapshot; or, if it may differ (a cache, a count of what one load folded), say so with `#[{AGGREGATE}({TRANSIENT})]` on it",
+                            written(key)
+                        ),
+                    );
+                }
+            }
         }
     }
 }

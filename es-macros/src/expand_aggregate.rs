@@ -99,11 +99,13 @@ fn snapshots(aggregate: &AggregateInput, every: &Attr<Number<u64>>) -> TokenStre
 }
 
 /// The text that the fingerprint of the state type's shape hashes: its field (or variant)
-/// names, types and attributes other than doc comments, and its container attributes
-/// other than doc comments and derives.
+/// names, types and attributes other than doc comments and `#[aggregate(transient)]`
+/// (which changes nothing serde writes), and its container attributes other than doc
+/// comments and derives.
 fn state_text(input: &DeriveInput) -> String {
     let mut data = input.data.clone();
-    let keep = |attr: &syn::Attribute| !attr.path().is_ident("doc");
+    let keep =
+        |attr: &syn::Attribute| !attr.path().is_ident("doc") && !attr.path().is_ident(AGGREGATE);
     match &mut data {
         syn::Data::Struct(s) => {
             for field in s.fields.iter_mut() {

@@ -143,6 +143,7 @@ macro_rules! account {
             /// Events folded since load (not in the snapshot): tells a snapshot load from
             /// a full replay.
             #[serde(skip)]
+            #[aggregate(transient)]
             pub folded: u64,
         }
 

@@ -610,13 +610,27 @@ fn lost_data(stored: &Value, written: &Value, at: &str, out: &mut Vec<String>) {
 
 /// Whether a number reads back as the same number. Integers are compared exactly: as
 /// `f64`s, two integers beyond 2^53 that differ by one compare equal, and a changed id or
-/// amount would pass. A float on either side is compared as `f64`, so that `1` stored in a
-/// float field and written back as `1.0` loses nothing.
+/// amount would pass. An integer and a float are the same when the float is that integer
+/// exactly, so that `1` stored in a float field and written back as `1.0` loses nothing,
+/// while `9007199254740993` read into a float field, which writes it back as
+/// `9007199254740992.0`, is a loss. Two floats are compared as `f64`.
 fn same_number(a: &serde_json::Number, b: &serde_json::Number) -> bool {
-    if a.is_f64() || b.is_f64() {
-        a.as_f64() == b.as_f64()
-    } else {
-        a.as_u64() == b.as_u64() && a.as_i64() == b.as_i64()
+    let integer = |n: &serde_json::Number| {
+        n.as_u64()
+            .map(i128::from)
+            .or_else(|| n.as_i64().map(i128::from))
+    };
+    // within ±2^64 a float with no fraction converts to i128 exactly
+    let is_exactly = |float: &serde_json::Number, i: i128| {
+        float
+            .as_f64()
+            .is_some_and(|f| f.fract() == 0.0 && f.abs() < 1.9e19 && f as i128 == i)
+    };
+    match (integer(a), integer(b)) {
+        (Some(a), Some(b)) => a == b,
+        (Some(i), None) => is_exactly(b, i),
+        (None, Some(i)) => is_exactly(a, i),
+        (None, None) => a.as_f64() == b.as_f64(),
     }
 }
 
@@ -1561,6 +1575,18 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty(), "{out:?}");
+        // an integer read into a float field, which cannot hold it: a loss (it compared
+        // as two floats, equal)
+        lost_data(
+            &json!({"a": 9_007_199_254_740_993_u64, "b": -3, "c": 0.5}),
+            &json!({"a": 9_007_199_254_740_992.0, "b": -3.0, "c": 0.5}),
+            "",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            ["`/a` was 9007199254740993, reads back as 9007199254740992.0"]
+        );
     }
 
     #[test]
