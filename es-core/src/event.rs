@@ -58,6 +58,14 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     const VERSION: u32;
     /// Names this event was stored under before it was renamed.
     const ALIASES: &'static [&'static str] = &[];
+    /// Whether a payload of the current version is always a JSON object of fields.
+    /// `#[event]` sets it (its structs have named fields); then a payload stored at the
+    /// current version that is anything else is refused as a payload error, instead of
+    /// being read by serde's derive, which takes an array too, by the order the fields are
+    /// declared in (an order the schema check leaves free to change). An older version's
+    /// payload goes to the upcast as it was stored. A hand-written event whose payload is
+    /// no object (a bare string, an enum) leaves it `false`, the default.
+    const OBJECT_PAYLOAD: bool = false;
     /// The stored shape of the current version, for the schema check and snapshot
     /// fingerprints ([`crate::schema`]). `#[event]` describes the fields; the default
     /// knows only the name, version and aliases.
@@ -81,10 +89,10 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// version, upcast from an older one, refused from a newer one.
     fn from_value(version: u32, payload: Value) -> Result<Self, DecodeError> {
         check_version::<Self>(version)?;
-        if !payload.is_object() {
-            return Err(payload_error::<Self>(version, not_an_object(&payload)));
-        }
         if version == Self::VERSION {
+            if Self::OBJECT_PAYLOAD && !payload.is_object() {
+                return Err(payload_error::<Self>(version, not_an_object(&payload)));
+            }
             serde_json::from_value(payload).map_err(|e| payload_error::<Self>(version, e))
         } else {
             Self::upcast(version, payload).map_err(|source| DecodeError::Upcast {
@@ -116,7 +124,12 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn decode_stored(version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         check_version::<Self>(version)?;
         if version == Self::VERSION {
-            from_json_object(payload).map_err(|e| payload_error::<Self>(version, e))
+            let decoded = if Self::OBJECT_PAYLOAD {
+                from_json_object(payload)
+            } else {
+                from_json(payload)
+            };
+            decoded.map_err(|e| payload_error::<Self>(version, e))
         } else {
             Self::upcast_stored(version, payload)
         }
@@ -267,9 +280,10 @@ pub(crate) fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result
     }
 }
 
-/// [`from_json`] of an event's payload, which is a JSON object of its fields: serde's
-/// derive would also read an array, by the order the fields are declared in (which the
-/// schema check leaves free to change), so anything but an object is refused.
+/// [`from_json`] of a payload that must be a JSON object of fields
+/// ([`Event::OBJECT_PAYLOAD`]): serde's derive would also read an array, by the order the
+/// fields are declared in (which the schema check leaves free to change), so anything but
+/// an object is refused.
 pub(crate) fn from_json_object<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|&b| b != b'{') {
@@ -283,7 +297,7 @@ pub(crate) fn from_json_object<T: DeserializeOwned>(bytes: &[u8]) -> serde_json:
 }
 
 /// The error for a payload that is not a JSON object.
-fn not_an_object(value: &Value) -> serde_json::Error {
+pub(crate) fn not_an_object(value: &Value) -> serde_json::Error {
     use serde::de::{Error, Unexpected};
     let found = match value {
         Value::Null => Unexpected::Other("null"),
@@ -327,32 +341,34 @@ pub fn run_migrations(
             "`{event_type}` has no migration from version {version}"
         )));
     };
-    // a step may index the value as an object (`v["qty"] = ..`), which panics on an array:
-    // each step is given an object, and anything else is refused as the payload's error
-    // or the step's that made it
-    if !payload.is_object() {
-        return Err(UpcastError::new(format!(
-            "`{event_type}` stored at version {version} is not a JSON object of fields: {}",
-            not_an_object(&payload)
-        )));
-    }
     for (index, step) in steps.iter().enumerate().skip(first) {
         let from = index as u32 + 1;
-        payload = step(payload).map_err(|e| e.at_step(from))?;
-        if !payload.is_object() {
-            let error = UpcastError::new(format!(
-                "the step returned no JSON object of fields: {}",
-                not_an_object(&payload)
-            ));
-            return Err(error.at_step(from));
-        }
+        // a step written for the payloads it expects may panic on stored data it did not
+        // expect (`v["qty"] = ..` on an array): that is the step's error on this event,
+        // not a panic of the load (with `panic = "abort"`, the process ends regardless)
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(payload)));
+        payload = match ran {
+            Ok(stepped) => stepped.map_err(|e| e.at_step(from))?,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                let error = UpcastError::new(format!("the step panicked: {message}"));
+                return Err(error.at_step(from));
+            }
+        };
     }
     Ok(payload)
 }
 
 /// A JSON-level migration step: the stored value of version N becomes the value of N + 1.
-/// A step is given a JSON object (a stored payload that is anything else is refused
-/// before the first step) and must return one: what it returns otherwise is its error.
+/// A step is given the value as it was stored, or as the step before returned it; for an
+/// `#[event]` struct the last step must return a JSON object of the current version's
+/// fields (anything else is an error naming the event). A step that panics on a value it
+/// did not expect fails the decode with an [`UpcastError`] naming the step, instead of
+/// panicking (unless the build aborts on panics).
 ///
 /// A step sees a [`Value`], not the stored text (see [`Event::upcast_stored`]): an
 /// integer beyond the range of `i64` and `u64` is a float there (a `u128` field then fails

@@ -288,6 +288,14 @@ pub fn migrate<E: DeserializeOwned>(
     payload: Value,
 ) -> Result<E, UpcastError> {
     let value = run_migrations(event_type, version, steps, payload)?;
+    // what the last step returned is the current version's payload: an object of the
+    // `#[event]` struct's fields, not an array that serde would read by field order
+    if !value.is_object() {
+        return Err(UpcastError::new(format!(
+            "the migration of `{event_type}` from version {version} returned no JSON object of fields: {}",
+            crate::event::not_an_object(&value)
+        )));
+    }
     deserialize_payload(value)
 }
 

@@ -23,8 +23,10 @@
 //! projection's [`FailurePolicy`], set with [`WithCheckpoint::on_failure`]:
 //!
 //! - [`FailurePolicy::Stop`] (the default): the run stops with the error; the checkpoint
-//!   stays before the failing event's batch, so the next run starts there again. Fix the
-//!   handler (or the data it depends on) and run again. Nothing is skipped silently.
+//!   is saved at the event before the failing one (a [`TransactionalProjection`] of one's
+//!   own, which commits a batch or nothing, keeps it before the batch), so the next run
+//!   starts at the failing event. Fix the handler (or the data it depends on) and run
+//!   again. Nothing is skipped silently, and nothing handled is handled again.
 //! - [`FailurePolicy::Retry`]: the event is tried again a number of times with a growing
 //!   pause (for a failure that goes away: a database restarting), then the run stops.
 //! - [`FailurePolicy::Park`]: the event is recorded in a [`DeadLetters`] store with the
@@ -642,7 +644,7 @@ pub enum ProjectionError {
     /// model ([`ProjectionRunner::rebuild`]). Checked only with stores whose head can
     /// move back ([`EventStore::head_can_move_back`]).
     #[error(
-        "the read model's checkpoint, position {checkpoint}, is past the end of the log, position {head}: the log no longer holds events the read model has taken into account (a crash took back appends that were not yet durable, or a repair cut the log); rebuild the read model"
+        "the read model's checkpoint, position {checkpoint}, is past the end of the log, position {head}: the log no longer holds events the read model has taken into account (a crash took back appends that were not yet durable, or a repair cut the log); rebuild the read model. (A store opened read-only shows the log as it was when opened: if the checkpoint came from the writer since, open the store again instead.)"
     )]
     CheckpointAhead {
         /// The read model's checkpoint.

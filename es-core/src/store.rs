@@ -500,7 +500,7 @@ pub enum StoreError {
     /// stores whose head can move back ([`EventStore::head_can_move_back`]), when a read
     /// from the position finds nothing.
     #[error(
-        "the subscription's position {position} is past the end of the log, position {head}: the log no longer holds events before it (a crash took back appends that were not yet durable, or a repair cut the log); rebuild what the subscription fed and subscribe again"
+        "the subscription's position {position} is past the end of the log, position {head}: the log no longer holds events before it (a crash took back appends that were not yet durable, or a repair cut the log); rebuild what the subscription fed and subscribe again. (A store opened read-only shows the log as it was when opened: if the position came from the writer since, open the store again instead.)"
     )]
     PositionAhead {
         /// The position the subscription would read next.

@@ -401,8 +401,8 @@ fn ignored_names_are_distinct(cx: &Ctxt, set: &EventEnum) {
     }
 }
 
-/// A state kept in snapshots is restored from its JSON: a field serde skips comes back as
-/// its default, where a replay of the events gives it its value, so that a load from a
+/// A state kept in snapshots is restored from its JSON: a field serde skips (writing it,
+/// reading it, or both) comes back as its default, where a replay of the events gives it its value, so that a load from a
 /// snapshot and a load from the events would see different states. Such a field is said
 /// to be `#[aggregate(transient)]` (a cache, a count of what this load folded), or kept
 /// in the snapshot. (The derive's input has its `cfg` and `cfg_attr` resolved already.)
@@ -442,7 +442,8 @@ fn snapshots_keep_every_field(cx: &Ctxt, aggregate: &AggregateInput) {
                 continue;
             };
             for key in keys.iter().map(syn::Meta::path) {
-                if key.is_ident("skip") || key.is_ident("skip_deserializing") {
+                let skipped = ["skip", "skip_serializing", "skip_deserializing"];
+                if skipped.iter().any(|k| key.is_ident(k)) {
                     cx.error_spanned_by(
                         key,
                         format!(

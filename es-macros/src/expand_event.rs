@@ -74,6 +74,7 @@ fn constants_with(event: &EventStruct, name: TokenStream, version: TokenStream) 
     quote! {
         const NAME: &'static ::core::primitive::str = #name;
         const VERSION: ::core::primitive::u32 = #version;
+        const OBJECT_PAYLOAD: ::core::primitive::bool = true;
         #aliases
     }
 }

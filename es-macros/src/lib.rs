@@ -283,7 +283,7 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// With `snapshot_every`, the state is saved as JSON through serde, so the type must
 /// implement `serde::Serialize` and `serde::Deserialize` (derive them; this needs `serde`
 /// with its `derive` feature among your dependencies). A field that serde skips
-/// (`#[serde(skip)]`, `#[serde(skip_deserializing)]`) holds its default in a state
+/// (`#[serde(skip)]`, `skip_serializing`, `skip_deserializing`) holds its default in a state
 /// restored from a snapshot, where a replay gives it its value: it is a compile error
 /// unless the field says it may differ, with `#[aggregate(transient)]` (a cache, a count
 /// of what one load folded).

@@ -488,6 +488,12 @@ fn run_group(
     let lock_head = conn
         .statement(sql, Query::LockHead)
         .map_err(fail("preparing"))?;
+    let idle_timeout = conn.idle_timeout_for(
+        group
+            .iter()
+            .flat_map(|r| r.events.iter().map(Prepared::size))
+            .sum(),
+    );
     let write = conn
         .statement(sql, Query::Write)
         .map_err(fail("preparing"))?;
@@ -508,6 +514,15 @@ fn run_group(
         .isolation_level(postgres::IsolationLevel::ReadCommitted)
         .start()
         .map_err(fail("starting a transaction"))?;
+    // the server counts the time it takes to receive the write as idle: a large group
+    // on a slow link is given the time to send it
+    if let Some(timeout) = idle_timeout {
+        tx.batch_execute(&format!(
+            "SET LOCAL idle_in_transaction_session_timeout = '{}ms'",
+            timeout.as_millis()
+        ))
+        .map_err(fail("allowing for the time the write takes to send"))?;
+    }
     let mut versions: HashMap<String, u64> = HashMap::with_capacity(streams.len());
     for row in tx
         .query(&lock_streams, &[&streams])

@@ -163,6 +163,26 @@ pub(crate) struct Conn {
     statements: [Option<Statement>; QUERIES],
     /// Set after a connection error, so that the pool drops it.
     broken: bool,
+    /// The `idle_in_transaction_session_timeout` the store set on this connection; `None`
+    /// when it left the setting alone.
+    pub(crate) idle_transaction_timeout: Option<Duration>,
+}
+
+/// The slowest link a group's transaction is given time for: the server counts the time
+/// it spends receiving a statement as idle time, and a group's write carries every
+/// payload in one message. A transaction gets the idle timeout and one more second per
+/// this many bytes, for groups large enough to need it.
+pub(crate) const SLOWEST_LINK_BYTES_PER_SECOND: usize = 128 * 1024;
+
+impl Conn {
+    /// The idle timeout for a transaction that sends `bytes` of events, when the
+    /// connection's own is too short for them at [`SLOWEST_LINK_BYTES_PER_SECOND`];
+    /// `None` when the connection's own does (or the store left the setting alone).
+    pub(crate) fn idle_timeout_for(&self, bytes: usize) -> Option<Duration> {
+        let base = self.idle_transaction_timeout?;
+        let sending = bytes / SLOWEST_LINK_BYTES_PER_SECOND;
+        (sending > 0).then(|| base + Duration::from_secs(sending as u64))
+    }
 }
 
 impl Conn {
@@ -244,20 +264,24 @@ pub(crate) struct Manager {
 }
 
 /// Sets the server's `idle_in_transaction_session_timeout` of a store connection to
-/// `timeout`, unless it is zero or the connection string set the timeout itself (which
-/// the server records as set by the client).
-fn limit_idle_transactions(client: &mut Client, timeout: Duration) -> Result<(), postgres::Error> {
+/// `timeout`, unless it is zero, or the connection string, the database or the role set
+/// the timeout (`ALTER DATABASE` / `ALTER ROLE .. SET`): those are kept. Whether it set it.
+fn limit_idle_transactions(
+    client: &mut Client,
+    timeout: Duration,
+) -> Result<bool, postgres::Error> {
     if timeout.is_zero() {
-        return Ok(());
+        return Ok(false);
     }
     let millis = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
     client
         .query(
             "SELECT set_config('idle_in_transaction_session_timeout', $1, false) FROM pg_settings
-             WHERE name = 'idle_in_transaction_session_timeout' AND source <> 'client'",
+             WHERE name = 'idle_in_transaction_session_timeout'
+             AND source NOT IN ('client', 'database', 'user', 'database user')",
             &[&millis],
         )
-        .map(drop)
+        .map(|rows| !rows.is_empty())
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -267,12 +291,13 @@ impl r2d2::ManageConnection for Manager {
     fn connect(&self) -> Result<Conn, postgres::Error> {
         let mut client = self.config.connect(NoTls)?;
         pin_session(&mut client)?;
-        limit_idle_transactions(&mut client, self.idle_transaction_timeout)?;
+        let limited = limit_idle_transactions(&mut client, self.idle_transaction_timeout)?;
         plan_for_current_size(&mut client)?;
         Ok(Conn {
             client,
             statements: Default::default(),
             broken: false,
+            idle_transaction_timeout: limited.then_some(self.idle_transaction_timeout),
         })
     }
 

@@ -145,6 +145,10 @@ pub(crate) fn is_connection_error(e: &postgres::Error) -> bool {
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW
                 || code.code().starts_with("08")
+                // the server ended the session: idle in a transaction (the store's
+                // `idle_transaction_timeout`, a process frozen in its commit), or idle
+                || code.code() == "25P03"
+                || code.code() == "57P05"
         }
         None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
     }

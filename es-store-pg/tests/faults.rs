@@ -258,3 +258,43 @@ fn a_writer_frozen_in_its_commit_does_not_hold_up_the_others() {
     assert_eq!(other.stream_version("a-2").unwrap(), 0);
     assert_eq!(other.stream_version("a-1").unwrap(), 1);
 }
+
+/// The server counts the time it takes to receive a statement as idle time: a group's
+/// write, which carries every payload in one message, is given the time to send its bytes
+/// on a slow link on top of `idle_transaction_timeout` (an append of 900 KB on a link of
+/// 256 KiB/s was ended by the server at every attempt).
+#[test]
+fn a_large_append_on_a_slow_link_is_given_the_time_to_send_it() {
+    let Some(url) = common::url() else { return };
+    let schema = common::fresh_schema();
+    let _guard = common::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let proxy = Proxy::start(&url);
+    let store = PgStore::connect_with(
+        &proxy.url,
+        PgStoreOptions {
+            idle_transaction_timeout: Duration::from_secs(1),
+            ..options(&schema)
+        },
+    )
+    .unwrap();
+    store
+        .append("s-0", ExpectedVersion::NoStream, events(1, 1))
+        .unwrap();
+    proxy.throttle_upstream(256 * 1024);
+    let payload = format!(r#"{{"text":"{}"}}"#, "x".repeat(900_000)).into_bytes();
+    let started = std::time::Instant::now();
+    let appended = store
+        .append(
+            "s-1",
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Large", 1, payload)],
+        )
+        .unwrap();
+    assert!(started.elapsed() > Duration::from_secs(2), "not throttled");
+    proxy.throttle_upstream(0);
+    assert_eq!(appended.last_version, 1);
+    assert_eq!(store.read_stream("s-1", 1).unwrap().count(), 1);
+}

@@ -22,6 +22,8 @@ struct State {
     freeze_at_commit: AtomicBool,
     /// Frozen: nothing is passed on either way, and no socket is closed.
     frozen: AtomicBool,
+    /// Bytes per second passed on to the server (0: as fast as they come).
+    upstream_rate: AtomicU64,
     listens: AtomicU64,
     accepted: AtomicU64,
     /// The most bytes the server sent back between two sends of the client.
@@ -101,6 +103,13 @@ impl Proxy {
     /// Whether the freeze armed by [`Proxy::freeze_at_next_commit`] has happened.
     pub fn is_frozen(&self) -> bool {
         self.state.frozen.load(Ordering::SeqCst)
+    }
+
+    /// Passes what clients send on to the server at `bytes_per_second` (a slow link).
+    pub fn throttle_upstream(&self, bytes_per_second: u64) {
+        self.state
+            .upstream_rate
+            .store(bytes_per_second, Ordering::SeqCst);
     }
 
     /// Takes new connections again.
@@ -191,7 +200,7 @@ fn relay(state: Arc<State>, mut client: TcpStream, mut server: TcpStream) {
                 let _ = server.shutdown(Shutdown::Write);
                 break;
             }
-            if server.write_all(chunk).is_err() {
+            if send(&up_state, &mut server, chunk).is_err() {
                 break;
             }
         }
@@ -221,6 +230,21 @@ fn relay(state: Arc<State>, mut client: TcpStream, mut server: TcpStream) {
         }
         let _ = client_back.shutdown(Shutdown::Both);
     });
+}
+
+/// Writes `chunk` to the server, at the upstream rate when one is set.
+fn send(state: &State, server: &mut TcpStream, chunk: &[u8]) -> std::io::Result<()> {
+    let rate = state.upstream_rate.load(Ordering::SeqCst);
+    if rate == 0 {
+        return server.write_all(chunk);
+    }
+    // a tenth of a second's worth at a time
+    let piece = (rate / 10).max(1) as usize;
+    for part in chunk.chunks(piece) {
+        server.write_all(part)?;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Keeps a frozen connection's sockets open for as long as the test process lives.

@@ -22,6 +22,8 @@ pub struct Counter {
     pub seen: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub written: u64,
     // said to be left out of snapshots: accepted
     #[serde(skip)]
     #[aggregate(transient)]
