@@ -2,7 +2,8 @@
 //! a command reads only the events appended since the state it starts from.
 //!
 //! A cached state is the fold of the first `version` events of its stream, anchored to
-//! the global position of the event at `version` (as snapshots are). A command takes the
+//! the global position and the id of the event at `version` (a snapshot is anchored to
+//! its position and time). A command takes the
 //! state out, reads the events after it, checking first that the stream still holds the
 //! anchoring event, decides, appends, and puts the new state back. When the store tells
 //! that the stream still ends at the anchoring event ([`EventStore::stream_end`](crate::EventStore::stream_end)), there
@@ -84,19 +85,38 @@ pub struct CacheStats {
     pub invalidations: u64,
 }
 
+/// Where a folded state ends: the global position of its last event (0 when unknown) and
+/// that event's id, when known. The id tells histories apart where positions cannot: a
+/// store whose log end moved back (a failover that lost commits) hands the same versions
+/// and positions to other events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tip {
+    pub(crate) position: u64,
+    pub(crate) event_id: Option<uuid::Uuid>,
+}
+
+impl From<u64> for Tip {
+    fn from(position: u64) -> Tip {
+        Tip {
+            position,
+            event_id: None,
+        }
+    }
+}
+
 /// A state taken from the cache: the fold of the first `version` events, the last of
-/// which is at global position `position`.
+/// which is `tip`.
 pub(crate) struct Cached<A> {
     pub(crate) state: A,
     pub(crate) version: u64,
-    pub(crate) position: u64,
+    pub(crate) tip: Tip,
 }
 
 struct Entry<A> {
     /// `None` while a command has it out.
     state: Option<A>,
     version: u64,
-    position: u64,
+    tip: Tip,
     weight: usize,
     /// Which insertion this is: the clock's queue names entries by stream and insertion,
     /// so that a queue slot of a removed entry is recognised and skipped.
@@ -175,7 +195,7 @@ impl<A> StateCache<A> {
             Some(Cached {
                 state: e.state.take()?,
                 version: e.version,
-                position: e.position,
+                tip: e.tip,
             })
         });
         drop(shard);
@@ -191,7 +211,7 @@ impl<A> StateCache<A> {
             Some(Cached {
                 state: (self.copy)(e.state.as_ref()?),
                 version: e.version,
-                position: e.position,
+                tip: e.tip,
             })
         });
         drop(shard);
@@ -211,7 +231,8 @@ impl<A> StateCache<A> {
 
     /// Keeps `state` as the state of `stream_id` at `version`, unless the cache already
     /// holds a newer one (another command put it there meanwhile).
-    pub(crate) fn put(&self, stream_id: &str, state: A, version: u64, position: u64) {
+    pub(crate) fn put(&self, stream_id: &str, state: A, version: u64, tip: impl Into<Tip>) {
+        let tip = tip.into();
         if self.entries == 0 || version == 0 {
             return;
         }
@@ -229,7 +250,7 @@ impl<A> StateCache<A> {
             let old = std::mem::replace(&mut existing.weight, weight);
             existing.state = Some(state);
             existing.version = version;
-            existing.position = position;
+            existing.tip = tip;
             existing.referenced = true;
             shard.bytes = shard.bytes.saturating_sub(old).saturating_add(weight);
         } else {
@@ -240,7 +261,7 @@ impl<A> StateCache<A> {
                 Entry {
                     state: Some(state),
                     version,
-                    position,
+                    tip,
                     weight,
                     insertion,
                     referenced: false,
@@ -373,7 +394,7 @@ mod tests {
         c.put("s-a", 7, 7, 70);
         c.put("s-a", 5, 5, 50);
         let got = c.take("s-a").unwrap();
-        assert_eq!((got.state, got.version, got.position), (7, 7, 70));
+        assert_eq!((got.state, got.version, got.tip.position), (7, 7, 70));
         assert!(c.take("s-a").is_none(), "take removes");
     }
 

@@ -1,7 +1,7 @@
 //! The repository: load an aggregate, run a command on it, append what it decided.
 
 use crate::aggregate::Aggregate;
-use crate::cache::{CacheOptions, CacheStats, Cached, StateCache};
+use crate::cache::{CacheOptions, CacheStats, Cached, StateCache, Tip};
 use crate::envelope::{EventDecodeError, Metadata, NewEvent, RecordedEvent};
 use crate::event::{EncodeError, EventSet, IntoEvents};
 use crate::snapshot::{SNAPSHOTS_KEPT, Snapshot};
@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use std::marker::PhantomData;
 use std::ops::{ControlFlow, Deref};
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// An aggregate's state and the stream version it reflects.
 #[derive(Debug, Clone, Default)]
@@ -259,6 +260,10 @@ impl<A: Aggregate + Clone, S: EventStore> Repository<A, S> {
 struct Anchor {
     position: u64,
     at: Option<DateTime<Utc>>,
+    /// The event's id, for a cached state (which knows it): a history whose log end moved
+    /// back under a running process (a failover that lost commits) gives the same version
+    /// and position to another event, recorded at another time with another id.
+    event_id: Option<Uuid>,
 }
 
 impl<A: Aggregate, S: EventStore> Repository<A, S> {
@@ -354,16 +359,11 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// cached state and keeps the state it returns.
     pub fn load(&self, id: &str) -> Result<Loaded<A>, LoadError> {
         let stream_id = self.stream_of(id)?;
-        let (loaded, position, from_cache) = self.current(&stream_id, false)?;
+        let (loaded, tip, from_cache) = self.current(&stream_id, false)?;
         if let Some(cache) = &self.cache
             && from_cache != Some(loaded.version)
         {
-            cache.put(
-                &stream_id,
-                cache.copy(&loaded.state),
-                loaded.version,
-                position,
-            );
+            cache.put(&stream_id, cache.copy(&loaded.state), loaded.version, tip);
         }
         Ok(loaded)
     }
@@ -400,7 +400,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         &self,
         stream_id: &str,
         take: bool,
-    ) -> Result<(Loaded<A>, u64, Option<u64>), LoadError> {
+    ) -> Result<(Loaded<A>, Tip, Option<u64>), LoadError> {
         if let Some(cache) = &self.cache {
             let cached = if take {
                 cache.take(stream_id)
@@ -410,13 +410,17 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             if let Some(Cached {
                 state,
                 version,
-                position,
+                tip,
             }) = cached
             {
                 let start = Loaded { state, version };
-                let anchor = Anchor { position, at: None };
+                let anchor = Anchor {
+                    position: tip.position,
+                    at: None,
+                    event_id: tip.event_id,
+                };
                 match self.fold_from(stream_id, start, anchor, u64::MAX, None) {
-                    Ok(Some((loaded, position))) => return Ok((loaded, position, Some(version))),
+                    Ok(Some((loaded, tip))) => return Ok((loaded, tip, Some(version))),
                     Ok(None) => {
                         tracing::warn!(
                             stream_id,
@@ -432,8 +436,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 }
             }
         }
-        let (loaded, position) = self.fold(stream_id, u64::MAX, None)?;
-        Ok((loaded, position, None))
+        let (loaded, tip) = self.fold(stream_id, u64::MAX, None)?;
+        Ok((loaded, tip, None))
     }
 
     /// Folds the stream up to `max_version` and, when given, events recorded at or before
@@ -444,7 +448,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         stream_id: &str,
         max_version: u64,
         as_of: Option<DateTime<Utc>>,
-    ) -> Result<(Loaded<A>, u64), LoadError> {
+    ) -> Result<(Loaded<A>, Tip), LoadError> {
         // the newest snapshot first; one that does not match the stream's history (a crash
         // or a repair took back the events it was folded from) gives way to an older one
         let mut stale: Option<u64> = None;
@@ -478,6 +482,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let anchor = Anchor {
             position: 0,
             at: None,
+            event_id: None,
         };
         let done = self
             .fold_from(stream_id, empty, anchor, max_version, as_of)?
@@ -518,8 +523,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         anchor: Anchor,
         max_version: u64,
         as_of: Option<DateTime<Utc>>,
-    ) -> Result<Option<(Loaded<A>, u64)>, LoadError> {
-        let Anchor { mut position, at } = anchor;
+    ) -> Result<Option<(Loaded<A>, Tip)>, LoadError> {
+        let Anchor {
+            mut position,
+            at,
+            event_id,
+        } = anchor;
+        let mut last_id = event_id;
         let start_version = loaded.version;
         // a stream that still ends at the event the state was folded up to has nothing
         // more to fold: no read (an error here is met again by the read below). Only for
@@ -531,7 +541,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             && end.version == start_version
             && end.position == position
         {
-            return Ok(Some((loaded, position)));
+            let tip = Tip { position, event_id };
+            return Ok(Some((loaded, tip)));
         }
         // the events are lent by the store and only the event itself is decoded: a fold
         // keeps nothing of an event but what it changes in the state
@@ -544,9 +555,11 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     if e.stream_version == start_version
                         && (position == 0 || e.position == position)
                         && at.is_none_or(|t| e.timestamp == t)
+                        && event_id.is_none_or(|id| e.event_id == id)
                     {
                         anchored = true;
                         position = e.position;
+                        last_id = Some(e.event_id);
                         return ControlFlow::Continue(());
                     }
                     return ControlFlow::Break(());
@@ -569,6 +582,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 }
                 loaded.version = e.stream_version;
                 position = e.position;
+                last_id = Some(e.event_id);
                 ControlFlow::Continue(())
             })?;
         if let Some(e) = failure {
@@ -577,7 +591,11 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         if !anchored {
             return Ok(None);
         }
-        Ok(Some((loaded, position)))
+        let tip = Tip {
+            position,
+            event_id: last_id,
+        };
+        Ok(Some((loaded, tip)))
     }
 
     /// The state in the newest usable snapshot at or below `max_version`, if the aggregate
@@ -639,6 +657,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         position: snapshot.position,
                         // a snapshot without a position (0) is anchored by version alone
                         at: (snapshot.position != 0).then_some(snapshot.last_event_at),
+                        event_id: None,
                     },
                 )),
                 None,
@@ -930,7 +949,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (Loaded { mut state, version }, position, _) = self.current(&stream_id, true)?;
+            let (Loaded { mut state, version }, tip, _) = self.current(&stream_id, true)?;
             // a reaction that ran before stored its first event under the first id derived
             // from its cause: one look-up in the store's id index tells. Looked up after
             // the load: a run that stores the reaction after the look-up is caught at the
@@ -957,14 +976,14 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 already_applied,
             };
             if already_applied {
-                self.keep(&stream_id, &state, version, position);
+                self.keep(&stream_id, &state, version, tip);
                 return Ok(done(state, Vec::new(), None, true));
             }
             if let Some(expected) = expected_version
                 && expected != version
             {
                 // the state is current: the caller's expectation is stale, not the cache
-                self.keep(&stream_id, &state, version, position);
+                self.keep(&stream_id, &state, version, tip);
                 return Err(CommandError::Conflict {
                     stream_id,
                     // the command did not run this time
@@ -977,12 +996,12 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             match command(&state) {
                 Ok(decided) => decided.into_events(&mut events),
                 Err(rejected) => {
-                    self.keep_owned(&stream_id, state, version, position);
+                    self.keep_owned(&stream_id, state, version, tip);
                     return Err(CommandError::Rejected(rejected));
                 }
             }
             if events.is_empty() {
-                self.keep(&stream_id, &state, version, position);
+                self.keep(&stream_id, &state, version, tip);
                 return Ok(done(state, events, None, false));
             }
             let batch = events
@@ -1023,6 +1042,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             } else {
                 ExpectedVersion::Exact(version)
             };
+            // the id of the last event, which a cached state of this stream is anchored to
+            let last_id = batch.last().map(|e| e.event_id);
             match self.store.append(&stream_id, expected, batch) {
                 Ok(appended) if appended.retried && cause.is_some() => {
                     // another run of the same reaction stored these events first (their ids
@@ -1041,12 +1062,11 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         state,
                         version: appended.last_version,
                     };
-                    self.keep(
-                        &stream_id,
-                        &loaded.state,
-                        loaded.version,
-                        appended.last_position,
-                    );
+                    let tip = Tip {
+                        position: appended.last_position,
+                        event_id: last_id,
+                    };
+                    self.keep(&stream_id, &loaded.state, loaded.version, tip);
                     self.maybe_snapshot(&stream_id, version, &loaded);
                     return Ok(Executed {
                         state: loaded.state,
@@ -1092,8 +1112,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         stream_id: &str,
         attempts: u32,
     ) -> Result<Executed<A>, CommandError<E>> {
-        let (Loaded { state, version }, position, _) = self.current(stream_id, true)?;
-        self.keep(stream_id, &state, version, position);
+        let (Loaded { state, version }, tip, _) = self.current(stream_id, true)?;
+        self.keep(stream_id, &state, version, tip);
         Ok(Executed {
             state,
             version,
@@ -1105,16 +1125,16 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     /// Keeps a copy of `state` in the cache, if there is one.
-    fn keep(&self, stream_id: &str, state: &A, version: u64, position: u64) {
+    fn keep(&self, stream_id: &str, state: &A, version: u64, tip: Tip) {
         if let Some(cache) = &self.cache {
-            cache.put(stream_id, cache.copy(state), version, position);
+            cache.put(stream_id, cache.copy(state), version, tip);
         }
     }
 
     /// Keeps `state` itself in the cache, if there is one.
-    fn keep_owned(&self, stream_id: &str, state: A, version: u64, position: u64) {
+    fn keep_owned(&self, stream_id: &str, state: A, version: u64, tip: Tip) {
         if let Some(cache) = &self.cache {
-            cache.put(stream_id, state, version, position);
+            cache.put(stream_id, state, version, tip);
         }
     }
 

@@ -755,7 +755,12 @@ pub trait EventStore: Send + Sync {
     /// The repository asks it before reading what was appended after a cached state:
     /// when the stream still ends at the event the state was folded up to (same version,
     /// same global position), there is nothing to read. Any other answer sends it to the
-    /// stream, as without this method.
+    /// stream, as without this method; there the anchoring event's id is checked too.
+    ///
+    /// A store whose log end can move back while it is open, handing a version and a
+    /// position to another event (a database failing over to a replica that lost
+    /// commits), keeps the default: an answer of version and position could not tell the
+    /// other event from the one the cached state was folded up to.
     ///
     /// ```
     /// use es_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamEnd};

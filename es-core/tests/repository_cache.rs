@@ -336,48 +336,61 @@ fn clones_share_one_cache_across_threads() {
     assert_eq!(events, 4 * 200 + 200);
 }
 
+/// Two stores stand for one history replaced by another (a restore, a failover): the
+/// repository's store is swapped under its cache. `ends` says whether it tells where a
+/// stream ends (a store whose log end can move back under a running process, as
+/// PostgreSQL's after a failover that lost commits, does not).
+struct Switch {
+    stores: [MemoryStore; 2],
+    active: AtomicU64,
+    ends: bool,
+}
+
+impl Switch {
+    fn new(ends: bool) -> Self {
+        Switch {
+            stores: [MemoryStore::new(), MemoryStore::new()],
+            active: AtomicU64::new(0),
+            ends,
+        }
+    }
+    fn store(&self) -> &MemoryStore {
+        &self.stores[self.active.load(Ordering::SeqCst) as usize]
+    }
+}
+
+impl EventStore for Switch {
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<es_core::AppendResult, StoreError> {
+        self.store().append(stream_id, expected, events)
+    }
+    fn read_stream(&self, stream_id: &str, from: u64) -> Result<EventStream<'_>, StoreError> {
+        self.store().read_stream(stream_id, from)
+    }
+    fn read_all(&self, from: u64) -> Result<EventStream<'_>, StoreError> {
+        self.store().read_all(from)
+    }
+    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        self.store().stream_version(stream_id)
+    }
+    fn head_position(&self) -> Result<u64, StoreError> {
+        self.store().head_position()
+    }
+    fn stream_end(&self, stream_id: &str) -> Result<Option<es_core::StreamEnd>, StoreError> {
+        if !self.ends {
+            return Ok(None);
+        }
+        self.store().stream_end(stream_id)
+    }
+}
+
 #[test]
 fn a_cached_state_of_a_replaced_history_is_not_used() {
-    // two stores stand for one history replaced by another (a restore, a failover): the
-    // repository's store is swapped under its cache through a switch
-    struct Switch {
-        stores: [MemoryStore; 2],
-        active: AtomicU64,
-    }
-    impl Switch {
-        fn store(&self) -> &MemoryStore {
-            &self.stores[self.active.load(Ordering::SeqCst) as usize]
-        }
-    }
-    impl EventStore for Switch {
-        fn append(
-            &self,
-            stream_id: &str,
-            expected: ExpectedVersion,
-            events: Vec<NewEvent>,
-        ) -> Result<es_core::AppendResult, StoreError> {
-            self.store().append(stream_id, expected, events)
-        }
-        fn read_stream(&self, stream_id: &str, from: u64) -> Result<EventStream<'_>, StoreError> {
-            self.store().read_stream(stream_id, from)
-        }
-        fn read_all(&self, from: u64) -> Result<EventStream<'_>, StoreError> {
-            self.store().read_all(from)
-        }
-        fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
-            self.store().stream_version(stream_id)
-        }
-        fn head_position(&self) -> Result<u64, StoreError> {
-            self.store().head_position()
-        }
-        fn stream_end(&self, stream_id: &str) -> Result<Option<es_core::StreamEnd>, StoreError> {
-            self.store().stream_end(stream_id)
-        }
-    }
-    let switch = Switch {
-        stores: [MemoryStore::new(), MemoryStore::new()],
-        active: AtomicU64::new(0),
-    };
+    let switch = Switch::new(true);
     // the second history: another stream first, so positions differ
     switch.stores[1]
         .append(
@@ -400,6 +413,51 @@ fn a_cached_state_of_a_replaced_history_is_not_used() {
         .unwrap();
     assert_eq!((done.state.total, done.version), (10, 2));
     assert_eq!(repository.cache_stats().unwrap().invalidations, 1);
+}
+
+/// The replaced history gives the cached state's last version and position to another
+/// event (one stream, one writer: positions follow versions). The cached state is anchored
+/// to its event's id too, and is not used: the command decides on the new history's state,
+/// and what it leaves (here a snapshot) is that history's (it folded the old one's, and
+/// its snapshot made the error outlast the cache).
+#[test]
+fn a_cached_state_is_anchored_to_its_events_id() {
+    let switch = Switch::new(false);
+    let repository = Repository::<Snapped, _>::new(&switch).with_cache(CacheOptions::default());
+    let plain = Repository::<Snapped, _>::new(&switch);
+    for n in [5, 6] {
+        repository
+            .execute("1", |_| Ok::<_, NotEnough>(Added { n }))
+            .unwrap();
+    }
+    switch.active.store(1, Ordering::SeqCst);
+    for n in [9, 8] {
+        plain
+            .execute("1", |_| Ok::<_, NotEnough>(Added { n }))
+            .unwrap();
+    }
+    // the same version and position in both histories
+    let ends = switch
+        .stores
+        .each_ref()
+        .map(|s| s.stream_end("tally-1").unwrap());
+    assert_eq!(ends[0], ends[1]);
+    let done = repository
+        .execute("1", |c| {
+            assert_eq!(c.total, 17, "the command saw the old history's state");
+            Ok::<_, NotEnough>(Added { n: 1 })
+        })
+        .unwrap();
+    assert_eq!((done.state.total, done.version), (18, 3));
+    assert_eq!(repository.cache_stats().unwrap().invalidations, 1);
+    // a load without the cache, from the snapshot the command wrote at version 3, agrees
+    // with a replay
+    let fresh = Repository::<Snapped, _>::new(&switch).load("1").unwrap();
+    let replayed = Repository::<Plain, _>::new(&switch).load("1").unwrap();
+    assert_eq!(
+        (fresh.total, fresh.trail, fresh.version),
+        (18, replayed.trail, 3)
+    );
 }
 
 /// Counts the events read by stream through it and the id look-ups; tells where a
