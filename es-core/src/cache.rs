@@ -58,7 +58,9 @@ impl CacheOptions {
         self
     }
 
-    /// Sets the most bytes kept.
+    /// Sets the most bytes kept. The cache is split in shards that each keep a share of
+    /// it, at least 4 MiB (or all of it, when it is smaller): a state larger than its
+    /// shard's share is not kept.
     pub fn max_bytes(mut self, bytes: usize) -> Self {
         self.bytes = bytes;
         self
@@ -147,6 +149,9 @@ pub(crate) struct StateCache<A> {
     invalidations: AtomicU64,
 }
 
+/// The least share of the byte bound a shard has, unless the whole bound is smaller.
+const MIN_SHARD_BYTES: usize = 4 << 20;
+
 /// The estimated size of an entry beyond its state: the key's allocation, the map's and
 /// the clock's slots.
 const ENTRY_OVERHEAD: usize = 96;
@@ -154,8 +159,12 @@ const ENTRY_OVERHEAD: usize = 96;
 impl<A> StateCache<A> {
     pub(crate) fn new(options: CacheOptions, copy: fn(&A) -> A, weigh: fn(&A) -> usize) -> Self {
         // enough shards that concurrent commands rarely wait for each other, few enough
-        // that each shard's share of the bounds stays meaningful
-        let shards = (options.entries / 256).clamp(1, 16).next_power_of_two();
+        // that each shard's share of the bounds stays meaningful: at least 256 states and
+        // [`MIN_SHARD_BYTES`] (a state larger than its shard's share is not kept)
+        let wanted = (options.entries / 256)
+            .min(options.bytes / MIN_SHARD_BYTES)
+            .clamp(1, 16);
+        let shards = 1 << wanted.ilog2();
         StateCache {
             shards: (0..shards)
                 .map(|_| {
@@ -354,6 +363,34 @@ mod tests {
 
     fn cache(entries: usize, bytes: usize) -> StateCache<u64> {
         StateCache::new(CacheOptions { entries, bytes }, |s| *s, |_| 8)
+    }
+
+    /// A state that fits the byte bound is kept, however many entries are allowed: the
+    /// bound was split among 16 shards, and a state of more than a sixteenth was never kept.
+    #[test]
+    fn a_large_state_within_the_byte_bound_is_kept() {
+        let c: StateCache<u64> = StateCache::new(
+            CacheOptions {
+                entries: 10_000,
+                bytes: 1 << 20,
+            },
+            |s| *s,
+            |_| 200 << 10,
+        );
+        c.put("s-a", 1, 1, 1);
+        c.put("s-b", 2, 1, 2);
+        assert!(c.get("s-a").is_some() && c.get("s-b").is_some());
+        // the default bound, 64 MiB, keeps states of nearly 4 MiB
+        let c: StateCache<u64> = StateCache::new(
+            CacheOptions {
+                entries: 10_000,
+                bytes: 64 << 20,
+            },
+            |s| *s,
+            |_| (4 << 20) - 1024,
+        );
+        c.put("s-a", 1, 1, 1);
+        assert!(c.get("s-a").is_some());
     }
 
     #[test]

@@ -374,7 +374,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         Ok(self.fold(&self.stream_of(id)?, version, None)?.0)
     }
 
-    /// The state of instance `id` as of `timestamp`: every event recorded at or before it.
+    /// The state of instance `id` as of `timestamp`: its events up to the first one recorded
+    /// after `timestamp`. The store records its own appends in time order, so these are
+    /// every event recorded at or before `timestamp`; of events imported with their own
+    /// times out of order, the state is the longest run from the first event recorded by
+    /// then, a state the stream had (skipping later events in the middle would make one
+    /// it never had). It folds from the first event, without snapshots (they do not record
+    /// when each of their events was recorded).
     pub fn load_as_of(&self, id: &str, timestamp: DateTime<Utc>) -> Result<Loaded<A>, LoadError> {
         Ok(self
             .fold(&self.stream_of(id)?, u64::MAX, Some(timestamp))?
@@ -608,6 +614,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         max_version: u64,
         as_of: Option<DateTime<Utc>>,
     ) -> (Option<(Loaded<A>, Anchor)>, Option<u64>) {
+        // a load as of a time folds from the first event: a snapshot records when its last
+        // event was recorded, not whether every event before it was recorded by then
+        // (events imported with their own times need not be in order), so it could hold
+        // an event the time leaves out
+        if as_of.is_some() {
+            return (None, None);
+        }
         let (Some(policy), Some(snapshots)) = (A::snapshot_policy(), self.store.snapshots()) else {
             return (None, None);
         };
@@ -642,9 +655,6 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 A::snapshot_fingerprint()
             );
             return (None, Some(snapshot.version));
-        }
-        if as_of.is_some_and(|t| snapshot.last_event_at > t) {
-            return (None, None);
         }
         match A::decode_snapshot(&snapshot.state) {
             Some(Ok(state)) => (
@@ -1086,6 +1096,19 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     if attempts >= self.max_attempts || expected_version.is_some() =>
                 {
                     self.drop_cached(&stream_id);
+                    // a reaction that lost its last attempt to another run of itself is
+                    // applied, not in conflict: its first derived id tells
+                    if let Some(cause) = cause {
+                        let first = derived_event_id(cause, &stream_id, 0);
+                        if self
+                            .store
+                            .version_of_event(&stream_id, first)
+                            .map_err(CommandError::Store)?
+                            .is_some()
+                        {
+                            return self.already_applied_now(&stream_id, attempts);
+                        }
+                    }
                     return Err(CommandError::Conflict {
                         stream_id,
                         attempts,

@@ -633,3 +633,38 @@ fn the_loser_of_a_reaction_race_around_its_look_up_reports_already_applied() {
     assert_eq!((done.state.balance, done.version), (0, 2));
     assert_eq!(accounts.load("target").unwrap().balance, 0);
 }
+
+/// A reaction whose last attempt loses to another run of itself, stored after an unrelated
+/// event (so that the stored copy does not follow this run's expected version), reports
+/// `already_applied`: it reported a conflict, though the reaction is applied.
+#[test]
+fn a_reaction_that_loses_its_last_attempt_to_another_run_is_applied() {
+    let store = MemoryStore::new();
+    let setup = Repository::<Account, _>::new(&store);
+    setup.execute("target", |a| a.deposit(100)).unwrap();
+    setup.execute("payer", |a| a.deposit(1)).unwrap();
+    let cause = store
+        .read_stream("account-payer", 1)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let accounts = Repository::<Account, _>::new(&store).with_max_attempts(1);
+    let mut raced = false;
+    let done = accounts
+        .execute_caused_by("target", &cause, |a| {
+            if !raced {
+                raced = true;
+                let rival = Repository::<Account, _>::new(&store);
+                rival.execute("target", |a| a.deposit(7)).unwrap();
+                let other = rival
+                    .execute_caused_by("target", &cause, |a| a.withdraw(100))
+                    .unwrap();
+                assert!(!other.already_applied);
+            }
+            a.withdraw(100)
+        })
+        .unwrap_or_else(|e| panic!("the losing run: {e}"));
+    assert!(done.already_applied);
+    assert_eq!((done.state.balance, done.version), (7, 3));
+}

@@ -745,3 +745,47 @@ fn a_typed_subscription_does_not_pass_an_event_it_cannot_decode() {
         assert_eq!(subscription.position(), 2);
     }
 }
+
+/// Events imported with their own times need not be in time order: a load as of a time is
+/// the run of events from the first up to the first one recorded later, with a snapshot
+/// or without (a snapshot recorded after the time's last event, at a version past an event
+/// recorded after the time, was used, and the answer depended on whether one existed).
+#[test]
+fn a_load_as_of_a_time_is_the_same_with_snapshots() {
+    use chrono::TimeZone;
+    let store = MemoryStore::new();
+    let at = |year| chrono::Utc.with_ymd_and_hms(year, 1, 1, 0, 0, 0).unwrap();
+    let added = |n: u64| NewEvent::from_encoded(TallyEvent::Added(Added { n }).encode().unwrap());
+    store
+        .append(
+            "tally-1",
+            ExpectedVersion::NoStream,
+            vec![
+                added(1).with_timestamp(at(2000)),
+                added(2).with_timestamp(at(2100)),
+            ],
+        )
+        .unwrap();
+    // the third event, now, crosses `snapshot_every = 3`: a snapshot recorded now
+    Repository::<Snapped, _>::new(&store)
+        .execute("1", |_| Ok::<_, NotEnough>(Added { n: 4 }))
+        .unwrap();
+    assert!(store.load_snapshot("tally-1", 3).unwrap().is_some());
+    let now = chrono::Utc::now();
+    let snapped = Repository::<Snapped, _>::new(&store)
+        .load_as_of("1", now)
+        .unwrap();
+    let plain = Repository::<Plain, _>::new(&store)
+        .load_as_of("1", now)
+        .unwrap();
+    assert_eq!(
+        (snapped.total, snapped.version),
+        (plain.total, plain.version)
+    );
+    assert_eq!((plain.total, plain.version), (1, 1));
+    // as of a time after every event: all of them, with the snapshot's state
+    let later = Repository::<Snapped, _>::new(&store)
+        .load_as_of("1", at(2200))
+        .unwrap();
+    assert_eq!((later.total, later.version), (7, 3));
+}
