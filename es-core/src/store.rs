@@ -391,14 +391,26 @@ fn value_depth(value: &serde_json::Value) -> usize {
 /// Cuts long user input down for error messages.
 fn shorten(s: &str) -> String {
     const MAX: usize = 80;
+    // control characters written out (`\n`), so that an id cannot break a log line
+    let shown = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
     if s.len() <= MAX {
-        return s.to_owned();
+        return shown(s);
     }
     let mut end = MAX;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… ({} bytes)", &s[..end], s.len())
+    format!("{}… ({} bytes)", shown(&s[..end]), s.len())
 }
 
 /// Errors of an event store.
@@ -911,7 +923,22 @@ pub use crate::backend::{HeadSignal, IdLocation, check_idempotent_retry, deadlin
 
 #[cfg(test)]
 mod tests {
-    use super::{json_depth, nests_deeper_than};
+    use super::{Limits, StoreError, json_depth, nests_deeper_than};
+
+    /// A refused stream id is named with its control characters written out: an id with a
+    /// line break made the error two lines in a log (one of them forged at will).
+    #[test]
+    fn a_refused_id_is_shown_with_its_control_characters_written_out() {
+        let err = Limits::default()
+            .check_stream_id("a-1\nERROR forged line\u{1b}[31m")
+            .unwrap_err();
+        let StoreError::InvalidStreamId { stream_id, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(stream_id, "a-1\\nERROR forged line\\u{1b}[31m");
+        assert!(!err.to_string().contains('\n'), "{err}");
+        assert!(!err.to_string().contains('\u{1b}'), "{err}");
+    }
 
     #[test]
     fn the_bracket_count_decides_only_what_the_walk_would() {
