@@ -355,6 +355,7 @@ pub fn run_migrations(
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".to_owned());
+                let message = crate::store::shown(&message);
                 let error = UpcastError::new(format!("the step panicked: {message}"));
                 return Err(error.at_step(from));
             }
@@ -368,7 +369,10 @@ pub fn run_migrations(
 /// `#[event]` struct the last step must return a JSON object of the current version's
 /// fields (anything else is an error naming the event). A step that panics on a value it
 /// did not expect fails the decode with an [`UpcastError`] naming the step, instead of
-/// panicking (unless the build aborts on panics).
+/// panicking (unless the build aborts on panics); the panic still goes through the panic
+/// hook, which prints it by default, on every decode of that event. Write steps that
+/// return an error instead: `v.as_object_mut()` says whether the value is an object,
+/// where `v["field"] = ..` panics on an array and turns `null` into an object.
 ///
 /// A step sees a [`Value`], not the stored text (see [`Event::upcast_stored`]): an
 /// integer beyond the range of `i64` and `u64` is a float there (a `u128` field then fails

@@ -30,7 +30,8 @@
 //! assert_ne!(schema.fingerprint, 0);
 //!
 //! fn add_quantity(mut v: serde_json::Value) -> Result<serde_json::Value, UpcastError> {
-//!     v["quantity"] = 1.into();
+//!     let fields = v.as_object_mut().ok_or_else(|| UpcastError::new("not an object"))?;
+//!     fields.insert("quantity".into(), 1.into());
 //!     Ok(v)
 //! }
 //! ```

@@ -389,20 +389,29 @@ fn value_depth(value: &serde_json::Value) -> usize {
 }
 
 /// Cuts long user input down for error messages.
+/// `s` with its control characters, line and paragraph separators and bidirectional
+/// controls written out (`\n`, `\u{202e}`): text from outside (an id, a type name, a
+/// message) that cannot break a log line or reorder what follows it.
+pub(crate) fn shown(s: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    s.chars()
+        .map(|c| {
+            if hidden(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn shorten(s: &str) -> String {
     const MAX: usize = 80;
-    // control characters written out (`\n`), so that an id cannot break a log line
-    let shown = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    };
     if s.len() <= MAX {
         return shown(s);
     }
@@ -936,6 +945,7 @@ mod tests {
             panic!("{err}");
         };
         assert_eq!(stream_id, "a-1\\nERROR forged line\\u{1b}[31m");
+        assert_eq!(super::shown("a\u{2028}b\u{202e}c"), "a\\u{2028}b\\u{202e}c");
         assert!(!err.to_string().contains('\n'), "{err}");
         assert!(!err.to_string().contains('\u{1b}'), "{err}");
     }

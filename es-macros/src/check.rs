@@ -432,27 +432,44 @@ fn snapshots_keep_every_field(cx: &Ctxt, aggregate: &AggregateInput) {
                 ),
             }
         }
-        if !snapshots || transient {
-            continue;
-        }
+        let mut skips = Vec::new();
         for attr in field.attrs.iter().filter(|a| a.path().is_ident("serde")) {
             let Ok(keys) = attr.parse_args_with(
                 syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
             ) else {
                 continue;
             };
-            for key in keys.iter().map(syn::Meta::path) {
-                let skipped = ["skip", "skip_serializing", "skip_deserializing"];
-                if skipped.iter().any(|k| key.is_ident(k)) {
-                    cx.error_spanned_by(
-                        key,
-                        format!(
-                            "`#[serde({})]` on a field of a state kept in snapshots (`{SNAPSHOT_EVERY}`): a state restored from a snapshot holds the field's default where a replay of the events gives it its value. Keep the field in the snapshot; or, if it may differ (a cache, a count of what one load folded), say so with `#[{AGGREGATE}({TRANSIENT})]` on it",
-                            written(key)
-                        ),
-                    );
-                }
-            }
+            let skipped = ["skip", "skip_serializing", "skip_deserializing"];
+            skips.extend(
+                keys.iter()
+                    .map(syn::Meta::path)
+                    .filter(|key| skipped.iter().any(|k| key.is_ident(k)))
+                    .cloned(),
+            );
+        }
+        if transient && skips.is_empty() {
+            let name = field
+                .ident
+                .as_ref()
+                .map_or_else(|| "the field".to_owned(), |i| format!("`{i}`"));
+            cx.error_spanned_by(
+                &field.ty,
+                format!(
+                    "{name} is `#[{AGGREGATE}({TRANSIENT})]`, but serde keeps it, and so do snapshots: add `#[serde(skip)]` to leave it out, or remove `{TRANSIENT}`"
+                ),
+            );
+        }
+        if !snapshots || transient {
+            continue;
+        }
+        for key in &skips {
+            cx.error_spanned_by(
+                key,
+                format!(
+                    "`#[serde({})]` on a field of a state kept in snapshots (`{SNAPSHOT_EVERY}`): a state restored from a snapshot holds the field's default where a replay of the events gives it its value. Keep the field in the snapshot; or, if it may differ (a cache, a count of what one load folded), say so with `#[{AGGREGATE}({TRANSIENT})]` on it",
+                    written(key)
+                ),
+            );
         }
     }
 }

@@ -656,8 +656,10 @@ fn run_group(
     )
     .map_err(fail("writing the events"))?;
     tx.commit().map_err(|error| Failure {
-        // the server may have committed before the connection died
-        commit_maybe_sent: is_connection_error(&error),
+        // the server may have committed before the connection died; not when it says it
+        // ended the session for idling in the transaction, which it rolled back
+        commit_maybe_sent: is_connection_error(&error)
+            && error.code().is_none_or(|c| c.code() != "25P03"),
         cause: Cause::Database {
             error,
             during: "committing the events",

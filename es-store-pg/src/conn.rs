@@ -168,20 +168,32 @@ pub(crate) struct Conn {
     pub(crate) idle_transaction_timeout: Option<Duration>,
 }
 
+/// The longest `idle_in_transaction_session_timeout` the server takes, in milliseconds.
+pub(crate) const LONGEST_IDLE_TIMEOUT_MS: u64 = i32::MAX as u64;
+
 /// The slowest link a group's transaction is given time for: the server counts the time
 /// it spends receiving a statement as idle time, and a group's write carries every
 /// payload in one message. A transaction gets the idle timeout and one more second per
 /// this many bytes, for groups large enough to need it.
 pub(crate) const SLOWEST_LINK_BYTES_PER_SECOND: usize = 128 * 1024;
 
+/// [`Conn::idle_timeout_for`] of a connection whose own timeout is `base`: the server
+/// takes at most [`LONGEST_IDLE_TIMEOUT_MS`], and a base that long needs no more.
+fn idle_timeout_for(base: Duration, bytes: usize) -> Option<Duration> {
+    let sending = (bytes / SLOWEST_LINK_BYTES_PER_SECOND) as u64;
+    let longest = Duration::from_millis(LONGEST_IDLE_TIMEOUT_MS);
+    let timeout = base
+        .saturating_add(Duration::from_secs(sending))
+        .min(longest);
+    (sending > 0 && base < longest).then_some(timeout)
+}
+
 impl Conn {
     /// The idle timeout for a transaction that sends `bytes` of events, when the
     /// connection's own is too short for them at [`SLOWEST_LINK_BYTES_PER_SECOND`];
     /// `None` when the connection's own does (or the store left the setting alone).
     pub(crate) fn idle_timeout_for(&self, bytes: usize) -> Option<Duration> {
-        let base = self.idle_transaction_timeout?;
-        let sending = bytes / SLOWEST_LINK_BYTES_PER_SECOND;
-        (sending > 0).then(|| base + Duration::from_secs(sending as u64))
+        idle_timeout_for(self.idle_transaction_timeout?, bytes)
     }
 }
 
@@ -273,7 +285,10 @@ fn limit_idle_transactions(
     if timeout.is_zero() {
         return Ok(false);
     }
-    let millis = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
+    let millis = timeout
+        .as_millis()
+        .clamp(1, u128::from(LONGEST_IDLE_TIMEOUT_MS))
+        .to_string();
     client
         .query(
             "SELECT set_config('idle_in_transaction_session_timeout', $1, false) FROM pg_settings
@@ -314,6 +329,28 @@ impl r2d2::ManageConnection for Manager {
 mod tests {
     use super::*;
     use r2d2::ManageConnection;
+
+    /// Large groups get a second per 128 KiB on top of the base, never more than the
+    /// server takes (a base of days, or `Duration::MAX`, made every large append fail, or
+    /// panicked the committing thread).
+    #[test]
+    fn a_large_group_gets_time_to_send_within_what_the_server_takes() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(idle_timeout_for(ten, 1000), None);
+        assert_eq!(
+            idle_timeout_for(ten, 3 * SLOWEST_LINK_BYTES_PER_SECOND),
+            Some(Duration::from_secs(13))
+        );
+        let longest = Duration::from_millis(LONGEST_IDLE_TIMEOUT_MS);
+        let days = Duration::from_secs(20 * 86_400);
+        assert_eq!(idle_timeout_for(days, 1 << 40), Some(longest));
+        assert_eq!(
+            idle_timeout_for(Duration::from_secs(30 * 86_400), 1 << 20),
+            None
+        );
+        assert_eq!(idle_timeout_for(Duration::MAX, usize::MAX), None);
+        assert_eq!(idle_timeout_for(longest, 1 << 20), None);
+    }
 
     fn show(client: &mut Client, name: &str) -> String {
         client

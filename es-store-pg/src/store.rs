@@ -64,9 +64,9 @@ pub struct PgStoreOptions {
     /// between two statements before it ends the session (the server's
     /// `idle_in_transaction_session_timeout`, set for the store's connections; default
     /// 10 s, zero leaves the server's setting; a value the connection string, the
-    /// database or the role sets is kept). A group of appends larger than 128 KiB is
-    /// given one more second per 128 KiB, the time a slow link takes to send it (the
-    /// server counts receiving a statement as idle time).
+    /// database or the role sets is kept). Where the store set it, a group of appends
+    /// larger than 128 KiB is given one more second per 128 KiB, the time a slow link
+    /// takes to send it (the server counts receiving a statement as idle time).
     ///
     /// A commit holds the lock on the log's head from its first statement to `COMMIT`:
     /// a process that freezes in between (stopped, paused in a debugger, cut off the

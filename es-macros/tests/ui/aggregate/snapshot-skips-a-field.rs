@@ -30,6 +30,9 @@ pub struct Counter {
     pub folded: u64,
     #[aggregate(kind = "x")]
     pub misplaced: u64,
+    // said to be left out, but serde keeps it
+    #[aggregate(transient)]
+    pub kept: u64,
 }
 
 impl Apply<Added> for Counter {
