@@ -75,7 +75,7 @@
 //! # }
 //! ```
 
-use crate::envelope::{Envelope, Metadata, RecordedEvent};
+use crate::envelope::{Cause, Envelope, Metadata, RecordedEvent};
 use crate::repository::{CommandError, Executed, LoadError, Loaded, Repository};
 use crate::store::{EventStore, StoreError};
 use crate::subscription::{Filter, Subscription};
@@ -132,6 +132,21 @@ fn shutting_down() -> StoreError {
 /// async threads. Clone it into every handler.
 pub struct AsyncRepository<A, S> {
     inner: Arc<Repository<A, S>>,
+}
+
+/// The id and correlation id of a reaction's cause, taken from an event of any kind.
+struct Caused {
+    event_id: uuid::Uuid,
+    correlation_id: Option<uuid::Uuid>,
+}
+
+impl Cause for Caused {
+    fn event_id(&self) -> uuid::Uuid {
+        self.event_id
+    }
+    fn correlation_id(&self) -> Option<uuid::Uuid> {
+        self.correlation_id
+    }
 }
 
 impl<A, S> Clone for AsyncRepository<A, S> {
@@ -252,7 +267,7 @@ where
     pub async fn execute_caused_by<T, E, F>(
         &self,
         id: impl Into<String>,
-        cause: RecordedEvent,
+        cause: impl Cause,
         command: F,
     ) -> Result<Executed<A>, CommandError<E>>
     where
@@ -269,7 +284,7 @@ where
     pub async fn execute_caused_by_as<T, E, F>(
         &self,
         id: impl Into<String>,
-        cause: RecordedEvent,
+        cause: impl Cause,
         reaction: impl Into<String>,
         command: F,
     ) -> Result<Executed<A>, CommandError<E>>
@@ -279,6 +294,11 @@ where
         E: Send + 'static,
     {
         let reaction = reaction.into();
+        // what the reaction needs of its cause, owned, for the blocking thread
+        let cause = Caused {
+            event_id: cause.event_id(),
+            correlation_id: cause.correlation_id(),
+        };
         self.call(id, move |repository, id| {
             repository.execute_caused_by_as(id, &cause, &reaction, command)
         })

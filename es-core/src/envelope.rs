@@ -63,10 +63,10 @@ impl Metadata {
 
     /// Metadata for an event caused by `cause`: same correlation id (or the cause's event
     /// id when it had none), causation id set to the cause's event id.
-    pub fn caused_by(cause: &RecordedEvent) -> Self {
+    pub fn caused_by(cause: &(impl Cause + ?Sized)) -> Self {
         Metadata {
-            correlation_id: Some(cause.metadata.correlation_id.unwrap_or(cause.event_id)),
-            causation_id: Some(cause.event_id),
+            correlation_id: Some(cause.correlation_id().unwrap_or(cause.event_id())),
+            causation_id: Some(cause.event_id()),
             ..Metadata::default()
         }
     }
@@ -77,6 +77,43 @@ impl Metadata {
             && self.causation_id.is_none()
             && self.actor.is_none()
             && self.extra.is_empty()
+    }
+}
+
+/// The event a reaction answers ([`Repository::execute_caused_by`](crate::Repository::execute_caused_by),
+/// [`Metadata::caused_by`]): what it needs of it is its id and its correlation id. A
+/// recorded event is one, and so is the envelope a typed subscription delivers.
+pub trait Cause {
+    /// The event's id.
+    fn event_id(&self) -> Uuid;
+    /// The correlation id in its metadata, when it has one.
+    fn correlation_id(&self) -> Option<Uuid>;
+}
+
+impl Cause for RecordedEvent {
+    fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+    fn correlation_id(&self) -> Option<Uuid> {
+        self.metadata.correlation_id
+    }
+}
+
+impl<E> Cause for Envelope<E> {
+    fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+    fn correlation_id(&self) -> Option<Uuid> {
+        self.metadata.correlation_id
+    }
+}
+
+impl<T: Cause + ?Sized> Cause for &T {
+    fn event_id(&self) -> Uuid {
+        (**self).event_id()
+    }
+    fn correlation_id(&self) -> Option<Uuid> {
+        (**self).correlation_id()
     }
 }
 

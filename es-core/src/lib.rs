@@ -53,7 +53,8 @@ mod macro_support;
 pub use aggregate::{Aggregate, Apply, SnapshotPolicy};
 pub use cache::{CacheOptions, CacheStats};
 pub use envelope::{
-    Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, RecordedEventRef, stream_kind,
+    Cause, Envelope, EventDecodeError, Metadata, NewEvent, RecordedEvent, RecordedEventRef,
+    stream_kind,
 };
 pub use event::{
     DecodeError, EncodeError, EncodedEvent, Event, EventSet, IntoEvents, JsonError, MigrationFn,

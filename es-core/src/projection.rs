@@ -854,11 +854,22 @@ impl<S: EventStore, P: TransactionalProjection> ProjectionRunner<S, P> {
     }
 
     /// Resets the read model and its checkpoint, then processes the whole log.
+    ///
+    /// Other instances of an exactly-once projection that follow the log meanwhile take
+    /// part in the rebuild: a batch one of them applied first ([`CheckpointMoved`]) is
+    /// theirs, and this run reads the checkpoint again and goes on, as a projection in
+    /// the background does, instead of returning that error after its reset has been
+    /// committed (a caller retrying would reset the read model again).
     pub fn rebuild(&mut self) -> Result<u64, ProjectionError> {
         self.projection
             .reset()
             .map_err(|source| ProjectionError::read_model(0, source))?;
-        self.run_to_head()
+        loop {
+            match self.run_to_head() {
+                Err(e) if e.is_checkpoint_moved() => continue,
+                done => return done,
+            }
+        }
     }
 
     fn run(&mut self, until: Until) -> Result<u64, ProjectionError> {

@@ -2,7 +2,7 @@
 
 use crate::aggregate::Aggregate;
 use crate::cache::{CacheOptions, CacheStats, Cached, StateCache, Tip};
-use crate::envelope::{EventDecodeError, Metadata, NewEvent, RecordedEvent};
+use crate::envelope::{Cause, EventDecodeError, Metadata, NewEvent};
 use crate::event::{EncodeError, EventSet, IntoEvents};
 use crate::snapshot::{SNAPSHOTS_KEPT, Snapshot};
 use crate::store::{AppendResult, EventStore, ExpectedVersion, StoreError};
@@ -853,7 +853,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     pub fn execute_caused_by<T, E>(
         &self,
         id: &str,
-        cause: &RecordedEvent,
+        cause: &(impl Cause + ?Sized),
         command: impl FnMut(&A) -> Result<T, E>,
     ) -> Result<Executed<A>, CommandError<E>>
     where
@@ -886,7 +886,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     pub fn execute_caused_by_as<T, E>(
         &self,
         id: &str,
-        cause: &RecordedEvent,
+        cause: &(impl Cause + ?Sized),
         reaction: &str,
         command: impl FnMut(&A) -> Result<T, E>,
     ) -> Result<Executed<A>, CommandError<E>>
@@ -896,7 +896,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         self.run(
             id,
             Metadata::caused_by(cause),
-            Some(reaction_id(cause.event_id, reaction)),
+            Some(reaction_id(cause.event_id(), reaction)),
             None,
             command,
         )

@@ -286,3 +286,65 @@ fn a_failure_in_a_batch_checkpoints_the_events_handled_before_it() {
     assert_eq!(runner.run_to_head().unwrap(), 11);
     assert_eq!(runner.projection().projection.seen.len(), 11);
 }
+
+/// An exactly-once projection whose other instance applies a batch first: the first
+/// batch after the reset is applied elsewhere (the checkpoint moves under this one).
+struct Contended {
+    checkpoint: u64,
+    /// Events applied here and by the other instance.
+    here: u64,
+    elsewhere: u64,
+    contend: bool,
+}
+
+impl es_core::projection::TransactionalProjection for Contended {
+    fn checkpoint(&mut self) -> Result<u64, BoxError> {
+        Ok(self.checkpoint)
+    }
+    fn apply_batch(&mut self, events: &[RecordedEvent], checkpoint: u64) -> Result<(), BoxError> {
+        if std::mem::take(&mut self.contend) {
+            // the other instance applied this batch and moved the checkpoint
+            self.elsewhere += events.len() as u64;
+            let expected = self.checkpoint;
+            self.checkpoint = checkpoint;
+            return Err(Box::new(es_core::projection::CheckpointMoved {
+                name: "contended".into(),
+                expected,
+                found: checkpoint,
+            }));
+        }
+        self.here += events.len() as u64;
+        self.checkpoint = checkpoint;
+        Ok(())
+    }
+    fn reset(&mut self) -> Result<(), BoxError> {
+        self.checkpoint = 0;
+        self.here = 0;
+        self.elsewhere = 0;
+        self.contend = true;
+        Ok(())
+    }
+}
+
+/// A rebuild while another instance follows the log goes on when that instance applies a
+/// batch first, as a projection in the background does: it returned `CheckpointMoved`
+/// after its reset was committed, and a caller retrying reset the read model again.
+#[test]
+fn a_rebuild_goes_on_when_another_instance_applies_a_batch_first() {
+    let store = MemoryStore::new();
+    for _ in 0..10 {
+        store
+            .append("s-1", ExpectedVersion::Any, vec![event()])
+            .unwrap();
+    }
+    let projection = Contended {
+        checkpoint: 10,
+        here: 0,
+        elsewhere: 0,
+        contend: false,
+    };
+    let mut runner = ProjectionRunner::new(&store, projection).with_batch_size(4);
+    assert_eq!(runner.rebuild().unwrap(), 10);
+    let p = runner.projection();
+    assert_eq!((p.elsewhere, p.here, p.checkpoint), (4, 6, 10));
+}

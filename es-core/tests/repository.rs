@@ -668,3 +668,34 @@ fn a_reaction_that_loses_its_last_attempt_to_another_run_is_applied() {
     assert!(done.already_applied);
     assert_eq!((done.state.balance, done.version), (7, 3));
 }
+
+/// A typed subscription's envelope is a cause as the recorded event is: the same reaction,
+/// recognised whichever of the two drove it.
+#[test]
+fn a_typed_subscriptions_envelope_drives_a_reaction() {
+    use es_core::subscription::Subscription;
+    let store = MemoryStore::new();
+    let accounts = Repository::<Account, _>::new(&store);
+    accounts.execute("payer", |a| a.deposit(5)).unwrap();
+    let mut deposits = Subscription::new(&store, 1).typed::<Account>();
+    let envelope = deposits
+        .next_timeout(std::time::Duration::from_secs(1))
+        .unwrap()
+        .unwrap();
+    let done = accounts
+        .execute_caused_by("shop", &envelope, |a| a.deposit(5))
+        .unwrap();
+    assert!(!done.already_applied);
+    let recorded = store.read_all(1).unwrap().next().unwrap().unwrap();
+    let again = accounts
+        .execute_caused_by("shop", &recorded, |a| a.deposit(5))
+        .unwrap();
+    assert!(again.already_applied);
+    let stored = store
+        .read_stream("account-shop", 1)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.metadata.causation_id, Some(envelope.event_id));
+}

@@ -168,6 +168,21 @@ pub(crate) struct Conn {
     pub(crate) idle_transaction_timeout: Option<Duration>,
 }
 
+/// Drops `value` on a thread of its own and waits for it. A `postgres` client closes its
+/// connection through a runtime of its own, which panics on a thread that runs one already:
+/// a tokio worker dropping the last handle of a store or a projection would panic.
+pub(crate) fn drop_off_runtime<T: Send>(value: T) {
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("es-store-pg-close".into())
+            .spawn_scoped(scope, move || drop(value));
+        if let Err(e) = spawned {
+            // the value went with the closure: dropped here, as it would have been
+            tracing::warn!("cannot start a thread to close connections on: {e}");
+        }
+    });
+}
+
 /// The longest `idle_in_transaction_session_timeout` the server takes, in milliseconds.
 pub(crate) const LONGEST_IDLE_TIMEOUT_MS: u64 = i32::MAX as u64;
 

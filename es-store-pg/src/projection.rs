@@ -5,7 +5,7 @@
 //! The read model's database need not be the store's: a projection can read events from a
 //! replica and write its rows to the primary, or to another database.
 
-use crate::conn::pin_session;
+use crate::conn::{drop_off_runtime, pin_session};
 use crate::error::{ConnectError, describe, is_connection_error};
 use crate::schema::{check_schema_name, checkpoint_mark_columns, checkpoints_table, quoted};
 use es_core::RecordedEvent;
@@ -14,6 +14,7 @@ use es_core::projection::{
 };
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Transaction};
+use std::mem::ManuallyDrop;
 use std::sync::Mutex;
 use uuid::Uuid;
 
@@ -49,6 +50,18 @@ pub trait PgReadModel {
     fn apply(&mut self, tx: &mut Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError>;
     /// Deletes the read model's rows, before a rebuild from the first event.
     fn reset(&mut self, tx: &mut Transaction<'_>) -> Result<(), BoxError>;
+}
+
+/// The read model's error, with the server's message when it is a statement's: the
+/// `postgres` crate's error says only "db error" (its message is its source's).
+fn read_models(error: BoxError, during: &'static str) -> BoxError {
+    match error.downcast::<postgres::Error>() {
+        Ok(source) => Box::new(ProjectionDbError::Database {
+            during,
+            source: *source,
+        }),
+        Err(other) => other,
+    }
 }
 
 /// Why a batch was not applied.
@@ -105,9 +118,18 @@ fn db(during: &'static str) -> impl FnOnce(postgres::Error) -> BoxError {
 /// restart, a terminated backend).
 struct Connection {
     config: postgres::Config,
-    client: Client,
+    /// Dropped off the caller's thread ([`drop_off_runtime`]).
+    client: ManuallyDrop<Client>,
     /// Set after a connection error: the next call opens a new connection.
     lost: bool,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // SAFETY: the client is taken once, here, and `self` is not used after
+        let client = unsafe { ManuallyDrop::take(&mut self.client) };
+        drop_off_runtime(client);
+    }
 }
 
 impl Connection {
@@ -120,7 +142,7 @@ impl Connection {
         })?;
         Ok(Connection {
             config,
-            client,
+            client: ManuallyDrop::new(client),
             lost: false,
         })
     }
@@ -130,7 +152,9 @@ impl Connection {
         if self.lost || self.client.is_closed() {
             let mut client = self.config.connect(NoTls)?;
             pin_session(&mut client)?;
-            self.client = client;
+            // the lost connection closes on a thread of its own too
+            let lost = std::mem::replace(&mut *self.client, client);
+            drop_off_runtime(lost);
             self.lost = false;
         }
         Ok(&mut self.client)
@@ -447,7 +471,9 @@ impl<M: PgReadModel> TransactionalProjection for PgProjection<M> {
         let reset = self.conn.with_transaction(|mut tx| {
             tx.execute(reset_sql, &[name])
                 .map_err(db("resetting the checkpoint"))?;
-            model.reset(&mut tx)?;
+            model
+                .reset(&mut tx)
+                .map_err(|e| read_models(e, "the read model's reset"))?;
             ensure_open(&mut tx, name, || "the reset".to_owned())?;
             tx.commit().map_err(db("committing the reset"))?;
             Ok(())
@@ -502,6 +528,7 @@ impl<M: PgReadModel> TransactionalProjection for PgProjection<M> {
             }
             for event in events {
                 if let Err(source) = model.apply(&mut tx, event) {
+                    let source = read_models(source, "the read model's statement");
                     return Ok(Batch::Refused(Box::new(EventFailure::new(event, source))));
                 }
             }

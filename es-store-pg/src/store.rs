@@ -1,7 +1,7 @@
 //! `PgStore`: the event store contract over PostgreSQL tables, for many processes.
 
 use crate::commit::{Committer, Prepared};
-use crate::conn::{Conn, Manager, Query, Sql, pin_session};
+use crate::conn::{Conn, Manager, Query, Sql, drop_off_runtime, pin_session};
 use crate::error::{ConnectError, PgError, db, is_connection_error};
 use crate::listen::Listener;
 use crate::schema;
@@ -141,7 +141,8 @@ impl std::fmt::Debug for PgStore {
 pub(crate) struct Shared {
     pub(crate) options: PgStoreOptions,
     pub(crate) config: postgres::Config,
-    pub(crate) pool: r2d2::Pool<Manager>,
+    /// Dropped off the caller's thread ([`drop_off_runtime`]).
+    pub(crate) pool: std::mem::ManuallyDrop<r2d2::Pool<Manager>>,
     pub(crate) sql: Sql,
     /// The NOTIFY channel of this store's tables.
     pub(crate) channel: String,
@@ -149,6 +150,14 @@ pub(crate) struct Shared {
     pub(crate) head: Arc<HeadSignal>,
     pub(crate) committer: Committer,
     listener: OnceLock<Listener>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: the pool is taken once, here, and `self` is not used after
+        let pool = unsafe { std::mem::ManuallyDrop::take(&mut self.pool) };
+        drop_off_runtime(pool);
+    }
 }
 
 /// Events read per statement, to start with: pages grow while events are small and
@@ -268,7 +277,7 @@ impl PgStore {
                 committer: Committer::default(),
                 listener: OnceLock::new(),
                 config,
-                pool,
+                pool: std::mem::ManuallyDrop::new(pool),
                 options,
             }),
         })

@@ -756,3 +756,27 @@ fn a_role_without_the_right_to_create_uses_the_checkpoints_table_that_is_there()
     ));
     outcome.unwrap();
 }
+
+/// A read model's failed statement is reported with the server's message, not the
+/// client's "db error" alone.
+#[test]
+fn a_read_models_failed_statement_says_what_the_server_said() {
+    let Some((store, guard)) = common::store() else {
+        return;
+    };
+    store
+        .append("p-1", ExpectedVersion::NoStream, events(1, 1))
+        .unwrap();
+    // no such table
+    let table = format!("\"{}\".missing", guard.schema);
+    let projection =
+        PgProjection::connect(&guard.url, &guard.schema, "sums", Sums::new(&table)).unwrap();
+    let mut runner = ProjectionRunner::new(&store, projection);
+    let err = runner.run_to_head().unwrap_err().to_string();
+    assert!(
+        err.contains("does not exist") && err.contains("42P01"),
+        "{err}"
+    );
+    let err = runner.rebuild().unwrap_err().to_string();
+    assert!(err.contains("does not exist"), "{err}");
+}
