@@ -768,9 +768,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// tuple, array), none (`()`, `None`), or its own error. A closure that cannot fail
     /// names the error type it never returns: `|_| Ok::<_, std::convert::Infallible>(event)`.
     ///
-    /// Attempts follow each other without a pause. Commands that race on one hot instance
-    /// may run out of them and return [`CommandError::Conflict`]; raise the attempts
-    /// ([`Repository::with_max_attempts`]) or retry the command later.
+    /// A command that conflicts retries in its turn among the retries of this process on
+    /// the same instance (strictly: on the instances whose ids share one of 64 stripes),
+    /// so that commands racing on one hot instance in one process (threads, async tasks)
+    /// succeed one after another instead of conflicting again and again. Commands of other
+    /// processes (a shared PostgreSQL store) can still win every attempt: raise the
+    /// attempts ([`Repository::with_max_attempts`]) for instances that many processes
+    /// change at once, or retry the command later.
     pub fn execute<T, E>(
         &self,
         id: &str,
@@ -957,8 +961,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         T: IntoEvents<A::Events>,
     {
         let mut attempts = 0;
+        // held from the first retry on: see `RetryTurn`
+        let mut _turn = None;
         loop {
             attempts += 1;
+            if attempts > 1 && _turn.is_none() {
+                _turn = RetryTurn::take(&stream_id);
+            }
             let (Loaded { mut state, version }, tip, _) = self.current(&stream_id, true)?;
             // a reaction that ran before stored its first event under the first id derived
             // from its cause: one look-up in the store's id index tells. Looked up after
@@ -1166,6 +1175,48 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         if let Some(cache) = &self.cache {
             cache.invalidate(stream_id);
         }
+    }
+}
+
+/// Stripes of the process's retry turns: a stream's retries wait for the stripe its id
+/// hashes to.
+static RETRY_STRIPES: [std::sync::Mutex<()>; 64] = [const { std::sync::Mutex::new(()) }; 64];
+
+std::thread_local! {
+    /// Whether this thread holds a retry turn (a command that runs another command
+    /// inside it does not wait for a second turn, which could be its own).
+    static HOLDS_A_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A command's turn to retry after a conflict, among the commands of this process that
+/// retry on streams of the same stripe. Commands that race on one instance (threads,
+/// async tasks) would otherwise all conflict again, attempt after attempt, and most would
+/// run out of attempts; with a turn each, the retries follow one another, each on the
+/// state the last one left. First attempts take no turn, and so cost nothing; commands of
+/// other processes are met by the retries as before.
+struct RetryTurn {
+    _held: std::sync::MutexGuard<'static, ()>,
+}
+
+impl RetryTurn {
+    fn take(stream_id: &str) -> Option<RetryTurn> {
+        if HOLDS_A_TURN.with(std::cell::Cell::get) {
+            return None;
+        }
+        use std::hash::Hasher;
+        let mut hasher = std::hash::DefaultHasher::new();
+        hasher.write(stream_id.as_bytes());
+        let stripe = &RETRY_STRIPES[hasher.finish() as usize % RETRY_STRIPES.len()];
+        // a command that panicked holding the turn leaves nothing to repair
+        let guard = stripe.lock().unwrap_or_else(|e| e.into_inner());
+        HOLDS_A_TURN.with(|h| h.set(true));
+        Some(RetryTurn { _held: guard })
+    }
+}
+
+impl Drop for RetryTurn {
+    fn drop(&mut self) {
+        HOLDS_A_TURN.with(|h| h.set(false));
     }
 }
 

@@ -699,3 +699,60 @@ fn a_typed_subscriptions_envelope_drives_a_reaction() {
         .unwrap();
     assert_eq!(stored.metadata.causation_id, Some(envelope.event_id));
 }
+
+/// A store whose calls take a while, as a database's round trips do, so that commands
+/// racing on one instance overlap.
+struct Slow(MemoryStore);
+
+impl EventStore for Slow {
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<es_core::AppendResult, StoreError> {
+        std::thread::sleep(std::time::Duration::from_micros(500));
+        self.0.append(stream_id, expected, events)
+    }
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<es_core::store::EventStream<'_>, StoreError> {
+        std::thread::sleep(std::time::Duration::from_micros(300));
+        self.0.read_stream(stream_id, from_version)
+    }
+    fn read_all(&self, from_position: u64) -> Result<es_core::store::EventStream<'_>, StoreError> {
+        self.0.read_all(from_position)
+    }
+    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        self.0.stream_version(stream_id)
+    }
+    fn head_position(&self) -> Result<u64, StoreError> {
+        self.0.head_position()
+    }
+}
+
+/// Commands racing on one instance in one process, with the default attempts, all
+/// succeed: their retries take turns (three in four ran out of attempts, conflicting
+/// with each other again and again).
+#[test]
+fn commands_racing_on_one_instance_in_one_process_all_succeed() {
+    let store = Slow(MemoryStore::new());
+    let start = std::sync::Barrier::new(16);
+    let failed: usize = std::thread::scope(|scope| {
+        let racing: Vec<_> = (0..16)
+            .map(|_| {
+                scope.spawn(|| {
+                    let accounts = Repository::<Account, _>::new(&store);
+                    start.wait();
+                    accounts.execute("hot", |a| a.deposit(1)).is_err() as usize
+                })
+            })
+            .collect();
+        racing.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    assert_eq!(failed, 0);
+    let hot = Repository::<Account, _>::new(&store.0).load("hot").unwrap();
+    assert_eq!((hot.balance, hot.version), (16, 16));
+}

@@ -74,6 +74,16 @@ pub enum ConnectError {
         #[source]
         source: postgres::Error,
     },
+    /// The read model's own set-up (`PgReadModel::set_up`) failed; its transaction was
+    /// rolled back.
+    #[error("setting up the read model of projection `{name}`: {source}")]
+    ReadModelSetUp {
+        /// The projection.
+        name: String,
+        /// What the read model reported (a failed statement says what the server said).
+        #[source]
+        source: es_core::projection::BoxError,
+    },
 }
 
 /// A database error of a store operation, carried in [`StoreError::Backend`].

@@ -42,6 +42,12 @@ use uuid::Uuid;
 ///         tx.execute("DELETE FROM event_counts", &[])?;
 ///         Ok(())
 ///     }
+///     fn set_up(&mut self, tx: &mut es_store_pg::postgres::Transaction<'_>) -> Result<(), BoxError> {
+///         tx.batch_execute(
+///             "CREATE TABLE IF NOT EXISTS event_counts (stream_id TEXT PRIMARY KEY, events BIGINT NOT NULL)",
+///         )?;
+///         Ok(())
+///     }
 /// }
 /// ```
 pub trait PgReadModel {
@@ -50,6 +56,17 @@ pub trait PgReadModel {
     fn apply(&mut self, tx: &mut Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError>;
     /// Deletes the read model's rows, before a rebuild from the first event.
     fn reset(&mut self, tx: &mut Transaction<'_>) -> Result<(), BoxError>;
+
+    /// Creates the read model's tables when they are missing (`CREATE TABLE IF NOT
+    /// EXISTS ..`), once per [`PgProjection::connect`]. It runs in a transaction that
+    /// holds a lock the set-up of every instance of the projection takes: instances that
+    /// start together would otherwise race to create the tables, and PostgreSQL refuses
+    /// the loser's `CREATE TABLE IF NOT EXISTS` with a unique violation. The default
+    /// creates nothing.
+    fn set_up(&mut self, tx: &mut Transaction<'_>) -> Result<(), BoxError> {
+        let _ = tx;
+        Ok(())
+    }
 }
 
 /// The read model's error, with the server's message when it is a statement's: the
@@ -273,6 +290,34 @@ fn ensure_checkpoints(client: &mut Client, schema: &str) -> Result<(), ConnectEr
     })
 }
 
+/// Runs the read model's [`PgReadModel::set_up`] in a transaction that holds the lock of
+/// the projection's set-up, so that instances starting together create its tables once.
+fn set_up_read_model<M: PgReadModel>(
+    client: &mut Client,
+    schema: &str,
+    name: &str,
+    model: &mut M,
+) -> Result<(), ConnectError> {
+    let database = |during| move |source| ConnectError::Database { during, source };
+    let mut tx = client
+        .transaction()
+        .map_err(database("starting the set-up of the read model"))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("es-store-pg read model {schema} {name}")],
+    )
+    .map_err(database("locking the set-up of the read model"))?;
+    model
+        .set_up(&mut tx)
+        .map_err(|e| read_models(e, "the read model's set-up"))
+        .map_err(|source| ConnectError::ReadModelSetUp {
+            name: name.to_owned(),
+            source,
+        })?;
+    tx.commit()
+        .map_err(database("committing the set-up of the read model"))
+}
+
 /// Makes sure a transaction is still open before it is committed.
 ///
 /// PostgreSQL aborts a transaction at its first failed statement, and the COMMIT of an
@@ -375,6 +420,8 @@ impl<M: PgReadModel> PgProjection<M> {
         check_schema_name(schema)?;
         let mut conn = Connection::open(url)?;
         ensure_checkpoints(&mut conn.client, schema)?;
+        let mut model = model;
+        set_up_read_model(&mut conn.client, schema, name, &mut model)?;
         let q = quoted(schema);
         Ok(PgProjection {
             conn,

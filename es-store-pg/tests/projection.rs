@@ -780,3 +780,80 @@ fn a_read_models_failed_statement_says_what_the_server_said() {
     let err = runner.rebuild().unwrap_err().to_string();
     assert!(err.contains("does not exist"), "{err}");
 }
+
+/// Counts events in a table it creates itself.
+struct SelfMade {
+    table: String,
+}
+
+impl PgReadModel for SelfMade {
+    fn apply(&mut self, tx: &mut Transaction<'_>, _: &RecordedEvent) -> Result<(), BoxError> {
+        tx.execute(
+            &format!("UPDATE {} SET events = events + 1", self.table),
+            &[],
+        )?;
+        Ok(())
+    }
+    fn reset(&mut self, tx: &mut Transaction<'_>) -> Result<(), BoxError> {
+        tx.execute(&format!("UPDATE {} SET events = 0", self.table), &[])?;
+        Ok(())
+    }
+    fn set_up(&mut self, tx: &mut Transaction<'_>) -> Result<(), BoxError> {
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {t} (events BIGINT NOT NULL);
+             INSERT INTO {t} SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM {t})",
+            t = self.table
+        ))?;
+        Ok(())
+    }
+}
+
+/// Instances of a projection that start together create the read model's tables once,
+/// under the set-up's lock (each creating them itself, the losers failed with a unique
+/// violation); a set-up that fails is a connection error naming the projection.
+#[test]
+fn instances_starting_together_set_up_the_read_model_once() {
+    let Some((store, guard)) = common::store() else {
+        return;
+    };
+    store
+        .append("p-1", ExpectedVersion::NoStream, events(1, 3))
+        .unwrap();
+    let table = format!("\"{}\".counted", guard.schema);
+    let start = std::sync::Barrier::new(4);
+    let instances: Vec<_> = std::thread::scope(|scope| {
+        let started: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    start.wait();
+                    let model = SelfMade {
+                        table: table.clone(),
+                    };
+                    PgProjection::connect(&guard.url, &guard.schema, "counted", model)
+                })
+            })
+            .collect();
+        started.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for instance in instances {
+        let mut runner = ProjectionRunner::new(&store, instance.unwrap());
+        assert_eq!(runner.run_to_head().unwrap(), 3);
+    }
+    let mut client = postgres::Client::connect(&guard.url, postgres::NoTls).unwrap();
+    let counted: i64 = client
+        .query_one(&format!("SELECT events FROM {table}"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 3);
+    let broken = SelfMade {
+        table: "no_such_schema.counted".into(),
+    };
+    let Err(err) = PgProjection::connect(&guard.url, &guard.schema, "broken", broken) else {
+        panic!("a failing set-up connected");
+    };
+    assert!(
+        matches!(&err, es_store_pg::ConnectError::ReadModelSetUp { name, .. } if name == "broken"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
