@@ -108,14 +108,19 @@ impl<E> Cause for Envelope<E> {
     }
 }
 
-impl<T: Cause + ?Sized> Cause for &T {
-    fn event_id(&self) -> Uuid {
-        (**self).event_id()
-    }
-    fn correlation_id(&self) -> Option<Uuid> {
-        (**self).correlation_id()
-    }
+macro_rules! cause_through {
+    ($($pointer:ty),*) => {$(
+        impl<T: Cause + ?Sized> Cause for $pointer {
+            fn event_id(&self) -> Uuid {
+                (**self).event_id()
+            }
+            fn correlation_id(&self) -> Option<Uuid> {
+                (**self).correlation_id()
+            }
+        }
+    )*};
 }
+cause_through!(&T, Box<T>, std::sync::Arc<T>, std::rc::Rc<T>);
 
 /// An event to append: id, type, version, metadata and payload. The store assigns the
 /// stream version and global position.

@@ -7,9 +7,11 @@ use crate::event::{EncodeError, EventSet, IntoEvents};
 use crate::snapshot::{SNAPSHOTS_KEPT, Snapshot};
 use crate::store::{AppendResult, EventStore, ExpectedVersion, StoreError};
 use chrono::{DateTime, Utc};
+use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::ops::{ControlFlow, Deref};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// An aggregate's state and the stream version it reflects.
@@ -769,9 +771,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// names the error type it never returns: `|_| Ok::<_, std::convert::Infallible>(event)`.
     ///
     /// A command that conflicts retries in its turn among the retries of this process on
-    /// the same instance (strictly: on the instances whose ids share one of 64 stripes),
-    /// so that commands racing on one hot instance in one process (threads, async tasks)
-    /// succeed one after another instead of conflicting again and again. Commands of other
+    /// the same instance (waiting at most 200 ms for it), so that commands racing on one
+    /// hot instance in one process (threads, async tasks) succeed one after another
+    /// instead of conflicting again and again. Commands of other
     /// processes (a shared PostgreSQL store) can still win every attempt: raise the
     /// attempts ([`Repository::with_max_attempts`]) for instances that many processes
     /// change at once, or retry the command later.
@@ -1178,9 +1180,14 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 }
 
-/// Stripes of the process's retry turns: a stream's retries wait for the stripe its id
-/// hashes to.
-static RETRY_STRIPES: [std::sync::Mutex<()>; 64] = [const { std::sync::Mutex::new(()) }; 64];
+/// The streams whose retry turn is taken in this process, and the waiters' wake-up.
+static TURNS: std::sync::LazyLock<(std::sync::Mutex<HashSet<String>>, std::sync::Condvar)> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The longest a retry waits for its turn. Past it, it retries without one, as if there
+/// were none: a command whose closure waits for another thread's command on the same
+/// stream (which would wait for the turn it holds) costs this wait, not a deadlock.
+const MAX_TURN_WAIT: Duration = Duration::from_millis(200);
 
 std::thread_local! {
     /// Whether this thread holds a retry turn (a command that runs another command
@@ -1188,14 +1195,15 @@ std::thread_local! {
     static HOLDS_A_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// A command's turn to retry after a conflict, among the commands of this process that
-/// retry on streams of the same stripe. Commands that race on one instance (threads,
-/// async tasks) would otherwise all conflict again, attempt after attempt, and most would
-/// run out of attempts; with a turn each, the retries follow one another, each on the
-/// state the last one left. First attempts take no turn, and so cost nothing; commands of
-/// other processes are met by the retries as before.
+/// A command's turn to retry on its stream after a conflict, among this process's retries
+/// on that stream. Commands that race on one instance (threads, async tasks) would
+/// otherwise all conflict again, attempt after attempt, and most would run out of
+/// attempts; with a turn each, the retries follow one another, each on the state the
+/// last one left. First attempts take no turn, and so cost nothing; retries on other
+/// streams never wait for it; commands of other processes are met by the retries as
+/// before.
 struct RetryTurn {
-    _held: std::sync::MutexGuard<'static, ()>,
+    stream_id: String,
 }
 
 impl RetryTurn {
@@ -1203,20 +1211,37 @@ impl RetryTurn {
         if HOLDS_A_TURN.with(std::cell::Cell::get) {
             return None;
         }
-        use std::hash::Hasher;
-        let mut hasher = std::hash::DefaultHasher::new();
-        hasher.write(stream_id.as_bytes());
-        let stripe = &RETRY_STRIPES[hasher.finish() as usize % RETRY_STRIPES.len()];
-        // a command that panicked holding the turn leaves nothing to repair
-        let guard = stripe.lock().unwrap_or_else(|e| e.into_inner());
+        let (taken, turn_over) = &*TURNS;
+        let deadline = Instant::now() + MAX_TURN_WAIT;
+        // a command that panicked holding the set leaves nothing to repair
+        let mut streams = taken.lock().unwrap_or_else(|e| e.into_inner());
+        while streams.contains(stream_id) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            streams = turn_over
+                .wait_timeout(streams, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        streams.insert(stream_id.to_owned());
         HOLDS_A_TURN.with(|h| h.set(true));
-        Some(RetryTurn { _held: guard })
+        Some(RetryTurn {
+            stream_id: stream_id.to_owned(),
+        })
     }
 }
 
 impl Drop for RetryTurn {
     fn drop(&mut self) {
+        let (taken, turn_over) = &*TURNS;
+        taken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.stream_id);
         HOLDS_A_TURN.with(|h| h.set(false));
+        turn_over.notify_all();
     }
 }
 

@@ -395,7 +395,10 @@ fn value_depth(value: &serde_json::Value) -> usize {
 pub(crate) fn shown(s: &str) -> String {
     let hidden = |c: char| {
         c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
             || ('\u{202a}'..='\u{202e}').contains(&c)
             || ('\u{2066}'..='\u{2069}').contains(&c)
     };
@@ -945,7 +948,10 @@ mod tests {
             panic!("{err}");
         };
         assert_eq!(stream_id, "a-1\\nERROR forged line\\u{1b}[31m");
-        assert_eq!(super::shown("a\u{2028}b\u{202e}c"), "a\\u{2028}b\\u{202e}c");
+        assert_eq!(
+            super::shown("a\u{2028}b\u{202e}c\u{61c}"),
+            "a\\u{2028}b\\u{202e}c\\u{61c}"
+        );
         assert!(!err.to_string().contains('\n'), "{err}");
         assert!(!err.to_string().contains('\u{1b}'), "{err}");
     }

@@ -698,6 +698,15 @@ fn a_typed_subscriptions_envelope_drives_a_reaction() {
         .unwrap()
         .unwrap();
     assert_eq!(stored.metadata.causation_id, Some(envelope.event_id));
+    // through the pointers that hold events
+    let held = std::sync::Arc::new(recorded.clone());
+    let again = accounts.execute_caused_by("shop", &held, |a| a.deposit(5));
+    assert!(again.unwrap().already_applied);
+    let boxed = Box::new(recorded);
+    let again = accounts.execute_caused_by("shop", &boxed, |a| a.deposit(5));
+    assert!(again.unwrap().already_applied);
+    let caused = es_core::Metadata::caused_by(&held);
+    assert_eq!(caused.causation_id, Some(envelope.event_id));
 }
 
 /// A store whose calls take a while, as a database's round trips do, so that commands
@@ -755,4 +764,89 @@ fn commands_racing_on_one_instance_in_one_process_all_succeed() {
     assert_eq!(failed, 0);
     let hot = Repository::<Account, _>::new(&store.0).load("hot").unwrap();
     assert_eq!((hot.balance, hot.version), (16, 16));
+}
+
+/// Refuses each thread's first append to each stream with a conflict, as if another
+/// process had appended first.
+struct ConflictsOnce {
+    inner: MemoryStore,
+    refused: std::sync::Mutex<std::collections::HashSet<(std::thread::ThreadId, String)>>,
+}
+
+impl EventStore for ConflictsOnce {
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<es_core::AppendResult, StoreError> {
+        let first = (std::thread::current().id(), stream_id.to_owned());
+        if self.refused.lock().unwrap().insert(first) {
+            return Err(StoreError::Conflict {
+                stream_id: stream_id.to_owned(),
+                expected,
+                actual: self.inner.stream_version(stream_id)?,
+            });
+        }
+        self.inner.append(stream_id, expected, events)
+    }
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<es_core::store::EventStream<'_>, StoreError> {
+        self.inner.read_stream(stream_id, from_version)
+    }
+    fn read_all(&self, from_position: u64) -> Result<es_core::store::EventStream<'_>, StoreError> {
+        self.inner.read_all(from_position)
+    }
+    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        self.inner.stream_version(stream_id)
+    }
+    fn head_position(&self) -> Result<u64, StoreError> {
+        self.inner.head_position()
+    }
+}
+
+/// A retrying command whose closure waits for another thread's command, which retries
+/// too, on another stream or on its own: the first never waits for a turn (turns shared
+/// by the streams of a stripe deadlocked it when both fell in one), the second waits for
+/// its turn for a bounded time, then retries without one.
+#[test]
+fn a_retry_that_waits_for_another_threads_retry_does_not_deadlock() {
+    let store = ConflictsOnce {
+        inner: MemoryStore::new(),
+        refused: Default::default(),
+    };
+    for (outer, inner) in [("a", "b"), ("c", "c")] {
+        let started = std::time::Instant::now();
+        let accounts = Repository::<Account, _>::new(&store);
+        let mut calls = 0;
+        accounts
+            .execute(outer, |a| {
+                calls += 1;
+                if calls == 2 {
+                    // the second attempt holds the turn: wait for a thread's command
+                    let store = &store;
+                    std::thread::scope(|scope| {
+                        scope
+                            .spawn(move || {
+                                Repository::<Account, _>::new(store)
+                                    .execute(inner, |a| a.deposit(1))
+                                    .unwrap()
+                            })
+                            .join()
+                            .unwrap();
+                    });
+                }
+                a.deposit(1)
+            })
+            .unwrap();
+        let took = started.elapsed();
+        let most = if outer == inner { 2_000 } else { 150 };
+        assert!(
+            took < std::time::Duration::from_millis(most),
+            "{outer}/{inner}: {took:?}"
+        );
+    }
 }

@@ -447,7 +447,7 @@ fn snapshots_keep_every_field(cx: &Ctxt, aggregate: &AggregateInput) {
                     .cloned(),
             );
         }
-        if transient && skips.is_empty() {
+        if snapshots && transient && skips.is_empty() {
             let name = field
                 .ident
                 .as_ref()

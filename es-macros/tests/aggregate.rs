@@ -733,3 +733,43 @@ fn a_legacy_event_is_decoded_and_applied() {
         old
     );
 }
+
+/// `#[aggregate(transient)]` on a state without snapshots (nor serde) is accepted: there is
+/// no snapshot for the field to differ in.
+mod transient_without_snapshots {
+    use es_core::prelude::*;
+
+    #[event]
+    #[derive(Debug, Clone)]
+    pub struct Noted {
+        pub n: u64,
+    }
+
+    #[event]
+    #[derive(Debug, Clone)]
+    pub enum NoteEvent {
+        Noted(Noted),
+    }
+
+    #[derive(Debug, Default, Aggregate)]
+    #[aggregate(kind = "note", event = NoteEvent)]
+    pub struct Notes {
+        pub total: u64,
+        #[aggregate(transient)]
+        pub folded: u64,
+    }
+
+    impl Apply<Noted> for Notes {
+        fn apply(&mut self, e: &Noted) {
+            self.total += e.n;
+            self.folded += 1;
+        }
+    }
+
+    #[test]
+    fn compiles_and_folds() {
+        let mut notes = Notes::default();
+        notes.apply(&Noted { n: 2 });
+        assert_eq!((notes.total, notes.folded), (2, 1));
+    }
+}
