@@ -295,10 +295,13 @@ where
     {
         let reaction = reaction.into();
         // what the reaction needs of its cause, owned, for the blocking thread
-        let cause = Caused {
+        let caused = Caused {
             event_id: cause.event_id(),
             correlation_id: cause.correlation_id(),
         };
+        // not held across the await: the future is `Send` whatever holds the event (an `Rc`)
+        drop(cause);
+        let cause = caused;
         self.call(id, move |repository, id| {
             repository.execute_caused_by_as(id, &cause, &reaction, command)
         })

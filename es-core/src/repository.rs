@@ -771,7 +771,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// names the error type it never returns: `|_| Ok::<_, std::convert::Infallible>(event)`.
     ///
     /// A command that conflicts retries in its turn among the retries of this process on
-    /// the same instance (waiting at most 200 ms for it), so that commands racing on one
+    /// the same instance of the same store (waiting at most 200 ms for it, once per
+    /// command), so that commands racing on one
     /// hot instance in one process (threads, async tasks) succeed one after another
     /// instead of conflicting again and again. Commands of other
     /// processes (a shared PostgreSQL store) can still win every attempt: raise the
@@ -965,10 +966,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut attempts = 0;
         // held from the first retry on: see `RetryTurn`
         let mut _turn = None;
+        // one wait for a turn per command: a command that waited in vain retries without
+        let mut waited = false;
         loop {
             attempts += 1;
-            if attempts > 1 && _turn.is_none() {
-                _turn = RetryTurn::take(&stream_id);
+            if attempts > 1 && !waited {
+                waited = true;
+                _turn = RetryTurn::take(self.store.store_address(), &stream_id);
             }
             let (Loaded { mut state, version }, tip, _) = self.current(&stream_id, true)?;
             // a reaction that ran before stored its first event under the first id derived
@@ -1180,9 +1184,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 }
 
-/// The streams whose retry turn is taken in this process, and the waiters' wake-up.
-static TURNS: std::sync::LazyLock<(std::sync::Mutex<HashSet<String>>, std::sync::Condvar)> =
-    std::sync::LazyLock::new(Default::default);
+/// The streams (of a store, by its address) whose retry turn is taken in this process,
+/// and the waiters' wake-up.
+type Turns = (
+    std::sync::Mutex<HashSet<(usize, String)>>,
+    std::sync::Condvar,
+);
+static TURNS: std::sync::LazyLock<Turns> = std::sync::LazyLock::new(Default::default);
 
 /// The longest a retry waits for its turn. Past it, it retries without one, as if there
 /// were none: a command whose closure waits for another thread's command on the same
@@ -1203,19 +1211,20 @@ std::thread_local! {
 /// streams never wait for it; commands of other processes are met by the retries as
 /// before.
 struct RetryTurn {
-    stream_id: String,
+    key: (usize, String),
 }
 
 impl RetryTurn {
-    fn take(stream_id: &str) -> Option<RetryTurn> {
+    fn take(store: usize, stream_id: &str) -> Option<RetryTurn> {
         if HOLDS_A_TURN.with(std::cell::Cell::get) {
             return None;
         }
         let (taken, turn_over) = &*TURNS;
         let deadline = Instant::now() + MAX_TURN_WAIT;
         // a command that panicked holding the set leaves nothing to repair
+        let key = (store, stream_id.to_owned());
         let mut streams = taken.lock().unwrap_or_else(|e| e.into_inner());
-        while streams.contains(stream_id) {
+        while streams.contains(&key) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
@@ -1225,11 +1234,9 @@ impl RetryTurn {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        streams.insert(stream_id.to_owned());
+        streams.insert(key.clone());
         HOLDS_A_TURN.with(|h| h.set(true));
-        Some(RetryTurn {
-            stream_id: stream_id.to_owned(),
-        })
+        Some(RetryTurn { key })
     }
 }
 
@@ -1239,7 +1246,7 @@ impl Drop for RetryTurn {
         taken
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.stream_id);
+            .remove(&self.key);
         HOLDS_A_TURN.with(|h| h.set(false));
         turn_over.notify_all();
     }

@@ -861,6 +861,13 @@ pub trait EventStore: Send + Sync {
     fn head_can_move_back(&self) -> bool {
         false
     }
+
+    /// The address of the store itself, through the references and pointers that hold it:
+    /// the repository's retry turns are kept per store and stream. Not for use elsewhere.
+    #[doc(hidden)]
+    fn store_address(&self) -> usize {
+        std::ptr::from_ref(self).cast::<()>() as usize
+    }
 }
 
 macro_rules! forward_event_store {
@@ -923,6 +930,9 @@ macro_rules! forward_event_store {
             }
             fn head_can_move_back(&self) -> bool {
                 (**self).head_can_move_back()
+            }
+            fn store_address(&self) -> usize {
+                (**self).store_address()
             }
         }
     )*};

@@ -850,3 +850,109 @@ fn a_retry_that_waits_for_another_threads_retry_does_not_deadlock() {
         );
     }
 }
+
+/// Refuses the appends of the threads registered, each a number of times, with a conflict.
+struct Refusing {
+    inner: MemoryStore,
+    left: std::sync::Mutex<std::collections::HashMap<std::thread::ThreadId, u32>>,
+}
+
+impl Refusing {
+    fn new() -> Self {
+        Refusing {
+            inner: MemoryStore::new(),
+            left: Default::default(),
+        }
+    }
+    fn refuse_this_thread(&self, times: u32) {
+        self.left
+            .lock()
+            .unwrap()
+            .insert(std::thread::current().id(), times);
+    }
+}
+
+impl EventStore for Refusing {
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<es_core::AppendResult, StoreError> {
+        if let Some(left) = self
+            .left
+            .lock()
+            .unwrap()
+            .get_mut(&std::thread::current().id())
+            && *left > 0
+        {
+            *left -= 1;
+            return Err(StoreError::Conflict {
+                stream_id: stream_id.to_owned(),
+                expected,
+                actual: self.inner.stream_version(stream_id)?,
+            });
+        }
+        self.inner.append(stream_id, expected, events)
+    }
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<es_core::store::EventStream<'_>, StoreError> {
+        self.inner.read_stream(stream_id, from_version)
+    }
+    fn read_all(&self, from_position: u64) -> Result<es_core::store::EventStream<'_>, StoreError> {
+        self.inner.read_all(from_position)
+    }
+    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        self.inner.stream_version(stream_id)
+    }
+    fn head_position(&self) -> Result<u64, StoreError> {
+        self.inner.head_position()
+    }
+}
+
+/// A command whose retry turn another command holds waits for it once, at most 200 ms,
+/// however many attempts it has (it waited that long before each of them); and a turn on
+/// one store's stream does not hold up the same stream id in another store.
+#[test]
+fn a_retry_waits_for_a_turn_once_and_only_on_its_own_store() {
+    let (first, second) = (Refusing::new(), Refusing::new());
+    let holding = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        // holds the turn of `y` in the first store for a second
+        scope.spawn(|| {
+            first.refuse_this_thread(1);
+            let mut calls = 0;
+            Repository::<Account, _>::new(&first)
+                .execute("y", |a| {
+                    calls += 1;
+                    if calls == 2 {
+                        holding.wait();
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                    a.deposit(1)
+                })
+                .unwrap();
+        });
+        holding.wait();
+        // conflicts on every attempt on the same stream: one wait for the turn
+        first.refuse_this_thread(u32::MAX);
+        let started = std::time::Instant::now();
+        let refused = Repository::<Account, _>::new(&first)
+            .with_max_attempts(10)
+            .execute("y", |a| a.deposit(1));
+        assert!(refused.is_err());
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_millis(600), "{took:?}");
+        // the same stream id in another store: no wait
+        second.refuse_this_thread(1);
+        let started = std::time::Instant::now();
+        Repository::<Account, _>::new(&second)
+            .execute("y", |a| a.deposit(1))
+            .unwrap();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_millis(100), "{took:?}");
+    });
+}

@@ -59,10 +59,12 @@ pub trait PgReadModel {
 
     /// Creates the read model's tables when they are missing (`CREATE TABLE IF NOT
     /// EXISTS ..`), once per [`PgProjection::connect`]. It runs in a transaction that
-    /// holds a lock the set-up of every instance of the projection takes: instances that
-    /// start together would otherwise race to create the tables, and PostgreSQL refuses
-    /// the loser's `CREATE TABLE IF NOT EXISTS` with a unique violation. The default
-    /// creates nothing.
+    /// holds a lock every read model's set-up in the database takes: instances (or
+    /// projections) that start together would otherwise race to create the same tables,
+    /// and PostgreSQL refuses the loser's `CREATE TABLE IF NOT EXISTS` with a unique
+    /// violation. Return the error of a failed statement: one caught and ignored would
+    /// leave the transaction aborted, and the connect fails. The default creates
+    /// nothing.
     fn set_up(&mut self, tx: &mut Transaction<'_>) -> Result<(), BoxError> {
         let _ = tx;
         Ok(())
@@ -294,7 +296,6 @@ fn ensure_checkpoints(client: &mut Client, schema: &str) -> Result<(), ConnectEr
 /// the projection's set-up, so that instances starting together create its tables once.
 fn set_up_read_model<M: PgReadModel>(
     client: &mut Client,
-    schema: &str,
     name: &str,
     model: &mut M,
 ) -> Result<(), ConnectError> {
@@ -302,18 +303,24 @@ fn set_up_read_model<M: PgReadModel>(
     let mut tx = client
         .transaction()
         .map_err(database("starting the set-up of the read model"))?;
+    // one lock for every read model's set-up in the database: projections of other names
+    // may create the same tables (set-ups are rare, and short)
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext($1))",
-        &[&format!("es-store-pg read model {schema} {name}")],
+        "SELECT pg_advisory_xact_lock(hashtext('es-store-pg read model set-up'))",
+        &[],
     )
     .map_err(database("locking the set-up of the read model"))?;
+    let failed = |source| ConnectError::ReadModelSetUp {
+        name: name.to_owned(),
+        source,
+    };
     model
         .set_up(&mut tx)
         .map_err(|e| read_models(e, "the read model's set-up"))
-        .map_err(|source| ConnectError::ReadModelSetUp {
-            name: name.to_owned(),
-            source,
-        })?;
+        .map_err(failed)?;
+    // a set-up that caught a statement's error would have its transaction rolled back by
+    // the commit, reported as a success
+    ensure_open(&mut tx, name, || "the read model's set-up".to_owned()).map_err(failed)?;
     tx.commit()
         .map_err(database("committing the set-up of the read model"))
 }
@@ -421,7 +428,7 @@ impl<M: PgReadModel> PgProjection<M> {
         let mut conn = Connection::open(url)?;
         ensure_checkpoints(&mut conn.client, schema)?;
         let mut model = model;
-        set_up_read_model(&mut conn.client, schema, name, &mut model)?;
+        set_up_read_model(&mut conn.client, name, &mut model)?;
         let q = quoted(schema);
         Ok(PgProjection {
             conn,

@@ -857,3 +857,37 @@ fn instances_starting_together_set_up_the_read_model_once() {
     );
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+/// Creates its table, then swallows the error of a statement that fails.
+struct Careless;
+
+impl PgReadModel for Careless {
+    fn apply(&mut self, _: &mut Transaction<'_>, _: &RecordedEvent) -> Result<(), BoxError> {
+        Ok(())
+    }
+    fn reset(&mut self, _: &mut Transaction<'_>) -> Result<(), BoxError> {
+        Ok(())
+    }
+    fn set_up(&mut self, tx: &mut Transaction<'_>) -> Result<(), BoxError> {
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS careless (n BIGINT)")?;
+        let _ = tx.batch_execute("CREATE INDEX ON no_such_table (n)");
+        Ok(())
+    }
+}
+
+/// A set-up that went on past a failed statement had its transaction rolled back by the
+/// commit, reported as a success: the connect succeeded without the table.
+#[test]
+fn a_set_up_that_went_on_past_a_failed_statement_fails_the_connect() {
+    let Some((_store, guard)) = common::store() else {
+        return;
+    };
+    let url = format!("{}?options=-c%20search_path%3D{}", guard.url, guard.schema);
+    let Err(err) = PgProjection::connect(&url, &guard.schema, "careless", Careless) else {
+        panic!("the connect succeeded");
+    };
+    assert!(
+        matches!(&err, es_store_pg::ConnectError::ReadModelSetUp { name, .. } if name == "careless"),
+        "{err:?}"
+    );
+}
