@@ -263,49 +263,49 @@ where
     }
 
     /// [`Repository::execute_caused_by`] (a reaction to `cause`, at most once), off the
-    /// async threads.
-    pub async fn execute_caused_by<T, E, F>(
+    /// async threads. The future keeps only the cause's ids, so that it is `Send` whatever
+    /// holds the event (an `Rc`).
+    pub fn execute_caused_by<T, E, F>(
         &self,
         id: impl Into<String>,
         cause: impl Cause,
         command: F,
-    ) -> Result<Executed<A>, CommandError<E>>
+    ) -> impl Future<Output = Result<Executed<A>, CommandError<E>>> + '_
     where
         F: FnMut(&A) -> Result<T, E> + Send + 'static,
         T: IntoEvents<A::Events>,
         E: Send + 'static,
     {
         self.execute_caused_by_as(id, cause, String::new(), command)
-            .await
     }
 
     /// [`Repository::execute_caused_by_as`] (one of several named reactions to `cause` on
-    /// one instance, each at most once), off the async threads.
-    pub async fn execute_caused_by_as<T, E, F>(
+    /// one instance, each at most once), off the async threads. The future keeps only the
+    /// cause's ids, so that it is `Send` whatever holds the event (an `Rc`).
+    pub fn execute_caused_by_as<T, E, F>(
         &self,
         id: impl Into<String>,
         cause: impl Cause,
         reaction: impl Into<String>,
         command: F,
-    ) -> Result<Executed<A>, CommandError<E>>
+    ) -> impl Future<Output = Result<Executed<A>, CommandError<E>>> + '_
     where
         F: FnMut(&A) -> Result<T, E> + Send + 'static,
         T: IntoEvents<A::Events>,
         E: Send + 'static,
     {
-        let reaction = reaction.into();
-        // what the reaction needs of its cause, owned, for the blocking thread
-        let caused = Caused {
+        let (id, reaction): (String, String) = (id.into(), reaction.into());
+        // what the reaction needs of its cause, taken before the future is made
+        let cause = Caused {
             event_id: cause.event_id(),
             correlation_id: cause.correlation_id(),
         };
-        // not held across the await: the future is `Send` whatever holds the event (an `Rc`)
-        drop(cause);
-        let cause = caused;
-        self.call(id, move |repository, id| {
-            repository.execute_caused_by_as(id, &cause, &reaction, command)
-        })
-        .await
+        async move {
+            self.call(id, move |repository, id| {
+                repository.execute_caused_by_as(id, &cause, &reaction, command)
+            })
+            .await
+        }
     }
 
     /// [`Repository::load`], off the async threads.

@@ -972,7 +972,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             attempts += 1;
             if attempts > 1 && !waited {
                 waited = true;
-                _turn = RetryTurn::take(self.store.store_address(), &stream_id);
+                _turn = RetryTurn::take(self.store.store_key(), &stream_id);
             }
             let (Loaded { mut state, version }, tip, _) = self.current(&stream_id, true)?;
             // a reaction that ran before stored its first event under the first id derived
@@ -1184,12 +1184,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 }
 
-/// The streams (of a store, by its address) whose retry turn is taken in this process,
-/// and the waiters' wake-up.
-type Turns = (
-    std::sync::Mutex<HashSet<(usize, String)>>,
-    std::sync::Condvar,
-);
+/// The streams (of a store, by its key) whose retry turn is taken in this process, and
+/// the waiters' wake-up.
+type Turns = (std::sync::Mutex<HashSet<(u64, String)>>, std::sync::Condvar);
 static TURNS: std::sync::LazyLock<Turns> = std::sync::LazyLock::new(Default::default);
 
 /// The longest a retry waits for its turn. Past it, it retries without one, as if there
@@ -1211,11 +1208,11 @@ std::thread_local! {
 /// streams never wait for it; commands of other processes are met by the retries as
 /// before.
 struct RetryTurn {
-    key: (usize, String),
+    key: (u64, String),
 }
 
 impl RetryTurn {
-    fn take(store: usize, stream_id: &str) -> Option<RetryTurn> {
+    fn take(store: u64, stream_id: &str) -> Option<RetryTurn> {
         if HOLDS_A_TURN.with(std::cell::Cell::get) {
             return None;
         }

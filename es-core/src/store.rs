@@ -862,11 +862,16 @@ pub trait EventStore: Send + Sync {
         false
     }
 
-    /// The address of the store itself, through the references and pointers that hold it:
-    /// the repository's retry turns are kept per store and stream. Not for use elsewhere.
+    /// Which store this is, through the references and pointers that hold it: its address
+    /// and its type (values of a zero-sized type share an address). The repository's
+    /// retry turns are kept per store and stream. Not for use elsewhere.
     #[doc(hidden)]
-    fn store_address(&self) -> usize {
-        std::ptr::from_ref(self).cast::<()>() as usize
+    fn store_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        (std::ptr::from_ref(self).cast::<()>() as usize).hash(&mut hasher);
+        std::any::type_name::<Self>().hash(&mut hasher);
+        hasher.finish()
     }
 }
 
@@ -931,8 +936,8 @@ macro_rules! forward_event_store {
             fn head_can_move_back(&self) -> bool {
                 (**self).head_can_move_back()
             }
-            fn store_address(&self) -> usize {
-                (**self).store_address()
+            fn store_key(&self) -> u64 {
+                (**self).store_key()
             }
         }
     )*};

@@ -168,3 +168,27 @@ async fn reactions_and_loads_as_of_a_time_run_off_the_async_threads() {
         .unwrap();
     assert_eq!(before.version, 0);
 }
+
+/// A reaction's future keeps only its cause's ids: it is `Send` (spawned on a
+/// multi-threaded runtime) whatever holds the event, an `Rc` included, and the reaction is
+/// the one the recorded event drives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactions_future_is_send_whatever_holds_its_cause() {
+    fn spawned<T: Send>(future: T) -> T {
+        future
+    }
+    let store = Arc::new(MemoryStore::new());
+    let accounts = AsyncRepository::new(Repository::<Account, _>::new(Arc::clone(&store)));
+    accounts.execute("payer", |a| a.deposit(1)).await.unwrap();
+    let recorded = store.read_all(1).unwrap().next().unwrap().unwrap();
+    let held = std::rc::Rc::new(recorded.clone());
+    let done = spawned(accounts.execute_caused_by("shop", held, |a| a.deposit(1)))
+        .await
+        .unwrap();
+    assert!(!done.already_applied);
+    let again = accounts
+        .execute_caused_by_as("shop", recorded, "", |a| a.deposit(1))
+        .await
+        .unwrap();
+    assert!(again.already_applied);
+}
