@@ -494,44 +494,110 @@ mod failing_projections {
     }
 }
 
-/// A store whose appends are resent once, as a store does after its connection dropped
-/// past the commit: the resend finds the events stored and reports the original append
-/// with `retried` set.
-struct ResendingStore(MemoryStore);
+/// What a [`Hooked`] store's hook makes of an append before the store sees it: an answer
+/// in the store's place, or `None` to let the append through.
+type AppendHook = Box<
+    dyn Fn(
+            &MemoryStore,
+            &str,
+            ExpectedVersion,
+            &[NewEvent],
+        ) -> Option<Result<es_core::AppendResult, StoreError>>
+        + Send
+        + Sync,
+>;
 
-impl EventStore for ResendingStore {
+/// A memory store whose appends go through a hook first, and whose stream reads take
+/// `read_delay` (a database's round trip).
+struct Hooked {
+    inner: MemoryStore,
+    on_append: AppendHook,
+    read_delay: std::time::Duration,
+}
+
+impl Hooked {
+    fn new(
+        on_append: impl Fn(
+            &MemoryStore,
+            &str,
+            ExpectedVersion,
+            &[NewEvent],
+        ) -> Option<Result<es_core::AppendResult, StoreError>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        Hooked {
+            inner: MemoryStore::new(),
+            on_append: Box::new(on_append),
+            read_delay: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// The conflict another process's append would cause.
+fn conflict(
+    inner: &MemoryStore,
+    stream_id: &str,
+    expected: ExpectedVersion,
+) -> Option<Result<es_core::AppendResult, StoreError>> {
+    Some(inner.stream_version(stream_id).and_then(|actual| {
+        Err(StoreError::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected,
+            actual,
+        })
+    }))
+}
+
+impl EventStore for Hooked {
     fn append(
         &self,
         stream_id: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<es_core::AppendResult, StoreError> {
-        self.0.append(stream_id, expected, events.clone())?;
-        self.0.append(stream_id, expected, events)
+        match (self.on_append)(&self.inner, stream_id, expected, &events) {
+            Some(answer) => answer,
+            None => self.inner.append(stream_id, expected, events),
+        }
     }
     fn read_stream(
         &self,
         stream_id: &str,
         from_version: u64,
     ) -> Result<es_core::store::EventStream<'_>, StoreError> {
-        self.0.read_stream(stream_id, from_version)
+        std::thread::sleep(self.read_delay);
+        self.inner.read_stream(stream_id, from_version)
     }
     fn read_all(&self, from_position: u64) -> Result<es_core::store::EventStream<'_>, StoreError> {
-        self.0.read_all(from_position)
+        self.inner.read_all(from_position)
     }
     fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
-        self.0.stream_version(stream_id)
+        self.inner.stream_version(stream_id)
     }
     fn head_position(&self) -> Result<u64, StoreError> {
-        self.0.head_position()
+        self.inner.head_position()
     }
+}
+
+/// A store whose appends are resent once, as a store does after its connection dropped
+/// past the commit: the resend finds the events stored and reports the original append
+/// with `retried` set.
+fn resending() -> Hooked {
+    Hooked::new(|inner, stream_id, expected, events| {
+        inner
+            .append(stream_id, expected, events.to_vec())
+            .err()
+            .map(Err)
+    })
 }
 
 #[test]
 fn a_command_whose_append_the_store_resent_reports_its_own_events() {
     // only a reaction's events can have been stored by another run (their ids derive
     // from the cause); a plain command's retried append is its own
-    let accounts = Repository::<Account, _>::new(ResendingStore(MemoryStore::new()));
+    let accounts = Repository::<Account, _>::new(resending());
     let done = accounts.execute("1", |a| a.deposit(40)).unwrap();
     assert!(!done.already_applied);
     assert_eq!((done.version, done.state.balance), (1, 40));
@@ -709,45 +775,18 @@ fn a_typed_subscriptions_envelope_drives_a_reaction() {
     assert_eq!(caused.causation_id, Some(envelope.event_id));
 }
 
-/// A store whose calls take a while, as a database's round trips do, so that commands
-/// racing on one instance overlap.
-struct Slow(MemoryStore);
-
-impl EventStore for Slow {
-    fn append(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<es_core::AppendResult, StoreError> {
-        std::thread::sleep(std::time::Duration::from_micros(500));
-        self.0.append(stream_id, expected, events)
-    }
-    fn read_stream(
-        &self,
-        stream_id: &str,
-        from_version: u64,
-    ) -> Result<es_core::store::EventStream<'_>, StoreError> {
-        std::thread::sleep(std::time::Duration::from_micros(300));
-        self.0.read_stream(stream_id, from_version)
-    }
-    fn read_all(&self, from_position: u64) -> Result<es_core::store::EventStream<'_>, StoreError> {
-        self.0.read_all(from_position)
-    }
-    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
-        self.0.stream_version(stream_id)
-    }
-    fn head_position(&self) -> Result<u64, StoreError> {
-        self.0.head_position()
-    }
-}
-
 /// Commands racing on one instance in one process, with the default attempts, all
 /// succeed: their retries take turns (three in four ran out of attempts, conflicting
 /// with each other again and again).
 #[test]
 fn commands_racing_on_one_instance_in_one_process_all_succeed() {
-    let store = Slow(MemoryStore::new());
+    // calls that take a while, as a database's round trips do, so that commands racing on
+    // one instance overlap
+    let mut store = Hooked::new(|_, _, _, _| {
+        std::thread::sleep(std::time::Duration::from_micros(500));
+        None
+    });
+    store.read_delay = std::time::Duration::from_micros(300);
     let start = std::sync::Barrier::new(16);
     let failed: usize = std::thread::scope(|scope| {
         let racing: Vec<_> = (0..16)
@@ -762,50 +801,10 @@ fn commands_racing_on_one_instance_in_one_process_all_succeed() {
         racing.into_iter().map(|t| t.join().unwrap()).sum()
     });
     assert_eq!(failed, 0);
-    let hot = Repository::<Account, _>::new(&store.0).load("hot").unwrap();
+    let hot = Repository::<Account, _>::new(&store.inner)
+        .load("hot")
+        .unwrap();
     assert_eq!((hot.balance, hot.version), (16, 16));
-}
-
-/// Refuses each thread's first append to each stream with a conflict, as if another
-/// process had appended first.
-struct ConflictsOnce {
-    inner: MemoryStore,
-    refused: std::sync::Mutex<std::collections::HashSet<(std::thread::ThreadId, String)>>,
-}
-
-impl EventStore for ConflictsOnce {
-    fn append(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<es_core::AppendResult, StoreError> {
-        let first = (std::thread::current().id(), stream_id.to_owned());
-        if self.refused.lock().unwrap().insert(first) {
-            return Err(StoreError::Conflict {
-                stream_id: stream_id.to_owned(),
-                expected,
-                actual: self.inner.stream_version(stream_id)?,
-            });
-        }
-        self.inner.append(stream_id, expected, events)
-    }
-    fn read_stream(
-        &self,
-        stream_id: &str,
-        from_version: u64,
-    ) -> Result<es_core::store::EventStream<'_>, StoreError> {
-        self.inner.read_stream(stream_id, from_version)
-    }
-    fn read_all(&self, from_position: u64) -> Result<es_core::store::EventStream<'_>, StoreError> {
-        self.inner.read_all(from_position)
-    }
-    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream_id)
-    }
-    fn head_position(&self) -> Result<u64, StoreError> {
-        self.inner.head_position()
-    }
 }
 
 /// A retrying command whose closure waits for another thread's command, which retries
@@ -814,10 +813,16 @@ impl EventStore for ConflictsOnce {
 /// its turn for a bounded time, then retries without one.
 #[test]
 fn a_retry_that_waits_for_another_threads_retry_does_not_deadlock() {
-    let store = ConflictsOnce {
-        inner: MemoryStore::new(),
-        refused: Default::default(),
-    };
+    // each thread's first append to each stream conflicts, as if another process had
+    // appended first
+    let refused = std::sync::Mutex::new(std::collections::HashSet::new());
+    let store = Hooked::new(move |inner, stream_id, expected, _| {
+        let first = (std::thread::current().id(), stream_id.to_owned());
+        if refused.lock().unwrap().insert(first) {
+            return conflict(inner, stream_id, expected);
+        }
+        None
+    });
     for (outer, inner) in [("a", "b"), ("c", "c")] {
         let started = std::time::Instant::now();
         let accounts = Repository::<Account, _>::new(&store);
@@ -851,66 +856,30 @@ fn a_retry_that_waits_for_another_threads_retry_does_not_deadlock() {
     }
 }
 
-/// Refuses the appends of the threads registered, each a number of times, with a conflict.
-struct Refusing {
-    inner: MemoryStore,
-    left: std::sync::Mutex<std::collections::HashMap<std::thread::ThreadId, u32>>,
+/// The conflicts each thread's appends meet, left to come.
+type Refusals =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::thread::ThreadId, u32>>>;
+
+/// A store that refuses the appends of the threads given in its refusals with conflicts,
+/// each as many times as said there.
+fn refusing() -> (Hooked, Refusals) {
+    let refusals = Refusals::default();
+    let left = std::sync::Arc::clone(&refusals);
+    let store = Hooked::new(move |inner, stream_id, expected, _| {
+        let mut left = left.lock().unwrap();
+        let times = left.get_mut(&std::thread::current().id())?;
+        *times = times.checked_sub(1)?;
+        conflict(inner, stream_id, expected)
+    });
+    (store, refusals)
 }
 
-impl Refusing {
-    fn new() -> Self {
-        Refusing {
-            inner: MemoryStore::new(),
-            left: Default::default(),
-        }
-    }
-    fn refuse_this_thread(&self, times: u32) {
-        self.left
-            .lock()
-            .unwrap()
-            .insert(std::thread::current().id(), times);
-    }
-}
-
-impl EventStore for Refusing {
-    fn append(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<es_core::AppendResult, StoreError> {
-        if let Some(left) = self
-            .left
-            .lock()
-            .unwrap()
-            .get_mut(&std::thread::current().id())
-            && *left > 0
-        {
-            *left -= 1;
-            return Err(StoreError::Conflict {
-                stream_id: stream_id.to_owned(),
-                expected,
-                actual: self.inner.stream_version(stream_id)?,
-            });
-        }
-        self.inner.append(stream_id, expected, events)
-    }
-    fn read_stream(
-        &self,
-        stream_id: &str,
-        from_version: u64,
-    ) -> Result<es_core::store::EventStream<'_>, StoreError> {
-        self.inner.read_stream(stream_id, from_version)
-    }
-    fn read_all(&self, from_position: u64) -> Result<es_core::store::EventStream<'_>, StoreError> {
-        self.inner.read_all(from_position)
-    }
-    fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream_id)
-    }
-    fn head_position(&self) -> Result<u64, StoreError> {
-        self.inner.head_position()
-    }
+/// Has the appends of this thread refused `times` times.
+fn refuse_this_thread(refusals: &Refusals, times: u32) {
+    refusals
+        .lock()
+        .unwrap()
+        .insert(std::thread::current().id(), times);
 }
 
 /// A command whose retry turn another command holds waits for it once, at most 200 ms,
@@ -918,12 +887,12 @@ impl EventStore for Refusing {
 /// one store's stream does not hold up the same stream id in another store.
 #[test]
 fn a_retry_waits_for_a_turn_once_and_only_on_its_own_store() {
-    let (first, second) = (Refusing::new(), Refusing::new());
+    let ((first, first_refusals), (second, second_refusals)) = (refusing(), refusing());
     let holding = std::sync::Barrier::new(2);
     std::thread::scope(|scope| {
         // holds the turn of `y` in the first store for a second
         scope.spawn(|| {
-            first.refuse_this_thread(1);
+            refuse_this_thread(&first_refusals, 1);
             let mut calls = 0;
             Repository::<Account, _>::new(&first)
                 .execute("y", |a| {
@@ -938,7 +907,7 @@ fn a_retry_waits_for_a_turn_once_and_only_on_its_own_store() {
         });
         holding.wait();
         // conflicts on every attempt on the same stream: one wait for the turn
-        first.refuse_this_thread(u32::MAX);
+        refuse_this_thread(&first_refusals, u32::MAX);
         let started = std::time::Instant::now();
         let refused = Repository::<Account, _>::new(&first)
             .with_max_attempts(10)
@@ -947,7 +916,7 @@ fn a_retry_waits_for_a_turn_once_and_only_on_its_own_store() {
         let took = started.elapsed();
         assert!(took < std::time::Duration::from_millis(600), "{took:?}");
         // the same stream id in another store: no wait
-        second.refuse_this_thread(1);
+        refuse_this_thread(&second_refusals, 1);
         let started = std::time::Instant::now();
         Repository::<Account, _>::new(&second)
             .execute("y", |a| a.deposit(1))

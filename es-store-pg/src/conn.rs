@@ -413,6 +413,21 @@ mod tests {
             show(&mut conn.client, "idle_in_transaction_session_timeout"),
             "7s"
         );
+
+        // so does a value set for the database
+        conn.client
+            .batch_execute("ALTER DATABASE postgres SET idle_in_transaction_session_timeout = '9s'")
+            .unwrap();
+        let manager = Manager {
+            config: server.url.parse().unwrap(),
+            idle_transaction_timeout: Duration::from_secs(10),
+        };
+        let mut conn = manager.connect().unwrap();
+        assert_eq!(
+            show(&mut conn.client, "idle_in_transaction_session_timeout"),
+            "9s"
+        );
+        assert_eq!(conn.idle_transaction_timeout, None);
         assert_eq!(
             show(&mut conn.client, "default_transaction_isolation"),
             "read committed"
