@@ -10,7 +10,7 @@
 //!   <n:020>.seg           log segments 0, 1, 2, … with no gaps
 //!   <n:020>.idx           the sealed index of segment n, written once it is sealed
 //!   <n:020>.flt           the id filter of sealed segments n … n + 63 (n a multiple of 64)
-//!   snapshots/<h:016x>.snap  the newest snapshots of one stream
+//!   snapshots/<h:032x>.snap  the newest snapshots of one stream (h: the first 16 bytes of the SHA-256 of its id)
 //! ```
 //!
 //! Everything else here is about places in the log: a [`LogOffset`] names a byte of one
@@ -89,9 +89,28 @@ pub fn snapshot_dir(dir: &Path) -> PathBuf {
     dir.join(SNAPSHOT_DIR)
 }
 
-/// The name of the snapshot file of a stream whose id hashes to `hash`.
-pub fn snapshot_name(hash: u64) -> String {
-    format!("{hash:016x}{SNAPSHOT_SUFFIX}")
+/// The name of the snapshot file of `stream_id`: the first 32 hex digits of the SHA-256 of
+/// the id. A file is read and written whole, so ids made to share one would make each
+/// snapshot of theirs cost all of theirs; no one can make ids share this hash.
+pub fn snapshot_name(stream_id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(stream_id.as_bytes());
+    let mut name = String::with_capacity(32 + SNAPSHOT_SUFFIX.len());
+    for b in &digest[..16] {
+        name.push_str(&format!("{b:02x}"));
+    }
+    name.push_str(SNAPSHOT_SUFFIX);
+    name
+}
+
+/// The name earlier builds gave the snapshot file of `stream_id`: 16 hex digits of the
+/// sealed indexes' stream hash, a CRC, which ids can be made to share by the thousand.
+/// Read only when the file named by [`snapshot_name`] does not exist.
+pub fn legacy_snapshot_name(stream_id: &str) -> String {
+    format!(
+        "{:016x}{SNAPSHOT_SUFFIX}",
+        crate::seal::stream_hash(stream_id)
+    )
 }
 
 /// A place in the log: a byte offset in one segment. Ordered as the log is.

@@ -878,19 +878,52 @@ impl Sealed {
             high = fences.get(above as usize).map_or(u64::MAX, |&f| f);
         }
         let guess = interpolate(hash, Some(low), Some(high), hi - lo);
-        let mut i = lo
+        let i = lo
             + search_near(hi - lo, guess, |k| {
                 Ok::<_, SealedError>(hash_of(&entry(lo + k)?) < hash)
             })?;
-        while i < u64::from(self.streams) {
-            let b = entry(i)?;
-            if hash_of(&b) != hash {
-                break;
+        if i >= streams {
+            return Ok(None);
+        }
+        let b = entry(i)?;
+        if hash_of(&b) != hash {
+            return Ok(None);
+        }
+        let next_differs = i + 1 >= streams || hash_of(&entry(i + 1)?) != hash;
+        if next_differs {
+            return self.run_if_named(src, &b, i, stream_id);
+        }
+        self.find_in_tie(src, i, hash, stream_id)
+    }
+
+    /// The run of `stream_id` among the entries that share its hash, the first of them
+    /// entry `first`. Entries of one hash are sorted by id, so the tie is searched by
+    /// bisection: the hash is stable and not secret, and ids made to share one (a CRC is
+    /// linear: equal-length ids with equal CRCs are easy to make by the thousand) would
+    /// otherwise make every lookup of them read the whole tie.
+    fn find_in_tie(
+        &self,
+        src: &TableSource<'_>,
+        first: u64,
+        hash: u64,
+        stream_id: &str,
+    ) -> Result<Option<StreamRun>, SealedError> {
+        let entry =
+            |i: u64| self.table_bytes(src, self.streams_at() + i * STREAM_LEN, STREAM_LEN as usize);
+        let hash_of = |b: &[u8]| u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
+        let rest = u64::from(self.streams).saturating_sub(first);
+        let len = search_near(rest, 1, |k| {
+            Ok::<_, SealedError>(hash_of(&entry(first + k)?) <= hash)
+        })?;
+        let (mut lo, mut hi) = (first, first + len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let b = entry(mid)?;
+            match self.name_order(src, &b, mid, stream_id)? {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return self.parsed_run(&b, mid).map(Some),
             }
-            if let Some(run) = self.run_if_named(src, &b, i, stream_id)? {
-                return Ok(Some(run));
-            }
-            i += 1;
         }
         Ok(None)
     }
@@ -903,19 +936,37 @@ impl Sealed {
         i: u64,
         stream_id: &str,
     ) -> Result<Option<StreamRun>, SealedError> {
+        let run = self.parsed_run(b, i)?;
+        let named = self.name_order(src, b, i, stream_id)?.is_eq();
+        Ok(named.then_some(run))
+    }
+
+    /// The run of stream entry `i` (its bytes `b`), its id left empty.
+    fn parsed_run(&self, b: &[u8], i: u64) -> Result<StreamRun, SealedError> {
         let at = self.streams_at() + i * STREAM_LEN;
-        let bad = || damaged(at, "a stream entry outside the file's bounds");
-        let run = parse_run(b, &[], self).ok_or_else(bad)?;
+        parse_run(b, &[], self)
+            .ok_or_else(|| damaged(at, "a stream entry outside the file's bounds"))
+    }
+
+    /// How the name of stream entry `i` (its bytes `b`) compares with `stream_id`, byte by
+    /// byte (the order of the entries that share a hash).
+    fn name_order(
+        &self,
+        src: &TableSource<'_>,
+        b: &[u8],
+        i: u64,
+        stream_id: &str,
+    ) -> Result<std::cmp::Ordering, SealedError> {
+        let at = self.streams_at() + i * STREAM_LEN;
         let name_at = u64::from(u32::from_le_bytes(b[32..36].try_into().unwrap_or([0; 4])));
         let name_len = u32::from_le_bytes(b[36..40].try_into().unwrap_or([0; 4]));
         if name_at + u64::from(name_len) > u64::from(self.names_len) {
-            return Err(bad());
+            return Err(damaged(at, "a stream entry outside the file's bounds"));
         }
         let mut scratch = [0u8; 256];
         let at = self.names_at() + name_at;
-        let named = *self.table_bytes_in(src, at, name_len as usize, &mut scratch)?
-            == *stream_id.as_bytes();
-        Ok(named.then_some(run))
+        let name = self.table_bytes_in(src, at, name_len as usize, &mut scratch)?;
+        Ok((*name).cmp(stream_id.as_bytes()))
     }
 
     /// [`Sealed::find_stream`] in the file: the fences name the block where entries of
@@ -938,7 +989,11 @@ impl Sealed {
                 (n * STREAM_LEN) as usize,
             );
             let bytes = self.table_bytes_in(src, at, len, &mut scratch)?;
-            for (k, b) in bytes.chunks_exact(STREAM_LEN as usize).enumerate() {
+            let mut entries = bytes
+                .chunks_exact(STREAM_LEN as usize)
+                .enumerate()
+                .peekable();
+            while let Some((k, b)) = entries.next() {
                 let entry_hash = hash_of(b);
                 if entry_hash < hash {
                     continue;
@@ -946,9 +1001,14 @@ impl Sealed {
                 if entry_hash > hash {
                     return Ok(None);
                 }
-                if let Some(run) = self.run_if_named(src, b, first + k as u64, stream_id)? {
-                    return Ok(Some(run));
-                }
+                let i = first + k as u64;
+                return match entries.peek() {
+                    Some((_, next)) if hash_of(next) != hash => {
+                        self.run_if_named(src, b, i, stream_id)
+                    }
+                    None if i + 1 >= streams => self.run_if_named(src, b, i, stream_id),
+                    _ => self.find_in_tie(src, i, hash, stream_id),
+                };
             }
             block += 1;
         }
@@ -1275,7 +1335,7 @@ impl<F: VfsFile + ?Sized> ReadNoting for F {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::error::OpenError;
     use crate::layout::sealed_index_path;
@@ -1283,6 +1343,7 @@ mod tests {
     use crate::{Durability, FileStore, FileStoreOptions};
     use es_core::{EventStore, ExpectedVersion, NewEvent};
     use std::path::Path;
+    use std::sync::Arc;
 
     proptest::proptest! {
         /// The search from a guess finds what a bisection finds, whatever the guess and
@@ -1380,6 +1441,175 @@ mod tests {
                 assert!(reason.contains(why), "{reason}");
             }
             other => panic!("verify passes a forged index: {other:?}"),
+        }
+    }
+
+    /// `count` distinct ids of one length whose [`stream_hash`] is the same. A CRC is
+    /// linear: flipping the case of a set of letters changes it by the XOR of what each
+    /// flip alone changes, so the sets whose changes cancel (a subspace of at least 2^16
+    /// sets among 48 letters and 32 bits) all keep it.
+    pub(crate) fn ids_of_one_hash(count: usize) -> Vec<String> {
+        let base: Vec<u8> = b"cart-"
+            .iter()
+            .copied()
+            .chain((0..48u8).map(|i| b'a' + i % 26))
+            .collect();
+        let base_crc = crc32c::crc32c(&base);
+        let mut basis: [Option<(u32, u64)>; 32] = [None; 32];
+        let mut kernel = Vec::new();
+        for j in 0..48 {
+            let mut flipped = base.clone();
+            flipped[5 + j] ^= 0x20;
+            let (mut change, mut set) = (crc32c::crc32c(&flipped) ^ base_crc, 1u64 << j);
+            for bit in (0..32).rev() {
+                if change >> bit & 1 == 0 {
+                    continue;
+                }
+                match basis[bit] {
+                    Some((c, s)) => (change, set) = (change ^ c, set ^ s),
+                    None => {
+                        basis[bit] = Some((change, set));
+                        break;
+                    }
+                }
+            }
+            if change == 0 {
+                kernel.push(set);
+            }
+        }
+        assert!(count <= 1 << kernel.len().min(20));
+        (0..count)
+            .map(|n| {
+                let set = (0..kernel.len())
+                    .filter(|k| n >> k & 1 == 1)
+                    .fold(0u64, |acc, k| acc ^ kernel[k]);
+                let mut id = base.clone();
+                for j in 0..48 {
+                    if set >> j & 1 == 1 {
+                        id[5 + j] ^= 0x20;
+                    }
+                }
+                String::from_utf8(id).unwrap()
+            })
+            .collect()
+    }
+
+    /// Reads of a sealed index, counted.
+    #[derive(Debug)]
+    struct CountedReads {
+        file: Arc<dyn VfsFile>,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl VfsFile for CountedReads {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.file.read_at(buf, offset)
+        }
+        fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            self.file.write_all_at(buf, offset)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.file.sync_data()
+        }
+        fn len(&self) -> io::Result<u64> {
+            self.file.len()
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.file.set_len(len)
+        }
+        fn try_lock(&self) -> io::Result<bool> {
+            self.file.try_lock()
+        }
+    }
+
+    /// Thousands of streams whose ids share one hash (crafted ids: the hash is stable and
+    /// public) are found in a sealed segment by a bisection of their tie, not one by one:
+    /// a few dozen reads of the index file for any of them, where a walk through the tie
+    /// read a block per 64 entries and a name per entry passed.
+    #[test]
+    fn streams_whose_ids_share_a_hash_are_found_without_walking_the_tie() {
+        let ids = ids_of_one_hash(3001);
+        let hash = stream_hash(&ids[0]);
+        assert!(ids.iter().all(|id| stream_hash(id) == hash));
+        let (absent, ids) = ids.split_last().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let options = |stream_table_cache| FileStoreOptions {
+            segment_size: 1 << 20,
+            durability: Durability::None,
+            stream_table_cache,
+            ..Default::default()
+        };
+        let store = FileStore::open_with(dir.path(), options(64 << 20)).unwrap();
+        let event = |n: usize| NewEvent::new("Added", 1, format!(r#"{{"n":{n}}}"#).into_bytes());
+        for (n, id) in ids.iter().enumerate() {
+            store
+                .append(id, ExpectedVersion::NoStream, vec![event(n)])
+                .unwrap();
+            store
+                .append("cart-other", ExpectedVersion::Any, vec![event(n)])
+                .unwrap();
+        }
+        let mut n = 0;
+        while !sealed_index_path(dir.path(), 0).exists() {
+            store
+                .append("cart-filler", ExpectedVersion::Any, vec![event(n)])
+                .unwrap();
+            n += 1;
+            if n % 1000 == 0 {
+                store.checkpoint().unwrap();
+            }
+        }
+        drop(store);
+        let path = sealed_index_path(dir.path(), 0);
+        let file = CountedReads {
+            file: crate::vfs::StdFs
+                .open(&path, crate::vfs::OpenMode::Read)
+                .unwrap(),
+            reads: Default::default(),
+        };
+        let read = Sealed::read(&file, 0, u64::MAX).unwrap();
+        let (sealed, table) = (read.sealed, read.table);
+        let mut sorted: Vec<&String> = ids.iter().collect();
+        sorted.sort();
+        for id in [
+            sorted[0],
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1],
+        ] {
+            file.reads.store(0, std::sync::atomic::Ordering::Relaxed);
+            let run = sealed
+                .find_stream(&TableSource::File(&file), id)
+                .unwrap()
+                .expect("the stream is found in the file");
+            assert_eq!((run.first_version, run.last_version), (1, 1));
+            let reads = file.reads.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                reads <= 80,
+                "{reads} reads of the index to find one of the tie"
+            );
+            let in_memory = sealed
+                .find_stream(&TableSource::Memory(&table, None), id)
+                .unwrap()
+                .expect("the stream is found in memory");
+            assert_eq!(in_memory.first_slot, run.first_slot);
+        }
+        for src in [TableSource::File(&file), TableSource::Memory(&table, None)] {
+            assert!(sealed.find_stream(&src, absent).unwrap().is_none());
+        }
+        // every one of them reads back through the store, its stream tables cached or not
+        for cache in [0, 64 << 20] {
+            let store = FileStore::open_with(dir.path(), options(cache)).unwrap();
+            for (n, id) in ids.iter().enumerate().step_by(7) {
+                let events: Vec<_> = store
+                    .read_stream(id, 1)
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert_eq!(events.len(), 1, "{id}");
+                assert_eq!(events[0].payload, format!(r#"{{"n":{n}}}"#).into_bytes());
+            }
         }
     }
 

@@ -2,7 +2,8 @@
 //! (temporary file, sync, rename, directory sync) and checksummed.
 //!
 //! ```text
-//! snapshots/<16 hex digits>.snap   (the digits hash the stream id; the id is inside)
+//! snapshots/<32 hex digits>.snap   (the first 16 bytes of the SHA-256 of the stream id,
+//!                                   which is also inside)
 //!   magic "ESSNAP02"
 //!   count u32
 //!   per snapshot, oldest first:
@@ -15,8 +16,11 @@
 //!
 //! A snapshot file is a cache: a missing or damaged file reads as "no snapshot", and the
 //! aggregate is rebuilt from events; a file that cannot be read is an error naming it (the
-//! repository logs it and rebuilds) and is not overwritten. Stream ids whose hashes collide
-//! share a file, each entry naming its stream, each stream keeping its own snapshots.
+//! repository logs it and rebuilds) and is not overwritten. Each entry names its stream,
+//! and a file could hold several streams' snapshots, each keeping its own: earlier builds
+//! named files by the sealed indexes' stream hash, which ids can be made to share. Such a
+//! file is still read while the stream has no file of its own; the stream's next snapshot
+//! goes to its own file, with its snapshots from the old one.
 
 use crate::vfs::{OpenMode, Vfs, write_atomically, write_atomically_unique};
 use chrono::DateTime;
@@ -37,6 +41,9 @@ pub(crate) struct SnapshotFiles {
     read_only: bool,
     /// Serializes read-modify-write of one file.
     write: Mutex<()>,
+    /// The name of a stream's file ([`crate::layout::snapshot_name`]; tests make names
+    /// collide).
+    name: fn(&str) -> String,
 }
 
 impl SnapshotFiles {
@@ -46,45 +53,55 @@ impl SnapshotFiles {
             vfs,
             read_only,
             write: Mutex::new(()),
+            name: crate::layout::snapshot_name,
         }
     }
 
     fn path(&self, stream_id: &str) -> PathBuf {
-        self.dir
-            .join(crate::layout::snapshot_name(crate::seal::stream_hash(
-                stream_id,
-            )))
+        self.dir.join((self.name)(stream_id))
     }
 
-    /// The snapshots in the file of `stream_id`'s hash: those of every stream whose id has
-    /// that hash (rarely more than one), none when the file is missing or damaged (a
-    /// cache: the repository rebuilds). A failed read is an error naming the file, so
-    /// that a file that could not be read is not overwritten.
-    fn read(&self, stream_id: &str) -> Result<Vec<Snapshot>, StoreError> {
-        let path = self.path(stream_id);
+    /// The snapshots in the file of `stream_id`: those of every stream whose id names that
+    /// file (no other, but for a file an earlier build wrote), none when the file is
+    /// missing or damaged (a cache: the repository rebuilds). A failed read is an error
+    /// naming the file, so that a file that could not be read is not overwritten. When the
+    /// file is missing, the file an earlier build named by the stream hash of the sealed
+    /// indexes is read instead, and the flag returned is set.
+    fn read(&self, stream_id: &str) -> Result<(Vec<Snapshot>, bool), StoreError> {
+        if let Some(list) = self.read_file(&self.path(stream_id))? {
+            return Ok((list, false));
+        }
+        let legacy = self
+            .dir
+            .join(crate::layout::legacy_snapshot_name(stream_id));
+        Ok((self.read_file(&legacy)?.unwrap_or_default(), true))
+    }
+
+    /// The snapshots in the file at `path`; `None` when there is no such file.
+    fn read_file(&self, path: &Path) -> Result<Option<Vec<Snapshot>>, StoreError> {
         let failed = |e: std::io::Error| {
             StoreError::Io(std::io::Error::new(
                 e.kind(),
                 format!("reading the snapshot file `{}`: {e}", path.display()),
             ))
         };
-        let file = match self.vfs.open(&path, OpenMode::Read) {
+        let file = match self.vfs.open(path, OpenMode::Read) {
             Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(failed(e)),
         };
         let len = file.len().map_err(failed)?;
         if len > MAX_SNAPSHOT_FILE {
             tracing::warn!("ignoring oversized snapshot file {}", path.display());
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let mut bytes = vec![0u8; len as usize];
         file.read_exact_at(&mut bytes, 0).map_err(failed)?;
         match decode(&bytes) {
-            Some(list) => Ok(list),
+            Some(list) => Ok(Some(list)),
             None => {
                 tracing::warn!("ignoring damaged snapshot file {}", path.display());
-                Ok(Vec::new())
+                Ok(Some(Vec::new()))
             }
         }
     }
@@ -104,11 +121,16 @@ impl SnapshotFiles {
             });
         }
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        // streams whose ids share the hash share the file: each keeps its own snapshots
-        let (mut list, mut others): (Vec<Snapshot>, Vec<Snapshot>) = self
-            .read(&snapshot.stream_id)?
+        // streams whose ids name one file share it: each keeps its own snapshots. The
+        // stream's snapshots in an earlier build's file move to its own file; the other
+        // streams' stay where they are
+        let (found, legacy) = self.read(&snapshot.stream_id)?;
+        let (mut list, mut others): (Vec<Snapshot>, Vec<Snapshot>) = found
             .into_iter()
             .partition(|s| s.stream_id == snapshot.stream_id);
+        if legacy {
+            others.clear();
+        }
         retain_newest(&mut list, snapshot);
         // the file is read back only up to its cap: the other streams' snapshots, then
         // this stream's older ones, make room for the newest
@@ -138,7 +160,7 @@ impl SnapshotFiles {
         stream_id: &str,
         max_version: u64,
     ) -> Result<Option<Snapshot>, StoreError> {
-        let mut list = self.read(stream_id)?;
+        let (mut list, _) = self.read(stream_id)?;
         list.retain(|s| s.stream_id == stream_id);
         list.sort_by_key(|s| s.version);
         Ok(newest_at_or_below(&list, max_version).cloned())
@@ -593,47 +615,110 @@ mod tests {
         assert_eq!(decode_checkpoint(&unnamed), Ok(content));
     }
 
-    /// Two streams whose ids hash alike share a snapshot file: each keeps its own
-    /// snapshots, neither evicts the other's.
+    /// Two streams whose ids name one file share it: each keeps its own snapshots,
+    /// neither evicts the other's.
     #[test]
-    fn streams_whose_ids_hash_alike_keep_their_own_snapshots() {
-        let mut seen = std::collections::HashMap::new();
-        // random ids of one length: the hash of such ids spreads over 32 bits only (the
-        // second CRC differs from the first by a constant of the length), so among a few
-        // hundred thousand two collide
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let (a, b) = (0..2_000_000u64)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                format!("s-{x:016x}")
-            })
-            .find_map(|id| {
-                let hash = crate::seal::stream_hash(&id);
-                seen.insert(hash, id.clone()).map(|other| (other, id))
-            })
-            .expect("two ids of one length whose hashes collide");
+    fn streams_whose_ids_name_one_file_keep_their_own_snapshots() {
         let dir = tempfile::tempdir().unwrap();
-        let files = SnapshotFiles::new(dir.path(), Arc::new(crate::vfs::StdFs), false);
+        let files = SnapshotFiles {
+            name: |_| "shared.snap".to_owned(),
+            ..SnapshotFiles::new(dir.path(), Arc::new(crate::vfs::StdFs), false)
+        };
+        let (a, b) = ("cart-a", "cart-b");
         let snapshot = |stream: &str, version: u64| Snapshot {
             stream_id: stream.to_owned(),
             version,
             ..sample()
         };
-        files.save(&snapshot(&a, 10)).unwrap();
-        files.save(&snapshot(&b, 20)).unwrap();
-        files.save(&snapshot(&a, 30)).unwrap();
+        files.save(&snapshot(a, 10)).unwrap();
+        files.save(&snapshot(b, 20)).unwrap();
+        files.save(&snapshot(a, 30)).unwrap();
+        assert_eq!(files.path(a), files.path(b));
         assert_eq!(
-            files.load(&a, u64::MAX).unwrap().map(|s| s.version),
+            files.load(a, u64::MAX).unwrap().map(|s| s.version),
             Some(30)
         );
-        assert_eq!(files.load(&a, 29).unwrap().map(|s| s.version), Some(10));
+        assert_eq!(files.load(a, 29).unwrap().map(|s| s.version), Some(10));
         assert_eq!(
-            files.load(&b, u64::MAX).unwrap().map(|s| s.version),
+            files.load(b, u64::MAX).unwrap().map(|s| s.version),
             Some(20)
         );
-        assert_eq!(files.load(&b, 19).unwrap(), None);
+        assert_eq!(files.load(b, 19).unwrap(), None);
+    }
+
+    /// Ids made to share the sealed indexes' stream hash (thousands are easy to make) get
+    /// a snapshot file each: a file of all of them would be read and written whole for
+    /// every snapshot of any of them.
+    #[test]
+    fn ids_made_to_share_a_stream_hash_get_a_snapshot_file_each() {
+        let ids = crate::seal::tests::ids_of_one_hash(200);
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::new(dir.path(), Arc::new(crate::vfs::StdFs), false);
+        for (n, id) in ids.iter().enumerate() {
+            let snapshot = Snapshot {
+                stream_id: id.clone(),
+                version: n as u64 + 1,
+                ..sample()
+            };
+            files.save(&snapshot).unwrap();
+        }
+        let written = std::fs::read_dir(crate::layout::snapshot_dir(dir.path()))
+            .unwrap()
+            .count();
+        assert_eq!(written, ids.len());
+        for (n, id) in ids.iter().enumerate() {
+            let (list, legacy) = files.read(id).unwrap();
+            assert!(!legacy);
+            assert_eq!(list.len(), 1, "{id}");
+            assert_eq!(list[0].version, n as u64 + 1);
+        }
+    }
+
+    /// A file an earlier build named by the stream hash is read while the stream has no
+    /// file of its own; the stream's next snapshot goes to its own file, with its older
+    /// snapshots and without the other streams' of the old file, which stays as it was.
+    #[test]
+    fn a_file_named_by_an_earlier_build_is_read_and_left_as_it_was() {
+        let ids = crate::seal::tests::ids_of_one_hash(2);
+        let (a, b) = (&ids[0], &ids[1]);
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = SnapshotFiles {
+            name: crate::layout::legacy_snapshot_name,
+            ..SnapshotFiles::new(dir.path(), Arc::new(crate::vfs::StdFs), false)
+        };
+        let snapshot = |stream: &str, version: u64| Snapshot {
+            stream_id: stream.to_owned(),
+            version,
+            ..sample()
+        };
+        earlier.save(&snapshot(a, 10)).unwrap();
+        earlier.save(&snapshot(b, 20)).unwrap();
+        let old = earlier.path(a);
+        assert_eq!(old, earlier.path(b));
+        let old_bytes = std::fs::read(&old).unwrap();
+        let files = SnapshotFiles::new(dir.path(), Arc::new(crate::vfs::StdFs), false);
+        assert_eq!(
+            files.load(a, u64::MAX).unwrap().map(|s| s.version),
+            Some(10)
+        );
+        assert_eq!(
+            files.load(b, u64::MAX).unwrap().map(|s| s.version),
+            Some(20)
+        );
+        files.save(&snapshot(a, 30)).unwrap();
+        assert_eq!(
+            files.load(a, u64::MAX).unwrap().map(|s| s.version),
+            Some(30)
+        );
+        assert_eq!(files.load(a, 29).unwrap().map(|s| s.version), Some(10));
+        let (own, legacy) = files.read(a).unwrap();
+        assert!(!legacy);
+        assert!(own.iter().all(|s| s.stream_id == *a), "{own:?}");
+        assert_eq!(
+            files.load(b, u64::MAX).unwrap().map(|s| s.version),
+            Some(20)
+        );
+        assert_eq!(std::fs::read(&old).unwrap(), old_bytes);
     }
 
     /// A snapshot file that cannot be read is an error naming it, and is not overwritten.
