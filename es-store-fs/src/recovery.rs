@@ -240,6 +240,23 @@ impl Scan<'_> {
         Ok((path, file))
     }
 
+    /// Removes the records of how far the log reached (`index.dat`, `PUBLISHED`) and
+    /// syncs the directory, before a repair cuts the log: a record left in place, or one
+    /// brought back by a power loss (`PUBLISHED` is written again at every open without
+    /// a sync), would claim what the cut removed, and the next open would refuse the log.
+    fn remove_records(&self) -> Result<(), OpenError> {
+        for name in [INDEX_FILE, PUBLISHED_FILE] {
+            let path = self.dir.join(name);
+            match self.vfs.remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(&path)(e));
+                }
+                _ => {}
+            }
+        }
+        self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))
+    }
+
     fn corrupted(&self, segment: u64, offset: u64, reason: String) -> OpenError {
         OpenError::Corrupted {
             file: segment_path(self.dir, segment),
@@ -698,12 +715,7 @@ impl Scan<'_> {
                         let bytes_dropped = lens[seg as usize];
                         let keep_file = seg == 0 || previous_sealed;
                         if !self.o.read_only {
-                            match self.vfs.remove_file(&self.dir.join(INDEX_FILE)) {
-                                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                                    return Err(io_err(&self.dir.join(INDEX_FILE))(e));
-                                }
-                                _ => {}
-                            }
+                            self.remove_records()?;
                             if keep_file {
                                 file.set_len(0).map_err(io_err(&path))?;
                                 write_header(&*file, seg, index.head + 1)
@@ -811,14 +823,9 @@ impl Scan<'_> {
                     Tail::Damage(reason) => {
                         let removed: Vec<u64> = (seg + 1..segment_count).collect();
                         if !self.o.read_only {
-                            // the user asked for the cut: the index file may describe what
-                            // is cut, so it goes first
-                            match self.vfs.remove_file(&self.dir.join(INDEX_FILE)) {
-                                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                                    return Err(io_err(&self.dir.join(INDEX_FILE))(e));
-                                }
-                                _ => {}
-                            }
+                            // the user asked for the cut: the records may describe what
+                            // is cut, so they go first
+                            self.remove_records()?;
                             file.set_len(stop).map_err(io_err(&path))?;
                             file.sync_data().map_err(io_err(&path))?;
                             for &r in removed.iter().rev() {
@@ -890,13 +897,7 @@ impl Scan<'_> {
                 ));
             }
             if !self.o.read_only {
-                let path = self.dir.join(INDEX_FILE);
-                match self.vfs.remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(io_err(&path)(e));
-                    }
-                    _ => self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?,
-                }
+                self.remove_records()?;
             }
             report.index_rebuilt = true;
             report.repaired = Some(Repair {
@@ -904,7 +905,8 @@ impl Scan<'_> {
                 offset: end.offset,
                 reason: format!(
                     "{claim}, but the log ends at {end}: those events are lost; \
-                     the index file is removed and the log kept as it is"
+                     the index file and the record of what was durable are removed and the \
+                     log kept as it is"
                 ),
                 bytes_dropped: 0,
                 segments_removed: Vec::new(),

@@ -111,8 +111,21 @@ pub(crate) fn write_atomically(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    let file = vfs.open(&tmp, OpenMode::CreateTruncate)?;
-    if let Err(e) = file.write_all_at(bytes, 0).and_then(|()| file.sync_data()) {
+    // a temporary file left by a crash is the store's to replace; anything else in its
+    // place is an error naming it. A new file, never one written through another name
+    match vfs.remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(named(&tmp, e)),
+    }
+    let file = vfs
+        .open(&tmp, OpenMode::CreateNew)
+        .map_err(|e| named(&tmp, e))?;
+    if let Err(e) = file
+        .write_all_at(bytes, 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| named(&tmp, e))
+    {
         // a partial temporary file (a full disk) would keep its space until the next
         // write of `path`; it is never read as `path`
         drop(file);
@@ -120,8 +133,17 @@ pub(crate) fn write_atomically(
         return Err(e);
     }
     drop(file);
-    vfs.rename(&tmp, path)?;
-    vfs.sync_dir(dir)
+    vfs.rename(&tmp, path).map_err(|e| named(path, e))?;
+    vfs.sync_dir(dir).map_err(|e| named(dir, e))
+}
+
+/// `e` with the path it concerns, unless its message names it already.
+fn named(path: &Path, e: io::Error) -> io::Error {
+    let shown = path.display().to_string();
+    if e.to_string().contains(&shown) {
+        return e;
+    }
+    io::Error::new(e.kind(), format!("`{shown}`: {e}"))
 }
 
 /// Replaces `path` with `bytes` atomically like [`write_atomically`], for a file that
@@ -201,6 +223,24 @@ impl VfsFile for StdFile {
     }
 }
 
+/// An error naming `path` when the file open there has other names (hard links).
+#[cfg(unix)]
+fn only_name(path: &Path, file: &std::fs::File) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let links = file.metadata()?.nlink();
+    if links > 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} has {links} names (hard links), which the store never makes: refused, \
+                 since writing it would write the file of its other names too",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `file` if it is a regular file, with the flag that kept its open from waiting cleared;
 /// an error naming `path` and what it is otherwise.
 #[cfg(unix)]
@@ -261,7 +301,8 @@ impl Vfs for StdFs {
                 o.write(true).create(true);
             }
             OpenMode::CreateTruncate => {
-                o.write(true).create(true).truncate(true);
+                // truncated below, once the file is known to be the store's alone
+                o.write(true).create(true);
             }
         }
         // every file of a store is one the store created: a symbolic link in its place
@@ -272,6 +313,19 @@ impl Vfs for StdFs {
         o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
         o.open(path)
             .and_then(|f| regular_file(path, f))
+            .and_then(|f| {
+                // a file the store writes over (its lock file, its records, a temporary
+                // file, a new segment) must have no other name: a hard link in its place
+                // would have the store write over another file, the user's or one of its
+                // own segments
+                if matches!(mode, OpenMode::CreateOrOpen | OpenMode::CreateTruncate) {
+                    only_name(path, &f)?;
+                }
+                if mode == OpenMode::CreateTruncate {
+                    f.set_len(0)?;
+                }
+                Ok(f)
+            })
             .map(|f| Arc::new(StdFile(f)) as Arc<dyn VfsFile>)
             .map_err(|e| {
                 if e.raw_os_error() == Some(libc::ELOOP) {

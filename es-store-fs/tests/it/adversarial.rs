@@ -612,6 +612,74 @@ fn symbolic_links_in_place_of_store_files_are_refused_never_followed() {
     }
 }
 
+/// A hard link put in place of a file the store writes over (its lock file, its record
+/// of what was acknowledged, a temporary file, the next segment) is never written
+/// through: the file of its other name, outside the store or one of the store's own
+/// segments, keeps its bytes, and no acknowledged event is lost. A lock file or record
+/// with another name is refused, naming it; a temporary file is the store's to replace.
+#[test]
+fn hard_links_in_place_of_store_files_are_never_written_through() {
+    let events = |store: &FileStore, from: u64| {
+        for n in from..from + 5 {
+            store
+                .append(
+                    "s-1",
+                    ExpectedVersion::Any,
+                    vec![common::event("s-1", n, 40)],
+                )
+                .unwrap();
+        }
+    };
+    for name in ["LOCK", "PUBLISHED", "index.dat.tmp", "PUBLISHED.tmp"] {
+        let dir = tempfile::tempdir().unwrap();
+        // the other name lives outside the store, on the same file system
+        let outside = tempfile::tempdir_in(dir.path().parent().unwrap()).unwrap();
+        let victim = outside.path().join("victim");
+        let content = b"the user's own file, not the store's".repeat(4);
+        std::fs::write(&victim, &content).unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        events(&store, 0);
+        store.close().unwrap();
+        let link = dir.path().join(name);
+        let _ = std::fs::remove_file(&link);
+        std::fs::hard_link(&victim, &link).unwrap();
+        match FileStore::open(dir.path()) {
+            Ok(store) => {
+                events(&store, 5);
+                store.checkpoint().unwrap();
+                store.close().unwrap();
+                let store = FileStore::open(dir.path()).unwrap();
+                assert_eq!(store.stream_version("s-1").unwrap(), 10, "{name}");
+            }
+            Err(e) => {
+                let err = e.to_string();
+                assert!(err.contains("hard links"), "{name}: {err}");
+                assert!(err.contains(name), "{name}: {err}");
+            }
+        }
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            content,
+            "{name}: written through"
+        );
+    }
+    // a temporary file made another name of a segment while the store runs: the
+    // checkpoint writes a new file, and the segment keeps every acknowledged event
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    events(&store, 0);
+    std::fs::hard_link(
+        dir.path().join("00000000000000000000.seg"),
+        dir.path().join("index.dat.tmp"),
+    )
+    .unwrap();
+    store.checkpoint().unwrap();
+    store.close().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(store.stream_version("s-1").unwrap(), 5);
+    assert_eq!(all_events(&store).len(), 5);
+}
+
 /// A read-only open beside a live writer whose record of what it acknowledged is gone or
 /// damaged is refused, naming the record: it cannot tell acknowledged frames from frames
 /// still being written. Once the writer has closed, the open reads the whole log.
@@ -940,4 +1008,42 @@ fn a_writer_starting_during_a_read_only_open_does_not_show_its_unacknowledged_fr
     }
     let writer = writer.lock().unwrap().take().unwrap().join().unwrap();
     assert_eq!(writer.head_position().unwrap(), 2);
+}
+
+/// Something in place of a temporary file the store writes (a directory, here) makes the
+/// write fail naming that file, not only the file it was to replace.
+#[test]
+fn a_temporary_file_in_the_way_is_named() {
+    use es_core::snapshot::{Snapshot, SnapshotStore};
+    let snapshot = |version: u64| Snapshot {
+        stream_id: "cart-1".into(),
+        version,
+        position: version,
+        last_event_at: chrono::DateTime::from_timestamp(1000, 5).unwrap(),
+        snapshot_version: 1,
+        fingerprint: 7,
+        state: br#"{"items":3}"#.to_vec(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    store
+        .append(
+            "cart-1",
+            ExpectedVersion::Any,
+            vec![common::event("cart-1", 0, 40)],
+        )
+        .unwrap();
+    store.save_snapshot(&snapshot(1)).unwrap();
+    let snapshots = dir.path().join("snapshots");
+    let file = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(".snap"))
+        .unwrap();
+    std::fs::create_dir(snapshots.join(format!("{file}.tmp"))).unwrap();
+    let err = store.save_snapshot(&snapshot(2)).unwrap_err().to_string();
+    assert!(err.contains(&format!("{file}.tmp")), "{err}");
+    std::fs::create_dir(dir.path().join("index.dat.tmp")).unwrap();
+    let err = store.checkpoint().unwrap_err().to_string();
+    assert!(err.contains("index.dat.tmp"), "{err}");
 }

@@ -3029,3 +3029,56 @@ fn a_log_whose_segments_are_all_gone_is_refused_while_a_sealed_index_remains() {
     );
     assert_eq!(common::dir_contents(dir.path()), before);
 }
+
+/// A repair that cuts the log before the durable end `PUBLISHED` recorded removes that
+/// record (and the index file) before the cut, durably: `PUBLISHED` is written again at
+/// every open without a sync, so a power loss after the repair brought the old record
+/// back, claiming more than the log holds, and the next open was refused.
+#[test]
+fn a_power_loss_after_a_repair_brings_back_no_record_of_what_was_cut() {
+    use es_store_fs::vfs::sim::SimOptions;
+    let fs = SimFs::with_options(
+        3,
+        SimOptions {
+            keep_percent: 0,
+            ..SimOptions::default()
+        },
+    );
+    let options = |repair: bool| FileStoreOptions {
+        vfs: Arc::new(fs.clone()),
+        repair,
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with("/db", options(false)).unwrap();
+    for n in 0..10 {
+        store
+            .append(
+                "s-1",
+                ExpectedVersion::Any,
+                vec![common::event("s-1", n, 40)],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    // the system writes every file back in its own time, `PUBLISHED` among them
+    for path in fs.files() {
+        let bytes = fs.read_file(&path).unwrap();
+        fs.write_file(&path, &bytes);
+    }
+    // damage in the middle of the log: the user repairs
+    let segment = Path::new("/db/00000000000000000000.seg");
+    let mut bytes = fs.read_file(segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    fs.write_file(segment, &bytes);
+    let store = FileStore::open_with("/db", options(true)).unwrap();
+    assert!(store.recovery_report().repaired.is_some());
+    let kept = store.head_position().unwrap();
+    assert!(kept < 10);
+    store.close().unwrap();
+    // a power loss some time after the repair: what the store synced is there
+    fs.crash();
+    let store = FileStore::open_with("/db", options(false))
+        .expect("the repaired store opens after a power loss");
+    assert_eq!(store.head_position().unwrap(), kept);
+}
