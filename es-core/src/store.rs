@@ -388,31 +388,53 @@ fn value_depth(value: &serde_json::Value) -> usize {
     max
 }
 
-/// Cuts long user input down for error messages.
-/// `s` with its control characters, line and paragraph separators and bidirectional
-/// controls written out (`\n`, `\u{202e}`): text from outside (an id, a type name, a
-/// message) that cannot break a log line or reorder what follows it.
-pub(crate) fn shown(s: &str) -> String {
-    let hidden = |c: char| {
-        c.is_control()
-            || matches!(
-                c,
-                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
-            )
-            || ('\u{202a}'..='\u{202e}').contains(&c)
-            || ('\u{2066}'..='\u{2069}').contains(&c)
-    };
-    let mut shown = String::with_capacity(s.len());
+/// Whether `c` acts on a terminal or a log line rather than being shown: a control
+/// character (escape sequences start with one), a line or paragraph separator, or a
+/// bidirectional control (which reorders the text after it).
+pub fn acts_on_display(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// `s` with every character that [acts on display](acts_on_display) written out as a
+/// Rust escape (`\n`, `\u{202e}`): text from a store or from outside (an id, a type
+/// name, a payload) that can be printed on a terminal or a log line without breaking the
+/// line, reordering what follows it, or acting on the terminal. Borrowed when nothing
+/// needs escaping.
+///
+/// ```
+/// assert_eq!(es_core::store::displayable("cart-1"), "cart-1");
+/// assert_eq!(
+///     es_core::store::displayable("cart-\u{202e}1\n"),
+///     "cart-\\u{202e}1\\n"
+/// );
+/// ```
+pub fn displayable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(acts_on_display) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut shown = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if hidden(c) {
+        if acts_on_display(c) {
             shown.extend(c.escape_default());
         } else {
             shown.push(c);
         }
     }
-    shown
+    std::borrow::Cow::Owned(shown)
 }
 
+/// [`displayable`], owned.
+pub(crate) fn shown(s: &str) -> String {
+    displayable(s).into_owned()
+}
+
+/// Cuts long user input down for error messages.
 fn shorten(s: &str) -> String {
     const MAX: usize = 80;
     if s.len() <= MAX {

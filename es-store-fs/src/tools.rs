@@ -122,10 +122,7 @@ pub fn verify_on(
             file: sealed_index_path(dir, segment),
             segment,
             offset: 0,
-            reason: format!(
-                "the sealed index's stream table is intact but {why}; remove it to rebuild it \
-                 from the segment"
-            ),
+            reason: format!("{why}; remove the sealed index to rebuild it from the segment"),
         });
     }
     if let Some((window, why)) =
@@ -763,7 +760,7 @@ fn segment_len(vfs: &dyn Vfs, dir: &Path, no: u64) -> u64 {
 
 /// Compares each intact sealed index with its segment, scanned whole into `log`: those
 /// that disagree or cannot be read, with what differs (the first only, for
-/// `Compare::First`). A damaged one is rebuilt at the next open.
+/// `Compare::First`), a damaged one among them (the next open rebuilds it).
 fn compare_sealed(
     vfs: &dyn Vfs,
     dir: &Path,
@@ -796,14 +793,19 @@ fn compare_one_sealed(
     log: &Index,
     segment: u64,
 ) -> Result<Option<String>, OpenError> {
-    // absent or damaged, an open rebuilds it from its segment; unreadable, an open
-    // fails on it
+    // absent, an open builds it from its segment; unreadable, an open fails on it
     let Some(file) = open_if_present(vfs, sealed_index_path(dir, segment))? else {
         return Ok(None);
     };
     let read = match Sealed::read(&*file, segment, segment_len(vfs, dir, segment)) {
         Ok(read) => read,
-        Err(crate::seal::SealedError::Damaged { .. }) => return Ok(None),
+        // an open rebuilds it, but it is damage on the disk all the same: reported as
+        // damage elsewhere in the index is
+        Err(crate::seal::SealedError::Damaged { offset, reason }) => {
+            return Ok(Some(format!(
+                "its stream table is damaged at offset {offset}: {reason}"
+            )));
+        }
         Err(crate::seal::SealedError::Io(source)) => {
             return Err(unreadable(sealed_index_path(dir, segment), source));
         }
@@ -925,10 +927,36 @@ pub fn export_jsonl<S: EventStore + ?Sized>(
 /// Writes `event` as one line of JSON, as [`export_jsonl`] does: the payload without the
 /// whitespace between its tokens (its strings, numbers and key order kept as stored),
 /// the rest compact, then a line break.
+///
+/// Characters that would act on a terminal (control characters JSON leaves as they are,
+/// such as DEL and C1 controls, line separators, bidirectional controls) are written as
+/// JSON escapes (`\u202e`), so that a line printed on a terminal shows what it holds; the
+/// line decodes to the same event.
 pub fn write_event_line(out: &mut dyn Write, mut event: RecordedEvent) -> std::io::Result<()> {
     event.payload = without_whitespace(&event.payload);
-    serde_json::to_writer(&mut *out, &event)?;
+    let line = serde_json::to_string(&event)?;
+    out.write_all(json_displayable(&line).as_bytes())?;
     out.write_all(b"\n")
+}
+
+/// JSON text with every character that acts on a terminal
+/// ([`es_core::store::acts_on_display`]) written as a JSON escape: the same JSON value.
+/// Outside strings, JSON text holds no such character.
+pub fn json_displayable(json: &str) -> std::borrow::Cow<'_, str> {
+    use es_core::store::acts_on_display;
+    if !json.chars().any(acts_on_display) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if acts_on_display(c) {
+            // every such character lies in the basic plane: one escape
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// JSON text without the whitespace between its tokens.
@@ -1005,6 +1033,14 @@ pub enum ImportError {
         /// What is wrong.
         message: String,
     },
+    /// A stream's events are ones the store would refuse ([`CheckedImport::check`]).
+    #[error("stream `{stream_id}`: {reason}")]
+    Refused {
+        /// The stream.
+        stream_id: String,
+        /// What the store's checks say.
+        reason: String,
+    },
     /// Reading the input failed.
     #[error("reading the import: {0}")]
     Io(#[from] std::io::Error),
@@ -1017,7 +1053,9 @@ pub const MAX_IMPORT_LINE: usize = MAX_FRAME_LEN + 1024 * 1024;
 /// Imports events exported by [`export_jsonl`], keeping their ids, times, metadata and
 /// stream versions (global positions are assigned anew): [`read_import`], then
 /// [`write_import`]. A malformed line refuses the whole import before anything is
-/// written.
+/// written; a stream whose events the store refuses is reported, the streams before it
+/// written (the `es-store` tool checks the whole input against the store's limits first,
+/// with [`CheckedImport::check`]).
 pub fn import_jsonl<S: EventStore + ?Sized>(
     store: &S,
     input: &mut dyn BufRead,
@@ -1029,18 +1067,76 @@ pub fn import_jsonl<S: EventStore + ?Sized>(
 /// stream's first event in the input.
 #[derive(Debug, Clone, Default)]
 pub struct CheckedImport {
-    streams: Vec<(String, Vec<RecordedEvent>)>,
+    streams: Vec<(String, Vec<NewEvent>)>,
 }
 
-/// Reads events exported by [`export_jsonl`]: every line is parsed and each stream's
-/// versions checked (dense from 1). Nothing is written, so an input that cannot be read
-/// is refused before a store is opened.
+impl CheckedImport {
+    /// Checks every stream's events as a store under `limits` checks an append (stream
+    /// id, event types, schema versions, sizes, JSON), so that an input with an event the
+    /// store would refuse is refused whole before anything is written, rather than after
+    /// the streams before it.
+    pub fn check(&self, limits: &es_core::Limits) -> Result<(), ImportError> {
+        for (stream, events) in &self.streams {
+            limits
+                .check_append(stream, events)
+                .map_err(|e| ImportError::Refused {
+                    stream_id: stream.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// The fields of an exported event ([`RecordedEvent`]), and of its metadata: an input
+/// line with another is refused, since the import would drop it.
+const EVENT_FIELDS: [&str; 9] = [
+    "stream_id",
+    "stream_version",
+    "position",
+    "event_id",
+    "timestamp",
+    "event_type",
+    "schema_version",
+    "metadata",
+    "payload",
+];
+const METADATA_FIELDS: [&str; 4] = ["correlation_id", "causation_id", "actor", "extra"];
+
+/// A field of `line` (an exported event, already decoded) that an exported event does
+/// not have, named.
+fn unknown_field(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let object = value.as_object()?;
+    if let Some(key) = object.keys().find(|k| !EVENT_FIELDS.contains(&k.as_str())) {
+        return Some(format!(
+            "unknown field `{key}`: an exported event has the fields {}",
+            EVENT_FIELDS.join(", ")
+        ));
+    }
+    let metadata = object.get("metadata").and_then(|m| m.as_object())?;
+    let key = metadata
+        .keys()
+        .find(|k| !METADATA_FIELDS.contains(&k.as_str()))?;
+    Some(format!(
+        "unknown metadata field `{key}`: metadata has the fields {}; other values go in \
+         `extra`",
+        METADATA_FIELDS.join(", ")
+    ))
+}
+
+/// Reads events exported by [`export_jsonl`]: every line is parsed (a field an exported
+/// event does not have is refused, not dropped), each stream's versions checked (dense
+/// from 1), and every event id must be new to the input. Nothing is written, so an input
+/// that cannot be read is refused before a store is opened; [`CheckedImport::check`]
+/// then checks the events as the store will.
 ///
 /// The whole input is held in memory; a line longer than [`MAX_IMPORT_LINE`] is refused
 /// as it is read.
 pub fn read_import(input: &mut dyn BufRead) -> Result<CheckedImport, ImportError> {
     let mut order: Vec<String> = Vec::new();
-    let mut streams: BTreeMap<String, Vec<RecordedEvent>> = BTreeMap::new();
+    let mut streams: BTreeMap<String, Vec<NewEvent>> = BTreeMap::new();
+    let mut ids: HashMap<uuid::Uuid, u64> = HashMap::new();
     let mut line_no = 0u64;
     let mut bytes = Vec::new();
     loop {
@@ -1073,6 +1169,21 @@ pub fn read_import(input: &mut dyn BufRead) -> Result<CheckedImport, ImportError
                 line: line_no,
                 message: e.to_string(),
             })?;
+        if let Some(message) = unknown_field(line) {
+            return Err(ImportError::BadLine {
+                line: line_no,
+                message,
+            });
+        }
+        if let Some(first) = ids.insert(event.event_id, line_no) {
+            return Err(ImportError::BadLine {
+                line: line_no,
+                message: format!(
+                    "event id {} is the id of line {first} too: ids name one event each",
+                    event.event_id
+                ),
+            });
+        }
         let list = streams.entry(event.stream_id.clone()).or_insert_with(|| {
             order.push(event.stream_id.clone());
             Vec::new()
@@ -1087,7 +1198,14 @@ pub fn read_import(input: &mut dyn BufRead) -> Result<CheckedImport, ImportError
                 ),
             });
         }
-        list.push(event);
+        list.push(NewEvent {
+            event_id: event.event_id,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            timestamp: Some(event.timestamp),
+            metadata: event.metadata,
+            payload: event.payload,
+        });
     }
     let streams = order
         .into_iter()
@@ -1110,19 +1228,8 @@ pub fn read_import(input: &mut dyn BufRead) -> Result<CheckedImport, ImportError
 /// the same input twice is harmless.
 pub fn write_import<S: EventStore + ?Sized>(store: &S, import: CheckedImport) -> ImportReport {
     let mut report = ImportReport::default();
-    for (stream, events) in import.streams {
-        let count = events.len() as u64;
-        let batch: Vec<NewEvent> = events
-            .into_iter()
-            .map(|e| NewEvent {
-                event_id: e.event_id,
-                event_type: e.event_type,
-                schema_version: e.schema_version,
-                timestamp: Some(e.timestamp),
-                metadata: e.metadata,
-                payload: e.payload,
-            })
-            .collect();
+    for (stream, batch) in import.streams {
+        let count = batch.len() as u64;
         match store.append(&stream, ExpectedVersion::NoStream, batch) {
             // the store already held these very events as one append (an import run
             // before): nothing was written, and the stream existed
@@ -1144,6 +1251,43 @@ pub fn write_import<S: EventStore + ?Sized>(store: &S, import: CheckedImport) ->
 mod tests {
     use super::*;
     use crate::layout::LogOffset;
+
+    /// The fields an import knows are the fields an export writes, every one of them set.
+    #[test]
+    fn the_fields_an_import_knows_are_those_an_export_writes() {
+        let mut metadata = es_core::Metadata::new()
+            .with_correlation_id(uuid::Uuid::from_u128(1))
+            .with_causation_id(uuid::Uuid::from_u128(2))
+            .with_actor("alice");
+        metadata.extra.insert("k".into(), serde_json::json!(1));
+        let event = RecordedEvent {
+            stream_id: "s-1".into(),
+            stream_version: 1,
+            position: 1,
+            event_id: uuid::Uuid::from_u128(3),
+            timestamp: chrono::DateTime::from_timestamp(1, 0).unwrap(),
+            event_type: "T".into(),
+            schema_version: 1,
+            metadata,
+            payload: b"{}".to_vec(),
+        };
+        let mut line = Vec::new();
+        write_event_line(&mut line, event).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let keys = |v: &serde_json::Value| {
+            let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        let sorted = |names: &[&str]| {
+            let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(keys(&value), sorted(&EVENT_FIELDS));
+        assert_eq!(keys(&value["metadata"]), sorted(&METADATA_FIELDS));
+        assert_eq!(unknown_field(std::str::from_utf8(&line).unwrap()), None);
+    }
 
     /// A base of no sealed segment that still lists a stream at some version (its
     /// checksum recomputed): a disagreement named in words, not a panic.

@@ -89,7 +89,10 @@ enum Command {
     Export {
         /// The store directory.
         dir: PathBuf,
-        /// Output file (standard output when absent).
+        /// Output file (standard output when absent). Written beside the path and renamed
+        /// over it once whole and synced; created private to its owner (0600), or with the
+        /// permissions of the file it replaces. A path that is not a regular file (a link,
+        /// a device, a FIFO, a directory), or one among a store's files, is refused.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -113,7 +116,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("es-store: {}", shown(&message));
+            note(&format!("es-store: {}", shown(&message)));
             ExitCode::FAILURE
         }
     }
@@ -121,22 +124,18 @@ fn main() -> ExitCode {
 
 /// `text` as a terminal can show it without harm: stored text (stream ids, event types,
 /// metadata, payloads, and the reasons that quote them) comes from whoever wrote the
-/// store or the input, and control characters in it (escape sequences among them) would
-/// act on the terminal instead of being shown. They are written as Rust escapes (`\n`,
-/// `\u{1b}`). JSON output needs none of this: JSON escapes them itself.
+/// store or the input, and control characters in it (escape sequences among them), line
+/// separators and bidirectional controls would act on the terminal instead of being
+/// shown. They are written as Rust escapes (`\n`, `\u{1b}`, `\u{202e}`). JSON lines
+/// write them as JSON escapes instead (`tools::write_event_line`).
 fn shown(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return Cow::Borrowed(text);
-    }
-    let mut escaped = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            escaped.extend(c.escape_default());
-        } else {
-            escaped.push(c);
-        }
-    }
-    Cow::Owned(escaped)
+    es_core::store::displayable(text)
+}
+
+/// Writes `message` on standard error. A standard error that cannot be written (closed,
+/// or a pipe whose reader is gone) loses the message; it never stops the tool.
+fn note(message: &str) {
+    let _ = writeln!(std::io::stderr(), "{message}");
 }
 
 /// Writes one line of text for a person to read.
@@ -144,9 +143,10 @@ fn say(out: &mut dyn Write, line: &str) -> Result<(), String> {
     writeln!(out, "{}", shown(line)).map_err(output_failed)
 }
 
-/// Writes one line of JSON.
+/// Writes one line of JSON, with what would act on a terminal written as JSON escapes.
 fn say_json(out: &mut dyn Write, value: &serde_json::Value) -> Result<(), String> {
-    writeln!(out, "{value}").map_err(output_failed)
+    let line = tools::json_displayable(&value.to_string()).into_owned();
+    writeln!(out, "{line}").map_err(output_failed)
 }
 
 fn output_failed(e: std::io::Error) -> String {
@@ -239,8 +239,18 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             let events = store
                 .read_stream(stream, *from)
                 .map_err(|e| e.to_string())?;
+            let mut printed = 0u64;
             for e in events {
                 print_event(out, cli.json, e.map_err(|e| e.to_string())?)?;
+                printed += 1;
+            }
+            // a stream exists once it holds an event: a mistyped id is told from a stream
+            // read past its end
+            if printed == 0 && store.stream_version(stream).map_err(|e| e.to_string())? == 0 {
+                return Err(format!(
+                    "there is no stream `{stream}` in {} (`es-store streams` lists them)",
+                    dir.display()
+                ));
             }
         }
         Command::Tail { dir, from, follow } => {
@@ -298,17 +308,32 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 // temporary file is this run's own, created new (never one another export
                 // is writing, nor a link planted in its place)
                 Some(path) => {
+                    if let Some(refused) = export_target_refused(path) {
+                        return Err(refused);
+                    }
+                    // the file replaced keeps its permissions; a new one is private, as the
+                    // store's files are
+                    let replaced_mode = std::fs::symlink_metadata(path)
+                        .ok()
+                        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
                     let mut tmp = path.clone().into_os_string();
                     tmp.push(format!(".{}.tmp", std::process::id()));
                     let tmp = PathBuf::from(tmp);
                     let mut created = false;
                     let written = (|| {
-                        let f = std::fs::OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .open(&tmp)
-                            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                        let f = std::os::unix::fs::OpenOptionsExt::mode(
+                            std::fs::OpenOptions::new().write(true).create_new(true),
+                            0o600,
+                        )
+                        .open(&tmp)
+                        .map_err(|e| format!("{}: {e}", tmp.display()))?;
                         created = true;
+                        if let Some(mode) = replaced_mode {
+                            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+                                mode & 0o7777,
+                            ))
+                            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                        }
                         let mut w = std::io::BufWriter::new(f);
                         // a failed read names the store's file; a failed write, the output
                         let n = tools::export_jsonl(&store, 1, &mut w).map_err(|e| match e {
@@ -343,11 +368,77 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 }
                 None => tools::export_jsonl(&store, 1, out).map_err(|e| e.to_string())?,
             };
-            eprintln!("exported {n} events");
+            note(&format!("exported {n} events"));
         }
         Command::Import { dir, file } => return import(dir, file, cli.json, out),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `export --out path` must not write there, if it must not: an export renames a new
+/// file over the path, which would replace a link, a device or a FIFO with a file of
+/// events (`/dev/null` among them), and put a foreign file among a store's own.
+fn export_target_refused(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        let kind = meta.file_type();
+        let what = if kind.is_symlink() {
+            "a symbolic link"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_block_device() || kind.is_char_device() {
+            "a device"
+        } else {
+            ""
+        };
+        if !what.is_empty() {
+            return Some(format!(
+                "{} is {what}: an export writes a new file and renames it over the path \
+                 given, which would replace it; give the path of a regular file (or of none \
+                 yet), or leave out --out to write to standard output",
+                path.display()
+            ));
+        }
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // a missing directory: creating the file fails, naming it
+    let parent = std::fs::canonicalize(parent).ok()?;
+    let store = [Some(parent.as_path()), parent.parent()]
+        .into_iter()
+        .flatten()
+        .find(|d| {
+            ["ES-STORE", "LOCK", "PUBLISHED", "00000000000000000000.seg"]
+                .iter()
+                .any(|name| d.join(name).exists())
+        })?;
+    Some(format!(
+        "{} lies in the event store {}: an export never writes among a store's files",
+        path.display(),
+        store.display()
+    ))
+}
+
+/// `path` as a POSIX shell reads it back: as it is when it holds only characters no shell
+/// treats specially, else in single quotes (a quote written `'\''`), so that a command
+/// suggested with it can be pasted and runs on that path, never a command hidden in its
+/// name.
+fn quoted(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./+,:@%=".contains(c));
+    if plain {
+        return text.into_owned();
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 fn import(dir: &Path, file: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, String> {
@@ -364,6 +455,9 @@ fn import(dir: &Path, file: &Path, json: bool, out: &mut dyn Write) -> Result<Ex
         max_batch_size: 32 * 1024 * 1024,
         ..es_core::Limits::default()
     };
+    // every stream checked as the store will check its append, before anything is
+    // written: an event the store would refuse refuses the whole input
+    checked.check(&limits).map_err(|e| input_error(&e))?;
     let store = FileStore::open_with(
         dir,
         es_store_fs::FileStoreOptions {
@@ -525,7 +619,7 @@ fn verify(dir: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, Strin
                 };
                 say(
                     out,
-                    &format!("{hint}: es-store repair --dry-run {}", dir.display()),
+                    &format!("{hint}: es-store repair --dry-run {}", quoted(dir)),
                 )?;
             }
             Ok(ExitCode::FAILURE)
@@ -620,10 +714,10 @@ fn say_repair(
     dry_run: bool,
 ) -> Result<(), String> {
     let recovery = &report.recovery;
-    let (cut, wrote) = if dry_run {
-        ("would be cut", "would write")
+    let (cut_one, cut, wrote) = if dry_run {
+        ("would be cut", "would be cut", "would write")
     } else {
-        ("were cut", "wrote")
+        ("was cut", "were cut", "wrote")
     };
     if let Some(end) = report.live_writer_end {
         say(
@@ -690,7 +784,7 @@ fn say_repair(
             Some(last) => {
                 let total = last - c.first_position + 1;
                 let events = match total {
-                    1 => format!("the event at position {last} {cut}"),
+                    1 => format!("the event at position {last} {cut_one}"),
                     _ => format!(
                         "the {total} events at positions {} to {last} {cut}",
                         c.first_position
@@ -732,7 +826,7 @@ fn say_repair(
                 &format!(
                     "to keep the readable ones, save them before repairing, while the store \
                      still opens read-only: es-store --json tail {} --from {from} > saved.jsonl",
-                    dir.display()
+                    quoted(dir)
                 ),
             )?;
         }

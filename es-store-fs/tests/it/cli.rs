@@ -1157,3 +1157,334 @@ fn a_repair_and_its_dry_run_agree_when_a_sealed_index_it_removes_proves_a_segmen
         stderr(&verify)
     );
 }
+
+/// Bidirectional controls and line separators in stored text are written out in text
+/// output and as JSON escapes in JSON output (as are DEL and C1 controls, which JSON
+/// leaves as they are): nothing stored reorders or splits a printed line.
+#[test]
+fn bidirectional_controls_and_separators_are_escaped_in_every_output() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    let stream = "acct-\u{202e}evil\u{202c}-1";
+    let actor = "bob\u{2066}x\u{2028}y";
+    let store = FileStore::open(&dir).unwrap();
+    store
+        .append(
+            stream,
+            ExpectedVersion::Any,
+            vec![
+                event(
+                    "Ty\u{202e}pe",
+                    "{\"s\":\"x\u{202e}y\u{2029}z\u{7f}\u{9b}2J\"}",
+                )
+                .with_metadata(Metadata::new().with_actor(actor)),
+            ],
+        )
+        .unwrap();
+    store.close().unwrap();
+    let d = dir.to_str().unwrap();
+    // a line break ends each line and a tab separates columns: nothing else acts
+    let acts = |c: char| es_core::store::acts_on_display(c) && c != '\n' && c != '\t';
+    for args in [
+        vec!["tail", d],
+        vec!["read", d, stream],
+        vec!["streams", d],
+        vec!["--json", "tail", d],
+        vec!["--json", "read", d, stream],
+        vec!["--json", "streams", d],
+        vec!["export", d],
+    ] {
+        let o = run(tool, &args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let out = text(&o);
+        assert!(!out.chars().any(acts), "{args:?}: {out:?}");
+        assert!(out.contains("202e"), "{args:?}: {out}");
+        if args[0] == "--json" || args[0] == "export" {
+            for line in out.lines() {
+                serde_json::from_str::<serde_json::Value>(line).unwrap();
+            }
+        }
+    }
+    let o = run(tool, &["--json", "tail", d]);
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["stream_id"], stream);
+    assert_eq!(e["metadata"]["actor"], actor);
+    assert_eq!(e["payload"]["s"], "x\u{202e}y\u{2029}z\u{7f}\u{9b}2J");
+    // an export with escapes imports to the very same events
+    let exported = work.path().join("out.jsonl");
+    let o = run(tool, &["export", d, "--out", exported.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let copy = work.path().join("copy");
+    let o = run(
+        tool,
+        &["import", copy.to_str().unwrap(), exported.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let copied = FileStore::open(&copy).unwrap();
+    let events: Vec<_> = copied
+        .read_stream(stream, 1)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].metadata.actor.as_deref(), Some(actor));
+    assert_eq!(events[0].event_type, "Ty\u{202e}pe");
+}
+
+/// `export --out` never replaces what is not a regular file (a device, a FIFO, a
+/// symbolic link, a directory), nor writes among a store's files; the file it writes is
+/// private to its owner, or keeps the permissions of the file it replaces.
+#[test]
+fn an_export_refuses_special_files_and_store_directories_and_keeps_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    write_carts(&dir);
+    let d = dir.to_str().unwrap();
+    let fifo = work.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let link = work.path().join("link");
+    std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+    let directory = work.path().join("directory");
+    std::fs::create_dir(&directory).unwrap();
+    std::fs::create_dir_all(dir.join("snapshots")).unwrap();
+    let segment = dir.join("00000000000000000000.seg");
+    let segment_before = std::fs::read(&segment).unwrap();
+    for (target, why) in [
+        (fifo.clone(), "a FIFO"),
+        (link.clone(), "a symbolic link"),
+        (directory.clone(), "a directory"),
+        (segment.clone(), "event store"),
+        (dir.join("export.jsonl"), "event store"),
+        (dir.join("snapshots").join("export.jsonl"), "event store"),
+    ] {
+        let o = run(tool, &["export", d, "--out", target.to_str().unwrap()]);
+        assert!(!o.status.success(), "{target:?}");
+        assert!(stderr(&o).contains(why), "{target:?}: {}", stderr(&o));
+    }
+    assert_eq!(std::fs::read(&segment).unwrap(), segment_before);
+    assert!(!dir.join("export.jsonl").exists());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let new = work.path().join("new.jsonl");
+    let o = run(tool, &["export", d, "--out", new.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&new), 0o600);
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let o = run(tool, &["export", d, "--out", new.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(mode(&new), 0o640);
+}
+
+/// A standard error that cannot be written never makes the tool panic: the message is
+/// lost, the exit status tells the failure. (A closed standard output is opened on
+/// `/dev/null` by Rust's runtime before the tool starts: it is one.)
+#[test]
+fn a_standard_error_that_cannot_be_written_is_not_panicked_on() {
+    use std::process::Stdio;
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    write_carts(&dir);
+    // standard error a pipe whose reader is gone: a message that cannot be written is lost
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = Command::new(tool)
+        .args(["stats", "/no/such/store"])
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
+/// Suggested commands quote the store's path, so that pasting one runs it on that path
+/// and never a command hidden in the path's name.
+#[test]
+fn suggested_commands_quote_the_path() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("st;touch PWNED;#'x");
+    write_carts(&dir);
+    damage_frame(&dir, 3);
+    let o = run(tool, &["verify", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let out = text(&o);
+    let line = out
+        .lines()
+        .find(|l| l.contains("es-store repair --dry-run"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let command = &line[line.find("es-store repair").unwrap()..];
+    // the shell's reading of the suggestion: the same path, one word
+    let echoed = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '%s\\n' {}",
+            &command["es-store repair --dry-run ".len()..]
+        ))
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&echoed.stdout).trim_end(),
+        dir.to_str().unwrap()
+    );
+    assert!(!work.path().join("PWNED").exists());
+}
+
+/// `read` of a stream that does not exist says so and fails; a stream read past its end
+/// prints nothing and succeeds.
+#[test]
+fn reading_a_stream_that_does_not_exist_fails_naming_it() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    write_carts(&dir);
+    let d = dir.to_str().unwrap();
+    let o = run(tool, &["read", d, "cart-4242"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no stream `cart-4242`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(tool, &["read", d, "cart-43", "--from", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(text(&o).is_empty());
+}
+
+/// An import whose input holds a field an exported event does not have, an id twice, or
+/// an event the store would refuse is refused whole, before anything is written: it used
+/// to drop the field, or write the streams before the refused one.
+#[test]
+fn an_import_the_store_would_refuse_in_part_writes_nothing() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let line = |stream: &str, id: u128, schema: u32, extra: &str| {
+        format!(
+            r#"{{"stream_id":"{stream}","stream_version":1,"position":1,"event_id":"{}","timestamp":"2026-01-01T00:00:00Z","event_type":"T","schema_version":{schema},"metadata":{{{extra}}},"payload":{{"n":1}}}}"#,
+            uuid::Uuid::from_u128(id)
+        )
+    };
+    let cases = [
+        (
+            vec![
+                line("p-1", 1, 1, ""),
+                line("p-2", 2, 0, ""),
+                line("p-3", 3, 1, ""),
+            ],
+            "schema versions start at 1",
+        ),
+        (
+            vec![line("a-1", 1, 1, ""), line("b-1", 1, 1, "")],
+            "is the id of line 1 too",
+        ),
+        (
+            vec![line("a-1", 1, 1, r#""tenant":"acme""#)],
+            "unknown metadata field `tenant`",
+        ),
+        (
+            vec![line("a-1", 1, 1, "").replace(r#""payload""#, r#""causation":"x","payload""#)],
+            "unknown field `causation`",
+        ),
+    ];
+    for (n, (lines, why)) in cases.into_iter().enumerate() {
+        let input = work.path().join(format!("in-{n}.jsonl"));
+        std::fs::write(&input, lines.join("\n")).unwrap();
+        let dir = work.path().join(format!("store-{n}"));
+        let o = run(
+            tool,
+            &["import", dir.to_str().unwrap(), input.to_str().unwrap()],
+        );
+        assert!(!o.status.success(), "{why}");
+        assert!(stderr(&o).contains(why), "{why}: {}", stderr(&o));
+        assert!(!dir.exists(), "{why}: the store was created");
+    }
+    // a line with every field an export writes is read
+    let input = work.path().join("full.jsonl");
+    let full = line(
+        "a-1",
+        9,
+        1,
+        &format!(
+            r#""correlation_id":"{}","causation_id":"{}","actor":"x","extra":{{"k":1}}"#,
+            uuid::Uuid::from_u128(7),
+            uuid::Uuid::from_u128(8)
+        ),
+    );
+    std::fs::write(&input, full).unwrap();
+    let dir = work.path().join("full");
+    let o = run(
+        tool,
+        &["import", dir.to_str().unwrap(), input.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Damage in a sealed index's stream table (the part an open checks, and rebuilds the
+/// index from its segment when it fails) is reported by `verify` as damage in the rest of
+/// the index is, and the dry run and the repair say what they rewrite: `verify` passed
+/// it, and the repair rewrote the file saying there was nothing to repair.
+#[test]
+fn a_damaged_stream_table_of_a_sealed_index_is_reported_and_its_rewrite_said() {
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    let store = FileStore::open_with(
+        &dir,
+        es_store_fs::FileStoreOptions {
+            segment_size: 4096,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for n in 0..100 {
+        store
+            .append(
+                &format!("s-{}", n % 3),
+                ExpectedVersion::Any,
+                vec![event("Added", &format!(r#"{{"n":{n}}}"#))],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    let sealed = dir.join(format!("{:020}.idx", 0));
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    bytes[100] ^= 0x55;
+    std::fs::write(&sealed, &bytes).unwrap();
+    let d = dir.to_str().unwrap();
+    let verify = run(tool, &["verify", d]);
+    assert!(!verify.status.success(), "{}", text(&verify));
+    assert!(
+        text(&verify).contains("00000000000000000000.idx")
+            && text(&verify).contains("stream table is damaged"),
+        "{}",
+        text(&verify)
+    );
+    let dry = run(tool, &["repair", "--dry-run", d]);
+    assert!(
+        text(&dry).contains(&format!("would write {} again", sealed.display())),
+        "{}",
+        text(&dry)
+    );
+    let repair = run(tool, &["repair", d]);
+    assert!(
+        repair.status.success()
+            && text(&repair).contains(&format!("wrote {} again", sealed.display())),
+        "{}",
+        text(&repair)
+    );
+    let verify = run(tool, &["verify", d]);
+    assert!(verify.status.success(), "{}", text(&verify));
+}
