@@ -638,13 +638,15 @@ pub enum ProjectionError {
         source: BoxError,
     },
     /// The read model has taken into account events up to `checkpoint`, but the log ends
-    /// before it, at `head`: events it has seen are no longer in the log (a crash took
-    /// back appends that were acknowledged but not yet durable, or a repair cut the log).
-    /// Reading on would skip the events that take those positions again. Rebuild the read
-    /// model ([`ProjectionRunner::rebuild`]). Checked only with stores whose head can
+    /// before it, at `head`: either the checkpoint is not one of this log (saved for
+    /// another store, or by another read model under the same name), or events it has
+    /// seen are no longer in the log (a crash took back appends that were acknowledged but
+    /// not yet durable, or a repair cut the log). Reading on would skip the events that
+    /// take those positions again. Check where the checkpoint came from, or rebuild the
+    /// read model ([`ProjectionRunner::rebuild`]). Checked only with stores whose head can
     /// move back ([`EventStore::head_can_move_back`]).
     #[error(
-        "the read model's checkpoint, position {checkpoint}, is past the end of the log, position {head}: the log no longer holds events the read model has taken into account (a crash took back appends that were not yet durable, or a repair cut the log); rebuild the read model. (A store opened read-only shows the log as it was when opened: if the checkpoint came from the writer since, open the store again instead.)"
+        "the read model's checkpoint, position {checkpoint}, is past the end of the log, position {head}: either the checkpoint is not one of this log (saved for another store, or under this name by another read model), or the log no longer holds events the read model has taken into account (a crash took back appends that were not yet durable, or a repair cut the log), and then the read model must be rebuilt. (A store opened read-only shows the log as it was when opened: if the checkpoint came from the writer since, open the store again instead.)"
     )]
     CheckpointAhead {
         /// The read model's checkpoint.

@@ -772,12 +772,14 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     ///
     /// A command that conflicts retries in its turn among the retries of this process on
     /// the same instance of the same store (waiting at most 200 ms for it, once per
-    /// command), so that commands racing on one
-    /// hot instance in one process (threads, async tasks) succeed one after another
-    /// instead of conflicting again and again. Commands of other
-    /// processes (a shared PostgreSQL store) can still win every attempt: raise the
-    /// attempts ([`Repository::with_max_attempts`]) for instances that many processes
-    /// change at once, or retry the command later.
+    /// command), and a new command waits while such a retry runs (at most 200 ms too), so
+    /// that commands racing on one hot instance in one process (threads, async tasks)
+    /// succeed one after another instead of conflicting again and again. The turns are
+    /// not a queue: a command whose wait runs out goes on without its turn, and with
+    /// commands slower than the wait on one instance, a few can still run out of
+    /// attempts. Commands of other processes (a shared PostgreSQL store) can win every
+    /// attempt: raise the attempts ([`Repository::with_max_attempts`]) for instances that
+    /// many processes change at once, or retry the command later.
     pub fn execute<T, E>(
         &self,
         id: &str,
@@ -968,6 +970,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut _turn = None;
         // one wait for a turn per command: a command that waited in vain retries without
         let mut waited = false;
+        // a first attempt made while a retry of this process holds the stream's turn
+        // would race that retry, and under steady load win it again and again: it waits
+        // for the turn to end instead (bounded, as a retry's wait for a turn is)
+        RetryTurn::wait_out(self.store.store_key(), &stream_id);
         loop {
             attempts += 1;
             if attempts > 1 && !waited {
@@ -1189,6 +1195,11 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
 type Turns = (std::sync::Mutex<HashSet<(u64, String)>>, std::sync::Condvar);
 static TURNS: std::sync::LazyLock<Turns> = std::sync::LazyLock::new(Default::default);
 
+/// How many retry turns are held in this process: a first attempt looks for its stream's
+/// turn only while some turn is held, so that commands that do not conflict pay one
+/// atomic read for it.
+static TURNS_HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// The longest a retry waits for its turn. Past it, it retries without one, as if there
 /// were none: a command whose closure waits for another thread's command on the same
 /// stream (which would wait for the turn it holds) costs this wait, not a deadlock.
@@ -1204,9 +1215,11 @@ std::thread_local! {
 /// on that stream. Commands that race on one instance (threads, async tasks) would
 /// otherwise all conflict again, attempt after attempt, and most would run out of
 /// attempts; with a turn each, the retries follow one another, each on the state the
-/// last one left. First attempts take no turn, and so cost nothing; retries on other
-/// streams never wait for it; commands of other processes are met by the retries as
-/// before.
+/// last one left. First attempts take no turn, but wait while a retry holds the turn on
+/// their stream ([`RetryTurn::wait_out`]), so that under steady load the retry is not
+/// beaten by the next first attempt every time; when no turn is held anywhere in the
+/// process they pay one atomic read. Retries on other streams never wait for it;
+/// commands of other processes are met by the retries as before.
 struct RetryTurn {
     key: (u64, String),
 }
@@ -1232,18 +1245,44 @@ impl RetryTurn {
                 .0;
         }
         streams.insert(key.clone());
+        TURNS_HELD.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         HOLDS_A_TURN.with(|h| h.set(true));
         Some(RetryTurn { key })
+    }
+
+    /// Waits while a retry of this process holds the turn on `stream_id` of store
+    /// `store`, at most [`MAX_TURN_WAIT`]; at once when no turn is held in the process,
+    /// or when this thread holds one (a command run inside another's).
+    fn wait_out(store: u64, stream_id: &str) {
+        if TURNS_HELD.load(std::sync::atomic::Ordering::SeqCst) == 0
+            || HOLDS_A_TURN.with(std::cell::Cell::get)
+        {
+            return;
+        }
+        let (taken, turn_over) = &*TURNS;
+        let deadline = Instant::now() + MAX_TURN_WAIT;
+        let key = (store, stream_id.to_owned());
+        let mut streams = taken.lock().unwrap_or_else(|e| e.into_inner());
+        while streams.contains(&key) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            streams = turn_over
+                .wait_timeout(streams, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 }
 
 impl Drop for RetryTurn {
     fn drop(&mut self) {
         let (taken, turn_over) = &*TURNS;
-        taken
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        let mut streams = taken.lock().unwrap_or_else(|e| e.into_inner());
+        streams.remove(&self.key);
+        TURNS_HELD.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        drop(streams);
         HOLDS_A_TURN.with(|h| h.set(false));
         turn_over.notify_all();
     }

@@ -538,15 +538,17 @@ pub enum StoreError {
     /// Stored data failed a check: where, and which check.
     #[error("corrupted store: {0}")]
     Corrupted(Corruption),
-    /// A subscription's position is past the end of the log: events before it, which the
-    /// subscriber may have taken into account, are no longer in the log (a crash took
-    /// back appends that were acknowledged but not yet durable, or a repair cut the log).
-    /// Reading on would skip the events that take those positions again: rebuild what the
-    /// subscription fed, then subscribe from its new checkpoint. Checked only with
+    /// A subscription's position is past the end of the log. Either the position is not
+    /// one of this log (a checkpoint of another store, or a position given one too far),
+    /// or events before it, which the subscriber may have taken into account, are no
+    /// longer in the log (a crash took back appends that were acknowledged but not yet
+    /// durable, or a repair cut the log). Reading on would skip the events that take
+    /// those positions again: check where the position came from; if the log moved back,
+    /// rebuild what the subscription fed, then subscribe from its new checkpoint. Checked only with
     /// stores whose head can move back ([`EventStore::head_can_move_back`]), when a read
     /// from the position finds nothing.
     #[error(
-        "the subscription's position {position} is past the end of the log, position {head}: the log no longer holds events before it (a crash took back appends that were not yet durable, or a repair cut the log); rebuild what the subscription fed and subscribe again. (A store opened read-only shows the log as it was when opened: if the position came from the writer since, open the store again instead.)"
+        "the subscription's position {position} is past the end of the log, position {head}: either the position is not one of this log (a checkpoint of another store, or one position too far: a subscription starts at the position after the last event handled), or the log no longer holds events before it (a crash took back appends that were not yet durable, or a repair cut the log), and then what the subscription fed must be rebuilt before subscribing again. (A store opened read-only shows the log as it was when opened: if the position came from the writer since, open the store again instead.)"
     )]
     PositionAhead {
         /// The position the subscription would read next.

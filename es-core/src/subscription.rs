@@ -131,6 +131,12 @@ impl Pass {
 /// store.append("cart-1", ExpectedVersion::Any, vec![NewEvent::new("ProductAdded", 1, b"{}".to_vec())]).unwrap();
 /// assert_eq!(sub.next_timeout(Duration::from_secs(1)).unwrap().unwrap().position, 2);
 /// ```
+///
+/// A subscription sees what its store handle sees. A handle that shows the log as it was
+/// when opened (the file store opened read-only, as another process opens it beside the
+/// writer) sees no later append: such a subscription catches up, then waits in vain.
+/// Follow a live log through the writer's handle, through a store every process writes
+/// and reads (PostgreSQL), or by opening the read-only handle again.
 pub struct Subscription<'a, S: EventStore + ?Sized> {
     store: &'a S,
     next_position: u64,
@@ -146,8 +152,9 @@ impl<'a, S: EventStore + ?Sized> Subscription<'a, S> {
     /// `from` may be one past the log's last position (the next append's). Further on, in
     /// a store whose head can move back (the file store after a crash in `Periodic` or
     /// `None`, or a repair), a read that finds nothing fails with
-    /// [`StoreError::PositionAhead`]: the log lost events before `from`, and waiting would
-    /// skip the events that take their positions again.
+    /// [`StoreError::PositionAhead`]: `from` is not a position of this log, or the log
+    /// lost events before it, and waiting would skip the events that take their positions
+    /// again.
     pub fn new(store: &'a S, from: u64) -> Self {
         Subscription {
             store,

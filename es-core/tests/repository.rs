@@ -807,6 +807,39 @@ fn commands_racing_on_one_instance_in_one_process_all_succeed() {
     assert_eq!((hot.balance, hot.version), (16, 16));
 }
 
+/// Threads that each run command after command on one instance, with the default
+/// attempts, all succeed: a retry holding its turn is not raced by first attempts, which
+/// wait for it (the retry lost to the next first attempt, attempt after attempt, and some
+/// commands ran out of attempts under steady load).
+#[test]
+fn commands_under_steady_load_on_one_instance_all_succeed() {
+    let mut store = Hooked::new(|_, _, _, _| {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        None
+    });
+    store.read_delay = std::time::Duration::from_micros(100);
+    let start = std::sync::Barrier::new(8);
+    let failed: usize = std::thread::scope(|scope| {
+        let racing: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let accounts = Repository::<Account, _>::new(&store);
+                    start.wait();
+                    (0..40)
+                        .map(|_| accounts.execute("hot", |a| a.deposit(1)).is_err() as usize)
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        racing.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    assert_eq!(failed, 0);
+    let hot = Repository::<Account, _>::new(&store.inner)
+        .load("hot")
+        .unwrap();
+    assert_eq!((hot.balance, hot.version), (320, 320));
+}
+
 /// A retrying command whose closure waits for another thread's command, which retries
 /// too, on another stream or on its own: the first never waits for a turn (turns shared
 /// by the streams of a stripe deadlocked it when both fell in one), the second waits for

@@ -275,7 +275,7 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// | key | value | default | meaning |
 /// | --- | --- | --- | --- |
-/// | `kind` | string | required | the stream prefix: instance `42` lives in stream `{kind}-42`; not empty, no `-`, whitespace or control characters |
+/// | `kind` | string | required | the stream prefix: instance `42` lives in stream `{kind}-42`; not empty, no `-`, whitespace or control characters; one kind per aggregate type in a store (two types of one kind read each other's streams, and a load fails with "unknown event type" at the first event of the other's set) |
 /// | `event` | a type | required | the `#[event]` enum of the aggregate's events |
 /// | `snapshot_every` | integer ≥ 1 | no snapshots | snapshot each time a command crosses a multiple of this many events |
 /// | `snapshot_version` | integer ≥ 1 | 1 | the snapshot schema version (requires `snapshot_every`); raise it when a change the fingerprint cannot see alters what a state means |

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum OpenError {
     /// Another process (or another handle in this one) holds the directory's write lock.
-    #[error("event store `{}` is locked by another writer ({holder})", dir.display())]
+    #[error(
+        "event store `{}` is locked by another writer ({holder}); one process writes a store: other processes read it with `FileStore::open_read_only` (the log as it was when opened), or share a PostgreSQL store to write from several",
+        dir.display()
+    )]
     Locked {
         /// The store directory.
         dir: PathBuf,
