@@ -167,6 +167,11 @@ impl SnapshotFiles {
     }
 }
 
+/// The most snapshots a file is read with: the newest [`es_core::snapshot::SNAPSHOTS_KEPT`]
+/// of each of many streams sharing a file, far more than ever shared one. A file that
+/// claims more is read as damaged (a cache: ignored, and replaced by the next save).
+const MAX_SNAPSHOTS_IN_A_FILE: usize = 4096;
+
 /// The bytes of a snapshot file besides its snapshots: magic, count and checksum.
 const FILE_OVERHEAD: u64 = 8 + 4 + 4;
 
@@ -216,6 +221,12 @@ fn decode(bytes: &[u8]) -> Option<Vec<Snapshot>> {
     let u32_of = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]));
     let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
     let count = u32_of(take(4)?);
+    // a file holds a stream's few newest snapshots (an earlier build's, those of the few
+    // streams whose ids shared its name): one claiming many more was not written by the
+    // store, and decoding millions of tiny entries would take gigabytes
+    if count as usize > MAX_SNAPSHOTS_IN_A_FILE {
+        return None;
+    }
     let mut list = Vec::new();
     for _ in 0..count {
         let version = u64_of(take(8)?);
@@ -719,6 +730,28 @@ mod tests {
             Some(20)
         );
         assert_eq!(std::fs::read(&old).unwrap(), old_bytes);
+    }
+
+    /// A file claiming more snapshots than a file ever holds is read as damaged, without
+    /// decoding them: millions of tiny entries would take gigabytes.
+    #[test]
+    fn a_file_of_more_snapshots_than_a_file_holds_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::new(dir.path(), Arc::new(crate::vfs::StdFs), false);
+        let tiny = |n: usize| Snapshot {
+            version: n as u64 + 1,
+            state: Vec::new(),
+            ..sample()
+        };
+        let within: Vec<Snapshot> = (0..MAX_SNAPSHOTS_IN_A_FILE).map(tiny).collect();
+        assert_eq!(decode(&encode(&within)).map(|l| l.len()), Some(within.len()));
+        let beyond: Vec<Snapshot> = (0..=MAX_SNAPSHOTS_IN_A_FILE).map(tiny).collect();
+        assert_eq!(decode(&encode(&beyond)), None);
+        std::fs::create_dir_all(crate::layout::snapshot_dir(dir.path())).unwrap();
+        std::fs::write(files.path("cart-1"), encode(&beyond)).unwrap();
+        assert_eq!(files.load("cart-1", u64::MAX).unwrap(), None);
+        files.save(&sample()).unwrap();
+        assert_eq!(files.load("cart-1", u64::MAX).unwrap(), Some(sample()));
     }
 
     /// A snapshot file that cannot be read is an error naming it, and is not overwritten.
