@@ -744,7 +744,10 @@ mod tests {
             ..sample()
         };
         let within: Vec<Snapshot> = (0..MAX_SNAPSHOTS_IN_A_FILE).map(tiny).collect();
-        assert_eq!(decode(&encode(&within)).map(|l| l.len()), Some(within.len()));
+        assert_eq!(
+            decode(&encode(&within)).map(|l| l.len()),
+            Some(within.len())
+        );
         let beyond: Vec<Snapshot> = (0..=MAX_SNAPSHOTS_IN_A_FILE).map(tiny).collect();
         assert_eq!(decode(&encode(&beyond)), None);
         std::fs::create_dir_all(crate::layout::snapshot_dir(dir.path())).unwrap();

@@ -1067,7 +1067,8 @@ pub fn import_jsonl<S: EventStore + ?Sized>(
 /// stream's first event in the input.
 #[derive(Debug, Clone, Default)]
 pub struct CheckedImport {
-    streams: Vec<(String, Vec<NewEvent>)>,
+    /// Each stream with the version of its first event in the input, and its events.
+    streams: Vec<(String, u64, Vec<NewEvent>)>,
 }
 
 impl CheckedImport {
@@ -1076,7 +1077,7 @@ impl CheckedImport {
     /// store would refuse is refused whole before anything is written, rather than after
     /// the streams before it.
     pub fn check(&self, limits: &es_core::Limits) -> Result<(), ImportError> {
-        for (stream, events) in &self.streams {
+        for (stream, _, events) in &self.streams {
             limits
                 .check_append(stream, events)
                 .map_err(|e| ImportError::Refused {
@@ -1127,7 +1128,8 @@ fn unknown_field(line: &str) -> Option<String> {
 
 /// Reads events exported by [`export_jsonl`]: every line is parsed (a field an exported
 /// event does not have is refused, not dropped), each stream's versions checked (dense
-/// from 1), and every event id must be new to the input. Nothing is written, so an input
+/// from its first event's, 1 for a whole stream), and every event id must be new to the
+/// input. Nothing is written, so an input
 /// that cannot be read is refused before a store is opened; [`CheckedImport::check`]
 /// then checks the events as the store will.
 ///
@@ -1137,6 +1139,7 @@ pub fn read_import(input: &mut dyn BufRead) -> Result<CheckedImport, ImportError
     let mut order: Vec<String> = Vec::new();
     let mut streams: BTreeMap<String, Vec<NewEvent>> = BTreeMap::new();
     let mut ids: HashMap<uuid::Uuid, u64> = HashMap::new();
+    let mut first_versions: HashMap<String, u64> = HashMap::new();
     let mut line_no = 0u64;
     let mut bytes = Vec::new();
     loop {
@@ -1188,7 +1191,21 @@ pub fn read_import(input: &mut dyn BufRead) -> Result<CheckedImport, ImportError
             order.push(event.stream_id.clone());
             Vec::new()
         });
-        let expected = list.len() as u64 + 1;
+        // a stream's first event may be a later one (events saved from a store, to be
+        // appended where the stream ends); from there on, versions follow each other
+        let first = *first_versions
+            .entry(event.stream_id.clone())
+            .or_insert(event.stream_version);
+        let expected = first.saturating_add(list.len() as u64);
+        if event.stream_version == 0 {
+            return Err(ImportError::BadLine {
+                line: line_no,
+                message: format!(
+                    "stream `{}` has an event at version 0; versions start at 1",
+                    event.stream_id
+                ),
+            });
+        }
         if event.stream_version != expected {
             return Err(ImportError::BadLine {
                 line: line_no,
@@ -1211,15 +1228,18 @@ pub fn read_import(input: &mut dyn BufRead) -> Result<CheckedImport, ImportError
         .into_iter()
         .map(|stream| {
             let events = streams.remove(&stream).unwrap_or_default();
-            (stream, events)
+            let first = first_versions.get(&stream).copied().unwrap_or(1);
+            (stream, first, events)
         })
         .collect();
     Ok(CheckedImport { streams })
 }
 
 /// Appends the streams of `import`, each on its own, all or nothing, expecting the
-/// stream not to exist: a stream that exists or whose events the store refuses is
-/// reported in [`ImportReport::streams_refused`] and nothing of it is written.
+/// stream not to exist, or, for a stream whose first event in the input has version
+/// `n > 1` (events saved from a store, say before a repair cut the log), to end at
+/// version `n - 1`: a stream that does not end there, or whose events the store refuses,
+/// is reported in [`ImportReport::streams_refused`] and nothing of it is written.
 ///
 /// A stream larger than one append allows (the store's `Limits`) is refused rather than
 /// split, since a split stream could be half imported. A stream that already holds these
@@ -1228,9 +1248,13 @@ pub fn read_import(input: &mut dyn BufRead) -> Result<CheckedImport, ImportError
 /// the same input twice is harmless.
 pub fn write_import<S: EventStore + ?Sized>(store: &S, import: CheckedImport) -> ImportReport {
     let mut report = ImportReport::default();
-    for (stream, batch) in import.streams {
+    for (stream, first, batch) in import.streams {
         let count = batch.len() as u64;
-        match store.append(&stream, ExpectedVersion::NoStream, batch) {
+        let expected = match first {
+            1 => ExpectedVersion::NoStream,
+            n => ExpectedVersion::Exact(n - 1),
+        };
+        match store.append(&stream, expected, batch) {
             // the store already held these very events as one append (an import run
             // before): nothing was written, and the stream existed
             Ok(appended) if appended.retried => report.streams_already_imported += 1,

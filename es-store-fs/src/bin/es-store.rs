@@ -102,7 +102,9 @@ enum Command {
     /// import raises the store's limits on one append to what one frame of the log holds
     /// (100,000 events, 32 MiB of events), and refuses a larger stream. A stream that exists is refused, unless it
     /// holds these events' ids as one append (the same file imported twice): then it is
-    /// counted as already imported, and nothing is written.
+    /// counted as already imported, and nothing is written. A stream whose first event in
+    /// the file has version n > 1 (events saved with `tail --from` before a repair) is
+    /// appended where the stream ends, if it ends at version n - 1.
     Import {
         /// The store directory (created if needed; must not be open elsewhere).
         dir: PathBuf,
@@ -825,7 +827,11 @@ fn say_repair(
                 out,
                 &format!(
                     "to keep the readable ones, save them before repairing, while the store \
-                     still opens read-only: es-store --json tail {} --from {from} > saved.jsonl",
+                     still opens read-only: es-store --json tail {} --from {from} > saved.jsonl; \
+                     after the repair, `es-store import {} saved.jsonl` appends each stream's \
+                     saved events where the stream ends, and refuses the streams whose events \
+                     before them were cut",
+                    quoted(dir),
                     quoted(dir)
                 ),
             )?;

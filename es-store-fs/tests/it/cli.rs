@@ -595,6 +595,23 @@ fn a_repair_names_the_positions_and_events_it_cuts() {
     );
     let verify = run(tool, &["verify", d]);
     assert!(text(&verify).contains("ok: 4 events"), "{}", text(&verify));
+    // the saved events go back where their streams end: cart-43 and user-alice whole,
+    // cart-42 refused (its fifth event was in the damaged frame)
+    assert!(
+        out.contains(&format!("`es-store import {d} saved.jsonl`")),
+        "{out}"
+    );
+    let saved_file = work.path().join("saved.jsonl");
+    std::fs::write(&saved_file, &saved.stdout).unwrap();
+    let import = run(tool, &["import", d, saved_file.to_str().unwrap()]);
+    assert_eq!(import.status.code(), Some(2), "{}", stderr(&import));
+    let out = format!("{}{}", text(&import), stderr(&import));
+    assert!(out.contains("imported 11 events in 2 streams"), "{out}");
+    assert!(out.contains("cart-42"), "{out}");
+    let store = FileStore::open(&dir).unwrap();
+    assert_eq!(store.stream_version("cart-42").unwrap(), 4);
+    assert_eq!(store.stream_version("cart-43").unwrap(), 1);
+    assert_eq!(store.stream_version("user-alice").unwrap(), 10);
 }
 
 /// `tail --json` and `read --json` print one object per line, as `export` does, whatever
