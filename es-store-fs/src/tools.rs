@@ -928,20 +928,19 @@ pub fn export_jsonl<S: EventStore + ?Sized>(
 /// whitespace between its tokens (its strings, numbers and key order kept as stored),
 /// the rest compact, then a line break.
 ///
-/// Characters that would act on a terminal (control characters JSON leaves as they are,
-/// such as DEL and C1 controls, line separators, bidirectional controls) are written as
-/// JSON escapes (`\u202e`), so that a line printed on a terminal shows what it holds; the
-/// line decodes to the same event.
+/// The payload's strings are written as stored, byte for byte (an import stores the same
+/// bytes); a line meant for a terminal goes through [`json_displayable`] first.
 pub fn write_event_line(out: &mut dyn Write, mut event: RecordedEvent) -> std::io::Result<()> {
     event.payload = without_whitespace(&event.payload);
-    let line = serde_json::to_string(&event)?;
-    out.write_all(json_displayable(&line).as_bytes())?;
+    serde_json::to_writer(&mut *out, &event)?;
     out.write_all(b"\n")
 }
 
 /// JSON text with every character that acts on a terminal
-/// ([`es_core::store::acts_on_display`]) written as a JSON escape: the same JSON value.
-/// Outside strings, JSON text holds no such character.
+/// ([`es_core::store::acts_on_display`]: control characters JSON leaves as they are, such
+/// as DEL and C1 controls, line separators, bidirectional controls) written as a JSON
+/// escape (`\u202e`): the same JSON value, shown as it is. Outside strings, JSON text holds
+/// no such character.
 pub fn json_displayable(json: &str) -> std::borrow::Cow<'_, str> {
     use es_core::store::acts_on_display;
     if !json.chars().any(acts_on_display) {

@@ -128,8 +128,9 @@ fn main() -> ExitCode {
 /// metadata, payloads, and the reasons that quote them) comes from whoever wrote the
 /// store or the input, and control characters in it (escape sequences among them), line
 /// separators and bidirectional controls would act on the terminal instead of being
-/// shown. They are written as Rust escapes (`\n`, `\u{1b}`, `\u{202e}`). JSON lines
-/// write them as JSON escapes instead (`tools::write_event_line`).
+/// shown. They are written as Rust escapes (`\n`, `\u{1b}`, `\u{202e}`). JSON listings
+/// write them as JSON escapes instead (`tools::json_displayable`); an export writes
+/// payloads byte for byte, for an import to store the same bytes.
 fn shown(text: &str) -> Cow<'_, str> {
     es_core::store::displayable(text)
 }
@@ -892,7 +893,10 @@ fn print_event(out: &mut dyn Write, json: bool, e: RecordedEvent) -> Result<(), 
         tools::write_event_line(&mut line, e).map_err(|err| {
             format!("the event at position {position} cannot be written as JSON: {err}")
         })?;
-        return out.write_all(&line).map_err(output_failed);
+        // written by serde_json (UTF-8), then a line break, which stays one
+        let line = String::from_utf8_lossy(&line);
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        return writeln!(out, "{}", tools::json_displayable(line)).map_err(output_failed);
     }
     let mut head = format!(
         "#{:<6} {} v{} {} (schema {}) at {}",
