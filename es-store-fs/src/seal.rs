@@ -776,6 +776,12 @@ impl Sealed {
         }
     }
 
+    /// Whether a copy of `len` bytes of the stream table holds it whole: entries, names
+    /// and every stream's list of frames.
+    pub fn table_is_whole(&self, len: usize) -> bool {
+        self.streams_at() + len as u64 == self.filter_at()
+    }
+
     /// `len` bytes of the stream table at file offset `at`, from `src`.
     fn table_bytes<'t>(
         &self,
@@ -841,7 +847,17 @@ impl Sealed {
         src: &TableSource<'_>,
         stream_id: &str,
     ) -> Result<Option<StreamRun>, SealedError> {
-        let hash = stream_hash(stream_id);
+        self.find_stream_hashed(src, stream_id, stream_hash(stream_id))
+    }
+
+    /// [`Sealed::find_stream`] with the id's [`stream_hash`] given, for a caller that
+    /// looks the stream up in several segments.
+    pub fn find_stream_hashed(
+        &self,
+        src: &TableSource<'_>,
+        stream_id: &str,
+        hash: u64,
+    ) -> Result<Option<StreamRun>, SealedError> {
         let streams = u64::from(self.streams);
         let fenced = self.fences.len() as u64 == streams.div_ceil(FENCE);
         if let TableSource::File(_) = src
@@ -849,8 +865,8 @@ impl Sealed {
         {
             return self.find_stream_by_blocks(src, stream_id, hash);
         }
-        let entry =
-            |i: u64| self.table_bytes(src, self.streams_at() + i * STREAM_LEN, STREAM_LEN as usize);
+        let entries = self.entries_in_memory(src)?;
+        let entry = |i: u64| self.entry(src, entries, i);
         let hash_of = |b: &[u8]| u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
         // hashes spread evenly, so a search starts where `hash` would lie were they exactly
         // even, and widens from there: a couple of neighbouring entries rather than the
@@ -908,8 +924,8 @@ impl Sealed {
         hash: u64,
         stream_id: &str,
     ) -> Result<Option<StreamRun>, SealedError> {
-        let entry =
-            |i: u64| self.table_bytes(src, self.streams_at() + i * STREAM_LEN, STREAM_LEN as usize);
+        let entries = self.entries_in_memory(src)?;
+        let entry = |i: u64| self.entry(src, entries, i);
         let hash_of = |b: &[u8]| u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
         let rest = u64::from(self.streams).saturating_sub(first);
         let len = search_near(rest, 1, |k| {
@@ -926,6 +942,43 @@ impl Sealed {
             }
         }
         Ok(None)
+    }
+
+    /// The stream entries of a copy in memory, its length checked once (`None` for the
+    /// file, read entry by entry).
+    fn entries_in_memory<'t>(
+        &self,
+        src: &TableSource<'t>,
+    ) -> Result<Option<&'t [u8]>, SealedError> {
+        match src {
+            TableSource::Memory(..) => {
+                let len = (self.names_at() - self.streams_at()) as usize;
+                self.table_bytes(src, self.streams_at(), len)
+                    .map(|b| match b {
+                        std::borrow::Cow::Borrowed(b) => Some(b),
+                        std::borrow::Cow::Owned(_) => None,
+                    })
+            }
+            TableSource::File(_) => Ok(None),
+        }
+    }
+
+    /// Stream entry `i`: from `entries` when the copy in memory holds them, else read.
+    fn entry<'t>(
+        &self,
+        src: &TableSource<'t>,
+        entries: Option<&'t [u8]>,
+        i: u64,
+    ) -> Result<std::borrow::Cow<'t, [u8]>, SealedError> {
+        let at = self.streams_at() + i * STREAM_LEN;
+        match entries {
+            Some(entries) => usize::try_from(i * STREAM_LEN)
+                .ok()
+                .and_then(|from| entries.get(from..from + STREAM_LEN as usize))
+                .map(std::borrow::Cow::Borrowed)
+                .ok_or_else(|| damaged(at, "an entry outside the stream table")),
+            None => self.table_bytes(src, at, STREAM_LEN as usize),
+        }
     }
 
     /// The run of stream entry `i` (its bytes `b`) if the entry names `stream_id`.

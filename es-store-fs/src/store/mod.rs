@@ -53,7 +53,8 @@ struct SegmentFiles {
 /// bytes, the oldest put in dropped first.
 #[derive(Default)]
 struct TableCache {
-    tables: std::collections::HashMap<u64, Arc<Vec<u8>>>,
+    /// By segment number (the store's own numbers: a fast hash).
+    tables: std::collections::HashMap<u64, Arc<Vec<u8>>, foldhash::fast::RandomState>,
     order: VecDeque<u64>,
     bytes: usize,
     budget: usize,
@@ -406,12 +407,22 @@ impl Shared {
     }
 
     /// The stream table of sealed segment `sealed`, for one or more [`StreamTable::with`].
+    /// A table cached whole needs no file: the index file is looked up only when the
+    /// cache holds less.
     fn stream_table(&self, sealed: &Sealed) -> Result<StreamTable, SealedError> {
         let cached = lock(&self.stream_tables).get(sealed.segment);
+        if let Some(table) = &cached
+            && sealed.table_is_whole(table.len())
+        {
+            return Ok(StreamTable::Whole(Arc::clone(table)));
+        }
         let file = self
             .sealed_index(sealed.segment)
             .map_err(|e| SealedError::Io(io::Error::other(e.to_string())))?;
-        Ok(StreamTable { cached, file })
+        Ok(match cached {
+            Some(table) => StreamTable::Part(table, file),
+            None => StreamTable::File(file),
+        })
     }
 
     /// A sealed index that cannot be used while the store runs: damage names the file and
@@ -475,9 +486,13 @@ impl Shared {
 }
 
 /// A sealed segment's stream table: the cached copy when there is one, and the index file.
-struct StreamTable {
-    cached: Option<Arc<Vec<u8>>>,
-    file: Arc<dyn VfsFile>,
+enum StreamTable {
+    /// Cached whole: entries, names and every stream's list of frames.
+    Whole(Arc<Vec<u8>>),
+    /// Entries and names cached, the lists of frames read from the index file.
+    Part(Arc<Vec<u8>>, Arc<dyn VfsFile>),
+    /// Not cached: read from the index file.
+    File(Arc<dyn VfsFile>),
 }
 
 impl StreamTable {
@@ -486,15 +501,24 @@ impl StreamTable {
         &self,
         f: impl FnOnce(&TableSource<'_>) -> Result<T, SealedError>,
     ) -> Result<T, SealedError> {
-        match &self.cached {
-            Some(table) => f(&TableSource::Memory(&table[..], Some(&*self.file))),
-            None => f(&TableSource::File(&*self.file)),
+        match self {
+            StreamTable::Whole(table) => f(&TableSource::Memory(&table[..], None)),
+            StreamTable::Part(table, file) => f(&TableSource::Memory(&table[..], Some(&**file))),
+            StreamTable::File(file) => f(&TableSource::File(&**file)),
+        }
+    }
+
+    /// The table when it holds no file open: one a reader may keep between reads.
+    fn without_file(&self) -> Option<StreamTable> {
+        match self {
+            StreamTable::Whole(table) => Some(StreamTable::Whole(Arc::clone(table))),
+            _ => None,
         }
     }
 
     /// [`Sealed::touch_frames`] on the table.
     fn touch_frames(&self, sealed: &Sealed, run: &crate::seal::StreamRun) {
-        if let Some(table) = &self.cached {
+        if let StreamTable::Whole(table) | StreamTable::Part(table, _) = self {
             sealed.touch_frames(&TableSource::Memory(&table[..], None), run);
         }
     }

@@ -2,7 +2,7 @@
 //! order through a read-ahead window; both hand out a frame at a time from a buffer they
 //! reuse, decoded into owned events ([`Buffered`]) or lent to a visitor ([`visit`]).
 
-use super::{Shared, corrupted, read};
+use super::{Shared, StreamTable, corrupted, read};
 use crate::format::{self, Frame, RawEvent};
 use crate::index::{FrameEntry, FrameRef, Located};
 use crate::read_ahead::ReadAhead;
@@ -220,10 +220,11 @@ fn lend_event(
 /// One stream's frames, found through the index.
 pub(super) struct StreamReader<'a> {
     shared: &'a Shared,
-    /// Sealed segments still to read, oldest first, with the stream's run in each. Their
-    /// tables are found again when they are read: a reader holds no sealed index open
-    /// between reads, so that the bounded set of open files stays bounded.
-    sealed: VecDeque<(Arc<Sealed>, StreamRun)>,
+    /// Sealed segments still to read, oldest first, with the stream's run in each, and
+    /// its table when cached whole and the reader lives for one call. Other tables are
+    /// found again when they are read: a reader holds no sealed index open between
+    /// reads, so that the bounded set of open files stays bounded.
+    sealed: VecDeque<(Arc<Sealed>, StreamRun, Option<StreamTable>)>,
     /// The segment file the last frame was read from, when the reader lives for one
     /// call (a visit): a stream's frames in one segment are then read through one
     /// handle. A reader handed to the caller as an iterator keeps none.
@@ -276,8 +277,12 @@ impl StreamReader<'_> {
     /// newest one.
     fn fetch(&mut self) -> Result<(), StoreError> {
         loop {
-            if let Some((sealed, run)) = self.sealed.pop_front() {
-                let listed = self.shared.stream_table(&sealed).and_then(|table| {
+            if let Some((sealed, run, table)) = self.sealed.pop_front() {
+                let table = match table {
+                    Some(table) => Ok(table),
+                    None => self.shared.stream_table(&sealed),
+                };
+                let listed = table.and_then(|table| {
                     table.with(|src| {
                         sealed.stream_frames_into(src, &run, self.next_version, &mut self.frames)
                     })
@@ -342,6 +347,7 @@ impl StreamReader<'_> {
     /// the chain back from `newest`.
     fn walk_back(&mut self, newest: Option<u64>) -> Result<(), StoreError> {
         let mut chain = Vec::new();
+        let hash = crate::seal::stream_hash(&self.stream_id);
         let mut at = newest;
         while let Some(segment) = at {
             let sealed = read(&self.shared.published)
@@ -365,7 +371,7 @@ impl StreamReader<'_> {
                 .stream_table(&sealed)
                 .map_err(|e| self.shared.sealed_failed(segment, e))?;
             let run = table
-                .with(|src| sealed.find_stream(src, &self.stream_id))
+                .with(|src| sealed.find_stream_hashed(src, &self.stream_id, hash))
                 .map_err(|e| self.shared.sealed_failed(segment, e))?
                 .ok_or_else(|| {
                     self.shared.sealed_failed(
@@ -384,7 +390,14 @@ impl StreamReader<'_> {
             // each segment's list of the stream's frames is a likely cache miss: asked
             // for while the walk goes on, they arrive together
             table.touch_frames(&sealed, &run);
-            chain.push((sealed, run));
+            // kept for the read of its frames by a reader of one call; an iterator
+            // handed to the caller holds no table the cache may have let go
+            let keep = if self.keep_file {
+                table.without_file()
+            } else {
+                None
+            };
+            chain.push((sealed, run, keep));
             if reached {
                 break;
             }
