@@ -216,6 +216,14 @@ impl Scan<'_> {
             }
             Deferred::NewFirstSegment => {
                 let (path, file) = self.open_to_write(0)?;
+                // emptied and written anew: a file with another name is not the store's to
+                // empty
+                match file.links().map_err(io_err(&path))? {
+                    0 | 1 => {}
+                    links => {
+                        return Err(io_err(&path)(crate::vfs::has_other_names(&path, links)));
+                    }
+                }
                 file.set_len(0).map_err(io_err(&path))?;
                 write_header(&*file, 0, 1).map_err(|e| io_err(&path)(e.into_io()))?;
             }
@@ -290,8 +298,10 @@ impl Scan<'_> {
                 return Err(self.corrupted(last + 1, 0, why));
             }
             // the user's choice: the last segment present takes appends again, and its
-            // sealed index (derived data) goes, so that it is read from the log
+            // sealed index (derived data) goes, so that it is read from the log; the
+            // records of how far the log reached go first, durably
             if !self.o.read_only {
+                self.remove_records()?;
                 let idx = sealed_index_path(self.dir, last);
                 self.vfs.remove_file(&idx).map_err(io_err(&idx))?;
                 self.vfs.sync_dir(self.dir).map_err(io_err(self.dir))?;
@@ -717,6 +727,14 @@ impl Scan<'_> {
                         if !self.o.read_only {
                             self.remove_records()?;
                             if keep_file {
+                                match file.links().map_err(io_err(&path))? {
+                                    0 | 1 => {}
+                                    links => {
+                                        return Err(io_err(&path)(crate::vfs::has_other_names(
+                                            &path, links,
+                                        )));
+                                    }
+                                }
                                 file.set_len(0).map_err(io_err(&path))?;
                                 write_header(&*file, seg, index.head + 1)
                                     .map_err(|e| io_err(&path)(e.into_io()))?;

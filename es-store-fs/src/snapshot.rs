@@ -124,7 +124,23 @@ impl SnapshotFiles {
         // streams whose ids name one file share it: each keeps its own snapshots. The
         // stream's snapshots in an earlier build's file move to its own file; the other
         // streams' stay where they are
-        let (found, legacy) = self.read(&snapshot.stream_id)?;
+        let (found, legacy) = match self.read_file(&self.path(&snapshot.stream_id))? {
+            Some(list) => (list, false),
+            // the new file leaves an earlier build's file as it is: one that cannot be
+            // read only keeps its older snapshots from moving over
+            None => {
+                let legacy = self
+                    .dir
+                    .join(crate::layout::legacy_snapshot_name(&snapshot.stream_id));
+                match self.read_file(&legacy) {
+                    Ok(list) => (list.unwrap_or_default(), true),
+                    Err(e) => {
+                        tracing::warn!("{e}; the stream's older snapshots stay there");
+                        (Vec::new(), true)
+                    }
+                }
+            }
+        };
         let (mut list, mut others): (Vec<Snapshot>, Vec<Snapshot>) = found
             .into_iter()
             .partition(|s| s.stream_id == snapshot.stream_id);

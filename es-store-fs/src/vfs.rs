@@ -41,6 +41,11 @@ pub trait VfsFile: Debug + Send + Sync {
     /// it.
     fn try_lock(&self) -> io::Result<bool>;
 
+    /// How many names (hard links) the file has; 1 where links do not exist.
+    fn links(&self) -> io::Result<u64> {
+        Ok(1)
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` when the
     /// file is shorter.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
@@ -221,24 +226,33 @@ impl VfsFile for StdFile {
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
     }
+    #[cfg(unix)]
+    fn links(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.0.metadata()?.nlink())
+    }
 }
 
 /// An error naming `path` when the file open there has other names (hard links).
 #[cfg(unix)]
 fn only_name(path: &Path, file: &std::fs::File) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let links = file.metadata()?.nlink();
-    if links > 1 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{} has {links} names (hard links), which the store never makes: refused, \
-                 since writing it would write the file of its other names too",
-                path.display()
-            ),
-        ));
+    match file.metadata()?.nlink() {
+        0 | 1 => Ok(()),
+        links => Err(has_other_names(path, links)),
     }
-    Ok(())
+}
+
+/// The error of a file at `path` with `links` names, which the store was to write anew.
+pub(crate) fn has_other_names(path: &Path, links: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} has {links} names (hard links), which the store never makes: refused, since \
+             writing it anew would write the file of its other names too",
+            path.display()
+        ),
+    )
 }
 
 /// `file` if it is a regular file, with the flag that kept its open from waiting cleared;
@@ -314,14 +328,12 @@ impl Vfs for StdFs {
         o.open(path)
             .and_then(|f| regular_file(path, f))
             .and_then(|f| {
-                // a file the store writes over (its lock file, its records, a temporary
-                // file, a new segment) must have no other name: a hard link in its place
-                // would have the store write over another file, the user's or one of its
-                // own segments
-                if matches!(mode, OpenMode::CreateOrOpen | OpenMode::CreateTruncate) {
-                    only_name(path, &f)?;
-                }
+                // a file to be emptied and written anew (a new segment over a leftover)
+                // must have no other name: a hard link in its place would have the store
+                // write over another file, the user's or one of its own segments. (Files
+                // written in place are looked at by their callers: `VfsFile::links`.)
                 if mode == OpenMode::CreateTruncate {
+                    only_name(path, &f)?;
                     f.set_len(0)?;
                 }
                 Ok(f)

@@ -333,7 +333,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                         created = true;
                         if let Some(mode) = replaced_mode {
                             f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
-                                mode & 0o7777,
+                                mode & 0o777,
                             ))
                             .map_err(|e| format!("{}: {e}", tmp.display()))?;
                         }
@@ -428,20 +428,49 @@ fn export_target_refused(path: &Path) -> Option<String> {
     ))
 }
 
-/// `path` as a POSIX shell reads it back: as it is when it holds only characters no shell
-/// treats specially, else in single quotes (a quote written `'\''`), so that a command
-/// suggested with it can be pasted and runs on that path, never a command hidden in its
-/// name.
+/// `path` as a shell reads it back: as it is when it holds only characters no shell
+/// treats specially; else in single quotes (a quote written `'\''`); and when it holds a
+/// character that acts on a terminal or bytes that are not UTF-8, in bash's `$'...'`
+/// quotes with those written as escapes (`\n`, `\u202e`, `\xff`), which the terminal shows
+/// as they are. A suggested command with it can be pasted and runs on that path, never a
+/// command hidden in its name.
 fn quoted(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./+,:@%=".contains(c));
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let plain = !bytes.is_empty()
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"_-./+,:@%=".contains(&b));
     if plain {
-        return text.into_owned();
+        return String::from_utf8_lossy(bytes).into_owned();
     }
-    format!("'{}'", text.replace('\'', "'\\''"))
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.chars().any(es_core::store::acts_on_display) => {
+            format!("'{}'", text.replace('\'', "'\\''"))
+        }
+        _ => {
+            let mut out = String::from("$'");
+            for chunk in bytes.utf8_chunks() {
+                for c in chunk.valid().chars() {
+                    match c {
+                        '\'' => out.push_str("\\'"),
+                        '\\' => out.push_str("\\\\"),
+                        '\n' => out.push_str("\\n"),
+                        '\t' => out.push_str("\\t"),
+                        c if es_core::store::acts_on_display(c) => {
+                            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+                        }
+                        c => out.push(c),
+                    }
+                }
+                for b in chunk.invalid() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            out.push('\'');
+            out
+        }
+    }
 }
 
 fn import(dir: &Path, file: &Path, json: bool, out: &mut dyn Write) -> Result<ExitCode, String> {

@@ -239,9 +239,19 @@ impl FileStore {
         let published_file = match &lock {
             Some(_) => {
                 let path = dir.join(PUBLISHED_FILE);
-                let file = vfs
-                    .open(&path, OpenMode::CreateOrOpen)
-                    .map_err(|source| OpenError::Io { path, source })?;
+                let failed = |source| OpenError::Io {
+                    path: path.clone(),
+                    source,
+                };
+                let mut file = vfs.open(&path, OpenMode::CreateOrOpen).map_err(failed)?;
+                // rewritten in place after every commit: a record with another name (a
+                // hard link) is replaced by a file of its own, the other name keeping its
+                // bytes (readers beside the writer open it by its name)
+                if file.links().map_err(failed)? > 1 {
+                    drop(file);
+                    vfs.remove_file(&path).map_err(failed)?;
+                    file = vfs.open(&path, OpenMode::CreateNew).map_err(failed)?;
+                }
                 Published {
                     end: rec.end,
                     head: rec.index.head,
@@ -500,10 +510,15 @@ fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
             },
         });
     };
-    file.set_len(0).map_err(io).map_err(unregister)?;
-    file.write_all_at(me.as_bytes(), 0)
-        .map_err(io)
-        .map_err(unregister)?;
+    // the holder is written for whoever finds the store locked; a lock file with another
+    // name (a hard link: a backup made with links, or one planted) is locked, and left
+    // as it is: writing it would write the file of its other name
+    if file.links().map_err(io).map_err(unregister)? <= 1 {
+        file.set_len(0).map_err(io).map_err(unregister)?;
+        file.write_all_at(me.as_bytes(), 0)
+            .map_err(io)
+            .map_err(unregister)?;
+    }
     Ok(WriterLock {
         dir: dir_lock,
         file,

@@ -615,8 +615,11 @@ fn symbolic_links_in_place_of_store_files_are_refused_never_followed() {
 /// A hard link put in place of a file the store writes over (its lock file, its record
 /// of what was acknowledged, a temporary file, the next segment) is never written
 /// through: the file of its other name, outside the store or one of the store's own
-/// segments, keeps its bytes, and no acknowledged event is lost. A lock file or record
-/// with another name is refused, naming it; a temporary file is the store's to replace.
+/// segments, keeps its bytes, and no acknowledged event is lost. A lock file with
+/// another name is locked and left unwritten, a record with another name is replaced by
+/// a file of its own, and a temporary file is removed and created anew, so that a store
+/// with such links (a backup made with links) opens as before; a new segment over a file
+/// with another name is refused, naming it.
 #[test]
 fn hard_links_in_place_of_store_files_are_never_written_through() {
     let events = |store: &FileStore, from: u64| {
@@ -630,7 +633,7 @@ fn hard_links_in_place_of_store_files_are_never_written_through() {
                 .unwrap();
         }
     };
-    for name in ["LOCK", "PUBLISHED", "index.dat.tmp", "PUBLISHED.tmp"] {
+    for name in ["LOCK", "PUBLISHED", "index.dat.tmp"] {
         let dir = tempfile::tempdir().unwrap();
         // the other name lives outside the store, on the same file system
         let outside = tempfile::tempdir_in(dir.path().parent().unwrap()).unwrap();
@@ -643,26 +646,52 @@ fn hard_links_in_place_of_store_files_are_never_written_through() {
         let link = dir.path().join(name);
         let _ = std::fs::remove_file(&link);
         std::fs::hard_link(&victim, &link).unwrap();
-        match FileStore::open(dir.path()) {
-            Ok(store) => {
-                events(&store, 5);
-                store.checkpoint().unwrap();
-                store.close().unwrap();
-                let store = FileStore::open(dir.path()).unwrap();
-                assert_eq!(store.stream_version("s-1").unwrap(), 10, "{name}");
-            }
-            Err(e) => {
-                let err = e.to_string();
-                assert!(err.contains("hard links"), "{name}: {err}");
-                assert!(err.contains(name), "{name}: {err}");
-            }
-        }
+        let store = FileStore::open(dir.path()).unwrap();
+        events(&store, 5);
+        store.checkpoint().unwrap();
+        store.close().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        assert_eq!(store.stream_version("s-1").unwrap(), 10, "{name}");
+        drop(store);
         assert_eq!(
             std::fs::read(&victim).unwrap(),
             content,
             "{name}: written through"
         );
     }
+    // the next segment's name taken by another name of a file: the roll is refused,
+    // naming it, and the file keeps its bytes
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir_in(dir.path().parent().unwrap()).unwrap();
+    let victim = outside.path().join("victim");
+    let content = b"the user's own file, not the store's".repeat(4);
+    std::fs::write(&victim, &content).unwrap();
+    let store = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions {
+            segment_size: 4096,
+            ..FileStoreOptions::default()
+        },
+    )
+    .unwrap();
+    std::fs::hard_link(&victim, dir.path().join("00000000000000000001.seg")).unwrap();
+    let refused = (0..200u64).find_map(|n| {
+        store
+            .append(
+                "s-1",
+                ExpectedVersion::Any,
+                vec![common::event("s-1", n, 40)],
+            )
+            .err()
+    });
+    let err = refused.expect("the roll is refused").to_string();
+    assert!(err.contains("hard links"), "{err}");
+    drop(store);
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        content,
+        "next segment: written through"
+    );
     // a temporary file made another name of a segment while the store runs: the
     // checkpoint writes a new file, and the segment keeps every acknowledged event
     let dir = tempfile::tempdir().unwrap();
@@ -1008,6 +1037,28 @@ fn a_writer_starting_during_a_read_only_open_does_not_show_its_unacknowledged_fr
     }
     let writer = writer.lock().unwrap().take().unwrap().join().unwrap();
     assert_eq!(writer.head_position().unwrap(), 2);
+}
+
+/// A first segment whose header never became durable is written anew by an open; one
+/// with another name (a hard link) is refused, naming it, and the file of its other name
+/// keeps its bytes.
+#[test]
+fn a_first_segment_written_anew_is_never_written_through_a_hard_link() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("events");
+    FileStore::open(&dir).unwrap().close().unwrap();
+    // what a crash while creating the first segment leaves: its file, empty
+    for name in ["PUBLISHED", "index.dat"] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let victim = work.path().join("victim");
+    std::fs::write(&victim, b"").unwrap();
+    let segment = dir.join("00000000000000000000.seg");
+    std::fs::remove_file(&segment).unwrap();
+    std::fs::hard_link(&victim, &segment).unwrap();
+    let err = FileStore::open(&dir).err().expect("refused").to_string();
+    assert!(err.contains("hard links"), "{err}");
+    assert!(std::fs::read(&victim).unwrap().is_empty());
 }
 
 /// Something in place of a temporary file the store writes (a directory, here) makes the

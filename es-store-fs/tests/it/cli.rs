@@ -1371,6 +1371,43 @@ fn suggested_commands_quote_the_path() {
     assert!(!work.path().join("PWNED").exists());
 }
 
+/// A store path with a line break, a bidirectional control or bytes that are not UTF-8
+/// is suggested in bash's `$'...'` quotes: pasted, the command names that very path (the
+/// escapes of text output changed it inside plain quotes).
+#[test]
+fn suggested_commands_name_paths_with_control_characters_as_they_are() {
+    use std::os::unix::ffi::OsStrExt;
+    let tool = Path::new(env!("CARGO_BIN_EXE_es-store"));
+    let work = tempfile::tempdir().unwrap();
+    let names: [&[u8]; 3] = [b"st\nx", "st\u{202e}x'y".as_bytes(), b"st\xffx"];
+    for name in names {
+        let dir = work.path().join(std::ffi::OsStr::from_bytes(name));
+        write_carts(&dir);
+        damage_frame(&dir, 3);
+        let o = Command::new(tool).arg("verify").arg(&dir).output().unwrap();
+        assert!(!o.status.success());
+        let out = text(&o);
+        let line = out
+            .lines()
+            .find(|l| l.contains("es-store repair --dry-run"))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            !line.chars().any(es_core::store::acts_on_display),
+            "{line:?}"
+        );
+        let command = &line[line.find("es-store repair").unwrap()..];
+        let echoed = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "printf '%s' {}",
+                &command["es-store repair --dry-run ".len()..]
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(echoed.stdout, dir.as_os_str().as_bytes(), "{command}");
+    }
+}
+
 /// `read` of a stream that does not exist says so and fails; a stream read past its end
 /// prints nothing and succeeds.
 #[test]

@@ -3082,3 +3082,62 @@ fn a_power_loss_after_a_repair_brings_back_no_record_of_what_was_cut() {
         .expect("the repaired store opens after a power loss");
     assert_eq!(store.head_position().unwrap(), kept);
 }
+
+/// The repair of a log whose last segment is gone (the segment before it sealed) removes
+/// the records of how far the log reached, durably, as every repair does: `PUBLISHED`,
+/// left in place, came back after a power loss and refused the next open.
+#[test]
+fn a_power_loss_after_repairing_a_lost_last_segment_brings_back_no_record_of_it() {
+    use es_store_fs::vfs::Vfs;
+    use es_store_fs::vfs::sim::SimOptions;
+    let fs = SimFs::with_options(
+        3,
+        SimOptions {
+            keep_percent: 0,
+            ..SimOptions::default()
+        },
+    );
+    let options = |repair: bool| FileStoreOptions {
+        vfs: Arc::new(fs.clone()),
+        repair,
+        segment_size: 4096,
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with("/db", options(false)).unwrap();
+    for n in 0..100 {
+        store
+            .append(
+                "s-1",
+                ExpectedVersion::Any,
+                vec![common::event("s-1", n, 40)],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    for path in fs.files() {
+        let bytes = fs.read_file(&path).unwrap();
+        fs.write_file(&path, &bytes);
+    }
+    let mut segments: Vec<_> = fs
+        .files()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".seg"))
+        .collect();
+    segments.sort();
+    let last = segments.last().unwrap().clone();
+    assert!(
+        fs.read_file(&segments[segments.len() - 2].with_extension("idx"))
+            .is_some()
+    );
+    fs.remove_file(&last).unwrap();
+    fs.sync_dir(Path::new("/db")).unwrap();
+    assert!(FileStore::open_with("/db", options(false)).is_err());
+    let store = FileStore::open_with("/db", options(true)).unwrap();
+    assert!(store.recovery_report().repaired.is_some());
+    let kept = store.head_position().unwrap();
+    store.close().unwrap();
+    fs.crash();
+    let store = FileStore::open_with("/db", options(false))
+        .expect("the repaired store opens after a power loss");
+    assert_eq!(store.head_position().unwrap(), kept);
+}
