@@ -5,8 +5,14 @@ use crate::format::{self, FRAME_OVERHEAD, FRAME_PREFIX_LEN};
 use crate::vfs::VfsFile;
 use std::io;
 
-/// How far a window reads ahead.
+/// How far a window reads ahead, at most.
 pub const READ_AHEAD: usize = 1 << 20;
+
+/// How far a window's first read reads ahead: each read after it reads twice as far, up
+/// to [`READ_AHEAD`]. A read of a few events from the middle of the log (a subscription's
+/// batch, a `read_all(from)` taken a few events of) reads kilobytes, not a megabyte each
+/// time; a long read soon reads a megabyte at a time.
+pub const FIRST_READ_AHEAD: usize = 64 << 10;
 
 /// Bytes of one file read ahead of the reader. It never reads past the `limit` its
 /// caller gives: the end of the file, or the end of what is known to be stable.
@@ -16,6 +22,8 @@ pub struct ReadAhead {
     file_no: u64,
     start: u64,
     buf: Vec<u8>,
+    /// How far the next read reads ahead (0: none was made yet).
+    ahead: usize,
 }
 
 impl ReadAhead {
@@ -28,10 +36,15 @@ impl ReadAhead {
         want: usize,
         limit: u64,
     ) -> io::Result<bool> {
-        let n = (want.max(READ_AHEAD) as u64).min(limit.saturating_sub(offset)) as usize;
+        let ahead = match self.ahead {
+            0 => FIRST_READ_AHEAD,
+            ahead => ahead,
+        };
+        let n = (want.max(ahead) as u64).min(limit.saturating_sub(offset)) as usize;
         if n < want {
             return Ok(false);
         }
+        self.ahead = (ahead * 2).min(READ_AHEAD);
         self.buf.resize(n, 0);
         if let Err(e) = file.read_exact_at(&mut self.buf, offset) {
             self.buf.clear();

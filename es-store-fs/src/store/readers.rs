@@ -277,20 +277,54 @@ impl StreamReader<'_> {
     /// newest one.
     fn fetch(&mut self) -> Result<(), StoreError> {
         loop {
-            if let Some((sealed, run, table)) = self.sealed.pop_front() {
-                let table = match table {
+            if let Some((sealed, run, kept)) = self.sealed.pop_front() {
+                let table = match kept {
                     Some(table) => Ok(table),
                     None => self.shared.stream_table(&sealed),
                 };
                 let listed = table.and_then(|table| {
-                    table.with(|src| {
-                        sealed.stream_frames_into(src, &run, self.next_version, &mut self.frames)
-                    })
+                    let more = table.with(|src| {
+                        sealed.stream_frames_into(
+                            src,
+                            &run,
+                            self.next_version,
+                            FRAMES_PER_FETCH,
+                            &mut self.frames,
+                        )
+                    })?;
+                    Ok((more, table))
                 });
-                if let Err(e) = listed {
-                    // none of a damaged list's frames is read
-                    self.frames.clear();
-                    return Err(self.shared.sealed_failed(sealed.segment, e));
+                match listed {
+                    Err(e) => {
+                        // none of a damaged list's frames is read
+                        self.frames.clear();
+                        return Err(self.shared.sealed_failed(sealed.segment, e));
+                    }
+                    // the rest of the run is listed once these frames are read, from the
+                    // version they end at
+                    Ok((true, _)) if self.frames.is_empty() => {
+                        // a list in order holds a frame past the version searched for
+                        // where its bisection ends: this one is out of order
+                        return Err(self.shared.sealed_failed(
+                            sealed.segment,
+                            SealedError::Damaged {
+                                offset: 0,
+                                reason: format!(
+                                    "the list of the frames of stream `{}` is out of order",
+                                    self.stream_id
+                                ),
+                            },
+                        ));
+                    }
+                    Ok((true, table)) => {
+                        let keep = if self.keep_file {
+                            table.without_file()
+                        } else {
+                            None
+                        };
+                        self.sealed.push_front((sealed, run, keep));
+                    }
+                    Ok((false, _)) => {}
                 }
                 if self.frames.is_empty() {
                     continue;
