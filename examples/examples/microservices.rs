@@ -24,7 +24,7 @@
 //! Each service can also be started by hand: payments instances in as many terminals as
 //! you like (`cargo run --example microservices -- --store URL payments payments-3`), and
 //! `... orders 20` once per emptied schema (it places orders 5001 to 5020; a second run
-//! finds them placed and stops). The launcher empties the schema; started by hand,
+//! finds them placed and stops, saying so). The launcher empties the schema; started by hand,
 //! nothing is emptied.
 //!
 //! The file store admits one writing process, so this example needs PostgreSQL.
@@ -36,7 +36,7 @@ use es_core::projection::BoxError;
 use es_core::subscription::{Filter, Subscription};
 use es_core::{Aggregate, CommandError, EventStore, Repository};
 use es_examples::dollars;
-use es_examples::orders::{Order, OrderEvent, OrderLine};
+use es_examples::orders::{Order, OrderError, OrderEvent, OrderLine};
 use es_examples::payments::{Payment, PaymentError, PaymentEvent};
 use es_examples::store::{Args, ExampleStore, Location};
 use std::collections::BTreeMap;
@@ -146,7 +146,18 @@ fn orders_service(location: &Location, count: u64) -> Result<(), BoxError> {
             sku: ["keyboard", "mouse", "monitor"][n as usize % 3].to_owned(),
             quantity,
         };
-        orders.execute(&id, |o| o.place("Dana", vec![line.clone()], total))?;
+        match orders.execute(&id, |o| o.place("Dana", vec![line.clone()], total)) {
+            Ok(_) => {}
+            // a second run on the same schema finds them placed, and stops
+            Err(es_core::CommandError::Rejected(OrderError::AlreadyPlaced)) => {
+                return Err(format!(
+                    "order-{id} is already placed: this schema holds an earlier run's orders \
+                     (the launcher empties it; by hand, drop it first)"
+                )
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        }
         open.insert(Order::stream_id(&id), total);
         println!("[orders]     placed order-{id} for {}", dollars(total));
     }

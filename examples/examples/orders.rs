@@ -94,7 +94,9 @@ fn main() -> Result<(), BoxError> {
     for (order, sku, outcome) in manager.log.drain(..) {
         println!("  {order}: {sku}: {outcome}");
     }
-    // After a crash it would start again from an older checkpoint: nothing happens twice.
+    // After a crash it would start again from an older checkpoint: nothing it did happens
+    // twice (each reservation is recorded under an id derived from its cause). What it
+    // refused is not recorded: run again after stock arrived, it would reserve then.
     react(&mut manager)?;
     println!("Process manager, run again from the start (as after a crash):");
     for (order, sku, outcome) in manager.log.drain(..) {

@@ -84,6 +84,17 @@ pub enum AccountError {
         /// Requested.
         requested_cents: u64,
     },
+    /// A balance stays countable: a deposit that would take it past what it can hold is
+    /// refused (stored, it would make every later load of the account overflow).
+    #[error(
+        "a deposit of {amount_cents} cents would take the balance of {balance_cents} past its limit"
+    )]
+    BalanceTooLarge {
+        /// Balance.
+        balance_cents: u64,
+        /// Deposit.
+        amount_cents: u64,
+    },
 }
 
 impl Apply<AccountOpened> for Account {
@@ -132,6 +143,12 @@ impl Account {
         if amount_cents == 0 {
             return Err(AccountError::ZeroAmount);
         }
+        if self.balance_cents.checked_add(amount_cents).is_none() {
+            return Err(AccountError::BalanceTooLarge {
+                balance_cents: self.balance_cents,
+                amount_cents,
+            });
+        }
         Ok(Deposited { amount_cents })
     }
 
@@ -159,5 +176,25 @@ impl Account {
         Ok((!self.blocked).then(|| AccountBlocked {
             reason: reason.to_owned(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use es_core::{CommandError, MemoryStore, Repository};
+
+    /// A deposit that would take the balance past what it holds is refused: stored, it
+    /// made every later load of the account overflow.
+    #[test]
+    fn a_deposit_past_the_largest_balance_is_refused() {
+        let accounts = Repository::<Account, _>::new(MemoryStore::new());
+        accounts.execute("1", |a| a.open("Dana")).unwrap();
+        accounts.execute("1", |a| a.deposit(u64::MAX)).unwrap();
+        match accounts.execute("1", |a| a.deposit(1)) {
+            Err(CommandError::Rejected(AccountError::BalanceTooLarge { .. })) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(accounts.load("1").unwrap().balance_cents, u64::MAX);
     }
 }

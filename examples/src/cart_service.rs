@@ -75,6 +75,11 @@ where
 
 /// Builds the service over `store`, starting the view's projection from its checkpoint
 /// in `checkpoints`. Handlers call the synchronous store only from tokio's blocking pool.
+///
+/// The view is kept in memory, so its checkpoint must last exactly as long: give
+/// `MemoryCheckpoints` (as the example does), and the view is rebuilt from the log at
+/// each start. A durable checkpoint beside a view that starts empty would resume after
+/// what the view had counted, and the counts would miss it.
 pub fn start<S, C>(store: S, checkpoints: C) -> Running<S, C>
 where
     S: EventStore + Clone + Send + Sync + 'static,
@@ -377,11 +382,12 @@ where
     // the store is synchronous (PostgreSQL's client even runs its own runtime): off the
     // async threads
     let progress = service.view_progress.clone();
-    let lag = tokio::task::spawn_blocking(move || progress.lag())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or(0);
+    // a lag that could not be read is said so, never shown as 0 (caught up)
+    let lag = match tokio::task::spawn_blocking(move || progress.lag()).await {
+        Ok(Ok(lag)) => json!(lag),
+        Ok(Err(e)) => json!({"error": e.to_string()}),
+        Err(e) => json!({"error": e.to_string()}),
+    };
     Json(json!({"quantity_sold": sold, "position": position, "lag": lag})).into_response()
 }
 

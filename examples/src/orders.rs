@@ -86,6 +86,16 @@ pub enum OrderError {
     /// An order has lines.
     #[error("an order needs at least one line")]
     NoLines,
+    /// Each line orders at least one item: the stock reservations that follow an order
+    /// refuse a quantity of 0, and an order they could never serve is refused here,
+    /// where the caller sees why.
+    #[error("line {line} (`{sku}`) orders no item: a quantity is at least 1")]
+    ZeroQuantity {
+        /// The line, from 1.
+        line: usize,
+        /// Its product.
+        sku: String,
+    },
     /// Amounts are positive.
     #[error("the amount must be positive")]
     ZeroAmount,
@@ -153,6 +163,15 @@ impl Order {
         }
         if lines.is_empty() {
             return Err(OrderError::NoLines);
+        }
+        if let Some((i, line)) = lines.iter().enumerate().find(|(_, l)| l.quantity == 0) {
+            return Err(OrderError::ZeroQuantity {
+                line: i + 1,
+                sku: line.sku.clone(),
+            });
+        }
+        if total_cents == 0 {
+            return Err(OrderError::ZeroAmount);
         }
         Ok(OrderPlaced {
             customer: customer.to_owned(),
@@ -314,7 +333,7 @@ pub use sqlite::OrderSummaries;
 mod sqlite {
     use super::{OrderEvent, SummaryRow};
     use es_core::RecordedEvent;
-    use es_core::projection::{BoxError, TransactionalProjection};
+    use es_core::projection::{BoxError, Mark, TransactionalProjection};
     use rusqlite::{Connection, OptionalExtension, params};
 
     /// Order summaries in SQLite: one row per order, and the projection's checkpoint in the
@@ -339,9 +358,19 @@ mod sqlite {
                  );
                  CREATE TABLE IF NOT EXISTS checkpoint (
                     name TEXT PRIMARY KEY,
-                    position INTEGER NOT NULL
+                    position INTEGER NOT NULL,
+                    event_id TEXT
                  );",
             )?;
+            // a database of an earlier version of this model has no event id column
+            let has_event_id: bool = conn.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('checkpoint') WHERE name = 'event_id'",
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_event_id {
+                conn.execute("ALTER TABLE checkpoint ADD COLUMN event_id TEXT", [])?;
+            }
             Ok(OrderSummaries { conn })
         }
 
@@ -365,23 +394,43 @@ mod sqlite {
 
     const CHECKPOINT_NAME: &str = "order_summary";
 
+    // The checkpoint is kept with the id of the event at its position (a `Mark`), so that
+    // a log replaced under the read model (a crash of a store that acknowledged appends
+    // before they were durable) stops the runner with `HistoryReplaced` instead of
+    // letting it skip the events that took the old positions.
     impl TransactionalProjection for OrderSummaries {
         fn checkpoint(&mut self) -> Result<u64, BoxError> {
-            let position: Option<u64> = self
+            Ok(self.checkpoint_mark()?.position)
+        }
+
+        fn checkpoint_mark(&mut self) -> Result<Mark, BoxError> {
+            let row: Option<(u64, Option<String>)> = self
                 .conn
                 .query_row(
-                    "SELECT position FROM checkpoint WHERE name = ?1",
+                    "SELECT position, event_id FROM checkpoint WHERE name = ?1",
                     params![CHECKPOINT_NAME],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            Ok(position.unwrap_or(0))
+            let Some((position, event_id)) = row else {
+                return Ok(Mark::at(0));
+            };
+            let event_id = event_id.map(|id| uuid::Uuid::parse_str(&id)).transpose()?;
+            Ok(Mark { position, event_id })
         }
 
         fn apply_batch(
             &mut self,
             events: &[RecordedEvent],
             checkpoint: u64,
+        ) -> Result<(), BoxError> {
+            self.apply_batch_marked(events, Mark::at(checkpoint))
+        }
+
+        fn apply_batch_marked(
+            &mut self,
+            events: &[RecordedEvent],
+            checkpoint: Mark,
         ) -> Result<(), BoxError> {
             let tx = self.conn.transaction()?;
             for recorded in events {
@@ -411,9 +460,14 @@ mod sqlite {
                 }
             }
             tx.execute(
-                "INSERT INTO checkpoint (name, position) VALUES (?1, ?2)
-                 ON CONFLICT(name) DO UPDATE SET position = excluded.position",
-                params![CHECKPOINT_NAME, checkpoint],
+                "INSERT INTO checkpoint (name, position, event_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET position = excluded.position,
+                    event_id = excluded.event_id",
+                params![
+                    CHECKPOINT_NAME,
+                    checkpoint.position,
+                    checkpoint.event_id.map(|id| id.to_string())
+                ],
             )?;
             tx.commit()?;
             Ok(())

@@ -157,6 +157,53 @@ impl Args {
     }
 }
 
+/// What an example keeps in its directory: the store (`events`), projections'
+/// checkpoints, and the orders example's SQLite read model (with the files SQLite keeps
+/// beside it).
+const EXAMPLE_FILES: [&str; 3] = ["events", "checkpoints", "read-model.sqlite"];
+
+/// Empties `dir` of what an example keeps there ([`EXAMPLE_FILES`]), so that a run tells
+/// the same story as the last. A directory that holds anything else is refused: the
+/// directory given to an example may be the user's, and an example removes only what an
+/// example made.
+pub fn start_afresh(dir: &Path) -> Result<(), BoxError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", dir.display()).into()),
+    };
+    let mut ours = Vec::new();
+    let mut others = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name();
+        let text = name.to_string_lossy();
+        if EXAMPLE_FILES.iter().any(|f| text.starts_with(f)) {
+            ours.push(name);
+        } else {
+            others.push(text.into_owned());
+        }
+    }
+    if !others.is_empty() {
+        others.sort();
+        return Err(format!(
+            "{} holds files no example made ({}): give the example a directory of its own, \
+             a new one or one an example made, which it empties at the start of each run",
+            dir.display(),
+            others.join(", ")
+        )
+        .into());
+    }
+    for name in ours {
+        let path = dir.join(name);
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// The file store or the PostgreSQL store, behind one [`EventStore`].
 #[derive(Debug)]
 pub enum ExampleStore {
@@ -173,8 +220,8 @@ impl ExampleStore {
     pub fn open(location: &Location, fresh: bool) -> Result<ExampleStore, BoxError> {
         match location {
             Location::Dir(dir) => {
-                if fresh && dir.exists() {
-                    std::fs::remove_dir_all(dir)?;
+                if fresh {
+                    start_afresh(dir)?;
                 }
                 std::fs::create_dir_all(dir)?;
                 Ok(ExampleStore::File(FileStore::open(dir.join("events"))?))
@@ -331,6 +378,37 @@ mod tests {
             .append("s-1", ExpectedVersion::Any, vec![event])
             .unwrap();
         assert_eq!(store.stream_end("s-1").unwrap().map(|e| e.version), Some(1));
+    }
+
+    /// An example started afresh removes what an example keeps in its directory and
+    /// nothing else; a directory holding anything else is refused, untouched (it removed
+    /// the whole directory, the user's files with it).
+    #[test]
+    fn an_example_empties_only_what_an_example_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::Dir(dir.path().to_owned());
+        let store = ExampleStore::open(&location, true).unwrap();
+        store
+            .append(
+                "s-1",
+                ExpectedVersion::Any,
+                vec![NewEvent::new("Noted", 1, b"{}".to_vec())],
+            )
+            .unwrap();
+        store.close().unwrap();
+        std::fs::create_dir(dir.path().join("checkpoints")).unwrap();
+        std::fs::write(dir.path().join("read-model.sqlite-wal"), b"").unwrap();
+        let store = ExampleStore::open(&location, true).unwrap();
+        assert_eq!(store.head_position().unwrap(), 0, "started afresh");
+        store.close().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"the user's").unwrap();
+        let err = ExampleStore::open(&location, true).unwrap_err().to_string();
+        assert!(err.contains("notes.txt"), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join("notes.txt")).unwrap(),
+            b"the user's"
+        );
+        assert!(dir.path().join("events").exists());
     }
 
     #[test]

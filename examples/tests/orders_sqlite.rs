@@ -92,3 +92,68 @@ fn orders_process_manager_and_sqlite_read_model_across_reopens() {
         assert_eq!(rows[0].discount_cents, 50_00);
     });
 }
+
+/// The SQLite read model keeps the id of the event at its checkpoint: a log replaced
+/// under it (its directory deleted, new events taking the old positions) stops the
+/// runner with `HistoryReplaced`, where it skipped the new events and reported itself
+/// caught up.
+#[test]
+fn the_sqlite_read_model_stops_at_a_replaced_log() {
+    use es_core::projection::ProjectionError;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("events");
+    let db = dir.path().join("summary.sqlite");
+    let line = vec![OrderLine {
+        sku: "kb".into(),
+        quantity: 1,
+    }];
+    let place_and_pay = |s: &FileStore, id: &str| {
+        let orders = Repository::<Order, _>::new(s);
+        orders
+            .execute(id, |o| o.place("Dana", line.clone(), 100_00))
+            .unwrap();
+        orders.execute(id, |o| o.pay(100_00)).unwrap();
+    };
+    with_store(&d, |s| {
+        place_and_pay(s, "0");
+        let mut runner = ProjectionRunner::new(s, OrderSummaries::open(&db).unwrap());
+        runner.run_to_head().unwrap();
+    });
+    std::fs::remove_dir_all(&d).unwrap();
+    with_store(&d, |s| {
+        place_and_pay(s, "1");
+        let mut runner = ProjectionRunner::new(s, OrderSummaries::open(&db).unwrap());
+        match runner.run_to_head() {
+            Err(ProjectionError::HistoryReplaced { .. }) => {}
+            other => panic!("the replaced log went unnoticed: {other:?}"),
+        }
+    });
+}
+
+/// An order line of no item is refused when the order is placed: stored, the stock
+/// reservations that follow would refuse it at every run, and stop there.
+#[test]
+fn an_order_line_of_no_item_is_refused_when_placed() {
+    use es_examples::orders::OrderError;
+    let dir = tempfile::tempdir().unwrap();
+    with_store(&dir.path().join("events"), |s| {
+        let orders = Repository::<Order, _>::new(s);
+        let lines = vec![
+            OrderLine {
+                sku: "kb".into(),
+                quantity: 1,
+            },
+            OrderLine {
+                sku: "mouse".into(),
+                quantity: 0,
+            },
+        ];
+        match orders.execute("1", |o| o.place("Dana", lines.clone(), 100_00)) {
+            Err(es_core::CommandError::Rejected(OrderError::ZeroQuantity { line: 2, sku })) => {
+                assert_eq!(sku, "mouse")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.head_position().unwrap(), 0);
+    });
+}

@@ -3126,7 +3126,7 @@ fn a_power_loss_after_repairing_a_lost_last_segment_brings_back_no_record_of_it(
     segments.sort();
     let last = segments.last().unwrap().clone();
     assert!(
-        fs.read_file(&segments[segments.len() - 2].with_extension("idx"))
+        fs.read_file(segments[segments.len() - 2].with_extension("idx"))
             .is_some()
     );
     fs.remove_file(&last).unwrap();
