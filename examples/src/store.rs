@@ -162,7 +162,8 @@ impl Args {
 /// beside it).
 const EXAMPLE_FILES: [&str; 3] = ["events", "checkpoints", "read-model.sqlite"];
 
-/// Empties `dir` of what an example keeps there ([`EXAMPLE_FILES`]), so that a run tells
+/// Empties `dir` of what an example keeps there (`events`, `checkpoints`,
+/// `read-model.sqlite` and the files SQLite keeps beside it), so that a run tells
 /// the same story as the last. A directory that holds anything else is refused: the
 /// directory given to an example may be the user's, and an example removes only what an
 /// example made.
