@@ -695,9 +695,75 @@ impl<H: BuildHasher + Default> Index<H> {
 
     /// Serializes the base alone, as an index of the sealed segments: what the next open
     /// needs not to read their stream tables, written without syncing the active
-    /// segment (sealed segments are durable).
+    /// segment (sealed segments are durable). The store writes it with
+    /// [`Index::encode_base_in_steps`]; this is the whole table under one look.
+    #[cfg(test)]
     pub fn encode_base(&self) -> Vec<u8> {
         self.encode_with(false)
+    }
+
+    /// [`Index::encode_base`], taking `index`'s read lock for `step` streams at a time
+    /// rather than for the whole table: the writer's publish waits for that lock, and a
+    /// table of a million streams held appends for over a tenth of a second at every
+    /// seal. The caller seals (no segment is sealed between the steps); what is appended
+    /// between them does not change the base: a stream's version after the sealed
+    /// segments is the one before its first recent frame, and streams created meanwhile
+    /// start after them (an open finds them in the log).
+    pub fn encode_base_in_steps(index: &std::sync::RwLock<Index<H>>, step: usize) -> Vec<u8> {
+        let read = || index.read().unwrap_or_else(|e| e.into_inner());
+        let (covered, head, sealed, streams) = {
+            let index = read();
+            let (covered, head) = match index.sealed.last() {
+                None => (LogOffset::segment_start(0), 0),
+                Some(last) => (
+                    LogOffset::new(last.segment, last.len),
+                    last.end_position() - 1,
+                ),
+            };
+            (covered, head, index.sealed.len(), index.stream_ids.len())
+        };
+        let mut out = Vec::with_capacity(64 + streams * 24);
+        out.extend_from_slice(INDEX_MAGIC);
+        out.extend_from_slice(&covered.segment.to_le_bytes());
+        out.extend_from_slice(&covered.offset.to_le_bytes());
+        out.extend_from_slice(&head.to_le_bytes());
+        let mut buf = [0u8; 10];
+        let mut var = |out: &mut Vec<u8>, v: u64| {
+            let n = v.encode_var(&mut buf);
+            out.extend_from_slice(&buf[..n]);
+        };
+        var(&mut out, sealed as u64);
+        var(&mut out, streams as u64);
+        let mut from = 0;
+        while from < streams {
+            let to = (from + step.max(1)).min(streams);
+            let index = read();
+            for o in from..to {
+                let (Some(id), Some(entry)) = (index.stream_ids.get(o), index.entries.get(o))
+                else {
+                    break;
+                };
+                // the version before the stream's first recent frame
+                let first_recent = entry
+                    .recent
+                    .first()
+                    .and_then(|&no| no.checked_sub(index.recent_base))
+                    .and_then(|i| index.recent.get(usize::try_from(i).ok()?));
+                let version = match first_recent {
+                    Some(f) => f.first_version.saturating_sub(1),
+                    None => entry.version,
+                };
+                var(&mut out, id.len() as u64);
+                out.extend_from_slice(id.as_bytes());
+                var(&mut out, version);
+                var(&mut out, entry.last_sealed.map_or(0, |s| s + 1));
+            }
+            from = to;
+        }
+        var(&mut out, 0);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
     }
 
     /// Serializes the base (the stream table as it stood after the sealed segments) and

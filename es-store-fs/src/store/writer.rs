@@ -1184,7 +1184,7 @@ impl Shared {
         if sealed_any {
             // the stream table after the sealed segments, so that an open after a crash
             // need not read their stream tables (a clean close writes the whole index)
-            let bytes = read(&self.published).encode_base();
+            let bytes = crate::index::Index::encode_base_in_steps(&self.published, 16_384);
             write_atomically(
                 &*self.options.vfs,
                 &self.dir,

@@ -424,3 +424,46 @@ fn subscriptions_and_projections_deliver_the_events_before_damage_first() {
         good
     );
 }
+
+/// A stream table cache too small for a segment's table (0 keeps none) keeps no copy of
+/// it, and the table is read from its file: an empty copy was kept, and every read of a
+/// stream with frames in a segment sealed while the store ran failed as damage.
+#[test]
+fn a_table_cache_too_small_for_a_table_reads_the_table_from_its_file() {
+    use es_core::{EventStore, ExpectedVersion};
+    let read_all_streams = |store: &FileStore, what: &str| {
+        for s in 0..7 {
+            let events: Vec<_> = store
+                .read_stream(&format!("s-{s}"), 1)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(events.len() >= 85, "{what}: {}", events.len());
+        }
+    };
+    for cache in [0usize, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = || es_store_fs::FileStoreOptions {
+            segment_size: 16 << 10,
+            durability: es_store_fs::Durability::None,
+            stream_table_cache: cache,
+            ..Default::default()
+        };
+        let store = FileStore::open_with(dir.path(), options()).unwrap();
+        for n in 0..600u64 {
+            let stream = format!("s-{}", n % 7);
+            store
+                .append(
+                    &stream,
+                    ExpectedVersion::Any,
+                    vec![crate::common::event(&stream, n, 40)],
+                )
+                .unwrap();
+        }
+        store.checkpoint().unwrap();
+        read_all_streams(&store, &format!("cache {cache}, live"));
+        drop(store);
+        let store = FileStore::open_with(dir.path(), options()).unwrap();
+        read_all_streams(&store, &format!("cache {cache}, reopened"));
+    }
+}
