@@ -114,7 +114,7 @@ pub struct Index<H = foldhash::fast::RandomState> {
     /// The streams, by ordinal.
     entries: Vec<StreamEntry>,
     /// Stream ids by ordinal.
-    pub stream_ids: Vec<String>,
+    pub stream_ids: Vec<Arc<str>>,
     /// Sealed segments 0, 1, … in order: their frames are found through their indexes.
     pub sealed: Vec<Arc<Sealed>>,
     /// The id filters of groups of sealed segments, by window (see [`crate::group`]).
@@ -183,7 +183,7 @@ impl<H: BuildHasher + Default> Index<H> {
         let ids = &self.stream_ids;
         self.ordinals
             .find(Self::spread(key), |&(k, o)| {
-                k == key && ids.get(o as usize).is_some_and(|s| s == stream_id)
+                k == key && ids.get(o as usize).is_some_and(|s| **s == *stream_id)
             })
             .map(|&(_, o)| o)
     }
@@ -210,7 +210,7 @@ impl<H: BuildHasher + Default> Index<H> {
         }
         let ordinal = u32::try_from(self.stream_ids.len())
             .map_err(|_| "more than 4 billion streams".to_owned())?;
-        self.stream_ids.push(stream_id.to_owned());
+        self.stream_ids.push(Arc::from(stream_id));
         self.entries.push(StreamEntry::default());
         let key = Self::key_hash(&self.hasher, stream_id);
         self.ordinals
@@ -469,24 +469,20 @@ impl<H: BuildHasher + Default> Index<H> {
             .count();
         let events: u64 = self.recent.iter().take(n).map(|f| f.count).sum();
         let mut frames = Vec::with_capacity(n);
-        let mut previous = crate::seal::PreviousSegments::default();
-        // one copy of each stream id, shared by its frames: this runs under the index's
-        // read lock, which the writer's publish waits for (maps hashed with foldhash: with
-        // SipHash, a segment of 300,000 streams held appends for a third of a second)
-        let mut names: HashMap<u32, Arc<str>, foldhash::fast::RandomState> = HashMap::default();
+        let mut previous = Vec::new();
+        // this runs under the index's read lock, which the writer's publish waits for:
+        // each frame takes a reference to its stream's id, and each stream is listed once
+        // (by a bit per stream), with nothing allocated per stream and nothing hashed
+        let mut listed = vec![0u64; self.stream_ids.len().div_ceil(64)];
         for (f, &ordinal) in self.recent.iter().zip(&self.recent_streams).take(n) {
-            let name = match names.get(&ordinal) {
-                Some(name) => Arc::clone(name),
-                None => {
-                    let id = self.stream_ids.get(ordinal as usize)?;
-                    let name: Arc<str> = Arc::from(id.as_str());
-                    let entry = self.entries.get(ordinal as usize)?;
-                    previous.insert(Arc::clone(&name), entry.last_sealed);
-                    names.insert(ordinal, Arc::clone(&name));
-                    name
-                }
-            };
-            frames.push((name, *f));
+            let o = ordinal as usize;
+            let id = self.stream_ids.get(o)?;
+            let bit = listed.get_mut(o / 64)?;
+            if *bit & (1 << (o % 64)) == 0 {
+                *bit |= 1 << (o % 64);
+                previous.push((Arc::clone(id), self.entries.get(o)?.last_sealed));
+            }
+            frames.push((Arc::clone(id), *f));
         }
         Some(SegmentFrames {
             segment,
@@ -670,7 +666,7 @@ impl<H: BuildHasher + Default> Index<H> {
             return None;
         }
         let ordinal = *self.recent_streams.get(i)?;
-        self.stream_ids.get(ordinal as usize).map(String::as_str)
+        self.stream_ids.get(ordinal as usize).map(|s| &**s)
     }
 
     /// The ids of recent events from `position` on.

@@ -349,12 +349,9 @@ pub struct SegmentFrames {
     pub frames: Vec<(std::sync::Arc<str>, FrameEntry)>,
     /// Event ids in position order.
     pub ids: Vec<Uuid>,
-    /// Per stream of the segment, the previous sealed segment holding it.
-    pub previous: PreviousSegments,
+    /// Each stream of the segment once, with the previous sealed segment holding it.
+    pub previous: Vec<(std::sync::Arc<str>, Option<u64>)>,
 }
-
-/// Per stream id, the previous sealed segment holding the stream.
-pub type PreviousSegments = HashMap<std::sync::Arc<str>, Option<u64>, foldhash::fast::RandomState>;
 
 impl Sealed {
     fn streams_at(&self) -> u64 {
@@ -438,6 +435,8 @@ impl Sealed {
         // streams in order of their first frame, then sorted by hash for lookups
         // maps of the segment's stream ids, hashed with a per-process seed
         type ByStream<'s, V> = HashMap<&'s str, V, foldhash::fast::RandomState>;
+        let previous: ByStream<'_, Option<u64>> =
+            seg.previous.iter().map(|(s, p)| (&**s, *p)).collect();
         let mut order: Vec<&str> = Vec::new();
         let mut slots_of: ByStream<'_, Vec<u32>> = HashMap::default();
         for (i, (s, _)) in seg.frames.iter().enumerate() {
@@ -466,7 +465,7 @@ impl Sealed {
             let first_frame = &seg.frames[frame_nos[0] as usize].1;
             let last_frame = &seg.frames[frame_nos[frame_nos.len() - 1] as usize].1;
             streams.extend_from_slice(&hash.to_le_bytes());
-            let previous = seg.previous.get(s).copied().flatten();
+            let previous = previous.get(s).copied().flatten();
             streams.extend_from_slice(&previous.unwrap_or(NO_SEGMENT).to_le_bytes());
             streams.extend_from_slice(&first_frame.first_version.to_le_bytes());
             let last_version = last_frame.first_version + last_frame.count - 1;
@@ -1175,6 +1174,29 @@ impl Sealed {
         let take = (count - first).min(u64::try_from(max).unwrap_or(u64::MAX));
         if take == 0 {
             return Ok(false);
+        }
+        // where the bisection ended must be where the version read lies: the frame found
+        // holds it (or is the run's first), and continues the one before it. A damaged
+        // entry that misled the bisection is damage here, in this file, not a gap in the
+        // log the reader would report against the segment
+        let found = entry(first)?;
+        let holds = if from_version <= run.first_version {
+            first == 0 && found.first_version == run.first_version
+        } else {
+            found.first_version <= from_version
+        };
+        let continues = match first.checked_sub(1) {
+            None => true,
+            Some(before) => {
+                let before = entry(before)?;
+                before.first_version.checked_add(before.count) == Some(found.first_version)
+            }
+        };
+        if !holds || !continues {
+            return Err(damaged(
+                list_at + first * SLOT_LEN,
+                "a frame entry of a stream outside the segment's bounds or out of order",
+            ));
         }
         let at = list_at + first * SLOT_LEN;
         let len = usize::try_from(take * SLOT_LEN)

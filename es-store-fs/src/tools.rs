@@ -603,10 +603,7 @@ fn compare_base(log: &Index, file: &IndexFile, base: &Base) -> Result<(), String
             break;
         }
         events += f.count;
-        let id = log
-            .stream_ids
-            .get(ordinal as usize)
-            .map_or("", String::as_str);
+        let id = log.stream_ids.get(ordinal as usize).map_or("", |s| &**s);
         let s = streams.entry(id).or_default();
         s.0 += f.count;
         s.1 = Some(f.at.segment);

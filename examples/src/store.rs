@@ -178,7 +178,12 @@ pub fn start_afresh(dir: &Path) -> Result<(), BoxError> {
     for entry in entries {
         let name = entry?.file_name();
         let text = name.to_string_lossy();
-        if EXAMPLE_FILES.iter().any(|f| text.starts_with(f)) {
+        // the names themselves, and the files SQLite keeps beside its database
+        let made = EXAMPLE_FILES.iter().any(|f| {
+            text.strip_prefix(f)
+                .is_some_and(|rest| ["", "-wal", "-shm", "-journal"].contains(&rest))
+        });
+        if made {
             ours.push(name);
         } else {
             others.push(text.into_owned());
@@ -402,14 +407,21 @@ mod tests {
         let store = ExampleStore::open(&location, true).unwrap();
         assert_eq!(store.head_position().unwrap(), 0, "started afresh");
         store.close().unwrap();
-        std::fs::write(dir.path().join("notes.txt"), b"the user's").unwrap();
-        let err = ExampleStore::open(&location, true).unwrap_err().to_string();
-        assert!(err.contains("notes.txt"), "{err}");
-        assert_eq!(
-            std::fs::read(dir.path().join("notes.txt")).unwrap(),
-            b"the user's"
-        );
-        assert!(dir.path().join("events").exists());
+        // names an example never makes, some of them starting like one it makes
+        for name in [
+            "notes.txt",
+            "events.csv",
+            "checkpoints-2024",
+            "read-model.sqlite.bak",
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"the user's").unwrap();
+            let err = ExampleStore::open(&location, true).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+            assert_eq!(std::fs::read(&path).unwrap(), b"the user's");
+            assert!(dir.path().join("events").exists());
+            std::fs::remove_file(&path).unwrap();
+        }
     }
 
     #[test]

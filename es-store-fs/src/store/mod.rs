@@ -233,7 +233,7 @@ impl FileStore {
         index
             .stream_ids
             .iter()
-            .map(|s| (s.clone(), index.version(s)))
+            .map(|s| (s.to_string(), index.version(s)))
             .collect()
     }
 

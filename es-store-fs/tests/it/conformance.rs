@@ -467,3 +467,69 @@ fn a_table_cache_too_small_for_a_table_reads_the_table_from_its_file() {
         read_all_streams(&store, &format!("cache {cache}, reopened"));
     }
 }
+
+/// A damaged entry of a stream's list of frames in a sealed index, met by the bisection
+/// that finds where a read from a version starts, is reported as damage in the index
+/// file, as a read of the whole list reports it: it was reported as a gap in the log,
+/// naming the intact segment.
+#[test]
+fn a_damaged_frame_entry_met_by_the_bisection_is_reported_in_the_index() {
+    use es_core::{EventStore, ExpectedVersion};
+    let options = |cache: usize| es_store_fs::FileStoreOptions {
+        segment_size: 64 << 10,
+        durability: es_store_fs::Durability::None,
+        stream_table_cache: cache,
+        ..Default::default()
+    };
+    let read = |store: &FileStore, from: u64| -> Result<usize, String> {
+        store
+            .read_stream("long", from)
+            .map_err(|e| e.to_string())?
+            .map(|e| e.map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| v.len())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open_with(dir.path(), options(64 << 20)).unwrap();
+    let idx = dir.path().join(format!("{:020}.idx", 0));
+    let mut v = 0;
+    while !idx.exists() {
+        store
+            .append(
+                "long",
+                ExpectedVersion::Exact(v),
+                vec![crate::common::event("long", v, 40)],
+            )
+            .unwrap();
+        v += 1;
+        if v % 100 == 0 {
+            store.checkpoint().unwrap();
+        }
+    }
+    store.close().unwrap();
+    let mut b = std::fs::read(&idx).unwrap();
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap()) as usize;
+    let (frames, streams, names) = (u32_at(&b, 40), u32_at(&b, 44), u32_at(&b, 48));
+    assert_eq!(streams, 1);
+    let slots_at = 64 + 56 * streams + names;
+    let filter_at = slots_at + 40 * frames;
+    // single-event frames: entry t holds version t + 1; entry t's version made 1
+    let from = (frames * 4 / 5) as u64;
+    let at = slots_at + 40 * (from as usize - 1) + 16;
+    assert_eq!(u64::from_le_bytes(b[at..at + 8].try_into().unwrap()), from);
+    b[at..at + 8].copy_from_slice(&1u64.to_le_bytes());
+    let crc = crc32c::crc32c(&b[64..filter_at]);
+    b[56..60].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&idx, &b).unwrap();
+    for cache in [0usize, 64 << 20] {
+        let store = FileStore::open_with(dir.path(), options(cache)).unwrap();
+        for from in [1, from - 1, from, from + 1] {
+            match read(&store, from) {
+                Err(e) if e.contains(".idx") => {}
+                other => panic!("cache {cache}, from {from}: {other:?}"),
+            }
+        }
+    }
+}
