@@ -179,10 +179,10 @@ pub fn start_afresh(dir: &Path) -> Result<(), BoxError> {
         let name = entry?.file_name();
         let text = name.to_string_lossy();
         // the names themselves, and the files SQLite keeps beside its database
-        let made = EXAMPLE_FILES.iter().any(|f| {
-            text.strip_prefix(f)
-                .is_some_and(|rest| ["", "-wal", "-shm", "-journal"].contains(&rest))
-        });
+        let made = EXAMPLE_FILES.contains(&&*text)
+            || text
+                .strip_prefix("read-model.sqlite")
+                .is_some_and(|rest| ["-wal", "-shm", "-journal"].contains(&rest));
         if made {
             ours.push(name);
         } else {
@@ -413,6 +413,8 @@ mod tests {
             "events.csv",
             "checkpoints-2024",
             "read-model.sqlite.bak",
+            "events-journal",
+            "checkpoints-wal",
         ] {
             let path = dir.path().join(name);
             std::fs::write(&path, b"the user's").unwrap();
