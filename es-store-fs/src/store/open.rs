@@ -533,21 +533,30 @@ fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<WriterLock, OpenError> {
 /// log past what the writer acknowledged may hold frames whose appends are still
 /// syncing, or will fail.
 fn published_end(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Published>, OpenError> {
-    if !writer_holds(vfs, dir)? {
-        return Ok(None);
-    }
-    match recovery::read_published(vfs, dir)? {
-        Some(published) => Ok(Some(published)),
-        None => Err(OpenError::Io {
-            path: dir.join(crate::layout::PUBLISHED_FILE),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "a writer holds the store, but its record of what it acknowledged is \
-                 missing or damaged: a read-only open cannot tell acknowledged frames from \
-                 frames still being written, and is refused (try again once the writer \
-                 has closed)",
-            ),
-        }),
+    let started = std::time::Instant::now();
+    loop {
+        if !writer_holds(vfs, dir)? {
+            return Ok(None);
+        }
+        if let Some(published) = recovery::read_published(vfs, dir)? {
+            return Ok(Some(published));
+        }
+        // a writer that is opening (creating the store, or recovering it) writes its
+        // record once its recovery is done: it is asked again for up to a second
+        if started.elapsed() >= PROBE_WAIT {
+            return Err(OpenError::Io {
+                path: dir.join(crate::layout::PUBLISHED_FILE),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "a writer holds the store, but its record of what it acknowledged is \
+                     missing or damaged after a second: a read-only open cannot tell \
+                     acknowledged frames from frames still being written, and is refused \
+                     (try again: the writer writes the record after its next commit, or \
+                     once it has closed)",
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

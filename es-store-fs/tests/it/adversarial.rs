@@ -1101,3 +1101,53 @@ fn a_temporary_file_in_the_way_is_named() {
     let err = store.checkpoint().unwrap_err().to_string();
     assert!(err.contains("index.dat.tmp"), "{err}");
 }
+
+/// A read-only open beside a writer whose record cannot be read for a moment (a writer
+/// that is opening writes it once its recovery is done) waits for the record, up to a
+/// second, rather than being refused at once with advice to wait for the writer to close.
+#[test]
+fn a_read_only_open_waits_a_moment_for_a_writers_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = FileStore::open(dir.path()).unwrap();
+    writer
+        .append(
+            "s-1",
+            ExpectedVersion::Any,
+            vec![common::event("s-1", 0, 40)],
+        )
+        .unwrap();
+    // the record unreadable for a moment (garbled in place: the writer writes its next
+    // one into the same file)
+    {
+        use std::os::unix::fs::FileExt;
+        let record = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("PUBLISHED"))
+            .unwrap();
+        record.write_all_at(&[0u8; 16], 0).unwrap();
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // the writer publishes again after its next commit
+            writer
+                .append(
+                    "s-1",
+                    ExpectedVersion::Any,
+                    vec![common::event("s-1", 1, 40)],
+                )
+                .unwrap();
+        });
+        let started = std::time::Instant::now();
+        let read_only = FileStore::open_with(
+            dir.path(),
+            FileStoreOptions {
+                read_only: true,
+                ..FileStoreOptions::default()
+            },
+        )
+        .expect("the read-only open waits for the record");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(all_events(&read_only).len(), 2);
+    });
+}
