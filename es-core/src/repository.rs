@@ -1229,20 +1229,10 @@ impl RetryTurn {
         if HOLDS_A_TURN.with(std::cell::Cell::get) {
             return None;
         }
-        let (taken, turn_over) = &*TURNS;
-        let deadline = Instant::now() + MAX_TURN_WAIT;
-        // a command that panicked holding the set leaves nothing to repair
         let key = (store, stream_id.to_owned());
-        let mut streams = taken.lock().unwrap_or_else(|e| e.into_inner());
-        while streams.contains(&key) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            streams = turn_over
-                .wait_timeout(streams, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        let (mut streams, free) = Self::wait_until_free(&key);
+        if !free {
+            return None;
         }
         streams.insert(key.clone());
         TURNS_HELD.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -1259,20 +1249,29 @@ impl RetryTurn {
         {
             return;
         }
+        let _unlocked_at_once = Self::wait_until_free(&(store, stream_id.to_owned()));
+    }
+
+    /// Waits until no turn on `key` is taken, at most [`MAX_TURN_WAIT`]: the set of
+    /// taken turns, locked, and whether the turn is free.
+    fn wait_until_free(
+        key: &(u64, String),
+    ) -> (std::sync::MutexGuard<'static, HashSet<(u64, String)>>, bool) {
         let (taken, turn_over) = &*TURNS;
         let deadline = Instant::now() + MAX_TURN_WAIT;
-        let key = (store, stream_id.to_owned());
+        // a command that panicked holding the set leaves nothing to repair
         let mut streams = taken.lock().unwrap_or_else(|e| e.into_inner());
-        while streams.contains(&key) {
+        while streams.contains(key) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return;
+                return (streams, false);
             }
             streams = turn_over
                 .wait_timeout(streams, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        (streams, true)
     }
 }
 

@@ -698,6 +698,18 @@ impl<H: BuildHasher + Default> Index<H> {
         self.encode_with(false)
     }
 
+    /// Where the base ends: the end of the last sealed segment and its last position (a
+    /// base of nothing when no segment is sealed).
+    fn base_end(&self) -> (LogOffset, u64) {
+        match self.sealed.last() {
+            None => (LogOffset::segment_start(0), 0),
+            Some(last) => (
+                LogOffset::new(last.segment, last.len),
+                last.end_position() - 1,
+            ),
+        }
+    }
+
     /// [`Index::encode_base`], taking `index`'s read lock for `step` streams at a time
     /// rather than for the whole table: the writer's publish waits for that lock, and a
     /// table of a million streams held appends for over a tenth of a second at every
@@ -707,28 +719,15 @@ impl<H: BuildHasher + Default> Index<H> {
     /// start after them (an open finds them in the log).
     pub fn encode_base_in_steps(index: &std::sync::RwLock<Index<H>>, step: usize) -> Vec<u8> {
         let read = || index.read().unwrap_or_else(|e| e.into_inner());
-        let (covered, head, sealed, streams) = {
+        let (mut out, streams) = {
             let index = read();
-            let (covered, head) = match index.sealed.last() {
-                None => (LogOffset::segment_start(0), 0),
-                Some(last) => (
-                    LogOffset::new(last.segment, last.len),
-                    last.end_position() - 1,
-                ),
-            };
-            (covered, head, index.sealed.len(), index.stream_ids.len())
+            let (covered, head) = index.base_end();
+            let streams = index.stream_ids.len();
+            let mut out = Vec::with_capacity(64 + streams * 24);
+            start_index_file(&mut out, covered, head, index.sealed.len());
+            (out, streams)
         };
-        let mut out = Vec::with_capacity(64 + streams * 24);
-        out.extend_from_slice(INDEX_MAGIC);
-        out.extend_from_slice(&covered.segment.to_le_bytes());
-        out.extend_from_slice(&covered.offset.to_le_bytes());
-        out.extend_from_slice(&head.to_le_bytes());
-        let mut buf = [0u8; 10];
-        let mut var = |out: &mut Vec<u8>, v: u64| {
-            let n = v.encode_var(&mut buf);
-            out.extend_from_slice(&buf[..n]);
-        };
-        var(&mut out, sealed as u64);
+        let var = push_var;
         var(&mut out, streams as u64);
         let mut from = 0;
         while from < streams {
@@ -770,29 +769,17 @@ impl<H: BuildHasher + Default> Index<H> {
     }
 
     fn encode_with(&self, recent: bool) -> Vec<u8> {
-        let (covered, head) = match (recent, self.sealed.last()) {
-            (true, _) => (self.covered, self.head),
-            // no sealed segment: a base of nothing
-            (false, None) => (LogOffset::segment_start(0), 0),
-            (false, Some(last)) => (
-                LogOffset::new(last.segment, last.len),
-                last.end_position() - 1,
-            ),
+        let (covered, head) = if recent {
+            (self.covered, self.head)
+        } else {
+            self.base_end()
         };
         let frames = if recent { self.recent.len() } else { 0 };
         let names: usize = self.stream_ids.iter().map(|s| s.len() + 12).sum();
         let mut out =
             Vec::with_capacity(64 + names + self.recent.len() * 12 + self.recent_ids.len() * 16);
-        out.extend_from_slice(INDEX_MAGIC);
-        out.extend_from_slice(&covered.segment.to_le_bytes());
-        out.extend_from_slice(&covered.offset.to_le_bytes());
-        out.extend_from_slice(&head.to_le_bytes());
-        let mut buf = [0u8; 10];
-        let mut var = |out: &mut Vec<u8>, v: u64| {
-            let n = v.encode_var(&mut buf);
-            out.extend_from_slice(&buf[..n]);
-        };
-        var(&mut out, self.sealed.len() as u64);
+        start_index_file(&mut out, covered, head, self.sealed.len());
+        let var = push_var;
         // each stream's version before its recent frames
         let mut base: Vec<u64> = self.entries.iter().map(|e| e.version).collect();
         for (f, &o) in self.recent.iter().zip(&self.recent_streams) {
@@ -831,6 +818,22 @@ impl<H: BuildHasher + Default> Index<H> {
     pub fn recent_with_streams(&self) -> impl Iterator<Item = (&FrameEntry, u32)> {
         self.recent.iter().zip(self.recent_streams.iter().copied())
     }
+}
+
+/// Writes the start of `index.dat`: magic, covered end, head, number of sealed segments.
+fn start_index_file(out: &mut Vec<u8>, covered: LogOffset, head: u64, sealed: usize) {
+    out.extend_from_slice(INDEX_MAGIC);
+    out.extend_from_slice(&covered.segment.to_le_bytes());
+    out.extend_from_slice(&covered.offset.to_le_bytes());
+    out.extend_from_slice(&head.to_le_bytes());
+    push_var(out, sealed as u64);
+}
+
+/// Appends `v` as a varint.
+fn push_var(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 10];
+    let n = v.encode_var(&mut buf);
+    out.extend_from_slice(&buf[..n]);
 }
 
 /// The stream table `index.dat` recorded as it stood after the sealed segments.

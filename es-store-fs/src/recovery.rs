@@ -218,12 +218,7 @@ impl Scan<'_> {
                 let (path, file) = self.open_to_write(0)?;
                 // emptied and written anew: a file with another name is not the store's to
                 // empty
-                match file.links().map_err(io_err(&path))? {
-                    0 | 1 => {}
-                    links => {
-                        return Err(io_err(&path)(crate::vfs::has_other_names(&path, links)));
-                    }
-                }
+                crate::vfs::refuse_other_names(&*file, &path).map_err(io_err(&path))?;
                 file.set_len(0).map_err(io_err(&path))?;
                 write_header(&*file, 0, 1).map_err(|e| io_err(&path)(e.into_io()))?;
             }
@@ -727,14 +722,8 @@ impl Scan<'_> {
                         if !self.o.read_only {
                             self.remove_records()?;
                             if keep_file {
-                                match file.links().map_err(io_err(&path))? {
-                                    0 | 1 => {}
-                                    links => {
-                                        return Err(io_err(&path)(crate::vfs::has_other_names(
-                                            &path, links,
-                                        )));
-                                    }
-                                }
+                                crate::vfs::refuse_other_names(&*file, &path)
+                                    .map_err(io_err(&path))?;
                                 file.set_len(0).map_err(io_err(&path))?;
                                 write_header(&*file, seg, index.head + 1)
                                     .map_err(|e| io_err(&path)(e.into_io()))?;

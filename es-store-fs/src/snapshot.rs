@@ -71,10 +71,16 @@ impl SnapshotFiles {
         if let Some(list) = self.read_file(&self.path(stream_id))? {
             return Ok((list, false));
         }
+        Ok((self.read_legacy(stream_id)?, true))
+    }
+
+    /// The snapshots in the file an earlier build named by the stream hash of the sealed
+    /// indexes; none when there is no such file.
+    fn read_legacy(&self, stream_id: &str) -> Result<Vec<Snapshot>, StoreError> {
         let legacy = self
             .dir
             .join(crate::layout::legacy_snapshot_name(stream_id));
-        Ok((self.read_file(&legacy)?.unwrap_or_default(), true))
+        Ok(self.read_file(&legacy)?.unwrap_or_default())
     }
 
     /// The snapshots in the file at `path`; `None` when there is no such file.
@@ -128,18 +134,13 @@ impl SnapshotFiles {
             Some(list) => (list, false),
             // the new file leaves an earlier build's file as it is: one that cannot be
             // read only keeps its older snapshots from moving over
-            None => {
-                let legacy = self
-                    .dir
-                    .join(crate::layout::legacy_snapshot_name(&snapshot.stream_id));
-                match self.read_file(&legacy) {
-                    Ok(list) => (list.unwrap_or_default(), true),
-                    Err(e) => {
-                        tracing::warn!("{e}; the stream's older snapshots stay there");
-                        (Vec::new(), true)
-                    }
+            None => match self.read_legacy(&snapshot.stream_id) {
+                Ok(list) => (list, true),
+                Err(e) => {
+                    tracing::warn!("{e}; the stream's older snapshots stay there");
+                    (Vec::new(), true)
                 }
-            }
+            },
         };
         let (mut list, mut others): (Vec<Snapshot>, Vec<Snapshot>) = found
             .into_iter()

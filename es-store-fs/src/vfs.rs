@@ -243,6 +243,15 @@ fn only_name(path: &Path, file: &std::fs::File) -> io::Result<()> {
     }
 }
 
+/// An error naming `path` when `file`, which the store is to empty and write anew, has
+/// other names (hard links).
+pub(crate) fn refuse_other_names(file: &dyn VfsFile, path: &Path) -> io::Result<()> {
+    match file.links()? {
+        0 | 1 => Ok(()),
+        links => Err(has_other_names(path, links)),
+    }
+}
+
 /// The error of a file at `path` with `links` names, which the store was to write anew.
 pub(crate) fn has_other_names(path: &Path, links: u64) -> io::Error {
     io::Error::new(

@@ -317,11 +317,7 @@ impl StreamReader<'_> {
                         ));
                     }
                     Ok((true, table)) => {
-                        let keep = if self.keep_file {
-                            table.without_file()
-                        } else {
-                            None
-                        };
+                        let keep = self.kept(&table);
                         self.sealed.push_front((sealed, run, keep));
                     }
                     Ok((false, _)) => {}
@@ -377,6 +373,17 @@ impl StreamReader<'_> {
         }
     }
 
+    /// `table`, for the read of its frames, when it holds no file and the reader lives
+    /// for one call: an iterator handed to the caller holds no table the cache may have
+    /// let go.
+    fn kept(&self, table: &StreamTable) -> Option<StreamTable> {
+        if self.keep_file {
+            table.without_file()
+        } else {
+            None
+        }
+    }
+
     /// Collects the sealed segments holding versions from `next_version` on, following
     /// the chain back from `newest`.
     fn walk_back(&mut self, newest: Option<u64>) -> Result<(), StoreError> {
@@ -424,14 +431,7 @@ impl StreamReader<'_> {
             // each segment's list of the stream's frames is a likely cache miss: asked
             // for while the walk goes on, they arrive together
             table.touch_frames(&sealed, &run);
-            // kept for the read of its frames by a reader of one call; an iterator
-            // handed to the caller holds no table the cache may have let go
-            let keep = if self.keep_file {
-                table.without_file()
-            } else {
-                None
-            };
-            chain.push((sealed, run, keep));
+            chain.push((sealed, run, self.kept(&table)));
             if reached {
                 break;
             }

@@ -3036,35 +3036,12 @@ fn a_log_whose_segments_are_all_gone_is_refused_while_a_sealed_index_remains() {
 /// back, claiming more than the log holds, and the next open was refused.
 #[test]
 fn a_power_loss_after_a_repair_brings_back_no_record_of_what_was_cut() {
-    use es_store_fs::vfs::sim::SimOptions;
-    let fs = SimFs::with_options(
-        3,
-        SimOptions {
-            keep_percent: 0,
-            ..SimOptions::default()
-        },
-    );
+    let fs = written_back_store(FileStoreOptions::default().segment_size, 10);
     let options = |repair: bool| FileStoreOptions {
         vfs: Arc::new(fs.clone()),
         repair,
         ..FileStoreOptions::default()
     };
-    let store = FileStore::open_with("/db", options(false)).unwrap();
-    for n in 0..10 {
-        store
-            .append(
-                "s-1",
-                ExpectedVersion::Any,
-                vec![common::event("s-1", n, 40)],
-            )
-            .unwrap();
-    }
-    store.close().unwrap();
-    // the system writes every file back in its own time, `PUBLISHED` among them
-    for path in fs.files() {
-        let bytes = fs.read_file(&path).unwrap();
-        fs.write_file(&path, &bytes);
-    }
     // damage in the middle of the log: the user repairs
     let segment = Path::new("/db/00000000000000000000.seg");
     let mut bytes = fs.read_file(segment).unwrap();
@@ -3089,35 +3066,13 @@ fn a_power_loss_after_a_repair_brings_back_no_record_of_what_was_cut() {
 #[test]
 fn a_power_loss_after_repairing_a_lost_last_segment_brings_back_no_record_of_it() {
     use es_store_fs::vfs::Vfs;
-    use es_store_fs::vfs::sim::SimOptions;
-    let fs = SimFs::with_options(
-        3,
-        SimOptions {
-            keep_percent: 0,
-            ..SimOptions::default()
-        },
-    );
+    let fs = written_back_store(4096, 100);
     let options = |repair: bool| FileStoreOptions {
         vfs: Arc::new(fs.clone()),
         repair,
         segment_size: 4096,
         ..FileStoreOptions::default()
     };
-    let store = FileStore::open_with("/db", options(false)).unwrap();
-    for n in 0..100 {
-        store
-            .append(
-                "s-1",
-                ExpectedVersion::Any,
-                vec![common::event("s-1", n, 40)],
-            )
-            .unwrap();
-    }
-    store.close().unwrap();
-    for path in fs.files() {
-        let bytes = fs.read_file(&path).unwrap();
-        fs.write_file(&path, &bytes);
-    }
     let mut segments: Vec<_> = fs
         .files()
         .into_iter()
@@ -3140,4 +3095,39 @@ fn a_power_loss_after_repairing_a_lost_last_segment_brings_back_no_record_of_it(
     let store = FileStore::open_with("/db", options(false))
         .expect("the repaired store opens after a power loss");
     assert_eq!(store.head_position().unwrap(), kept);
+}
+
+/// A store of `events` one-event appends to one stream, in segments of `segment_size`,
+/// on a simulated disk that keeps nothing unsynced at a power loss; closed, then every
+/// file written back by the system in its own time (`PUBLISHED` among them).
+fn written_back_store(segment_size: u64, events: u64) -> SimFs {
+    use es_store_fs::vfs::sim::SimOptions;
+    let fs = SimFs::with_options(
+        3,
+        SimOptions {
+            keep_percent: 0,
+            ..SimOptions::default()
+        },
+    );
+    let options = FileStoreOptions {
+        vfs: Arc::new(fs.clone()),
+        segment_size,
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with("/db", options).unwrap();
+    for n in 0..events {
+        store
+            .append(
+                "s-1",
+                ExpectedVersion::Any,
+                vec![common::event("s-1", n, 40)],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    for path in fs.files() {
+        let bytes = fs.read_file(&path).unwrap();
+        fs.write_file(&path, &bytes);
+    }
+    fs
 }
