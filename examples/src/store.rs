@@ -14,13 +14,12 @@
 //! [`FileStore`]. [`ExampleStore`] is either, behind the one [`EventStore`] contract, so
 //! the examples' code is the same on both.
 
-use es_core::projection::{BoxError, CheckpointStore};
+use es_core::projection::BoxError;
 use es_core::{
     AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEventRef,
     SnapshotStore, StoreError, StreamEnd,
 };
-use es_store_fs::{FileCheckpoints, FileStore};
-use es_store_pg::projection::PgCheckpoints;
+use es_store_fs::FileStore;
 use es_store_pg::{PgStore, PgStoreOptions};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -269,15 +268,6 @@ fn drop_schema(url: &str, schema: &str) -> Result<(), BoxError> {
     let mut client = es_store_pg::postgres::Client::connect(url, es_store_pg::postgres::NoTls)?;
     client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))?;
     Ok(())
-}
-
-/// Where the projections of an example keep their checkpoints: files in `DIR/checkpoints`
-/// beside the file store, a table beside the PostgreSQL store's.
-pub fn checkpoints(location: &Location) -> Result<Box<dyn CheckpointStore + Send>, BoxError> {
-    Ok(match location {
-        Location::Dir(dir) => Box::new(FileCheckpoints::open(dir.join("checkpoints"))?),
-        Location::Postgres { url, schema } => Box::new(PgCheckpoints::connect(url, schema)?),
-    })
 }
 
 /// The directory a [`Location::Dir`] names, for what an example keeps beside the store.
